@@ -1,0 +1,81 @@
+"""`mvcf` entry point.
+
+Each command lives in `mvcf.cli.<name>` (mvcf.cli.stats for `mvcf stats`) and provides
+`add_arguments(parser)` and `run(args, reporter) -> int`; heavy imports belong inside run().
+An MVCFError becomes one line `error: ...` on stderr with exit code 2; anything else is a bug (exit 1).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from mvcf import __version__
+from mvcf.errors import Cancelled, MVCFError
+from mvcf.progress import JsonLinesReporter, make_reporter
+
+COMMANDS: dict[str, str] = {
+    "synth": "Generate a synthetic two-institution OVCF/MVCF cohort (NIfTI + manifest.csv).",
+    "views": "Build the 2D / 2.5D / 3D model input around one vertebra of a CT.",
+    "predict": "Classify one vertebra of a CT (probability of a malignant fracture).",
+    "train": "Train a 2D / 2.5D / 3D model from a cohort manifest; writes a model bundle.",
+    "evaluate": "Evaluate a model bundle on a cohort manifest (metrics with CIs, plots).",
+    "study": "The paper's design: 2D vs 2.5D vs 3D on identical splits, internal + external test.",
+    "stats": "ROC/AUC with DeLong, operating points, calibration, reader-study (MRMC) analysis.",
+    "demo": "Synthetic cohort -> study -> prediction on the shipped real CT, into a report folder.",
+}
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one `error: ...` line and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog="mvcf", description="MVCF vs OVCF on CT. Research use only.")
+    parser.add_argument("--version", action="version", version=f"mvcf {__version__}")
+    parser.add_argument("--progress", choices=["tqdm", "jsonl", "none"], default="tqdm",
+                        help="progress display: tqdm bar on stderr, JSON lines on stdout (child-process "
+                             "protocol used by the Slicer modules), or none")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
+    for name, help_text in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"mvcf.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mvcf.cli.{name}":
+                raise
+            continue
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_module", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    reporter = make_reporter(args.progress)
+    try:
+        return int(args._module.run(args, reporter) or 0)
+    except MVCFError as exc:
+        reporter.close()
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(reporter, JsonLinesReporter):
+            reporter.error(message)
+        print(f"error: {message}", file=sys.stderr)
+        return 130 if isinstance(exc, Cancelled) else 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        reporter.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

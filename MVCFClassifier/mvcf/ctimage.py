@@ -1,0 +1,93 @@
+"""CTImage: voxels plus full physical geometry, the one image type the core passes around.
+
+Conventions (ITK's, like Slicer's arrayFromVolume):
+- `voxels` is indexed [k, j, i] (slice, row, column), i.e. numpy order of SimpleITK.GetArrayFromImage.
+- `spacing` and `origin` are in (i, j, k) order, millimetres; `origin` is the LPS position of voxel (0,0,0).
+- `direction` is 3x3: column c is the LPS direction of index axis c.
+RAS appears only at the Slicer boundary (`ijk_to_ras`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class CTImage:
+    voxels: np.ndarray
+    spacing: np.ndarray
+    origin: np.ndarray
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.spacing = np.asarray(self.spacing, dtype=float).reshape(3)
+        self.origin = np.asarray(self.origin, dtype=float).reshape(3)
+        self.direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+
+    @property
+    def size_ijk(self) -> tuple[int, int, int]:
+        k, j, i = self.voxels.shape
+        return (i, j, k)
+
+    def ijk_to_lps_matrix(self) -> np.ndarray:
+        """4x4 homogeneous matrix from continuous index (i, j, k) to LPS mm."""
+        m = np.eye(4)
+        m[:3, :3] = self.direction @ np.diag(self.spacing)
+        m[:3, 3] = self.origin
+        return m
+
+    def ijk_to_ras(self) -> np.ndarray:
+        """4x4 IJK-to-RAS matrix, as Slicer's vtkMRMLVolumeNode.GetIJKToRASMatrix expects."""
+        m = self.ijk_to_lps_matrix()
+        m[:3, :] = LPS_TO_RAS @ m[:3, :]
+        return m
+
+    def index_to_lps(self, ijk) -> np.ndarray:
+        ijk = np.asarray(ijk, dtype=float)
+        return self.origin + (self.direction @ np.diag(self.spacing)) @ ijk
+
+    def lps_to_index(self, lps) -> np.ndarray:
+        """Continuous (i, j, k) index of an LPS point in mm."""
+        lps = np.asarray(lps, dtype=float)
+        return np.linalg.solve(self.direction @ np.diag(self.spacing), lps - self.origin)
+
+    def to_sitk(self):
+        import SimpleITK as sitk
+
+        image = sitk.GetImageFromArray(self.voxels)
+        image.SetSpacing(tuple(float(s) for s in self.spacing))
+        image.SetOrigin(tuple(float(o) for o in self.origin))
+        image.SetDirection(tuple(float(d) for d in self.direction.ravel()))
+        return image
+
+    @classmethod
+    def from_sitk(cls, image, source: str = "") -> "CTImage":
+        import SimpleITK as sitk
+
+        return cls(
+            voxels=sitk.GetArrayFromImage(image),
+            spacing=np.array(image.GetSpacing()),
+            origin=np.array(image.GetOrigin()),
+            direction=np.array(image.GetDirection()).reshape(3, 3),
+            source=source,
+        )
+
+    @classmethod
+    def from_ijk_to_ras(cls, voxels: np.ndarray, ijk_to_ras: np.ndarray, source: str = "") -> "CTImage":
+        """Build from a [k, j, i] array and a 4x4 IJK-to-RAS matrix (a Slicer volume node's geometry)."""
+        m = np.asarray(ijk_to_ras, dtype=float).reshape(4, 4)
+        lin = LPS_TO_RAS @ m[:3, :3]
+        spacing = np.linalg.norm(lin, axis=0)
+        return cls(voxels=voxels, spacing=spacing, origin=LPS_TO_RAS @ m[:3, 3],
+                   direction=lin / spacing, source=source)
+
+
+def ras_to_lps(point) -> np.ndarray:
+    return LPS_TO_RAS @ np.asarray(point, dtype=float)
+
+
+lps_to_ras = ras_to_lps

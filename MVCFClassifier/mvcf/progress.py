@@ -1,0 +1,154 @@
+"""Progress reporting and cancellation shared by predict, train and study.
+
+Long work takes `on_progress(done, total, message)` and `should_cancel()` callables. On the CLI these become
+a tqdm bar; in a child process started by the Slicer modules (`mvcf --progress jsonl ...`) every event is one
+JSON line on stdout:
+
+    {"event": "progress", "done": 3, "total": 10, "message": "epoch 3/10"}
+    {"event": "metrics", ...any numbers, e.g. "epoch", "train_loss", "val_auc"}
+    {"event": "log", "level": "warning", "message": "..."}
+    {"event": "result", ...the command's JSON result}
+    {"event": "error", "message": "...one line..."}
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import IO, Any, Callable, Optional, Protocol
+
+from mvcf.errors import Cancelled
+
+ProgressCallback = Callable[[int, int, str], None]
+CancelCheck = Callable[[], bool]
+
+
+class Reporter(Protocol):
+    def progress(self, done: int, total: int, message: str = "") -> None: ...
+    def metrics(self, **values: Any) -> None: ...
+    def log(self, message: str, level: str = "info") -> None: ...
+    def close(self) -> None: ...
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return value.tolist()
+    return str(value)
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """json.dumps that also accepts numpy scalars/arrays (and anything with item()/tolist())."""
+    return json.dumps(obj, default=_jsonable, **kwargs)
+
+
+class JsonLinesReporter:
+    """Writes one JSON object per event; the protocol read by MVCFClassifierLib.process.ChildProcess."""
+
+    def __init__(self, stream: Optional[IO[str]] = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        line = dumps({"event": event, **fields})
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        self.emit("progress", done=int(done), total=int(total), message=message)
+
+    def metrics(self, **values: Any) -> None:
+        self.emit("metrics", **values)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit("log", level=level, message=message)
+
+    def result(self, payload: dict) -> None:
+        self.emit("result", **payload)
+
+    def error(self, message: str) -> None:
+        self.emit("error", message=message)
+
+    def close(self) -> None:
+        pass
+
+
+class TqdmReporter:
+    """A tqdm bar on stderr for interactive CLI use; metrics and logs go to stderr as text."""
+
+    def __init__(self, stream: Optional[IO[str]] = None) -> None:
+        self._stream = stream if stream is not None else sys.stderr
+        self._bar = None
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        from tqdm import tqdm
+
+        if self._bar is None or self._bar.total != total:
+            if self._bar is not None:
+                self._bar.close()
+            self._bar = tqdm(total=total, file=self._stream, leave=False, dynamic_ncols=True)
+        self._bar.n = done
+        self._bar.set_description_str(message[:60], refresh=False)
+        self._bar.refresh()
+
+    def metrics(self, **values: Any) -> None:
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        self._write(text)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self._write(message if level == "info" else f"{level}: {message}")
+
+    def _write(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=self._stream)
+        else:
+            print(text, file=self._stream)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class NullReporter:
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        pass
+
+    def metrics(self, **values: Any) -> None:
+        pass
+
+    def log(self, message: str, level: str = "info") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_reporter(kind: str) -> Reporter:
+    """`tqdm` (default on a terminal), `jsonl` (child-process protocol) or `none`."""
+    if kind == "jsonl":
+        return JsonLinesReporter()
+    if kind == "none":
+        return NullReporter()
+    return TqdmReporter()
+
+
+class CancelToken:
+    """A thread-safe flag; pass `token.is_set` as `should_cancel`."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+def check_cancel(should_cancel: Optional[CancelCheck]) -> None:
+    """Raise Cancelled when the caller asked to stop; call it once per step of long work."""
+    if should_cancel is not None and should_cancel():
+        raise Cancelled()

@@ -1,0 +1,24 @@
+# Two entry points (README quick start): `make demo` and `make test`. Both create .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch is pinned in the same command so pip takes the CPU build on disk, not a multi-GB CUDA one.
+	$(BIN)/pip install "torch==2.13.0" -e ".[test]"
+	touch $(STAMP)
+
+.PHONY: setup demo test bench
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mvcf demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q Testing/Python
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py

@@ -1,0 +1,86 @@
+"""The shared plumbing: atomic writes, CTImage geometry, CLI error contract, child-process protocol."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mvcf.ctimage import CTImage, ras_to_lps
+from mvcf.fileio import atomic_dir, atomic_open
+
+
+def test_atomic_open_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as handle:
+            handle.write("half")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_open(target) as handle:
+        handle.write("whole")
+    assert target.read_text() == "whole" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_atomic_dir_replaces_only_when_complete(tmp_path):
+    target = tmp_path / "bundle"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with pytest.raises(ValueError):
+        with atomic_dir(target, overwrite=True) as tmp:
+            (tmp / "a.txt").write_text("2")
+            raise ValueError
+    assert (target / "a.txt").read_text() == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_ctimage_geometry_roundtrip_through_sitk_and_ras():
+    direction = np.array([[0, 0, -1], [-1, 0, 0], [0, -1, 0]], dtype=float)  # a PIR-like layout
+    image = CTImage(np.zeros((4, 5, 6), np.int16), spacing=[1.5, 2.0, 3.0], origin=[10, -20, 30],
+                    direction=direction)
+    back = CTImage.from_sitk(image.to_sitk())
+    np.testing.assert_allclose(back.direction, direction)
+    np.testing.assert_allclose(back.index_to_lps([1, 2, 3]), image.index_to_lps([1, 2, 3]))
+    from_ras = CTImage.from_ijk_to_ras(image.voxels, image.ijk_to_ras())
+    np.testing.assert_allclose(from_ras.ijk_to_lps_matrix(), image.ijk_to_lps_matrix(), atol=1e-12)
+    ras = (image.ijk_to_ras() @ [1, 2, 3, 1])[:3]
+    np.testing.assert_allclose(ras_to_lps(ras), image.index_to_lps([1, 2, 3]))
+    np.testing.assert_allclose(image.lps_to_index(image.index_to_lps([1, 2, 3])), [1, 2, 3])
+
+
+def test_cli_usage_error_is_one_line_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "mvcf", "no-such-command"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_child_process_events_and_cancel(tmp_path):
+    from MVCFClassifierLib.process import ChildProcess
+
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from mvcf.progress import JsonLinesReporter
+        r = JsonLinesReporter()
+        r.progress(1, 3, "one")
+        print("plain text line", flush=True)
+        r.result({"value": 42})
+        if len(sys.argv) > 1:
+            time.sleep(60)
+    """))
+    child = ChildProcess([sys.executable, str(script)]).start()
+    events = []
+    assert child.wait(on_event=events.append, timeout=60) == 0
+    assert [e["event"] for e in events] == ["progress", "log", "result"]
+    assert child.result == {"value": 42}
+
+    slow = ChildProcess([sys.executable, str(script), "sleep"]).start()
+    import time
+    deadline = time.monotonic() + 30
+    while slow.result is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    slow.cancel(grace_s=1)
+    assert slow.cancelled and not slow.running and slow.returncode != 0
