@@ -1,0 +1,150 @@
+"""MVCFTraining child-process protocol with real child processes: events, ETA, cancel of the process tree,
+exit codes, and metrics reaching the live plot nodes."""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+
+import pytest
+
+from MVCFTrainingLib.runner import (EtaEstimator, MvcfRun, TrainConfig, describe_progress, format_eta,
+                                    study_arguments, train_arguments)
+
+CHILD = textwrap.dedent("""
+    import os, subprocess, sys, time
+    from mvcf.progress import JsonLinesReporter
+    mode = sys.argv[1]
+    r = JsonLinesReporter()
+    if mode == "train":
+        for epoch in range(1, 4):
+            time.sleep(0.05)
+            r.progress(epoch, 3, f"epoch {epoch}/3")
+            r.metrics(epoch=epoch, train_loss=1.0 / epoch, val_auc=0.5 + 0.1 * epoch, view="2d")
+        r.log("almost done", level="warning")
+        r.result({"bundle": "out/model", "auc": 0.8})
+    elif mode == "usererror":
+        r.error("manifest row 3: label 'X' is not MVCF or OVCF")
+        print("error: manifest row 3: label 'X' is not MVCF or OVCF", file=sys.stderr)
+        sys.exit(2)
+    elif mode == "crash":
+        raise RuntimeError("a bug")
+    elif mode == "hang":
+        grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        with open(sys.argv[2], "w") as handle:
+            handle.write(str(grandchild.pid))
+        r.progress(0, 10, "epoch 0/10")
+        time.sleep(120)
+""")
+
+
+@pytest.fixture
+def child_script(tmp_path):
+    path = tmp_path / "child.py"
+    path.write_text(CHILD)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) counts as dead
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_events_reach_callbacks_in_order(child_script):
+    seen: list = []
+    run = MvcfRun(None, command=[sys.executable, str(child_script), "train"],
+                  on_progress=lambda d, t, m, eta: seen.append(("progress", d, t, eta)),
+                  on_metrics=lambda m: seen.append(("metrics", m["epoch"], m["train_loss"])),
+                  on_log=lambda msg, level: seen.append(("log", level, msg)),
+                  on_result=lambda r: seen.append(("result", r["auc"]))).start()
+    outcome = run.wait(timeout=60)
+    assert outcome.status == "succeeded" and outcome.returncode == 0
+    assert outcome.result == {"bundle": "out/model", "auc": 0.8}
+    kinds = [s[0] for s in seen]
+    assert kinds == ["progress", "metrics"] * 3 + ["log", "result"]
+    assert [s[1] for s in seen if s[0] == "progress"] == [1, 2, 3]
+    assert seen[0][3] is None and seen[2][3] is not None and seen[4][3] == pytest.approx(0.0, abs=1e-9)
+    assert ("log", "warning", "almost done") in seen
+    assert not run.poll()
+
+
+def test_user_error_and_crash_outcomes(child_script):
+    logs: list = []
+    outcome = MvcfRun(None, command=[sys.executable, str(child_script), "usererror"],
+                      on_log=lambda msg, level: logs.append((level, msg))).start().wait(timeout=60)
+    assert outcome.status == "failed" and outcome.returncode == 2
+    assert outcome.error == "manifest row 3: label 'X' is not MVCF or OVCF"
+    assert logs == [("error", outcome.error)]
+
+    crash = MvcfRun(None, command=[sys.executable, str(child_script), "crash"]).start().wait(timeout=60)
+    assert crash.status == "failed" and crash.returncode == 1
+    assert crash.error == "RuntimeError: a bug"
+
+
+def test_cancel_kills_the_process_tree(child_script, tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    progress: list = []
+    run = MvcfRun(None, command=[sys.executable, str(child_script), "hang", str(pid_file)],
+                  on_progress=lambda *a: progress.append(a)).start()
+    deadline = time.monotonic() + 30
+    while not progress and time.monotonic() < deadline:
+        run.poll()
+        time.sleep(0.05)
+    assert progress and pid_file.exists()
+    grandchild = int(pid_file.read_text())
+    child = run.pid
+    assert _alive(grandchild) and _alive(child)
+    run.cancel(grace_s=2.0)
+    outcome = run.wait(timeout=30)
+    assert outcome.status == "cancelled"
+    deadline = time.monotonic() + 10
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child) and not _alive(grandchild)
+
+
+def test_metrics_events_reach_the_live_plot(child_script):
+    slicer = pytest.importorskip("slicer")
+    from MVCFTrainingLib.plots import LiveCurves
+
+    scene = slicer.vtkMRMLScene()
+    curves = LiveCurves(scene, "run")
+    MvcfRun(None, command=[sys.executable, str(child_script), "train"], on_metrics=curves.add).start().wait(60)
+    assert list(curves.values("view 2d", "epoch")) == [1, 2, 3]
+    assert curves.values("view 2d", "val_auc") == pytest.approx([0.6, 0.7, 0.8])
+    assert curves.loss_chart.GetNumberOfPlotSeriesNodes() == 1
+    assert curves.auc_chart.GetNumberOfPlotSeriesNodes() == 1
+
+
+def test_eta_is_linear_within_a_phase_and_resets_between_phases():
+    now = [0.0]
+    eta = EtaEstimator(clock=lambda: now[0])
+    assert eta.update(0, 10, "epoch 0/10") is None
+    now[0] = 4.0
+    assert eta.update(2, 10, "epoch 2/10") == pytest.approx(16.0)
+    now[0] = 5.0
+    assert eta.update(0, 4, "fold 1") is None  # a new phase (another total) starts over
+    now[0] = 7.0
+    assert eta.update(1, 4, "fold 1") == pytest.approx(6.0)
+    assert format_eta(125) == "about 2 min 05 s left" and format_eta(None) == ""
+    assert describe_progress(2, 10, "epoch 2/10", 16) == "epoch 2/10 — 2/10 — about 16 s left"
+
+
+def test_train_and_study_arguments():
+    config = TrainConfig(view="3d", epochs=2, folds=3, external="B", device="cpu", seed=7)
+    args = train_arguments("m.csv", "out", config, resume=True)
+    assert args[:5] == ["train", "--manifest", "m.csv", "--out", "out"]
+    assert args[args.index("--view") + 1] == "3d" and args[args.index("--folds") + 1] == "3"
+    assert args[args.index("--external") + 1] == "B" and args[-1] == "--resume"
+    study = study_arguments("m.csv", "out", config)
+    assert "--view" not in study and study[0] == "study"
+    with pytest.raises(ValueError):
+        TrainConfig(view="4d").arguments()
