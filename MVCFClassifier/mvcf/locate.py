@@ -1,13 +1,18 @@
 """Locate the fractured vertebra: from a point (RAS mm, LPS mm or IJK), a box ROI, or a mask + label.
 
-Every location ends as a VertebraLocation in LPS millimetres.
+Every location ends as a VertebraLocation in LPS millimetres, checked to lie inside the CT.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass, field, replace
+from typing import Optional, Sequence
 
 import numpy as np
+
+from mvcf.ctimage import CTImage, ras_to_lps
+from mvcf.errors import MVCFError
+
+POINT_UNITS = ("ras", "lps", "ijk")
 
 
 @dataclass
@@ -24,3 +29,125 @@ class VertebraLocation:
         self.center_lps = np.asarray(self.center_lps, dtype=float).reshape(3)
         if self.extent_mm is not None:
             self.extent_mm = np.asarray(self.extent_mm, dtype=float).reshape(3)
+
+    def to_dict(self) -> dict:
+        return {"center_lps": [float(v) for v in self.center_lps],
+                "extent_mm": None if self.extent_mm is None else [float(v) for v in self.extent_mm],
+                "name": self.name, "source": self.source, "warnings": list(self.warnings)}
+
+
+def _as_point(point: Sequence[float], what: str) -> np.ndarray:
+    try:
+        p = np.asarray(point, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise MVCFError(f"{what} must be three numbers, got {point!r}") from None
+    if p.size != 3 or not np.all(np.isfinite(p)):
+        raise MVCFError(f"{what} must be three finite numbers, got {point!r}")
+    return p
+
+
+def inside_ct(ct: CTImage, lps: np.ndarray) -> bool:
+    """True when the LPS point lies within the CT's voxels (half a voxel beyond the outer centres)."""
+    ijk = ct.lps_to_index(lps)
+    size = np.asarray(ct.size_ijk, dtype=float)
+    return bool(np.all(ijk >= -0.5) and np.all(ijk <= size - 0.5))
+
+
+def _require_inside(ct: CTImage, lps: np.ndarray, what: str) -> None:
+    if not inside_ct(ct, lps):
+        ijk = ct.lps_to_index(lps)
+        raise MVCFError(f"{what} LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm = voxel "
+                        f"({ijk[0]:.1f}, {ijk[1]:.1f}, {ijk[2]:.1f}) is outside the CT (size "
+                        f"{ct.size_ijk})")
+
+
+def from_point(ct: CTImage, point: Sequence[float], unit: str, name: str = "") -> VertebraLocation:
+    """A location from a point in `unit`: 'ras' or 'lps' (mm, world) or 'ijk' (continuous voxel index)."""
+    unit = unit.lower()
+    if unit not in POINT_UNITS:
+        raise MVCFError(f"point unit must be one of {', '.join(POINT_UNITS)}, got {unit!r}")
+    p = _as_point(point, f"{unit.upper()} point")
+    lps = {"ras": lambda: ras_to_lps(p), "lps": lambda: p, "ijk": lambda: ct.index_to_lps(p)}[unit]()
+    _require_inside(ct, lps, f"{unit.upper()} point")
+    return VertebraLocation(center_lps=lps, name=name, source=f"point ({unit})")
+
+
+def from_box(ct: CTImage, min_lps: Sequence[float], max_lps: Sequence[float], name: str = "") -> VertebraLocation:
+    """A location from an axis-aligned LPS box given by two opposite corners (mm)."""
+    a, b = _as_point(min_lps, "box corner"), _as_point(max_lps, "box corner")
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    center = (lo + hi) / 2
+    _require_inside(ct, center, "box centre")
+    return VertebraLocation(center_lps=center, extent_mm=hi - lo, name=name, source="box")
+
+
+def from_box_center(ct: CTImage, center_lps: Sequence[float], size_mm: Sequence[float],
+                    name: str = "") -> VertebraLocation:
+    """A location from an LPS box centre and its size along L, P, S (mm), e.g. a Slicer ROI."""
+    c, s = _as_point(center_lps, "box centre"), np.abs(_as_point(size_mm, "box size"))
+    return from_box(ct, c - s / 2, c + s / 2, name=name)
+
+
+def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> VertebraLocation:
+    """A location at the centroid (LPS mm) of `label` in `mask`; the extent is the label's LPS bounding box.
+
+    The mask's own geometry is used, so it need not share the CT's grid, only its physical space."""
+    label = int(label)
+    kji = np.argwhere(mask.voxels == label)
+    if kji.size == 0:
+        present = np.unique(mask.voxels)
+        present = present[present != 0]
+        shown = ", ".join(str(v) for v in present[:20]) + (" ..." if present.size > 20 else "")
+        raise MVCFError(f"label {label} is absent from the mask {mask.source or ''}".rstrip()
+                        + f" (labels present: {shown or 'none'})")
+    ijk = kji[:, ::-1].astype(float)
+    center = mask.index_to_lps(ijk.mean(axis=0))
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
+    lo, hi = ijk.min(axis=0) - 0.5, ijk.max(axis=0) + 0.5
+    box = np.array([mask.index_to_lps(lo + c * (hi - lo)) for c in corners])
+    _require_inside(ct, center, f"centroid of label {label}")
+    return VertebraLocation(center_lps=center, extent_mm=box.max(axis=0) - box.min(axis=0),
+                            name=name or f"label {label}", source=f"mask label {label}")
+
+
+def refine_on_body(ct: CTImage, location: VertebraLocation, bone_hu: float = 150.0,
+                   search_mm: float = 64.0, max_shift_mm: float = 25.0) -> VertebraLocation:
+    """Recentre a point on the vertebral body, in the axial plane, from bone intensity (off unless asked).
+
+    In a 1 mm axial slab around the point, bone (> `bone_hu` after light smoothing) is filled slice by slice
+    so the cortical shell encloses the (possibly osteoporotic) trabecular body; the body is the thickest
+    filled structure of the component nearest the point, so its in-plane centre is the maximum of the
+    distance transform. The superior-inferior position is kept. When no bone is found, or the shift would
+    exceed `max_shift_mm`, the location is returned unchanged with a warning."""
+    from scipy import ndimage
+
+    from mvcf.views import ViewSpec, build_views
+
+    half_slab = 4
+    spec = ViewSpec(mode="2.5d-adjacent", size_px=int(round(search_mm)), spacing_mm=1.0,
+                    n_slices=2 * half_slab + 1, slice_gap_mm=1.0, windows=())
+    result = build_views(ct, location, spec)
+    hu = result.array  # (slices, H, W) raw HU, axial, rows P, columns L
+    bone = ndimage.gaussian_filter(hu, sigma=(0, 1, 1)) > bone_hu
+    filled = np.stack([ndimage.binary_fill_holes(s) for s in bone])
+    labels, n = ndimage.label(filled)
+    if n == 0:
+        return replace(location, warnings=location.warnings + ["refine: no bone found near the point; "
+                                                               "location kept"])
+    centre_px = np.array(hu.shape) // 2
+    if labels[tuple(centre_px)] > 0:
+        keep = labels[tuple(centre_px)]
+    else:
+        dist_to = ndimage.distance_transform_edt(labels == 0, return_indices=True)[1]
+        keep = labels[tuple(dist_to[:, centre_px[0], centre_px[1], centre_px[2]])]
+    body = labels == keep
+    depth = np.stack([ndimage.distance_transform_edt(s) for s in body])
+    peaks = [np.unravel_index(np.argmax(s), s.shape) for s in depth if s.max() > 0]
+    row, col = np.median(np.array(peaks, dtype=float), axis=0)
+    grid = result.grids[0]
+    new_center = grid.index_to_lps([col, row, half_slab])
+    shift = float(np.linalg.norm(new_center - location.center_lps))
+    if shift > max_shift_mm:
+        return replace(location, warnings=location.warnings + [
+            f"refine: the vertebral body found is {shift:.0f} mm away (> {max_shift_mm:g}); location kept"])
+    return replace(location, center_lps=new_center, source=location.source + " + refined on body")

@@ -1,0 +1,150 @@
+"""Read a CT (NIfTI, NRRD, MHA, DICOM series folder) or a label mask into a validated CTImage.
+
+SimpleITK does the reading, so the full physical geometry (origin, spacing, direction; LPS) is kept whatever
+the file's orientation. Validation rejects what the later steps cannot use (not 3D, not finite, absurd
+spacing, not CT-like values) with a one-line MVCFError; soft doubts come back as warnings.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from mvcf.ctimage import CTImage
+from mvcf.errors import MVCFError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: Spacing outside this range (mm) is not a CT a vertebra can be seen on.
+MIN_SPACING_MM = 0.05
+MAX_SPACING_MM = 20.0
+#: Values outside this range are not Hounsfield units (air is -1000, dense metal a few 10^4 at most).
+MIN_HU = -4000.0
+MAX_HU = 40000.0
+
+
+def _read_sitk(path: Path):
+    import SimpleITK as sitk
+
+    if not path.exists():
+        raise MVCFError(f"file not found: {path}")
+    try:
+        if path.is_dir():
+            return _read_dicom_series(path)
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()
+        reason = next((line.strip() for line in detail if "ERROR" not in line and line.strip()), "")
+        raise MVCFError(f"cannot read {path}: corrupt or unsupported image file"
+                        + (f" ({reason[:120]})" if reason else "")) from None
+
+
+def _read_dicom_series(folder: Path):
+    """The largest DICOM series in `folder`, slices ordered and spaced by ImagePositionPatient."""
+    import SimpleITK as sitk
+
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise MVCFError(f"no DICOM series found in folder {folder}")
+    files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)
+                       for sid in series_ids}
+    series_id = max(files_by_series, key=lambda sid: len(files_by_series[sid]))
+    if len(series_ids) > 1:
+        log.warning("%s holds %d DICOM series; reading the largest (%s, %d files)", folder,
+                    len(series_ids), series_id, len(files_by_series[series_id]))
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files_by_series[series_id])
+    return reader.Execute()
+
+
+def _check_geometry(image, path: Path, what: str) -> None:
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise MVCFError(f"{path} is not a scalar {what} (it has {image.GetNumberOfComponentsPerPixel()} "
+                        f"components per voxel, e.g. an RGB picture)")
+    dim = image.GetDimension()
+    if dim != 3:
+        raise MVCFError(f"{path} is a {dim}D image; a {what} must be a 3D volume")
+    size = image.GetSize()
+    if min(size) < 2:
+        raise MVCFError(f"{path} has size {size}: a single slice is not a 3D {what} "
+                        f"(for DICOM, give the folder of the whole series)")
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM):
+        raise MVCFError(f"{path} has voxel spacing {tuple(round(s, 4) for s in spacing)} mm; "
+                        f"each must lie in [{MIN_SPACING_MM}, {MAX_SPACING_MM}] mm")
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
+        raise MVCFError(f"{path} has a degenerate orientation matrix")
+    if not np.all(np.isfinite(image.GetOrigin())):
+        raise MVCFError(f"{path} has a non-finite origin")
+
+
+def _voxel_range(ct: CTImage) -> tuple[float, float]:
+    if np.issubdtype(ct.voxels.dtype, np.floating) and not np.all(np.isfinite(ct.voxels)):
+        raise MVCFError(f"{ct.source or 'the CT'} contains NaN or infinite values")
+    return float(ct.voxels.min()), float(ct.voxels.max())
+
+
+def validate_ct(ct: CTImage) -> list[str]:
+    """Raise MVCFError when `ct` cannot be a CT in Hounsfield units; return warnings for soft doubts.
+
+    Works on any CTImage (also one built from a Slicer volume node), not only on what read_ct returns."""
+    name = ct.source or "the CT"
+    if ct.voxels.ndim != 3:
+        raise MVCFError(f"{name} is a {ct.voxels.ndim}D array; a CT must be a 3D volume")
+    if min(ct.voxels.shape) < 2:
+        raise MVCFError(f"{name} has shape {ct.voxels.shape}: a single slice is not a 3D CT")
+    if not (np.issubdtype(ct.voxels.dtype, np.integer) or np.issubdtype(ct.voxels.dtype, np.floating)):
+        raise MVCFError(f"{name} has voxel type {ct.voxels.dtype}; a CT needs numeric scalar voxels")
+    if not np.all(np.isfinite(ct.spacing)) or np.any(ct.spacing < MIN_SPACING_MM) \
+            or np.any(ct.spacing > MAX_SPACING_MM):
+        raise MVCFError(f"{name} has voxel spacing {tuple(np.round(ct.spacing, 4))} mm; each must lie in "
+                        f"[{MIN_SPACING_MM}, {MAX_SPACING_MM}] mm")
+    if not np.all(np.isfinite(ct.direction)) or abs(abs(np.linalg.det(ct.direction)) - 1.0) > 1e-3:
+        raise MVCFError(f"{name} has a degenerate orientation matrix")
+    lo, hi = _voxel_range(ct)
+    if hi - lo < 100:
+        raise MVCFError(f"{name} is nearly constant (values {lo:g}..{hi:g}); not a CT")
+    if lo < MIN_HU or hi > MAX_HU:
+        raise MVCFError(f"{name} has values {lo:g}..{hi:g}, outside the Hounsfield range of a CT "
+                        f"[{MIN_HU:g}, {MAX_HU:g}]")
+    warnings = []
+    if lo >= -200:
+        warnings.append(f"{name}: lowest value is {lo:g}, no air at about -1000 HU; the values may not be "
+                        f"Hounsfield units (missing rescale slope/intercept?)")
+    return warnings
+
+
+def read_ct(path: PathLike) -> CTImage:
+    """Read and validate a CT: NIfTI/NRRD/MHA file or DICOM series folder -> CTImage (voxels [k,j,i], LPS).
+
+    Voxels keep their stored integer type (no copy to float); warnings from `validate_ct` are logged."""
+    path = Path(path)
+    image = _read_sitk(path)
+    _check_geometry(image, path, "CT")
+    ct = CTImage.from_sitk(image, source=str(path))
+    for warning in validate_ct(ct):
+        log.warning(warning)
+    return ct
+
+
+def read_mask(path: PathLike) -> CTImage:
+    """Read a label mask (integer labels; float files with integral values are accepted) as a CTImage."""
+    path = Path(path)
+    image = _read_sitk(path)
+    _check_geometry(image, path, "label mask")
+    mask = CTImage.from_sitk(image, source=str(path))
+    voxels = mask.voxels
+    if np.issubdtype(voxels.dtype, np.floating):
+        if not np.all(np.isfinite(voxels)) or not np.all(voxels == np.round(voxels)):
+            raise MVCFError(f"{path} is not a label mask: it holds non-integer values")
+        voxels = voxels.astype(np.int32)
+    elif not np.issubdtype(voxels.dtype, np.integer):
+        raise MVCFError(f"{path} is not a label mask: voxel type {voxels.dtype}")
+    mask.voxels = voxels
+    return mask

@@ -1,0 +1,343 @@
+"""Build the model inputs (2D / 2.5D / 3D views) around one vertebra, resampling only that region.
+
+Orientation is fixed whatever the CT's direction cosines: every view is sampled on its own small grid with
+its own LPS direction, so the arrays always read the same way (radiological display convention):
+
+=========  ====================  ======================  ==========================
+plane      columns (W, index i)  rows (H, index j)       slices (index k)
+=========  ====================  ======================  ==========================
+axial      patient right → left  anterior → posterior    inferior → superior
+coronal    patient right → left  superior → inferior     anterior → posterior (1)
+sagittal   anterior → posterior  superior → inferior     left → right (1)
+=========  ====================  ======================  ==========================
+
+Array shapes (C = number of windows, S = size_px, float32):
+
+- ``2d``: (C, S, S), the axial slice through the centre.
+- ``2.5d-adjacent``: (k*C, S, S), k axial slices `slice_gap_mm` apart, inferior first; channel s*C + c is
+  slice s in window c.
+- ``2.5d-orthogonal``: (3*C, S, S), axial, coronal, sagittal planes through the centre (plane-major).
+- ``2.5d-mil``: (n, C, S, S), a bag of n axial slices (inferior first) for a per-slice encoder + pooling.
+- ``3d``: (C, S, S, S), a cube indexed [slice (I→S), row (A→P), column (R→L)].
+
+Each view grid is returned as a `SampleGrid` (origin, spacing, direction in LPS, like a CTImage), so any
+array on it (e.g. a heatmap) can be placed back in the CT's physical space with `SampleGrid.to_ctimage`.
+Windowing maps [center - width/2, center + width/2] HU linearly to [0, 1] and clips; `windows=()` keeps raw
+HU. Voxels outside the CT are air (-1024 HU) and the result carries a warning.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from mvcf.ctimage import CTImage
+from mvcf.errors import MVCFError
+from mvcf.locate import VertebraLocation, inside_ct
+
+MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
+AIR_HU = -1024.0
+
+#: Named HU windows as (center, width).
+WINDOWS: dict[str, tuple[float, float]] = {
+    "bone": (400.0, 1800.0),
+    "soft": (40.0, 400.0),
+    "wide": (200.0, 2400.0),
+}
+
+#: Per-mode defaults for the stacked modes: (n_slices, slice_gap_mm).
+STACK_DEFAULTS = {"2.5d-adjacent": (3, 2.0), "2.5d-mil": (16, 2.0)}
+
+# LPS direction columns (i, j, k) of each plane; see the module docstring.
+_L, _P, _S = np.eye(3)
+PLANE_DIRECTIONS = {
+    "axial": np.column_stack([_L, _P, _S]),
+    "coronal": np.column_stack([_L, -_S, _P]),
+    "sagittal": np.column_stack([_P, -_S, -_L]),
+}
+
+
+def _window(value: Any) -> tuple[float, float]:
+    if isinstance(value, str):
+        if value not in WINDOWS:
+            raise MVCFError(f"unknown window {value!r}; named windows: {', '.join(WINDOWS)} "
+                            f"(or give center,width)")
+        return WINDOWS[value]
+    try:
+        center, width = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise MVCFError(f"a window is a name or (center, width) in HU, got {value!r}") from None
+    if not (np.isfinite(center) and np.isfinite(width) and width > 0):
+        raise MVCFError(f"window width must be > 0 HU, got {value!r}")
+    return (center, width)
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """What view to build; JSON round-trips (`to_dict`/`from_dict`) because model bundles freeze it.
+
+    `n_slices`/`slice_gap_mm` apply to '2.5d-adjacent' and '2.5d-mil' only (None = mode default, resolved
+    at construction). `windows` are names of `WINDOWS` or (center, width) pairs in HU, one channel each."""
+
+    mode: str = "2.5d-orthogonal"
+    size_px: int = 96
+    spacing_mm: float = 1.0
+    n_slices: Optional[int] = None
+    slice_gap_mm: Optional[float] = None
+    windows: tuple = ("bone",)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise MVCFError(f"unknown view mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        size = int(self.size_px)
+        if size != self.size_px or not 8 <= size <= 1024:
+            raise MVCFError(f"view size must be an integer number of pixels in [8, 1024], got {self.size_px!r}")
+        spacing = float(self.spacing_mm)
+        if not (np.isfinite(spacing) and 0.05 <= spacing <= 20):
+            raise MVCFError(f"view spacing must be in [0.05, 20] mm, got {self.spacing_mm!r}")
+        n, gap = self.n_slices, self.slice_gap_mm
+        if self.mode in STACK_DEFAULTS:
+            n = STACK_DEFAULTS[self.mode][0] if n is None else n
+            gap = STACK_DEFAULTS[self.mode][1] if gap is None else gap
+            if int(n) != n or not 1 <= int(n) <= 512:
+                raise MVCFError(f"n_slices must be an integer in [1, 512], got {n!r}")
+            if not (np.isfinite(float(gap)) and 0.05 <= float(gap) <= 50):
+                raise MVCFError(f"slice_gap_mm must be in [0.05, 50] mm, got {gap!r}")
+            n, gap = int(n), float(gap)
+        elif n is not None or gap is not None:
+            raise MVCFError(f"n_slices/slice_gap_mm apply to 2.5d-adjacent and 2.5d-mil, not {self.mode}")
+        windows = (self.windows,) if isinstance(self.windows, str) else tuple(self.windows)
+        object.__setattr__(self, "size_px", size)
+        object.__setattr__(self, "spacing_mm", spacing)
+        object.__setattr__(self, "n_slices", n)
+        object.__setattr__(self, "slice_gap_mm", gap)
+        object.__setattr__(self, "windows", tuple(_window(w) for w in windows))
+
+    @property
+    def channels(self) -> int:
+        """Intensity channels per sampled plane (1 when raw HU)."""
+        return max(1, len(self.windows))
+
+    def output_shape(self) -> tuple[int, ...]:
+        c, s = self.channels, self.size_px
+        return {"2d": (c, s, s), "2.5d-adjacent": (self.n_slices * c, s, s), "2.5d-orthogonal": (3 * c, s, s),
+                "2.5d-mil": (self.n_slices, c, s, s), "3d": (c, s, s, s)}[self.mode]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["windows"] = [list(w) for w in self.windows]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ViewSpec":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise MVCFError(f"unknown view spec field(s): {', '.join(sorted(unknown))}")
+        data = dict(data)
+        if "windows" in data and not isinstance(data["windows"], str):
+            data["windows"] = tuple(w if isinstance(w, str) else tuple(w) for w in data["windows"])
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "ViewSpec":
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class SampleGrid:
+    """A sampled grid in the CT's physical space; the same conventions as CTImage (i, j, k; LPS columns)."""
+
+    name: str
+    origin: np.ndarray
+    spacing: np.ndarray
+    direction: np.ndarray
+    size: tuple[int, int, int]
+
+    @classmethod
+    def centered(cls, name: str, center_lps: np.ndarray, direction: np.ndarray, spacing: Sequence[float],
+                 size: Sequence[int]) -> "SampleGrid":
+        spacing = np.asarray(spacing, dtype=float)
+        size_arr = np.asarray(size, dtype=float)
+        origin = center_lps - direction @ (spacing * (size_arr - 1) / 2)
+        return cls(name, origin, spacing, direction, tuple(int(v) for v in size))
+
+    def index_to_lps(self, ijk) -> np.ndarray:
+        ijk = np.asarray(ijk, dtype=float)
+        return self.origin + (self.direction @ np.diag(self.spacing)) @ ijk if ijk.ndim == 1 else \
+            self.origin + ijk @ (self.direction @ np.diag(self.spacing)).T
+
+    def corners_lps(self) -> np.ndarray:
+        hi = np.asarray(self.size, dtype=float) - 1
+        idx = np.array([[a, b, c] for a in (0, hi[0]) for b in (0, hi[1]) for c in (0, hi[2])])
+        return self.index_to_lps(idx)
+
+    def to_ctimage(self, values: np.ndarray, source: str = "") -> CTImage:
+        """An array on this grid ([k, j, i], e.g. a heatmap) as a CTImage placed in the CT's space."""
+        values = np.asarray(values)
+        expected = self.size[::-1]
+        if values.shape != expected:
+            values = values.reshape(expected)
+        return CTImage(voxels=values, spacing=self.spacing.copy(), origin=self.origin.copy(),
+                       direction=self.direction.copy(), source=source or self.name)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "origin": self.origin.tolist(), "spacing": self.spacing.tolist(),
+                "direction": self.direction.ravel().tolist(), "size": list(self.size)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SampleGrid":
+        return cls(data["name"], np.asarray(data["origin"], float), np.asarray(data["spacing"], float),
+                   np.asarray(data["direction"], float).reshape(3, 3), tuple(int(v) for v in data["size"]))
+
+
+@dataclass
+class ViewResult:
+    """A built view: `array` (float32, shape per mode), where it came from, and how to map it back."""
+
+    array: np.ndarray
+    mode: str
+    spec: ViewSpec
+    center_lps: np.ndarray
+    spacing_mm: float
+    grids: list[SampleGrid]
+    channel_names: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def to_dict(self) -> dict:
+        """Everything but the array, JSON-ready."""
+        return {"mode": self.mode, "shape": list(self.shape), "spacing_mm": self.spacing_mm,
+                "center_lps": [float(v) for v in self.center_lps], "spec": self.spec.to_dict(),
+                "channels": self.channel_names, "grids": [g.to_dict() for g in self.grids],
+                "warnings": list(self.warnings)}
+
+
+def view_grids(spec: ViewSpec, center_lps: np.ndarray) -> list[SampleGrid]:
+    """The grid(s) a view samples, centred on `center_lps`."""
+    s, sp = spec.size_px, spec.spacing_mm
+    axial = PLANE_DIRECTIONS["axial"]
+    if spec.mode == "2d":
+        return [SampleGrid.centered("axial", center_lps, axial, (sp, sp, sp), (s, s, 1))]
+    if spec.mode in STACK_DEFAULTS:
+        return [SampleGrid.centered("axial", center_lps, axial, (sp, sp, spec.slice_gap_mm),
+                                    (s, s, spec.n_slices))]
+    if spec.mode == "2.5d-orthogonal":
+        return [SampleGrid.centered(name, center_lps, PLANE_DIRECTIONS[name], (sp, sp, sp), (s, s, 1))
+                for name in ("axial", "coronal", "sagittal")]
+    return [SampleGrid.centered("cube", center_lps, axial, (sp, sp, sp), (s, s, s))]
+
+
+def _outside_warning(ct: CTImage, grids: list[SampleGrid]) -> Optional[str]:
+    corners = np.vstack([g.corners_lps() for g in grids])
+    ijk = np.array([ct.lps_to_index(c) for c in corners])
+    size = np.asarray(ct.size_ijk, dtype=float)
+    over = np.maximum(-0.5 - ijk, ijk - (size - 0.5)).max(axis=0)
+    if np.all(over <= 1e-6):
+        return None
+    over_mm = float(np.max(np.maximum(over, 0) * ct.spacing))
+    return (f"the view region extends up to {over_mm:.1f} mm beyond the CT; "
+            f"padded with air ({AIR_HU:g} HU)")
+
+
+def _crop(ct: CTImage, grids: list[SampleGrid]):
+    """The CT's voxel block covering every grid (one voxel margin for linear interpolation), as SimpleITK."""
+    import SimpleITK as sitk
+
+    corners = np.vstack([g.corners_lps() for g in grids])
+    ijk = np.array([ct.lps_to_index(c) for c in corners])
+    size = np.asarray(ct.size_ijk)
+    lo = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 1, 0, size - 1)
+    hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 2, 1, size)
+    block = ct.voxels[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+    if block.dtype not in (np.int16, np.int32, np.uint8, np.uint16, np.float32, np.float64):
+        block = block.astype(np.float32)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(block))
+    image.SetSpacing(tuple(float(v) for v in ct.spacing))
+    image.SetOrigin(tuple(float(v) for v in ct.index_to_lps(lo)))
+    image.SetDirection(tuple(float(v) for v in ct.direction.ravel()))
+    return image
+
+
+def resample_to_grid(image, grid: SampleGrid, interpolation: str = "linear",
+                     default_value: float = AIR_HU) -> np.ndarray:
+    """Sample a SimpleITK image on `grid` -> float32 array [k, j, i]; 'nearest' for label masks."""
+    import SimpleITK as sitk
+
+    interp = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}[interpolation]
+    out = sitk.Resample(image, [int(v) for v in grid.size], sitk.Transform(), interp,
+                        tuple(float(v) for v in grid.origin), tuple(float(v) for v in grid.spacing),
+                        tuple(float(v) for v in grid.direction.ravel()), float(default_value),
+                        sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
+
+
+def sample_on_grid(image: CTImage, grid: SampleGrid, interpolation: str = "linear",
+                   default_value: float = AIR_HU) -> np.ndarray:
+    """Sample a CTImage (a CT or, with 'nearest' and default 0, a label mask) on `grid`, cropping first."""
+    return resample_to_grid(_crop(image, [grid]), grid, interpolation, default_value)
+
+
+def apply_windows(hu: np.ndarray, windows: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Stack one [0, 1] channel per (center, width) window on axis 0; raw HU (one channel) if none."""
+    if not windows:
+        return hu[np.newaxis].astype(np.float32, copy=False)
+    out = np.empty((len(windows),) + hu.shape, dtype=np.float32)
+    for c, (center, width) in enumerate(windows):
+        np.subtract(hu, center - width / 2, out=out[c])
+        out[c] *= np.float32(1.0 / width)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def _window_names(spec: ViewSpec) -> list[str]:
+    if not spec.windows:
+        return ["hu"]
+    names = {v: k for k, v in WINDOWS.items()}
+    return [names.get(w, f"{w[0]:g},{w[1]:g}") for w in spec.windows]
+
+
+def build_views(ct: CTImage, location: Union[VertebraLocation, Sequence[float]], spec: ViewSpec) -> ViewResult:
+    """Resample the region around `location` (LPS mm) into the view `spec` describes; see the module doc.
+
+    Raises MVCFError when the centre is outside the CT; a region partly outside is padded with air and
+    reported in `warnings`. Deterministic; only the CT block under the view is read."""
+    center = np.asarray(location.center_lps if isinstance(location, VertebraLocation) else location,
+                        dtype=float).reshape(3)
+    if not np.all(np.isfinite(center)):
+        raise MVCFError("view centre must be finite LPS coordinates")
+    if not inside_ct(ct, center):
+        raise MVCFError(f"view centre LPS ({center[0]:.1f}, {center[1]:.1f}, {center[2]:.1f}) mm is outside "
+                        f"the CT")
+    grids = view_grids(spec, center)
+    warnings = list(location.warnings) if isinstance(location, VertebraLocation) else []
+    outside = _outside_warning(ct, grids)
+    if outside:
+        warnings.append(outside)
+    block = _crop(ct, grids)
+    planes = [apply_windows(resample_to_grid(block, g), spec.windows) for g in grids]  # each (C, k, H, W)
+    win = _window_names(spec)
+    if spec.mode == "2d":
+        array, names = planes[0][:, 0], [f"axial/{w}" for w in win]
+    elif spec.mode == "2.5d-adjacent":
+        c, k = planes[0].shape[:2]
+        array = planes[0].transpose(1, 0, 2, 3).reshape(k * c, *planes[0].shape[2:])
+        names = [f"axial[{s}]/{w}" for s in range(k) for w in win]
+    elif spec.mode == "2.5d-orthogonal":
+        array = np.concatenate([p[:, 0] for p in planes], axis=0)
+        names = [f"{g.name}/{w}" for g in grids for w in win]
+    elif spec.mode == "2.5d-mil":
+        array, names = planes[0].transpose(1, 0, 2, 3), [f"axial/{w}" for w in win]
+    else:
+        array, names = planes[0], [f"cube/{w}" for w in win]
+    return ViewResult(array=np.ascontiguousarray(array, dtype=np.float32), mode=spec.mode, spec=spec,
+                      center_lps=center, spacing_mm=spec.spacing_mm, grids=grids, channel_names=names,
+                      warnings=warnings)
