@@ -1,0 +1,192 @@
+"""`mvcf stats roc` and `mvcf stats mrmc`: ROC/AUC inference and reader-study analysis from a CSV file."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mvcf.errors import MVCFError
+from mvcf.progress import JsonLinesReporter, dumps
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="stats_command", metavar="ANALYSIS", parser_class=type(parser))
+    sub.required = True
+
+    roc = sub.add_parser("roc", help="AUC with CI for each score column and paired DeLong tests between them.",
+                         description="AUC with CI for each score column (higher score = positive) and the "
+                                     "paired DeLong test for every pair of score columns.")
+    roc.add_argument("--csv", required=True, help="CSV file, one row per case")
+    roc.add_argument("--truth", required=True, help="column with the reference standard")
+    roc.add_argument("--positive", default=None,
+                     help="value of --truth that means positive (default: the column must be 0/1)")
+    roc.add_argument("--score", required=True, action="append", help="score column (repeat for several models)")
+    roc.add_argument("--ci-method", choices=["delong", "bootstrap"], default="delong",
+                     help="AUC confidence interval: DeLong (default) or stratified percentile bootstrap")
+    roc.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    roc.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    roc.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level (default 0.05)")
+    roc.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    roc.add_argument("--plot", default=None, help="write ROC curves with CI bands to this PNG")
+
+    mrmc = sub.add_parser("mrmc", help="Obuchowski-Rockette reader-study analysis (Hillis df).",
+                          description="Obuchowski-Rockette MRMC analysis of empirical AUCs with Hillis "
+                                      "degrees of freedom. Long-format CSV: reader, modality, case, truth, rating.")
+    mrmc.add_argument("--csv", required=True, help="CSV with columns reader, modality, case, truth, rating")
+    mrmc.add_argument("--positive", default=None, help="value of truth that means positive (default: 0/1)")
+    mrmc.add_argument("--cov-method", choices=["jackknife", "delong"], default="jackknife",
+                      help="AUC covariance estimate (default: jackknife, as OR-DBM MRMC)")
+    mrmc.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level (default 0.05)")
+    mrmc.add_argument("--model-csv", default=None,
+                      help="also compare a model with the readers: CSV with columns case, score")
+    mrmc.add_argument("--model-modality", default=None,
+                      help="reader modality to compare with the model (required with several modalities)")
+    mrmc.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def _read_csv(path: str):
+    import pandas as pd
+
+    file = Path(path)
+    if not file.is_file():
+        raise MVCFError(f"CSV file not found: {file}")
+    try:
+        return pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise MVCFError(f"cannot read CSV {file}: {str(exc).splitlines()[0]}") from None
+
+
+def _truth(frame: Any, column: str, positive: Any):
+    import pandas as pd
+
+    if column not in frame.columns:
+        raise MVCFError(f"truth column '{column}' not in the CSV (columns: {', '.join(map(str, frame.columns))})")
+    values = frame[column]
+    if values.isna().any():
+        raise MVCFError(f"truth column '{column}' has missing values")
+    if positive is not None:
+        truth = values.astype(str).str.strip() == str(positive)
+        if not truth.any():
+            raise MVCFError(f"no row has {column} == {positive!r}")
+        return truth.to_numpy()
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.isna().any() or not numeric.isin([0, 1]).all():
+        raise MVCFError(f"truth column '{column}' must be 0/1; say which value is positive with --positive")
+    return (numeric == 1).to_numpy()
+
+
+def _scores(frame: Any, columns: list[str]):
+    import numpy as np
+    import pandas as pd
+
+    out = {}
+    for column in columns:
+        if column not in frame.columns:
+            raise MVCFError(f"score column '{column}' not in the CSV")
+        if column in out:
+            raise MVCFError(f"score column '{column}' given twice")
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().any():
+            bad = frame.loc[values.isna(), column].iloc[0]
+            raise MVCFError(f"score column '{column}' must be numeric (found {bad!r})")
+        array = values.to_numpy(float)
+        if not np.all(np.isfinite(array)):
+            raise MVCFError(f"score column '{column}' has infinite values")
+        out[column] = array
+    return out
+
+
+def run_roc(args: argparse.Namespace) -> dict:
+    from mvcf import stats
+
+    frame = _read_csv(args.csv)
+    truth = _truth(frame, args.truth, args.positive)
+    scores = _scores(frame, args.score)
+    entries = []
+    for name, score in scores.items():
+        if args.ci_method == "bootstrap":
+            ci = stats.bootstrap_auc_ci(truth, score, n_resamples=args.n_resamples, seed=args.seed, alpha=args.alpha)
+        else:
+            ci = stats.delong_ci(truth, score, alpha=args.alpha)
+        entries.append({"name": name, "auc": ci["auc"], "ci": list(ci["ci"]), "ci_method": ci["method"]})
+    comparisons = []
+    if len(scores) > 1:
+        test = stats.delong_test(truth, list(scores.values()), alpha=args.alpha, names=list(scores))
+        comparisons = [{"a": p["a"], "b": p["b"], "diff": p["diff"], "z": p["z"], "p": p["p"],
+                        "ci": list(p["ci"]), "method": "delong-paired"} for p in test["pairs"]]
+    payload = {"n_pos": int(truth.sum()), "n_neg": int((~truth).sum()), "alpha": args.alpha,
+               "scores": entries, "comparisons": comparisons}
+    if args.plot:
+        from mvcf.stats.plots import plot_roc
+
+        payload["plot"] = str(plot_roc(args.plot, truth, scores, seed=args.seed, alpha=args.alpha))
+    return payload
+
+
+def run_mrmc(args: argparse.Namespace) -> dict:
+    from mvcf import stats
+
+    frame = _read_csv(args.csv)
+    payload = stats.mrmc(frame, cov_method=args.cov_method, alpha=args.alpha, positive=args.positive)
+    if args.model_csv:
+        model = _read_csv(args.model_csv)
+        missing = [c for c in ("case", "score") if c not in model.columns]
+        if missing:
+            raise MVCFError(f"model CSV is missing column(s): {', '.join(missing)}")
+        payload["model_vs_readers"] = stats.model_vs_readers(
+            frame, model[["case", "score"]], modality=args.model_modality, cov_method=args.cov_method,
+            alpha=args.alpha, positive=args.positive)
+    return payload
+
+
+def _fmt_ci(ci: Any) -> str:
+    return f"({ci[0]:.4f}, {ci[1]:.4f})"
+
+
+def _print_roc(payload: dict) -> None:
+    print(f"{payload['n_pos']} positive, {payload['n_neg']} negative cases")
+    for entry in payload["scores"]:
+        print(f"{entry['name']}: AUC {entry['auc']:.4f} {_fmt_ci(entry['ci'])} [{entry['ci_method']}]")
+    for c in payload["comparisons"]:
+        print(f"{c['a']} - {c['b']}: diff {c['diff']:+.4f} {_fmt_ci(c['ci'])}, z {c['z']:.3f}, p {c['p']:.4g}")
+
+
+def _print_mrmc(payload: dict) -> None:
+    print(f"{payload['n_readers']} readers, {payload['n_modalities']} modalities, {payload['n_cases']} cases "
+          f"({payload['n_pos']} positive); covariances by {payload['cov_method']}")
+    for modality, readers in payload["reader_auc"].items():
+        row = " ".join(f"{r}:{a:.4f}" for r, a in readers.items())
+        print(f"modality {modality}: mean AUC {payload['mean_auc'][modality]:.4f}  readers {row}")
+    print(f"Var(error) {payload['var_error']:.8f}  Cov1 {payload['cov1']:.8f}  Cov2 {payload['cov2']:.8f}  "
+          f"Cov3 {payload['cov3']:.8f}")
+    for key, label in (("rrrc", "random readers, random cases"), ("frrc", "fixed readers, random cases"),
+                       ("rrfc", "random readers, fixed cases")):
+        sec = payload[key]
+        if "F" in sec:
+            df2 = "inf" if sec["df2"] is None else f"{sec['df2']:.2f}"
+            print(f"{label}: F {sec['F']:.4f} on ({sec['df1']}, {df2}) df, p {sec['p']:.4g}; "
+                  f"diff {sec['diff']:+.5f} {_fmt_ci(sec['ci'])}")
+        for single in sec["modalities"]:
+            print(f"    modality {single['modality']}: {single['auc']:.4f} {_fmt_ci(single['ci'])}")
+    if "model_vs_readers" in payload:
+        mv = payload["model_vs_readers"]
+        print(f"model AUC {mv['model_auc']:.4f} vs mean reader AUC {mv['mean_reader_auc']:.4f}: "
+              f"diff {mv['rrrc']['diff']:+.4f} {_fmt_ci(mv['rrrc']['ci'])}, p {mv['rrrc']['p']:.4g} (RRRC)")
+
+
+def run(args: argparse.Namespace, reporter: Any) -> int:
+    if args.stats_command == "roc":
+        payload = run_roc(args)
+        printer = _print_roc
+    else:
+        payload = run_mrmc(args)
+        printer = _print_mrmc
+    if isinstance(reporter, JsonLinesReporter):
+        reporter.result(payload)
+    elif args.json:
+        print(dumps(payload))
+    else:
+        printer(payload)
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,79 @@
+"""Input checks shared by the statistics functions: every problem a user can fix becomes one MVCFError line."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from mvcf.errors import MVCFError
+
+
+def as_scores(values: Any, name: str = "score") -> np.ndarray:
+    """A 1-D float array with no NaN or infinity."""
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise MVCFError(f"{name} must be numeric") from None
+    if array.ndim != 1:
+        raise MVCFError(f"{name} must be one-dimensional, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise MVCFError(f"{name} contains NaN or infinite values ({int(np.sum(~np.isfinite(array)))} of {array.size})")
+    return array
+
+
+def as_truth(values: Any, name: str = "truth", need_both: bool = True) -> np.ndarray:
+    """A boolean array (True = positive) from 0/1, booleans, or ±1... only 0/1-like values are accepted."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise MVCFError(f"{name} must be one-dimensional, got shape {array.shape}")
+    if array.dtype == bool:
+        truth = array
+    else:
+        try:
+            numeric = array.astype(float)
+        except (TypeError, ValueError):
+            raise MVCFError(f"{name} must be 0/1 (or give the positive label), got values like {array[:3].tolist()}") from None
+        if np.any(np.isnan(numeric)):
+            raise MVCFError(f"{name} contains missing values")
+        bad = ~np.isin(numeric, (0.0, 1.0))
+        if np.any(bad):
+            raise MVCFError(f"{name} must be 0/1, found {numeric[bad][0]:g}")
+        truth = numeric == 1.0
+    if need_both:
+        n_pos = int(truth.sum())
+        if n_pos == 0 or n_pos == truth.size:
+            raise MVCFError(f"{name} has only one class ({n_pos} positive of {truth.size}); AUC needs both")
+    return truth
+
+
+def score_matrix(scores: Any, n_cases: int) -> np.ndarray:
+    """k score arrays as a (k, n) float array; a 2-D array may be (k, n) or (n, k)."""
+    if isinstance(scores, np.ndarray) and scores.ndim == 2:
+        matrix = scores
+        if matrix.shape[1] != n_cases and matrix.shape[0] == n_cases:
+            matrix = matrix.T
+    elif isinstance(scores, np.ndarray) and scores.ndim == 1:
+        matrix = scores[None, :]
+    else:
+        matrix = [as_scores(s, f"score {i + 1}") for i, s in enumerate(scores)]
+    try:
+        matrix = np.asarray(matrix, dtype=float)
+    except (TypeError, ValueError):
+        raise MVCFError("scores must be numeric arrays of equal length") from None
+    if matrix.ndim != 2 or matrix.shape[1] != n_cases:
+        raise MVCFError(f"each score array must have one value per case ({n_cases}), got shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        raise MVCFError("scores contain NaN or infinite values")
+    return matrix
+
+
+def check_alpha(alpha: float) -> float:
+    if not 0.0 < float(alpha) < 1.0:
+        raise MVCFError(f"alpha must be between 0 and 1, got {alpha}")
+    return float(alpha)
+
+
+def same_length(*arrays: Sequence, names: Sequence[str]) -> None:
+    lengths = {len(a) for a in arrays}
+    if len(lengths) > 1:
+        raise MVCFError(" and ".join(names) + f" differ in length ({', '.join(str(len(a)) for a in arrays)})")
