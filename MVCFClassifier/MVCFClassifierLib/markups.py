@@ -1,0 +1,109 @@
+"""Markups and segmentations -> mvcf.locate.VertebraLocation (LPS mm), the three ways a user marks a vertebra.
+
+World (RAS) positions are read, so parent transforms are honoured; the RAS -> LPS flip happens here and
+nowhere else on the Slicer side.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+from mvcf.ctimage import CTImage, ras_to_lps
+from mvcf.errors import MVCFError
+from mvcf.locate import VertebraLocation, from_mask
+
+
+def locations_from_point_list(node) -> list[VertebraLocation]:
+    """One location per defined control point of a markups point list; its label is the vertebra's name."""
+    if node is None:
+        raise MVCFError("no point list selected: place one point per vertebra")
+    locations = []
+    for index in range(node.GetNumberOfControlPoints()):
+        if node.GetNthControlPointPositionStatus(index) != node.PositionDefined:
+            continue  # a point still being placed has no position yet
+        ras = node.GetNthControlPointPositionWorld(index)
+        name = node.GetNthControlPointLabel(index) or f"{node.GetName()}-{index + 1}"
+        locations.append(VertebraLocation(center_lps=ras_to_lps(ras), name=name,
+                                          source=f"point list '{node.GetName()}' point {index + 1}"))
+    if not locations:
+        raise MVCFError(f"point list '{node.GetName()}' has no placed points: place one point per vertebra")
+    return locations
+
+
+def location_from_roi(node) -> VertebraLocation:
+    """The location of a markups ROI: its centre, and the LPS extent of its (possibly rotated) box."""
+    if node is None:
+        raise MVCFError("no ROI selected")
+    size = np.asarray(node.GetSize(), float)
+    if not np.all(size > 0):
+        raise MVCFError(f"ROI '{node.GetName()}' has an empty size {size.tolist()}: resize it around the vertebra")
+    object_to_world = node.GetObjectToWorldMatrix()
+    matrix = np.array([[object_to_world.GetElement(r, c) for c in range(4)] for r in range(4)])
+    half = size / 2
+    corners = np.array([[sx, sy, sz, 1.0] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+    corners[:, :3] *= half
+    world_lps = np.array([ras_to_lps((matrix @ c)[:3]) for c in corners])
+    center = ras_to_lps((matrix @ np.array([0.0, 0.0, 0.0, 1.0]))[:3])
+    return VertebraLocation(center_lps=center, extent_mm=world_lps.max(axis=0) - world_lps.min(axis=0),
+                            name=node.GetName(), source=f"ROI '{node.GetName()}'")
+
+
+def segment_labelmap(segmentation_node, segment_id: str, reference_volume_node) -> CTImage:
+    """One segment as a 0/1 CTImage on the reference volume's grid (LPS geometry), via a temporary labelmap
+    node that is removed again; the segmentation itself is not modified."""
+    import slicer
+    import vtk
+
+    from MVCFClassifierLib.volumes import world_ijk_to_ras
+
+    scene = segmentation_node.GetScene()
+    if scene is None:
+        raise MVCFError("the segmentation is not in a scene")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__mvcf_temp__")
+    try:
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation_node, ids, labelmap, reference_volume_node)
+        if not ok or labelmap.GetImageData() is None or labelmap.GetImageData().GetPointData().GetScalars() is None:
+            raise MVCFError(f"could not export segment '{segment_id}' of '{segmentation_node.GetName()}'")
+        voxels = (slicer.util.arrayFromVolume(labelmap) > 0).astype(np.uint8)
+        geometry = world_ijk_to_ras(labelmap)
+    finally:
+        display = labelmap.GetDisplayNode()
+        if display is not None:
+            color = display.GetColorNode()
+            scene.RemoveNode(display)
+            if color is not None and color.GetName().startswith(segmentation_node.GetName()):
+                scene.RemoveNode(color)
+        scene.RemoveNode(labelmap)
+    return CTImage.from_ijk_to_ras(voxels, geometry, source=f"segment {segment_id}")
+
+
+def locations_from_segmentation(segmentation_node, segment_ids: Optional[Sequence[str]],
+                                reference_volume_node) -> list[VertebraLocation]:
+    """One location per segment (all segments when `segment_ids` is empty): the segment's centroid in LPS mm
+    and its bounding box, computed on the reference (CT) volume's grid; the name is the segment's name,
+    e.g. 'vertebrae_L1' from TotalSegmentator."""
+    if segmentation_node is None:
+        raise MVCFError("no segmentation selected")
+    if reference_volume_node is None:
+        raise MVCFError("a reference CT volume is needed to read the segmentation")
+    segmentation = segmentation_node.GetSegmentation()
+    if not segment_ids:
+        segment_ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    if not segment_ids:
+        raise MVCFError(f"segmentation '{segmentation_node.GetName()}' has no segments")
+    locations = []
+    for segment_id in segment_ids:
+        segment = segmentation.GetSegment(segment_id)
+        if segment is None:
+            raise MVCFError(f"segment '{segment_id}' is not in '{segmentation_node.GetName()}'")
+        mask = segment_labelmap(segmentation_node, segment_id, reference_volume_node)
+        if not mask.voxels.any():
+            raise MVCFError(f"segment '{segment.GetName()}' is empty within the CT volume")
+        location = from_mask(mask, mask, 1, name=segment.GetName())
+        location.source = f"segment '{segment.GetName()}' of '{segmentation_node.GetName()}'"
+        locations.append(location)
+    return locations
