@@ -1,0 +1,191 @@
+"""Cohort views for training: built once per case (every requested mode from one CT read), cached in memory
+and on disk as .npy, then served by a torch Dataset with seeded MONAI augmentation.
+
+Augmentation is anatomically valid only: small in-plane rotations, left-right flips (never anterior-posterior
+or superior-inferior), an intensity shift and Gaussian noise. Each sample's randomness is derived from
+(seed, epoch, index), so an epoch is reproducible on its own; that is what makes resumed training identical.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from mvcf.errors import MVCFError
+from mvcf.fileio import atomic_path
+from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
+from mvcf.views import ViewSpec
+
+
+def locate_record(ct, record) -> "Any":
+    """The VertebraLocation of a manifest record: its mask label centroid, else its LPS centre."""
+    from mvcf.locate import from_mask, from_point
+    from mvcf.read_ct import read_mask
+
+    if getattr(record, "mask", None) is not None and getattr(record, "vertebra_label", None) is not None:
+        return from_mask(ct, read_mask(record.mask), int(record.vertebra_label))
+    return from_point(ct, record.center_lps, "lps")
+
+
+def spec_key(spec: ViewSpec) -> str:
+    return hashlib.sha256(spec.to_json().encode()).hexdigest()[:16]
+
+
+def _case_key(record) -> str:
+    """Cache key of a case: its id plus the identity of its files, so an edited CT is rebuilt."""
+    parts = [str(record.case_id)]
+    for path in (record.ct, getattr(record, "mask", None)):
+        if path is not None:
+            stat = os.stat(path)
+            parts += [str(Path(path).resolve()), str(stat.st_size), str(int(stat.st_mtime))]
+    parts.append(str(getattr(record, "vertebra_label", "")))
+    center = getattr(record, "center_lps", None)
+    parts.append("" if center is None else ",".join(f"{v:.4f}" for v in center))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+class ViewCache:
+    """case -> view array per ViewSpec; memory first, then `cache_dir/<spec>/<case>.npy`, else built."""
+
+    def __init__(self, cache_dir: Optional[os.PathLike] = None) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._memory: dict[tuple[str, str], np.ndarray] = {}
+
+    def _file(self, spec: ViewSpec, record) -> Optional[Path]:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / spec_key(spec) / f"{record.case_id}-{_case_key(record)}.npy"
+
+    def _lookup(self, spec: ViewSpec, record) -> Optional[np.ndarray]:
+        key = (spec_key(spec), _case_key(record))
+        if key in self._memory:
+            return self._memory[key]
+        path = self._file(spec, record)
+        if path is not None and path.is_file():
+            array = np.load(path, allow_pickle=False)
+            if tuple(array.shape) == spec.output_shape():
+                self._memory[key] = array
+                return array
+        return None
+
+    def _store(self, spec: ViewSpec, record, array: np.ndarray) -> None:
+        self._memory[(spec_key(spec), _case_key(record))] = array
+        path = self._file(spec, record)
+        if path is not None:
+            with atomic_path(path) as tmp:
+                np.save(tmp, array, allow_pickle=False)
+
+    def views(self, records: Sequence[Any], specs: Sequence[ViewSpec],
+              on_progress: Optional[ProgressCallback] = None,
+              should_cancel: Optional[CancelCheck] = None) -> dict[str, dict[str, np.ndarray]]:
+        """{spec_key: {case_id: array}} for every record and spec; each CT is read at most once."""
+        from mvcf.read_ct import read_ct
+        from mvcf.views import build_views
+
+        out: dict[str, dict[str, np.ndarray]] = {spec_key(s): {} for s in specs}
+        for n, record in enumerate(records):
+            check_cancel(should_cancel)
+            missing = []
+            for spec in specs:
+                array = self._lookup(spec, record)
+                if array is None:
+                    missing.append(spec)
+                else:
+                    out[spec_key(spec)][record.case_id] = array
+            if missing:
+                try:
+                    ct = read_ct(record.ct)
+                    location = locate_record(ct, record)
+                    for spec in missing:
+                        array = build_views(ct, location, spec).array
+                        self._store(spec, record, array)
+                        out[spec_key(spec)][record.case_id] = array
+                except MVCFError as exc:
+                    raise MVCFError(f"case {record.case_id}: {exc}") from None
+            if on_progress is not None:
+                on_progress(n + 1, len(records), f"views {n + 1}/{len(records)}")
+        return out
+
+
+def _flip_axes(mode: str, shape: tuple[int, ...]) -> Optional[int]:
+    """The array axis (of one sample) that runs patient right -> left, if any flip is valid for all channels."""
+    return {"2d": 2, "2.5d-adjacent": 2, "2.5d-mil": 3, "3d": 3}.get(mode)
+
+
+def augmentation(mode: str, rotate_deg: float = 10.0, flip_prob: float = 0.5, shift: float = 0.05,
+                 noise_std: float = 0.02, noise_prob: float = 0.5):
+    """MONAI transforms for one channel-first sample of `mode` (2.5d-mil bags: slices folded into channels).
+    Rotation is in the axial plane for 3d; flips are left-right only."""
+    import math
+
+    from monai.transforms import Compose, RandGaussianNoise, RandRotate, RandShiftIntensity
+
+    angle = math.radians(rotate_deg)
+    return Compose([
+        RandRotate(range_x=angle, prob=1.0, keep_size=True, padding_mode="border", dtype=np.float32),
+        RandShiftIntensity(offsets=shift, prob=1.0),
+        RandGaussianNoise(prob=noise_prob, std=noise_std, dtype=np.float32),
+    ]) if rotate_deg > 0 else Compose([
+        RandShiftIntensity(offsets=shift, prob=1.0),
+        RandGaussianNoise(prob=noise_prob, std=noise_std, dtype=np.float32),
+    ])
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).hexdigest()[:8], 16)
+
+
+class CaseDataset:
+    """A torch-style Dataset over (array, label) pairs with per-(seed, epoch, index) seeded augmentation.
+
+    Call `set_epoch(e)` before each epoch (as with DistributedSampler)."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], labels: Sequence[int], mode: str, augment: bool,
+                 seed: int = 0, transform: Optional[Callable] = None) -> None:
+        if len(arrays) != len(labels):
+            raise ValueError("arrays and labels differ in length")
+        self.arrays = list(arrays)
+        self.labels = np.asarray(labels, dtype=np.float32)
+        self.mode = mode
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.transform = transform if transform is not None else (augmentation(mode) if augment else None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        array = self.arrays[index]
+        if self.augment and self.transform is not None:
+            array = self._augment(array, _sample_seed(self.seed, self.epoch, index))
+        return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), torch.tensor(self.labels[index])
+
+    def _augment(self, array: np.ndarray, seed: int) -> np.ndarray:
+        rng = np.random.RandomState(seed)
+        shape = array.shape
+        if self.mode == "2.5d-orthogonal":
+            # channels: axial, coronal, sagittal (C windows each); a left-right mirror flips the columns of
+            # the axial and coronal planes and leaves the sagittal plane's image as it is.
+            if rng.rand() < 0.5:
+                array = array.copy()
+                third = shape[0] // 3
+                array[: 2 * third] = array[: 2 * third, :, ::-1]
+        else:
+            axis = _flip_axes(self.mode, shape)
+            if axis is not None and rng.rand() < 0.5:
+                array = np.flip(array, axis=axis)
+        if self.mode == "2.5d-mil":
+            array = array.reshape(shape[0] * shape[1], *shape[2:])
+        self.transform.set_random_state(seed=int(rng.randint(0, 2**31 - 1)))
+        out = self.transform(np.ascontiguousarray(array))
+        out = out.numpy() if hasattr(out, "numpy") else np.asarray(out)
+        return out.reshape(shape).astype(np.float32, copy=False)

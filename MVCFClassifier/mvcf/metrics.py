@@ -1,0 +1,51 @@
+"""One metrics summary for a set of predictions, shared by train, evaluate and study.
+
+AUC with its DeLong and bootstrap CIs, and the operating point at a frozen threshold (sensitivity,
+specificity, PPV, NPV, accuracy, F1 with Wilson CIs), all from mvcf.stats. A set with a single class gets
+no AUC (None) and a note instead of an exception, since a small external site may hold only one class.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+
+def summarize(y_true: Sequence[int], prob: Sequence[float], threshold: float, n_bootstrap: int = 1000,
+              seed: int = 0) -> dict[str, Any]:
+    from mvcf.stats import bootstrap_auc_ci, delong_ci, metrics_at_threshold
+
+    y = np.asarray(y_true, dtype=int)
+    p = np.asarray(prob, dtype=float)
+    out: dict[str, Any] = {"n": int(y.size), "n_mvcf": int(y.sum()), "n_ovcf": int((1 - y).sum()),
+                           "threshold": float(threshold)}
+    if y.size == 0:
+        out["note"] = "no cases"
+        return out
+    if 0 < y.sum() < y.size:
+        d = delong_ci(y, p)
+        out["auc"] = d["auc"]
+        out["auc_ci_delong"] = list(d["ci"])
+        if n_bootstrap > 0:
+            out["auc_ci_bootstrap"] = list(bootstrap_auc_ci(y, p, n_resamples=n_bootstrap, seed=seed)["ci"])
+    else:
+        out["auc"] = None
+        out["note"] = "one class only: AUC undefined"
+    m = metrics_at_threshold(y, p, threshold)
+    for key in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "f1"):
+        out[key] = {"value": _finite(m[key]["value"]), "ci": [_finite(v) for v in m[key]["ci"]]}
+    out.update({k: m[k] for k in ("tp", "fp", "tn", "fn")})
+    return out
+
+
+def _finite(value: float) -> Optional[float]:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def format_auc(summary: dict[str, Any]) -> str:
+    """'0.912 (0.861–0.963)' or 'n/a'."""
+    if not summary or summary.get("auc") is None:
+        return "n/a"
+    low, high = summary["auc_ci_delong"]
+    return f"{summary['auc']:.3f} ({low:.3f}–{high:.3f})"

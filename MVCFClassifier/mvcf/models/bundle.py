@@ -1,0 +1,196 @@
+"""The model bundle: a directory with `weights.safetensors` and a JSON model card `model.json`.
+
+Loading never unpickles anything: the card is JSON, the weights are safetensors, the network is rebuilt
+from the card's config. Before building the network the loader checks the format name and version and
+the sha256 of the weights file; any mismatch is an MVCFError with one clear line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from mvcf.errors import MVCFError
+from mvcf.fileio import atomic_dir
+
+FORMAT_NAME = "mvcf-model-bundle"
+FORMAT_VERSION = 1
+CARD_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+CLASSES = ["OVCF", "MVCF"]
+INTENDED_USE = ("Research use only. Not a medical device; not for diagnosis or treatment decisions. "
+                "Classifies one vertebral compression fracture on CT as malignant (MVCF) or "
+                "osteoporotic (OVCF).")
+
+
+def sha256_file(path: Union[str, Path]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def software_versions() -> dict[str, str]:
+    import monai
+    import numpy
+    import torch
+
+    import mvcf
+
+    return {"mvcf": mvcf.__version__, "torch": torch.__version__, "monai": monai.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the card (dict) and the network (an Ensemble returning probabilities)."""
+
+    path: Path
+    card: dict[str, Any]
+    model: Any
+
+    @property
+    def name(self) -> str:
+        return str(self.card.get("name", self.path.name))
+
+    @property
+    def version(self) -> str:
+        return str(self.card.get("version", ""))
+
+    @property
+    def sha256(self) -> str:
+        return str(self.card["weights"]["sha256"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card["threshold"])
+
+    @property
+    def mode(self) -> str:
+        return str(self.card["network"]["mode"])
+
+    @property
+    def view_spec(self) -> dict[str, Any]:
+        return dict(self.card["view_spec"])
+
+    def identity(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+def save_bundle(out_dir: Union[str, Path], model, card: dict[str, Any], overwrite: bool = True) -> Path:
+    """Write `model` (an Ensemble) and `card` as a bundle directory, atomically. The card gets the format
+    fields, the software versions and the weights' sha256 filled in; required: name, version, network,
+    ensemble_size, view_spec, threshold."""
+    from safetensors.torch import save_file
+
+    missing = [k for k in ("name", "version", "network", "ensemble_size", "view_spec", "threshold") if k not in card]
+    if missing:
+        raise ValueError(f"model card lacks {missing}")
+    out = Path(out_dir)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
+        full = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            **card,
+            "classes": CLASSES,
+            "positive_class": "MVCF",
+            "output": "probability of MVCF (mean over ensemble members)",
+            "intended_use": card.get("intended_use", INTENDED_USE),
+            "software": {**software_versions(), **card.get("software", {})},
+            "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
+                        "tensors": len(state)},
+        }
+        (tmp / CARD_FILE).write_text(json.dumps(full, indent=2, sort_keys=False, default=_jsonable) + "\n",
+                                     encoding="utf-8")
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def read_card(path: Union[str, Path]) -> dict[str, Any]:
+    """Read and check a bundle's card (format name and version) without touching the weights."""
+    bundle_dir = Path(path)
+    if not bundle_dir.exists():
+        raise MVCFError(f"model bundle not found: {bundle_dir}")
+    if not bundle_dir.is_dir():
+        raise MVCFError(f"not a model bundle: {bundle_dir} is a file; a bundle is a directory with "
+                        f"{CARD_FILE} and {WEIGHTS_FILE}")
+    card_path = bundle_dir / CARD_FILE
+    if not card_path.is_file():
+        raise MVCFError(f"not a model bundle: {card_path} is missing")
+    try:
+        card = json.loads(card_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MVCFError(f"not a model bundle: {card_path} is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(card, dict) or card.get("format") != FORMAT_NAME:
+        raise MVCFError(f"not a model bundle: {card_path} does not declare format {FORMAT_NAME!r}")
+    version = card.get("format_version")
+    if version != FORMAT_VERSION:
+        raise MVCFError(f"unsupported model bundle format version {version!r} in {card_path} "
+                        f"(this mvcf reads version {FORMAT_VERSION})")
+    for key in ("network", "ensemble_size", "view_spec", "threshold", "weights"):
+        if key not in card:
+            raise MVCFError(f"invalid model bundle: {card_path} lacks {key!r}")
+    return card
+
+
+def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
+    """Verify and load a bundle. Order: card format -> weights sha256 -> safetensors parse -> network."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    from mvcf.models.networks import build_ensemble
+
+    bundle_dir = Path(path)
+    card = read_card(bundle_dir)
+    weights_path = bundle_dir / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise MVCFError(f"invalid model bundle: {weights_path} is missing")
+    data = weights_path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    expected = str(card["weights"].get("sha256", ""))
+    if actual != expected:
+        raise MVCFError(f"model weights do not match the card's sha256 (expected {expected[:12]}..., got "
+                        f"{actual[:12]}...): {weights_path} was modified or corrupted")
+    try:
+        state = load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise MVCFError(f"invalid model bundle: {weights_path} is not a safetensors file ({exc})") from None
+    model = build_ensemble(card["network"], card["ensemble_size"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
+        raise MVCFError(f"invalid model bundle: weights do not fit the card's network ({first})") from None
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return Bundle(path=bundle_dir, card=card, model=model)
+
+
+def export_onnx(bundle: Bundle, out_path: Union[str, Path]) -> Path:
+    """Export the bundle's network (probability output, dynamic batch) to ONNX, atomically."""
+    import torch
+
+    from mvcf.fileio import atomic_path
+
+    shape = bundle.card["network"]["input_shape"]
+    model = bundle.model.to("cpu").eval()
+    dummy = torch.zeros(1, *shape, dtype=torch.float32)
+    with atomic_path(out_path) as tmp:
+        torch.onnx.export(model, (dummy,), str(tmp), input_names=["view"], output_names=["probability_mvcf"],
+                          dynamic_axes={"view": {0: "batch"}, "probability_mvcf": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    return Path(out_path)
