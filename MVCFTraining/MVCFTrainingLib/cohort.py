@@ -1,0 +1,350 @@
+"""Cohort manifest from the Slicer scene: volumes + a point list or segmentation per case -> manifest CSV.
+
+Workflow in the module: `cohort_table_from_scene` lists every CT volume with the point list/segmentation
+that belongs to it in an editable table node (one row per fractured vertebra); the user fills in label,
+institution and patient in Slicer's table view; `save_manifest_from_table` checks every row (naming every
+bad one), exports what is only in memory (CTs not loaded from a file the core can read), and writes the
+manifest with `mvcf.manifest.write_manifest`, validated once more by `mvcf.manifest.read_manifest`.
+Every function takes the scene explicitly (pytest drives it with slicer-core's real MRML).
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from MVCFClassifierLib.tables import table_rows, write_table
+from MVCFClassifierLib.volumes import ct_image_from_volume_node
+from mvcf.ctimage import ras_to_lps
+from mvcf.errors import MVCFError
+from mvcf.fileio import atomic_path
+from mvcf.manifest import CLASS_NAMES, CaseRecord, _check_consistency, parse_label, read_manifest, write_manifest
+from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
+
+COHORT_COLUMNS = (
+    ("case_id", str, "unique id of the case (one fractured vertebra)"),
+    ("patient_id", str, "patient; all of a patient's cases stay in one split and one institution"),
+    ("institution", str, "acquiring site; the external test set is chosen by this value"),
+    ("label", str, "MVCF (malignant) or OVCF (osteoporotic), biopsy-proven"),
+    ("volume", str, "name of the CT volume node"),
+    ("location", str, "name of the markups point list or segmentation node marking the vertebra"),
+    ("vertebra", str, "control point label or segment name (empty when the node has only one)"),
+)
+READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+POINT_CLASS = "vtkMRMLMarkupsFiducialNode"
+SEGMENTATION_CLASS = "vtkMRMLSegmentationNode"
+ATTRIBUTE_PREFIX = "MVCF."  # node attributes MVCF.label / MVCF.institution / MVCF.patient_id prefill the table
+
+
+def _nodes(scene, class_name: str) -> list:
+    collection = scene.GetNodesByClass(class_name)
+    return [collection.GetItemAsObject(i) for i in range(collection.GetNumberOfItems())]
+
+
+def ct_volumes(scene) -> list:
+    """Scalar volume nodes that are not label maps."""
+    return [n for n in _nodes(scene, "vtkMRMLScalarVolumeNode") if not n.IsA("vtkMRMLLabelMapVolumeNode")]
+
+
+def _location_nodes(scene) -> list:
+    return _nodes(scene, POINT_CLASS) + _nodes(scene, SEGMENTATION_CLASS)
+
+
+def paired_locations(scene, volume) -> list:
+    """Point lists / segmentations that belong to `volume`: a segmentation whose reference geometry is the
+    volume, or a node whose name starts with the volume's name; the only one when the scene holds one CT."""
+    found = []
+    for node in _location_nodes(scene):
+        if node.IsA(SEGMENTATION_CLASS):
+            reference = node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole())
+            if reference is not None:
+                if reference is volume:
+                    found.append(node)
+                continue
+        if node.GetName().startswith(volume.GetName()):
+            found.append(node)
+    if not found and len(ct_volumes(scene)) == 1:
+        found = _location_nodes(scene)
+    return found
+
+
+def _vertebrae(node) -> list[str]:
+    if node.IsA(POINT_CLASS):
+        return [node.GetNthControlPointLabel(i) for i in range(node.GetNumberOfControlPoints())]
+    segmentation = node.GetSegmentation()
+    return [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+
+
+def cohort_table_from_scene(scene, node=None, name: str = "MVCF cohort"):
+    """A table node with one row per marked vertebra of every CT in the scene, to be completed by the user.
+
+    label / institution / patient_id come from the volume's `MVCF.label`, `MVCF.institution`,
+    `MVCF.patient_id` attributes when set (scripts can set them), else stay empty (patient defaults to
+    the volume name)."""
+    rows = []
+    for volume in ct_volumes(scene):
+        attributes = {key: volume.GetAttribute(ATTRIBUTE_PREFIX + key) or ""
+                      for key in ("label", "institution", "patient_id")}
+        base = {"patient_id": attributes["patient_id"] or volume.GetName(),
+                "institution": attributes["institution"], "label": attributes["label"],
+                "volume": volume.GetName()}
+        entries = [(loc, v) for loc in paired_locations(scene, volume) for v in (_vertebrae(loc) or [""])]
+        for index, (location, vertebra) in enumerate(entries or [(None, "")], start=1):
+            suffix = "" if len(entries) <= 1 else f"_{vertebra or index}"
+            rows.append({**base, "case_id": volume.GetName() + suffix,
+                         "location": location.GetName() if location is not None else "",
+                         "vertebra": vertebra if location is not None and len(_vertebrae(location)) > 1 else ""})
+    seen: dict[str, int] = defaultdict(int)
+    for row in rows:  # keep case ids unique when two lists name the same vertebra
+        seen[row["case_id"]] += 1
+        if seen[row["case_id"]] > 1:
+            row["case_id"] = f"{row['case_id']}_{seen[row['case_id']]}"
+    table = write_table(scene, rows, COHORT_COLUMNS, name, node=node)
+    table.SetAttribute("MVCF.role", "cohort")
+    return table
+
+
+def _find_node(scene, text: str, class_names: Sequence[str]):
+    """A node by ID or by unique name among `class_names`; MVCFError when absent or ambiguous."""
+    node = scene.GetNodeByID(text)
+    if node is not None and any(node.IsA(c) for c in class_names):
+        return node
+    matches = [n for c in class_names for n in _nodes(scene, c) if n.GetName() == text]
+    if not matches:
+        raise MVCFError(f"no node named '{text}' in the scene")
+    if len(matches) > 1:
+        raise MVCFError(f"several nodes are named '{text}': rename them")
+    return matches[0]
+
+
+def _linear_to_world(node) -> np.ndarray:
+    import vtk
+
+    matrix = np.eye(4)
+    transform = node.GetParentTransformNode()
+    if transform is not None:
+        if not transform.IsTransformToWorldLinear():
+            raise MVCFError(f"'{node.GetName()}' is under a non-linear transform: harden it first")
+        vtk_matrix = vtk.vtkMatrix4x4()
+        transform.GetMatrixTransformToWorld(vtk_matrix)
+        matrix = np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    return matrix
+
+
+def point_center_lps(node, vertebra: str = "") -> np.ndarray:
+    """World position (LPS mm) of the control point labelled `vertebra` (or of the only point)."""
+    labels = _vertebrae(node)
+    if not labels:
+        raise MVCFError(f"point list '{node.GetName()}' has no points")
+    if vertebra:
+        if vertebra not in labels:
+            raise MVCFError(f"point list '{node.GetName()}' has no point labelled '{vertebra}'")
+        index = labels.index(vertebra)
+    elif len(labels) == 1:
+        index = 0
+    else:
+        raise MVCFError(f"point list '{node.GetName()}' has {len(labels)} points: name one in 'vertebra'")
+    position = [0.0, 0.0, 0.0]
+    node.GetNthControlPointPositionWorld(index, position)
+    return ras_to_lps(position)
+
+
+def segment_center_lps(node, vertebra: str = "") -> np.ndarray:
+    """Centroid (LPS mm, world) of the segment named `vertebra` (or of the only segment), from its binary
+    labelmap."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    import vtk
+
+    segmentation = node.GetSegmentation()
+    names = _vertebrae(node)
+    if not names:
+        raise MVCFError(f"segmentation '{node.GetName()}' has no segments")
+    if vertebra:
+        if vertebra not in names:
+            raise MVCFError(f"segmentation '{node.GetName()}' has no segment '{vertebra}'")
+        segment = segmentation.GetNthSegment(names.index(vertebra))
+    elif len(names) == 1:
+        segment = segmentation.GetNthSegment(0)
+    else:
+        raise MVCFError(f"segmentation '{node.GetName()}' has {len(names)} segments: name one in 'vertebra'")
+    labelmap = segment.GetRepresentation("Binary labelmap")
+    if labelmap is None and node.CreateBinaryLabelmapRepresentation():
+        labelmap = segment.GetRepresentation("Binary labelmap")
+    if labelmap is None or labelmap.GetPointData().GetScalars() is None:
+        raise MVCFError(f"segment '{segment.GetName()}' has no binary labelmap")
+    extent = labelmap.GetExtent()
+    shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+    voxels = vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(shape)
+    kji = np.argwhere(voxels == segment.GetLabelValue())
+    if kji.size == 0:
+        raise MVCFError(f"segment '{segment.GetName()}' is empty")
+    ijk = kji[:, ::-1].mean(axis=0) + np.array(extent[0::2], dtype=float)
+    image_to_world = vtk.vtkMatrix4x4()
+    labelmap.GetImageToWorldMatrix(image_to_world)
+    matrix = np.array([[image_to_world.GetElement(r, c) for c in range(4)] for r in range(4)])
+    ras = (_linear_to_world(node) @ matrix @ np.append(ijk, 1.0))[:3]
+    return ras_to_lps(ras)
+
+
+def location_center_lps(node, vertebra: str = "") -> np.ndarray:
+    if node.IsA(POINT_CLASS):
+        return point_center_lps(node, vertebra)
+    return segment_center_lps(node, vertebra)
+
+
+def _source_file(volume) -> Optional[Path]:
+    """The file a volume was loaded from, when the core can read it and the node is unchanged since."""
+    storage = volume.GetStorageNode()
+    if storage is None or not storage.GetFileName() or volume.GetParentTransformNode() is not None:
+        return None
+    path = Path(storage.GetFileName())
+    if not path.is_file() or not path.name.lower().endswith(READABLE_SUFFIXES):
+        return None
+    if volume.GetModifiedSinceRead():
+        return None
+    return path
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "volume"
+
+
+def export_ct(volume, folder: Union[str, os.PathLike]) -> Path:
+    """Write a volume node as NIfTI (LPS geometry, world transform applied) under `folder`, atomically."""
+    import SimpleITK as sitk
+
+    target = Path(folder) / f"{_safe_name(volume.GetName())}.nii.gz"
+    image = ct_image_from_volume_node(volume).to_sitk()
+    with atomic_path(target) as tmp:
+        sitk.WriteImage(image, str(tmp), True)
+    return target
+
+
+@dataclass
+class _Row:
+    number: int
+    values: dict
+    volume: object = None
+    location: object = None
+
+
+def _check_rows(scene, rows: list[dict]) -> tuple[list[_Row], dict[int, list[str]]]:
+    problems: dict[int, list[str]] = defaultdict(list)
+    checked = []
+    for number, values in enumerate(rows, start=1):
+        values = {k: str(values.get(k, "") or "").strip() for k, _, _ in COHORT_COLUMNS}
+        row = _Row(number, values)
+        for key in ("case_id", "patient_id", "institution", "label", "volume", "location"):
+            if not values[key]:
+                problems[number].append(f"empty {key}")
+        if values["label"]:
+            try:
+                parse_label(values["label"])
+            except MVCFError as exc:
+                problems[number].append(str(exc))
+        if values["volume"]:
+            try:
+                row.volume = _find_node(scene, values["volume"], ["vtkMRMLScalarVolumeNode"])
+            except MVCFError as exc:
+                problems[number].append(f"volume: {exc}")
+        if values["location"]:
+            try:
+                row.location = _find_node(scene, values["location"], [POINT_CLASS, SEGMENTATION_CLASS])
+                location_center_lps(row.location, values["vertebra"])
+            except MVCFError as exc:
+                problems[number].append(f"location: {exc}")
+        checked.append(row)
+    _check_consistency([_record(r, Path(".")) for r in checked if r.number not in problems], problems)
+    return checked, problems
+
+
+def _row_messages(problems: dict[int, list[str]], rows: list[_Row]) -> list[str]:
+    names = {r.number: r.values.get("case_id") for r in rows}
+    return [f"row {n}{' (' + names[n] + ')' if names.get(n) else ''}: {', '.join(problems[n])}"
+            for n in sorted(problems)]
+
+
+def check_cohort_table(scene, table_node) -> list[str]:
+    """Every problem of the cohort table, one string per bad row ('row 3 (case_7): empty label, ...')."""
+    checked, problems = _check_rows(scene, table_rows(table_node))
+    return _row_messages(problems, checked)
+
+
+def _record(row: _Row, ct: Path) -> CaseRecord:
+    values = row.values
+    extra = {"vertebra": values["vertebra"]} if values["vertebra"] else {}
+    return CaseRecord(case_id=values["case_id"], patient_id=values["patient_id"],
+                      institution=values["institution"], label=parse_label(values["label"]), ct=ct,
+                      center_lps=location_center_lps(row.location, values["vertebra"]), row=row.number,
+                      extra=extra)
+
+
+def save_manifest_from_table(scene, table_node, manifest_path: Union[str, os.PathLike],
+                             on_progress: Optional[ProgressCallback] = None,
+                             should_cancel: Optional[CancelCheck] = None) -> list[CaseRecord]:
+    """Check the cohort table (one MVCFError naming every bad row), export CTs that exist only in the scene
+    to `<manifest folder>/images/`, write the manifest and read it back through the core's validation."""
+    manifest_path = Path(manifest_path)
+    rows = table_rows(table_node)
+    if not rows:
+        raise MVCFError("cohort table has no rows: add cases first")
+    checked, problems = _check_rows(scene, rows)
+    if problems:
+        plural = "s" if len(problems) != 1 else ""
+        raise MVCFError(f"cohort table: {len(problems)} bad row{plural}: "
+                        + "; ".join(_row_messages(problems, checked)))
+
+    images = manifest_path.parent / "images"
+    ct_paths: dict[str, Path] = {}
+    volumes = list(dict.fromkeys(r.volume for r in checked))
+    total = len(volumes)
+    for done, volume in enumerate(volumes):
+        check_cancel(should_cancel)
+        if on_progress:
+            on_progress(done, total, f"exporting {volume.GetName()}")
+        ct_paths[volume.GetID()] = _source_file(volume) or export_ct(volume, images)
+    if on_progress:
+        on_progress(total, total, "writing the manifest")
+    records = [_record(r, ct_paths[r.volume.GetID()]) for r in checked]
+    with atomic_path(manifest_path) as tmp:
+        write_manifest(tmp, records)
+        try:
+            read_manifest(tmp)
+        except MVCFError as exc:
+            raise MVCFError(str(exc).replace(tmp.name, manifest_path.name)) from None
+    return read_manifest(manifest_path)
+
+
+def manifest_summary(records: Sequence[CaseRecord]) -> str:
+    """'24 cases, 12 patients; MVCF 10, OVCF 14; A 16, B 8' for the status line."""
+    classes = defaultdict(int)
+    sites = defaultdict(int)
+    for record in records:
+        classes[CLASS_NAMES[record.label]] += 1
+        sites[record.institution] += 1
+    patients = len({r.patient_id for r in records})
+    return (f"{len(records)} cases, {patients} patients; "
+            + ", ".join(f"{k} {classes[k]}" for k in ("MVCF", "OVCF"))
+            + "; " + ", ".join(f"{k} {v}" for k, v in sorted(sites.items())))
+
+
+MANIFEST_TABLE_COLUMNS = (
+    ("case_id", str, "case"), ("patient_id", str, "patient"), ("institution", str, "acquiring site"),
+    ("label", str, "MVCF or OVCF"), ("ct", str, "CT file"), ("location", str, "mask:label or LPS centre (mm)"),
+)
+
+
+def manifest_table(scene, records: Sequence[CaseRecord], node=None, name: str = "MVCF manifest"):
+    """Show a validated manifest in the scene (read-only view of what training will use)."""
+    rows = []
+    for r in records:
+        location = (f"{r.mask.name}:{r.vertebra_label}" if r.mask is not None
+                    else ",".join(f"{v:.1f}" for v in r.center_lps) if r.center_lps is not None else "")
+        rows.append({"case_id": r.case_id, "patient_id": r.patient_id, "institution": r.institution,
+                     "label": CLASS_NAMES[r.label], "ct": str(r.ct), "location": location})
+    return write_table(scene, rows, MANIFEST_TABLE_COLUMNS, name, node=node)
