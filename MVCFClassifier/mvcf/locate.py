@@ -110,42 +110,37 @@ def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> Vertebr
                             name=name or f"label {label}", source=f"mask label {label}")
 
 
-def refine_on_body(ct: CTImage, location: VertebraLocation, bone_hu: float = 150.0,
-                   search_mm: float = 64.0, max_shift_mm: float = 25.0) -> VertebraLocation:
-    """Recentre a point on the vertebral body, in the axial plane, from bone intensity (off unless asked).
+def refine_on_body(ct: CTImage, location: VertebraLocation, search_mm: float = 80.0,
+                   max_shift_mm: float = 25.0) -> VertebraLocation:
+    """Recentre a location on the vertebral body in the axial plane (off unless asked for).
 
-    In a 1 mm axial slab around the point, bone (> `bone_hu` after light smoothing) is filled slice by slice
-    so the cortical shell encloses the (possibly osteoporotic) trabecular body; the body is the thickest
-    filled structure of the component nearest the point, so its in-plane centre is the maximum of the
-    distance transform. The superior-inferior position is kept. When no bone is found, or the shift would
-    exceed `max_shift_mm`, the location is returned unchanged with a warning."""
-    from scipy import ndimage
+    The body's cortex is the largest ring in an axial CT slice: edges (Canny) of five 1 mm axial slices
+    2 mm apart vote in a circular Hough transform for radii 12-30 mm, weighted by a Gaussian prior
+    (sigma 15 mm) around the given point; the strongest circle centre is the new in-plane centre. The
+    superior-inferior position is kept. A heuristic: it moves a mask centroid (pulled back by the posterior
+    elements) onto the body, but can lock onto another ring; a shift over `max_shift_mm` is refused with a
+    warning."""
+    from skimage.feature import canny
+    from skimage.transform import hough_circle
 
     from mvcf.views import ViewSpec, build_views
 
-    half_slab = 4
-    spec = ViewSpec(mode="2.5d-adjacent", size_px=int(round(search_mm)), spacing_mm=1.0,
-                    n_slices=2 * half_slab + 1, slice_gap_mm=1.0, windows=())
+    size = int(round(search_mm))
+    spec = ViewSpec(mode="2.5d-adjacent", size_px=size, spacing_mm=1.0, n_slices=5, slice_gap_mm=2.0,
+                    windows=())
     result = build_views(ct, location, spec)
-    hu = result.array  # (slices, H, W) raw HU, axial, rows P, columns L
-    bone = ndimage.gaussian_filter(hu, sigma=(0, 1, 1)) > bone_hu
-    filled = np.stack([ndimage.binary_fill_holes(s) for s in bone])
-    labels, n = ndimage.label(filled)
-    if n == 0:
-        return replace(location, warnings=location.warnings + ["refine: no bone found near the point; "
+    radii = np.arange(12, 31)
+    votes = np.zeros((size, size))
+    for hu in np.clip(result.array, -200, 600):
+        edges = canny(hu, sigma=2.5, low_threshold=20, high_threshold=60)
+        votes += hough_circle(edges, radii, normalize=True).max(axis=0)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    votes *= np.exp(-0.5 * (yy ** 2 + xx ** 2) / 15.0 ** 2)
+    if not np.any(votes > 0):
+        return replace(location, warnings=location.warnings + ["refine: no bone edges near the point; "
                                                                "location kept"])
-    centre_px = np.array(hu.shape) // 2
-    if labels[tuple(centre_px)] > 0:
-        keep = labels[tuple(centre_px)]
-    else:
-        dist_to = ndimage.distance_transform_edt(labels == 0, return_indices=True)[1]
-        keep = labels[tuple(dist_to[:, centre_px[0], centre_px[1], centre_px[2]])]
-    body = labels == keep
-    depth = np.stack([ndimage.distance_transform_edt(s) for s in body])
-    peaks = [np.unravel_index(np.argmax(s), s.shape) for s in depth if s.max() > 0]
-    row, col = np.median(np.array(peaks, dtype=float), axis=0)
-    grid = result.grids[0]
-    new_center = grid.index_to_lps([col, row, half_slab])
+    row, col = np.unravel_index(np.argmax(votes), votes.shape)
+    new_center = result.grids[0].index_to_lps([col, row, 2])
     shift = float(np.linalg.norm(new_center - location.center_lps))
     if shift > max_shift_mm:
         return replace(location, warnings=location.warnings + [

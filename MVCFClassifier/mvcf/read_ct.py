@@ -36,12 +36,64 @@ def _read_sitk(path: Path):
     try:
         if path.is_dir():
             return _read_dicom_series(path)
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti(path)
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()
-        reason = next((line.strip() for line in detail if "ERROR" not in line and line.strip()), "")
+        reason = str(exc).split("ITK ERROR:")[-1].split("):", 1)[-1].strip().splitlines()
+        reason = reason[0] if reason and "Exception thrown" not in reason[0] else ""
         raise MVCFError(f"cannot read {path}: corrupt or unsupported image file"
                         + (f" ({reason[:120]})" if reason else "")) from None
+
+
+def _gzip_data_size(path: Path) -> int:
+    """Uncompressed size (mod 2**32) from the gzip trailer; a truncated file has garbage there."""
+    with open(path, "rb") as handle:
+        handle.seek(-4, os.SEEK_END)
+        return int.from_bytes(handle.read(4), "little")
+
+
+def _check_nifti(path: Path) -> None:
+    """What ITK's NIfTI reader hides: it reads zero pixdim as 1 mm, NaN as 0 and a truncated file as zeros.
+
+    Uses nibabel's header reader (data are read only for floating-point files, to look for NaN)."""
+    try:
+        import nibabel
+    except ImportError:
+        log.debug("nibabel not installed: NIfTI header checks skipped for %s", path)
+        return
+    from nibabel.imageglobals import LoggingOutputSuppressor
+    from nibabel.openers import ImageOpener
+
+    try:
+        with LoggingOutputSuppressor():
+            image = nibabel.load(str(path))
+        with ImageOpener(str(path)) as handle:  # the header as stored: nibabel.load "fixes" zero pixdim
+            header = type(image.header).from_fileobj(handle, check=False)
+    except Exception as exc:  # nibabel raises many types for a bad header
+        raise MVCFError(f"cannot read {path}: corrupt or unsupported NIfTI file ({exc})".splitlines()[0]) \
+            from None
+    shape = tuple(int(v) for v in header.get_data_shape())
+    zooms = np.asarray(header["pixdim"][1:4], dtype=float)
+    if len(shape) >= 3 and (np.any(zooms == 0) or not np.all(np.isfinite(zooms))):
+        raise MVCFError(f"{path} has voxel spacing {tuple(zooms.tolist())} mm in its header; zero or "
+                        f"undefined spacing is not a usable CT")
+    offset = max(int(header.get_data_offset()), int(header["sizeof_hdr"]) + 4)
+    needed = offset + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    if path.name.lower().endswith(".gz"):
+        complete = _gzip_data_size(path) == needed % 2 ** 32
+    else:
+        complete = path.stat().st_size >= needed
+    if not complete:
+        raise MVCFError(f"cannot read {path}: the file is truncated or corrupt (expected {needed} bytes of "
+                        f"header and voxels)")
+    if np.issubdtype(header.get_data_dtype(), np.floating):
+        try:
+            data = np.asanyarray(image.dataobj)
+        except Exception as exc:
+            raise MVCFError(f"cannot read {path}: corrupt NIfTI data ({exc})".splitlines()[0]) from None
+        if not np.all(np.isfinite(data)):
+            raise MVCFError(f"{path} contains NaN or infinite values")
 
 
 def _read_dicom_series(folder: Path):
