@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from MVCFClassifierLib.markups import locations_from_point_list, locations_from_segmentation
 from MVCFClassifierLib.tables import table_rows, write_table
 from MVCFClassifierLib.volumes import ct_image_from_volume_node
 from mvcf.ctimage import ras_to_lps
@@ -75,7 +76,10 @@ def paired_locations(scene, volume) -> list:
 
 def _vertebrae(node) -> list[str]:
     if node.IsA(POINT_CLASS):
-        return [node.GetNthControlPointLabel(i) for i in range(node.GetNumberOfControlPoints())]
+        try:
+            return [location.name for location in locations_from_point_list(node)]
+        except MVCFError:
+            return []
     segmentation = node.GetSegmentation()
     return [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
 
@@ -122,79 +126,24 @@ def _find_node(scene, text: str, class_names: Sequence[str]):
     return matches[0]
 
 
-def _linear_to_world(node) -> np.ndarray:
-    import vtk
-
-    matrix = np.eye(4)
-    transform = node.GetParentTransformNode()
-    if transform is not None:
-        if not transform.IsTransformToWorldLinear():
-            raise MVCFError(f"'{node.GetName()}' is under a non-linear transform: harden it first")
-        vtk_matrix = vtk.vtkMatrix4x4()
-        transform.GetMatrixTransformToWorld(vtk_matrix)
-        matrix = np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-    return matrix
-
-
-def point_center_lps(node, vertebra: str = "") -> np.ndarray:
-    """World position (LPS mm) of the control point labelled `vertebra` (or of the only point)."""
-    labels = _vertebrae(node)
-    if not labels:
-        raise MVCFError(f"point list '{node.GetName()}' has no points")
-    if vertebra:
-        if vertebra not in labels:
-            raise MVCFError(f"point list '{node.GetName()}' has no point labelled '{vertebra}'")
-        index = labels.index(vertebra)
-    elif len(labels) == 1:
-        index = 0
-    else:
-        raise MVCFError(f"point list '{node.GetName()}' has {len(labels)} points: name one in 'vertebra'")
-    position = [0.0, 0.0, 0.0]
-    node.GetNthControlPointPositionWorld(index, position)
-    return ras_to_lps(position)
-
-
-def segment_center_lps(node, vertebra: str = "") -> np.ndarray:
-    """Centroid (LPS mm, world) of the segment named `vertebra` (or of the only segment), from its binary
-    labelmap."""
-    from vtkmodules.util.numpy_support import vtk_to_numpy
-    import vtk
-
-    segmentation = node.GetSegmentation()
+def location_center_lps(node, vertebra: str, volume) -> np.ndarray:
+    """Centre (LPS mm, world) of the vertebra named `vertebra` (or of the only one) in a point list or a
+    segmentation; a segment is read on the grid of `volume`, its CT."""
     names = _vertebrae(node)
+    kind = "point list" if node.IsA(POINT_CLASS) else "segmentation"
     if not names:
-        raise MVCFError(f"segmentation '{node.GetName()}' has no segments")
-    if vertebra:
-        if vertebra not in names:
-            raise MVCFError(f"segmentation '{node.GetName()}' has no segment '{vertebra}'")
-        segment = segmentation.GetNthSegment(names.index(vertebra))
-    elif len(names) == 1:
-        segment = segmentation.GetNthSegment(0)
-    else:
-        raise MVCFError(f"segmentation '{node.GetName()}' has {len(names)} segments: name one in 'vertebra'")
-    labelmap = segment.GetRepresentation("Binary labelmap")
-    if labelmap is None and node.CreateBinaryLabelmapRepresentation():
-        labelmap = segment.GetRepresentation("Binary labelmap")
-    if labelmap is None or labelmap.GetPointData().GetScalars() is None:
-        raise MVCFError(f"segment '{segment.GetName()}' has no binary labelmap")
-    extent = labelmap.GetExtent()
-    shape = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
-    voxels = vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(shape)
-    kji = np.argwhere(voxels == segment.GetLabelValue())
-    if kji.size == 0:
-        raise MVCFError(f"segment '{segment.GetName()}' is empty")
-    ijk = kji[:, ::-1].mean(axis=0) + np.array(extent[0::2], dtype=float)
-    image_to_world = vtk.vtkMatrix4x4()
-    labelmap.GetImageToWorldMatrix(image_to_world)
-    matrix = np.array([[image_to_world.GetElement(r, c) for c in range(4)] for r in range(4)])
-    ras = (_linear_to_world(node) @ matrix @ np.append(ijk, 1.0))[:3]
-    return ras_to_lps(ras)
-
-
-def location_center_lps(node, vertebra: str = "") -> np.ndarray:
+        raise MVCFError(f"{kind} '{node.GetName()}' marks no vertebra")
+    if vertebra and vertebra not in names:
+        raise MVCFError(f"{kind} '{node.GetName()}' has no '{vertebra}' (has {', '.join(names)})")
+    if not vertebra and len(names) > 1:
+        raise MVCFError(f"{kind} '{node.GetName()}' marks {len(names)} vertebrae: name one in 'vertebra'")
+    name = vertebra or names[0]
     if node.IsA(POINT_CLASS):
-        return point_center_lps(node, vertebra)
-    return segment_center_lps(node, vertebra)
+        locations = locations_from_point_list(node)
+    else:
+        segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(name)
+        locations = locations_from_segmentation(node, [segment_id], volume)
+    return next(location.center_lps for location in locations if location.name == name)
 
 
 def _source_file(volume) -> Optional[Path]:
@@ -255,7 +204,8 @@ def _check_rows(scene, rows: list[dict]) -> tuple[list[_Row], dict[int, list[str
         if values["location"]:
             try:
                 row.location = _find_node(scene, values["location"], [POINT_CLASS, SEGMENTATION_CLASS])
-                location_center_lps(row.location, values["vertebra"])
+                if row.volume is not None:
+                    location_center_lps(row.location, values["vertebra"], row.volume)
             except MVCFError as exc:
                 problems[number].append(f"location: {exc}")
         checked.append(row)
@@ -280,7 +230,7 @@ def _record(row: _Row, ct: Path) -> CaseRecord:
     extra = {"vertebra": values["vertebra"]} if values["vertebra"] else {}
     return CaseRecord(case_id=values["case_id"], patient_id=values["patient_id"],
                       institution=values["institution"], label=parse_label(values["label"]), ct=ct,
-                      center_lps=location_center_lps(row.location, values["vertebra"]), row=row.number,
+                      center_lps=location_center_lps(row.location, values["vertebra"], row.volume), row=row.number,
                       extra=extra)
 
 
