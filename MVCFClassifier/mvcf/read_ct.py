@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -172,15 +172,19 @@ def validate_ct(ct: CTImage) -> list[str]:
     return warnings
 
 
-def read_ct(path: PathLike) -> CTImage:
+def read_ct(path: PathLike, warnings: Optional[list[str]] = None) -> CTImage:
     """Read and validate a CT: NIfTI/NRRD/MHA file or DICOM series folder -> CTImage (voxels [k,j,i], LPS).
 
-    Voxels keep their stored integer type (no copy to float); warnings from `validate_ct` are logged."""
+    Voxels keep their stored type (no copy to float). Soft doubts from `validate_ct` are appended to
+    `warnings` when a list is given, logged otherwise."""
     path = Path(path)
     image = _read_sitk(path)
     _check_geometry(image, path, "CT")
     ct = CTImage.from_sitk(image, source=str(path))
-    for warning in validate_ct(ct):
+    found = validate_ct(ct)
+    if warnings is not None:
+        warnings.extend(found)
+    for warning in found if warnings is None else ():
         log.warning(warning)
     return ct
 

@@ -1,0 +1,194 @@
+"""`mvcf views`: build the 2D / 2.5D / 3D model input around one vertebra and write it to a folder.
+
+Output folder (written atomically): `views.npy` (the model input array), `views.json` (mode, shape, spacing,
+centre, grids, channels, warnings), one NIfTI per sampled plane/stack and window (`<grid>_<window>.nii.gz`,
+placed at the sampled grid's physical position so it overlays the CT in any viewer) and `preview.png`.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mvcf.errors import MVCFError
+
+POINT_HELP = "three comma-separated numbers; write --point-{0}=X,Y,Z when X is negative"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mvcf.views import MODES, WINDOWS
+
+    parser.add_argument("--ct", required=True, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--point-ras", metavar="X,Y,Z", help="vertebra centre in RAS mm (Slicer); "
+                       + POINT_HELP.format("ras"))
+    where.add_argument("--point-lps", metavar="X,Y,Z", help="vertebra centre in LPS mm (ITK/DICOM); "
+                       + POINT_HELP.format("lps"))
+    where.add_argument("--point-ijk", metavar="I,J,K", help="vertebra centre as a voxel index (0-based); "
+                       + POINT_HELP.format("ijk"))
+    where.add_argument("--mask", metavar="PATH", help="label mask; the centre is the centroid of --label")
+    parser.add_argument("--label", type=int, help="label value of the vertebra in --mask (e.g. "
+                        "TotalSegmentator 31 = L1)")
+    parser.add_argument("--refine", action="store_true", help="recentre the point on the vertebral body "
+                        "from bone intensity (heuristic, off by default)")
+    parser.add_argument("--mode", choices=MODES, default="2.5d-orthogonal", help="view mode (default: "
+                        "%(default)s)")
+    parser.add_argument("--size", type=int, default=96, help="view size in pixels (default: %(default)s)")
+    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic pixel spacing in mm "
+                        "(default: %(default)s)")
+    parser.add_argument("--n-slices", type=int, help="slices for 2.5d-adjacent / 2.5d-mil")
+    parser.add_argument("--slice-gap", type=float, help="mm between slices for 2.5d-adjacent / 2.5d-mil")
+    parser.add_argument("--windows", default="bone", help="comma-separated HU windows, one channel each: "
+                        f"names ({', '.join(WINDOWS)}) or CENTER:WIDTH (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def parse_triple(text: str, what: str) -> list[float]:
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise MVCFError(f"{what} must be three comma-separated numbers X,Y,Z, got {text!r}")
+    return values
+
+
+def parse_windows(text: str) -> tuple:
+    windows = []
+    for item in (w.strip() for w in text.split(",") if w.strip()):
+        if ":" in item:
+            center, _, width = item.partition(":")
+            try:
+                windows.append((float(center), float(width)))
+            except ValueError:
+                raise MVCFError(f"a window is a name or CENTER:WIDTH in HU, got {item!r}") from None
+        else:
+            windows.append(item)
+    if not windows:
+        raise MVCFError("--windows needs at least one window")
+    return tuple(windows)
+
+
+def _locate(args, ct):
+    from mvcf import locate
+    from mvcf.read_ct import read_mask
+
+    if args.mask is not None:
+        if args.label is None:
+            raise MVCFError("--mask needs --label (the vertebra's label value)")
+        return locate.from_mask(ct, read_mask(args.mask), args.label)
+    if args.label is not None:
+        raise MVCFError("--label applies only with --mask")
+    for unit in ("ras", "lps", "ijk"):
+        value = getattr(args, f"point_{unit}")
+        if value is not None:
+            return locate.from_point(ct, parse_triple(value, f"--point-{unit}"), unit)
+    raise MVCFError("give the vertebra as --point-ras, --point-lps, --point-ijk or --mask with --label")
+
+
+def write_outputs(result, folder: Path) -> list[str]:
+    """Write the NPY, the per-grid NIfTI files and the PNG preview of a ViewResult into `folder`."""
+    import numpy as np
+
+    files = ["views.npy"]
+    np.save(folder / "views.npy", result.array)
+    for grid, stack in zip(result.grids, _grid_stacks(result)):
+        for window, volume in zip(_window_labels(result), stack):
+            name = f"{grid.name}_{window}.nii.gz"
+            import SimpleITK as sitk
+
+            image = sitk.GetImageFromArray(np.ascontiguousarray(volume.reshape(grid.size[::-1])))
+            image.SetOrigin(tuple(float(v) for v in grid.origin))
+            image.SetSpacing(tuple(float(v) for v in grid.spacing))
+            image.SetDirection(tuple(float(v) for v in grid.direction.ravel()))
+            sitk.WriteImage(image, str(folder / name), True)
+            files.append(name)
+    write_preview(result, folder / "preview.png")
+    files.append("preview.png")
+    return files
+
+
+def _window_labels(result) -> list[str]:
+    return [name.split("/", 1)[1].replace(",", "_") for name in result.channel_names[: result.spec.channels]]
+
+
+def _grid_stacks(result):
+    """Per grid: an array (C, k, H, W) of the sampled values, whatever the mode's layout."""
+    a, c = result.array, result.spec.channels
+    if result.mode == "2d":
+        return [a[:, None]]
+    if result.mode == "2.5d-adjacent":
+        return [a.reshape(-1, c, *a.shape[1:]).transpose(1, 0, 2, 3)]
+    if result.mode == "2.5d-orthogonal":
+        return [a[i * c:(i + 1) * c, None] for i in range(3)]
+    if result.mode == "2.5d-mil":
+        return [a.transpose(1, 0, 2, 3)]
+    return [a]
+
+
+def write_preview(result, path: Path) -> None:
+    """A PNG with the centre slice of every grid and window (three planes of the cube in 3d mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for grid, stack in zip(result.grids, _grid_stacks(result)):
+        for window, volume in zip(_window_labels(result), stack):
+            if result.mode == "3d":
+                mid = [s // 2 for s in volume.shape]
+                panels += [(f"axial/{window}", volume[mid[0]]),
+                           (f"coronal/{window}", volume[::-1, mid[1], :]),
+                           (f"sagittal/{window}", volume[::-1, :, mid[2]])]
+            else:
+                panels.append((f"{grid.name}/{window}", volume[volume.shape[0] // 2]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
+    for ax, (title, image) in zip(axes[0], panels):
+        ax.imshow(image, cmap="gray", interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{result.mode}, {result.spacing_mm:g} mm (research use only)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(args, reporter) -> int:
+    from mvcf import locate
+    from mvcf.fileio import atomic_dir
+    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.read_ct import read_ct
+    from mvcf.views import ViewSpec, build_views
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise MVCFError(f"output folder {out} already exists (use --overwrite to replace it)")
+    spec = ViewSpec(mode=args.mode, size_px=args.size, spacing_mm=args.spacing, n_slices=args.n_slices,
+                    slice_gap_mm=args.slice_gap, windows=parse_windows(args.windows))
+    warnings: list[str] = []
+    ct = read_ct(args.ct, warnings=warnings)
+    location = _locate(args, ct)
+    if args.refine:
+        location = locate.refine_on_body(ct, location)
+    result = build_views(ct, location, spec)
+    warnings += result.warnings
+    for warning in warnings:
+        reporter.log(warning, level="warning")
+    payload = {**result.to_dict(), "warnings": warnings, "ct": str(args.ct), "location": location.to_dict(),
+               "out": str(out)}
+    try:
+        with atomic_dir(out, overwrite=args.overwrite) as tmp:
+            payload["files"] = write_outputs(result, tmp)
+            (tmp / "views.json").write_text(dumps(payload, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise MVCFError(f"cannot write {out}: {exc.strerror or exc}") from None
+    if args.json:
+        print(dumps(payload))
+        if isinstance(reporter, JsonLinesReporter):
+            reporter.result(payload)
+    else:
+        reporter.log(f"{result.mode} views {list(result.shape)} at {result.spacing_mm:g} mm -> {out}")
+    return 0
