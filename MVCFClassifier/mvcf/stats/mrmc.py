@@ -66,7 +66,7 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
     import pandas as pd
 
     frame = _frame(data, (reader, modality, case, truth, rating)).copy()
-    for col in (reader, modality, case, truth):
+    for col in (reader, modality, case, truth, rating):
         if frame[col].isna().any():
             raise MVCFError(f"column '{col}' has missing values")
     scores = pd.to_numeric(frame[rating], errors="coerce")

@@ -1,0 +1,162 @@
+"""Obuchowski–Rockette MRMC analysis: the published Van Dyke results (OR-DBM MRMC 2.51 / RJafroc /
+MRMCaov, see ../shared/data/reader_study/SOURCE.txt), brute-force jackknife, and independent algebra."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from mvcf import stats
+from mvcf.errors import MVCFError
+from mvcf.stats.mrmc import auc_covariance, ratings_array
+
+from conftest import shared
+
+PUBLISHED_READER_AUC = {
+    "0": [0.91964573, 0.85877617, 0.90386473, 0.97310789, 0.82979066],
+    "1": [0.94782609, 0.90531401, 0.92173913, 0.99935588, 0.92995169],
+}
+
+
+@pytest.fixture(scope="module")
+def vandyke() -> pd.DataFrame:
+    return pd.read_csv(shared("reader_study/vandyke_dataset02.csv"))
+
+
+@pytest.fixture(scope="module")
+def result(vandyke):
+    return stats.mrmc(vandyke)
+
+
+def test_vandyke_reader_aucs_and_covariances_match_published(result):
+    for modality, aucs in PUBLISHED_READER_AUC.items():
+        assert list(result["reader_auc"][modality].values()) == pytest.approx(aucs, abs=5e-9)
+    assert result["mean_auc"]["0"] == pytest.approx(0.89703704, abs=5e-9)
+    assert result["mean_auc"]["1"] == pytest.approx(0.94083736, abs=5e-9)
+    assert result["var_error"] == pytest.approx(0.00080229, abs=5e-9)
+    assert result["cov1"] == pytest.approx(0.00034661, abs=5e-9)
+    assert result["cov2"] == pytest.approx(0.00034407, abs=5e-9)
+    assert result["cov3"] == pytest.approx(0.00023903, abs=5e-9)
+
+
+def test_vandyke_rrrc_matches_published_to_4_decimals(result):
+    rrrc = result["rrrc"]
+    assert round(rrrc["F"], 2) == 4.46
+    assert (rrrc["df1"], round(rrrc["df2"], 2)) == (1, 15.26)
+    assert round(rrrc["p"], 4) == 0.0517
+    assert rrrc["diff"] == pytest.approx(-0.04380032, abs=5e-9)
+    assert [round(x, 5) for x in rrrc["ci"]] == [-0.08796, 0.00036]
+    assert round(rrrc["se"], 5) == 0.02075
+    m0, m1 = rrrc["modalities"]
+    assert m0["ci"] == pytest.approx([0.82522360, 0.96885048], abs=5e-9)
+    assert m1["ci"] == pytest.approx([0.89413783, 0.98753689], abs=5e-9)
+    assert (round(m0["df"], 2), round(m1["df"], 2)) == (12.74, 12.71)
+
+
+def test_jackknife_covariance_equals_brute_force_leave_one_out(vandyke):
+    design = ratings_array(vandyke)
+    ratings, truth = design["ratings"], design["truth"]
+    t, r, c = ratings.shape
+    flat = ratings.reshape(t * r, c)
+    loo = np.array([[stats.auc(np.delete(truth, k), np.delete(row, k)) for row in flat] for k in range(c)])
+    centred = loo - loo.mean(axis=0)
+    brute = (c - 1) / c * centred.T @ centred
+    _, fast = auc_covariance(ratings, truth, "jackknife")
+    assert np.allclose(fast, brute, atol=1e-15)
+
+
+def test_delong_covariance_option_uses_the_delong_matrix(vandyke):
+    design = ratings_array(vandyke)
+    flat = design["ratings"].reshape(-1, design["ratings"].shape[-1])
+    delong = np.asarray(stats.delong_test(design["truth"], flat)["cov"])
+    _, cov = auc_covariance(design["ratings"], design["truth"], "delong")
+    assert np.allclose(cov, delong, atol=1e-15)
+    result = stats.mrmc(vandyke, cov_method="delong")
+    assert result["cov_method"] == "delong"
+    assert result["mean_auc"]["0"] == pytest.approx(0.89703704, abs=5e-9)
+    # DeLong's covariances are the jackknife ones scaled down slightly (DeLong vs jackknife, Hillis 2014).
+    assert 0.9 < result["var_error"] / 0.00080229 < 1.0
+
+
+def test_rrfc_is_the_paired_t_test_over_readers(result):
+    aucs = np.array([list(result["reader_auc"][m].values()) for m in ("0", "1")])
+    ttest = sps.ttest_rel(aucs[0], aucs[1])
+    assert result["rrfc"]["F"] == pytest.approx(ttest.statistic ** 2, rel=1e-10)
+    assert result["rrfc"]["p"] == pytest.approx(ttest.pvalue, rel=1e-10)
+    assert result["rrfc"]["df2"] == 4
+
+
+def test_frrc_variance_is_that_of_the_mean_difference(vandyke, result):
+    design = ratings_array(vandyke)
+    _, cov = auc_covariance(design["ratings"], design["truth"], "jackknife")
+    contrast = np.r_[np.full(5, 0.2), np.full(5, -0.2)]
+    se = float(np.sqrt(contrast @ cov @ contrast))
+    assert result["frrc"]["se"] == pytest.approx(se, rel=1e-12)
+    assert result["frrc"]["chisq"] == pytest.approx((result["frrc"]["diff"] / se) ** 2, rel=1e-12)
+    assert result["frrc"]["df2"] is None
+    assert len(result["frrc"]["readers"]) == 5
+
+
+def test_unaided_vs_aided_reports_aided_minus_unaided(vandyke, result):
+    paper = stats.unaided_vs_aided(vandyke, unaided=0, aided=1)
+    assert paper["rrrc"]["diff"] == pytest.approx(-result["rrrc"]["diff"], abs=1e-15)
+    assert paper["rrrc"]["p"] == pytest.approx(result["rrrc"]["p"], abs=1e-15)
+    assert paper["rrrc"]["ci"] == pytest.approx([-x for x in result["rrrc"]["ci"][::-1]], abs=1e-15)
+    assert paper["design"]["diff"] == "aided - unaided"
+
+
+def test_model_vs_readers(vandyke):
+    design = ratings_array(vandyke)
+    rng = np.random.default_rng(0)
+    model_score = design["ratings"][1].mean(axis=0) + rng.normal(0, 0.5, design["truth"].size)
+    model = dict(zip(design["cases"], model_score))
+    out = stats.model_vs_readers(vandyke, model, modality=0)
+    model_auc = stats.auc(design["truth"], model_score)
+    assert out["model_auc"] == pytest.approx(model_auc, abs=1e-15)
+    diffs = np.array(PUBLISHED_READER_AUC["0"]) - model_auc
+    assert out["rrrc"]["diff"] == pytest.approx(diffs.mean(), abs=5e-9)
+    ttest = sps.ttest_1samp(np.array(list(out["reader_auc"].values())) - model_auc, 0.0)
+    assert out["rrfc"]["p"] == pytest.approx(ttest.pvalue, rel=1e-10)
+    # Fixed readers: the variance of (mean reader AUC - model AUC) from the jackknife covariance.
+    stacked = np.concatenate([design["ratings"][0], model_score[None]])[None]
+    _, cov = auc_covariance(stacked, design["truth"], "jackknife")
+    contrast = np.r_[np.full(5, 0.2), -1.0]
+    assert out["frrc"]["se"] == pytest.approx(np.sqrt(contrast @ cov @ contrast), rel=1e-12)
+    assert out["rrrc"]["ci"][0] < out["rrrc"]["diff"] < out["rrrc"]["ci"][1]
+    assert out["rrrc"]["df"] > 1
+    with pytest.raises(MVCFError, match="say which one"):
+        stats.model_vs_readers(vandyke, model)
+    with pytest.raises(MVCFError, match="no model score"):
+        stats.model_vs_readers(vandyke, {k: v for k, v in list(model.items())[1:]}, modality=0)
+
+
+def test_three_modalities_gives_every_pair(vandyke):
+    third = vandyke[vandyke.modality == 1].assign(modality=2, rating=lambda d: d.rating.sample(frac=1, random_state=1).to_numpy())
+    result = stats.mrmc(pd.concat([vandyke, third]))
+    assert result["rrrc"]["df1"] == 2
+    assert [(p["a"], p["b"]) for p in result["rrrc"]["pairs"]] == [(0, 1), (0, 2), (1, 2)]
+    assert len(result["rrrc"]["modalities"]) == 3
+
+
+def test_records_input_and_string_labels(vandyke):
+    records = vandyke.assign(reader=lambda d: "R" + d.reader.astype(str),
+                             truth=lambda d: np.where(d.truth == 1, "MVCF", "OVCF")).to_dict("records")
+    result = stats.mrmc(records, positive="MVCF")
+    assert result["reader_auc"]["0"]["R0"] == pytest.approx(0.91964573, abs=5e-9)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.drop(columns="rating"), "missing column"),
+    (lambda d: d.drop(index=7), "unbalanced reader design"),
+    (lambda d: d.assign(rating=d.rating.astype(object).where(d.index != 3, "high")), "must be numeric"),
+    (lambda d: d.assign(rating=d.rating.where(d.index != 3, np.nan)), "missing values"),
+    (lambda d: d.assign(truth=0), "at least 2 positive"),
+    (lambda d: d.assign(truth=d.truth.where(d.index != 0, 1)), "conflicting truth"),
+    (lambda d: pd.concat([d, d.iloc[[0]]]), "twice"),
+    (lambda d: d[d.reader == 0], "at least two readers"),
+])
+def test_bad_reader_data_raises_one_line_error(vandyke, mutate, message):
+    with pytest.raises(MVCFError, match=message) as info:
+        stats.mrmc(mutate(vandyke.copy()))
+    assert "\n" not in str(info.value)
