@@ -22,7 +22,12 @@ def summarize(y_true: Sequence[int], prob: Sequence[float], threshold: float, n_
     if y.size == 0:
         out["note"] = "no cases"
         return out
-    if 0 < y.sum() < y.size:
+    if 0 < y.sum() < y.size and min(y.sum(), y.size - y.sum()) < 2:
+        from mvcf.stats import auc
+
+        out["auc"] = float(auc(y, p))
+        out["note"] = "fewer than 2 cases of a class: no AUC confidence interval"
+    elif 0 < y.sum() < y.size:
         d = delong_ci(y, p)
         out["auc"] = d["auc"]
         out["auc_ci_delong"] = list(d["ci"])
@@ -47,5 +52,7 @@ def format_auc(summary: dict[str, Any]) -> str:
     """'0.912 (0.861–0.963)' or 'n/a'."""
     if not summary or summary.get("auc") is None:
         return "n/a"
+    if "auc_ci_delong" not in summary:
+        return f"{summary['auc']:.3f}"
     low, high = summary["auc_ci_delong"]
     return f"{summary['auc']:.3f} ({low:.3f}–{high:.3f})"

@@ -93,8 +93,11 @@ def _stratified_group_parts(case_ids: list[str], labels: np.ndarray, groups: lis
         raise MVCFError(f"cannot make {n_parts} patient-level parts from only {n_groups} patients")
     splitter = StratifiedGroupKFold(n_splits=n_parts, shuffle=True, random_state=seed)
     parts = []
-    for _, part in splitter.split(np.zeros(len(case_ids)), labels, groups):
-        parts.append(sorted(case_ids[i] for i in part))
+    try:
+        for _, part in splitter.split(np.zeros(len(case_ids)), labels, groups):
+            parts.append(sorted(case_ids[i] for i in part))
+    except ValueError as exc:
+        raise MVCFError(f"cannot make {n_parts} stratified patient-level parts: {exc}") from None
     return parts
 
 
@@ -134,7 +137,9 @@ def make_splits(records: Sequence[Any], n_folds: int = 5, external: Optional[str
     for k in range(n_folds if train_folds is None else min(train_folds, n_folds)):
         rest = [c for j, part in enumerate(parts) if j != k for c in part]
         rest_idx = [index[c] for c in rest]
-        inner = _stratified_group_parts(rest, labels[rest_idx], [groups[i] for i in rest_idx], n_val_parts,
+        rest_labels = labels[rest_idx]
+        n_inner = max(2, min(n_val_parts, int(rest_labels.sum()), int((1 - rest_labels).sum())))
+        inner = _stratified_group_parts(rest, rest_labels, [groups[i] for i in rest_idx], n_inner,
                                         seed + 1000 + k)
         val = inner[0]
         val_set = set(val)

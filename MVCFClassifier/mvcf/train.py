@@ -325,3 +325,164 @@ def train_fold(train_x: Sequence[np.ndarray], train_y: Sequence[int], val_x: Seq
                       best_val_auc=float(best["auc"]) if best["auc"] > -math.inf else float("nan"),
                       epochs_run=len(history), history=history, val_prob=val_prob,
                       seconds=float(sum(r["seconds"] for r in history)))
+
+
+@dataclass
+class TrainRun:
+    """What a cohort training run produced; `bundle_path` is None when no bundle was written."""
+
+    mode: str
+    bundle_path: Optional[Path]
+    card: dict[str, Any]
+    plan: Any
+    ensemble: Any
+    threshold: float
+    internal_prob: dict[str, float]
+    external_prob: dict[str, float]
+    folds: list[FoldResult] = field(default_factory=list)
+    train_seconds: float = 0.0
+    parameters: int = 0
+    inference_ms: float = 0.0
+
+
+def data_summary(records: Sequence[Any], plan: Any = None) -> dict[str, Any]:
+    """Counts per institution and class, patients, and the split sizes (for the model card)."""
+    per_site: dict[str, dict[str, int]] = {}
+    for r in records:
+        site = per_site.setdefault(str(r.institution), {"MVCF": 0, "OVCF": 0})
+        site["MVCF" if int(r.label) == 1 else "OVCF"] += 1
+    out: dict[str, Any] = {"cases": len(records), "patients": len({r.patient_id for r in records}),
+                           "per_institution": per_site}
+    if plan is not None:
+        out["external_institution"] = plan.external_institution
+        out["n_folds"] = plan.n_folds
+        out["folds"] = [{"fold": f.index, "train": len(f.train), "val": len(f.val), "test": len(f.test)}
+                        for f in plan.folds]
+        out["external_cases"] = len(plan.external)
+    return out
+
+
+def train_cohort(records: Sequence[Any], spec: Any, config: TrainConfig, out_dir: Optional[os.PathLike] = None,
+                 n_folds: int = 5, train_folds: Optional[int] = None, external: Optional[str] = None,
+                 views: Optional[dict[str, np.ndarray]] = None, cache_dir: Optional[os.PathLike] = None,
+                 plan: Any = None, resume: bool = False, name: str = "mvcf-model", version: str = "1",
+                 description: str = "", on_progress: Optional[ProgressCallback] = None,
+                 should_cancel: Optional[CancelCheck] = None, on_metrics: Optional[MetricsCallback] = None,
+                 write_bundle: bool = True) -> TrainRun:
+    """Train `spec.mode` on a cohort: patient-level folds (external site held out), one network per fold,
+    out-of-fold internal predictions, the fold ensemble on the external site, a bundle under out_dir/model.
+
+    `views` ({case_id: array}) skips view building (the study builds all modes' views once)."""
+    import torch
+
+    from mvcf.dataset import ViewCache
+    from mvcf.metrics import summarize
+    from mvcf.models.bundle import save_bundle
+    from mvcf.models.networks import Ensemble, count_parameters, network_config
+    from mvcf.splits import make_splits
+    from mvcf.stats import youden_threshold
+
+    dist_info = init_distributed(resolve_device(config.device))
+    out = Path(out_dir) if out_dir is not None else None
+    if plan is None:
+        plan = make_splits(records, n_folds=n_folds, external=external, seed=config.seed, train_folds=train_folds)
+    by_id = {r.case_id: r for r in records}
+    if views is None:
+        views = ViewCache(cache_dir).views(records, [spec], should_cancel=should_cancel,
+                                           on_progress=on_progress)
+        views = next(iter(views.values()))
+    shape = tuple(next(iter(views.values())).shape)
+    net_config = network_config(spec.mode, shape, config.arch, config.mil_pooling, config.dropout)
+    labels = {c: int(r.label) for c, r in by_id.items()}
+
+    fold_results: list[FoldResult] = []
+    internal_prob: dict[str, float] = {}
+    val_truth, val_prob = [], []
+    n_folds_run = len(plan.folds)
+    for k, fold in enumerate(plan.folds):
+        def step(done: int, total: int, message: str, _k: int = k) -> None:
+            if on_progress is not None:
+                on_progress(_k * total + done, n_folds_run * total, f"{spec.mode} {message}")
+
+        if out is not None:
+            work = out / "folds" / f"fold{fold.index}"
+        else:
+            import tempfile
+
+            work = Path(tempfile.mkdtemp(prefix="mvcf-fold-"))
+        result = train_fold([views[c] for c in fold.train], [labels[c] for c in fold.train],
+                            [views[c] for c in fold.val], [labels[c] for c in fold.val], net_config, config,
+                            work, fold=fold.index, resume=resume, on_step=step, should_cancel=should_cancel,
+                            on_metrics=on_metrics, dist_info=dist_info)
+        fold_results.append(result)
+        val_truth += [labels[c] for c in fold.val]
+        val_prob += list(result.val_prob)
+        test_prob = predict_arrays(result.model, [views[c] for c in fold.test])
+        internal_prob.update({c: float(p) for c, p in zip(fold.test, test_prob)})
+
+    ensemble = Ensemble([r.model for r in fold_results]).eval()
+    val_truth_arr, val_prob_arr = np.asarray(val_truth), np.asarray(val_prob)
+    threshold = float(youden_threshold(val_truth_arr, val_prob_arr)) if 0 < val_truth_arr.sum() < val_truth_arr.size \
+        else 0.5
+    started = time.perf_counter()
+    ext_prob = predict_arrays(ensemble, [views[c] for c in plan.external], logits=False,
+                              should_cancel=should_cancel) if plan.external else np.zeros(0)
+    inference_ms = 1000.0 * (time.perf_counter() - started) / max(1, len(plan.external))
+    external_prob = {c: float(p) for c, p in zip(plan.external, ext_prob)}
+
+    internal_ids = list(internal_prob)
+    metrics = {
+        "validation": summarize(val_truth_arr, val_prob_arr, threshold),
+        "internal_test": summarize([labels[c] for c in internal_ids], [internal_prob[c] for c in internal_ids],
+                                   threshold),
+        "external_test": summarize([labels[c] for c in plan.external], ext_prob, threshold),
+    }
+    metrics["internal_test"]["scope"] = ("out-of-fold: each internal test case predicted by the fold model "
+                                         "that never saw it")
+    metrics["external_test"]["scope"] = f"fold ensemble on institution {plan.external_institution}"
+    card = {
+        "name": name,
+        "version": version,
+        "description": description or f"{spec.mode} classifier of vertebral compression fractures (MVCF vs OVCF)",
+        "network": net_config,
+        "ensemble_size": len(fold_results),
+        "parameters": count_parameters(ensemble),
+        "view_spec": spec.to_dict(),
+        "preprocessing": {
+            "location": "centroid of the vertebra's mask label, or the given point (LPS mm)",
+            "resampling": f"region around the vertebra only, {spec.spacing_mm} mm, fixed LPS orientation "
+                          "(mvcf.views.build_views)",
+            "intensity": "HU windows mapped linearly to [0, 1] and clipped, one channel per window",
+            "input_shape": list(shape),
+        },
+        "threshold": threshold,
+        "threshold_method": "Youden's J on the validation cases (each fold model on its own validation set)",
+        "training_data": data_summary(records, plan),
+        "validation_metrics": metrics,
+        "training": {**{k: v for k, v in asdict(config).items() if k not in ("device", "num_workers")},
+                     "folds": [{"fold": r.fold, "best_epoch": r.best_epoch, "best_val_auc": r.best_val_auc,
+                                "epochs_run": r.epochs_run, "seconds": round(r.seconds, 2)} for r in fold_results],
+                     "device": resolve_device(config.device), "world_size": dist_info.world_size},
+    }
+    bundle_path = None
+    if out is not None and write_bundle and dist_info.is_main:
+        bundle_path = save_bundle(out / "model", ensemble, card)
+        _write_predictions(out / "predictions.csv", by_id, internal_prob, external_prob, threshold)
+        _write_log(out / "log.csv", [row for r in fold_results for row in r.history])
+    return TrainRun(mode=spec.mode, bundle_path=bundle_path, card=card, plan=plan, ensemble=ensemble,
+                    threshold=threshold, internal_prob=internal_prob, external_prob=external_prob,
+                    folds=fold_results, train_seconds=float(sum(r.seconds for r in fold_results)),
+                    parameters=count_parameters(ensemble), inference_ms=inference_ms)
+
+
+def _write_predictions(path: Path, records: dict[str, Any], internal: dict[str, float],
+                       external: dict[str, float], threshold: float) -> None:
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["case_id", "patient_id", "institution", "set", "label", "probability_malignant",
+                         "prediction"])
+        for group, probs in (("internal_test", internal), ("external_test", external)):
+            for case_id, p in probs.items():
+                r = records[case_id]
+                writer.writerow([case_id, r.patient_id, r.institution, group, "MVCF" if int(r.label) else "OVCF",
+                                 f"{p:.6f}", "MVCF" if p >= threshold else "OVCF"])

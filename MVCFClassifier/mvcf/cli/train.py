@@ -1,0 +1,98 @@
+"""`mvcf train`: train a 2D / 2.5D / 3D model from a cohort manifest; writes logs, checkpoints and a bundle."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mvcf.errors import MVCFError
+
+VIEW_MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
+
+
+def add_view_arguments(parser: argparse.ArgumentParser, default_size: int = 64) -> None:
+    parser.add_argument("--size", type=int, default=default_size, metavar="PX",
+                        help=f"view size in pixels (default {default_size})")
+    parser.add_argument("--spacing", type=float, default=1.0, metavar="MM", help="view spacing in mm (default 1)")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    from mvcf.models.networks import ARCHITECTURES, DEFAULT_ARCH
+
+    parser.add_argument("--arch", default=DEFAULT_ARCH, choices=sorted(ARCHITECTURES),
+                        help=f"network size (MONAI ResNet; default {DEFAULT_ARCH})")
+    parser.add_argument("--epochs", type=int, default=30, help="maximum epochs per fold (default 30)")
+    parser.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    parser.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)")
+    parser.add_argument("--folds", type=int, default=5,
+                        help="K-fold cross-validation on the internal site; 1 = one 60/20/20 split (default 5)")
+    parser.add_argument("--external", metavar="INSTITUTION",
+                        help="institution held out entirely as the external test set")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    parser.add_argument("--cache", metavar="DIR", help="folder for cached views (.npy), reused across runs")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", required=True, help="cohort manifest CSV (see docs/models.md)")
+    parser.add_argument("--out", required=True, help="output folder: logs, checkpoints, model bundle")
+    parser.add_argument("--view", default="2.5d-orthogonal", choices=VIEW_MODES, help="view mode")
+    add_view_arguments(parser)
+    add_training_arguments(parser)
+    parser.add_argument("--name", default=None, help="model name in the card (default mvcf-<view>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def fold_arguments(folds: int) -> tuple[int, int]:
+    """(number of parts, folds trained): --folds 1 means fold 0 of a 5-part split (60/20/20)."""
+    if folds < 1:
+        raise MVCFError("--folds must be at least 1")
+    return (5, 1) if folds == 1 else (folds, folds)
+
+
+def train_config(args: argparse.Namespace):
+    from mvcf.train import TrainConfig
+
+    return TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       patience=args.patience, seed=args.seed, device=args.device, augment=not args.no_augment)
+
+
+def run(args: argparse.Namespace, reporter) -> int:
+    import torch
+
+    from mvcf.manifest import read_manifest
+    from mvcf.metrics import format_auc
+    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.train import train_cohort
+    from mvcf.views import ViewSpec
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise MVCFError(f"{out} is not empty; use --resume to continue a run there, or another --out")
+    records = read_manifest(args.manifest)
+    spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing)
+    n_folds, train_folds = fold_arguments(args.folds)
+    if args.device != "cuda":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    run_ = train_cohort(records, spec, train_config(args), out_dir=out, n_folds=n_folds, train_folds=train_folds,
+                        external=args.external, cache_dir=args.cache or (out / "cache"), resume=args.resume,
+                        name=args.name or f"mvcf-{args.view}", on_progress=reporter.progress,
+                        on_metrics=reporter.metrics)
+    metrics = run_.card["validation_metrics"]
+    payload = {"model": str(run_.bundle_path) if run_.bundle_path else None, "view": args.view,
+               "threshold": run_.threshold, "parameters": run_.parameters,
+               "train_seconds": round(run_.train_seconds, 2),
+               "validation_auc": metrics["validation"].get("auc"),
+               "internal_test": metrics["internal_test"], "external_test": metrics["external_test"],
+               "log": str(out / "log.csv"), "predictions": str(out / "predictions.csv")}
+    if args.json:
+        print(dumps(payload, indent=2))
+    else:
+        reporter.log(f"model bundle: {run_.bundle_path}")
+        reporter.log(f"internal test AUC {format_auc(metrics['internal_test'])}; "
+                     f"external test AUC {format_auc(metrics['external_test'])}; threshold {run_.threshold:.3f}")
+    if isinstance(reporter, JsonLinesReporter):
+        reporter.result(payload)
+    return 0

@@ -1,0 +1,106 @@
+"""Evaluate a model bundle on a cohort: per-case predictions, metrics with CIs at the frozen threshold
+(overall and per institution), calibration, and ROC / calibration / decision-curve plots."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from mvcf.errors import MVCFError
+from mvcf.fileio import atomic_dir
+from mvcf.progress import CancelCheck, ProgressCallback
+
+
+def predict_records(bundle, records: Sequence[Any], device: str = "cpu", cache_dir: Optional[os.PathLike] = None,
+                    on_progress: Optional[ProgressCallback] = None,
+                    should_cancel: Optional[CancelCheck] = None) -> np.ndarray:
+    """Probabilities of MVCF for every record with the bundle's own view spec."""
+    from mvcf.dataset import ViewCache, spec_key
+    from mvcf.train import predict_arrays
+    from mvcf.views import ViewSpec
+
+    spec = ViewSpec.from_dict(bundle.view_spec)
+    views = ViewCache(cache_dir).views(records, [spec], on_progress=on_progress, should_cancel=should_cancel)
+    arrays = [views[spec_key(spec)][r.case_id] for r in records]
+    expected = tuple(bundle.card["network"]["input_shape"])
+    if arrays and tuple(arrays[0].shape) != expected:
+        raise MVCFError(f"views of shape {tuple(arrays[0].shape)} do not match the model's input {expected}")
+    bundle.model.to(device)
+    return predict_arrays(bundle.model, arrays, device, logits=False, should_cancel=should_cancel)
+
+
+def metrics_report(labels: Sequence[int], prob: Sequence[float], threshold: float,
+                   institutions: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Overall and per-institution summaries (mvcf.metrics.summarize) plus calibration."""
+    from mvcf.metrics import summarize
+    from mvcf.stats import calibration
+
+    y, p = np.asarray(labels, dtype=int), np.asarray(prob, dtype=float)
+    report: dict[str, Any] = {"overall": summarize(y, p, threshold)}
+    if 0 < y.sum() < y.size:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # statsmodels warns on perfect separation; the fit still reports
+            cal = calibration(y, p, n_bins=5 if y.size < 100 else 10)
+        report["calibration"] = {k: cal[k] for k in cal if k != "bins"}
+    if institutions is not None:
+        sites = np.asarray(institutions)
+        report["per_institution"] = {str(s): summarize(y[sites == s], p[sites == s], threshold)
+                                     for s in sorted(set(sites.tolist()))}
+    return report
+
+
+def write_plots(folder: Path, labels: Sequence[int], prob: Sequence[float], threshold: float,
+                name: str = "model") -> list[str]:
+    """roc.png, calibration.png, decision_curve.png (skipped when one class only)."""
+    from mvcf.stats.plots import plot_calibration, plot_decision_curve, plot_roc
+
+    y, p = np.asarray(labels, dtype=int), np.asarray(prob, dtype=float)
+    if not (1 < y.sum() < y.size - 1):
+        return []
+    plot_roc(folder / "roc.png", y, {name: p}, operating_points={"frozen threshold": threshold})
+    plot_calibration(folder / "calibration.png", y, p, n_bins=5 if y.size < 100 else 10)
+    plot_decision_curve(folder / "decision_curve.png", y, {name: p})
+    return ["roc.png", "calibration.png", "decision_curve.png"]
+
+
+def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, device: str = "auto",
+             cache_dir: Optional[os.PathLike] = None, overwrite: bool = False,
+             on_progress: Optional[ProgressCallback] = None,
+             should_cancel: Optional[CancelCheck] = None) -> dict[str, Any]:
+    """`mvcf evaluate`: writes predictions.csv, metrics.json and the plots into out_dir (atomically)."""
+    from mvcf.manifest import read_manifest
+    from mvcf.models.bundle import load_bundle
+    from mvcf.train import resolve_device
+
+    device = resolve_device(device)
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise MVCFError(f"{out} already exists (choose another --out)")
+    bundle = load_bundle(model, device=device)
+    records = read_manifest(manifest)
+    prob = predict_records(bundle, records, device, cache_dir, on_progress, should_cancel)
+    labels = [int(r.label) for r in records]
+    sites = [r.institution for r in records]
+    threshold = bundle.threshold
+    report = metrics_report(labels, prob, threshold, sites)
+    report["model"] = bundle.identity()
+    report["manifest"] = str(manifest)
+    report["device"] = device
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        with open(tmp / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["case_id", "patient_id", "institution", "label", "probability_malignant",
+                             "prediction"])
+            for r, p in zip(records, prob):
+                writer.writerow([r.case_id, r.patient_id, r.institution, "MVCF" if r.label else "OVCF",
+                                 f"{float(p):.6f}", "MVCF" if p >= threshold else "OVCF"])
+        report["plots"] = write_plots(tmp, labels, prob, threshold, bundle.name)
+        (tmp / "metrics.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+    report["out"] = str(out)
+    return report
