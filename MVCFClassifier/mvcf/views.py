@@ -121,9 +121,9 @@ class ViewSpec:
         return max(1, len(self.windows))
 
     def output_shape(self) -> tuple[int, ...]:
-        c, s = self.channels, self.size_px
-        return {"2d": (c, s, s), "2.5d-adjacent": (self.n_slices * c, s, s), "2.5d-orthogonal": (3 * c, s, s),
-                "2.5d-mil": (self.n_slices, c, s, s), "3d": (c, s, s, s)}[self.mode]
+        c, s, n = self.channels, self.size_px, self.n_slices or 0
+        return {"2d": (c, s, s), "2.5d-adjacent": (n * c, s, s), "2.5d-orthogonal": (3 * c, s, s),
+                "2.5d-mil": (n, c, s, s), "3d": (c, s, s, s)}[self.mode]
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -1,0 +1,147 @@
+"""Locating a vertebra: points in three units, boxes, mask centroids, and the optional body refinement."""
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from conftest import shared
+from mvcf import locate
+from mvcf.ctimage import lps_to_ras
+from mvcf.errors import MVCFError
+from mvcf.read_ct import read_ct, read_mask
+
+FIXTURES = {
+    "totalseg_L1": ("totalsegmentator/example_ct.nii.gz", "totalsegmentator/spine_report/totalseg.nii.gz", 31,
+                    "totalsegmentator/spine_report/totalseg_vertebrae_body.nii.gz", [1]),
+    "tptbox_L3": ("tptbox_sample_ct/sub-ct_label-22_ct.nii.gz", "tptbox_sample_ct/sub-ct_seg-vert_label-22_msk.nii.gz",
+                  22, "tptbox_sample_ct/sub-ct_seg-subreg_label-22_msk.nii.gz", [49, 50]),
+}
+
+
+def nibabel_centroid_lps(mask_path, label, also=None) -> np.ndarray:
+    """Independent reference: label centroid through nibabel's RAS affine (voxel centres), in LPS."""
+    image = nib.load(str(mask_path))
+    data = np.asanyarray(image.dataobj)
+    selected = data == label
+    if also is not None:
+        selected &= also
+    ijk = np.argwhere(selected).mean(axis=0)
+    ras = image.affine[:3, :3] @ ijk + image.affine[:3, 3]
+    return lps_to_ras(ras)
+
+
+@pytest.fixture(scope="module")
+def totalseg():
+    ct_rel, mask_rel, *_ = FIXTURES["totalseg_L1"]
+    return read_ct(shared(ct_rel)), read_mask(shared(mask_rel))
+
+
+@pytest.mark.parametrize("key", sorted(FIXTURES))
+def test_from_mask_is_the_label_centroid(key):
+    ct_rel, mask_rel, label, *_ = FIXTURES[key]
+    ct, mask = read_ct(shared(ct_rel)), read_mask(shared(mask_rel))
+    loc = locate.from_mask(ct, mask, label)
+    np.testing.assert_allclose(loc.center_lps, nibabel_centroid_lps(shared(mask_rel), label), atol=1e-3)
+    assert loc.source == f"mask label {label}"
+    # a lumbar vertebra with its posterior elements is a few cm in each direction
+    assert np.all(loc.extent_mm > 25) and np.all(loc.extent_mm < 110)
+
+
+def test_label_absent_from_mask(totalseg):
+    ct, mask = totalseg
+    with pytest.raises(MVCFError, match=r"label 22 is absent .*labels present: 26, 27, 28, 29, 30, 31, 32, 33"):
+        locate.from_mask(ct, mask, 22)
+
+
+def test_mask_on_another_grid_uses_its_own_geometry(totalseg):
+    ct, mask = totalseg
+    shifted = read_mask(shared(FIXTURES["totalseg_L1"][1]))
+    shifted.voxels = shifted.voxels[:, :, 10:]  # crop 10 columns: index (0,0,0) moves by 10 voxels
+    shifted.origin = mask.index_to_lps([10, 0, 0])
+    np.testing.assert_allclose(locate.from_mask(ct, shifted, 31).center_lps,
+                               locate.from_mask(ct, mask, 31).center_lps, atol=1e-6)
+
+
+def test_mask_label_outside_the_ct(totalseg):
+    ct, mask = totalseg
+    far = read_mask(shared(FIXTURES["totalseg_L1"][1]))
+    far.origin = far.origin + np.array([0.0, 0.0, 1000.0])
+    with pytest.raises(MVCFError, match="outside the CT"):
+        locate.from_mask(ct, far, 31)
+
+
+def test_point_units_agree(totalseg):
+    ct, _ = totalseg
+    ijk = np.array([60.3, 40.7, 55.2])
+    lps = ct.index_to_lps(ijk)
+    ras = lps_to_ras(lps)
+    a = locate.from_point(ct, ras, "ras")
+    b = locate.from_point(ct, lps, "LPS")
+    c = locate.from_point(ct, ijk, "ijk")
+    np.testing.assert_allclose(a.center_lps, lps)
+    np.testing.assert_allclose(b.center_lps, lps)
+    np.testing.assert_allclose(c.center_lps, lps)
+    # the same numbers read as RAS are another place (here outside the CT): the unit matters
+    with pytest.raises(MVCFError, match="RAS point"):
+        locate.from_point(ct, lps, "ras")
+
+
+@pytest.mark.parametrize("point,unit,pattern", [
+    ((0, 0, 5000), "lps", "outside the CT"),
+    ((-1, 5, 5), "ijk", "outside the CT"),
+    ((122, 5, 5), "ijk", "outside the CT"),
+    ((1, 2), "lps", "three finite numbers"),
+    ((1, np.nan, 2), "ras", "three finite numbers"),
+    (("a", 1, 2), "ras", "three numbers"),
+    ((1, 2, 3), "mm", "unit must be one of"),
+])
+def test_bad_points(totalseg, point, unit, pattern):
+    ct, _ = totalseg
+    with pytest.raises(MVCFError, match=pattern):
+        locate.from_point(ct, point, unit)
+
+
+def test_point_on_the_outer_voxel_edge_is_inside(totalseg):
+    ct, _ = totalseg
+    assert locate.from_point(ct, (121.4, 0, 0), "ijk").center_lps is not None
+
+
+def test_boxes(totalseg):
+    ct, mask = totalseg
+    centre = locate.from_mask(ct, mask, 31).center_lps
+    a = locate.from_box(ct, centre + [20, -15, 12], centre - [20, -15, 12])
+    np.testing.assert_allclose(a.center_lps, centre)
+    np.testing.assert_allclose(a.extent_mm, [40, 30, 24])
+    b = locate.from_box_center(ct, centre, [40, 30, 24])
+    np.testing.assert_allclose(b.center_lps, centre)
+    np.testing.assert_allclose(b.extent_mm, [40, 30, 24])
+    with pytest.raises(MVCFError, match="outside"):
+        locate.from_box(ct, centre + [0, 0, 900], centre + [10, 10, 910])
+
+
+@pytest.mark.parametrize("key", sorted(FIXTURES))
+def test_refine_moves_a_mask_centroid_onto_the_vertebral_body(key):
+    """The whole-vertebra centroid sits behind the body (posterior elements); refining must move it
+    towards the body centroid given by the fixture's body segmentation."""
+    ct_rel, mask_rel, label, body_rel, body_labels = FIXTURES[key]
+    ct, mask = read_ct(shared(ct_rel)), read_mask(shared(mask_rel))
+    body = np.isin(np.asanyarray(nib.load(str(shared(body_rel))).dataobj), body_labels)
+    truth = nibabel_centroid_lps(shared(mask_rel), label, also=body)
+    start = locate.from_mask(ct, mask, label)
+    refined = locate.refine_on_body(ct, start)
+    before = np.linalg.norm((start.center_lps - truth)[:2])
+    after = np.linalg.norm((refined.center_lps - truth)[:2])
+    assert before > 8
+    assert after < 0.6 * before
+    assert refined.center_lps[2] == start.center_lps[2]
+    assert "refined" in refined.source
+
+
+def test_refine_refuses_a_far_jump(totalseg):
+    ct, _ = totalseg
+    loc = locate.VertebraLocation(center_lps=ct.index_to_lps([20, 50, 56]))  # beside the body, in the flank
+    refined = locate.refine_on_body(ct, loc, max_shift_mm=1.0)
+    if not np.allclose(refined.center_lps, loc.center_lps):
+        pytest.fail("a shift beyond max_shift_mm must be refused")
+    assert any("refine" in w for w in refined.warnings)

@@ -1,0 +1,199 @@
+"""read_ct / read_mask on the real fixtures (NIfTI RAS and PIR, JPEG2000 DICOM series) and on bad inputs."""
+from __future__ import annotations
+
+import gzip
+import struct
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import shared
+from mvcf.ctimage import CTImage
+from mvcf.errors import MVCFError
+from mvcf.read_ct import read_ct, read_mask, validate_ct
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _nibabel_ijk_to_lps(path) -> np.ndarray:
+    """Independent reference: nibabel's RAS affine turned into LPS."""
+    affine = nib.load(str(path)).affine
+    m = np.eye(4)
+    m[:3, :] = RAS_TO_LPS @ affine[:3, :]
+    return m
+
+
+@pytest.mark.parametrize("relative,shape,orientation", [
+    ("totalsegmentator/example_ct.nii.gz", (112, 101, 122), "RAS"),
+    ("tptbox_sample_ct/sub-ct_label-22_ct.nii.gz", (73, 47, 73), "PIR"),
+])
+def test_nifti_geometry_matches_nibabel(relative, shape, orientation):
+    path = shared(relative)
+    ct = read_ct(path)
+    assert ct.voxels.shape == shape
+    np.testing.assert_allclose(ct.ijk_to_lps_matrix(), _nibabel_ijk_to_lps(path), atol=1e-4)
+    assert "".join(nib.aff2axcodes(nib.load(str(path)).affine)) == orientation
+    assert np.issubdtype(ct.voxels.dtype, np.integer)
+    assert ct.voxels.min() < -900 and ct.voxels.max() > 1000
+
+
+def _dicom_tags(path) -> dict:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return {key: reader.GetMetaData(key) for key in reader.GetMetaDataKeys()}
+
+
+def test_dicom_series_geometry_from_its_tags():
+    folder = shared("totalsegmentator/example_ct_dicom")
+    ct = read_ct(folder)
+    assert ct.size_ijk == (512, 512, 20)
+    files = sorted(folder.iterdir())
+    tags = [_dicom_tags(f) for f in files]
+    assert b"1.2.840.10008.1.2.4.90" in files[0].read_bytes()[:4096]  # transfer syntax: JPEG2000 lossless
+    positions = np.array([[float(v) for v in t["0020|0032"].split("\\")] for t in tags])
+    row, col = np.array([float(v) for v in tags[0]["0020|0037"].split("\\")]).reshape(2, 3)
+    normal = np.cross(row, col)
+    order = np.argsort(positions @ normal)
+    pixel = [float(v) for v in tags[0]["0028|0030"].split("\\")]
+    np.testing.assert_allclose(ct.origin, positions[order[0]], atol=1e-3)
+    np.testing.assert_allclose(ct.direction[:, 0], row, atol=1e-6)
+    np.testing.assert_allclose(ct.direction[:, 1], col, atol=1e-6)
+    np.testing.assert_allclose(ct.direction[:, 2], normal, atol=1e-6)
+    np.testing.assert_allclose(ct.spacing[:2], pixel[::-1], atol=1e-6)
+    steps = np.diff(np.sort(positions @ normal))
+    np.testing.assert_allclose(ct.spacing[2], steps.mean(), atol=1e-3)
+    for k, index in enumerate(order):  # every slice at its own ImagePositionPatient, pixels decoded with HU
+        np.testing.assert_allclose(ct.index_to_lps([0, 0, k]), positions[index], atol=1e-3)
+    single = sitk.GetArrayFromImage(sitk.ReadImage(str(files[order[7]])))[0]
+    np.testing.assert_array_equal(ct.voxels[7], single)
+    assert ct.voxels.min() == -1024 and ct.voxels.max() > 1000
+
+
+def test_read_mask_integer_labels_and_float_file(tmp_path):
+    mask = read_mask(shared("totalsegmentator/spine_report/totalseg.nii.gz"))
+    assert set(np.unique(mask.voxels)) >= {0, 26, 27, 28, 29, 30, 31, 32, 33}
+    verse = read_mask(shared("verse_sample/sub-verse004_seg-vert_msk.nii.gz"))  # stored as float64
+    assert np.issubdtype(verse.voxels.dtype, np.integer)
+    assert set(np.unique(verse.voxels)) >= set(range(16, 25))
+    bad = tmp_path / "soft.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((4, 4, 4), 0.5, np.float32)), str(bad))
+    with pytest.raises(MVCFError, match="non-integer"):
+        read_mask(bad)
+
+
+# ---------------------------------------------------------------------------------------------- bad inputs
+def _ct_array(shape=(12, 10, 8), dtype=np.int16) -> np.ndarray:
+    return np.random.default_rng(0).integers(-1024, 1500, shape).astype(dtype)
+
+
+def _write(tmp_path, name, array, spacing=None):
+    image = sitk.GetImageFromArray(array)
+    if spacing is not None:
+        image.SetSpacing(spacing)
+    path = tmp_path / name
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def _expect(path, pattern):
+    with pytest.raises(MVCFError, match=pattern) as info:
+        read_ct(path)
+    assert "\n" not in str(info.value)
+
+
+def test_2d_image_is_rejected(tmp_path):
+    _expect(_write(tmp_path, "slice.nii.gz", _ct_array((10, 8))), "2D image")
+
+
+def test_4d_image_is_rejected(tmp_path):
+    path = tmp_path / "four.nii.gz"
+    nib.save(nib.Nifti1Image(_ct_array((8, 8, 8, 3)), np.eye(4)), str(path))
+    _expect(path, "4D image")
+
+
+def test_single_slice_dicom_file_is_rejected():
+    _expect(shared("pydicom_ct_small/CT_small.dcm"), "single slice")
+
+
+def test_rgb_picture_is_rejected():
+    _expect(shared("totalsegmentator/spine_report/spine_report.nii.gz"), "not a scalar")
+
+
+@pytest.mark.parametrize("ext", ["nii", "nii.gz", "mha", "nrrd"])
+def test_nan_is_rejected_in_every_format(tmp_path, ext):
+    # ITK's NIfTI reader silently turns NaN into 0; read_ct must still refuse it.
+    array = _ct_array().astype(np.float32)
+    array[3, 4, 5] = np.nan
+    _expect(_write(tmp_path, f"nan.{ext}", array), "NaN")
+
+
+def test_nan_in_a_ctimage_is_rejected():
+    array = _ct_array().astype(np.float32)
+    array[0, 0, 0] = np.inf
+    with pytest.raises(MVCFError, match="NaN or infinite"):
+        validate_ct(CTImage(array, spacing=(1, 1, 1), origin=(0, 0, 0)))
+
+
+def test_zero_spacing_in_nifti_header_is_rejected(tmp_path):
+    # ITK reads pixdim 0 as 1 mm without a word; read_ct must refuse it.
+    path = _write(tmp_path, "zero.nii", _ct_array())
+    data = bytearray(path.read_bytes())
+    data[80:84] = struct.pack("<f", 0.0)  # pixdim[1]
+    path.write_bytes(bytes(data))
+    _expect(path, "spacing")
+    gz = tmp_path / "zero.nii.gz"
+    gz.write_bytes(gzip.compress(bytes(data)))
+    _expect(gz, "spacing")
+
+
+def test_zero_spacing_in_metaimage_is_rejected(tmp_path):
+    path = _write(tmp_path, "ok.mha", _ct_array())
+    path.write_bytes(path.read_bytes().replace(b"ElementSpacing = 1 1 1", b"ElementSpacing = 0 1 1"))
+    _expect(path, "[Zz]ero")
+
+
+def test_absurd_spacing_is_rejected(tmp_path):
+    _expect(_write(tmp_path, "big.nrrd", _ct_array(), spacing=(1.0, 1.0, 50.0)), r"spacing .* mm")
+
+
+def test_missing_file(tmp_path):
+    _expect(tmp_path / "nothing.nii.gz", "file not found")
+
+
+def test_corrupt_files(tmp_path):
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"not an image at all" * 50)
+    _expect(garbage, "corrupt")
+    garbage_mha = tmp_path / "garbage.mha"
+    garbage_mha.write_bytes(b"\x00\x01binary junk" * 50)
+    _expect(garbage_mha, "corrupt")
+    full = shared("totalsegmentator/example_ct.nii.gz").read_bytes()
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(full[: len(full) // 2])  # ITK would read it with zeros in place of the rest
+    _expect(truncated, "truncated")
+    raw = _write(tmp_path, "short.nii", _ct_array())
+    raw.write_bytes(raw.read_bytes()[:-100])
+    _expect(raw, "truncated")
+    short_mha = _write(tmp_path, "short.mha", _ct_array())
+    short_mha.write_bytes(short_mha.read_bytes()[:-100])
+    _expect(short_mha, "corrupt")
+
+
+def test_folder_without_dicom(tmp_path):
+    _expect(tmp_path, "no DICOM series")
+
+
+def test_not_hounsfield_values(tmp_path):
+    _expect(_write(tmp_path, "flat.nii.gz", np.full((8, 8, 8), 40, np.int16)), "constant")
+    _expect(_write(tmp_path, "huge.nii.gz", _ct_array(dtype=np.float32) * 1000), "Hounsfield")
+
+
+def test_no_air_gives_a_warning_not_an_error(tmp_path):
+    path = _write(tmp_path, "unsigned.nii.gz", (_ct_array() + 1024).astype(np.uint16))
+    warnings: list[str] = []
+    ct = read_ct(path, warnings=warnings)
+    assert ct.voxels.dtype == np.uint16
+    assert len(warnings) == 1 and "Hounsfield" in warnings[0]
