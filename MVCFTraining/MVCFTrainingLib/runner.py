@@ -38,20 +38,21 @@ def default_python() -> str:
 
 @dataclass
 class TrainConfig:
-    """The options of `mvcf train` the module exposes; defaults train on a laptop CPU in minutes."""
+    """The options of `mvcf train` the module exposes. Defaults train on a laptop CPU in minutes (one split,
+    10 epochs, 64 px views); empty/zero values leave the core's own default."""
 
-    view: str = "2.5d-adjacent"
+    view: str = "2.5d-orthogonal"
     arch: str = ""
     epochs: int = 10
     learning_rate: float = 0.0
-    folds: int = 0
+    folds: int = 1
     external: str = ""
     device: str = "auto"
     seed: int = 0
+    size_px: int = 0
     extra_args: Sequence[str] = field(default_factory=tuple)
 
     def arguments(self) -> list[str]:
-        """Command-line options; empty/zero values are left to the core's own defaults."""
         if self.view not in VIEW_MODES:
             raise ValueError(f"view mode {self.view!r} is not one of {', '.join(VIEW_MODES)}")
         if self.device not in DEVICES:
@@ -62,10 +63,12 @@ class TrainConfig:
             args += ["--arch", self.arch]
         if self.learning_rate > 0:
             args += ["--lr", repr(float(self.learning_rate))]
-        if self.folds > 1:
+        if self.folds > 0:
             args += ["--folds", str(int(self.folds))]
         if self.external:
             args += ["--external", self.external]
+        if self.size_px > 0:
+            args += ["--size", str(int(self.size_px))]
         return args + [str(a) for a in self.extra_args]
 
 
@@ -75,14 +78,45 @@ def train_arguments(manifest: os.PathLike, out_dir: os.PathLike, config: TrainCo
     return args + ["--resume"] if resume else args
 
 
+def command_options(command: str) -> Optional[set[str]]:
+    """The option strings `mvcf <command>` accepts (from the installed core's parser), or None when this
+    core has no such command."""
+    import argparse
+
+    from mvcf.cli.main import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:  # argparse keeps subparsers here; there is no public accessor
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return {o for a in action.choices[command]._actions for o in a.option_strings}
+    return None
+
+
+def _supported(command: str, options: Sequence[str]) -> list[str]:
+    """Drop the `--option [value]` pairs that `mvcf <command>` does not accept (it may expose fewer knobs
+    than train), so one TrainConfig serves both."""
+    accepted = command_options(command)
+    if accepted is None:
+        return list(options)
+    kept, i = [], 0
+    while i < len(options):
+        takes_value = i + 1 < len(options) and not str(options[i + 1]).startswith("--")
+        width = 2 if takes_value else 1
+        if options[i] in accepted:
+            kept += list(options[i:i + width])
+        i += width
+    return kept
+
+
 def study_arguments(manifest: os.PathLike, out_dir: os.PathLike, config: Optional[TrainConfig] = None,
                     resume: bool = False) -> list[str]:
-    """`mvcf study`: every view mode on identical splits; the view option of the config is not passed."""
+    """`mvcf study`: every view mode on identical splits; the config's view is not passed, and options the
+    study does not take are left out."""
     args = ["study", "--manifest", str(manifest), "--out", str(out_dir)]
     if config is not None:
         options = config.arguments()
         view_at = options.index("--view")
-        args += options[:view_at] + options[view_at + 2:]
+        args += _supported("study", options[:view_at] + options[view_at + 2:])
     return args + ["--resume"] if resume else args
 
 
