@@ -1,0 +1,318 @@
+"""The paper's design in one call: 2D, every 2.5D mode and 3D trained on identical patient-level splits, the
+transparent logistic baseline beside them, internal (out-of-fold) and external results, paired DeLong tests,
+cost (train time, inference ms, parameters) beside accuracy, and a markdown + HTML report with the plots."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from mvcf.errors import MVCFError
+from mvcf.fileio import atomic_open
+from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
+
+MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
+BASELINE = "baseline-logistic"
+DEFAULT_REFERENCE = "2.5d-orthogonal"
+
+
+@dataclass
+class StudyConfig:
+    modes: Sequence[str] = MODES
+    size_px: int = 64
+    size_3d_px: int = 48
+    spacing_mm: float = 1.0
+    n_folds: int = 5
+    train_folds: Optional[int] = None
+    external: Optional[str] = None
+    reference: str = DEFAULT_REFERENCE
+    baseline: bool = True
+    train: Any = None  # mvcf.train.TrainConfig
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown or not self.modes:
+            raise MVCFError(f"unknown or no study modes {unknown}; choose from {', '.join(MODES)}")
+        if self.reference not in self.modes:
+            self.reference = self.modes[0]
+        if self.train is None:
+            from mvcf.train import TrainConfig
+
+            self.train = TrainConfig()
+
+    def spec(self, mode: str):
+        from mvcf.views import ViewSpec
+
+        size = self.size_3d_px if mode == "3d" else self.size_px
+        return ViewSpec(mode=mode, size_px=size, spacing_mm=self.spacing_mm)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modes"] = list(self.modes)
+        d["train"] = asdict(self.train)
+        return d
+
+
+def default_external(records: Sequence[Any]) -> Optional[str]:
+    """'external' when the cohort has such an institution (as `mvcf synth` writes), else the smallest site
+    when there are several, else None (internal test only)."""
+    sites: dict[str, int] = {}
+    for r in records:
+        sites[r.institution] = sites.get(r.institution, 0) + 1
+    if "external" in sites:
+        return "external"
+    if len(sites) > 1:
+        return min(sorted(sites), key=lambda s: sites[s])
+    return None
+
+
+@dataclass
+class ModelResult:
+    name: str
+    internal: dict[str, float]
+    external: dict[str, float]
+    threshold: float
+    train_seconds: float = 0.0
+    inference_ms: float = 0.0
+    parameters: int = 0
+    bundle: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _baseline_result(records: Sequence[Any], plan: Any, on_log: Callable[[str], None]) -> Optional[ModelResult]:
+    """The logistic regression on two hand-made features, fitted per fold on the same splits."""
+    try:
+        from mvcf import baseline
+    except ImportError:
+        on_log("baseline: mvcf.baseline is not available; skipped")
+        return None
+    started = time.perf_counter()
+    result = baseline.cross_validate(records, plan)
+    return ModelResult(name=BASELINE, internal=dict(result["internal"]), external=dict(result["external"]),
+                       threshold=float(result["threshold"]), train_seconds=time.perf_counter() - started,
+                       inference_ms=float(result.get("inference_ms", 0.0)),
+                       parameters=int(result.get("parameters", 3)), extra={"features": result.get("features")})
+
+
+def _auc_block(labels: dict[str, int], prob: dict[str, float], threshold: float) -> dict[str, Any]:
+    from mvcf.metrics import summarize
+
+    ids = sorted(prob)
+    return summarize([labels[c] for c in ids], [prob[c] for c in ids], threshold, n_bootstrap=500)
+
+
+def paired_delong(labels: dict[str, int], results: Sequence[ModelResult], which: str) -> dict[str, Any]:
+    """Paired DeLong tests between every two models on the cases all of them scored."""
+    from mvcf.stats import delong_test
+
+    common = sorted(set.intersection(*[set(getattr(r, which)) for r in results])) if results else []
+    y = np.array([labels[c] for c in common])
+    if len(results) < 2 or not common or min(y.sum(), y.size - y.sum()) < 2:
+        return {"cases": len(common), "pairs": []}
+    scores = [np.array([getattr(r, which)[c] for c in common]) for r in results]
+    test = delong_test(y, scores, names=[r.name for r in results])
+    return {"cases": len(common), "pairs": test["pairs"]}
+
+
+def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
+              cache_dir: Optional[os.PathLike] = None, on_progress: Optional[ProgressCallback] = None,
+              should_cancel: Optional[CancelCheck] = None, on_metrics: Optional[Callable[..., None]] = None,
+              on_log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Run the study into out_dir (per-mode folders with bundles, study.json, predictions.csv, report.md/html)."""
+    from mvcf.dataset import ViewCache, spec_key
+    from mvcf.splits import make_splits
+    from mvcf.train import train_cohort
+
+    log = on_log or (lambda message: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    external = config.external if config.external is not None else default_external(records)
+    plan = make_splits(records, n_folds=config.n_folds, external=external, seed=config.train.seed,
+                       train_folds=config.train_folds)
+    labels = {r.case_id: int(r.label) for r in records}
+    specs = {mode: config.spec(mode) for mode in config.modes}
+    n_modes = len(config.modes)
+    stages = n_modes + 1
+
+    def stage_progress(stage: int) -> ProgressCallback:
+        def report(done: int, total: int, message: str) -> None:
+            if on_progress is not None:
+                on_progress(stage * 1000 + int(1000 * done / max(total, 1)), stages * 1000, message)
+        return report
+
+    started = time.perf_counter()
+    views = ViewCache(cache_dir if cache_dir is not None else out / "cache").views(
+        records, list(specs.values()), on_progress=stage_progress(0), should_cancel=should_cancel)
+    view_seconds = time.perf_counter() - started
+    log(f"views for {len(records)} cases x {n_modes} modes in {view_seconds:.1f} s")
+
+    results: list[ModelResult] = []
+    for k, mode in enumerate(config.modes):
+        check_cancel(should_cancel)
+        run = train_cohort(records, specs[mode], config.train, out_dir=out / mode, plan=plan,
+                           views=views[spec_key(specs[mode])], name=f"mvcf-{mode}",
+                           description=f"{mode} model of the study in {out.name}",
+                           on_progress=stage_progress(k + 1), should_cancel=should_cancel,
+                           on_metrics=(lambda _m=mode, **row: on_metrics(mode=_m, **row)) if on_metrics else None)
+        results.append(ModelResult(name=mode, internal=run.internal_prob, external=run.external_prob,
+                                   threshold=run.threshold, train_seconds=run.train_seconds,
+                                   inference_ms=run.inference_ms, parameters=run.parameters,
+                                   bundle=str(run.bundle_path) if run.bundle_path else None))
+        log(f"{mode}: internal AUC {_fmt(_auc_block(labels, run.internal_prob, run.threshold))}, external AUC "
+            f"{_fmt(_auc_block(labels, run.external_prob, run.threshold))}, {run.train_seconds:.0f} s")
+    if config.baseline:
+        base = _baseline_result(records, plan, log)
+        if base is not None:
+            results.append(base)
+
+    summary = {
+        "design": {"cases": len(records), "patients": len({r.patient_id for r in records}),
+                   "external_institution": external, "n_folds": plan.n_folds, "folds_trained": len(plan.folds),
+                   "internal_test_cases": sum(len(f.test) for f in plan.folds),
+                   "external_test_cases": len(plan.external), "reference": config.reference,
+                   "config": config.to_dict(), "view_seconds": round(view_seconds, 2)},
+        "models": [],
+        "delong_internal": paired_delong(labels, results, "internal"),
+        "delong_external": paired_delong(labels, results, "external"),
+    }
+    for r in results:
+        summary["models"].append({
+            "name": r.name, "bundle": r.bundle, "threshold": r.threshold,
+            "internal_test": _auc_block(labels, r.internal, r.threshold),
+            "external_test": _auc_block(labels, r.external, r.threshold),
+            "train_seconds": round(r.train_seconds, 2), "inference_ms_per_case": round(r.inference_ms, 3),
+            "parameters": r.parameters, **({"extra": r.extra} if r.extra else {})})
+    _write_predictions(out / "predictions.csv", records, plan, results)
+    with atomic_open(out / "study.json", "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2, default=float)
+    summary["plots"] = write_study_plots(out, labels, results)
+    write_report(out, summary)
+    summary["out"] = str(out)
+    return summary
+
+
+def _fmt(block: dict[str, Any]) -> str:
+    from mvcf.metrics import format_auc
+
+    return format_auc(block)
+
+
+def _write_predictions(path: Path, records: Sequence[Any], plan: Any, results: Sequence[ModelResult]) -> None:
+    test_set = {c: "internal_test" for f in plan.folds for c in f.test}
+    test_set.update({c: "external_test" for c in plan.external})
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["case_id", "patient_id", "institution", "set", "label"] + [r.name for r in results])
+        for rec in records:
+            if rec.case_id not in test_set:
+                continue
+            row = [rec.case_id, rec.patient_id, rec.institution, test_set[rec.case_id],
+                   "MVCF" if rec.label else "OVCF"]
+            for r in results:
+                p = r.internal.get(rec.case_id, r.external.get(rec.case_id))
+                row.append("" if p is None else f"{p:.6f}")
+            writer.writerow(row)
+
+
+def write_study_plots(out: Path, labels: dict[str, int], results: Sequence[ModelResult]) -> list[str]:
+    from mvcf.stats.plots import plot_calibration, plot_decision_curve, plot_roc
+
+    files = []
+    for which in ("internal", "external"):
+        common = sorted(set.intersection(*[set(getattr(r, which)) for r in results])) if results else []
+        y = np.array([labels[c] for c in common])
+        if not common or min(y.sum(), y.size - y.sum()) < 2:
+            continue
+        curves = {r.name: np.array([getattr(r, which)[c] for c in common]) for r in results}
+        plot_roc(out / f"roc_{which}.png", y, curves, band=False, title=f"ROC, {which} test")
+        plot_decision_curve(out / f"decision_curve_{which}.png", y, curves, title=f"Decision curve, {which} test")
+        files += [f"roc_{which}.png", f"decision_curve_{which}.png"]
+        best = max(results, key=lambda r: _auc_or_zero(y, curves[r.name]))
+        plot_calibration(out / f"calibration_{which}.png", y, curves[best.name],
+                         n_bins=5 if y.size < 100 else 10, title=f"Calibration of {best.name}, {which} test")
+        files.append(f"calibration_{which}.png")
+    return files
+
+
+def _auc_or_zero(y: np.ndarray, p: np.ndarray) -> float:
+    from mvcf.stats import auc
+
+    return float(auc(y, p)) if 0 < y.sum() < y.size else 0.0
+
+
+def _p(value: Optional[float]) -> str:
+    if value is None:
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def comparison_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """The comparison table: one row per model, p-values against the reference model (paired DeLong)."""
+    ref = summary["design"]["reference"]
+    p_of = {}
+    for which in ("internal", "external"):
+        for pair in summary[f"delong_{which}"]["pairs"]:
+            if ref in (pair["a"], pair["b"]):
+                other = pair["b"] if pair["a"] == ref else pair["a"]
+                p_of[(which, other)] = pair["p"]
+    rows = []
+    for m in summary["models"]:
+        ext = m["external_test"]
+        sens = ext.get("sensitivity", {}).get("value")
+        spec = ext.get("specificity", {}).get("value")
+        rows.append([m["name"] + (" (reference)" if m["name"] == ref else ""), _fmt(m["internal_test"]),
+                     _p(p_of.get(("internal", m["name"]))), _fmt(ext), _p(p_of.get(("external", m["name"]))),
+                     "–" if sens is None else f"{sens:.2f}", "–" if spec is None else f"{spec:.2f}",
+                     f"{m['train_seconds']:.0f}", f"{m['inference_ms_per_case']:.1f}", f"{m['parameters']:,}"])
+    return rows
+
+
+HEADER = ["model", "internal AUC (95% CI)", "p vs ref", "external AUC (95% CI)", "p vs ref", "ext. sens",
+          "ext. spec", "train s", "infer ms/case", "parameters"]
+
+
+def write_report(out: Path, summary: dict[str, Any]) -> None:
+    """report.md and report.html (same content; the plots beside them)."""
+    from mvcf import RESEARCH_USE_DISCLAIMER
+
+    d = summary["design"]
+    rows = comparison_rows(summary)
+    intro = (f"{d['cases']} cases ({d['patients']} patients); internal test = out-of-fold predictions over "
+             f"{d['folds_trained']} of {d['n_folds']} patient-level folds ({d['internal_test_cases']} cases); "
+             f"external test = institution '{d['external_institution']}' ({d['external_test_cases']} cases), held "
+             f"out entirely, scored by each mode's fold ensemble. AUC CIs: DeLong. p: paired DeLong test "
+             f"against the reference ({d['reference']}) on the same cases. Sensitivity/specificity at each "
+             f"model's threshold frozen from validation data (Youden).")
+    plots = summary.get("plots", [])
+    md = ["# MVCF classifier study", "", f"_{RESEARCH_USE_DISCLAIMER}_", "", intro, "",
+          "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md += ["", "## All pairwise comparisons (paired DeLong)", ""]
+    for which in ("internal", "external"):
+        for pair in summary[f"delong_{which}"]["pairs"]:
+            md.append(f"- {which}: {pair['a']} vs {pair['b']}: ΔAUC {pair['diff']:+.3f} "
+                      f"(95% CI {pair['ci'][0]:+.3f} to {pair['ci'][1]:+.3f}), p = {_p(pair['p'])}")
+    md += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    with atomic_open(out / "report.md", "w", encoding="utf-8") as handle:
+        handle.write("\n".join(md) + "\n")
+    import html
+
+    cells = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    pairs = "".join(f"<li>{html.escape(line[2:])}</li>" for line in md if line.startswith("- "))
+    images = "".join(f'<figure><img src="{html.escape(p)}" width="480"><figcaption>{html.escape(p)}'
+                     f"</figcaption></figure>" for p in plots)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>MVCF classifier study</title>"
+            f"<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}td,th{{border:1px solid #ccc;"
+            f"padding:4px 8px}}table{{border-collapse:collapse}}figure{{display:inline-block}}</style></head><body>"
+            f"<h1>MVCF classifier study</h1><p><em>{html.escape(RESEARCH_USE_DISCLAIMER)}</em></p>"
+            f"<p>{html.escape(intro)}</p><table><tr>{cells}</tr>{body}</table>"
+            f"<h2>All pairwise comparisons (paired DeLong)</h2><ul>{pairs}</ul><h2>Plots</h2>{images}</body></html>")
+    with atomic_open(out / "report.html", "w", encoding="utf-8") as handle:
+        handle.write(page)
