@@ -1,0 +1,230 @@
+"""The cohort manifest: one CSV row per fractured vertebra, read and validated before any training.
+
+Columns (header names are case-insensitive; extra columns are kept in `CaseRecord.extra`):
+
+- `case_id`     unique per row.
+- `patient_id`  a patient may have several rows (several fractured levels), all in one institution.
+- `institution` the acquiring site; the external test set is chosen by this value.
+- `label`       `MVCF` / `malignant` / `1` (positive) or `OVCF` / `osteoporotic` / `0` (negative).
+- `ct`          path of the CT (NIfTI, NRRD, MHA or a DICOM series folder).
+- where the vertebra is, at least one of:
+    * `mask` + `vertebra_label`: a label map and the label value of the fractured vertebra
+      (e.g. TotalSegmentator 31 = L1); its centroid is the centre.
+    * `center_lps`: `"x,y,z"` in LPS millimetres (ITK/DICOM convention).
+    * `point_ras`: `"x,y,z"` in RAS millimetres (Slicer's convention); converted to LPS on reading.
+
+Relative paths are relative to the manifest's folder. Row numbers in messages are the CSV's line numbers
+(the header is row 1, the first case row 2), as a spreadsheet shows them.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from mvcf.errors import MVCFError
+from mvcf.fileio import atomic_open
+
+REQUIRED_COLUMNS = ("case_id", "patient_id", "institution", "label", "ct")
+LOCATION_COLUMNS = ("mask", "vertebra_label", "center_lps", "point_ras")
+CLASS_NAMES = {1: "MVCF", 0: "OVCF"}
+_LABEL_WORDS = {
+    "mvcf": 1, "malignant": 1, "1": 1,
+    "ovcf": 0, "osteoporotic": 0, "0": 0,
+}
+_MAX_REASONS_SHOWN = 12
+
+
+@dataclass
+class CaseRecord:
+    """One validated manifest row. Paths are absolute; `label` is 1 for MVCF, 0 for OVCF."""
+
+    case_id: str
+    patient_id: str
+    institution: str
+    label: int
+    ct: Path
+    mask: Optional[Path] = None
+    vertebra_label: Optional[int] = None
+    center_lps: Optional[np.ndarray] = None
+    row: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label_name(self) -> str:
+        return CLASS_NAMES[self.label]
+
+
+def parse_label(value: str) -> int:
+    """1 for MVCF/malignant/1, 0 for OVCF/osteoporotic/0 (case-insensitive); MVCFError otherwise."""
+    key = str(value).strip().lower()
+    if key.endswith(".0"):
+        key = key[:-2]
+    if key not in _LABEL_WORDS:
+        raise MVCFError(f"unknown label {value!r} (use MVCF/OVCF, malignant/osteoporotic or 1/0)")
+    return _LABEL_WORDS[key]
+
+
+def parse_point(text: str) -> np.ndarray:
+    """'x,y,z' (also with spaces or brackets) -> float array of 3; MVCFError otherwise."""
+    cleaned = str(text).strip().strip("[]()")
+    parts = [p for p in cleaned.replace(";", ",").replace(" ", ",").split(",") if p]
+    try:
+        point = np.array([float(p) for p in parts], dtype=float)
+    except ValueError:
+        raise MVCFError(f"point {text!r} is not three numbers 'x,y,z'") from None
+    if point.shape != (3,) or not np.all(np.isfinite(point)):
+        raise MVCFError(f"point {text!r} is not three finite numbers 'x,y,z'")
+    return point
+
+
+def format_point(point: Sequence[float]) -> str:
+    return ",".join(f"{float(v):.3f}" for v in point)
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value.strip())
+    return path if path.is_absolute() else (base / path)
+
+
+def _parse_row(row: dict[str, str], number: int, base: Path) -> CaseRecord:
+    """One row -> CaseRecord; raises MVCFError naming the first problem of this row."""
+    values = {key: (row.get(key) or "").strip() for key in REQUIRED_COLUMNS + LOCATION_COLUMNS}
+    for key in ("case_id", "patient_id", "institution", "label", "ct"):
+        if not values[key]:
+            raise MVCFError(f"empty {key}")
+    label = parse_label(values["label"])
+    ct = _resolve(base, values["ct"])
+    if not ct.exists():
+        raise MVCFError(f"ct not found: {values['ct']}")
+    record = CaseRecord(case_id=values["case_id"], patient_id=values["patient_id"],
+                        institution=values["institution"], label=label, ct=ct, row=number)
+    if values["mask"] or values["vertebra_label"]:
+        if not (values["mask"] and values["vertebra_label"]):
+            raise MVCFError("mask and vertebra_label must be given together")
+        mask = _resolve(base, values["mask"])
+        if not mask.exists():
+            raise MVCFError(f"mask not found: {values['mask']}")
+        try:
+            record.vertebra_label = int(float(values["vertebra_label"]))
+        except ValueError:
+            raise MVCFError(f"vertebra_label {values['vertebra_label']!r} is not an integer") from None
+        record.mask = mask
+    if values["center_lps"]:
+        record.center_lps = parse_point(values["center_lps"])
+    elif values["point_ras"]:
+        record.center_lps = parse_point(values["point_ras"]) * np.array([-1.0, -1.0, 1.0])
+    if record.mask is None and record.center_lps is None:
+        raise MVCFError("no location: give mask + vertebra_label, center_lps or point_ras")
+    record.extra = {k: v for k, v in row.items()
+                    if k is not None and k not in REQUIRED_COLUMNS + LOCATION_COLUMNS}
+    return record
+
+
+def _summarise(path: Path, problems: dict[int, list[str]]) -> str:
+    rows = sorted(problems)
+    shown = "; ".join(f"row {r}: {', '.join(problems[r])}" for r in rows[:_MAX_REASONS_SHOWN])
+    more = f"; ... and {len(rows) - _MAX_REASONS_SHOWN} more" if len(rows) > _MAX_REASONS_SHOWN else ""
+    numbers = ", ".join(str(r) for r in rows)
+    plural = "s" if len(rows) != 1 else ""
+    return f"manifest {path.name}: {len(rows)} bad row{plural} ({numbers}): {shown}{more}"
+
+
+def read_manifest(path: Union[str, os.PathLike]) -> list[CaseRecord]:
+    """Read and validate a manifest; one MVCFError (one line) names every bad row and why."""
+    path = Path(path)
+    if not path.is_file():
+        raise MVCFError(f"manifest not found: {path}")
+    base = path.resolve().parent
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None:
+                raise MVCFError(f"manifest {path.name} is empty")
+            header = [(name or "").strip().lower() for name in reader.fieldnames]
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise MVCFError(f"manifest {path.name} lacks column(s) {', '.join(missing)} "
+                                f"(has: {', '.join(h for h in header if h)})")
+            if not any(c in header for c in ("mask", "center_lps", "point_ras")):
+                raise MVCFError(f"manifest {path.name} has no location column: add mask + vertebra_label, "
+                                "center_lps or point_ras")
+            rows = []
+            for raw in reader:
+                rows.append((reader.line_num, {(k or "").strip().lower(): v for k, v in raw.items()}))
+    except UnicodeDecodeError:
+        raise MVCFError(f"manifest {path.name} is not a UTF-8 CSV file") from None
+    except csv.Error as exc:
+        raise MVCFError(f"manifest {path.name} is not a valid CSV file: {exc}") from None
+
+    problems: dict[int, list[str]] = defaultdict(list)
+    records: list[CaseRecord] = []
+    for number, row in rows:
+        if all(not (v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue
+        try:
+            records.append(_parse_row(row, number, base))
+        except MVCFError as exc:
+            problems[number].append(str(exc))
+    _check_consistency(records, problems)
+    if problems:
+        raise MVCFError(_summarise(path, problems))
+    if not records:
+        raise MVCFError(f"manifest {path.name} has no case rows")
+    return records
+
+
+def _check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[str]]) -> None:
+    """Duplicate case ids and patients seen in more than one institution (a leakage risk)."""
+    by_case: dict[str, list[CaseRecord]] = defaultdict(list)
+    by_patient: dict[str, list[CaseRecord]] = defaultdict(list)
+    for record in records:
+        by_case[record.case_id].append(record)
+        by_patient[record.patient_id].append(record)
+    for case_id, group in by_case.items():
+        if len(group) > 1:
+            first = group[0].row
+            for record in group[1:]:
+                problems[record.row].append(f"duplicate case_id {case_id!r} (first in row {first})")
+    for patient, group in by_patient.items():
+        sites = sorted({r.institution for r in group})
+        if len(sites) > 1:
+            for record in group:
+                problems[record.row].append(f"patient {patient!r} is in several institutions "
+                                            f"({', '.join(sites)})")
+
+
+def _relative(path: Optional[Path], base: Path) -> str:
+    if path is None:
+        return ""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def write_manifest(path: Union[str, os.PathLike], records: Sequence[CaseRecord]) -> Path:
+    """Write records atomically; paths become relative to the manifest's folder, the label `MVCF`/`OVCF`."""
+    path = Path(path)
+    base = path.resolve().parent
+    extra_keys: list[str] = []
+    for record in records:
+        extra_keys.extend(k for k in record.extra if k not in extra_keys)
+    columns = list(REQUIRED_COLUMNS) + ["mask", "vertebra_label", "center_lps"] + extra_keys
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            row = {"case_id": record.case_id, "patient_id": record.patient_id,
+                   "institution": record.institution, "label": record.label_name,
+                   "ct": _relative(record.ct, base), "mask": _relative(record.mask, base),
+                   "vertebra_label": "" if record.vertebra_label is None else str(record.vertebra_label),
+                   "center_lps": "" if record.center_lps is None else format_point(record.center_lps)}
+            row.update({k: record.extra.get(k, "") for k in extra_keys})
+            writer.writerow(row)
+    return path

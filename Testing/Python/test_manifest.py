@@ -1,0 +1,103 @@
+"""The cohort manifest: parsing, every validation rule, one-line error naming every bad row, round trip."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mvcf.errors import MVCFError
+from mvcf.manifest import CaseRecord, parse_label, parse_point, read_manifest, write_manifest
+
+HEADER = "case_id,patient_id,institution,label,ct,mask,vertebra_label,center_lps,point_ras\n"
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "imgs").mkdir()
+    for name in ("a.nii.gz", "b.nii.gz", "c.nii.gz", "m.nii.gz"):
+        (tmp_path / "imgs" / name).write_bytes(b"x")
+    return tmp_path
+
+
+def _write(folder: Path, body: str, header: str = HEADER) -> Path:
+    path = folder / "manifest.csv"
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def test_reads_every_location_form_and_label_spelling(folder):
+    path = _write(folder,
+                  "c1,p1,A,MVCF,imgs/a.nii.gz,imgs/m.nii.gz,31,,\n"
+                  "c2,p2,A,osteoporotic,imgs/b.nii.gz,,,\"1,2,3\",\n"
+                  "c3,p3,B,1,imgs/c.nii.gz,,,,\"10, 20, 30\"\n"
+                  "c4,p3,B,Malignant,imgs/c.nii.gz,,,,\"[1 2 3]\"\n")
+    records = read_manifest(path)
+    assert [r.label for r in records] == [1, 0, 1, 1]
+    assert records[0].mask == folder / "imgs" / "m.nii.gz" and records[0].vertebra_label == 31
+    assert records[0].center_lps is None
+    np.testing.assert_allclose(records[1].center_lps, [1, 2, 3])
+    np.testing.assert_allclose(records[2].center_lps, [-10, -20, 30])  # RAS -> LPS
+    assert records[0].ct == folder / "imgs" / "a.nii.gz" and records[0].row == 2
+
+
+def test_every_bad_row_is_named_in_one_line(folder):
+    path = _write(folder,
+                  "c1,p1,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",\n"          # row 2: fine
+                  "c2,p2,A,benign?,imgs/b.nii.gz,,,\"1,2,3\",\n"       # row 3: unknown label
+                  "c3,p3,A,OVCF,imgs/missing.nii.gz,,,\"1,2,3\",\n"    # row 4: missing CT
+                  "c1,p4,A,OVCF,imgs/b.nii.gz,,,\"1,2,3\",\n"          # row 5: duplicate case id
+                  "c5,p1,B,OVCF,imgs/b.nii.gz,,,\"1,2,3\",\n"          # row 6: p1 in A and B (and row 2)
+                  "c6,p6,A,OVCF,imgs/b.nii.gz,imgs/m.nii.gz,,,\n"      # row 7: mask without label
+                  "c7,p7,A,OVCF,imgs/b.nii.gz,,,,\n"                   # row 8: no location
+                  "c8,p8,A,OVCF,imgs/b.nii.gz,,,\"1,2\",\n")           # row 9: bad point
+    with pytest.raises(MVCFError) as info:
+        read_manifest(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "8 bad rows (2, 3, 4, 5, 6, 7, 8, 9)" in message
+    for fragment in ("unknown label 'benign?'", "ct not found", "duplicate case_id 'c1'",
+                     "several institutions", "must be given together", "no location"):
+        assert fragment in message
+
+
+def test_missing_columns_and_files(folder):
+    with pytest.raises(MVCFError, match="lacks column"):
+        read_manifest(_write(folder, "c1,p1,A,MVCF\n", header="case_id,patient_id,institution,label\n"))
+    with pytest.raises(MVCFError, match="no location column"):
+        read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz\n",
+                             header="case_id,patient_id,institution,label,ct\n"))
+    with pytest.raises(MVCFError, match="manifest not found"):
+        read_manifest(folder / "nope.csv")
+    with pytest.raises(MVCFError, match="no case rows"):
+        read_manifest(_write(folder, ""))
+
+
+def test_mask_file_must_exist(folder):
+    with pytest.raises(MVCFError, match=r"1 bad row \(2\): row 2: mask not found"):
+        read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,imgs/nomask.nii.gz,31,,\n"))
+
+
+def test_label_and_point_parsers():
+    assert parse_label(" mvcf ") == 1 and parse_label("OVCF") == 0 and parse_label("0.0") == 0
+    with pytest.raises(MVCFError):
+        parse_label("2")
+    np.testing.assert_allclose(parse_point("(1.5; -2; 3e1)"), [1.5, -2, 30])
+    with pytest.raises(MVCFError):
+        parse_point("1,2,nan")
+
+
+def test_write_then_read_round_trip_with_relative_paths(folder):
+    records = [
+        CaseRecord("c1", "p1", "A", 1, folder / "imgs" / "a.nii.gz", mask=folder / "imgs" / "m.nii.gz",
+                   vertebra_label=31, center_lps=np.array([1.0, 2.0, 3.0]), extra={"level": "L1"}),
+        CaseRecord("c2", "p2", "B", 0, folder / "imgs" / "b.nii.gz", center_lps=np.array([-1.0, 0.5, 9.25])),
+    ]
+    path = write_manifest(folder / "manifest.csv", records)
+    text = path.read_text()
+    assert "imgs/a.nii.gz" in text and str(folder) not in text
+    back = read_manifest(path)
+    assert [(r.case_id, r.label, r.institution, r.vertebra_label) for r in back] == \
+        [("c1", 1, "A", 31), ("c2", 0, "B", None)]
+    np.testing.assert_allclose(back[1].center_lps, [-1.0, 0.5, 9.25])
+    assert back[0].extra["level"] == "L1" and back[0].label_name == "MVCF"

@@ -1,0 +1,130 @@
+"""The synthetic cohort generator: plan, reproducibility, geometry/orientation, signs, CLI contract."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mvcf.errors import MVCFError
+from mvcf.manifest import read_manifest
+from mvcf.synth import generate_case, generate_cohort, plan_cohort
+from mvcf.synth.anatomy import level_label
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "cohort"
+    return generate_cohort(out, n_cases=8, seed=5, external_fraction=0.25)
+
+
+def test_plan_has_sites_patients_and_exact_counts():
+    plans = plan_cohort(60, seed=1, external_fraction=0.3)
+    assert len(plans) == 60
+    assert sum(p.institution == "external" for p in plans) == 18
+    by_patient: dict = {}
+    for p in plans:
+        by_patient.setdefault(p.patient_id, set()).add((p.institution, p.label))
+    assert all(len(v) == 1 for v in by_patient.values()), "a patient spans two sites or classes"
+    assert any(sum(q.patient_id == p.patient_id for q in plans) == 2 for p in plans), "no multi-level patient"
+    assert {p.label for p in plans} == {0, 1}
+    assert len({(p.patient_id, p.level) for p in plans}) == 60, "one patient fractured twice at one level"
+    assert plan_cohort(60, seed=1) == plans and plan_cohort(60, seed=2) != plans
+
+
+def test_bad_plan_arguments_are_user_errors():
+    for kwargs in ({"n_cases": 0}, {"n_cases": 5, "external_fraction": 1.0}, {"n_cases": 5, "prevalence": 0}):
+        with pytest.raises(MVCFError):
+            plan_cohort(**kwargs)
+
+
+def test_cohort_files_manifest_and_bitwise_reproducibility(cohort, tmp_path):
+    records = read_manifest(cohort)
+    assert len(records) == 8 and {r.institution for r in records} == {"internal", "external"}
+    assert all(r.mask is not None and r.vertebra_label is not None and r.center_lps is not None for r in records)
+    again = generate_cohort(tmp_path / "again", n_cases=8, seed=5, external_fraction=0.25)
+    for a, b in zip(records, read_manifest(again)):
+        assert _digest(a.ct) == _digest(b.ct) and _digest(a.mask) == _digest(b.mask)
+    assert (cohort.parent / "manifest.csv").read_text() == again.read_text()
+
+
+def test_case_geometry_orientation_and_centre(cohort):
+    import SimpleITK as sitk
+
+    record = read_manifest(cohort)[0]
+    ct = sitk.ReadImage(str(record.ct))
+    mask = sitk.ReadImage(str(record.mask))
+    assert ct.GetPixelID() == sitk.sitkInt16 and mask.GetPixelID() == sitk.sitkUInt8
+    np.testing.assert_allclose(ct.GetDirection(), np.eye(3).ravel())   # i = L, j = P, k = S (LPS)
+    assert ct.GetSize() == mask.GetSize() and ct.GetOrigin() == mask.GetOrigin()
+    spacing = np.array(ct.GetSpacing())
+    assert 0.8 <= spacing[0] <= 1.5 and spacing[0] == spacing[1] and 1.0 <= spacing[2] <= 3.0
+    extent = spacing * np.array(ct.GetSize())
+    assert 80 <= extent[0] <= 100 and 85 <= extent[1] <= 100
+    labels = sitk.GetArrayFromImage(mask)
+    values = set(np.unique(labels)) - {0}
+    assert record.vertebra_label in values and len(values) >= 3
+    kji = np.argwhere(labels == record.vertebra_label).mean(axis=0)
+    centroid = np.array(ct.GetOrigin()) + spacing * kji[::-1]
+    np.testing.assert_allclose(centroid, record.center_lps, atol=1e-3)
+    # anatomy orientation: the body (anterior, low P) is in front of the spinous process; superior
+    # vertebrae (larger TotalSegmentator values: T12 = 32 above L1 = 31) sit at larger S.
+    hu = sitk.GetArrayFromImage(ct)
+    zs = {v: np.argwhere(labels == v)[:, 0].mean() for v in values}
+    ordered = sorted(values)
+    assert all(zs[a] < zs[b] for a, b in zip(ordered[:-1], ordered[1:]))
+    body_center = np.array([float(v) for v in record.extra["body_center_lps"].split(",")])
+    ijk = np.rint((body_center - np.array(ct.GetOrigin())) / spacing).astype(int)
+    assert labels[ijk[2], ijk[1], ijk[0]] == record.vertebra_label
+    assert body_center[1] < record.center_lps[1] - 4   # body anterior of the whole-vertebra centroid
+    assert hu.min() >= -1024 and hu.max() > 500
+
+
+def test_case_independent_of_cohort_size_and_difficulty_changes_signs():
+    small = plan_cohort(4, seed=9)
+    large = plan_cohort(4, seed=9)
+    a = generate_case(small[0], seed=9)
+    b = generate_case(large[0], seed=9)
+    assert np.array_equal(a.image.hu, b.image.hu)
+    with pytest.raises(MVCFError):
+        generate_case(small[0], seed=9, difficulty="impossible")
+
+
+def test_signs_follow_the_class():
+    plans = plan_cohort(40, seed=3)
+    malignant = {"lytic", "blastic", "cortical_breach", "pedicle", "convex_wall", "epidural_mass",
+                 "paraspinal_mass"}
+    osteoporotic = {"sclerotic_band", "fracture_lines", "vacuum_cleft", "retropulsion"}
+    from mvcf.synth.signs import sample_signs
+
+    rng = np.random.default_rng(0)
+    for label in (0, 1):
+        names = [set(sample_signs(rng, label, "standard").names()) for _ in range(300)]
+        own, other = (malignant, osteoporotic) if label else (osteoporotic, malignant)
+        assert np.mean([bool(n & own) for n in names]) > 0.7
+        assert not any(n & other for n in names)
+    assert level_label("L1") == 31 and level_label("T12") == 32 and level_label("L5") == 27
+
+
+def test_cli_contract(tmp_path):
+    out = tmp_path / "c"
+    cmd = [sys.executable, "-m", "mvcf", "--progress", "none", "synth", "--out", str(out), "--cases", "3",
+           "--seed", "2", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout.strip().splitlines()[-1])
+    assert payload["cases"] == 3 and Path(payload["manifest"]).is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and again.stderr.startswith("error: ") and "Traceback" not in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    bad = subprocess.run(cmd[:-1] + ["--difficulty", "extreme"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"], "temporary folders left behind"
