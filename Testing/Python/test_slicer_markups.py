@@ -11,16 +11,7 @@ from mvcf.ctimage import CTImage  # noqa: E402
 from mvcf.errors import MVCFError  # noqa: E402
 from MVCFClassifierLib import markups, volumes  # noqa: E402
 
-_CONVERTERS_REGISTERED = []
-
-
-def register_segmentation_converters() -> None:
-    """The Slicer application registers these at startup; a bare slicer-core process must do it once."""
-    if not _CONVERTERS_REGISTERED:
-        factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
-        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
-        _CONVERTERS_REGISTERED.append(True)
+from slicer_testing import register_segmentation_converters  # noqa: E402
 
 
 @pytest.fixture

@@ -1,0 +1,353 @@
+"""MVCFClassifier: classify a vertebral compression fracture on CT as malignant (MVCF) or osteoporotic (OVCF).
+
+Thin Slicer module: the widget binds the GUI to a parameter node and drives MVCFClassifierLib.logic, which
+runs `mvcf predict` in a child process and writes the results into the scene. Research use only.
+"""
+import logging
+import pathlib
+from typing import Annotated, Optional
+
+import qt
+import vtk
+
+import slicer
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLMarkupsROINode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLTableNode,
+)
+
+from MVCFClassifierLib.logic import DEVICES, DISCLAIMER, LOCATION_SOURCES, PredictionLogic
+
+
+class MVCFClassifier(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("MVCF Classifier")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MVCFClassifier developers"]
+        self.parent.helpText = _(
+            "Estimates the probability that a vertebral compression fracture on CT is malignant (MVCF) rather "
+            "than osteoporotic (OVCF). Mark each fractured vertebra with a point (named by its level), a box "
+            "ROI or a segment, press Apply, and read the results table; a heatmap and the model's input "
+            "views are added over the CT. <b>Research use only</b>: not a medical device, and the embedded "
+            "model is a demo trained on synthetic data. See the "
+            '<a href="https://github.com/mvcf-classifier/SlicerMVCFClassifier#readme">documentation</a>.')
+        self.parent.acknowledgementText = _(
+            "Follows Huang et al., Spine 2025 (doi 10.1097/BRS.0000000000005438). Sample CT: TotalSegmentator "
+            "example data (Apache-2.0).")
+
+
+@parameterNodeWrapper
+class MVCFClassifierParameterNode:
+    """The module's state, saved with the scene. Field names match the SlicerParameterName of the .ui."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    locationSource: Annotated[str, Choice(list(LOCATION_SOURCES))] = LOCATION_SOURCES[0]
+    inputPoints: vtkMRMLMarkupsFiducialNode
+    inputROI: vtkMRMLMarkupsROINode
+    inputSegmentation: vtkMRMLSegmentationNode
+    segmentIds: str = ""  # comma-separated; bound by hand to the multi-select segment selector
+    useDemoModel: bool = True
+    modelDirectory: pathlib.Path
+    device: Annotated[str, Choice(list(DEVICES))] = "auto"
+    createViewsVolume: bool = True
+    createHeatmap: bool = True
+    outputTable: vtkMRMLTableNode
+
+
+class MVCFClassifierWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI only: parameter node <-> widgets, Apply/Cancel, progress. The work is in the logic."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._run = None
+        self._timer = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MVCFClassifier.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MVCFClassifierLogic()
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.connect("timeout()", self.onTimer)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.inputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)",
+                                                  self.ui.segmentsSelector.setCurrentNode)
+        self.ui.segmentsSelector.connect("segmentSelectionChanged(QStringList)", self.onSegmentsChanged)
+        self.ui.runTotalSegmentatorButton.connect("clicked(bool)", self.onRunTotalSegmentator)
+        self.ui.runTotalSegmentatorButton.visible = hasattr(slicer.modules, "totalsegmentator")
+        self.ui.progressBar.visible = False
+        self.ui.disclaimerLabel.text = f"<b>{DISCLAIMER}</b>"
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._run is not None:
+            self._run.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._run is not None:
+            self._run.cancel()
+            self._endRun("Cancelled: the scene was closed.")
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, inputParameterNode: Optional[MVCFClassifierParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
+            self._onParameterNodeModified()
+
+    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if p is None:
+            return
+        source = p.locationSource
+        for widget, label, wanted in ((self.ui.inputPointsSelector, self.ui.label_inputPointsSelector, "Point list"),
+                                      (self.ui.inputROISelector, self.ui.label_inputROISelector, "ROI"),
+                                      (self.ui.inputSegmentationSelector, self.ui.label_inputSegmentationSelector,
+                                       "Segmentation"),
+                                      (self.ui.segmentsSelector, self.ui.label_segmentsSelector, "Segmentation")):
+            widget.visible = label.visible = source == wanted
+        self.ui.modelDirectoryPathLineEdit.enabled = not p.useDemoModel
+        self._showModelCard()
+        if self._run is not None:
+            return
+        marked = {"Point list": p.inputPoints, "ROI": p.inputROI, "Segmentation": p.inputSegmentation}[source]
+        ready = bool(p.inputVolume and marked)
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = _("Classify the marked vertebrae") if ready else _(
+            "Select a CT volume and mark the vertebrae to classify")
+
+    def _modelDirectory(self) -> Optional[str]:
+        p = self._parameterNode
+        if p.useDemoModel or not str(p.modelDirectory) or str(p.modelDirectory) == ".":
+            return None
+        return str(p.modelDirectory)
+
+    def _showModelCard(self) -> None:
+        try:
+            self.ui.modelCardLabel.text = self.logic.modelCardHtml(self._modelDirectory())
+        except Exception as exc:  # a half-typed folder path: show why, never raise from a GUI update
+            self.ui.modelCardLabel.text = _("Model card unavailable: {error}").format(error=exc)
+
+    def onSegmentsChanged(self, segmentIds) -> None:
+        if self._parameterNode:
+            self._parameterNode.segmentIds = ",".join(segmentIds)
+
+    def onRunTotalSegmentator(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("TotalSegmentator failed."), waitCursor=True):
+            segmentation = self.logic.runTotalSegmentator(self._parameterNode.inputVolume)
+            self._parameterNode.locationSource = "Segmentation"
+            self._parameterNode.inputSegmentation = segmentation
+
+    def onApplyButton(self) -> None:
+        if self._run is not None:
+            self._run.cancel()
+            self._endRun(_("Cancelled; nothing was added to the scene."))
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the classification."), waitCursor=True):
+            if not self.logic.ensureDependencies():
+                self.ui.statusLabel.text = _("Packages not installed; nothing was run.")
+                return
+            segmentIds = [s for s in p.segmentIds.split(",") if s]
+            targets = self.logic.targets(p.inputVolume, p.locationSource, points=p.inputPoints, roi=p.inputROI,
+                                         segmentation=p.inputSegmentation, segment_ids=segmentIds)
+            self._run = self.logic.start(p.inputVolume, targets, model_dir=self._modelDirectory(),
+                                         device=p.device, views=p.createViewsVolume, heatmap=p.createHeatmap,
+                                         segmentation=p.inputSegmentation if p.locationSource == "Segmentation"
+                                         else None)
+            self.ui.applyButton.text = _("Cancel")
+            self.ui.applyButton.enabled = True
+            self.ui.progressBar.visible = True
+            self.ui.progressBar.value = 0
+            self.ui.resultsLabel.text = ""
+            self._timer.start()
+
+    def onTimer(self) -> None:
+        run = self._run
+        if run is None:
+            self._timer.stop()
+            return
+        try:
+            for event in run.poll():
+                if event.get("event") == "log" and event.get("level") == "warning":
+                    logging.warning(event.get("message", ""))
+            self.ui.progressBar.value = int(100 * run.fraction)
+            self.ui.statusLabel.text = run.message
+            if not run.finished:
+                return
+            outputs = run.finish(slicer.mrmlScene, table_node=self._parameterNode.outputTable)
+        except Exception as exc:
+            run.cancel()
+            self._endRun(_("Failed: {error}").format(error=exc))
+            slicer.util.errorDisplay(_("Classification failed: {error}").format(error=exc))
+            return
+        self._parameterNode.outputTable = outputs.table_node
+        self._endRun(_("Done: {n} vertebra(e).").format(n=len(outputs.rows)))
+        self.ui.resultsLabel.text = self.logic.resultsHtml(outputs.rows)
+        self.logic.showResults(outputs, self._parameterNode.inputVolume)
+
+    def _endRun(self, message: str) -> None:
+        self._timer.stop()
+        self._run = None
+        self.ui.applyButton.text = _("Apply")
+        self.ui.progressBar.visible = False
+        self.ui.statusLabel.text = message
+        self._onParameterNodeModified()
+
+
+class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):
+    """Batch entry point: `MVCFClassifierLogic().process(ctNode, points=pointListNode)` (see docs/slicer.md)."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        PredictionLogic.__init__(self, temp_root=slicer.app.temporaryPath if hasattr(slicer, "app") else None)
+
+    def getParameterNode(self):
+        return MVCFClassifierParameterNode(super().getParameterNode())
+
+    def ensureDependencies(self) -> bool:
+        from MVCFClassifierLib.dependencies import ensure_dependencies
+
+        return ensure_dependencies()
+
+    def modelCardHtml(self, model_dir: Optional[str]) -> str:
+        from MVCFClassifierLib.logic import model_card, model_card_html
+
+        return model_card_html(model_card(model_dir))
+
+    @staticmethod
+    def resultsHtml(rows) -> str:
+        from MVCFClassifierLib.logic import results_html
+
+        return results_html(rows)
+
+    @staticmethod
+    def showResults(outputs, ctNode) -> None:
+        """Show the table and overlay the first heatmap on the CT (GUI only)."""
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(outputs.table_node.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+        heatmaps = [n for n in outputs.volume_nodes if n.GetName().endswith("heatmap")]
+        if heatmaps:
+            slicer.util.setSliceViewerLayers(background=ctNode, foreground=heatmaps[0], foregroundOpacity=0.4)
+
+    @staticmethod
+    def runTotalSegmentator(ctNode):
+        """Segment the vertebrae with the TotalSegmentator extension (only offered when it is installed)."""
+        import TotalSegmentator
+
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                          f"{ctNode.GetName()} TotalSegmentator")
+        TotalSegmentator.TotalSegmentatorLogic().process(ctNode, segmentation, fast=True, task="total")
+        return segmentation
+
+
+class MVCFClassifierTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer (ctest): logic on a synthetic CT; inference skipped when torch is absent."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_adapters_on_synthetic_ct()
+        self.setUp()
+        self.test_prediction_on_synthetic_ct()
+
+    def _ctAndPoint(self):
+        import numpy as np
+
+        from MVCFClassifierLib.volumes import volume_node_from_array
+
+        k, j, i = np.mgrid[0:60, 0:100, 0:100]
+        voxels = np.full((60, 100, 100), -1000, dtype=np.int16)  # air
+        voxels[((i - 50) / 45.0) ** 2 + ((j - 50) / 35.0) ** 2 <= 1] = 40  # soft tissue
+        voxels[((i - 50) / 14.0) ** 2 + ((j - 45) / 12.0) ** 2 <= 1] = 250  # a vertebral body column
+        ijkToRas = np.diag([-0.8, -0.8, 2.0, 1.0])
+        ijkToRas[:3, 3] = [30.0, 30.0, -60.0]
+        ct = volume_node_from_array(slicer.mrmlScene, voxels, ijkToRas, "synthetic CT")
+        points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "vertebrae")
+        center = ijkToRas @ np.array([50.0, 45.0, 30.0, 1.0])
+        points.AddControlPoint(vtk.vtkVector3d(*center[:3]), "L1")
+        return ct, points, center[:3]
+
+    def test_adapters_on_synthetic_ct(self) -> None:
+        import numpy as np
+
+        from MVCFClassifierLib.volumes import ct_image_from_volume_node
+
+        ct, points, centerRas = self._ctAndPoint()
+        image = ct_image_from_volume_node(ct)
+        self.assertEqual(image.size_ijk, (100, 100, 60))
+        (target,) = self.logic().targets(ct, "Point list", points=points)
+        self.assertEqual(target.name, "L1")
+        np.testing.assert_allclose(target.location.center_lps, centerRas * [-1, -1, 1])
+
+    def test_prediction_on_synthetic_ct(self) -> None:
+        from MVCFClassifierLib.dependencies import torch_installed, unmet_requirements
+
+        if not torch_installed() or unmet_requirements():
+            self.delayDisplay("torch or requirements missing: inference skipped (as in Slicer's testing mode)")
+            return
+        ct, points, _center = self._ctAndPoint()
+        outputs = self.logic().process(ct, points=points, device="cpu")
+        self.assertEqual(outputs.table_node.GetNumberOfRows(), 1)
+        row = outputs.rows[0]
+        self.assertEqual(row["status"], "ok", row)
+        self.assertTrue(0.0 <= float(row["probability_malignant"]) <= 1.0)
+        self.assertIn(row["prediction"], ("MVCF", "OVCF"))
+        self.delayDisplay("Test passed")
+
+    @staticmethod
+    def logic() -> MVCFClassifierLogic:
+        return MVCFClassifierLogic()

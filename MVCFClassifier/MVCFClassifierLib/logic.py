@@ -1,0 +1,484 @@
+"""The classifier's logic without any GUI: scene inputs -> temporary files -> `mvcf predict` child processes
+-> result rows -> nodes in the scene.
+
+Runs the same way from the module's Apply button (the widget calls `PredictionRun.poll()` from a QTimer, so
+Slicer stays responsive and Cancel kills the child) and from a batch script (`PredictionLogic.process`
+blocks). Nodes are created only once every vertebra has its result, so a cancelled or killed run leaves no
+half-written node behind. Prediction itself lives in the core (`mvcf predict`); nothing here imports torch.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from mvcf.ctimage import lps_to_ras
+from mvcf.errors import MVCFError
+from mvcf.locate import VertebraLocation
+
+from MVCFClassifierLib import markups, tables, volumes
+from MVCFClassifierLib.process import ChildProcess, mvcf_command
+
+LOCATION_SOURCES = ("Point list", "ROI", "Segmentation")
+DEVICES = ("auto", "cpu", "cuda")
+DISCLAIMER = ("Research use only; not a medical device. The embedded model is a demo trained on synthetic data.")
+
+#: Result table columns: (name, type, description).
+RESULT_COLUMNS = [
+    ("vertebra", str, "Vertebra: the point's label, the ROI's or the segment's name"),
+    ("probability_malignant", float, "Probability that the fracture is malignant (MVCF), 0-1. " + DISCLAIMER),
+    ("prediction", str, "Predicted class at the model's threshold: MVCF (malignant) or OVCF (osteoporotic)"),
+    ("threshold", float, "Decision threshold on the probability, frozen in the model bundle"),
+    ("model_name", str, "Model bundle name"),
+    ("model_version", str, "Model bundle version"),
+    ("model_sha256", str, "SHA-256 of the model weights (identifies the exact model)"),
+    ("device", str, "Device the model ran on (cpu or cuda)"),
+    ("run_time_s", float, "Wall-clock time of this vertebra's prediction, in seconds, including start-up"),
+    ("center_ras_mm", str, "Vertebra centre used by the model, RAS millimetres (Slicer's coordinates)"),
+    ("status", str, "ok, or the error that prevented a prediction for this vertebra"),
+    ("warnings", str, "Warnings from the prediction (e.g. view partly outside the CT), separated by ';'"),
+]
+
+
+@dataclass
+class Target:
+    """One vertebra to classify and how `mvcf predict` is told where it is."""
+
+    name: str
+    location: VertebraLocation
+    segment_id: str = ""  # set when the vertebra is a segment: its mask is written and passed to predict
+    mask_path: Optional[Path] = None
+
+    def predict_args(self) -> list[str]:
+        if self.mask_path is not None:
+            return ["--mask", str(self.mask_path), "--label", "1"]
+        x, y, z = (float(v) for v in self.location.center_lps)
+        return [f"--point-lps={x:.4f},{y:.4f},{z:.4f}"]  # '=' because a coordinate may be negative
+
+
+@dataclass
+class PredictionOutputs:
+    """What one run added to the scene."""
+
+    table_node: Any
+    rows: list[dict]
+    volume_nodes: list[Any] = field(default_factory=list)
+    results: list[Optional[dict]] = field(default_factory=list)
+
+
+def slicer_python() -> str:
+    """The interpreter for the child: PythonSlicer inside Slicer (same packages as Slicer), else this one."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    beside = Path(sys.executable).with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
+    return str(beside) if beside.exists() else sys.executable
+
+
+def predict_options() -> dict[str, Any]:
+    """The options `mvcf predict` accepts ({option string: argparse action}), read from its own
+    add_arguments (cheap: no torch import); empty when this mvcf has no predict command."""
+    import argparse
+    import importlib
+
+    try:
+        module = importlib.import_module("mvcf.cli.predict")
+    except ModuleNotFoundError as exc:
+        if exc.name != "mvcf.cli.predict":
+            raise
+        return {}
+    parser = argparse.ArgumentParser(add_help=False)
+    module.add_arguments(parser)
+    return {option: action for action in parser._actions for option in action.option_strings}
+
+
+def model_dir_or_default(model_dir: Optional[str]) -> Path:
+    """The bundle folder a run uses: the user's, or the embedded demo bundle."""
+    if model_dir:
+        return Path(model_dir)
+    from mvcf.predict import default_model_path
+
+    return default_model_path()
+
+
+def model_card(model_dir: Optional[str] = None) -> dict:
+    """The model card (model.json) of a bundle, checked but without loading weights (no torch)."""
+    from mvcf.models.bundle import read_card
+
+    return read_card(model_dir_or_default(model_dir))
+
+
+def model_card_html(card: dict) -> str:
+    """A short rich-text model card for the module panel: identity, intended use, data, metrics."""
+    from html import escape
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, dict):
+            return ", ".join(f"{k}: {fmt(v)}" for k, v in value.items() if not isinstance(v, (dict, list)))
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        return str(value)
+
+    lines = [f"<b>{escape(str(card.get('name', 'model')))}</b> {escape(str(card.get('version', '')))}"]
+    network = card.get("network") or {}
+    if network:
+        lines.append(f"Input: {escape(str(network.get('mode', '')))} {escape(str(network.get('input_shape', '')))}"
+                     f"; threshold {fmt(card.get('threshold', ''))}")
+    for key, label in (("intended_use", "Intended use"), ("training_data", "Training data"),
+                       ("data", "Training data"), ("validation", "Validation"), ("metrics", "Metrics")):
+        if card.get(key):
+            lines.append(f"{label}: {escape(fmt(card[key]))}")
+    if card.get("trained_on_synthetic_data"):
+        lines.append("<b>Trained on synthetic data only: its probabilities are a software demonstration.</b>")
+    if card.get("weights", {}).get("sha256"):
+        lines.append(f"Weights sha256: {escape(str(card['weights']['sha256'])[:16])}...")
+    return "<br>".join(lines)
+
+
+def _optional_output_args(options: dict[str, Any], names: Sequence[str], path: Path) -> list[str]:
+    """Arguments asking `mvcf predict` for an optional output (a flag, or an option taking a path)."""
+    for name in names:
+        action = options.get(name)
+        if action is not None:
+            return [name] if action.nargs == 0 else [name, str(path)]
+    return []
+
+
+def _image_files(value: Any, workdir: Path) -> list[Path]:
+    """NIfTI/NRRD files named by a result field (a path, a folder, a list or a dict of those)."""
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        found: list[Path] = []
+        for key in ("path", "file", "files", "out", "nifti"):
+            found += _image_files(value.get(key), workdir)
+        return found
+    if isinstance(value, (list, tuple)):
+        return [p for item in value for p in _image_files(item, workdir)]
+    path = Path(str(value))
+    if not path.is_absolute():
+        path = workdir / path
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")))
+    return [path] if path.is_file() and path.name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")) else []
+
+
+def _total_ms(timing: Any) -> Optional[float]:
+    if isinstance(timing, (int, float)):
+        return float(timing)
+    if isinstance(timing, dict):
+        if "total" in timing:
+            return float(timing["total"])
+        numbers = [float(v) for v in timing.values() if isinstance(v, (int, float))]
+        return sum(numbers) if numbers else None
+    return None
+
+
+def result_row(target: Target, result: Optional[dict], wall_s: float, error: str = "") -> dict:
+    """One table row from an `mvcf predict --json` result (or from the error that replaced it)."""
+    row: dict[str, Any] = {"vertebra": target.name, "run_time_s": round(wall_s, 3),
+                           "warnings": "; ".join(target.location.warnings)}
+    center = target.location.center_lps
+    if result is None:
+        row.update(status=f"error: {error or 'no result'}")
+    else:
+        model = result.get("model") or {}
+        center = np.asarray(result.get("center_lps", center), dtype=float)
+        warnings = list(target.location.warnings) + [str(w) for w in result.get("warnings") or []]
+        row.update(probability_malignant=result.get("probability_malignant"),
+                   prediction=str(result.get("prediction", "")), threshold=result.get("threshold"),
+                   model_name=str(model.get("name", "")), model_version=str(model.get("version", "")),
+                   model_sha256=str(model.get("sha256", "")), device=str(result.get("device", "")),
+                   status="ok", warnings="; ".join(dict.fromkeys(warnings)))
+    ras = lps_to_ras(center)
+    row["center_ras_mm"] = ", ".join(f"{v:.1f}" for v in ras)
+    return row
+
+
+def results_html(rows: Sequence[dict]) -> str:
+    """The results as a small rich-text table for the module panel, with the disclaimer under it."""
+    from html import escape
+
+    lines = ["<table><tr><th align='left'>Vertebra</th><th>P(MVCF)</th><th>Class</th><th align='left'>Notes</th></tr>"]
+    for row in rows:
+        probability = row.get("probability_malignant")
+        shown = f"{float(probability):.2f}" if isinstance(probability, (int, float)) else "-"
+        notes = row.get("status", "") if row.get("status") != "ok" else row.get("warnings", "")
+        lines.append(f"<tr><td>{escape(str(row.get('vertebra', '')))}</td><td align='center'>{shown}</td>"
+                     f"<td align='center'><b>{escape(str(row.get('prediction', '')))}</b></td>"
+                     f"<td>{escape(str(notes))}</td></tr>")
+    lines.append(f"</table><i>{escape(DISCLAIMER)}</i>")
+    return "".join(lines)
+
+
+class PredictionRun:
+    """One Apply: the CT (and segment masks) in a temporary folder and one `mvcf predict` child per vertebra,
+    run one after the other. Drive it with `poll()` until `finished`; then `finish(scene)` creates the nodes.
+    """
+
+    def __init__(self, logic: "PredictionLogic", ct_node, targets: list[Target], workdir: Path,
+                 common_args: list[str], want_views: bool, want_heatmap: bool) -> None:
+        self.logic = logic
+        self.ct_node = ct_node
+        self.targets = targets
+        self.workdir = workdir
+        self.common_args = common_args
+        self.want_views = want_views
+        self.want_heatmap = want_heatmap
+        self.results: list[Optional[dict]] = []
+        self.rows: list[dict] = []
+        self.cancelled = False
+        self.message = "starting"
+        self._child: Optional[ChildProcess] = None
+        self._child_started = 0.0
+        self._child_fraction = 0.0
+        self._options = predict_options()
+        self.ct_image = None  # set by PredictionLogic.start: the CT as the core sees it (for the QC views)
+        self.view_spec: Optional[dict] = None
+
+    @property
+    def finished(self) -> bool:
+        return self.cancelled or len(self.rows) == len(self.targets)
+
+    @property
+    def fraction(self) -> float:
+        """Overall progress 0-1."""
+        if not self.targets:
+            return 1.0
+        return min(1.0, (len(self.rows) + self._child_fraction) / len(self.targets))
+
+    def _command(self, index: int) -> list[str]:
+        target = self.targets[index]
+        args = ["predict", "--ct", str(self.workdir / "ct.nrrd"), *target.predict_args(), *self.common_args,
+                "--json"]
+        if self.want_heatmap:
+            args += _optional_output_args(self._options, ("--heatmap", "--heatmap-out"),
+                                          self.workdir / f"heatmap_{index}.nii.gz")
+        if self.want_views:
+            args += _optional_output_args(self._options, ("--views-out", "--save-views", "--views"),
+                                          self.workdir / f"views_{index}")
+        return self.logic.command(args)
+
+    def _start_next(self) -> None:
+        index = len(self.rows)
+        self.message = f"{self.targets[index].name}: starting ({index + 1}/{len(self.targets)})"
+        self._child = ChildProcess(self._command(index), cwd=str(self.workdir)).start()
+        self._child_started = time.monotonic()
+        self._child_fraction = 0.0
+
+    def poll(self) -> list[dict]:
+        """Advance without blocking; returns the child events that arrived (progress, log, result, error)."""
+        if self.finished:
+            return []
+        if self._child is None:
+            self._start_next()
+        assert self._child is not None
+        events = self._child.poll()
+        target = self.targets[len(self.rows)]
+        for event in events:
+            if event.get("event") == "progress" and event.get("total"):
+                self._child_fraction = float(event["done"]) / float(event["total"])
+                self.message = f"{target.name}: {event.get('message', '')}".rstrip(": ")
+        if self._child.finished():
+            events += self._child.poll()
+            self._collect(target, self._child)
+            self._child = None
+        return events
+
+    def _collect(self, target: Target, child: ChildProcess) -> None:
+        wall = time.monotonic() - self._child_started
+        if child.returncode == 0 and child.result is not None:
+            result, error = child.result, ""
+        else:
+            result = None
+            tail = [line for line in child.stderr_tail.splitlines() if line.strip()]
+            error = child.error or (tail[-1] if tail else f"exit code {child.returncode}")
+            error = error[len("error: "):] if error.startswith("error: ") else error
+        self.results.append(result)
+        self.rows.append(result_row(target, result, wall, error))
+        self.message = f"{target.name}: {'done' if result is not None else 'failed'}"
+
+    def cancel(self) -> None:
+        """Kill the running child; nothing is added to the scene."""
+        self.cancelled = True
+        if self._child is not None:
+            self._child.cancel()
+            self._child = None
+        self.message = "cancelled"
+        self.cleanup()
+
+    def wait(self, on_event: Optional[Callable[[dict], None]] = None, poll_s: float = 0.05) -> None:
+        """Block until every vertebra is done (batch use)."""
+        while not self.finished:
+            for event in self.poll():
+                if on_event:
+                    on_event(event)
+            time.sleep(poll_s)
+
+    def finish(self, scene, table_node=None) -> PredictionOutputs:
+        """Create the result nodes (table, then views and heatmap volumes) under the CT's study."""
+        if self.cancelled:
+            raise MVCFError("the prediction was cancelled; nothing was added to the scene")
+        if not self.finished:
+            raise RuntimeError("finish() before every vertebra has a result")
+        try:
+            volume_nodes = []
+            for target, result in zip(self.targets, self.results):
+                if result is None:
+                    continue
+                if self.want_views:
+                    volume_nodes += (self._load_images(scene, result.get("views"), f"{target.name} model input")
+                                     or self._view_nodes(scene, target, result))
+                if self.want_heatmap:
+                    volume_nodes += self._load_images(scene, result.get("heatmap"), f"{target.name} heatmap",
+                                                      heatmap=True)
+            name = table_node.GetName() if table_node is not None else f"{self.ct_node.GetName()} MVCF results"
+            table = tables.write_table(scene, self.rows, RESULT_COLUMNS, name, node=table_node)
+            table.SetAttribute("MVCFClassifier.disclaimer", DISCLAIMER)
+            volumes.place_beside(table, self.ct_node)
+        finally:
+            self.cleanup()
+        return PredictionOutputs(table_node=table, rows=self.rows, volume_nodes=volume_nodes,
+                                 results=self.results)
+
+    def _view_nodes(self, scene, target: Target, result: dict) -> list:
+        """The model's input around this vertebra as volume nodes (one per sampled grid and window), built
+        here with the bundle's view spec at the centre the model used, so it overlays the CT."""
+        from mvcf.cli.views import _grid_stacks, _window_labels
+        from mvcf.views import ViewSpec, build_views
+
+        if self.ct_image is None or self.view_spec is None:
+            return []
+        view = build_views(self.ct_image, np.asarray(result.get("center_lps", target.location.center_lps), float),
+                           ViewSpec.from_dict(self.view_spec))
+        nodes = []
+        for grid, stack in zip(view.grids, _grid_stacks(view)):
+            for window, values in zip(_window_labels(view), stack):
+                image = grid.to_ctimage(values.reshape(grid.size[::-1]).astype(np.float32))
+                nodes.append(volumes.volume_node_from_ct_image(
+                    scene, image, f"{target.name} model input {grid.name} {window}", reference_node=self.ct_node))
+        return nodes
+
+    def _load_images(self, scene, value: Any, name: str, heatmap: bool = False) -> list:
+        import SimpleITK as sitk
+
+        from mvcf.ctimage import CTImage
+
+        nodes = []
+        files = _image_files(value, self.workdir)
+        for path in files:
+            image = CTImage.from_sitk(sitk.ReadImage(str(path)), source=str(path))
+            suffix = "" if len(files) == 1 else " " + path.name.split(".")[0]
+            node = volumes.volume_node_from_ct_image(scene, image, name + suffix, reference_node=self.ct_node)
+            if heatmap and node.GetDisplayNode() is not None:
+                display = node.GetDisplayNode()
+                color = scene.GetFirstNodeByName("Inferno") or scene.GetFirstNodeByName("ColdToHotRainbow")
+                if color is not None:
+                    display.SetAndObserveColorNodeID(color.GetID())
+            nodes.append(node)
+        return nodes
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class PredictionLogic:
+    """Scene in, nodes out; no Qt. `process()` is the whole thing for batch scripts."""
+
+    def __init__(self, python_executable: Optional[str] = None, temp_root: Optional[str] = None) -> None:
+        self.python_executable = python_executable or slicer_python()
+        self.temp_root = temp_root
+
+    def command(self, args: Sequence[str]) -> list[str]:
+        """The child's command line for `mvcf <args>` (the JSON-lines progress protocol is switched on)."""
+        return mvcf_command(args, python_executable=self.python_executable)
+
+    @staticmethod
+    def targets(ct_node, source: str = "", points=None, roi=None, segmentation=None,
+                segment_ids: Sequence[str] = ()) -> list[Target]:
+        """The vertebrae to classify, from whichever input `source` names (or the only one given)."""
+        given = [s for s, node in zip(LOCATION_SOURCES, (points, roi, segmentation)) if node is not None]
+        if not source:
+            if len(given) != 1:
+                raise MVCFError("mark the vertebra with exactly one of: a point list, an ROI or a segmentation")
+            source = given[0]
+        if source not in LOCATION_SOURCES:
+            raise MVCFError(f"vertebra source must be one of {', '.join(LOCATION_SOURCES)}, got {source!r}")
+        if source == "Point list":
+            locations = markups.locations_from_point_list(points)
+        elif source == "ROI":
+            locations = [markups.location_from_roi(roi)]
+        else:
+            if segmentation is None:
+                raise MVCFError("no segmentation selected")
+            segmentation_ = segmentation.GetSegmentation()
+            ids = list(segment_ids) or [segmentation_.GetNthSegmentID(i)
+                                        for i in range(segmentation_.GetNumberOfSegments())]
+            locations = markups.locations_from_segmentation(segmentation, ids, ct_node)
+            return [Target(name=loc.name, location=loc, segment_id=sid) for sid, loc in zip(ids, locations)]
+        return [Target(name=loc.name, location=loc) for loc in locations]
+
+    def start(self, ct_node, targets: list[Target], model_dir: Optional[str] = None, device: str = "auto",
+              views: bool = True, heatmap: bool = True, segmentation=None) -> PredictionRun:
+        """Write the inputs to a temporary folder and return a run ready to be polled (no child yet)."""
+        if device not in DEVICES:
+            raise MVCFError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        if not targets:
+            raise MVCFError("no vertebra to classify")
+        if model_dir and not Path(model_dir).is_dir():
+            raise MVCFError(f"model bundle folder not found: {model_dir}")
+        ct = volumes.ct_image_from_volume_node(ct_node)
+        workdir = Path(tempfile.mkdtemp(prefix="mvcf-predict-", dir=self.temp_root))
+        try:
+            write_image(ct, workdir / "ct.nrrd")
+            for index, target in enumerate(targets):
+                if target.segment_id:
+                    if segmentation is None:
+                        raise MVCFError(f"'{target.name}' is a segment: pass its segmentation node")
+                    mask = markups.segment_labelmap(segmentation, target.segment_id, ct_node)
+                    target.mask_path = workdir / f"mask_{index}.nrrd"
+                    write_image(mask, target.mask_path, compress=True)
+        except Exception:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        common = ["--device", device] + (["--model", str(model_dir)] if model_dir else [])
+        run = PredictionRun(self, ct_node, targets, workdir, common, views, heatmap)
+        run.ct_image = ct
+        if views:
+            try:
+                run.view_spec = dict(model_card(model_dir)["view_spec"])
+            except MVCFError:
+                run.view_spec = None  # the child reports the bad bundle for every vertebra
+        return run
+
+    def process(self, ct_node, points=None, roi=None, segmentation=None, segment_ids: Sequence[str] = (),
+                model_dir: Optional[str] = None, device: str = "auto", table_node=None, views: bool = True,
+                heatmap: bool = True, source: str = "",
+                on_event: Optional[Callable[[dict], None]] = None) -> PredictionOutputs:
+        """Classify every marked vertebra and put the results in the scene; blocks (batch use)."""
+        if ct_node is None:
+            raise MVCFError("no CT volume given")
+        targets = self.targets(ct_node, source, points=points, roi=roi, segmentation=segmentation,
+                               segment_ids=segment_ids)
+        run = self.start(ct_node, targets, model_dir=model_dir, device=device, views=views, heatmap=heatmap,
+                         segmentation=segmentation)
+        try:
+            run.wait(on_event)
+        except BaseException:
+            run.cancel()
+            raise
+        return run.finish(ct_node.GetScene(), table_node=table_node)
+
+
+def write_image(image, path: Path, compress: bool = False) -> None:
+    """Write a CTImage for the child (SimpleITK picks the format from the name)."""
+    import SimpleITK as sitk
+
+    sitk.WriteImage(image.to_sitk(), str(path), compress)

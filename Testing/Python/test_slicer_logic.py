@@ -1,0 +1,199 @@
+"""MVCFClassifierLib.logic: scene inputs -> `mvcf predict` child processes -> table and volume nodes.
+
+Runs real child processes (`python -m mvcf predict`) on the shipped sample CT inside a slicer-core scene.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+
+from mvcf.errors import MVCFError  # noqa: E402
+from mvcf.locate import VertebraLocation  # noqa: E402
+from mvcf.resources import SAMPLE_VERTEBRA_LABELS, sample_ct_paths  # noqa: E402
+from MVCFClassifierLib import logic, volumes  # noqa: E402
+from slicer_testing import segmentation_from_labels  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from mvcf.read_ct import read_ct, read_mask
+
+    paths = sample_ct_paths()
+    return read_ct(paths["ct"]), read_mask(paths["mask"])
+
+
+@pytest.fixture
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+def l1_point_ras(mask) -> np.ndarray:
+    ijk = np.argwhere(mask.voxels == SAMPLE_VERTEBRA_LABELS["L1"])[:, ::-1].mean(axis=0)
+    return mask.index_to_lps(ijk) * [-1, -1, 1]
+
+
+def scene_with_sample(scene, sample):
+    ct, mask = sample
+    ct_node = volumes.volume_node_from_ct_image(scene, ct, "sample CT")
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "vertebrae")
+    points.AddControlPoint(vtk.vtkVector3d(*l1_point_ras(mask)), "L1")
+    return ct_node, points
+
+
+def test_result_row_from_a_prediction_and_from_an_error():
+    location = VertebraLocation(center_lps=[-10.0, 20.0, 30.0], name="L1", warnings=["from locate"])
+    target = logic.Target(name="L1", location=location)
+    result = {"probability_malignant": 0.73, "prediction": "MVCF", "threshold": 0.5,
+              "model": {"name": "demo", "version": "1.0", "sha256": "ab" * 32}, "device": "cpu",
+              "center_lps": [-11.0, 21.0, 31.0], "timing_ms": {"total": 900.0}, "warnings": ["partly outside"]}
+    row = logic.result_row(target, result, wall_s=2.5)
+    assert row["probability_malignant"] == 0.73 and row["prediction"] == "MVCF" and row["threshold"] == 0.5
+    assert (row["model_name"], row["model_version"], row["device"]) == ("demo", "1.0", "cpu")
+    assert row["center_ras_mm"] == "11.0, -21.0, 31.0"
+    assert row["status"] == "ok" and row["warnings"] == "from locate; partly outside"
+    assert row["run_time_s"] == 2.5
+    failed = logic.result_row(target, None, wall_s=1.0, error="label 31 is absent")
+    assert failed["status"] == "error: label 31 is absent" and "probability_malignant" not in failed
+    assert failed["center_ras_mm"] == "10.0, -20.0, 30.0"
+    assert {c[0] for c in logic.RESULT_COLUMNS} >= set(row)
+
+
+def test_targets_from_each_kind_of_input(scene, sample):
+    ct, mask = sample
+    ct_node, points = scene_with_sample(scene, sample)
+    (target,) = logic.PredictionLogic.targets(ct_node, points=points)
+    assert target.name == "L1" and not target.segment_id
+    assert target.predict_args()[0].startswith("--point-lps=")
+
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "L1 box")
+    roi.SetCenter(*l1_point_ras(mask))
+    roi.SetSize(40.0, 40.0, 30.0)
+    (box,) = logic.PredictionLogic.targets(ct_node, "ROI", points=points, roi=roi)
+    np.testing.assert_allclose(box.location.extent_mm, [40.0, 40.0, 30.0])
+
+    labels = {SAMPLE_VERTEBRA_LABELS["L1"]: "vertebrae_L1", SAMPLE_VERTEBRA_LABELS["L2"]: "vertebrae_L2"}
+    segmentation, ids = segmentation_from_labels(scene, mask.voxels, mask.ijk_to_ras(), ct_node, labels)
+    targets = logic.PredictionLogic.targets(ct_node, "Segmentation", segmentation=segmentation,
+                                            segment_ids=ids[1:])
+    assert [(t.name, t.segment_id) for t in targets] == [("vertebrae_L2", ids[1])]
+
+    with pytest.raises(MVCFError, match="exactly one"):
+        logic.PredictionLogic.targets(ct_node, points=points, roi=roi)
+    with pytest.raises(MVCFError, match="source"):
+        logic.PredictionLogic.targets(ct_node, "Mesh", points=points)
+
+
+class SleepingLogic(logic.PredictionLogic):
+    """A child that never finishes on its own, to test Cancel against a real process."""
+
+    def command(self, args):
+        return [sys.executable, "-c", "import time\nfor i in range(600):\n    print('{\"event\": \"progress\", "
+                "\"done\": 1, \"total\": 4, \"message\": \"working\"}', flush=True); time.sleep(0.1)"]
+
+
+def test_cancel_kills_the_child_and_adds_no_node(scene, sample, tmp_path):
+    ct_node, points = scene_with_sample(scene, sample)
+    nodes_before = scene.GetNumberOfNodes()
+    lg = SleepingLogic(temp_root=str(tmp_path))
+    run = lg.start(ct_node, lg.targets(ct_node, points=points), views=False, heatmap=False)
+    assert (run.workdir / "ct.nrrd").is_file()
+    deadline = time.monotonic() + 20
+    while run.fraction == 0.0 and time.monotonic() < deadline:
+        run.poll()
+        time.sleep(0.05)
+    assert run.fraction == pytest.approx(0.25) and run.message == "L1: working"
+    child = run._child
+    started = time.monotonic()
+    run.cancel()
+    assert time.monotonic() - started < 5
+    assert child.returncode is not None and child.returncode != 0
+    assert run.finished and run.cancelled and not run.workdir.exists()
+    with pytest.raises(MVCFError, match="cancelled"):
+        run.finish(scene)
+    assert scene.GetNumberOfNodes() == nodes_before
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_inputs_are_refused_before_any_child(scene, sample, tmp_path):
+    ct_node, points = scene_with_sample(scene, sample)
+    lg = logic.PredictionLogic(temp_root=str(tmp_path))
+    targets = lg.targets(ct_node, points=points)
+    with pytest.raises(MVCFError, match="not found"):
+        lg.start(ct_node, targets, model_dir=str(tmp_path / "missing"))
+    with pytest.raises(MVCFError, match="device"):
+        lg.start(ct_node, targets, device="tpu")
+    with pytest.raises(MVCFError, match="no vertebra"):
+        lg.start(ct_node, [])
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failing_child_gives_an_error_row_per_vertebra(scene, sample, tmp_path):
+    """Real `mvcf predict` children, segment masks written and read, a folder that is not a model bundle."""
+    ct, mask = sample
+    ct_node, _ = scene_with_sample(scene, sample)
+    labels = {SAMPLE_VERTEBRA_LABELS["L1"]: "vertebrae_L1", SAMPLE_VERTEBRA_LABELS["L2"]: "vertebrae_L2"}
+    segmentation, ids = segmentation_from_labels(scene, mask.voxels, mask.ijk_to_ras(), ct_node, labels)
+    not_a_bundle = tmp_path / "not_a_bundle"
+    not_a_bundle.mkdir()
+    lg = logic.PredictionLogic(temp_root=str(tmp_path))
+    outputs = lg.process(ct_node, segmentation=segmentation, segment_ids=ids, model_dir=str(not_a_bundle),
+                         device="cpu", views=False, heatmap=False)
+    assert [row["vertebra"] for row in outputs.rows] == ["vertebrae_L1", "vertebrae_L2"]
+    for row in outputs.rows:
+        assert row["status"].startswith("error: ") and "bundle" in row["status"], row
+        assert "\n" not in row["status"]
+    table = outputs.table_node
+    assert table.GetNumberOfRows() == 2
+    assert math.isnan(slicer.util.arrayFromTableColumn(table, "probability_malignant")[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["not_a_bundle"], "temporary folder must be removed"
+
+
+def demo_model_present() -> bool:
+    from mvcf.predict import default_model_path
+
+    return (Path(default_model_path()) / "model.json").is_file()
+
+
+@pytest.mark.skipif(not demo_model_present(), reason="the embedded demo model is not in this checkout yet")
+def test_full_prediction_on_the_sample_ct_with_the_demo_model(scene, sample, tmp_path):
+    ct, mask = sample
+    ct_node, points = scene_with_sample(scene, sample)
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = sh.CreateStudyItem(sh.CreateSubjectItem(sh.GetSceneItemID(), "patient"), "study")
+    sh.CreateItem(study, ct_node) if not sh.GetItemByDataNode(ct_node) else sh.SetItemParent(
+        sh.GetItemByDataNode(ct_node), study)
+    events = []
+    outputs = logic.PredictionLogic(temp_root=str(tmp_path)).process(ct_node, points=points, device="cpu",
+                                                                     on_event=events.append)
+    (row,) = outputs.rows
+    assert row["status"] == "ok", row
+    assert 0.0 <= row["probability_malignant"] <= 1.0
+    assert row["prediction"] == ("MVCF" if row["probability_malignant"] >= row["threshold"] else "OVCF")
+    assert row["model_name"] and len(row["model_sha256"]) == 64 and row["device"] == "cpu"
+    assert any(e.get("event") == "progress" for e in events)
+    centre_ras = np.array([float(v) for v in row["center_ras_mm"].split(",")])
+    assert np.linalg.norm(centre_ras - l1_point_ras(mask)) < 0.1
+    card = logic.model_card(None)
+    assert row["model_sha256"] == card["weights"]["sha256"]
+    assert "Intended use" in logic.model_card_html(card)
+
+    views = [n for n in outputs.volume_nodes if "model input" in n.GetName()]
+    heatmaps = [n for n in outputs.volume_nodes if n.GetName().endswith("heatmap")]
+    assert views and heatmaps
+    for node in views + heatmaps:
+        # each output overlays the CT: its centre voxel is near the vertebra centre
+        image = volumes.ct_image_from_volume_node(node)
+        middle = image.index_to_lps((np.array(image.size_ijk) - 1) / 2) * [-1, -1, 1]
+        assert np.linalg.norm(middle[:2] - centre_ras[:2]) < 3.0, node.GetName()
+        assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
+    assert sh.GetItemParent(sh.GetItemByDataNode(outputs.table_node)) == study
+    assert outputs.table_node.GetColumnDescription("probability_malignant").endswith(logic.DISCLAIMER)
+    assert not [p for p in tmp_path.iterdir()]
