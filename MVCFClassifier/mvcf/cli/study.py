@@ -1,0 +1,52 @@
+"""`mvcf study`: 2D vs 2.5D (each mode) vs 3D and the logistic baseline on identical splits, with a report."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mvcf.errors import MVCFError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mvcf.cli.train import add_training_arguments, add_view_arguments
+    from mvcf.study import DEFAULT_REFERENCE, MODES
+
+    parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
+    parser.add_argument("--out", required=True, help="output folder (per-mode bundles, study.json, report)")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated view modes (default: all)")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="mode the p-values compare against")
+    add_view_arguments(parser)
+    parser.add_argument("--size-3d", type=int, default=48, metavar="PX", help="cube size for 3d (default 48)")
+    add_training_arguments(parser)
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the logistic baseline")
+    parser.add_argument("--json", action="store_true", help="print the study summary as JSON on stdout")
+
+
+def run(args: argparse.Namespace, reporter) -> int:
+    from mvcf.cli.train import fold_arguments, train_config
+    from mvcf.manifest import read_manifest
+    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.study import StudyConfig, comparison_rows, run_study, HEADER
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise MVCFError(f"{out} is not empty; choose another --out")
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    n_folds, train_folds = fold_arguments(args.folds)
+    config = StudyConfig(modes=modes, size_px=args.size, size_3d_px=args.size_3d, spacing_mm=args.spacing,
+                         n_folds=n_folds, train_folds=train_folds, external=args.external,
+                         reference=args.reference, baseline=not args.no_baseline, train=train_config(args))
+    records = read_manifest(args.manifest)
+    summary = run_study(records, out, config, cache_dir=args.cache, on_progress=reporter.progress,
+                        on_metrics=reporter.metrics, on_log=reporter.log)
+    if args.json:
+        print(dumps(summary, indent=2))
+    else:
+        reporter.close()
+        print(" | ".join(HEADER))
+        for row in comparison_rows(summary):
+            print(" | ".join(row))
+        print(f"report: {out / 'report.html'}")
+    if isinstance(reporter, JsonLinesReporter):
+        reporter.result(summary)
+    return 0
