@@ -114,14 +114,17 @@ def _pip_ensure(requirements: list[str]) -> None:
 
 def ensure_dependencies(confirm: Optional[Confirm] = None,
                         install_torch: Optional[Callable[[], None]] = None,
-                        pip_ensure: Optional[Callable[[list[str]], None]] = None) -> bool:
-    """Make torch and Resources/requirements.txt importable, asking once before installing anything.
+                        pip_ensure: Optional[Callable[[list[str]], None]] = None,
+                        requirements: Optional[Sequence[str]] = None) -> bool:
+    """Make torch and the requirements (default: Resources/requirements.txt) importable, asking once
+    before installing anything.
 
     Returns True when everything is in place, False when the user declined (nothing is installed then).
     The callables default to Slicer's dialog, PyTorchUtils and slicer.packaging.pip_ensure.
     """
+    requirements = read_requirements() if requirements is None else list(requirements)
     need_torch = not torch_installed()
-    unmet = [r for r in unmet_requirements() if _name_and_spec(r)[0] not in NEVER_PIP]
+    unmet = [r for r in unmet_requirements(requirements) if _name_and_spec(r)[0] not in NEVER_PIP]
     if not need_torch and not unmet:
         return True
     items = ([f"torch{TORCH_REQUIREMENT} (through the PyTorch extension; the download can be large)"]
@@ -134,7 +137,7 @@ def ensure_dependencies(confirm: Optional[Confirm] = None,
         (install_torch or _install_torch)()
     if unmet:
         (pip_ensure or _pip_ensure)(unmet)
-    still = [r for r in unmet_requirements() if _name_and_spec(r)[0] not in NEVER_PIP]
+    still = [r for r in unmet_requirements(requirements) if _name_and_spec(r)[0] not in NEVER_PIP]
     if still or not torch_installed():
         raise MVCFError("package installation did not complete (" + ", ".join(still or ["torch"]) +
                         "); restart Slicer and try again")
