@@ -1,0 +1,112 @@
+"""The MVCFTraining child-process protocol end to end with the real core: a cohort built in an MRML scene,
+`mvcf train` in a child process (progress with ETA, metrics into the live plot, Cancel, --resume, results
+into table/ROC nodes), the exit code of a user error, and `mvcf stats mrmc` into tables."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+vtk = pytest.importorskip("vtk")
+
+from MVCFClassifierLib.volumes import volume_node_from_array  # noqa: E402
+from MVCFTrainingLib.cohort import cohort_table_from_scene, save_manifest_from_table  # noqa: E402
+from MVCFTrainingLib.plots import LiveCurves  # noqa: E402
+from MVCFTrainingLib.results import mrmc_tables, show_training_results  # noqa: E402
+from MVCFTrainingLib.runner import MvcfRun, TrainConfig, mrmc_arguments, resumable, train_arguments  # noqa: E402
+
+TINY = TrainConfig(view="2d", arch="resnet10-tiny", epochs=3, folds=1, external="B", device="cpu", seed=1,
+                   size_px=32)
+CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _scene_cohort(tmp_path):
+    """20 small CTs (12 at site A, 8 at B) with a point on a bony block; MVCF cases have a lytic core."""
+    rng = np.random.default_rng(0)
+    scene = slicer.vtkMRMLScene()
+    k, j, i = np.mgrid[0:32, 0:32, 0:32]
+    r = np.sqrt((k - 16) ** 2 + (j - 16) ** 2 + (i - 16) ** 2)
+    ijk_to_ras = np.diag([-2.0, -2.0, 2.0, 1.0])
+    ijk_to_ras[:3, 3] = [32.0, 32.0, -32.0]
+    for n in range(20):
+        site, label = ("A" if n < 12 else "B"), ("MVCF" if n % 2 else "OVCF")
+        hu = 40 + rng.normal(0, 15, r.shape)
+        hu[r < 8] = 700
+        core = r < 6
+        hu[core] = (40 if label == "MVCF" else 250) + rng.normal(0, 30, int(core.sum()))
+        volume = volume_node_from_array(scene, hu.astype(np.int16), ijk_to_ras, f"{site}{n:02d}")
+        volume.SetAttribute("MVCF.label", label)
+        volume.SetAttribute("MVCF.institution", site)
+        points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{site}{n:02d} point")
+        points.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0), "L1")
+    table = cohort_table_from_scene(scene)
+    save_manifest_from_table(scene, table, tmp_path / "cohort" / "manifest.csv")
+    return scene, tmp_path / "cohort" / "manifest.csv"
+
+
+@pytest.mark.slow
+def test_train_cancel_resume_and_results(tmp_path):
+    scene, manifest = _scene_cohort(tmp_path)
+    out = tmp_path / "run"
+    curves = LiveCurves(scene, "test")
+    progress: list = []
+    run = MvcfRun(train_arguments(manifest, out, TINY), env=CHILD_ENV, on_metrics=curves.add,
+                  on_progress=lambda d, t, m, eta: progress.append((d, t, m, eta))).start()
+    deadline = time.monotonic() + 240
+    while run.poll() and not any("epoch 2/3" in p[2] for p in progress):
+        assert time.monotonic() < deadline, "training did not reach epoch 2"
+        time.sleep(0.02)
+    assert run.running, f"the run ended before it could be cancelled: {run.outcome}"
+    pid = run.pid
+    run.cancel()
+    outcome = run.wait(timeout=30)
+    assert outcome.status == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert resumable(out) and not (out / "model").exists()
+    views = [p for p in progress if p[2].startswith("views")]
+    assert views and views[-1][:2] == (20, 20)
+    assert any(p[3] is not None for p in progress), "no ETA was ever estimated"
+    assert list(curves.values("fold 0", "epoch")) == [1.0]
+
+    result: dict = {}
+    resumed = MvcfRun(train_arguments(manifest, out, TINY, resume=True), env=CHILD_ENV, on_metrics=curves.add,
+                      on_result=result.update).start()
+    outcome = resumed.wait(timeout=300)
+    assert outcome.status == "succeeded", outcome.error
+    assert result["view"] == "2d" and (out / "model" / "model.json").is_file()
+    epochs = list(curves.values("fold 0", "epoch"))
+    assert epochs[0] == 1.0 and epochs[-1] == 3.0 and sorted(epochs) == epochs
+    assert np.all(np.isfinite(curves.values("fold 0", "train_loss")))
+
+    table, chart = show_training_results(scene, out)
+    rows = {(table.GetCellText(r, 1), table.GetCellText(r, 2)) for r in range(table.GetNumberOfRows())}
+    assert {("validation", "all"), ("internal_test", "all"), ("external_test", "all"),
+            ("external_test", "B")} <= rows
+    assert chart is not None and chart.GetNumberOfPlotSeriesNodes() >= 2  # test set(s) + chance line
+
+
+def test_user_error_exit_code_and_message(tmp_path):
+    bad = tmp_path / "manifest.csv"
+    bad.write_text("case_id,patient_id,institution,label,ct,center_lps\nc1,p1,A,benign,missing.nii.gz,1,2,3\n")
+    outcome = MvcfRun(train_arguments(bad, tmp_path / "out", TINY), env=CHILD_ENV).start().wait(timeout=120)
+    assert outcome.status == "failed" and outcome.returncode == 2
+    assert "row 2" in outcome.error and "\n" not in outcome.error
+    assert not (tmp_path / "out").exists()
+
+
+def test_reader_study_through_the_child_process(shared_data):
+    csv_path = shared_data("reader_study/vandyke_dataset02.csv")
+    result: dict = {}
+    outcome = MvcfRun(mrmc_arguments(csv_path), on_result=result.update).start().wait(timeout=120)
+    assert outcome.status == "succeeded", outcome.error
+    scene = slicer.vtkMRMLScene()
+    readers, analysis = mrmc_tables(scene, result)
+    assert readers.GetNumberOfRows() == 6 and readers.GetCellText(5, 0) == "mean"
+    assert float(readers.GetCellText(5, 1)) == pytest.approx(0.897037, abs=1e-6)  # Van Dyke, modality 0
+    first = {analysis.GetColumnName(c): analysis.GetCellText(0, c) for c in range(analysis.GetNumberOfColumns())}
+    assert first["analysis"] == "random readers, random cases" and first["comparison"] == "0 vs 1"
+    assert float(first["p"]) == pytest.approx(0.05166569, abs=1e-6)
