@@ -107,3 +107,47 @@ def locations_from_segmentation(segmentation_node, segment_ids: Optional[Sequenc
         location.source = f"segment '{segment.GetName()}' of '{segmentation_node.GetName()}'"
         locations.append(location)
     return locations
+
+
+def ensure_segmentation_converters() -> None:
+    """Register the labelmap <-> surface conversion rules when nobody has (the Slicer application does at
+    startup; a batch process built on slicer-core alone does not), so segmentations can hold labelmaps."""
+    import slicer
+
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    if not factory.GetConverterRules():
+        factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+        factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+
+
+def segmentation_from_label_mask(scene, mask: CTImage, labels: dict, reference_volume_node, name: str = "vertebrae"):
+    """A segmentation node with one segment per {segment name: label value} of a label mask (e.g. a
+    TotalSegmentator output file); returns (node, segment ids in the order of `labels`)."""
+    import slicer
+
+    from MVCFClassifierLib.volumes import volume_node_from_ct_image
+
+    ensure_segmentation_converters()
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+    ids = []
+    for segment_name, value in labels.items():
+        voxels = (mask.voxels == int(value)).astype(np.uint8)
+        if not voxels.any():
+            scene.RemoveNode(segmentation)
+            raise MVCFError(f"label {value} ({segment_name}) is absent from the mask {mask.source}".rstrip())
+        single = CTImage(voxels=voxels, spacing=mask.spacing, origin=mask.origin, direction=mask.direction)
+        label_node = volume_node_from_ct_image(scene, single, "__mvcf_temp__", labelmap=True)
+        try:
+            before = segmentation.GetSegmentation().GetNumberOfSegments()
+            if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(label_node, segmentation):
+                raise MVCFError(f"could not import label {value} into a segmentation")
+            segment_id = segmentation.GetSegmentation().GetNthSegmentID(before)
+            segmentation.GetSegmentation().GetSegment(segment_id).SetName(str(segment_name))
+            ids.append(segment_id)
+        finally:
+            display = label_node.GetDisplayNode()
+            if display is not None:
+                scene.RemoveNode(display)
+            scene.RemoveNode(label_node)
+    return segmentation, ids
