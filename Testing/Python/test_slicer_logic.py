@@ -197,3 +197,42 @@ def test_full_prediction_on_the_sample_ct_with_the_demo_model(scene, sample, tmp
     assert sh.GetItemParent(sh.GetItemByDataNode(outputs.table_node)) == study
     assert outputs.table_node.GetColumnDescription("probability_malignant").endswith(logic.DISCLAIMER)
     assert not [p for p in tmp_path.iterdir()]
+
+
+def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, sample, tmp_path):
+    """The QC views (built here with the bundle's view spec) and a heatmap file from the child land in the
+    scene with the geometry of the grid they were sampled on, so they overlay the CT."""
+    import SimpleITK as sitk
+
+    from mvcf.views import ViewSpec, build_views
+
+    ct, mask = sample
+    ct_node, points = scene_with_sample(scene, sample)
+    lg = logic.PredictionLogic(temp_root=str(tmp_path))
+    (target,) = lg.targets(ct_node, points=points)
+    run = lg.start(ct_node, [target], views=False, heatmap=False)
+    spec = ViewSpec(mode="2.5d-adjacent", size_px=48, spacing_mm=1.0, n_slices=3, slice_gap_mm=2.0,
+                    windows=("bone", "soft"))
+    run.view_spec = spec.to_dict()
+    centre = target.location.center_lps
+    nodes = run._view_nodes(scene, target, {"center_lps": list(centre)})
+    expected = build_views(ct, centre, spec)
+    assert [n.GetName() for n in nodes] == ["L1 model input axial bone", "L1 model input axial soft"]
+    for window, node in enumerate(nodes):
+        image = volumes.ct_image_from_volume_node(node)
+        assert image.voxels.shape == (3, 48, 48)
+        np.testing.assert_allclose(image.voxels, expected.array[window::2], atol=1e-6)
+        np.testing.assert_allclose(image.index_to_lps([23.5, 23.5, 1.0]), centre, atol=1e-6)
+        np.testing.assert_allclose(image.spacing, [1.0, 1.0, 2.0])
+
+    grid = expected.grids[0]
+    heat = grid.to_ctimage(np.random.default_rng(0).random(grid.size[::-1]).astype(np.float32))
+    sitk.WriteImage(heat.to_sitk(), str(run.workdir / "heatmap_0.nii.gz"))
+    (heat_node,) = run._load_images(scene, "heatmap_0.nii.gz", "L1 heatmap", heatmap=True)
+    loaded = volumes.ct_image_from_volume_node(heat_node)
+    np.testing.assert_allclose(loaded.voxels, heat.voxels)
+    np.testing.assert_allclose(loaded.origin, heat.origin, atol=1e-4)
+    np.testing.assert_allclose(loaded.direction, heat.direction, atol=1e-6)
+    assert run._load_images(scene, {"path": "missing.nii.gz"}, "none") == []
+    run.cleanup()
+    assert not run.workdir.exists()

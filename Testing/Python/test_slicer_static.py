@@ -64,8 +64,8 @@ def test_every_python_file_of_the_module_is_listed_in_its_cmakelists(module):
 
 
 def test_the_generated_lists_are_current_and_the_check_catches_a_new_file(tmp_path, monkeypatch):
-    assert update_cmake_lists.run(["MVCFClassifier"], check=True) == 0, \
-        "MVCFClassifier/CMakeLists.txt is out of date: run python scripts/update_cmake_lists.py"
+    assert update_cmake_lists.run(MODULES, check=True) == 0, \
+        "a module's CMakeLists.txt is out of date: run python scripts/update_cmake_lists.py"
     # The same check on a copy with one more Python file must fail, and the update must fix it.
     module = tmp_path / "MVCFClassifier"
     (module / "MVCFClassifierLib").mkdir(parents=True)
