@@ -211,3 +211,18 @@ def test_delong_covariance_is_positive_semidefinite(data, other):
     cov = np.asarray(stats.delong_test(truth, [np.asarray(raw, float), second, np.asarray(raw, float) + second])["cov"])
     assert np.allclose(cov, cov.T)
     assert np.linalg.eigvalsh(cov).min() >= -1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(_labelled_scores())
+def test_placement_values_equal_the_pairwise_definition(data):
+    from mvcf.stats.roc import _structural_components
+
+    truth, raw = data
+    truth = np.asarray(truth, bool)
+    score = np.asarray(raw, float)
+    kernel = (score[truth][:, None] > score[~truth][None, :]) + 0.5 * (score[truth][:, None] == score[~truth][None, :])
+    aucs, v10, v01 = _structural_components(truth, np.vstack([score, -score]))
+    assert v10[0] == pytest.approx(kernel.mean(axis=1), abs=1e-12)
+    assert v01[0] == pytest.approx(kernel.mean(axis=0), abs=1e-12)
+    assert aucs[1] == pytest.approx(1.0 - kernel.mean(), abs=1e-12)

@@ -61,7 +61,7 @@ def plot_roc(path: PathLike, y_true: Any, scores: Any, band: bool = True, n_resa
         ci = delong_ci(truth, score, alpha=alpha)
         data = roc_curve_band(truth, score, n_resamples=n_resamples if band else 1, seed=seed, alpha=alpha)
         label = f"{name}: AUC {ci['auc']:.3f} ({ci['ci'][0]:.3f}–{ci['ci'][1]:.3f})"
-        (line,) = ax.step(data["fpr"], data["tpr"], where="post", label=label)
+        (line,) = ax.plot(data["fpr"], data["tpr"], label=label)
         if band:
             ax.fill_between(data["grid_fpr"], data["tpr_low"], data["tpr_high"], color=line.get_color(),
                             alpha=0.15, linewidth=0)

@@ -20,17 +20,37 @@ from mvcf.stats._validate import as_scores, as_truth, check_alpha, same_length, 
 
 
 def _structural_components(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AUCs (k,), placement values V10 (k, m) of the positives and V01 (k, n) of the negatives (Sun & Xu)."""
-    positives = scores[:, truth]
-    negatives = scores[:, ~truth]
-    m, n = positives.shape[1], negatives.shape[1]
-    rank_pos = _st.rankdata(positives, axis=1)
-    rank_neg = _st.rankdata(negatives, axis=1)
-    rank_all = _st.rankdata(np.concatenate([positives, negatives], axis=1), axis=1)
-    aucs = rank_all[:, :m].sum(axis=1) / (m * n) - (m + 1.0) / (2.0 * n)
-    v10 = (rank_all[:, :m] - rank_pos) / n
-    v01 = 1.0 - (rank_all[:, m:] - rank_neg) / m
-    return aucs, v10, v01
+    """AUCs (k,), placement values V10 (k, m) of the positives and V01 (k, n) of the negatives.
+
+    Sun & Xu's V10 = (Tz − Tx)/n, where Tz − Tx (midrank among all cases minus midrank among positives) is
+    the number of negatives below the positive plus half those tied with it; likewise for V01. Those counts
+    come here from one sort per model: cumulative class counts up to the start and the end of each tie
+    group of the sorted scores."""
+    k, total = scores.shape
+    m = int(truth.sum())
+    n = total - m
+    order = np.argsort(scores, axis=1)
+    ordered = np.take_along_axis(scores, order, axis=1)
+    negative = (~truth)[order].astype(float)
+    positions = np.broadcast_to(np.arange(total), (k, total))
+    new_group = np.ones((k, total), dtype=bool)
+    new_group[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    last_of_group = np.ones((k, total), dtype=bool)
+    last_of_group[:, :-1] = new_group[:, 1:]
+    group_start = np.maximum.accumulate(np.where(new_group, positions, 0), axis=1)
+    group_end = np.minimum.accumulate(np.where(last_of_group, positions, total - 1)[:, ::-1], axis=1)[:, ::-1]
+    neg_through = np.cumsum(negative, axis=1)
+    neg_before = np.take_along_axis(neg_through - negative, group_start, axis=1)
+    neg_tied = np.take_along_axis(neg_through, group_end, axis=1) - neg_before
+    pos_before = group_start - neg_before
+    pos_tied = (group_end - group_start + 1) - neg_tied
+    placement_sorted = np.where(negative == 0.0, (neg_before + 0.5 * neg_tied) / n,
+                                (m - pos_before - pos_tied + 0.5 * pos_tied) / m)
+    placement = np.empty_like(placement_sorted)
+    np.put_along_axis(placement, order, placement_sorted, axis=1)
+    v10 = placement[:, truth]
+    v01 = placement[:, ~truth]
+    return v10.mean(axis=1), v10, v01
 
 
 def _delong_cov(v10: np.ndarray, v01: np.ndarray) -> np.ndarray:
@@ -136,7 +156,8 @@ def bootstrap_auc_ci(y_true: Any, score: Any, n_resamples: int = 2000, seed: int
 def roc_curve_band(y_true: Any, score: Any, n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05,
                    n_points: int = 101) -> dict:
     """Empirical ROC curve plus a pointwise stratified-bootstrap (1−alpha) band of sensitivity at fixed
-    false-positive rates (the band pROC's ci.se draws)."""
+    false-positive rates (the band pROC's ci.se draws). Resamples are multinomial case weights within each
+    class, so each resampled curve is a weighted cumulative sum over the once-sorted scores."""
     from sklearn.metrics import roc_curve
 
     truth = as_truth(y_true, "y_true")
@@ -145,11 +166,21 @@ def roc_curve_band(y_true: Any, score: Any, n_resamples: int = 2000, seed: int =
     fpr, tpr, _ = roc_curve(truth, values)
     grid = np.linspace(0.0, 1.0, n_points)
     rng = np.random.default_rng(seed)
-    pos_idx, neg_idx = np.flatnonzero(truth), np.flatnonzero(~truth)
+    order = np.argsort(-values, kind="stable")
+    sorted_truth = truth[order]
+    sorted_values = values[order]
+    ends = np.r_[np.flatnonzero(np.diff(sorted_values) != 0), values.size - 1]
+    m, n = int(truth.sum()), int((~truth).sum())
     curves = np.empty((int(n_resamples), grid.size))
-    for i in range(int(n_resamples)):
-        sample = np.concatenate([rng.choice(pos_idx, pos_idx.size), rng.choice(neg_idx, neg_idx.size)])
-        f, t, _ = roc_curve(truth[sample], values[sample])
-        curves[i] = np.interp(grid, f, t)
+    chunk = max(1, int(2_000_000 // values.size))
+    for start in range(0, int(n_resamples), chunk):
+        rows = min(chunk, int(n_resamples) - start)
+        weights = np.zeros((rows, values.size))
+        weights[:, sorted_truth] = rng.multinomial(m, np.full(m, 1.0 / m), size=rows)
+        weights[:, ~sorted_truth] = rng.multinomial(n, np.full(n, 1.0 / n), size=rows)
+        tp = np.cumsum(weights * sorted_truth, axis=1)[:, ends] / m
+        fp = np.cumsum(weights * ~sorted_truth, axis=1)[:, ends] / n
+        for i in range(rows):
+            curves[start + i] = np.interp(grid, np.r_[0.0, fp[i]], np.r_[0.0, tp[i]])
     low, high = np.quantile(curves, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
     return {"fpr": fpr, "tpr": tpr, "grid_fpr": grid, "tpr_low": low, "tpr_high": high}

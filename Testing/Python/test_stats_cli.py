@@ -1,0 +1,146 @@
+"""`mvcf stats roc` / `mvcf stats mrmc`: JSON fields, plots, and one-line errors with exit code 2."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mvcf import stats
+from mvcf.cli.main import main
+
+from conftest import shared
+
+
+@pytest.fixture
+def roc_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    truth = rng.random(120) < 0.4
+    frame = pd.DataFrame({"label": np.where(truth, "MVCF", "OVCF"), "y": truth.astype(int),
+                          "m2d": rng.normal(size=120) + truth, "m3d": rng.normal(size=120) + 1.5 * truth,
+                          "text": ["a"] * 120})
+    path = tmp_path / "scores.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def test_roc_json_fields(roc_csv, capsys, tmp_path):
+    path, frame = roc_csv
+    plot = tmp_path / "roc.png"
+    assert main(["--progress", "none", "stats", "roc", "--csv", str(path), "--truth", "label", "--positive", "MVCF",
+                 "--score", "m2d", "--score", "m3d", "--json", "--plot", str(plot)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    truth = frame.label == "MVCF"
+    assert (out["n_pos"], out["n_neg"]) == (int(truth.sum()), int((~truth).sum()))
+    assert [s["name"] for s in out["scores"]] == ["m2d", "m3d"]
+    ref = stats.delong_ci(truth, frame.m2d)
+    assert out["scores"][0]["auc"] == pytest.approx(ref["auc"])
+    assert out["scores"][0]["ci"] == pytest.approx(list(ref["ci"]))
+    assert out["scores"][0]["ci_method"] == "delong"
+    (comparison,) = out["comparisons"]
+    assert (comparison["a"], comparison["b"]) == ("m2d", "m3d")
+    assert comparison["diff"] == pytest.approx(out["scores"][0]["auc"] - out["scores"][1]["auc"])
+    assert set(comparison) >= {"a", "b", "diff", "z", "p"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_roc_bootstrap_and_text_output(roc_csv, capsys):
+    path, _ = roc_csv
+    assert main(["--progress", "none", "stats", "roc", "--csv", str(path), "--truth", "y", "--score", "m3d",
+                 "--ci-method", "bootstrap", "--n-resamples", "300"]) == 0
+    text = capsys.readouterr().out
+    assert "m3d: AUC" in text and "bootstrap-percentile" in text
+
+
+def test_mrmc_json_reproduces_vandyke(capsys):
+    csv = shared("reader_study/vandyke_dataset02.csv")
+    assert main(["--progress", "none", "stats", "mrmc", "--csv", str(csv), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reader_auc"]["0"]["0"] == pytest.approx(0.91964573, abs=5e-9)
+    assert out["mean_auc"] == pytest.approx({"0": 0.89703704, "1": 0.94083736}, abs=5e-9)
+    for key in ("F", "df1", "df2", "p", "diff", "ci"):
+        assert key in out["rrrc"] and key in out["frrc"] and key in out["rrfc"]
+    assert round(out["rrrc"]["p"], 4) == 0.0517
+    assert out["cov2"] == pytest.approx(0.00034407, abs=5e-9)
+    assert {"var_error", "cov1", "cov3"} <= set(out)
+
+
+def test_mrmc_with_model_csv(tmp_path, capsys):
+    csv = shared("reader_study/vandyke_dataset02.csv")
+    cases = pd.read_csv(csv).drop_duplicates("case")
+    model = tmp_path / "model.csv"
+    cases.assign(score=cases.truth + np.random.default_rng(0).normal(size=len(cases))).to_csv(model, index=False)
+    assert main(["--progress", "none", "stats", "mrmc", "--csv", str(csv), "--model-csv", str(model),
+                 "--model-modality", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model_vs_readers"]["design"]["kind"] == "model_vs_readers"
+    assert 0.5 < out["model_vs_readers"]["model_auc"] < 1.0
+
+
+def _run(args, capsys):
+    """The CLI in-process (the same code path as the console script, without a slow interpreter start)."""
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_jsonl_progress_emits_the_result_event(roc_csv, capsys):
+    path, _ = roc_csv
+    code, out, err = _run(["--progress", "jsonl", "stats", "roc", "--csv", str(path), "--truth", "y",
+                           "--score", "m2d", "--json"], capsys)
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[-1]["event"] == "result" and events[-1]["scores"][0]["name"] == "m2d"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--truth", "y", "--score", "text"], "must be numeric"),
+    (["--truth", "y", "--score", "nope"], "not in the CSV"),
+    (["--truth", "label", "--score", "m2d"], "must be 0/1"),
+    (["--truth", "label", "--positive", "OVCF", "--score", "m2d", "--positive", "absent"], "no row has"),
+])
+def test_roc_bad_input_exit_2_one_line(roc_csv, extra, message, capsys, tmp_path):
+    path, _ = roc_csv
+    plot = tmp_path / "never.png"
+    code, out, err = _run(["--progress", "none", "stats", "roc", "--csv", str(path), *extra, "--plot", str(plot)],
+                          capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not plot.exists()
+
+
+def test_roc_one_class_exit_2(tmp_path, capsys):
+    path = tmp_path / "one.csv"
+    pd.DataFrame({"y": [1, 1, 1], "s": [0.1, 0.2, 0.3]}).to_csv(path, index=False)
+    code, _, err = _run(["stats", "roc", "--csv", str(path), "--truth", "y", "--score", "s"], capsys)
+    assert code == 2 and "one class" in err and err.count("\n") == 1
+
+
+def test_mrmc_bad_input_exit_2(tmp_path, capsys):
+    csv = shared("reader_study/vandyke_dataset02.csv")
+    broken = tmp_path / "broken.csv"
+    pd.read_csv(csv).iloc[:-1].to_csv(broken, index=False)
+    code, out, err = _run(["--progress", "none", "stats", "mrmc", "--csv", str(broken), "--json"], capsys)
+    assert code == 2 and "unbalanced reader design" in err
+    assert out == "" and err.count("\n") == 1
+    missing = tmp_path / "missing.csv"
+    pd.read_csv(csv).drop(columns="truth").to_csv(missing, index=False)
+    code, _, err = _run(["stats", "mrmc", "--csv", str(missing)], capsys)
+    assert code == 2 and "missing column(s): truth" in err
+    code, _, err = _run(["stats", "mrmc", "--csv", str(tmp_path / "absent.csv")], capsys)
+    assert code == 2 and "not found" in err
+
+
+def test_plots_write_png_atomically(tmp_path):
+    from mvcf.stats import plots
+
+    rng = np.random.default_rng(1)
+    truth = rng.random(150) < 0.4
+    prob = np.clip(0.3 + 0.4 * truth + rng.normal(0, 0.2, 150), 0, 1)
+    paths = [plots.plot_roc(tmp_path / "r.png", truth, {"m": prob}, n_resamples=50, operating_points={"Youden": 0.5}),
+             plots.plot_calibration(tmp_path / "c.png", truth, prob),
+             plots.plot_decision_curve(tmp_path / "d.png", truth, {"m": prob})]
+    for path in paths:
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "d.png", "r.png"]
