@@ -158,6 +158,10 @@ class MVCFClassifierWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                       (self.ui.segmentsSelector, self.ui.label_segmentsSelector, "Segmentation")):
             widget.visible = label.visible = source == wanted
         self.ui.modelDirectoryPathLineEdit.enabled = not p.useDemoModel
+        wantedSegments = [s for s in p.segmentIds.split(",") if s]
+        if (self.ui.segmentsSelector.currentNode() is p.inputSegmentation and p.inputSegmentation
+                and list(self.ui.segmentsSelector.selectedSegmentIDs()) != wantedSegments):
+            self.ui.segmentsSelector.setSelectedSegmentIDs(wantedSegments)  # restore a saved selection
         self._showModelCard()
         if self._run is not None:
             return
@@ -284,11 +288,19 @@ class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):
     @staticmethod
     def runTotalSegmentator(ctNode):
         """Segment the vertebrae with the TotalSegmentator extension (only offered when it is installed)."""
+        import inspect
+
         import TotalSegmentator
 
+        totalSegmentator = TotalSegmentator.TotalSegmentatorLogic()
+        if hasattr(totalSegmentator, "setupPythonRequirements"):
+            totalSegmentator.setupPythonRequirements()  # it asks and installs on its own first use
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
                                                           f"{ctNode.GetName()} TotalSegmentator")
-        TotalSegmentator.TotalSegmentatorLogic().process(ctNode, segmentation, fast=True, task="total")
+        options = {"task": "total"}
+        if "fast" in inspect.signature(totalSegmentator.process).parameters:  # not in every release
+            options["fast"] = True
+        totalSegmentator.process(ctNode, segmentation, **options)
         return segmentation
 
 
