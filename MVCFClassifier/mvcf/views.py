@@ -236,9 +236,15 @@ def view_grids(spec: ViewSpec, center_lps: np.ndarray) -> list[SampleGrid]:
     return [SampleGrid.centered("cube", center_lps, axial, (sp, sp, sp), (s, s, s))]
 
 
-def _outside_warning(ct: CTImage, grids: list[SampleGrid]) -> Optional[str]:
+def _corner_indices(ct: CTImage, grids: list[SampleGrid]) -> np.ndarray:
+    """Continuous CT indices (i, j, k) of every grid's corners; the grids are affine, so they bound it."""
     corners = np.vstack([g.corners_lps() for g in grids])
-    ijk = np.array([ct.lps_to_index(c) for c in corners])
+    to_index = np.linalg.inv(ct.direction @ np.diag(ct.spacing))
+    return (corners - ct.origin) @ to_index.T
+
+
+def _outside_warning(ct: CTImage, grids: list[SampleGrid]) -> Optional[str]:
+    ijk = _corner_indices(ct, grids)
     size = np.asarray(ct.size_ijk, dtype=float)
     over = np.maximum(-0.5 - ijk, ijk - (size - 0.5)).max(axis=0)
     if np.all(over <= 1e-6):
@@ -252,8 +258,7 @@ def _crop(ct: CTImage, grids: list[SampleGrid]):
     """The CT's voxel block covering every grid (one voxel margin for linear interpolation), as SimpleITK."""
     import SimpleITK as sitk
 
-    corners = np.vstack([g.corners_lps() for g in grids])
-    ijk = np.array([ct.lps_to_index(c) for c in corners])
+    ijk = _corner_indices(ct, grids)
     size = np.asarray(ct.size_ijk)
     lo = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 1, 0, size - 1)
     hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 2, 1, size)
@@ -322,8 +327,7 @@ def build_views(ct: CTImage, location: Union[VertebraLocation, Sequence[float]],
     outside = _outside_warning(ct, grids)
     if outside:
         warnings.append(outside)
-    block = _crop(ct, grids)
-    planes = [apply_windows(resample_to_grid(block, g), spec.windows) for g in grids]  # each (C, k, H, W)
+    planes = [apply_windows(resample_to_grid(_crop(ct, [g]), g), spec.windows) for g in grids]  # (C,k,H,W)
     win = _window_names(spec)
     if spec.mode == "2d":
         array, names = planes[0][:, 0], [f"axial/{w}" for w in win]
