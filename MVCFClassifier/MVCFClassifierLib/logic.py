@@ -262,7 +262,7 @@ class PredictionRun:
             args += _optional_output_args(self._options, ("--heatmap", "--heatmap-out"),
                                           self.workdir / f"heatmap_{index}.nii.gz")
         if self.want_views:
-            args += _optional_output_args(self._options, ("--views-out", "--save-views", "--views"),
+            args += _optional_output_args(self._options, ("--views-out", "--save-views"),
                                           self.workdir / f"views_{index}")
         return self.logic.command(args)
 
@@ -323,11 +323,13 @@ class PredictionRun:
             time.sleep(poll_s)
 
     def finish(self, scene, table_node=None) -> PredictionOutputs:
-        """Create the result nodes (table, then views and heatmap volumes) under the CT's study."""
+        """Create the result nodes (views and heatmap volumes, then the table) under the CT's study.
+        All or nothing: if any of them fails, the nodes already added are removed again."""
         if self.cancelled:
             raise MVCFError("the prediction was cancelled; nothing was added to the scene")
         if not self.finished:
             raise RuntimeError("finish() before every vertebra has a result")
+        before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
         try:
             volume_nodes = []
             for target, result in zip(self.targets, self.results):
@@ -343,6 +345,9 @@ class PredictionRun:
             table = tables.write_table(scene, self.rows, RESULT_COLUMNS, name, node=table_node)
             table.SetAttribute("MVCFClassifier.disclaimer", DISCLAIMER)
             volumes.place_beside(table, self.ct_node)
+        except BaseException:
+            _remove_nodes_added_since(scene, before)
+            raise
         finally:
             self.cleanup()
         return PredictionOutputs(table_node=table, rows=self.rows, volume_nodes=volume_nodes,
@@ -475,6 +480,13 @@ class PredictionLogic:
             run.cancel()
             raise
         return run.finish(ct_node.GetScene(), table_node=table_node)
+
+
+def _remove_nodes_added_since(scene, before: set) -> None:
+    for index in reversed(range(scene.GetNumberOfNodes())):
+        node = scene.GetNthNode(index)
+        if node is not None and node.GetID() not in before and not node.IsA("vtkMRMLSubjectHierarchyNode"):
+            scene.RemoveNode(node)
 
 
 def write_image(image, path: Path, compress: bool = False) -> None:

@@ -236,3 +236,35 @@ def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, samp
     assert run._load_images(scene, {"path": "missing.nii.gz"}, "none") == []
     run.cleanup()
     assert not run.workdir.exists()
+
+
+class FakeResultLogic(logic.PredictionLogic):
+    """A real child that speaks the JSON-lines protocol and returns a prediction-shaped result at once."""
+
+    def command(self, args):
+        result = ('{"event": "result", "probability_malignant": 0.4, "prediction": "OVCF", "threshold": 0.5, '
+                  '"model": {"name": "m", "version": "1", "sha256": "00"}, "device": "cpu", '
+                  '"center_lps": [%s], "timing_ms": {"total": 1.0}, "warnings": []}')
+        centre = args[3].split("=", 1)[1]
+        return [sys.executable, "-c", f"print({(result % centre)!r})"]
+
+
+def test_results_are_added_all_or_nothing(scene, sample, tmp_path):
+    ct_node, points = scene_with_sample(scene, sample)
+    lg = FakeResultLogic(temp_root=str(tmp_path))
+    run = lg.start(ct_node, lg.targets(ct_node, points=points), views=True, heatmap=False)
+    run.view_spec = {"mode": "no-such-mode"}  # building the QC views fails after the result arrived
+    run.wait()
+    assert run.rows[0]["status"] == "ok" and run.rows[0]["prediction"] == "OVCF"
+    nodes_before = scene.GetNumberOfNodes()
+    with pytest.raises(Exception):
+        run.finish(scene)
+    assert scene.GetNumberOfNodes() == nodes_before, "a failed finish must not leave half the outputs"
+    assert not run.workdir.exists()
+
+    good = lg.start(ct_node, lg.targets(ct_node, points=points), views=False, heatmap=False)
+    good.wait()
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", "my results")
+    outputs = good.finish(scene, table_node=table)
+    assert outputs.table_node is table and table.GetName() == "my results" and table.GetNumberOfRows() == 1
+    assert table.GetAttribute("MVCFClassifier.disclaimer") == logic.DISCLAIMER
