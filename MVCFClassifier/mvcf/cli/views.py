@@ -129,8 +129,9 @@ def _grid_stacks(result):
 
 
 def write_preview(result, path: Path) -> None:
-    """A PNG with the centre slice of every grid and window (three planes of the cube in 3d mode)."""
+    """A PNG of every grid and window: the plane, up to 8 slices of a stack, three planes of a cube."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -143,11 +144,19 @@ def write_preview(result, path: Path) -> None:
                 panels += [(f"axial/{window}", volume[mid[0]]),
                            (f"coronal/{window}", volume[::-1, mid[1], :]),
                            (f"sagittal/{window}", volume[::-1, :, mid[2]])]
+            elif result.mode in ("2.5d-adjacent", "2.5d-mil"):
+                picks = np.unique(np.linspace(0, volume.shape[0] - 1, min(volume.shape[0], 8)).round())
+                panels += [(f"slice {int(s)}/{window}", volume[int(s)]) for s in picks]
             else:
-                panels.append((f"{grid.name}/{window}", volume[volume.shape[0] // 2]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
-    for ax, (title, image) in zip(axes[0], panels):
-        ax.imshow(image, cmap="gray", interpolation="nearest")
+                panels.append((f"{grid.name}/{window}", volume[0]))
+    columns = min(len(panels), 8)
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (title, image) in zip(axes.ravel(), panels):
+        ax.imshow(image, cmap="gray", interpolation="nearest", vmin=0 if result.spec.windows else None,
+                  vmax=1 if result.spec.windows else None)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{result.mode}, {result.spacing_mm:g} mm (research use only)", fontsize=9)
