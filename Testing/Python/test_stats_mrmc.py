@@ -104,6 +104,9 @@ def test_unaided_vs_aided_reports_aided_minus_unaided(vandyke, result):
     assert paper["rrrc"]["p"] == pytest.approx(result["rrrc"]["p"], abs=1e-15)
     assert paper["rrrc"]["ci"] == pytest.approx([-x for x in result["rrrc"]["ci"][::-1]], abs=1e-15)
     assert paper["design"]["diff"] == "aided - unaided"
+    assert paper["modalities"] == [1, 0] and paper["mean_auc"] == result["mean_auc"]
+    with pytest.raises(MVCFError, match="must both be present"):
+        stats.unaided_vs_aided(vandyke, unaided=0, aided=5)
 
 
 def test_model_vs_readers(vandyke):

@@ -8,10 +8,12 @@ components. With t modalities, r readers and the mean squares MS(T), MS(R), MS(T
 
 - random readers, random cases (RRRC): F = MS(T) / [MS(T×R) + r·max(Cov2−Cov3, 0)] on (t−1, ddf_H) with
   ddf_H = [MS(T×R) + r·max(Cov2−Cov3, 0)]² / [MS(T×R)² / ((t−1)(r−1))] (Hillis 2008);
-- fixed readers, random cases (FRRC): χ² = (t−1)·MS(T) / [Var − Cov1 + (r−1)·max(Cov2−Cov3, 0)] on t−1 df;
+- fixed readers, random cases (FRRC): χ² = (t−1)·MS(T) / [Var − Cov1 + (r−1)·(Cov2−Cov3)] on t−1 df;
 - random readers, fixed cases (RRFC): F = MS(T) / MS(T×R) on (t−1, (t−1)(r−1)).
 
-Every pair of modalities gets a difference with CI, and every modality a CI of its mean AUC (Hillis 2007).
+Every pair of modalities gets a difference with CI, and every modality a CI of its mean AUC (Hillis 2007),
+clipped to [0, 1]. These conventions are those of MRMCaov (Smith & Hillis), which OR-DBM MRMC and RJafroc
+agree with on the published example.
 The designs of a reader study with a model: readers unaided vs aided (two modalities of the same readers:
 `mrmc`) and the model alone vs the readers (`model_vs_readers`: the single-treatment analysis of
 reader-minus-model AUC differences, random readers and random cases, Hillis/Chakraborty "1T-RRRC").
@@ -59,10 +61,12 @@ def _key(values: Any) -> list:
 
 
 def ratings_array(data: Any, reader: str = "reader", modality: str = "modality", case: str = "case",
-                  truth: str = "truth", rating: str = "rating", positive: Any = None) -> dict:
+                  truth: str = "truth", rating: str = "rating", positive: Any = None,
+                  modality_order: Optional[Sequence[Any]] = None) -> dict:
     """Validate long-format ratings and return {ratings (t, r, c), truth (c,), modalities, readers, cases}.
 
-    The design must be fully crossed: every reader rates every case once in every modality."""
+    The design must be fully crossed: every reader rates every case once in every modality. Modalities
+    are in sorted label order unless `modality_order` lists them."""
     import pandas as pd
 
     frame = _frame(data, (reader, modality, case, truth, rating)).copy()
@@ -90,6 +94,11 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
         row = frame.loc[frame.duplicated([reader, modality, case])].iloc[0]
         raise MVCFError(f"reader {row[reader]!r} rated case {row[case]!r} twice in modality {row[modality]!r}")
     modalities = sorted(frame[modality].unique(), key=str)
+    if modality_order is not None:
+        by_label = {str(m): m for m in modalities}
+        if sorted(map(str, modality_order)) != sorted(by_label):
+            raise MVCFError(f"modality order {list(modality_order)} does not list the modalities {list(by_label)}")
+        modalities = [by_label[str(m)] for m in modality_order]
     readers = sorted(frame[reader].unique(), key=str)
     cases = sorted(frame[case].unique(), key=str)
     expected = len(modalities) * len(readers) * len(cases)
@@ -156,16 +165,16 @@ def _ratio(num: float, den: float) -> float:
 
 def mrmc(data: Any, cov_method: str = "jackknife", alpha: float = 0.05, reader: str = "reader",
          modality: str = "modality", case: str = "case", truth: str = "truth", rating: str = "rating",
-         positive: Any = None) -> dict:
+         positive: Any = None, modality_order: Optional[Sequence[Any]] = None) -> dict:
     """Obuchowski–Rockette MRMC analysis of empirical AUCs (long-format input: one row per rating).
 
     Returns reader_auc {modality: {reader: auc}}, mean_auc {modality: auc}, the OR covariances
     (var_error, cov1, cov2, cov3, with ms_t, ms_r, ms_tr), and the sections rrrc / frrc / rrfc, each with the
     omnibus test (F, df1, df2, p; FRRC also chisq, df2 = None meaning infinite), `diff` and `ci` of the
-    first two modalities (modality 0 minus modality 1), a `pairs` list for all pairs, and `modalities`
+    first two modalities (first minus second, in sorted label order or `modality_order`), a `pairs` list for all pairs, and `modalities`
     with the CI of each modality's mean AUC."""
     alpha = check_alpha(alpha)
-    design = ratings_array(data, reader, modality, case, truth, rating, positive)
+    design = ratings_array(data, reader, modality, case, truth, rating, positive, modality_order)
     aucs, cov = auc_covariance(design["ratings"], design["truth"], cov_method)
     return _or_analysis(aucs, cov, design["modalities"], design["readers"], alpha, cov_method,
                         n_cases=len(design["cases"]), n_pos=int(design["truth"].sum()))
@@ -230,7 +239,7 @@ def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: l
         se = float(np.sqrt(max(var, 0.0)))
         crit = z if df is None else float(_st.t.ppf(1 - alpha / 2, df))
         return {"modality": modalities[i], "auc": float(mean_mod[i]), "se": se, "df": df,
-                "ci": [float(mean_mod[i] - crit * se), float(mean_mod[i] + crit * se)]}
+                "ci": [float(max(mean_mod[i] - crit * se, 0.0)), float(min(mean_mod[i] + crit * se, 1.0))]}
 
     # Random readers, random cases (Hillis 2008 ddf; Hillis 2007 single-modality CIs).
     den_rrrc = ms_tr + r * excess
@@ -243,7 +252,8 @@ def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: l
     result["rrrc"] = section(den_rrrc, ddf, 2.0 / r * den_rrrc, singles, False)
 
     # Fixed readers, random cases.
-    den_frrc = covs["var_error"] - covs["cov1"] + (r - 1) * excess
+    # No truncation here: this is c'Σc, the case-sampling variance of the mean difference (Hillis 2007).
+    den_frrc = covs["var_error"] - covs["cov1"] + (r - 1) * (covs["cov2"] - covs["cov3"])
     singles = [single_ci(i, (pm["var_error"] + (r - 1) * max(pm["cov2"], 0.0)) / r, None)
                for i, pm in enumerate(per_mod)]
     result["frrc"] = section(den_frrc, None, 2.0 / r * den_frrc, singles, False)
@@ -275,16 +285,15 @@ def _per_reader_tests(aucs: np.ndarray, cov: np.ndarray, modalities: list, reade
 def unaided_vs_aided(data: Any, unaided: Any, aided: Any, cov_method: str = "jackknife", alpha: float = 0.05,
                      **columns: Any) -> dict:
     """The paper's reader study: the same readers read the same cases without and with the model.
-    `diff` in every section is aided minus unaided."""
-    frame = _frame(data, (columns.get("modality", "modality"),))
+    Only those two modalities are analysed; `diff` in every section is aided minus unaided."""
     col = columns.get("modality", "modality")
+    frame = _frame(data, (col,))
     labels = frame[col].astype(str)
-    if str(unaided) not in set(labels) or str(aided) not in set(labels):
+    present = set(labels)
+    if str(unaided) not in present or str(aided) not in present:
         raise MVCFError(f"modalities {unaided!r} and {aided!r} must both be present in column '{col}'")
-    subset = frame.loc[labels.isin([str(unaided), str(aided)])].copy()
-    # Name-sort puts 0_aided before 1_unaided so that every diff reads aided − unaided.
-    subset[col] = np.where(subset[col].astype(str) == str(aided), "0_aided", "1_unaided")
-    result = mrmc(subset, cov_method=cov_method, alpha=alpha, **columns)
+    subset = frame.loc[labels.isin([str(unaided), str(aided)])]
+    result = mrmc(subset, cov_method=cov_method, alpha=alpha, modality_order=[aided, unaided], **columns)
     result["design"] = {"kind": "unaided_vs_aided", "unaided": _key([unaided])[0], "aided": _key([aided])[0],
                         "diff": "aided - unaided"}
     return result
