@@ -85,19 +85,41 @@ class ModelResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _baseline_result(records: Sequence[Any], plan: Any, on_log: Callable[[str], None]) -> Optional[ModelResult]:
-    """The logistic regression on two hand-made features, fitted per fold on the same splits."""
-    try:
-        from mvcf import baseline
-    except ImportError:
-        on_log("baseline: mvcf.baseline is not available; skipped")
-        return None
+def _baseline_result(records: Sequence[Any], plan: Any, should_cancel: Optional[CancelCheck] = None,
+                     on_progress: Optional[ProgressCallback] = None) -> ModelResult:
+    """mvcf.baseline's logistic regression on its two hand-made features, fitted per fold on the CNNs' own
+    training cases, thresholded (Youden) on their validation cases, the fold models averaged externally."""
+    from mvcf.baseline import FEATURES, cohort_features, fit_baseline
+    from mvcf.stats import youden_threshold
+
     started = time.perf_counter()
-    result = baseline.cross_validate(records, plan)
-    return ModelResult(name=BASELINE, internal=dict(result["internal"]), external=dict(result["external"]),
-                       threshold=float(result["threshold"]), train_seconds=time.perf_counter() - started,
-                       inference_ms=float(result.get("inference_ms", 0.0)),
-                       parameters=int(result.get("parameters", 3)), extra={"features": result.get("features")})
+    features = cohort_features(records, on_progress=on_progress, should_cancel=should_cancel)
+    feature_seconds = time.perf_counter() - started
+    row = {r.case_id: i for i, r in enumerate(records)}
+    labels = np.array([int(r.label) for r in records])
+    internal: dict[str, float] = {}
+    val_y, val_p, models = [], [], []
+    for fold in plan.folds:
+        train_idx = [row[c] for c in fold.train]
+        model = fit_baseline(features[train_idx], labels[train_idx])
+        models.append(model)
+        val_idx = [row[c] for c in fold.val]
+        val_y += labels[val_idx].tolist()
+        val_p += model.predict_proba(features[val_idx])[:, 1].tolist()
+        test_idx = [row[c] for c in fold.test]
+        internal.update(zip(fold.test, model.predict_proba(features[test_idx])[:, 1].tolist()))
+    ext_idx = [row[c] for c in plan.external]
+    external = {}
+    if ext_idx:
+        ext_prob = np.mean([m.predict_proba(features[ext_idx])[:, 1] for m in models], axis=0)
+        external = dict(zip(plan.external, ext_prob.tolist()))
+    y, p = np.array(val_y), np.array(val_p)
+    threshold = float(youden_threshold(y, p)) if 0 < y.sum() < y.size else 0.5
+    coefficients = [dict(zip(FEATURES, m[-1].coef_[0].tolist())) for m in models]
+    return ModelResult(name=BASELINE, internal=internal, external=external, threshold=threshold,
+                       train_seconds=time.perf_counter() - started,
+                       inference_ms=1000.0 * feature_seconds / max(1, len(records)), parameters=3,
+                       extra={"features": list(FEATURES), "coefficients_per_fold": coefficients})
 
 
 def _auc_block(labels: dict[str, int], prob: dict[str, float], threshold: float) -> dict[str, Any]:
@@ -121,10 +143,11 @@ def paired_delong(labels: dict[str, int], results: Sequence[ModelResult], which:
 
 
 def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
-              cache_dir: Optional[os.PathLike] = None, on_progress: Optional[ProgressCallback] = None,
+              cache_dir: Optional[os.PathLike] = None, card_extra: Optional[dict[str, Any]] = None, on_progress: Optional[ProgressCallback] = None,
               should_cancel: Optional[CancelCheck] = None, on_metrics: Optional[Callable[..., None]] = None,
               on_log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
-    """Run the study into out_dir (per-mode folders with bundles, study.json, predictions.csv, report.md/html)."""
+    """Run the study into out_dir (per-mode folders with bundles, study.json, predictions.csv, report.md/html).
+    Bundle paths in the summary are relative to out_dir."""
     from mvcf.dataset import ViewCache, spec_key
     from mvcf.splits import make_splits
     from mvcf.train import train_cohort
@@ -138,7 +161,7 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
     labels = {r.case_id: int(r.label) for r in records}
     specs = {mode: config.spec(mode) for mode in config.modes}
     n_modes = len(config.modes)
-    stages = n_modes + 1
+    stages = n_modes + 1 + int(config.baseline)
 
     def stage_progress(stage: int) -> ProgressCallback:
         def report(done: int, total: int, message: str) -> None:
@@ -157,19 +180,20 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
         check_cancel(should_cancel)
         run = train_cohort(records, specs[mode], config.train, out_dir=out / mode, plan=plan,
                            views=views[spec_key(specs[mode])], name=f"mvcf-{mode}",
-                           description=f"{mode} model of the study in {out.name}",
+                           description=f"{mode} model of the study in {out.name}", card_extra=card_extra,
                            on_progress=stage_progress(k + 1), should_cancel=should_cancel,
                            on_metrics=(lambda _m=mode, **row: on_metrics(mode=_m, **row)) if on_metrics else None)
         results.append(ModelResult(name=mode, internal=run.internal_prob, external=run.external_prob,
                                    threshold=run.threshold, train_seconds=run.train_seconds,
                                    inference_ms=run.inference_ms, parameters=run.parameters,
-                                   bundle=str(run.bundle_path) if run.bundle_path else None))
+                                   bundle=f"{mode}/model" if run.bundle_path else None))
         log(f"{mode}: internal AUC {_fmt(_auc_block(labels, run.internal_prob, run.threshold))}, external AUC "
             f"{_fmt(_auc_block(labels, run.external_prob, run.threshold))}, {run.train_seconds:.0f} s")
     if config.baseline:
-        base = _baseline_result(records, plan, log)
-        if base is not None:
-            results.append(base)
+        check_cancel(should_cancel)
+        results.append(_baseline_result(records, plan, should_cancel, stage_progress(stages - 1)))
+        log(f"{BASELINE}: internal AUC {_fmt(_auc_block(labels, results[-1].internal, results[-1].threshold))}, "
+            f"external AUC {_fmt(_auc_block(labels, results[-1].external, results[-1].threshold))}")
 
     summary = {
         "design": {"cases": len(records), "patients": len({r.patient_id for r in records}),

@@ -368,11 +368,12 @@ def train_cohort(records: Sequence[Any], spec: Any, config: TrainConfig, out_dir
                  plan: Any = None, resume: bool = False, name: str = "mvcf-model", version: str = "1",
                  description: str = "", on_progress: Optional[ProgressCallback] = None,
                  should_cancel: Optional[CancelCheck] = None, on_metrics: Optional[MetricsCallback] = None,
-                 write_bundle: bool = True) -> TrainRun:
+                 write_bundle: bool = True, card_extra: Optional[dict[str, Any]] = None) -> TrainRun:
     """Train `spec.mode` on a cohort: patient-level folds (external site held out), one network per fold,
     out-of-fold internal predictions, the fold ensemble on the external site, a bundle under out_dir/model.
 
-    `views` ({case_id: array}) skips view building (the study builds all modes' views once)."""
+    `views` ({case_id: array}) skips view building (the study builds all modes' views once); `card_extra` is
+    merged into the model card (e.g. {"trained_on_synthetic_data": True})."""
     import torch
 
     from mvcf.dataset import ViewCache
@@ -464,6 +465,7 @@ def train_cohort(records: Sequence[Any], spec: Any, config: TrainConfig, out_dir
                                 "epochs_run": r.epochs_run, "seconds": round(r.seconds, 2)} for r in fold_results],
                      "device": resolve_device(config.device), "world_size": dist_info.world_size},
     }
+    card.update(card_extra or {})
     bundle_path = None
     if out is not None and write_bundle and dist_info.is_main:
         bundle_path = save_bundle(out / "model", ensemble, card)
@@ -486,3 +488,8 @@ def _write_predictions(path: Path, records: dict[str, Any], internal: dict[str, 
                 r = records[case_id]
                 writer.writerow([case_id, r.patient_id, r.institution, group, "MVCF" if int(r.label) else "OVCF",
                                  f"{p:.6f}", "MVCF" if p >= threshold else "OVCF"])
+
+
+def is_synthetic_cohort(records: Sequence[Any]) -> bool:
+    """True when every row carries the columns `mvcf synth` writes (difficulty, signs)."""
+    return bool(records) and all("difficulty" in r.extra and "signs" in r.extra for r in records)

@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 
 
+VERTEBRA_LABEL = 20
+
+
 def make_tiny_cohort(out: Path, n_per_site: int = 12, sites=("A", "B"), seed: int = 0,
                      shared_patient: bool = False) -> Path:
     import SimpleITK as sitk
@@ -38,9 +41,13 @@ def make_tiny_cohort(out: Path, n_per_site: int = 12, sites=("A", "B"), seed: in
             image.SetOrigin((-40.0, -40.0, -40.0))
             path = out / f"{site}_{n:03d}.nii.gz"
             sitk.WriteImage(image, str(path))
+            mask = sitk.GetImageFromArray((r < 9.5).astype(np.uint8) * VERTEBRA_LABEL)
+            mask.CopyInformation(image)
+            mask_path = out / f"{site}_{n:03d}_mask.nii.gz"
+            sitk.WriteImage(mask, str(mask_path))
             patient = f"{site}-p{n // 2 if n < 4 else n}"
             if shared_patient and s == 1 and n == 0:
                 patient = f"{sites[0]}-p0"
             records.append(CaseRecord(case_id=f"{site}_{n:03d}", patient_id=patient, institution=site,
-                                      label=label, ct=path, center_lps=np.array([-1.0, -1.0, -1.0])))
+                                      label=label, ct=path, mask=mask_path, vertebra_label=VERTEBRA_LABEL))
     return write_manifest(out / "manifest.csv", records)

@@ -37,7 +37,10 @@ def run(args: argparse.Namespace, reporter) -> int:
                          n_folds=n_folds, train_folds=train_folds, external=args.external,
                          reference=args.reference, baseline=not args.no_baseline, train=train_config(args))
     records = read_manifest(args.manifest)
+    from mvcf.train import is_synthetic_cohort
+
     summary = run_study(records, out, config, cache_dir=args.cache, on_progress=reporter.progress,
+                        card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)},
                         on_metrics=reporter.metrics, on_log=reporter.log)
     if args.json:
         print(dumps(summary, indent=2))

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.manifest import read_manifest
     from mvcf.metrics import format_auc
     from mvcf.progress import JsonLinesReporter, dumps
-    from mvcf.train import train_cohort
+    from mvcf.train import is_synthetic_cohort, train_cohort
     from mvcf.views import ViewSpec
 
     out = Path(args.out)
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace, reporter) -> int:
     run_ = train_cohort(records, spec, train_config(args), out_dir=out, n_folds=n_folds, train_folds=train_folds,
                         external=args.external, cache_dir=args.cache or (out / "cache"), resume=args.resume,
                         name=args.name or f"mvcf-{args.view}", on_progress=reporter.progress,
-                        on_metrics=reporter.metrics)
+                        on_metrics=reporter.metrics,
+                        card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)})
     metrics = run_.card["validation_metrics"]
     payload = {"model": str(run_.bundle_path) if run_.bundle_path else None, "view": args.view,
                "threshold": run_.threshold, "parameters": run_.parameters,

@@ -189,7 +189,11 @@ def export_onnx(bundle: Bundle, out_path: Union[str, Path]) -> Path:
     shape = bundle.card["network"]["input_shape"]
     model = bundle.model.to("cpu").eval()
     dummy = torch.zeros(1, *shape, dtype=torch.float32)
-    with atomic_path(out_path) as tmp:
+    # The TorchScript exporter (dynamo=False): the torch.export-based one needs onnxscript, not a dependency.
+    import warnings
+
+    with atomic_path(out_path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (dummy,), str(tmp), input_names=["view"], output_names=["probability_mvcf"],
                           dynamic_axes={"view": {0: "batch"}, "probability_mvcf": {0: "batch"}},
                           opset_version=17, dynamo=False)

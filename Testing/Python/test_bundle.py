@@ -1,0 +1,107 @@
+"""Model bundles: round trip, and every way of being wrong is refused with one clear MVCFError."""
+import hashlib
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mvcf.errors import MVCFError  # noqa: E402
+from mvcf.models.bundle import (CARD_FILE, FORMAT_VERSION, WEIGHTS_FILE, export_onnx, load_bundle,  # noqa: E402
+                                read_card, save_bundle)
+from mvcf.models.networks import build_ensemble, network_config  # noqa: E402
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    torch.manual_seed(0)
+    config = network_config("2.5d-orthogonal", (3, 32, 32), "resnet10-tiny")
+    model = build_ensemble(config, 2).eval()
+    card = {"name": "test", "version": "1", "network": config, "ensemble_size": 2,
+            "view_spec": {"mode": "2.5d-orthogonal", "size_px": 32}, "threshold": 0.42}
+    path = save_bundle(tmp_path / "bundle", model, card)
+    return path, model
+
+
+def test_round_trip_gives_identical_outputs_and_a_complete_card(bundle_dir):
+    path, model = bundle_dir
+    bundle = load_bundle(path)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), bundle.model(x))
+    card = json.loads((path / CARD_FILE).read_text())
+    assert card["format_version"] == FORMAT_VERSION
+    assert card["weights"]["sha256"] == hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    assert "research use only" in card["intended_use"].lower()
+    assert set(card["software"]) >= {"mvcf", "torch", "monai"}
+    assert bundle.threshold == 0.42 and bundle.identity()["sha256"] == card["weights"]["sha256"]
+
+
+def test_tampered_weights_are_refused(bundle_dir):
+    path, _ = bundle_dir
+    data = bytearray((path / WEIGHTS_FILE).read_bytes())
+    data[-10] ^= 0xFF
+    (path / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(MVCFError, match="sha256"):
+        load_bundle(path)
+
+
+def test_wrong_format_version_is_refused(bundle_dir):
+    path, _ = bundle_dir
+    card = json.loads((path / CARD_FILE).read_text())
+    card["format_version"] = FORMAT_VERSION + 1
+    (path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(MVCFError, match="format version"):
+        read_card(path)
+
+
+def test_pickle_disguised_as_weights_is_refused_without_unpickling(bundle_dir, tmp_path):
+    path, model = bundle_dir
+    marker = tmp_path / "unpickled"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    blob = pickle.dumps({"state": model.state_dict(), "payload": Payload()})
+    (path / WEIGHTS_FILE).write_bytes(blob)
+    card = json.loads((path / CARD_FILE).read_text())
+    card["weights"]["sha256"] = hashlib.sha256(blob).hexdigest()  # even with a matching checksum
+    (path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(MVCFError, match="not a safetensors file"):
+        load_bundle(path)
+    assert not marker.exists()
+
+
+def test_pickle_as_card_or_as_the_bundle_itself_is_refused(bundle_dir, tmp_path):
+    path, model = bundle_dir
+    (path / CARD_FILE).write_bytes(pickle.dumps({"format": "mvcf-model-bundle"}))
+    with pytest.raises(MVCFError, match="not valid JSON"):
+        load_bundle(path)
+    pt = tmp_path / "model.pt"
+    torch.save(model.state_dict(), pt)
+    with pytest.raises(MVCFError, match="is a file"):
+        load_bundle(pt)
+    with pytest.raises(MVCFError, match="not found"):
+        load_bundle(tmp_path / "missing")
+
+
+def test_weights_that_do_not_fit_the_network_are_refused(bundle_dir):
+    path, _ = bundle_dir
+    card = json.loads((path / CARD_FILE).read_text())
+    card["ensemble_size"] = 3
+    (path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(MVCFError, match="do not fit"):
+        load_bundle(path)
+
+
+def test_onnx_export_matches_torch(bundle_dir, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    path, _ = bundle_dir
+    bundle = load_bundle(path)
+    onnx_path = export_onnx(bundle, tmp_path / "model.onnx")
+    x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"view": x})[0]
+    np.testing.assert_allclose(got, bundle.model(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
