@@ -54,6 +54,42 @@ def test_vandyke_rrrc_matches_published_to_4_decimals(result):
     assert (round(m0["df"], 2), round(m1["df"], 2)) == (12.74, 12.71)
 
 
+def test_vandyke_frrc_rrfc_and_components_match_rjafroc(result):
+    """Published RJafroc output for this data set (StSignificanceTesting(dataset02, FOM="Wilcoxon",
+    method="OR"); Chakraborty, The RJafroc Book, chapter "OR analysis examples", dpc10ster/RJafrocBook)."""
+    assert result["ms_t"] == pytest.approx(0.00479617053, abs=5e-12)
+    assert result["ms_r"] == pytest.approx(0.00383619999, abs=5e-12)
+    assert result["ms_tr"] == pytest.approx(0.00055103062, abs=5e-12)
+    per = result["per_modality"]
+    assert [p["ms_r"] for p in per] == pytest.approx([0.0030826287, 0.0013046019], abs=5e-11)
+    assert [p["var_error"] for p in per] == pytest.approx([0.00101410277, 0.00059047376], abs=5e-12)
+    assert [p["cov2"] for p in per] == pytest.approx([0.00048396180, 0.00020418785], abs=5e-12)
+    rrrc, frrc, rrfc = result["rrrc"], result["frrc"], result["rrfc"]
+    assert rrrc["denominator"] == pytest.approx(0.0010762629, abs=5e-11)
+    assert rrrc["F"] == pytest.approx(4.4563187, abs=5e-8)
+    assert rrrc["df2"] == pytest.approx(15.259675, abs=5e-7)
+    assert rrrc["p"] == pytest.approx(0.051665686, abs=5e-10)
+    assert frrc["denominator"] == pytest.approx(0.00087586039, abs=5e-12)
+    assert frrc["chisq"] == pytest.approx(5.4759532, abs=5e-8)
+    assert frrc["p"] == pytest.approx(0.019279843, abs=5e-10)
+    assert frrc["se"] == pytest.approx(0.018717483, abs=5e-10)
+    assert frrc["ci"] == pytest.approx([-0.080485914, -0.0071147303], abs=5e-10)
+    assert [m["se"] for m in frrc["modalities"]] == pytest.approx([0.024289710, 0.016776324], abs=5e-10)
+    assert frrc["modalities"][0]["ci"] == pytest.approx([0.84943008, 0.94464399], abs=5e-9)
+    assert frrc["modalities"][1]["ci"] == pytest.approx([0.90795637, 0.97371835], abs=5e-9)
+    readers = frrc["readers"]
+    assert [r["se"] for r in readers] == pytest.approx([0.025512133, 0.026301827, 0.031209647, 0.017291289, 0.044057460], abs=5e-10)
+    assert [r["p"] for r in readers] == pytest.approx([0.269338854, 0.076831017, 0.566834139, 0.129017153, 0.023000993], abs=5e-10)
+    assert readers[4]["ci"] == pytest.approx([-0.186512066, -0.0138099949], abs=5e-10)
+    assert rrfc["F"] == pytest.approx(8.704, abs=5e-4)
+    assert rrfc["p"] == pytest.approx(0.041958752, abs=5e-10)
+    assert rrfc["se"] == pytest.approx(0.014846287, abs=5e-10)
+    assert rrfc["ci"] == pytest.approx([-0.085020224, -0.0025804202], abs=5e-10)
+    assert rrfc["modalities"][0]["ci"] == pytest.approx([0.82809808, 0.96597599], abs=5e-9)
+    assert rrfc["modalities"][1]["ci"] == pytest.approx([0.89598936, 0.98568536], abs=5e-9)
+    assert [m["se"] for m in rrfc["modalities"]] == pytest.approx([0.024829936, 0.016153030], abs=5e-10)
+
+
 def test_jackknife_covariance_equals_brute_force_leave_one_out(vandyke):
     design = ratings_array(vandyke)
     ratings, truth = design["ratings"], design["truth"]

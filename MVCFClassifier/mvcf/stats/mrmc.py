@@ -209,11 +209,12 @@ def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: l
                        for i, m in enumerate(modalities)},
         "mean_auc": {str(m): float(mean_mod[i]) for i, m in enumerate(modalities)},
         **covs, "ms_t": ms_t, "ms_r": ms_r, "ms_tr": ms_tr,
+        "per_modality": [{"modality": modalities[i], **pm} for i, pm in enumerate(per_mod)],
     }
 
     def section(stat_den: float, df2: Optional[float], pair_var: float, single: list, fixed_cases: bool) -> dict:
         """One analysis: omnibus F, pairwise differences and single-modality CIs."""
-        out: dict = {}
+        out: dict = {"denominator": stat_den}
         if t > 1:
             f = _ratio(ms_t, stat_den)
             if df2 is None:
