@@ -332,7 +332,7 @@ class MVCFTrainingLogic(ScriptedLoadableModuleLogic):
         if not manifest:
             raise ValueError("Choose a cohort manifest first.")
         out = _path_text(p.outputFolder)
-        resume = bool(p.resume) and bool(out) and resumable(out)
+        resume = bool(p.resume) and bool(out) and resumable(out) and not study
         if not out or (not resume and Path(out).exists() and any(Path(out).iterdir())):
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = str(Path(manifest).resolve().parent / "mvcf_runs" / f"{'study' if study else 'train'}-{stamp}")
@@ -382,10 +382,12 @@ class MVCFTrainingLogic(ScriptedLoadableModuleLogic):
             means = ", ".join(f"{m}: {auc:.3f}" for m, auc in (self.lastResult.get("mean_auc") or {}).items())
             return f"Reader study: mean AUC per modality {means}; see '{analysis.GetName()}'."
         if kind == "study":
-            rows = (self.lastResult or {}).get("comparison") or (self.lastResult or {}).get("rows") or []
-            if rows:
-                p.studyTable = results.show_records_table(scene, rows, "MVCF study comparison", node=p.studyTable)
-            return f"Study finished in {self.lastRunFolder}."
+            table, chart = results.show_study_results(scene, self.lastResult or {}, table_node=p.studyTable,
+                                                      roc_chart=p.rocChart)
+            p.studyTable = table
+            if chart is not None:
+                p.rocChart = chart
+            return f"Study finished: report in {self.lastRunFolder / 'report.html'}. {self.disclaimer()}"
         table, chart = results.show_training_results(scene, self.lastRunFolder, metrics_node=p.metricsTable,
                                                      roc_chart=p.rocChart)
         p.metricsTable = table

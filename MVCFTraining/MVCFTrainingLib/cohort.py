@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from MVCFClassifierLib.markups import locations_from_point_list, locations_from_segmentation
+from MVCFClassifierLib.markups import locations_from_point_list, locations_from_segmentation, segment_labelmap
 from MVCFClassifierLib.tables import table_rows, write_table
 from MVCFClassifierLib.volumes import ct_image_from_volume_node
 from mvcf.ctimage import ras_to_lps
@@ -163,15 +163,27 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "volume"
 
 
-def export_ct(volume, folder: Union[str, os.PathLike]) -> Path:
-    """Write a volume node as NIfTI (LPS geometry, world transform applied) under `folder`, atomically."""
+def _write_nifti(image, target: Path) -> Path:
     import SimpleITK as sitk
 
-    target = Path(folder) / f"{_safe_name(volume.GetName())}.nii.gz"
-    image = ct_image_from_volume_node(volume).to_sitk()
     with atomic_path(target) as tmp:
         sitk.WriteImage(image, str(tmp), True)
     return target
+
+
+def export_ct(volume, folder: Union[str, os.PathLike]) -> Path:
+    """Write a volume node as NIfTI (LPS geometry, world transform applied) under `folder`, atomically."""
+    image = ct_image_from_volume_node(volume).to_sitk()
+    return _write_nifti(image, Path(folder) / f"{_safe_name(volume.GetName())}.nii.gz")
+
+
+def export_segment_mask(segmentation, vertebra: str, volume, target: Union[str, os.PathLike]) -> Path:
+    """Write one segment as a 0/1 NIfTI mask on the CT's grid (label 1), so the core can use the mask
+    itself (its centroid, and the body measures of the logistic baseline)."""
+    names = _vertebrae(segmentation)
+    segment_id = segmentation.GetSegmentation().GetSegmentIdBySegmentName(vertebra or names[0])
+    mask = segment_labelmap(segmentation, segment_id, volume)
+    return _write_nifti(mask.to_sitk(), Path(target))
 
 
 @dataclass
@@ -225,20 +237,26 @@ def check_cohort_table(scene, table_node) -> list[str]:
     return _row_messages(problems, checked)
 
 
-def _record(row: _Row, ct: Path) -> CaseRecord:
+def _record(row: _Row, ct: Path, mask: Optional[Path] = None) -> CaseRecord:
+    """A manifest record; a segmentation row written with its `mask` file, a point row with its centre."""
     values = row.values
     extra = {"vertebra": values["vertebra"]} if values["vertebra"] else {}
-    return CaseRecord(case_id=values["case_id"], patient_id=values["patient_id"],
-                      institution=values["institution"], label=parse_label(values["label"]), ct=ct,
-                      center_lps=location_center_lps(row.location, values["vertebra"], row.volume), row=row.number,
-                      extra=extra)
+    record = CaseRecord(case_id=values["case_id"], patient_id=values["patient_id"],
+                        institution=values["institution"], label=parse_label(values["label"]), ct=ct,
+                        row=row.number, extra=extra)
+    if mask is not None:
+        record.mask, record.vertebra_label = mask, 1
+    else:
+        record.center_lps = location_center_lps(row.location, values["vertebra"], row.volume)
+    return record
 
 
 def save_manifest_from_table(scene, table_node, manifest_path: Union[str, os.PathLike],
                              on_progress: Optional[ProgressCallback] = None,
                              should_cancel: Optional[CancelCheck] = None) -> list[CaseRecord]:
     """Check the cohort table (one MVCFError naming every bad row), export CTs that exist only in the scene
-    to `<manifest folder>/images/`, write the manifest and read it back through the core's validation."""
+    and segment masks to `<manifest folder>/images/`, write the manifest and read it back through the
+    core's validation. Point-list rows get `center_lps`, segmentation rows `mask` + `vertebra_label` 1."""
     manifest_path = Path(manifest_path)
     rows = table_rows(table_node)
     if not rows:
@@ -252,15 +270,23 @@ def save_manifest_from_table(scene, table_node, manifest_path: Union[str, os.Pat
     images = manifest_path.parent / "images"
     ct_paths: dict[str, Path] = {}
     volumes = list(dict.fromkeys(r.volume for r in checked))
-    total = len(volumes)
+    segmented = [r for r in checked if r.location.IsA(SEGMENTATION_CLASS)]
+    total = len(volumes) + len(segmented)
     for done, volume in enumerate(volumes):
         check_cancel(should_cancel)
         if on_progress:
             on_progress(done, total, f"exporting {volume.GetName()}")
         ct_paths[volume.GetID()] = _source_file(volume) or export_ct(volume, images)
+    masks: dict[int, Path] = {}
+    for done, row in enumerate(segmented, start=len(volumes)):
+        check_cancel(should_cancel)
+        if on_progress:
+            on_progress(done, total, f"exporting the mask of {row.values['case_id']}")
+        target = images / f"{_safe_name(row.values['case_id'])}_mask.nii.gz"
+        masks[row.number] = export_segment_mask(row.location, row.values["vertebra"], row.volume, target)
     if on_progress:
         on_progress(total, total, "writing the manifest")
-    records = [_record(r, ct_paths[r.volume.GetID()]) for r in checked]
+    records = [_record(r, ct_paths[r.volume.GetID()], masks.get(r.number)) for r in checked]
     with atomic_path(manifest_path) as tmp:
         write_manifest(tmp, records)
         try:

@@ -131,26 +131,6 @@ def show_training_results(scene, run_dir: Union[str, os.PathLike], metrics_node=
     return table, chart
 
 
-def show_records_table(scene, records: Sequence[dict[str, Any]], name: str, node=None,
-                       descriptions: Optional[dict[str, str]] = None):
-    """A table node from a list of flat dicts (e.g. the study's comparison rows), columns in first-seen
-    order, numbers as double columns and everything else as text."""
-    order: list[str] = []
-    numeric: dict[str, bool] = {}
-    for record in records:
-        for key, value in record.items():
-            if key not in order:
-                order.append(key)
-                numeric[key] = True
-            if value is not None and value != "" and (isinstance(value, bool)
-                                                      or not isinstance(value, (int, float))):
-                numeric[key] = False
-    descriptions = descriptions or {}
-    columns = [(key, float if numeric[key] else str, descriptions.get(key, "")) for key in order]
-    flat = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in records]
-    return write_table(scene, flat, columns, name, node=node)
-
-
 def mrmc_tables(scene, result: dict[str, Any], reader_node=None, analysis_node=None, name: str = "MVCF reader study"):
     """`mvcf stats mrmc --json` result -> (reader AUC table: one row per reader, one column per modality,
     plus the mean row; analysis table: one row per analysis (random readers & cases, fixed readers, fixed
@@ -186,3 +166,76 @@ def mrmc_tables(scene, result: dict[str, Any], reader_node=None, analysis_node=N
                         ("p", float, "p-value")]
     analysis_table = write_table(scene, analysis, analysis_columns, f"{name} analysis", node=analysis_node)
     return reader_table, analysis_table
+
+
+STUDY_COLUMNS = (
+    ("model", str, "view mode, or the logistic baseline on two hand-made features"),
+    ("reference", int, "1 for the model the p-values compare against"),
+    ("internal_auc", float, "internal test AUC (out-of-fold)"),
+    ("internal_auc_ci_low", float, "95% CI lower bound (DeLong)"),
+    ("internal_auc_ci_high", float, "95% CI upper bound (DeLong)"),
+    ("internal_p_vs_reference", float, "paired DeLong p-value against the reference model, internal test"),
+    ("external_auc", float, "external test AUC (held-out institution)"),
+    ("external_auc_ci_low", float, "95% CI lower bound (DeLong)"),
+    ("external_auc_ci_high", float, "95% CI upper bound (DeLong)"),
+    ("external_p_vs_reference", float, "paired DeLong p-value against the reference model, external test"),
+    ("external_sensitivity", float, "external sensitivity at the frozen threshold"),
+    ("external_specificity", float, "external specificity at the frozen threshold"),
+    ("external_f1", float, "external F1 at the frozen threshold"),
+    ("train_seconds", float, "training time"),
+    ("inference_ms_per_case", float, "inference time per case"),
+    ("parameters", int, "trainable parameters"),
+    ("bundle", str, "model bundle folder"),
+)
+
+
+def study_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One numeric row per model of a `mvcf study` summary (its `result` payload or study.json), with the
+    paired DeLong p-values against the reference model."""
+    reference = summary.get("design", {}).get("reference", "")
+    p_values: dict[tuple[str, str], float] = {}
+    for which in ("internal", "external"):
+        for pair in (summary.get(f"delong_{which}") or {}).get("pairs", []):
+            if reference in (pair.get("a"), pair.get("b")):
+                other = pair["b"] if pair["a"] == reference else pair["a"]
+                p_values[(which, other)] = pair.get("p")
+    rows = []
+    for model in summary.get("models", []):
+        row: dict[str, Any] = {"model": model["name"], "reference": int(model["name"] == reference),
+                               "train_seconds": model.get("train_seconds"),
+                               "inference_ms_per_case": model.get("inference_ms_per_case"),
+                               "parameters": model.get("parameters"), "bundle": model.get("bundle") or ""}
+        for which in ("internal", "external"):
+            block = model.get(f"{which}_test") or {}
+            ci = block.get("auc_ci_delong") or [None, None]
+            row.update({f"{which}_auc": block.get("auc"), f"{which}_auc_ci_low": ci[0],
+                        f"{which}_auc_ci_high": ci[1], f"{which}_p_vs_reference": p_values.get((which, model["name"]))})
+        external = model.get("external_test") or {}
+        for key in ("sensitivity", "specificity", "f1"):
+            row[f"external_{key}"] = (external.get(key) or {}).get("value")
+        rows.append(row)
+    return rows
+
+
+def show_study_results(scene, summary: dict[str, Any], table_node=None, roc_chart=None, name: str = "MVCF study"):
+    """Comparison table + one ROC chart (external test when there is one, else internal) with every model;
+    returns (table node, chart node or None)."""
+    table = write_table(scene, study_rows(summary), STUDY_COLUMNS, f"{name} comparison", node=table_node)
+    table.SetAttribute("MVCF.role", "study")
+    chart = None
+    predictions = Path(summary.get("out", "")) / "predictions.csv"
+    if summary.get("out") and predictions.is_file():
+        rows = read_predictions(predictions)
+        models = [m["name"] for m in summary.get("models", [])]
+        for which in ("external_test", "internal_test"):
+            members = [r for r in rows if r["set"] == which]
+            truth = [_truth(r) for r in members]
+            if not members or not 0 < sum(truth) < len(truth):
+                continue
+            curves = [RocCurve.from_scores(m, truth, [float(r[m]) for r in members]) for m in models
+                      if all(r.get(m) not in (None, "") for r in members)]
+            if curves:
+                chart = show_roc_curves(scene, curves, name=f"{name} ROC ({which.replace('_', ' ')})",
+                                        chart=roc_chart)
+                break
+    return table, chart

@@ -117,7 +117,7 @@ def study_arguments(manifest: os.PathLike, out_dir: os.PathLike, config: Optiona
         options = config.arguments()
         view_at = options.index("--view")
         args += _supported("study", options[:view_at] + options[view_at + 2:])
-    return args + ["--resume"] if resume else args
+    return args + _supported("study", ["--resume"]) if resume else args
 
 
 def mrmc_arguments(reader_csv: os.PathLike) -> list[str]:

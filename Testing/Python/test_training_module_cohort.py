@@ -107,19 +107,25 @@ def test_manifest_from_scene_round_trips_through_the_core(scene, tmp_path):
     progress = []
     records = save_manifest_from_table(scene, table, tmp_path / "cohort" / "manifest.csv",
                                        on_progress=lambda d, t, m: progress.append((d, t)))
-    assert progress[-1] == (3, 3)
+    assert progress[-1] == (5, 5)  # 3 CTs + 2 segment masks
     assert [r.case_id for r in records] == ["caseA", "caseB_T12", "caseB_L1", "caseC"]
     assert [r.label for r in records] == [1, 0, 1, 0]
     again = read_manifest(tmp_path / "cohort" / "manifest.csv")
     assert [(r.case_id, r.ct.resolve()) for r in again] == [(r.case_id, r.ct.resolve()) for r in records]
-    np.testing.assert_allclose([r.center_lps for r in again], [r.center_lps for r in records])
     np.testing.assert_allclose(records[0].center_lps, ras_to_lps([30.0, 15.0, -90.0]))
-    # segment centroid: voxel centre of the box, through the CT's IJK-to-RAS
-    ijk = np.array([7.5, 5.5, 2.5, 1.0])
-    np.testing.assert_allclose(records[1].center_lps, ras_to_lps((IJK_TO_RAS @ ijk)[:3]), atol=1e-9)
+    np.testing.assert_allclose(records[3].center_lps, ras_to_lps([30.0, 15.0, -90.0]))
+    # a segment becomes a 0/1 mask on the CT grid whose centroid is the box centre
+    assert records[1].vertebra_label == 1 and records[1].center_lps is None
+    assert records[1].mask.parent == tmp_path / "cohort" / "images"
     assert records[1].extra.get("vertebra") == "T12"
     import SimpleITK as sitk
 
+    mask = sitk.ReadImage(str(records[1].mask))
+    kji = np.argwhere(sitk.GetArrayFromImage(mask) == 1)
+    assert len(kji) == 2 * 4 * 4
+    centroid = mask.TransformContinuousIndexToPhysicalPoint(kji[:, ::-1].mean(axis=0).tolist())
+    ijk = np.array([7.5, 5.5, 2.5, 1.0])
+    np.testing.assert_allclose(centroid, ras_to_lps((IJK_TO_RAS @ ijk)[:3]), atol=1e-9)
     written = sitk.ReadImage(str(records[1].ct))
     expected = ct_image_from_volume_node(scene.GetFirstNodeByName("caseB"))
     np.testing.assert_allclose(written.GetOrigin(), expected.origin)

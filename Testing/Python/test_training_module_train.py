@@ -15,16 +15,25 @@ vtk = pytest.importorskip("vtk")
 from MVCFClassifierLib.volumes import volume_node_from_array  # noqa: E402
 from MVCFTrainingLib.cohort import cohort_table_from_scene, save_manifest_from_table  # noqa: E402
 from MVCFTrainingLib.plots import LiveCurves  # noqa: E402
-from MVCFTrainingLib.results import mrmc_tables, show_training_results  # noqa: E402
-from MVCFTrainingLib.runner import MvcfRun, TrainConfig, mrmc_arguments, resumable, train_arguments  # noqa: E402
+from MVCFTrainingLib.results import mrmc_tables, show_study_results, show_training_results  # noqa: E402
+from MVCFTrainingLib.runner import (MvcfRun, TrainConfig, mrmc_arguments, resumable, study_arguments,  # noqa: E402
+                                    train_arguments)
 
 TINY = TrainConfig(view="2d", arch="resnet10-tiny", epochs=3, folds=1, external="B", device="cpu", seed=1,
                    size_px=32)
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+@pytest.fixture(scope="module")
+def scene_cohort(tmp_path_factory):
+    return _scene_cohort(tmp_path_factory.mktemp("cohort"))
+
+
 def _scene_cohort(tmp_path):
-    """20 small CTs (12 at site A, 8 at B) with a point on a bony block; MVCF cases have a lytic core."""
+    """20 small CTs (12 at site A, 8 at B), each with a segmentation of its bony 'body' (so the study's
+    baseline has masks); MVCF cases have a lytic core."""
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+
     rng = np.random.default_rng(0)
     scene = slicer.vtkMRMLScene()
     k, j, i = np.mgrid[0:32, 0:32, 0:32]
@@ -40,16 +49,27 @@ def _scene_cohort(tmp_path):
         volume = volume_node_from_array(scene, hu.astype(np.int16), ijk_to_ras, f"{site}{n:02d}")
         volume.SetAttribute("MVCF.label", label)
         volume.SetAttribute("MVCF.institution", site)
-        points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{site}{n:02d} point")
-        points.AddControlPoint(vtk.vtkVector3d(0.0, 0.0, 0.0), "L1")
+        segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{site}{n:02d} segmentation")
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        labelmap = slicer.vtkOrientedImageData()
+        labelmap.SetExtent(0, 31, 0, 31, 0, 31)
+        labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(32, 32, 32)[:] = r < 8
+        matrix = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(matrix)
+        labelmap.SetImageToWorldMatrix(matrix)
+        segment = slicer.vtkSegment()
+        segment.SetName("L1")
+        segment.AddRepresentation("Binary labelmap", labelmap)
+        segmentation.GetSegmentation().AddSegment(segment)
     table = cohort_table_from_scene(scene)
     save_manifest_from_table(scene, table, tmp_path / "cohort" / "manifest.csv")
     return scene, tmp_path / "cohort" / "manifest.csv"
 
 
 @pytest.mark.slow
-def test_train_cancel_resume_and_results(tmp_path):
-    scene, manifest = _scene_cohort(tmp_path)
+def test_train_cancel_resume_and_results(scene_cohort, tmp_path):
+    scene, manifest = scene_cohort
     out = tmp_path / "run"
     curves = LiveCurves(scene, "test")
     progress: list = []
@@ -87,6 +107,26 @@ def test_train_cancel_resume_and_results(tmp_path):
     assert {("validation", "all"), ("internal_test", "all"), ("external_test", "all"),
             ("external_test", "B")} <= rows
     assert chart is not None and chart.GetNumberOfPlotSeriesNodes() >= 2  # test set(s) + chance line
+
+
+@pytest.mark.slow
+def test_study_metrics_and_comparison_table(scene_cohort, tmp_path):
+    scene, manifest = scene_cohort
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "extra_args": ("--modes", "2d", "--reference", "2d")})
+    args = study_arguments(manifest, tmp_path / "study", config, resume=True)
+    assert "--view" not in args and "--resume" not in args  # the study takes neither
+    curves = LiveCurves(scene, "study")
+    result: dict = {}
+    outcome = MvcfRun(args, env=CHILD_ENV, on_metrics=curves.add, on_result=result.update).start().wait(300)
+    assert outcome.status == "succeeded", outcome.error
+    assert list(curves.values("mode 2d, fold 0", "epoch")) == [1.0]
+    table, chart = show_study_results(scene, result)
+    models = [table.GetCellText(r, 0) for r in range(table.GetNumberOfRows())]
+    assert models == ["2d", "baseline-logistic"]
+    p_column = table.GetColumnIndex("external_p_vs_reference")
+    p_value = float(table.GetCellText(1, p_column))
+    assert 0.0 <= p_value <= 1.0 and table.GetCellText(0, table.GetColumnIndex("reference")) == "1"
+    assert chart is not None and chart.GetNumberOfPlotSeriesNodes() == 3  # two models + chance
 
 
 def test_user_error_exit_code_and_message(tmp_path):
