@@ -115,26 +115,32 @@ def model_card(model_dir: Optional[str] = None) -> dict:
     return read_card(model_dir_or_default(model_dir))
 
 
-def model_card_html(card: dict) -> str:
-    """A short rich-text model card for the module panel: identity, intended use, data, metrics."""
+def model_card_html(card: dict, max_chars: int = 400) -> str:
+    """A short rich-text model card for the module panel: identity, intended use, input, training data and
+    validation metrics (one level of nesting shown, long entries cut)."""
     from html import escape
 
-    def fmt(value: Any) -> str:
+    def fmt(value: Any, depth: int = 0) -> str:
         if isinstance(value, dict):
-            return ", ".join(f"{k}: {fmt(v)}" for k, v in value.items() if not isinstance(v, (dict, list)))
+            parts = [f"{k}: {fmt(v, depth + 1)}" if not isinstance(v, dict) else f"{k} ({fmt(v, depth + 1)})"
+                     for k, v in value.items() if depth < 2 and not isinstance(v, list)]
+            return ", ".join(parts)
         if isinstance(value, float):
             return f"{value:.3g}"
         return str(value)
+
+    def cut(text: str) -> str:
+        return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
     lines = [f"<b>{escape(str(card.get('name', 'model')))}</b> {escape(str(card.get('version', '')))}"]
     network = card.get("network") or {}
     if network:
         lines.append(f"Input: {escape(str(network.get('mode', '')))} {escape(str(network.get('input_shape', '')))}"
-                     f"; threshold {fmt(card.get('threshold', ''))}")
+                     f"; threshold {escape(fmt(card.get('threshold', '')))}")
     for key, label in (("intended_use", "Intended use"), ("training_data", "Training data"),
-                       ("data", "Training data"), ("validation", "Validation"), ("metrics", "Metrics")):
+                       ("validation_metrics", "Validation"), ("metrics", "Metrics")):
         if card.get(key):
-            lines.append(f"{label}: {escape(fmt(card[key]))}")
+            lines.append(f"{label}: {escape(cut(fmt(card[key])))}")
     if card.get("trained_on_synthetic_data"):
         lines.append("<b>Trained on synthetic data only: its probabilities are a software demonstration.</b>")
     if card.get("weights", {}).get("sha256"):

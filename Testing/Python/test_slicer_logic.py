@@ -156,14 +156,25 @@ def test_a_failing_child_gives_an_error_row_per_vertebra(scene, sample, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["not_a_bundle"], "temporary folder must be removed"
 
 
-def demo_model_present() -> bool:
-    from mvcf.predict import default_model_path
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    """A real (untrained, tiny) model bundle, so the whole path runs whether or not the demo bundle is in
+    this checkout: the probabilities mean nothing, the plumbing is real."""
+    from mvcf.models.bundle import save_bundle
+    from mvcf.models.networks import build_ensemble, network_config
+    from mvcf.views import ViewSpec
 
-    return (Path(default_model_path()) / "model.json").is_file()
+    spec = ViewSpec(mode="2.5d-adjacent", size_px=32, spacing_mm=1.5, n_slices=3, slice_gap_mm=3.0,
+                    windows=("bone",))
+    config = network_config(spec.mode, spec.output_shape(), arch="resnet10-tiny")
+    card = {"name": "test-bundle", "version": "0.0.1", "network": config, "ensemble_size": 1,
+            "view_spec": spec.to_dict(), "threshold": 0.5, "trained_on_synthetic_data": True,
+            "training_data": {"cases": 0, "note": "untrained weights for plumbing tests"},
+            "validation_metrics": {"internal_test": {"auc": 0.5}}}
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "model", build_ensemble(config, 1), card)
 
 
-@pytest.mark.skipif(not demo_model_present(), reason="the embedded demo model is not in this checkout yet")
-def test_full_prediction_on_the_sample_ct_with_the_demo_model(scene, sample, tmp_path):
+def test_full_prediction_on_the_sample_ct(scene, sample, tmp_path, bundle_dir):
     ct, mask = sample
     ct_node, points = scene_with_sample(scene, sample)
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
@@ -172,6 +183,7 @@ def test_full_prediction_on_the_sample_ct_with_the_demo_model(scene, sample, tmp
         sh.GetItemByDataNode(ct_node), study)
     events = []
     outputs = logic.PredictionLogic(temp_root=str(tmp_path)).process(ct_node, points=points, device="cpu",
+                                                                     model_dir=str(bundle_dir),
                                                                      on_event=events.append)
     (row,) = outputs.rows
     assert row["status"] == "ok", row
@@ -181,9 +193,13 @@ def test_full_prediction_on_the_sample_ct_with_the_demo_model(scene, sample, tmp
     assert any(e.get("event") == "progress" for e in events)
     centre_ras = np.array([float(v) for v in row["center_ras_mm"].split(",")])
     assert np.linalg.norm(centre_ras - l1_point_ras(mask)) < 0.1
-    card = logic.model_card(None)
-    assert row["model_sha256"] == card["weights"]["sha256"]
-    assert "Intended use" in logic.model_card_html(card)
+    card = logic.model_card(str(bundle_dir))
+    assert row["model_sha256"] == card["weights"]["sha256"] and row["model_name"] == "test-bundle"
+    html = logic.model_card_html(card)
+    assert "Intended use" in html and "internal_test (auc: 0.5)" in html and "synthetic data only" in html
+    assert "synthetic data" in row["warnings"]
+    html = logic.results_html(outputs.rows)
+    assert "<td>L1</td>" in html and f"{row['probability_malignant']:.2f}" in html and logic.DISCLAIMER in html
 
     views = [n for n in outputs.volume_nodes if "model input" in n.GetName()]
     heatmaps = [n for n in outputs.volume_nodes if n.GetName().endswith("heatmap")]
@@ -197,6 +213,8 @@ def test_full_prediction_on_the_sample_ct_with_the_demo_model(scene, sample, tmp
     assert sh.GetItemParent(sh.GetItemByDataNode(outputs.table_node)) == study
     assert outputs.table_node.GetColumnDescription("probability_malignant").endswith(logic.DISCLAIMER)
     assert not [p for p in tmp_path.iterdir()]
+    assert [n.GetName() for n in views] == ["L1 model input axial bone"]
+    np.testing.assert_allclose(volumes.ct_image_from_volume_node(views[0]).spacing, [1.5, 1.5, 3.0])
 
 
 def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, sample, tmp_path):
