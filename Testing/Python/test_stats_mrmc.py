@@ -164,6 +164,15 @@ def test_model_vs_readers(vandyke):
     assert out["frrc"]["se"] == pytest.approx(np.sqrt(contrast @ cov @ contrast), rel=1e-12)
     assert out["rrrc"]["ci"][0] < out["rrrc"]["diff"] < out["rrrc"]["ci"][1]
     assert out["rrrc"]["df"] > 1
+    # Kooi et al.'s "2T-RRRC" (the model replicated as a second modality read by every reader) gives the
+    # same test as the single-treatment analysis (RJafroc StSignificanceTestingCadVsRad documentation).
+    readers0 = vandyke[vandyke.modality == 0]
+    as_modality = readers0.assign(modality="model", rating=readers0.case.map(model))
+    two = stats.mrmc(pd.concat([readers0, as_modality]), modality_order=[0, "model"])
+    assert two["rrrc"]["F"] == pytest.approx((out["rrrc"]["diff"] / out["rrrc"]["se"]) ** 2, rel=1e-10)
+    assert two["rrrc"]["df2"] == pytest.approx(out["rrrc"]["df"], rel=1e-10)
+    assert two["rrrc"]["p"] == pytest.approx(out["rrrc"]["p"], rel=1e-10)
+    assert two["rrrc"]["ci"] == pytest.approx(out["rrrc"]["ci"], rel=1e-10)
     with pytest.raises(MVCFError, match="say which one"):
         stats.model_vs_readers(vandyke, model)
     with pytest.raises(MVCFError, match="no model score"):
@@ -199,3 +208,14 @@ def test_bad_reader_data_raises_one_line_error(vandyke, mutate, message):
     with pytest.raises(MVCFError, match=message) as info:
         stats.mrmc(mutate(vandyke.copy()))
     assert "\n" not in str(info.value)
+
+
+def test_identical_readers_and_modalities_give_a_null_result_not_nan(vandyke):
+    one = vandyke[(vandyke.reader == 0) & (vandyke.modality == 0)]
+    copies = pd.concat([one.assign(reader=r, modality=m) for r in range(3) for m in range(2)])
+    result = stats.mrmc(copies)
+    for key in ("rrrc", "frrc", "rrfc"):
+        assert result[key]["diff"] == 0.0 and result[key]["p"] == 1.0
+        assert result[key]["ci"] == [0.0, 0.0]
+    low, high = result["rrrc"]["modalities"][0]["ci"]
+    assert low < 0.91964573 < high

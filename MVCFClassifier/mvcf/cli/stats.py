@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,15 @@ def _truth(frame: Any, column: str, positive: Any):
     if values.isna().any():
         raise MVCFError(f"truth column '{column}' has missing values")
     if positive is not None:
-        truth = values.astype(str).str.strip() == str(positive)
+        numeric = pd.to_numeric(values, errors="coerce")
+        try:
+            wanted = float(positive)
+        except ValueError:
+            wanted = None
+        if wanted is not None and not numeric.isna().any():
+            truth = numeric == wanted
+        else:
+            truth = values.astype(str).str.strip() == str(positive).strip()
         if not truth.any():
             raise MVCFError(f"no row has {column} == {positive!r}")
         return truth.to_numpy()
@@ -140,6 +149,17 @@ def run_mrmc(args: argparse.Namespace) -> dict:
     return payload
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinity as null, so that the printed JSON is standard JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _fmt_ci(ci: Any) -> str:
     return f"({ci[0]:.4f}, {ci[1]:.4f})"
 
@@ -182,6 +202,7 @@ def run(args: argparse.Namespace, reporter: Any) -> int:
     else:
         payload = run_mrmc(args)
         printer = _print_mrmc
+    payload = _finite(payload)
     if isinstance(reporter, JsonLinesReporter):
         reporter.result(payload)
     elif args.json:

@@ -152,9 +152,24 @@ def _or_covariances(cov: np.ndarray, t: int, r: int, modality: Optional[int] = N
 
 
 def _p_f(f: float, df1: float, df2: float) -> float:
+    if f == 0.0:
+        return 1.0
     if not np.isfinite(f):
         return 0.0 if f > 0 else float("nan")
     return float(_st.f.sf(f, df1, df2))
+
+
+def _interval(centre: float, se: float, crit: float) -> list:
+    """centre ± crit·se; a zero standard error gives a zero-width interval whatever the df."""
+    if se == 0.0:
+        return [float(centre), float(centre)]
+    return [float(centre - crit * se), float(centre + crit * se)]
+
+
+def _p_two_sided(stat: float, df: Optional[float]) -> float:
+    if stat == 0.0:
+        return 1.0
+    return float(2 * (_st.norm.sf(abs(stat)) if df is None else _st.t.sf(abs(stat), df)))
 
 
 def _ratio(num: float, den: float) -> float:
@@ -227,10 +242,9 @@ def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: l
             for a, b in combinations(range(t), 2):
                 diff = float(mean_mod[a] - mean_mod[b])
                 stat = _ratio(diff, se) if diff >= 0 else -_ratio(-diff, se)
-                p = float(2 * (_st.norm.sf(abs(stat)) if df2 is None else _st.t.sf(abs(stat), df2)))
                 pairs.append({"a": modalities[a], "b": modalities[b], "diff": diff, "se": se,
-                              "t" if df2 is not None else "z": stat, "df": df2, "p": p,
-                              "ci": [diff - crit * se, diff + crit * se]})
+                              "t" if df2 is not None else "z": stat, "df": df2, "p": _p_two_sided(stat, df2),
+                              "ci": _interval(diff, se, crit)})
             out["pairs"] = pairs
             out["diff"], out["ci"], out["se"] = pairs[0]["diff"], pairs[0]["ci"], se
         out["modalities"] = single
@@ -239,8 +253,9 @@ def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: l
     def single_ci(i: int, var: float, df: Optional[float]) -> dict:
         se = float(np.sqrt(max(var, 0.0)))
         crit = z if df is None else float(_st.t.ppf(1 - alpha / 2, df))
+        low, high = _interval(mean_mod[i], se, crit)
         return {"modality": modalities[i], "auc": float(mean_mod[i]), "se": se, "df": df,
-                "ci": [float(max(mean_mod[i] - crit * se, 0.0)), float(min(mean_mod[i] + crit * se, 1.0))]}
+                "ci": [max(low, 0.0), min(high, 1.0)]}
 
     # Random readers, random cases (Hillis 2008 ddf; Hillis 2007 single-modality CIs).
     den_rrrc = ms_tr + r * excess
@@ -279,7 +294,7 @@ def _per_reader_tests(aucs: np.ndarray, cov: np.ndarray, modalities: list, reade
             se = float(np.sqrt(max(cov[ia, ia] + cov[ib, ib] - 2 * cov[ia, ib], 0.0)))
             stat = diff / se if se > 0 else (0.0 if diff == 0 else float(np.sign(diff) * np.inf))
             out.append({"reader": rd, "a": modalities[a], "b": modalities[b], "diff": diff, "se": se, "z": stat,
-                        "p": float(2 * _st.norm.sf(abs(stat))), "ci": [diff - z * se, diff + z * se]})
+                        "p": _p_two_sided(stat, None), "ci": _interval(diff, se, z)})
     return out
 
 
@@ -355,12 +370,9 @@ def model_vs_readers(data: Any, model_scores: Any, modality: Any = None, cov_met
     def test(se2: float, df: Optional[float]) -> dict:
         se = float(np.sqrt(max(se2, 0.0)))
         stat = mean_diff / se if se > 0 else (0.0 if mean_diff == 0 else float(np.sign(mean_diff) * np.inf))
-        if df is None:
-            p, crit = float(2 * _st.norm.sf(abs(stat))), float(_st.norm.ppf(1 - alpha / 2))
-        else:
-            p, crit = float(2 * _st.t.sf(abs(stat), df)), float(_st.t.ppf(1 - alpha / 2, df))
-        return {"diff": mean_diff, "se": se, "stat": stat, "df": df, "p": p,
-                "ci": [mean_diff - crit * se, mean_diff + crit * se]}
+        crit = float(_st.norm.ppf(1 - alpha / 2) if df is None else _st.t.ppf(1 - alpha / 2, df))
+        return {"diff": mean_diff, "se": se, "stat": stat, "df": df, "p": _p_two_sided(stat, df),
+                "ci": _interval(mean_diff, se, crit)}
 
     cov2_pos = max(cov2_d, 0.0)
     df_h = _ratio((ms_r + r * cov2_pos) ** 2, ms_r ** 2 / (r - 1))
