@@ -389,10 +389,14 @@ class PredictionRun:
             suffix = "" if len(files) == 1 else " " + path.name.split(".")[0]
             node = volumes.volume_node_from_ct_image(scene, image, name + suffix, reference_node=self.ct_node)
             if heatmap and node.GetDisplayNode() is not None:
-                display = node.GetDisplayNode()
-                color = scene.GetFirstNodeByName("Inferno") or scene.GetFirstNodeByName("ColdToHotRainbow")
-                if color is not None:
-                    display.SetAndObserveColorNodeID(color.GetID())
+                display = node.GetDisplayNode()  # Grad-CAM is 0..1: a fixed range keeps heatmaps comparable
+                display.SetAutoWindowLevel(False)
+                display.SetWindowLevelMinMax(0.0, 1.0)
+                for color_name in ("Inferno", "ColdToHotRainbow", "Rainbow"):
+                    color = scene.GetFirstNodeByName(color_name)
+                    if color is not None:
+                        display.SetAndObserveColorNodeID(color.GetID())
+                        break
             nodes.append(node)
         return nodes
 

@@ -247,6 +247,8 @@ def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, samp
     heat = grid.to_ctimage(np.random.default_rng(0).random(grid.size[::-1]).astype(np.float32))
     sitk.WriteImage(heat.to_sitk(), str(run.workdir / "heatmap_0.nii.gz"))
     (heat_node,) = run._load_images(scene, "heatmap_0.nii.gz", "L1 heatmap", heatmap=True)
+    display = heat_node.GetDisplayNode()
+    assert not display.GetAutoWindowLevel() and (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0, 1)
     loaded = volumes.ct_image_from_volume_node(heat_node)
     np.testing.assert_allclose(loaded.voxels, heat.voxels)
     np.testing.assert_allclose(loaded.origin, heat.origin, atol=1e-4)
