@@ -104,3 +104,12 @@ def test_decision_curve_net_benefit():
         stats.decision_curve(truth, prob, [0.0, 0.5])
     with pytest.raises(MVCFError, match="probabilities"):
         stats.calibration(truth, prob * 2)
+
+
+def test_calibration_slope_undefined_is_nan_with_a_note(recwarn):
+    separated = stats.calibration([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9], n_bins=5)
+    assert np.isnan(separated["slope"]) and "separate" in separated["notes"][0]
+    constant = stats.calibration([0, 1, 0, 1], [0.5] * 4, n_bins=5)
+    assert np.isnan(constant["slope"]) and "constant" in constant["notes"][0]
+    assert constant["intercept"] == pytest.approx(0.0, abs=1e-9)
+    assert not [w for w in recwarn if "Separation" in type(w.message).__name__]

@@ -5,12 +5,14 @@
 - Brier score (scikit-learn).
 - Calibration slope: logistic regression of the outcome on logit(p); intercept ("calibration-in-the-large"):
   logistic regression with logit(p) as offset and only an intercept (Van Calster et al. 2019). Both by
-  statsmodels GLM (binomial), with Wald CIs. Perfect calibration: slope 1, intercept 0.
+  statsmodels GLM (binomial), with Wald CIs. Perfect calibration: slope 1, intercept 0. Constant
+  predictions or perfect separation leave the slope undefined (NaN, with a note), not an exception.
 - Net benefit at threshold probability pt: TP/n − FP/n · pt/(1−pt) (Vickers & Elkin 2006), with the
   treat-all and treat-none references.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -31,6 +33,7 @@ def _probabilities(prob: Any) -> np.ndarray:
 def calibration(y_true: Any, prob: Any, n_bins: int = 10, alpha: float = 0.05) -> dict:
     """Reliability bins, Brier score, calibration slope and intercept (with CIs)."""
     import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import brier_score_loss
 
@@ -59,19 +62,29 @@ def calibration(y_true: Any, prob: Any, n_bins: int = 10, alpha: float = 0.05) -
 
     logit = np.log(np.clip(p, _EPS, 1 - _EPS) / (1 - np.clip(p, _EPS, 1 - _EPS)))
     y = truth.astype(float)
-    try:
-        slope_fit = sm.GLM(y, sm.add_constant(logit, has_constant="add"), family=sm.families.Binomial()).fit()
+    notes = []
+    nan2 = (float("nan"), float("nan"))
+    slope, slope_ci = float("nan"), nan2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerfectSeparationWarning)
+        if np.ptp(logit) == 0.0:
+            notes.append("constant predictions: no calibration slope")
+        else:
+            try:
+                fit = sm.GLM(y, sm.add_constant(logit, has_constant="add"), family=sm.families.Binomial()).fit()
+                slope, ci = float(fit.params[1]), fit.conf_int(alpha)[1]
+                slope_ci = (float(ci[0]), float(ci[1]))
+            except PerfectSeparationWarning:
+                notes.append("predictions separate the classes perfectly: calibration slope undefined")
         intercept_fit = sm.GLM(y, np.ones_like(logit), family=sm.families.Binomial(), offset=logit).fit()
-    except Exception as exc:  # perfect separation and similar numerical failures
-        raise MVCFError(f"calibration regression failed: {type(exc).__name__}") from None
-    slope_ci = slope_fit.conf_int(alpha)[1]
     intercept_ci = intercept_fit.conf_int(alpha)[0]
     return {
         "n": int(truth.size), "n_bins": int(n_bins), "bins": bins,
         "brier": float(brier_score_loss(truth, p)),
-        "slope": float(slope_fit.params[1]), "slope_ci": (float(slope_ci[0]), float(slope_ci[1])),
+        "slope": slope, "slope_ci": slope_ci,
         "intercept": float(intercept_fit.params[0]),
         "intercept_ci": (float(intercept_ci[0]), float(intercept_ci[1])),
+        "notes": notes,
     }
 
 
