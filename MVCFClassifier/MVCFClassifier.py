@@ -314,6 +314,8 @@ class MVCFClassifierTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_adapters_on_synthetic_ct()
         self.setUp()
+        self.test_cancel_adds_nothing()
+        self.setUp()
         self.test_prediction_on_synthetic_ct()
 
     def _ctAndPoint(self):
@@ -344,6 +346,18 @@ class MVCFClassifierTest(ScriptedLoadableModuleTest):
         (target,) = self.logic().targets(ct, "Point list", points=points)
         self.assertEqual(target.name, "L1")
         np.testing.assert_allclose(target.location.center_lps, centerRas * [-1, -1, 1])
+
+    def test_cancel_adds_nothing(self) -> None:
+        ct, points, _center = self._ctAndPoint()
+        logic = self.logic()
+        run = logic.start(ct, logic.targets(ct, "Point list", points=points), device="cpu")
+        nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+        run.poll()  # starts the child process
+        run.cancel()
+        self.assertTrue(run.cancelled and not run.workdir.exists())
+        with self.assertRaises(Exception):
+            run.finish(slicer.mrmlScene)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodesBefore)
 
     def test_prediction_on_synthetic_ct(self) -> None:
         from MVCFClassifierLib.dependencies import torch_installed, unmet_requirements
