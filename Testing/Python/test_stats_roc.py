@@ -121,6 +121,13 @@ def test_delong_test_accepts_n_by_k_and_k_by_n_arrays():
     assert np.allclose(by_rows["cov"], by_cols["cov"], atol=1e-15)
     assert [p["z"] for p in by_rows["pairs"]] == pytest.approx([p["z"] for p in by_cols["pairs"]])
     assert [(p["a"], p["b"]) for p in by_rows["pairs"]] == [(0, 1), (0, 2), (1, 2)]
+    import pandas as pd
+
+    frame = pd.DataFrame(scores.T, columns=["2d", "2.5d", "3d"])
+    for container in (frame, {c: frame[c].to_numpy() for c in frame}):
+        named = stats.delong_test(truth, container)
+        assert [(p["a"], p["b"]) for p in named["pairs"]] == [("2d", "2.5d"), ("2d", "3d"), ("2.5d", "3d")]
+        assert np.allclose(named["cov"], by_rows["cov"], atol=1e-15)
 
 
 def test_bootstrap_ci_is_seeded_and_close_to_delong():

@@ -1,7 +1,7 @@
 """Input checks shared by the statistics functions: every problem a user can fix becomes one MVCFError line."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -46,8 +46,22 @@ def as_truth(values: Any, name: str = "truth", need_both: bool = True) -> np.nda
     return truth
 
 
+def score_names(scores: Any) -> Optional[list]:
+    """Model names carried by the container: a mapping's keys or a DataFrame's columns."""
+    if isinstance(scores, Mapping):
+        return list(scores.keys())
+    if hasattr(scores, "columns") and hasattr(scores, "to_numpy"):
+        return list(scores.columns)
+    return None
+
+
 def score_matrix(scores: Any, n_cases: int) -> np.ndarray:
-    """k score arrays as a (k, n) float array; a 2-D array may be (k, n) or (n, k)."""
+    """k score arrays as a (k, n) float array. Accepts a list of arrays, a mapping name -> array, a
+    DataFrame with one column per model, or a 2-D array of shape (k, n) or (n, k)."""
+    if isinstance(scores, Mapping):
+        scores = list(scores.values())
+    elif hasattr(scores, "columns") and hasattr(scores, "to_numpy"):
+        scores = [scores[c].to_numpy() for c in scores.columns]
     if isinstance(scores, np.ndarray) and scores.ndim == 2:
         matrix = scores
         if matrix.shape[1] != n_cases and matrix.shape[0] == n_cases:

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats as _st
 
 from mvcf.errors import MVCFError
-from mvcf.stats._validate import as_scores, as_truth, check_alpha, same_length, score_matrix
+from mvcf.stats._validate import as_scores, as_truth, check_alpha, same_length, score_matrix, score_names
 
 
 def _structural_components(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +98,8 @@ def delong_ci(y_true: Any, score: Any, alpha: float = 0.05) -> dict:
 def delong_test(y_true: Any, scores: Any, alpha: float = 0.05, names: Optional[Sequence[str]] = None) -> dict:
     """Paired DeLong test for every pair of k ≥ 2 models scored on the same cases.
 
-    `scores` is a list of k arrays or a (k, n) / (n, k) array. For each pair (a, b): diff = AUC_a − AUC_b,
+    `scores` is a list of k arrays, a mapping or DataFrame (names from its keys/columns), or a (k, n) /
+    (n, k) array. For each pair (a, b): diff = AUC_a − AUC_b,
     z = diff / se, two-sided normal p, and the (1−alpha) CI of the difference (pROC's roc.test, paired).
     """
     alpha = check_alpha(alpha)
@@ -107,7 +108,8 @@ def delong_test(y_true: Any, scores: Any, alpha: float = 0.05, names: Optional[S
     k = aucs.size
     if k < 2:
         raise MVCFError("the paired DeLong test needs at least two score arrays")
-    labels = list(names) if names is not None else list(range(k))
+    carried = score_names(scores)
+    labels = list(names) if names is not None else (carried if carried is not None else list(range(k)))
     if len(labels) != k:
         raise MVCFError(f"{len(labels)} names given for {k} score arrays")
     crit = _st.norm.ppf(1.0 - alpha / 2.0)
