@@ -1,6 +1,6 @@
 """Benchmark: DeLong AUCs + covariance for 100,000 cases x 5 models (target: under 1 s).
 
-Ours: `mvcf.stats.delong_cov` (Sun & Xu 2014 midranks, all models in one vectorised rank per set).
+Ours: `mvcf.stats.delong_cov` (Sun & Xu 2014 placement values from one vectorised sort of all models).
 Baseline: the straightforward structural-components computation done model by model: placement values
 from sorted opposite-class scores with `np.searchsorted` (counting ties half), then the sample covariances
 (also O(n log n); the textbook O(n_pos x n_neg) double loop would take minutes at this size). A second

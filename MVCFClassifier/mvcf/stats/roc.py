@@ -3,8 +3,9 @@
 Convention: a higher score means "more likely positive" (no automatic direction flip, unlike pROC's
 `direction="auto"`); ties between a positive and a negative count one half.
 
-DeLong et al. (1988) variance, computed with the midrank algorithm of Sun & Xu (2014), IEEE SPL 21(11):
-O(k·n log n) for k models on n cases instead of O(k·n_pos·n_neg). Normalisation (n−1 denominators) and the
+DeLong et al. (1988) variance from the placement values of Sun & Xu's (2014, IEEE SPL 21(11)) midrank
+formulation, obtained from one sort per model: O(k·n log n) for k models on n cases instead of
+O(k·n_pos·n_neg). Normalisation (n−1 denominators) and the
 two-sided normal CI/test follow pROC (Robin et al. 2011), against which the results are checked.
 """
 from __future__ import annotations
