@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
         "target_ratio": 20,
         "all_same_within_tolerance": all(r["same_within_tolerance"] for r in results.values()),
         "python": platform.python_version(), "machine": platform.machine(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(), "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
     text = json.dumps(payload, indent=2)
     print(text)
