@@ -115,23 +115,30 @@ def _flip_axes(mode: str, shape: tuple[int, ...]) -> Optional[int]:
     return {"2d": 2, "2.5d-adjacent": 2, "2.5d-mil": 3, "3d": 3}.get(mode)
 
 
-def augmentation(mode: str, rotate_deg: float = 10.0, flip_prob: float = 0.5, shift: float = 0.05,
-                 noise_std: float = 0.02, noise_prob: float = 0.5):
+def augmentation(mode: str, rotate_deg: float = 10.0, shift: float = 0.05, noise_std: float = 0.02,
+                 blur_sigma: tuple[float, float] = (0.25, 1.5), contrast_gamma: tuple[float, float] = (0.8, 1.25)):
     """MONAI transforms for one channel-first sample of `mode` (2.5d-mil bags: slices folded into channels).
-    Rotation is in the axial plane for 3d; flips are left-right only."""
+
+    Beyond the geometry (a small rotation; the left-right flip is applied by CaseDataset), the intensity
+    transforms imitate what differs between scanners and sites: a reconstruction kernel / slice thickness
+    (Gaussian blur with a separate sigma per axis, in pixels), calibration drift (intensity shift), contrast
+    (gamma) and noise."""
     import math
 
-    from monai.transforms import Compose, RandGaussianNoise, RandRotate, RandShiftIntensity
+    from monai.transforms import (Compose, RandAdjustContrast, RandGaussianNoise, RandGaussianSmooth,
+                                  RandRotate, RandShiftIntensity)
 
-    angle = math.radians(rotate_deg)
-    return Compose([
-        RandRotate(range_x=angle, prob=1.0, keep_size=True, padding_mode="border", dtype=np.float32),
+    transforms = []
+    if rotate_deg > 0:
+        transforms.append(RandRotate(range_x=math.radians(rotate_deg), prob=1.0, keep_size=True,
+                                     padding_mode="border", dtype=np.float32))
+    transforms += [
+        RandGaussianSmooth(sigma_x=blur_sigma, sigma_y=blur_sigma, sigma_z=blur_sigma, prob=0.5),
+        RandAdjustContrast(gamma=contrast_gamma, prob=0.3),
         RandShiftIntensity(offsets=shift, prob=1.0),
-        RandGaussianNoise(prob=noise_prob, std=noise_std, dtype=np.float32),
-    ]) if rotate_deg > 0 else Compose([
-        RandShiftIntensity(offsets=shift, prob=1.0),
-        RandGaussianNoise(prob=noise_prob, std=noise_std, dtype=np.float32),
-    ])
+        RandGaussianNoise(prob=0.5, std=noise_std, dtype=np.float32),
+    ]
+    return Compose(transforms)
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -64,7 +64,11 @@ def write_plots(folder: Path, labels: Sequence[int], prob: Sequence[float], thre
     if not (1 < y.sum() < y.size - 1):
         return []
     plot_roc(folder / "roc.png", y, {name: p}, operating_points={"frozen threshold": threshold})
-    plot_calibration(folder / "calibration.png", y, p, n_bins=5 if y.size < 100 else 10)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels: perfect separation on tiny sets; the plot still draws
+        plot_calibration(folder / "calibration.png", y, p, n_bins=5 if y.size < 100 else 10)
     plot_decision_curve(folder / "decision_curve.png", y, {name: p})
     return ["roc.png", "calibration.png", "decision_curve.png"]
 

@@ -45,7 +45,7 @@ def make_tiny_cohort(out: Path, n_per_site: int = 12, sites=("A", "B"), seed: in
             mask.CopyInformation(image)
             mask_path = out / f"{site}_{n:03d}_mask.nii.gz"
             sitk.WriteImage(mask, str(mask_path))
-            patient = f"{site}-p{n // 2 if n < 4 else n}"
+            patient = f"{site}-p{n % 2 if n < 4 else n}"  # cases 0+2 and 1+3: one patient, two levels
             if shared_patient and s == 1 and n == 0:
                 patient = f"{sites[0]}-p0"
             records.append(CaseRecord(case_id=f"{site}_{n:03d}", patient_id=patient, institution=site,

@@ -1,0 +1,28 @@
+"""`mvcf demo` end to end at a toy size: cohort -> study -> prediction on the real CT -> report folder."""
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from mvcf.cli.main import main  # noqa: E402
+
+
+@pytest.mark.slow
+def test_demo_writes_a_complete_report_folder(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["--progress", "none", "demo", "--out", str(out), "--cases", "20", "--epochs", "1",
+                 "--size", "24", "--device", "cpu", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["study"]) == {"2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d",
+                                    "baseline-logistic"}
+    for name in ("study_reference_model", "embedded_demo_model"):
+        assert 0.0 <= result["predictions"][name]["probability_malignant"] <= 1.0
+    for path in ("index.html", "demo.json", "cohort/manifest.csv", "study/report.html", "study/report.md",
+                 "study/study.json", "prediction/heatmap_L1.nii.gz", "prediction/prediction_L1.json"):
+        assert (out / path).is_file(), path
+    assert "synthetic" in (out / "index.html").read_text()
+    assert not (out / "cache").exists()
+    assert main(["--progress", "none", "demo", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""`mvcf train` then `mvcf evaluate` on a tiny two-institution cohort: files, fields, per-institution results."""
+import csv
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from mvcf.cli.main import main  # noqa: E402
+from tiny_cohort import make_tiny_cohort  # noqa: E402
+
+TRAIN = ["--view", "2d", "--size", "24", "--arch", "resnet10-tiny", "--epochs", "2", "--batch-size", "4",
+         "--folds", "2", "--external", "B", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    manifest = make_tiny_cohort(root / "cohort", n_per_site=16)
+    out = root / "run"
+    assert main(["--progress", "none", "train", "--manifest", str(manifest), "--out", str(out)] + TRAIN) == 0
+    return manifest, out
+
+
+def test_train_writes_bundle_logs_and_predictions(trained, capsys):
+    manifest, out = trained
+    card = json.loads((out / "model" / "model.json").read_text())
+    assert card["ensemble_size"] == 2 and card["network"]["mode"] == "2d"
+    assert card["training_data"]["per_institution"]["B"] == {"MVCF": 8, "OVCF": 8}
+    assert card["training_data"]["external_institution"] == "B"
+    assert 0.0 <= card["threshold"] <= 1.0 and "Youden" in card["threshold_method"]
+    assert card["trained_on_synthetic_data"] is False
+    with open(out / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["set"] for r in rows} == {"internal_test", "external_test"}
+    assert sorted(r["case_id"] for r in rows if r["set"] == "internal_test") == [f"A_{i:03d}" for i in range(16)]
+    assert (out / "log.csv").is_file() and (out / "folds" / "fold1" / "checkpoint.pt").is_file()
+
+
+def test_train_refuses_a_used_folder_and_a_bad_manifest(trained, tmp_path, capsys):
+    manifest, out = trained
+    assert main(["--progress", "none", "train", "--manifest", str(manifest), "--out", str(out)] + TRAIN) == 2
+    assert "--resume" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("case_id,patient_id,institution,label,ct,center_lps\nx,p,A,maybe,missing.nii.gz,1,2,3\n")
+    assert main(["--progress", "none", "train", "--manifest", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "row 2" in err and not (tmp_path / "o" / "model").exists()
+
+
+def test_evaluate_writes_metrics_plots_and_per_institution(trained, tmp_path, capsys):
+    manifest, out = trained
+    target = tmp_path / "eval"
+    code = main(["--progress", "none", "evaluate", "--model", str(out / "model"), "--manifest", str(manifest),
+                 "--out", str(target), "--device", "cpu", "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert printed["overall"]["n"] == metrics["overall"]["n"] == 32
+    for key in ("auc", "auc_ci_delong", "auc_ci_bootstrap", "sensitivity", "specificity", "ppv", "npv",
+                "accuracy", "f1"):
+        assert key in metrics["overall"]
+    assert set(metrics["per_institution"]) == {"A", "B"}
+    assert metrics["model"]["sha256"] == json.loads((out / "model" / "model.json").read_text())["weights"]["sha256"]
+    for name in ("predictions.csv", "roc.png", "calibration.png", "decision_curve.png"):
+        assert (target / name).stat().st_size > 0
+    assert main(["--progress", "none", "evaluate", "--model", str(tmp_path), "--manifest", str(manifest),
+                 "--out", str(tmp_path / "e2")]) == 2
+    assert "not a model bundle" in capsys.readouterr().err
