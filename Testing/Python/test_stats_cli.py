@@ -66,6 +66,17 @@ def test_mrmc_json_reproduces_vandyke(capsys):
     assert {"var_error", "cov1", "cov3"} <= set(out)
 
 
+def test_mrmc_unaided_vs_aided(capsys):
+    csv = shared("reader_study/vandyke_dataset02.csv")
+    assert main(["--progress", "none", "stats", "mrmc", "--csv", str(csv), "--unaided", "0", "--aided", "1",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rrrc"]["diff"] == pytest.approx(0.04380032, abs=5e-9)
+    assert out["design"]["diff"] == "aided - unaided"
+    assert main(["stats", "mrmc", "--csv", str(csv), "--aided", "1"]) == 2
+    assert "both --unaided and --aided" in capsys.readouterr().err
+
+
 def test_mrmc_with_model_csv(tmp_path, capsys):
     csv = shared("reader_study/vandyke_dataset02.csv")
     cases = pd.read_csv(csv).drop_duplicates("case")

@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mrmc.add_argument("--cov-method", choices=["jackknife", "delong"], default="jackknife",
                       help="AUC covariance estimate (default: jackknife, as OR-DBM MRMC)")
     mrmc.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level (default 0.05)")
+    mrmc.add_argument("--unaided", default=None,
+                      help="with --aided: the two modalities of a reader study with and without the model; "
+                           "every difference is then aided minus unaided")
+    mrmc.add_argument("--aided", default=None, help="modality label of the reads aided by the model")
     mrmc.add_argument("--model-csv", default=None,
                       help="also compare a model with the readers: CSV with columns case, score")
     mrmc.add_argument("--model-modality", default=None,
@@ -137,7 +141,13 @@ def run_mrmc(args: argparse.Namespace) -> dict:
     from mvcf import stats
 
     frame = _read_csv(args.csv)
-    payload = stats.mrmc(frame, cov_method=args.cov_method, alpha=args.alpha, positive=args.positive)
+    if (args.unaided is None) != (args.aided is None):
+        raise MVCFError("give both --unaided and --aided, or neither")
+    if args.unaided is not None:
+        payload = stats.unaided_vs_aided(frame, unaided=args.unaided, aided=args.aided, cov_method=args.cov_method,
+                                         alpha=args.alpha, positive=args.positive)
+    else:
+        payload = stats.mrmc(frame, cov_method=args.cov_method, alpha=args.alpha, positive=args.positive)
     if args.model_csv:
         model = _read_csv(args.model_csv)
         missing = [c for c in ("case", "score") if c not in model.columns]
