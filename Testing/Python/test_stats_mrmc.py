@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 from scipy import stats as sps
 
 from mvcf import stats
@@ -219,3 +220,26 @@ def test_identical_readers_and_modalities_give_a_null_result_not_nan(vandyke):
         assert result[key]["ci"] == [0.0, 0.0]
     low, high = result["rrrc"]["modalities"][0]["ci"]
     assert low < 0.91964573 < high
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 4), st.integers(2, 3))
+def test_random_designs_are_symmetric_and_well_formed(seed, n_readers, n_modalities):
+    rng = np.random.default_rng(seed)
+    cases = 16
+    truth = np.r_[np.ones(6, int), np.zeros(cases - 6, int)]
+    rows = [{"reader": r, "modality": m, "case": c, "truth": truth[c],
+             "rating": int(np.clip(np.round(truth[c] * 1.2 + rng.normal(0, 1) + 2), 1, 5))}
+            for m in range(n_modalities) for r in range(n_readers) for c in range(cases)]
+    frame = pd.DataFrame(rows)
+    forward = stats.mrmc(frame)
+    backward = stats.mrmc(frame, modality_order=list(range(n_modalities))[::-1])
+    for key in ("rrrc", "frrc", "rrfc"):
+        assert 0.0 <= forward[key]["p"] <= 1.0
+        assert forward[key]["p"] == pytest.approx(backward[key]["p"], abs=1e-12)
+        assert forward[key]["pairs"][0]["diff"] == pytest.approx(-backward[key]["pairs"][-1]["diff"], abs=1e-15)
+        for single in forward[key]["modalities"]:
+            assert 0.0 <= single["ci"][0] <= single["auc"] <= single["ci"][1] <= 1.0
+    design = ratings_array(frame)
+    _, cov = auc_covariance(design["ratings"], design["truth"], "jackknife")
+    assert np.linalg.eigvalsh(cov).min() >= -1e-15
