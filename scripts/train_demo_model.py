@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the embedded demo bundle (mvcf/resources/demo_model) on a synthetic cohort, reproducibly.
 
-    python scripts/train_demo_model.py [--work DIR] [--cases 200] [--seed 0] [--epochs 20]
+    python scripts/train_demo_model.py [--work DIR] [--cases 200] [--seed 0] [--epochs 25]
 
 Generates the `standard` synthetic cohort (`mvcf synth --cases 200 --seed 0`) under --work unless it is
 already there, trains the 2.5d-orthogonal model (64 px, resnet10-tiny, one 60/20/20 patient-level split of
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("demo_model_work"), help="cohort, cache and run folder")
     parser.add_argument("--cases", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     config = TrainConfig(arch="resnet10-tiny", epochs=args.epochs, batch_size=16, seed=args.seed, device="cpu",
-                         patience=8)
+                         patience=10)
     run = train_cohort(
         records, ViewSpec(mode="2.5d-orthogonal", size_px=64, spacing_mm=1.0), config, out_dir=run_dir,
         n_folds=5, train_folds=1, external="external", cache_dir=args.work / "cache", name="mvcf-demo",

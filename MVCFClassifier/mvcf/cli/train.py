@@ -68,8 +68,11 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.train import is_synthetic_cohort, train_cohort
     from mvcf.views import ViewSpec
 
+    import os
+
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.resume:
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 checks and writes
+    if main_process and out.exists() and any(out.iterdir()) and not args.resume:
         raise MVCFError(f"{out} is not empty; use --resume to continue a run there, or another --out")
     records = read_manifest(args.manifest)
     spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing)
@@ -88,6 +91,8 @@ def run(args: argparse.Namespace, reporter) -> int:
                "validation_auc": metrics["validation"].get("auc"),
                "internal_test": metrics["internal_test"], "external_test": metrics["external_test"],
                "log": str(out / "log.csv"), "predictions": str(out / "predictions.csv")}
+    if not main_process:
+        return 0
     if args.json:
         print(dumps(payload, indent=2))
     else:
