@@ -148,3 +148,17 @@ def test_train_and_study_arguments():
     assert "--view" not in study and study[0] == "study"
     with pytest.raises(ValueError):
         TrainConfig(view="4d").arguments()
+
+
+def test_batch_script_command_lines(capsys):
+    from MVCFTrainingLib.batch import main
+
+    assert main(["--manifest", "m.csv", "--out", "o", "--view", "3d", "--external", "B", "--size", "32",
+                 "--python", "py", "--print-command"], "train") == 0
+    train = capsys.readouterr().out.split()
+    assert train[:5] == ["py", "-m", "mvcf", "--progress", "jsonl"] and train[5] == "train"
+    assert train[train.index("--view") + 1] == "3d" and train[train.index("--size") + 1] == "32"
+    assert main(["--manifest", "m.csv", "--out", "o", "--python", "py", "--print-command", "--",
+                 "--modes", "2d,3d"], "study") == 0
+    study = capsys.readouterr().out.split()
+    assert study[5] == "study" and "--view" not in study and study[-2:] == ["--modes", "2d,3d"]

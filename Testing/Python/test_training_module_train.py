@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +109,12 @@ def test_train_cancel_resume_and_results(scene_cohort, tmp_path):
             ("external_test", "B")} <= rows
     assert chart is not None and chart.GetNumberOfPlotSeriesNodes() >= 2  # test set(s) + chance line
 
+    from MVCFTrainingLib.batch import save_result_tables
+
+    tsv, schema = save_result_tables("train", out, result, tmp_path / "tables")
+    header = tsv.read_text().splitlines()[0].split("\t")
+    assert header[:3] == ["model", "split", "institution"] and "auc_ci_low" in header and schema.is_file()
+
 
 @pytest.mark.slow
 def test_study_metrics_and_comparison_table(scene_cohort, tmp_path):
@@ -129,13 +136,21 @@ def test_study_metrics_and_comparison_table(scene_cohort, tmp_path):
     assert chart is not None and chart.GetNumberOfPlotSeriesNodes() == 3  # two models + chance
 
 
-def test_user_error_exit_code_and_message(tmp_path):
+def test_batch_script_user_error_exit_code_and_message(tmp_path):
+    """scripts/slicer_train.py under plain python: the core's one-line error and exit code 2 come through."""
+    import subprocess
+    import sys
+
     bad = tmp_path / "manifest.csv"
     bad.write_text("case_id,patient_id,institution,label,ct,center_lps\nc1,p1,A,benign,missing.nii.gz,1,2,3\n")
-    outcome = MvcfRun(train_arguments(bad, tmp_path / "out", TINY), env=CHILD_ENV).start().wait(timeout=120)
-    assert outcome.status == "failed" and outcome.returncode == 2
-    assert "row 2" in outcome.error and "\n" not in outcome.error
-    assert not (tmp_path / "out").exists()
+    script = Path(__file__).resolve().parents[2] / "scripts" / "slicer_train.py"
+    proc = subprocess.run([sys.executable, str(script), "--manifest", str(bad), "--out", str(tmp_path / "out"),
+                           "--epochs", "1", "--device", "cpu"], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **CHILD_ENV})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: manifest") and "row 2" in lines[0]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
 def test_reader_study_through_the_child_process(shared_data):
