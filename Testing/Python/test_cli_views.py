@@ -107,6 +107,18 @@ def test_stack_modes(tmp_path, capsys, mode, shape):
     assert image.GetSize() == ((32, 32, shape[0]) if mode != "3d" else (32, 32, 32))
 
 
+def test_negative_coordinates_need_no_equals_sign(tmp_path, capsys, l1_centre):
+    right_of_l1 = l1_centre - [10, 0, 0]
+    for flag, point, lps in (("--point-ras", lps_to_ras(l1_centre), l1_centre),
+                             ("--point-lps", right_of_l1, right_of_l1)):
+        assert point[0] < 0
+        value = ",".join(f"{v:.4f}" for v in point)
+        code, stdout, err = _run(capsys, "--ct", SAMPLE["ct"], flag, value, "--out", tmp_path / flag, "--json",
+                                 "--mode", "2d")
+        assert code == 0, err
+        np.testing.assert_allclose(json.loads(stdout)["center_lps"], lps, atol=1e-3)
+
+
 def test_partly_outside_warns_but_succeeds(tmp_path, capsys):
     code, stdout, err = _run(capsys, "--ct", SAMPLE["ct"], "--point-ijk", "2,3,2", "--out", tmp_path / "o",
                              "--json")

@@ -11,20 +11,26 @@ from pathlib import Path
 
 from mvcf.errors import MVCFError
 
-POINT_HELP = "three comma-separated numbers; write --point-{0}=X,Y,Z when X is negative"
+POINT_HELP = "three comma-separated numbers, e.g. -12.5,30,4"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    import re
+
     from mvcf.views import MODES, WINDOWS
+
+    # A point whose first coordinate is negative ("-12.5,30,4") is a value, not an option; Python >= 3.13's
+    # argparse does this by itself, older ones only for a single plain number.
+    parser._negative_number_matcher = re.compile(r"^-\.?\d")
 
     parser.add_argument("--ct", required=True, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--point-ras", metavar="X,Y,Z", help="vertebra centre in RAS mm (Slicer); "
-                       + POINT_HELP.format("ras"))
+                       + POINT_HELP)
     where.add_argument("--point-lps", metavar="X,Y,Z", help="vertebra centre in LPS mm (ITK/DICOM); "
-                       + POINT_HELP.format("lps"))
-    where.add_argument("--point-ijk", metavar="I,J,K", help="vertebra centre as a voxel index (0-based); "
-                       + POINT_HELP.format("ijk"))
+                       + POINT_HELP)
+    where.add_argument("--point-ijk", metavar="I,J,K", help="vertebra centre as a voxel index (0-based, "
+                       "may be fractional), e.g. 60,48,55.5")
     where.add_argument("--mask", metavar="PATH", help="label mask; the centre is the centroid of --label")
     parser.add_argument("--label", type=int, help="label value of the vertebra in --mask (e.g. "
                         "TotalSegmentator 31 = L1)")
