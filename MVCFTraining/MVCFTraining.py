@@ -409,12 +409,14 @@ class MVCFTrainingLogic(ScriptedLoadableModuleLogic):
         return destination
 
     def useInClassifier(self) -> None:
-        """Select the MVCFClassifier module with the last trained bundle as its model."""
-        bundle = self.lastRunFolder / "model"
-        classifierLogic = slicer.util.getModuleLogic("MVCFClassifier")
-        parameterNode = classifierLogic.getParameterNode()
-        parameterNode.modelPath = bundle
+        """Open MVCFClassifier with the last trained bundle as its model (its parameter node's
+        `useDemoModel` / `modelDirectory`)."""
+        if self.lastRunFolder is None or not (self.lastRunFolder / "model").is_dir():
+            raise ValueError("No trained model yet.")
         slicer.util.selectModule("MVCFClassifier")
+        classifier = slicer.util.getModuleLogic("MVCFClassifier").getParameterNode()
+        classifier.useDemoModel = False
+        classifier.modelDirectory = self.lastRunFolder / "model"
 
 
 class MVCFTrainingTest(ScriptedLoadableModuleTest):

@@ -56,9 +56,20 @@ def _location_nodes(scene) -> list:
     return _nodes(scene, POINT_CLASS) + _nodes(scene, SEGMENTATION_CLASS)
 
 
+def _name_owner(node, volumes: list):
+    """The volume whose name `node`'s name starts with, followed by a non-alphanumeric character or nothing
+    ('CT7 points' belongs to 'CT7', not to 'CT'; 'CT17 points' not to 'CT1'); the longest such name wins."""
+    name = node.GetName()
+    owners = [v for v in volumes if name.startswith(v.GetName())
+              and (len(name) == len(v.GetName()) or not name[len(v.GetName())].isalnum())]
+    return max(owners, key=lambda v: len(v.GetName()), default=None)
+
+
 def paired_locations(scene, volume) -> list:
     """Point lists / segmentations that belong to `volume`: a segmentation whose reference geometry is the
-    volume, or a node whose name starts with the volume's name; the only one when the scene holds one CT."""
+    volume, or a node named after the volume ('<volume name> points'); all of them when the scene holds
+    one CT."""
+    volumes = ct_volumes(scene)
     found = []
     for node in _location_nodes(scene):
         if node.IsA(SEGMENTATION_CLASS):
@@ -67,9 +78,9 @@ def paired_locations(scene, volume) -> list:
                 if reference is volume:
                     found.append(node)
                 continue
-        if node.GetName().startswith(volume.GetName()):
+        if _name_owner(node, volumes) is volume:
             found.append(node)
-    if not found and len(ct_volumes(scene)) == 1:
+    if not found and len(volumes) == 1:
         found = _location_nodes(scene)
     return found
 

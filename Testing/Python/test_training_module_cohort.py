@@ -174,3 +174,15 @@ def test_patient_in_two_institutions_and_duplicate_case_are_refused(scene, tmp_p
     with pytest.raises(MVCFError):
         save_manifest_from_table(scene, table, tmp_path / "manifest.csv")
     assert not (tmp_path / "manifest.csv").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_location_nodes_pair_with_the_volume_they_are_named_after():
+    from MVCFTrainingLib.cohort import paired_locations
+
+    scene = slicer.vtkMRMLScene()
+    ct1, ct10 = _ct(scene, "CT1"), _ct(scene, "CT10")
+    _points(scene, "CT10 points", {"L1": (0.0, 0.0, 0.0)})
+    _points(scene, "CT1-points", {"L2": (0.0, 0.0, 0.0)})
+    _points(scene, "CT1x", {"L3": (0.0, 0.0, 0.0)})  # neither: 'x' continues the name
+    assert [n.GetName() for n in paired_locations(scene, ct1)] == ["CT1-points"]
+    assert [n.GetName() for n in paired_locations(scene, ct10)] == ["CT10 points"]
