@@ -113,3 +113,57 @@ def test_calibration_slope_undefined_is_nan_with_a_note(recwarn):
     assert np.isnan(constant["slope"]) and "constant" in constant["notes"][0]
     assert constant["intercept"] == pytest.approx(0.0, abs=1e-9)
     assert not [w for w in recwarn if "Separation" in type(w.message).__name__]
+
+
+# ---- against base R (Testing/Python/reference/make_proc_reference.R, outputs committed) ----
+
+def _r_values() -> dict:
+    import csv
+    from pathlib import Path
+
+    with open(Path(__file__).parent / "reference" / "r_misc.csv", newline="") as handle:
+        return {(row["check"], row["key"]): float(row["value"]) for row in csv.DictReader(handle)}
+
+
+R = _r_values()
+
+
+@pytest.mark.parametrize("count, total", [(30, 40), (0, 12), (12, 12), (1, 3), (57, 113)])
+def test_wilson_interval_matches_r_prop_test(count, total):
+    low, high = stats.wilson_ci(count, total)
+    assert low == pytest.approx(R[("wilson", f"{count}/{total}:low")], abs=1e-12)
+    assert high == pytest.approx(R[("wilson", f"{count}/{total}:high")], abs=1e-12)
+
+
+def _paired_predictions(both: int, only_a: int, only_b: int, neither: int):
+    a = np.r_[np.ones(both), np.ones(only_a), np.zeros(only_b), np.zeros(neither)].astype(bool)
+    b = np.r_[np.ones(both), np.zeros(only_a), np.ones(only_b), np.zeros(neither)].astype(bool)
+    truth = np.r_[np.ones(a.size), np.zeros(4)].astype(int)  # the table is on the positives
+    return truth, np.r_[a, np.zeros(4, bool)], np.r_[b, np.zeros(4, bool)]
+
+
+@pytest.mark.parametrize("cells, exact", [((40, 9, 21, 30), False), ((15, 10, 0, 5), True), ((15, 7, 3, 5), True)])
+def test_mcnemar_matches_r(cells, exact):
+    out = stats.mcnemar_paired(*_paired_predictions(*cells))["sensitivity"]
+    key = "-".join(map(str, cells))
+    assert out["table"] == [[cells[0], cells[1]], [cells[2], cells[3]]]
+    assert out["exact"] is exact
+    assert out["p"] == pytest.approx(R[("mcnemar", f"{key}:p")], abs=1e-12)
+    if not exact:
+        assert out["statistic"] == pytest.approx(R[("mcnemar", f"{key}:statistic")], abs=1e-12)
+
+
+def test_calibration_matches_r_glm():
+    import csv
+    from pathlib import Path
+
+    with open(Path(__file__).parent / "reference" / "calibration_cases.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    truth = np.array([int(r["truth"]) for r in rows])
+    prob = np.array([float(r["prob"]) for r in rows])
+    cal = stats.calibration(truth, prob)
+    assert cal["slope"] == pytest.approx(R[("calibration", "slope")], abs=1e-10)
+    assert cal["intercept"] == pytest.approx(R[("calibration", "intercept")], abs=1e-10)
+    assert cal["slope_ci"] == pytest.approx((R[("calibration", "slope_low")], R[("calibration", "slope_high")]), abs=1e-10)
+    assert cal["intercept_ci"] == pytest.approx((R[("calibration", "intercept_low")], R[("calibration", "intercept_high")]), abs=1e-10)
+    assert cal["brier"] == pytest.approx(R[("calibration", "brier")], abs=1e-12)

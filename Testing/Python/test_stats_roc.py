@@ -86,7 +86,7 @@ def test_live_proc_regenerates_the_committed_reference(tmp_path):
         result = stats.delong_ci(data["truth"], data["scores"][row["model"]])
         assert result["var"] == pytest.approx(float(row["var"]), abs=1e-12)
         assert result["ci"] == pytest.approx((float(row["ci_low"]), float(row["ci_high"])), abs=1e-9)
-    for name in ("proc_auc.csv", "proc_pairs.csv"):
+    for name in ("proc_auc.csv", "proc_pairs.csv", "r_misc.csv", "calibration_cases.csv"):
         committed = _rows(name)
         regenerated = _rows(name, tmp_path)
         assert len(committed) == len(regenerated)

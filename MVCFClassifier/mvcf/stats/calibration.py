@@ -71,12 +71,14 @@ def calibration(y_true: Any, prob: Any, n_bins: int = 10, alpha: float = 0.05) -
             notes.append("constant predictions: no calibration slope")
         else:
             try:
-                fit = sm.GLM(y, sm.add_constant(logit, has_constant="add"), family=sm.families.Binomial()).fit()
+                fit = sm.GLM(y, sm.add_constant(logit, has_constant="add"),
+                             family=sm.families.Binomial()).fit(tol=1e-12, maxiter=100)
                 slope, ci = float(fit.params[1]), fit.conf_int(alpha)[1]
                 slope_ci = (float(ci[0]), float(ci[1]))
             except PerfectSeparationWarning:
                 notes.append("predictions separate the classes perfectly: calibration slope undefined")
-        intercept_fit = sm.GLM(y, np.ones_like(logit), family=sm.families.Binomial(), offset=logit).fit()
+        intercept_fit = sm.GLM(y, np.ones_like(logit), family=sm.families.Binomial(),
+                               offset=logit).fit(tol=1e-12, maxiter=100)
     intercept_ci = intercept_fit.conf_int(alpha)[0]
     return {
         "n": int(truth.size), "n_bins": int(n_bins), "bins": bins,

@@ -1,8 +1,11 @@
 #!/usr/bin/env Rscript
-# Reference values from R's pROC for Testing/Python/test_stats_proc.py (DeLong AUC variance, 95% CI,
-# paired DeLong test and covariance). Run from this folder:  Rscript make_proc_reference.R
-# Writes proc_cases.csv (the inputs, long format) and proc_auc.csv / proc_pairs.csv (pROC's results), so
-# the Python tests need no R. Needs only base R and pROC (Debian: r-cran-proc).
+# Reference values from R for Testing/Python/test_stats_roc.py and test_stats_operating.py: pROC's DeLong
+# AUC variance, CIs, paired test and covariance; base R's Wilson interval (prop.test without continuity
+# correction), McNemar (mcnemar.test, binom.test) and calibration slope/intercept (glm, Wald CIs).
+# Run from this folder:  Rscript make_proc_reference.R
+# Writes proc_cases.csv (the inputs, long format), proc_auc.csv / proc_pairs.csv (pROC's results),
+# calibration_cases.csv and r_misc.csv, so the Python tests need no R. Needs base R and pROC
+# (Debian: r-base-core, r-cran-proc).
 #
 # Data: pROC's published example `aSAH` (Turck et al. 2010; shipped with pROC, GPL-3+, outcome "Poor" is
 # positive; s100b, ndka and the ordinal wfns score) and seeded random data sets with ties.
@@ -60,4 +63,32 @@ for (name in names(datasets)) {
 write.csv(do.call(rbind, cases), "proc_cases.csv", row.names = FALSE, quote = FALSE)
 write.csv(do.call(rbind, aucs), "proc_auc.csv", row.names = FALSE, quote = FALSE)
 write.csv(do.call(rbind, pairs), "proc_pairs.csv", row.names = FALSE, quote = FALSE)
+
+# Base-R checks of the operating-point and calibration statistics.
+misc <- list()
+add <- function(check, key, value) misc[[length(misc) + 1]] <<- data.frame(check = check, key = key, value = num(value))
+for (xn in list(c(30, 40), c(0, 12), c(12, 12), c(1, 3), c(57, 113))) {
+  ci <- suppressWarnings(prop.test(xn[1], xn[2], correct = FALSE))$conf.int
+  add("wilson", paste0(xn[1], "/", xn[2], ":low"), ci[1])
+  add("wilson", paste0(xn[1], "/", xn[2], ":high"), ci[2])
+}
+table <- matrix(c(40, 9, 21, 30), 2, 2, byrow = TRUE)  # [[both right, only a], [only b, both wrong]]
+test <- mcnemar.test(table, correct = TRUE)
+add("mcnemar", "40-9-21-30:statistic", unname(test$statistic)); add("mcnemar", "40-9-21-30:p", test$p.value)
+add("mcnemar", "15-10-0-5:p", binom.test(10, 10)$p.value)
+add("mcnemar", "15-7-3-5:p", binom.test(7, 10)$p.value)
+
+set.seed(7)
+n <- 300; logit_true <- rnorm(n, -0.3, 1.4); y <- rbinom(n, 1, plogis(logit_true))
+prob <- round(plogis(0.2 + 1.4 * logit_true + rnorm(n, sd = 0.3)), 4)
+write.csv(data.frame(truth = y, prob = num(prob)), "calibration_cases.csv", row.names = FALSE, quote = FALSE)
+lp <- qlogis(prob)
+slope_fit <- glm(y ~ lp, family = binomial, control = glm.control(epsilon = 1e-14, maxit = 100))
+intercept_fit <- glm(y ~ 1, offset = lp, family = binomial, control = glm.control(epsilon = 1e-14, maxit = 100))
+add("calibration", "slope", coef(slope_fit)[2]); add("calibration", "intercept", coef(intercept_fit)[1])
+add("calibration", "slope_low", confint.default(slope_fit)[2, 1]); add("calibration", "slope_high", confint.default(slope_fit)[2, 2])
+add("calibration", "intercept_low", confint.default(intercept_fit)[1, 1])
+add("calibration", "intercept_high", confint.default(intercept_fit)[1, 2])
+add("calibration", "brier", mean((prob - y)^2))
+write.csv(do.call(rbind, misc), "r_misc.csv", row.names = FALSE, quote = FALSE)
 cat("pROC", as.character(packageVersion("pROC")), "on", R.version.string, "\n", file = "proc_version.txt")
