@@ -216,7 +216,7 @@ class MVCFTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 out = self.logic.startTraining(p, study=(kind == "study"), on_progress=self.onProgress,
                                                on_log=self.onLog)
                 p.outputFolder = out
-                chart = self.logic.curves.auc_chart if self.logic.curves else None
+                chart = self.logic.curves.chart if self.logic.curves else None
                 if chart is not None:
                     slicer.modules.plots.logic().ShowChartInLayout(chart)
             self._runKind = kind

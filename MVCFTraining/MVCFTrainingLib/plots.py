@@ -66,15 +66,13 @@ def _double_column(table, name: str, rows: int):
 
 
 class LiveCurves:
-    """Loss and AUC per epoch, one table node per run, all runs on one loss chart and one AUC chart."""
+    """Loss and AUC per epoch: one table node per run (fold, view mode), every curve on one chart (loss and
+    AUC share the 0-1 scale; training curves dashed)."""
 
     def __init__(self, scene, name: str = "MVCF training") -> None:
         self.scene = scene
         self.name = name
-        self.loss_chart = _chart(scene, f"{name} loss", f"{name}: loss", "epoch", "loss")
-        self.auc_chart = _chart(scene, f"{name} AUC", f"{name}: AUC", "epoch", "AUC")
-        self.auc_chart.SetYAxisRangeAuto(False)
-        self.auc_chart.SetYAxisRange(0.0, 1.0)
+        self.chart = _chart(scene, f"{name} curves", f"{name}: loss and AUC per epoch", "epoch", "loss / AUC")
         self.tables: dict[str, Any] = {}
         self.series: dict[tuple[str, str], Any] = {}
         self._colors: dict[str, tuple] = {}
@@ -126,13 +124,12 @@ class LiveCurves:
 
     def _add_series(self, run: str, table_node, column: str) -> None:
         lowered = column.lower()
-        chart = self.loss_chart if "loss" in lowered else self.auc_chart if "auc" in lowered else None
-        if chart is None:
-            return
+        if "loss" not in lowered and "auc" not in lowered:
+            return  # kept in the table (e.g. lr, seconds), not plotted
         label = column if run == "run" else f"{run}: {column}"
         series = _series(self.scene, label, table_node, "epoch", column, self._color(column),
                          dashed=lowered.startswith("train"))
-        chart.AddAndObservePlotSeriesNodeID(series.GetID())
+        self.chart.AddAndObservePlotSeriesNodeID(series.GetID())
         self.series[(run, column)] = series
 
     def values(self, run: str, column: str) -> np.ndarray:
@@ -142,7 +139,7 @@ class LiveCurves:
         return np.array([array.GetValue(i) for i in range(array.GetNumberOfTuples())], dtype=float)
 
     def remove(self) -> None:
-        for node in [*self.series.values(), *self.tables.values(), self.loss_chart, self.auc_chart]:
+        for node in [*self.series.values(), *self.tables.values(), self.chart]:
             self.scene.RemoveNode(node)
         self.series.clear()
         self.tables.clear()

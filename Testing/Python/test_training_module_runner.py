@@ -120,8 +120,11 @@ def test_metrics_events_reach_the_live_plot(child_script):
     MvcfRun(None, command=[sys.executable, str(child_script), "train"], on_metrics=curves.add).start().wait(60)
     assert list(curves.values("view 2d", "epoch")) == [1, 2, 3]
     assert curves.values("view 2d", "val_auc") == pytest.approx([0.6, 0.7, 0.8])
-    assert curves.loss_chart.GetNumberOfPlotSeriesNodes() == 1
-    assert curves.auc_chart.GetNumberOfPlotSeriesNodes() == 1
+    assert curves.chart.GetNumberOfPlotSeriesNodes() == 2  # train_loss and val_auc
+    names = sorted(curves.chart.GetNthPlotSeriesNode(i).GetName() for i in range(2))
+    assert names == ["view 2d: train_loss", "view 2d: val_auc"]
+    series = curves.series[("view 2d", "val_auc")]
+    assert series.GetTableNode() is curves.tables["view 2d"] and series.GetYColumnName() == "val_auc"
 
 
 def test_eta_is_linear_within_a_phase_and_resets_between_phases():
