@@ -186,8 +186,9 @@ def mrmc(data: Any, cov_method: str = "jackknife", alpha: float = 0.05, reader: 
     Returns reader_auc {modality: {reader: auc}}, mean_auc {modality: auc}, the OR covariances
     (var_error, cov1, cov2, cov3, with ms_t, ms_r, ms_tr), and the sections rrrc / frrc / rrfc, each with the
     omnibus test (F, df1, df2, p; FRRC also chisq, df2 = None meaning infinite), `diff` and `ci` of the
-    first two modalities (first minus second, in sorted label order or `modality_order`), a `pairs` list for all pairs, and `modalities`
-    with the CI of each modality's mean AUC."""
+    first two modalities (first minus second, in sorted label order or `modality_order`), a `pairs` list
+    for all pairs, and `modalities` with the CI of each modality's mean AUC. With one modality only the
+    single-modality CIs are computed."""
     alpha = check_alpha(alpha)
     design = ratings_array(data, reader, modality, case, truth, rating, positive, modality_order)
     aucs, cov = auc_covariance(design["ratings"], design["truth"], cov_method)
@@ -227,7 +228,7 @@ def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: l
         "per_modality": [{"modality": modalities[i], **pm} for i, pm in enumerate(per_mod)],
     }
 
-    def section(stat_den: float, df2: Optional[float], pair_var: float, single: list, fixed_cases: bool) -> dict:
+    def section(stat_den: float, df2: Optional[float], pair_var: float, single: list) -> dict:
         """One analysis: omnibus F, pairwise differences and single-modality CIs."""
         out: dict = {"denominator": stat_den}
         if t > 1:
@@ -265,20 +266,20 @@ def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: l
         cov2_i = max(pm["cov2"], 0.0)
         df_i = _ratio((pm["ms_r"] + r * cov2_i) ** 2, pm["ms_r"] ** 2 / (r - 1))
         singles.append(single_ci(i, pm["ms_r"] / r + cov2_i, df_i))
-    result["rrrc"] = section(den_rrrc, ddf, 2.0 / r * den_rrrc, singles, False)
+    result["rrrc"] = section(den_rrrc, ddf, 2.0 / r * den_rrrc, singles)
 
     # Fixed readers, random cases.
     # No truncation here: this is c'Σc, the case-sampling variance of the mean difference (Hillis 2007).
     den_frrc = covs["var_error"] - covs["cov1"] + (r - 1) * (covs["cov2"] - covs["cov3"])
     singles = [single_ci(i, (pm["var_error"] + (r - 1) * max(pm["cov2"], 0.0)) / r, None)
                for i, pm in enumerate(per_mod)]
-    result["frrc"] = section(den_frrc, None, 2.0 / r * den_frrc, singles, False)
+    result["frrc"] = section(den_frrc, None, 2.0 / r * den_frrc, singles)
     if t > 1:
         result["frrc"]["readers"] = _per_reader_tests(aucs, cov, modalities, readers, alpha)
 
     # Random readers, fixed cases.
     singles = [single_ci(i, pm["ms_r"] / r, r - 1) for i, pm in enumerate(per_mod)]
-    result["rrfc"] = section(ms_tr, (t - 1) * (r - 1) if t > 1 else None, 2.0 * ms_tr / r, singles, True)
+    result["rrfc"] = section(ms_tr, (t - 1) * (r - 1) if t > 1 else None, 2.0 * ms_tr / r, singles)
     return result
 
 
