@@ -54,7 +54,7 @@ def _read_csv(path: str):
     import pandas as pd
 
     file = Path(path)
-    if not file.is_file():
+    if not file.exists() or file.is_dir():
         raise MVCFError(f"CSV file not found: {file}")
     try:
         return pd.read_csv(file)
