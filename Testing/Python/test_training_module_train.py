@@ -91,7 +91,7 @@ def test_train_cancel_resume_and_results(scene_cohort, tmp_path):
     views = [p for p in progress if p[2].startswith("views")]
     assert views and views[-1][:2] == (20, 20)
     assert any(p[3] is not None for p in progress), "no ETA was ever estimated"
-    assert list(curves.values("fold 0", "epoch")) == [1.0]
+    assert list(curves.values("fold 0", "epoch")) in ([1.0], [1.0, 2.0])  # epoch 2 may have just reported
 
     result: dict = {}
     resumed = MvcfRun(train_arguments(manifest, out, TINY, resume=True), env=CHILD_ENV, on_metrics=curves.add,
