@@ -169,8 +169,10 @@ class MVCFTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # Cohort
     def onCheckManifest(self) -> None:
         with slicer.util.tryWithErrorDisplay("The manifest is not valid.", waitCursor=True):
-            summary = self.logic.checkManifest(self._parameterNode.manifestPath)
-            self.ui.cohortStatusLabel.text = summary
+            summary, table = self.logic.checkManifest(self._parameterNode.manifestPath, slicer.mrmlScene)
+            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()
+            self.ui.cohortStatusLabel.text = f"Valid: {summary}"
 
     def onBuildCohort(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not build the cohort table.", waitCursor=True):
@@ -290,11 +292,14 @@ class MVCFTrainingLogic(ScriptedLoadableModuleLogic):
         return RESEARCH_USE_DISCLAIMER
 
     # Cohort
-    def checkManifest(self, path) -> str:
+    def checkManifest(self, path, scene):
+        """Validate a manifest (MVCFError naming every bad row); show it as a table node. (summary, node)"""
         from mvcf.manifest import read_manifest
-        from MVCFTrainingLib.cohort import manifest_summary
+        from MVCFTrainingLib.cohort import manifest_summary, manifest_table
 
-        return manifest_summary(read_manifest(path))
+        records = read_manifest(path)
+        node = scene.GetFirstNodeByName("MVCF manifest")
+        return manifest_summary(records), manifest_table(scene, records, node=node)
 
     def buildCohortTable(self, scene, node=None):
         from MVCFTrainingLib.cohort import cohort_table_from_scene
