@@ -92,6 +92,10 @@ class ChildProcess:
                 return events
 
     @property
+    def pid(self) -> Optional[int]:
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -116,8 +120,12 @@ class ChildProcess:
         if os.name == "nt":
             subprocess.run(["taskkill", "/T", "/F", "/PID", str(self._proc.pid)], capture_output=True)
         else:
-            pgid = os.getpgid(self._proc.pid)
-            os.killpg(pgid, signal.SIGTERM)
+            pgid = self._proc.pid  # start_new_session made the child its group's leader
+            try:
+                os.killpg(pgid, signal.SIGTERM)
+            except ProcessLookupError:  # the whole group exited between poll() and here
+                self._proc.wait()
+                return
             try:
                 self._proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:

@@ -195,8 +195,7 @@ class MvcfRun:
 
     @property
     def pid(self) -> Optional[int]:
-        proc = getattr(self._child, "_proc", None)
-        return None if proc is None else proc.pid
+        return None if self._child is None else self._child.pid
 
     def _dispatch(self, event: dict) -> None:
         kind = event.get("event")
