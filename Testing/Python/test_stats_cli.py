@@ -155,3 +155,13 @@ def test_plots_write_png_atomically(tmp_path):
     for path in paths:
         assert path.read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png", "d.png", "r.png"]
+
+
+def test_mrmc_text_output_with_one_modality(tmp_path, capsys):
+    csv = shared("reader_study/vandyke_dataset02.csv")
+    one = tmp_path / "one.csv"
+    pd.read_csv(csv).query("modality == 0").to_csv(one, index=False)
+    code, out, err = _run(["--progress", "none", "stats", "mrmc", "--csv", str(one)], capsys)
+    assert code == 0, err
+    assert "Cov1 n/a" in out and "random readers, random cases:" in out
+    assert "modality 0: 0.8970 (0.8252, 0.9689)" in out

@@ -170,16 +170,21 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _num(value: Any, spec: str = ".4f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def _fmt_ci(ci: Any) -> str:
-    return f"({ci[0]:.4f}, {ci[1]:.4f})"
+    return f"({_num(ci[0])}, {_num(ci[1])})"
 
 
 def _print_roc(payload: dict) -> None:
     print(f"{payload['n_pos']} positive, {payload['n_neg']} negative cases")
     for entry in payload["scores"]:
-        print(f"{entry['name']}: AUC {entry['auc']:.4f} {_fmt_ci(entry['ci'])} [{entry['ci_method']}]")
+        print(f"{entry['name']}: AUC {_num(entry['auc'])} {_fmt_ci(entry['ci'])} [{entry['ci_method']}]")
     for c in payload["comparisons"]:
-        print(f"{c['a']} - {c['b']}: diff {c['diff']:+.4f} {_fmt_ci(c['ci'])}, z {c['z']:.3f}, p {c['p']:.4g}")
+        print(f"{c['a']} - {c['b']}: diff {_num(c['diff'], '+.4f')} {_fmt_ci(c['ci'])}, z {_num(c['z'], '.3f')}, "
+              f"p {_num(c['p'], '.4g')}")
 
 
 def _print_mrmc(payload: dict) -> None:
@@ -188,21 +193,24 @@ def _print_mrmc(payload: dict) -> None:
     for modality, readers in payload["reader_auc"].items():
         row = " ".join(f"{r}:{a:.4f}" for r, a in readers.items())
         print(f"modality {modality}: mean AUC {payload['mean_auc'][modality]:.4f}  readers {row}")
-    print(f"Var(error) {payload['var_error']:.8f}  Cov1 {payload['cov1']:.8f}  Cov2 {payload['cov2']:.8f}  "
-          f"Cov3 {payload['cov3']:.8f}")
+    print("  ".join(f"{label} {_num(payload[key], '.8f')}" for key, label in
+                    (("var_error", "Var(error)"), ("cov1", "Cov1"), ("cov2", "Cov2"), ("cov3", "Cov3"))))
     for key, label in (("rrrc", "random readers, random cases"), ("frrc", "fixed readers, random cases"),
                        ("rrfc", "random readers, fixed cases")):
         sec = payload[key]
         if "F" in sec:
             df2 = "inf" if sec["df2"] is None else f"{sec['df2']:.2f}"
-            print(f"{label}: F {sec['F']:.4f} on ({sec['df1']}, {df2}) df, p {sec['p']:.4g}; "
-                  f"diff {sec['diff']:+.5f} {_fmt_ci(sec['ci'])}")
+            print(f"{label}: F {_num(sec['F'])} on ({sec['df1']}, {df2}) df, p {_num(sec['p'], '.4g')}; "
+                  f"diff {_num(sec['diff'], '+.5f')} {_fmt_ci(sec['ci'])}")
+        else:
+            print(f"{label}:")
         for single in sec["modalities"]:
-            print(f"    modality {single['modality']}: {single['auc']:.4f} {_fmt_ci(single['ci'])}")
+            print(f"    modality {single['modality']}: {_num(single['auc'])} {_fmt_ci(single['ci'])}")
     if "model_vs_readers" in payload:
         mv = payload["model_vs_readers"]
-        print(f"model AUC {mv['model_auc']:.4f} vs mean reader AUC {mv['mean_reader_auc']:.4f}: "
-              f"diff {mv['rrrc']['diff']:+.4f} {_fmt_ci(mv['rrrc']['ci'])}, p {mv['rrrc']['p']:.4g} (RRRC)")
+        print(f"model AUC {_num(mv['model_auc'])} vs mean reader AUC {_num(mv['mean_reader_auc'])}: "
+              f"diff {_num(mv['rrrc']['diff'], '+.4f')} {_fmt_ci(mv['rrrc']['ci'])}, "
+              f"p {_num(mv['rrrc']['p'], '.4g')} (RRRC)")
 
 
 def run(args: argparse.Namespace, reporter: Any) -> int:
