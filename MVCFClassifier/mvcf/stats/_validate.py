@@ -32,7 +32,8 @@ def as_truth(values: Any, name: str = "truth", need_both: bool = True) -> np.nda
         try:
             numeric = array.astype(float)
         except (TypeError, ValueError):
-            raise MVCFError(f"{name} must be 0/1 (or give the positive label), got values like {array[:3].tolist()}") from None
+            raise MVCFError(f"{name} must be 0/1 (or give the positive label), "
+                            f"got values like {array[:3].tolist()}") from None
         if np.any(np.isnan(numeric)):
             raise MVCFError(f"{name} contains missing values")
         bad = ~np.isin(numeric, (0.0, 1.0))

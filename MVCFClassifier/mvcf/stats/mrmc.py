@@ -110,7 +110,8 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
     truth_by_case = frame.groupby(case)[truth].first().reindex(cases).to_numpy(bool)
     n_pos = int(truth_by_case.sum())
     if n_pos < 2 or n_pos > truth_by_case.size - 2:
-        raise MVCFError(f"reader study needs at least 2 positive and 2 negative cases (got {n_pos} of {truth_by_case.size})")
+        raise MVCFError(f"reader study needs at least 2 positive and 2 negative cases "
+                        f"(got {n_pos} of {truth_by_case.size})")
     return {"ratings": cube.reshape(len(modalities), len(readers), len(cases)), "truth": truth_by_case,
             "modalities": _key(modalities), "readers": _key(readers), "cases": _key(cases)}
 
@@ -118,8 +119,8 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
 def auc_covariance(ratings: np.ndarray, truth: np.ndarray, method: str = "jackknife") -> tuple[np.ndarray, np.ndarray]:
     """AUCs (t, r) and the (t·r)×(t·r) case-sampling covariance of the AUCs, rows ordered modality-major.
 
-    jackknife: leave-one-case-out over all cases, (C−1)/C·Σ(θ_(k)−θ̄)(θ_(k)−θ̄)ᵀ; the leave-one-out AUCs come
-    exactly from the DeLong placement values (deleting positive i gives (mθ − V10_i)/(m−1)).
+    jackknife: leave-one-case-out over all cases, (C−1)/C·Σ(θ_(k)−θ̄)(θ_(k)−θ̄)ᵀ; the leave-one-out AUCs
+    come exactly from the DeLong placement values (deleting positive i gives (mθ − V10_i)/(m−1)).
     delong: DeLong's structural-components covariance."""
     t, r, c = ratings.shape
     aucs, v10, v01 = _structural_components(truth, ratings.reshape(t * r, c))

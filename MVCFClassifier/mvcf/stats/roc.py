@@ -63,7 +63,8 @@ def _prepare(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     truth = as_truth(y_true, "y_true")
     matrix = score_matrix(scores, truth.size)
     if truth.sum() < 2 or (~truth).sum() < 2:
-        raise MVCFError(f"DeLong needs at least 2 positives and 2 negatives (got {int(truth.sum())} and {int((~truth).sum())})")
+        raise MVCFError(f"DeLong needs at least 2 positives and 2 negatives "
+                        f"(got {int(truth.sum())} and {int((~truth).sum())})")
     return truth, matrix
 
 
