@@ -69,6 +69,10 @@ def test_same_point_in_ras_gives_the_same_probability(sample, capsys):
 def test_heatmap_is_written_on_the_view_grid_inside_the_ct(sample, tmp_path, capsys):
     import SimpleITK as sitk
 
+    from mvcf.explain import explain
+    from mvcf.locate import from_mask
+    from mvcf.read_ct import read_ct, read_mask
+
     out = tmp_path / "heat.nii.gz"
     code = main(["--progress", "none", "predict", "--ct", str(sample["ct"]), "--mask", str(sample["mask"]),
                  "--label", "31", "--device", "cpu", "--heatmap", str(out), "--json"])
@@ -76,9 +80,13 @@ def test_heatmap_is_written_on_the_view_grid_inside_the_ct(sample, tmp_path, cap
     result = json.loads(capsys.readouterr().out)
     image = sitk.ReadImage(str(out))
     values = sitk.GetArrayFromImage(image)
-    assert values.max() <= 1.0 + 1e-6 and values.min() >= 0.0 and values.max() > 0
+    assert np.isfinite(values).all() and values.max() <= 1.0 + 1e-6 and values.min() >= 0.0
     centre = np.array(image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in image.GetSize()]))
     np.testing.assert_allclose(centre, result["center_lps"], atol=1.0)
+    ct = read_ct(sample["ct"])
+    location = from_mask(ct, read_mask(sample["mask"]), 31)
+    peaks = [float(explain(ct, location, target=t)[0].voxels.max()) for t in ("MVCF", "OVCF")]
+    assert max(peaks) == pytest.approx(1.0)   # evidence for one class or the other, scaled to [0, 1]
 
 
 def test_bad_model_and_missing_location_fail_cleanly(sample, tmp_path, capsys):
