@@ -68,6 +68,16 @@ def test_paired_delong_matches_proc(dataset):
         assert result["cov"][a][b] == pytest.approx(float(ref["cov"]), abs=1e-12)
 
 
+@pytest.mark.parametrize("row", _rows("proc_youden.csv"), ids=lambda r: f"{r['dataset']}-{r['model']}")
+def test_youden_operating_point_matches_proc(row):
+    data = CASES[row["dataset"]]
+    score = data["scores"][row["model"]]
+    threshold = stats.youden_threshold(data["truth"], score)
+    point = stats.metrics_at_threshold(data["truth"], score, threshold)
+    assert point["specificity"]["value"] == pytest.approx(float(row["specificity"]), abs=1e-12)
+    assert point["sensitivity"]["value"] == pytest.approx(float(row["sensitivity"]), abs=1e-12)
+
+
 def _proc_available() -> bool:
     if shutil.which("Rscript") is None:
         return False
@@ -86,7 +96,7 @@ def test_live_proc_regenerates_the_committed_reference(tmp_path):
         result = stats.delong_ci(data["truth"], data["scores"][row["model"]])
         assert result["var"] == pytest.approx(float(row["var"]), abs=1e-12)
         assert result["ci"] == pytest.approx((float(row["ci_low"]), float(row["ci_high"])), abs=1e-9)
-    for name in ("proc_auc.csv", "proc_pairs.csv", "r_misc.csv", "calibration_cases.csv"):
+    for name in ("proc_auc.csv", "proc_pairs.csv", "proc_youden.csv", "r_misc.csv", "calibration_cases.csv"):
         committed = _rows(name)
         regenerated = _rows(name, tmp_path)
         assert len(committed) == len(regenerated)

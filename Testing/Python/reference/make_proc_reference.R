@@ -1,6 +1,6 @@
 #!/usr/bin/env Rscript
 # Reference values from R for Testing/Python/test_stats_roc.py and test_stats_operating.py: pROC's DeLong
-# AUC variance, CIs, paired test and covariance; base R's Wilson interval (prop.test without continuity
+# AUC variance, CIs, paired test and covariance, and its Youden operating point; base R's Wilson interval (prop.test without continuity
 # correction), McNemar (mcnemar.test, binom.test) and calibration slope/intercept (glm, Wald CIs).
 # Run from this folder:  Rscript make_proc_reference.R
 # Writes proc_cases.csv (the inputs, long format), proc_auc.csv / proc_pairs.csv (pROC's results),
@@ -36,7 +36,7 @@ datasets$unbalanced <- list(truth = y, scores = list(
 datasets$tiny <- list(truth = c(0, 1, 0, 1, 1, 0), scores = list(
   s = c(0.1, 0.4, 0.4, 0.8, 0.3, 0.2), t = c(1, 2, 3, 3, 2, 1)))
 
-cases <- list(); aucs <- list(); pairs <- list()
+cases <- list(); aucs <- list(); pairs <- list(); youden <- list()
 for (name in names(datasets)) {
   d <- datasets[[name]]
   rocs <- lapply(d$scores, function(s) roc(d$truth, s, levels = c(0, 1), direction = "<", quiet = TRUE))
@@ -49,6 +49,11 @@ for (name in names(datasets)) {
                                            var = num(var(rocs[[model]], method = "delong")),
                                            ci_low = num(ci95[1]), ci_high = num(ci95[3]),
                                            ci90_low = num(ci90[1]), ci90_high = num(ci90[3]))
+    best <- coords(rocs[[model]], "best", best.method = "youden", ret = c("specificity", "sensitivity"),
+                   transpose = FALSE)
+    best <- best[which.max(best$specificity), ]  # ties in J: the most specific, as mvcf.stats
+    youden[[length(youden) + 1]] <- data.frame(dataset = name, model = model, specificity = num(best$specificity),
+                                               sensitivity = num(best$sensitivity))
   }
   models <- names(d$scores)
   for (i in seq_along(models)) for (j in seq_along(models)) if (i < j) {
@@ -63,6 +68,7 @@ for (name in names(datasets)) {
 write.csv(do.call(rbind, cases), "proc_cases.csv", row.names = FALSE, quote = FALSE)
 write.csv(do.call(rbind, aucs), "proc_auc.csv", row.names = FALSE, quote = FALSE)
 write.csv(do.call(rbind, pairs), "proc_pairs.csv", row.names = FALSE, quote = FALSE)
+write.csv(do.call(rbind, youden), "proc_youden.csv", row.names = FALSE, quote = FALSE)
 
 # Base-R checks of the operating-point and calibration statistics.
 misc <- list()
