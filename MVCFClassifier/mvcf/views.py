@@ -315,6 +315,8 @@ def build_views(ct: CTImage, location: Union[VertebraLocation, Sequence[float]],
 
     Raises MVCFError when the centre is outside the CT; a region partly outside is padded with air and
     reported in `warnings`. Deterministic; only the CT block under the view is read."""
+    if np.ndim(ct.voxels) != 3:
+        raise MVCFError(f"a CT must be a 3D scalar volume, got voxels of shape {np.shape(ct.voxels)}")
     center = np.asarray(location.center_lps if isinstance(location, VertebraLocation) else location,
                         dtype=float).reshape(3)
     if not np.all(np.isfinite(center)):
@@ -328,6 +330,8 @@ def build_views(ct: CTImage, location: Union[VertebraLocation, Sequence[float]],
     if outside:
         warnings.append(outside)
     planes = [apply_windows(resample_to_grid(_crop(ct, [g]), g), spec.windows) for g in grids]  # (C,k,H,W)
+    if not all(np.isfinite(p).all() for p in planes):
+        raise MVCFError("the CT has NaN or infinite values around the vertebra")
     win = _window_names(spec)
     if spec.mode == "2d":
         array, names = planes[0][:, 0], [f"axial/{w}" for w in win]

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import shared
 from mvcf import locate
@@ -251,3 +253,31 @@ def test_every_mode_on_a_pir_ct(mode):
     result = build_views(ct, loc, ViewSpec(mode, 32, spacing_mm=2.0))
     assert result.shape == ViewSpec(mode, 32, spacing_mm=2.0).output_shape()
     assert result.spacing_mm == 2.0
+
+
+def test_bad_ctimages_from_outside_read_ct():
+    """CTImages built by hand (e.g. from a Slicer node) get one-line errors too."""
+    vector = CTImage(np.zeros((8, 8, 8, 3), np.float32), spacing=(1, 1, 1), origin=(0, 0, 0))
+    with pytest.raises(MVCFError, match="3D scalar"):
+        build_views(vector, [3, 3, 3], ViewSpec("2d", 16))
+    voxels = np.zeros((20, 20, 20), np.float32)
+    voxels[10, 10, 10] = np.nan
+    with pytest.raises(MVCFError, match="NaN"):
+        build_views(CTImage(voxels, (1, 1, 1), (0, 0, 0)), [10, 10, 10], ViewSpec("2d", 16))
+
+
+@settings(max_examples=8, deadline=None)
+@given(angles=st.tuples(*[st.floats(-180, 180)] * 3),
+       spacing=st.tuples(*[st.floats(0.6, 1.6)] * 3),
+       flip=st.booleans())
+def test_orientation_property_any_rotation_and_spacing(angles, spacing, flip):
+    euler = sitk.Euler3DTransform()
+    euler.SetRotation(*np.radians(angles))
+    direction = np.array(euler.GetMatrix()).reshape(3, 3) @ np.diag([-1.0 if flip else 1.0, 1, 1])
+    size = tuple(int(np.ceil(64 / s)) + 2 for s in spacing)  # +-32 mm: markers (20 mm + 5 mm) fit
+    ct, centre = _marker_ct(direction, spacing=spacing, size=size)
+    c = (48 - 1) / 2
+    cube = build_views(ct, centre, ViewSpec("3d", 48, windows=())).array[0]
+    np.testing.assert_allclose(_where(cube, 1000), [c, c, c + 20], atol=0.8)
+    np.testing.assert_allclose(_where(cube, 2000), [c, c + 20, c], atol=0.8)
+    np.testing.assert_allclose(_where(cube, 3000), [c + 20, c, c], atol=0.8)
