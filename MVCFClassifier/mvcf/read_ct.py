@@ -111,7 +111,28 @@ def _read_dicom_series(folder: Path):
                     len(series_ids), series_id, len(files_by_series[series_id]))
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files_by_series[series_id])
-    return reader.Execute()
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = reader.Execute()
+    _check_slice_positions(reader, image, folder)
+    return image
+
+
+def _check_slice_positions(reader, image, folder: Path) -> None:
+    """Refuse what one spacing and one direction cannot describe: missing slices, uneven steps, gantry tilt
+    (ITK then only prints a warning and averages)."""
+    n = image.GetSize()[2]
+    if n < 2 or not all(reader.HasMetaDataKey(i, "0020|0032") for i in range(n)):
+        return
+    try:
+        positions = np.array([[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
+                              for i in range(n)])
+    except ValueError:
+        raise MVCFError(f"DICOM series in {folder} has an unreadable ImagePositionPatient") from None
+    step = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2] * image.GetSpacing()[2]
+    worst = float(np.abs(np.diff(positions, axis=0) - step).max())
+    if worst > max(0.1 * abs(image.GetSpacing()[2]), 0.05):
+        raise MVCFError(f"DICOM series in {folder} has missing or unevenly spaced slices, or a gantry tilt "
+                        f"(slice positions deviate up to {worst:.2f} mm from a regular grid)")
 
 
 def _check_geometry(image, path: Path, what: str) -> None:

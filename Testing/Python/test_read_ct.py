@@ -197,3 +197,19 @@ def test_no_air_gives_a_warning_not_an_error(tmp_path):
     ct = read_ct(path, warnings=warnings)
     assert ct.voxels.dtype == np.uint16
     assert len(warnings) == 1 and "Hounsfield" in warnings[0]
+
+
+def test_dicom_series_with_a_missing_slice_is_rejected(tmp_path):
+    """ITK only warns and averages the spacing; the geometry would be wrong, so read_ct refuses."""
+    import shutil
+
+    folder = shared("totalsegmentator/example_ct_dicom")
+    files = sorted(folder.iterdir(), key=lambda f: float(_dicom_tags(f)["0020|0032"].split("\\")[2]))
+    for f in files[:9] + files[10:]:
+        shutil.copy(f, tmp_path / f.name)
+    _expect(tmp_path, "missing or unevenly spaced")
+    kept = tmp_path / "complete"
+    kept.mkdir()
+    for f in files[5:12]:
+        shutil.copy(f, kept / f.name)
+    assert read_ct(kept).size_ijk == (512, 512, 7)
