@@ -131,6 +131,10 @@ def test_delong_test_accepts_n_by_k_and_k_by_n_arrays():
     assert np.allclose(by_rows["cov"], by_cols["cov"], atol=1e-15)
     assert [p["z"] for p in by_rows["pairs"]] == pytest.approx([p["z"] for p in by_cols["pairs"]])
     assert [(p["a"], p["b"]) for p in by_rows["pairs"]] == [(0, 1), (0, 2), (1, 2)]
+    raw = sorted(p["p"] for p in by_rows["pairs"])
+    holm = sorted(p["p_holm"] for p in by_rows["pairs"])
+    assert holm[0] == pytest.approx(min(1.0, 3 * raw[0]))
+    assert all(h >= r for h, r in zip(holm, raw))
     import pandas as pd
 
     frame = pd.DataFrame(scores.T, columns=["2d", "2.5d", "3d"])

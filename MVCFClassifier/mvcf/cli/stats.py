@@ -127,7 +127,8 @@ def run_roc(args: argparse.Namespace) -> dict:
     if len(scores) > 1:
         test = stats.delong_test(truth, list(scores.values()), alpha=args.alpha, names=list(scores))
         comparisons = [{"a": p["a"], "b": p["b"], "diff": p["diff"], "z": p["z"], "p": p["p"],
-                        "ci": list(p["ci"]), "method": "delong-paired"} for p in test["pairs"]]
+                        "p_holm": p["p_holm"], "ci": list(p["ci"]), "method": "delong-paired"}
+                       for p in test["pairs"]]
     payload = {"n_pos": int(truth.sum()), "n_neg": int((~truth).sum()), "alpha": args.alpha,
                "scores": entries, "comparisons": comparisons}
     if args.plot:

@@ -102,7 +102,8 @@ def delong_test(y_true: Any, scores: Any, alpha: float = 0.05, names: Optional[S
 
     `scores` is a list of k arrays, a mapping or DataFrame (names from its keys/columns), or a (k, n) /
     (n, k) array. For each pair (a, b): diff = AUC_a − AUC_b,
-    z = diff / se, two-sided normal p, and the (1−alpha) CI of the difference (pROC's roc.test, paired).
+    z = diff / se, two-sided normal p, the (1−alpha) CI of the difference (pROC's roc.test, paired), and
+    p_holm, the p-value adjusted for all k(k−1)/2 comparisons by Holm's method (statsmodels).
     """
     alpha = check_alpha(alpha)
     result = delong_cov(y_true, scores)
@@ -127,6 +128,14 @@ def delong_test(y_true: Any, scores: Any, alpha: float = 0.05, names: Optional[S
         p = float(2.0 * _st.norm.sf(abs(z)))
         pairs.append({"a": labels[a], "b": labels[b], "diff": diff, "se": se, "z": float(z), "p": p,
                       "ci": (float(diff - crit * se), float(diff + crit * se))})
+    if len(pairs) > 1:
+        from statsmodels.stats.multitest import multipletests
+
+        adjusted = multipletests([pair["p"] for pair in pairs], method="holm")[1]
+    else:
+        adjusted = [pair["p"] for pair in pairs]
+    for pair, p_holm in zip(pairs, adjusted):
+        pair["p_holm"] = float(p_holm)
     return {"aucs": aucs.tolist(), "cov": cov.tolist(), "pairs": pairs,
             "n_pos": result["n_pos"], "n_neg": result["n_neg"]}
 
