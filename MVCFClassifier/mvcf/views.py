@@ -79,7 +79,10 @@ class ViewSpec:
     """What view to build; JSON round-trips (`to_dict`/`from_dict`) because model bundles freeze it.
 
     `n_slices`/`slice_gap_mm` apply to '2.5d-adjacent' and '2.5d-mil' only (None = mode default, resolved
-    at construction). `windows` are names of `WINDOWS` or (center, width) pairs in HU, one channel each."""
+    at construction). `windows` are names of `WINDOWS` or (center, width) pairs in HU, one channel each.
+    `antialias` smooths the CT block (Gaussian, sigma = (view spacing - CT spacing) / 2 per axis) before
+    sampling it more coarsely than it was acquired, so noise does not alias and sites with finer voxels
+    look alike; off by default (then the views equal plain linear resampling)."""
 
     mode: str = "2.5d-orthogonal"
     size_px: int = 96
@@ -87,6 +90,7 @@ class ViewSpec:
     n_slices: Optional[int] = None
     slice_gap_mm: Optional[float] = None
     windows: tuple = ("bone",)
+    antialias: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -108,6 +112,8 @@ class ViewSpec:
             n, gap = int(n), float(gap)
         elif n is not None or gap is not None:
             raise MVCFError(f"n_slices/slice_gap_mm apply to 2.5d-adjacent and 2.5d-mil, not {self.mode}")
+        if not isinstance(self.antialias, (bool, np.bool_)):
+            raise MVCFError(f"antialias must be true or false, got {self.antialias!r}")
         windows = (self.windows,) if isinstance(self.windows, str) else tuple(self.windows)
         object.__setattr__(self, "size_px", size)
         object.__setattr__(self, "spacing_mm", spacing)
@@ -254,15 +260,22 @@ def _outside_warning(ct: CTImage, grids: list[SampleGrid]) -> Optional[str]:
             f"padded with air ({AIR_HU:g} HU)")
 
 
-def _crop(ct: CTImage, grids: list[SampleGrid]):
-    """The CT's voxel block covering every grid (one voxel margin for linear interpolation), as SimpleITK."""
+def _crop(ct: CTImage, grids: list[SampleGrid], sigma_mm: Optional[np.ndarray] = None):
+    """The CT's voxel block covering every grid as SimpleITK: one voxel margin for linear interpolation, and
+    with `sigma_mm` (per CT axis) a Gaussian-smoothed block with 3 sigma more margin."""
     import SimpleITK as sitk
 
     ijk = _corner_indices(ct, grids)
     size = np.asarray(ct.size_ijk)
-    lo = np.clip(np.floor(ijk.min(axis=0)).astype(int) - 1, 0, size - 1)
-    hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 2, 1, size)
+    margin = 1 + (np.ceil(3 * sigma_mm / ct.spacing).astype(int) if sigma_mm is not None else 0)
+    lo = np.clip(np.floor(ijk.min(axis=0)).astype(int) - margin, 0, size - 1)
+    hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 1 + margin, 1, size)
     block = ct.voxels[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+    if sigma_mm is not None:
+        from scipy.ndimage import gaussian_filter
+
+        block = gaussian_filter(block.astype(np.float32), sigma=(sigma_mm / ct.spacing)[::-1], mode="nearest",
+                                truncate=3.0)
     if block.dtype not in (np.int16, np.int32, np.uint8, np.uint16, np.float32, np.float64):
         block = block.astype(np.float32)
     image = sitk.GetImageFromArray(np.ascontiguousarray(block))
@@ -270,6 +283,12 @@ def _crop(ct: CTImage, grids: list[SampleGrid]):
     image.SetOrigin(tuple(float(v) for v in ct.index_to_lps(lo)))
     image.SetDirection(tuple(float(v) for v in ct.direction.ravel()))
     return image
+
+
+def antialias_sigma_mm(ct: CTImage, spacing_mm: float) -> Optional[np.ndarray]:
+    """Gaussian sigma (mm, per CT axis) before sampling at `spacing_mm`; None when no axis is coarsened."""
+    sigma = np.maximum(0.0, (spacing_mm - ct.spacing) / 2)
+    return sigma if np.any(sigma > 0.05 * ct.spacing) else None
 
 
 def resample_to_grid(image, grid: SampleGrid, interpolation: str = "linear",
@@ -329,7 +348,8 @@ def build_views(ct: CTImage, location: Union[VertebraLocation, Sequence[float]],
     outside = _outside_warning(ct, grids)
     if outside:
         warnings.append(outside)
-    planes = [apply_windows(resample_to_grid(_crop(ct, [g]), g), spec.windows) for g in grids]  # (C,k,H,W)
+    sigma = antialias_sigma_mm(ct, spec.spacing_mm) if spec.antialias else None
+    planes = [apply_windows(resample_to_grid(_crop(ct, [g], sigma), g), spec.windows) for g in grids]
     if not all(np.isfinite(p).all() for p in planes):
         raise MVCFError("the CT has NaN or infinite values around the vertebra")
     win = _window_names(spec)

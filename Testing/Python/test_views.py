@@ -281,3 +281,21 @@ def test_orientation_property_any_rotation_and_spacing(angles, spacing, flip):
     np.testing.assert_allclose(_where(cube, 1000), [c, c, c + 20], atol=0.8)
     np.testing.assert_allclose(_where(cube, 2000), [c, c + 20, c], atol=0.8)
     np.testing.assert_allclose(_where(cube, 3000), [c + 20, c, c], atol=0.8)
+
+
+def test_antialias_smooths_only_when_sampling_coarser_than_the_ct(totalseg):
+    rng = np.random.default_rng(3)
+    noise = CTImage(rng.normal(40, 60, (90, 90, 90)).astype(np.int16), (0.5, 0.5, 0.5), (0, 0, 0))
+    centre = noise.index_to_lps([45, 45, 45])
+    plain = build_views(noise, centre, ViewSpec("3d", 16, spacing_mm=2.0, windows=())).array
+    smooth = build_views(noise, centre, ViewSpec("3d", 16, spacing_mm=2.0, windows=(), antialias=True)).array
+    assert plain.std() > 40 and smooth.std() < 12  # white noise averaged over ~(2 sqrt(pi) 1.5 vox)^3
+    assert abs(smooth.mean() - 40) < 5
+    ct, _, loc = totalseg  # 3 mm voxels sampled at 1 mm: nothing to smooth, identical views
+    spec = ViewSpec("2.5d-orthogonal", 32)
+    aa = ViewSpec("2.5d-orthogonal", 32, antialias=True)
+    np.testing.assert_array_equal(build_views(ct, loc, spec).array, build_views(ct, loc, aa).array)
+    assert ViewSpec.from_json(aa.to_json()).antialias is True
+    assert ViewSpec.from_dict({"mode": "2d"}).antialias is False  # bundles written before the field
+    with pytest.raises(MVCFError, match="antialias"):
+        ViewSpec(antialias="yes")

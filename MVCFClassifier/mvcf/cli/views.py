@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slice-gap", type=float, help="mm between slices for 2.5d-adjacent / 2.5d-mil")
     parser.add_argument("--windows", default="bone", help="comma-separated HU windows, one channel each: "
                         f"names ({', '.join(WINDOWS)}) or CENTER:WIDTH (default: %(default)s)")
+    parser.add_argument("--antialias", action="store_true", help="smooth before sampling more coarsely than "
+                        "the CT's voxels (Gaussian, off by default)")
     parser.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -182,7 +184,7 @@ def run(args, reporter) -> int:
     if out.exists() and not args.overwrite:
         raise MVCFError(f"output folder {out} already exists (use --overwrite to replace it)")
     spec = ViewSpec(mode=args.mode, size_px=args.size, spacing_mm=args.spacing, n_slices=args.n_slices,
-                    slice_gap_mm=args.slice_gap, windows=parse_windows(args.windows))
+                    slice_gap_mm=args.slice_gap, windows=parse_windows(args.windows), antialias=args.antialias)
     warnings: list[str] = []
     ct = read_ct(args.ct, warnings=warnings)
     location = _locate(args, ct)
