@@ -32,6 +32,7 @@ HU_AIR = -950.0
 HU_LUNG = -840.0
 HU_DISC = 88.0
 HU_NUCLEUS = 70.0
+_CORNER_MM = 2.5
 
 
 def level_label(name: str) -> int:
@@ -116,7 +117,7 @@ def sample_spine(rng: np.random.Generator, target_name: str, n_levels: int, trab
     z_range = (float(bottom.center[2] - bottom.half_height - 5.0), float(top.center[2] + top.half_height + 5.0))
     return SpineSpec(vertebrae=specs, trabecular_hu=float(trabecular_hu),
                      cortex_hu=float(rng.uniform(1050, 1350) if osteoporotic else rng.uniform(1300, 1600)),
-                     texture_hu=float(rng.uniform(22, 34)),
+                     texture_hu=float(rng.uniform(32, 45) if osteoporotic else rng.uniform(22, 32)),
                      vertical_striation=float(rng.uniform(2.0, 3.0) if osteoporotic else rng.uniform(1.0, 1.6)),
                      disc_heights=disc_heights, z_range=z_range, x_shift=x_shift,
                      psoas_scale=float(rng.uniform(0.8, 1.25)), fat_hu=float(rng.normal(HU_FAT, 8)))
@@ -220,8 +221,11 @@ def _body_sdf(spec: VertebraSpec, X, Y, Z, top, bottom, wall_shift) -> np.ndarra
     waist = 1.0 - 0.07 * np.clip(1.0 - (Z / h) ** 2, 0, 1)
     sdf = (rho - waist) * min(a, b)
     y_post = 0.86 * b - 1.5 * np.clip(1 - (X / a) ** 2, 0, 1) + wall_shift
-    sdf = np.maximum(sdf, Y - y_post)
-    return np.maximum(sdf, np.maximum(bottom - Z, Z - top))
+    wall = np.maximum(sdf, Y - y_post) + _CORNER_MM
+    caps = np.maximum(bottom - Z, Z - top) + _CORNER_MM
+    # intersection with rounded edges where the endplates meet the walls (the ring apophysis)
+    outside = np.sqrt(np.maximum(wall, 0) ** 2 + np.maximum(caps, 0) ** 2)
+    return outside + np.minimum(np.maximum(wall, caps), 0) - _CORNER_MM
 
 
 def render_anatomy(spine: SpineSpec, signs: "FractureSigns", rng: np.random.Generator) -> RenderedCase:

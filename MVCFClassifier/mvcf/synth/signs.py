@@ -22,9 +22,9 @@ DIFFICULTIES = ("easy", "standard", "hard")
 
 # strength scales the malignant signs (probability and size); mimic scales the look-alike findings.
 _DIFFICULTY = {
-    "easy": {"strength": 1.25, "mimic": 0.4, "occult": 0.02},
-    "standard": {"strength": 1.0, "mimic": 1.0, "occult": 0.07},
-    "hard": {"strength": 0.7, "mimic": 1.8, "occult": 0.18},
+    "easy": {"strength": 1.25, "mimic": 0.4, "occult": 0.02, "guarantee": 1.0},
+    "standard": {"strength": 1.0, "mimic": 1.0, "occult": 0.06, "guarantee": 0.9},
+    "hard": {"strength": 0.7, "mimic": 1.8, "occult": 0.15, "guarantee": 0.5},
 }
 
 
@@ -174,7 +174,7 @@ class FractureSigns:
         if self.pedicle_side:
             ped = occupancy(geo.pedicle_sdf - 0.5) * (np.sign(X) == self.pedicle_side)
             weight = np.maximum(weight, ped * np.clip((lesion + 0.6), 0, 1))
-        value = self.lesion_hu + (12.0 if self.lesion_hu < 300 else 120.0) * \
+        value = self.lesion_hu + (6.0 if self.lesion_hu < 300 else 120.0) * \
             smooth_noise(rng, hu.shape, 1.0)
         paint(hu, weight.astype(np.float32), value)
 
@@ -222,16 +222,16 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str) -> Fract
         signs.bone_island = bool(rng.random() < min(0.9, 0.1 * m))
         signs.fat_focus = bool(rng.random() < min(0.9, 0.12 * m))
         return signs
-    signs.height_kind = str(rng.choice(["crush", "wedge", "biconcave", "none"], p=[0.4, 0.3, 0.1, 0.2]))
-    signs.height_loss = float(rng.uniform(0.08, 0.4)) if signs.height_kind != "none" else 0.0
+    signs.height_kind = str(rng.choice(["crush", "wedge", "biconcave", "none"], p=[0.4, 0.25, 0.15, 0.2]))
+    signs.height_loss = float(rng.uniform(0.05, 0.38)) if signs.height_kind != "none" else 0.0
     occult = rng.random() < knob["occult"]
     blastic = rng.random() < 0.15
     signs.lesion_pattern = str(rng.choice(["geographic", "moth-eaten", "permeative"], p=[0.5, 0.3, 0.2]))
-    signs.lesion_hu = float(rng.uniform(550, 750) if blastic else rng.uniform(20, 60))
+    signs.lesion_hu = float(rng.uniform(550, 750) if blastic else rng.uniform(15, 50))
     if occult:
         signs.lesion_fraction = float(rng.uniform(0.04, 0.12))
         return signs
-    signs.lesion_fraction = float(np.clip(rng.uniform(0.15, 0.65) * s, 0.05, 0.85))
+    signs.lesion_fraction = float(np.clip(rng.uniform(0.25, 0.7) * s, 0.1, 0.85))
     signs.cortical_breach = bool(rng.random() < min(0.95, 0.7 * s)) and not blastic
     if rng.random() < min(0.95, 0.6 * s):
         signs.pedicle_side = int(rng.choice([-1, 1]))
@@ -241,4 +241,13 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str) -> Fract
         signs.epidural_mass_mm = float(rng.uniform(4, 9) * s)
     if rng.random() < min(0.95, 0.45 * s):
         signs.paraspinal_mass_mm = float(rng.uniform(7, 16) * s)
+    hallmark = signs.cortical_breach or signs.pedicle_side or signs.epidural_mass_mm or signs.paraspinal_mass_mm
+    if not hallmark and rng.random() < knob["guarantee"]:
+        pick = int(rng.integers(0, 3))
+        if pick == 0:
+            signs.pedicle_side = int(rng.choice([-1, 1]))
+        elif pick == 1:
+            signs.paraspinal_mass_mm = float(rng.uniform(8, 16) * s)
+        else:
+            signs.epidural_mass_mm = float(rng.uniform(5, 9) * s)
     return signs
