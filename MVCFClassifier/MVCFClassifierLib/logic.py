@@ -115,32 +115,45 @@ def model_card(model_dir: Optional[str] = None) -> dict:
     return read_card(model_dir_or_default(model_dir))
 
 
-def model_card_html(card: dict, max_chars: int = 400) -> str:
-    """A short rich-text model card for the module panel: identity, intended use, input, training data and
-    validation metrics (one level of nesting shown, long entries cut)."""
+def _number(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value.get("value")
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def _metrics_line(split: str, metrics: dict) -> str:
+    """'internal_test: n=28, AUC 0.93 (0.83-1.00), sensitivity 0.87, specificity 0.92'."""
+    parts = [f"n={metrics['n']}"] if "n" in metrics else []
+    if "auc" in metrics:
+        ci = metrics.get("auc_ci_delong") or metrics.get("auc_ci_bootstrap")
+        parts.append(f"AUC {_number(metrics['auc'])}" + (f" ({_number(ci[0])}-{_number(ci[1])})" if ci else ""))
+    for key in ("sensitivity", "specificity"):
+        if key in metrics:
+            parts.append(f"{key} {_number(metrics[key])}")
+    return f"{split}: {', '.join(parts)}"
+
+
+def model_card_html(card: dict) -> str:
+    """A short rich-text model card for the module panel: identity, intended use, input and threshold,
+    training data, validation metrics per split, and the synthetic-data warning."""
     from html import escape
 
-    def fmt(value: Any, depth: int = 0) -> str:
-        if isinstance(value, dict):
-            parts = [f"{k}: {fmt(v, depth + 1)}" if not isinstance(v, dict) else f"{k} ({fmt(v, depth + 1)})"
-                     for k, v in value.items() if depth < 2 and not isinstance(v, list)]
-            return ", ".join(parts)
-        if isinstance(value, float):
-            return f"{value:.3g}"
-        return str(value)
-
-    def cut(text: str) -> str:
-        return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
-
     lines = [f"<b>{escape(str(card.get('name', 'model')))}</b> {escape(str(card.get('version', '')))}"]
+    if card.get("intended_use"):
+        lines.append(f"Intended use: {escape(str(card['intended_use']))}")
     network = card.get("network") or {}
     if network:
         lines.append(f"Input: {escape(str(network.get('mode', '')))} {escape(str(network.get('input_shape', '')))}"
-                     f"; threshold {escape(fmt(card.get('threshold', '')))}")
-    for key, label in (("intended_use", "Intended use"), ("training_data", "Training data"),
-                       ("validation_metrics", "Validation"), ("metrics", "Metrics")):
-        if card.get(key):
-            lines.append(f"{label}: {escape(cut(fmt(card[key])))}")
+                     f"; threshold {float(card.get('threshold', float('nan'))):.3f}")
+    data = card.get("training_data")
+    if isinstance(data, dict):
+        summary = [f"{data[k]} {k}" for k in ("cases", "patients") if k in data]
+        if "external_cases" in data:
+            summary.append(f"{data['external_cases']} external-site cases")
+        lines.append("Training data: " + escape(", ".join(summary) or str(data)))
+    metrics = card.get("validation_metrics")
+    if isinstance(metrics, dict):
+        lines += [escape(_metrics_line(split, m)) for split, m in metrics.items() if isinstance(m, dict)]
     if card.get("trained_on_synthetic_data"):
         lines.append("<b>Trained on synthetic data only: its probabilities are a software demonstration.</b>")
     if card.get("weights", {}).get("sha256"):

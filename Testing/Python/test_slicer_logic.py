@@ -170,7 +170,8 @@ def bundle_dir(tmp_path_factory):
     card = {"name": "test-bundle", "version": "0.0.1", "network": config, "ensemble_size": 1,
             "view_spec": spec.to_dict(), "threshold": 0.5, "trained_on_synthetic_data": True,
             "training_data": {"cases": 0, "note": "untrained weights for plumbing tests"},
-            "validation_metrics": {"internal_test": {"auc": 0.5}}}
+            "validation_metrics": {"internal_test": {"n": 28, "auc": 0.5, "auc_ci_delong": [0.25, 0.75],
+                                                     "sensitivity": {"value": 0.5, "ci": [0.2, 0.8]}}}}
     return save_bundle(tmp_path_factory.mktemp("bundle") / "model", build_ensemble(config, 1), card)
 
 
@@ -196,7 +197,8 @@ def test_full_prediction_on_the_sample_ct(scene, sample, tmp_path, bundle_dir):
     card = logic.model_card(str(bundle_dir))
     assert row["model_sha256"] == card["weights"]["sha256"] and row["model_name"] == "test-bundle"
     html = logic.model_card_html(card)
-    assert "Intended use" in html and "internal_test (auc: 0.5)" in html and "synthetic data only" in html
+    assert "Intended use" in html and "synthetic data only" in html
+    assert "internal_test: n=28, AUC 0.50 (0.25-0.75), sensitivity 0.50" in html
     assert "synthetic data" in row["warnings"]
     html = logic.results_html(outputs.rows)
     assert "<td>L1</td>" in html and f"{row['probability_malignant']:.2f}" in html and logic.DISCLAIMER in html
