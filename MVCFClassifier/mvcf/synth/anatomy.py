@@ -232,7 +232,7 @@ def render_anatomy(spine: SpineSpec, signs: "FractureSigns", rng: np.random.Gene
     """Paint the segment on the truth grid; the target vertebra's body is deformed and decorated by
     `signs` (height loss, posterior wall, then `signs.paint`)."""
     grid = TruthGrid.for_spine(spine)
-    nz, ny, nx = grid.shape
+    _, ny, nx = grid.shape
     hu = np.full(grid.shape, spine.fat_hu, dtype=np.float32)
     hu += 6.0 * smooth_noise(rng, grid.shape, 3.0)
     labels = np.zeros(grid.shape, dtype=np.uint8)

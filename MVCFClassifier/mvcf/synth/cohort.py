@@ -18,7 +18,7 @@ import numpy as np
 from mvcf.errors import MVCFError
 from mvcf.manifest import CaseRecord, format_point, write_manifest
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
-from mvcf.synth.anatomy import LEVELS, level_label, render_anatomy, sample_spine
+from mvcf.synth.anatomy import level_label, render_anatomy, sample_spine
 from mvcf.synth.institutions import INSTITUTIONS, Acquired, acquire
 from mvcf.synth.signs import DIFFICULTIES, FractureSigns, sample_signs
 
