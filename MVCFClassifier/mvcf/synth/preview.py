@@ -5,6 +5,7 @@ with superior up and anterior on the left; physical aspect ratio kept for thick 
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -43,7 +44,8 @@ def write_preview(cases: Sequence[SyntheticCase], path: Path, titles: Sequence[s
         for col, (plane, (lo, hi), dx, dy, name) in enumerate(windows):
             ax = axes[row][col]
             ax.imshow(plane, cmap="gray", vmin=lo, vmax=hi, aspect=dy / dx, interpolation="bilinear")
-            ax.set_title(f"{title}\n{name}" if col == 0 else name, fontsize=8)
+            ax.set_title(f"{textwrap.fill(title, 48)}\n{name}" if col == 0 else name, fontsize=7.5,
+                         loc="left" if col == 0 else "center")
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
