@@ -11,7 +11,7 @@ is), upsampled to the view, averaged over members and scaled to [0, 1]. Where it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import logging
 
