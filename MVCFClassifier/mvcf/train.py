@@ -302,8 +302,8 @@ def train_fold(train_x: Sequence[np.ndarray], train_y: Sequence[int], val_x: Seq
                "val_loss": val_loss, "val_auc": val_auc, "lr": float(optimizer.param_groups[0]["lr"]),
                "seconds": time.perf_counter() - started}
         history.append(row)
-        if on_metrics is not None:
-            on_metrics(**row)
+        if on_metrics is not None:  # curve values only: the epoch's wall time stays in the CSV log
+            on_metrics(**{k: v for k, v in row.items() if k != "seconds"})
         if dist_info.is_main:
             _write_log(work_dir / "log.csv", history)
             _save_checkpoint(checkpoint_path, {
