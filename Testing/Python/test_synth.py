@@ -128,3 +128,21 @@ def test_cli_contract(tmp_path):
     bad = subprocess.run(cmd[:-1] + ["--difficulty", "extreme"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"], "temporary folders left behind"
+
+
+def test_parallel_workers_give_the_same_files(cohort, tmp_path):
+    parallel = generate_cohort(tmp_path / "p", n_cases=8, seed=5, external_fraction=0.25, workers=2)
+    serial, again = read_manifest(cohort), read_manifest(parallel)
+    assert len(serial) == len(again)
+    for a, b in zip(serial, again):
+        assert a.case_id == b.case_id and _digest(a.ct) == _digest(b.ct)
+
+
+def test_cancel_leaves_no_output(tmp_path):
+    from mvcf.errors import Cancelled
+
+    calls = []
+    with pytest.raises(Cancelled):
+        generate_cohort(tmp_path / "x", n_cases=5, seed=1, on_progress=lambda d, t, m: calls.append(d),
+                        should_cancel=lambda: len(calls) >= 2)
+    assert calls == [1, 2] and list(tmp_path.iterdir()) == []
