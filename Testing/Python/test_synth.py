@@ -86,6 +86,10 @@ def test_case_geometry_orientation_and_centre(cohort):
     assert labels[ijk[2], ijk[1], ijk[0]] == record.vertebra_label
     assert body_center[1] < record.center_lps[1] - 4   # body anterior of the whole-vertebra centroid
     assert hu.min() >= -1024 and hu.max() > 500
+    nib = pytest.importorskip("nibabel")
+    header = nib.load(str(record.ct))
+    assert nib.aff2axcodes(header.affine) == ("L", "P", "S")   # what any NIfTI viewer reads: S up, A front
+    assert header.header["qform_code"] > 0 and header.header["sform_code"] > 0
 
 
 def test_case_independent_of_cohort_size_and_difficulty_changes_signs():
