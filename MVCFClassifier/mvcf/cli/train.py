@@ -30,6 +30,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help="institution held out entirely as the external test set")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mil-pooling", default="attention", choices=["attention", "mean"],
+                        help="how 2.5d-mil pools its slices (default attention)")
     parser.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     parser.add_argument("--cache", metavar="DIR", help="folder for cached views (.npy), reused across runs")
 
@@ -56,7 +58,8 @@ def train_config(args: argparse.Namespace):
     from mvcf.train import TrainConfig
 
     return TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       patience=args.patience, seed=args.seed, device=args.device, augment=not args.no_augment)
+                       patience=args.patience, seed=args.seed, device=args.device, augment=not args.no_augment,
+                       mil_pooling=args.mil_pooling)
 
 
 def run(args: argparse.Namespace, reporter) -> int:
