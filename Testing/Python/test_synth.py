@@ -41,7 +41,8 @@ def test_plan_has_sites_patients_and_exact_counts():
 
 
 def test_bad_plan_arguments_are_user_errors():
-    for kwargs in ({"n_cases": 0}, {"n_cases": 5, "external_fraction": 1.0}, {"n_cases": 5, "prevalence": 0}):
+    for kwargs in ({"n_cases": 0}, {"n_cases": 5, "external_fraction": 1.0}, {"n_cases": 5, "prevalence": 0},
+                   {"n_cases": 5, "seed": -1}):
         with pytest.raises(MVCFError):
             plan_cohort(**kwargs)
 

@@ -8,7 +8,7 @@ signs of `signs.py`). Sizes follow published morphometry (Panjabi et al. 1991/19
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -168,7 +168,6 @@ class RenderedCase:
     labels: np.ndarray           # uint8 [z, y, x], TotalSegmentator values
     grid: TruthGrid
     target: Optional[VertebraGeometry] = None
-    notes: dict = field(default_factory=dict)
 
 
 def _capsule(target: np.ndarray, axes: tuple, p0, p1, radius: float, z_scale: float = 1.0) -> None:

@@ -62,6 +62,8 @@ def plan_cohort(n_cases: int, seed: int = 0, external_fraction: float = 0.3, pre
     institution, one class); the external site receives about `external_fraction` of the cases."""
     if n_cases < 1:
         raise MVCFError("the cohort needs at least 1 case")
+    if seed < 0:
+        raise MVCFError(f"the seed must be a non-negative integer, not {seed}")
     if not 0.0 <= external_fraction < 1.0:
         raise MVCFError("external fraction must be in [0, 1)")
     if not 0.0 < prevalence < 1.0:
