@@ -38,7 +38,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     patience: int = 8
     dropout: float = 0.2
-    mil_pooling: str = "attention"
+    mil_pooling: str = "mean"
     augment: bool = True
     seed: int = 0
     device: str = "auto"

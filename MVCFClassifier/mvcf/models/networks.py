@@ -29,7 +29,7 @@ DEFAULT_ARCH = "resnet10"
 
 
 def network_config(mode: str, input_shape: tuple[int, ...], arch: str = DEFAULT_ARCH,
-                   mil_pooling: str = "attention", dropout: float = 0.2) -> dict[str, Any]:
+                   mil_pooling: str = "mean", dropout: float = 0.2) -> dict[str, Any]:
     """The config dict for `mode` given the shape of one case's model input (no batch dimension)."""
     if mode not in MODES:
         raise MVCFError(f"unknown view mode {mode!r}; choose one of {', '.join(MODES)}")
