@@ -325,7 +325,8 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
     for which in ("internal", "external"):
         for pair in summary[f"delong_{which}"]["pairs"]:
             md.append(f"- {which}: {pair['a']} vs {pair['b']}: ΔAUC {pair['diff']:+.3f} "
-                      f"(95% CI {pair['ci'][0]:+.3f} to {pair['ci'][1]:+.3f}), p = {_p(pair['p'])}")
+                      f"(95% CI {pair['ci'][0]:+.3f} to {pair['ci'][1]:+.3f}), p = {_p(pair['p'])}"
+                      + (f" (Holm-adjusted {_p(pair['p_holm'])})" if "p_holm" in pair else ""))
     md += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     with atomic_open(out / "report.md", "w", encoding="utf-8") as handle:
         handle.write("\n".join(md) + "\n")
