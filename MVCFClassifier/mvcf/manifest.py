@@ -171,7 +171,7 @@ def read_manifest(path: Union[str, os.PathLike]) -> list[CaseRecord]:
             records.append(_parse_row(row, number, base))
         except MVCFError as exc:
             problems[number].append(str(exc))
-    _check_consistency(records, problems)
+    check_consistency(records, problems)
     if problems:
         raise MVCFError(_summarise(path, problems))
     if not records:
@@ -179,7 +179,7 @@ def read_manifest(path: Union[str, os.PathLike]) -> list[CaseRecord]:
     return records
 
 
-def _check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[str]]) -> None:
+def check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[str]]) -> None:
     """Duplicate case ids and patients seen in more than one institution (a leakage risk)."""
     by_case: dict[str, list[CaseRecord]] = defaultdict(list)
     by_patient: dict[str, list[CaseRecord]] = defaultdict(list)

@@ -24,7 +24,7 @@ from MVCFClassifierLib.volumes import ct_image_from_volume_node
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_path
-from mvcf.manifest import CLASS_NAMES, CaseRecord, _check_consistency, parse_label, read_manifest, write_manifest
+from mvcf.manifest import CLASS_NAMES, CaseRecord, check_consistency, parse_label, read_manifest, write_manifest
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
 
 COHORT_COLUMNS = (
@@ -232,7 +232,7 @@ def _check_rows(scene, rows: list[dict]) -> tuple[list[_Row], dict[int, list[str
             except MVCFError as exc:
                 problems[number].append(f"location: {exc}")
         checked.append(row)
-    _check_consistency([_record(r, Path(".")) for r in checked if r.number not in problems], problems)
+    check_consistency([_record(r, Path(".")) for r in checked if r.number not in problems], problems)
     return checked, problems
 
 

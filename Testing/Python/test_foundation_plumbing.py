@@ -84,3 +84,11 @@ def test_child_process_events_and_cancel(tmp_path):
         time.sleep(0.05)
     slow.cancel(grace_s=1)
     assert slow.cancelled and not slow.running and slow.returncode != 0
+
+
+def test_cli_parser_and_core_import_do_not_load_heavy_libraries():
+    """`mvcf --help` and `import mvcf` must stay fast: torch/monai/matplotlib/pandas only on heavy paths."""
+    code = ("import sys, mvcf; from mvcf.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'monai', 'matplotlib', 'pandas', 'sklearn') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

@@ -36,10 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def locate_from_args(args: argparse.Namespace, ct):
-    from mvcf.cli.views import _locate
+    from mvcf.cli.views import locate_from_args
     from mvcf.locate import refine_on_body
 
-    location = _locate(args, ct)
+    location = locate_from_args(args, ct)
     return refine_on_body(ct, location) if args.refine else location
 
 

@@ -16,7 +16,7 @@ def add_view_arguments(parser: argparse.ArgumentParser, default_size: int = 64) 
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    from mvcf.models.networks import ARCHITECTURES, DEFAULT_ARCH
+    from mvcf.models.architectures import ARCHITECTURES, DEFAULT_ARCH
 
     parser.add_argument("--arch", default=DEFAULT_ARCH, choices=sorted(ARCHITECTURES),
                         help=f"network size (MONAI ResNet; default {DEFAULT_ARCH})")

@@ -79,7 +79,7 @@ def parse_windows(text: str) -> tuple:
     return tuple(windows)
 
 
-def _locate(args, ct):
+def locate_from_args(args, ct):
     from mvcf import locate
     from mvcf.read_ct import read_mask
 
@@ -187,7 +187,7 @@ def run(args, reporter) -> int:
                     slice_gap_mm=args.slice_gap, windows=parse_windows(args.windows), antialias=args.antialias)
     warnings: list[str] = []
     ct = read_ct(args.ct, warnings=warnings)
-    location = _locate(args, ct)
+    location = locate_from_args(args, ct)
     if args.refine:
         location = locate.refine_on_body(ct, location)
     result = build_views(ct, location, spec)

@@ -16,16 +16,10 @@ import torch
 import torch.nn as nn
 
 from mvcf.errors import MVCFError
+from mvcf.models.architectures import ARCHITECTURES, DEFAULT_ARCH
 
 MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
 
-# name -> (residual blocks per stage, channels per stage). Sized for CPU training of a few hundred cases.
-ARCHITECTURES: dict[str, tuple[list[int], list[int]]] = {
-    "resnet10-tiny": ([1, 1, 1, 1], [8, 16, 32, 64]),
-    "resnet10": ([1, 1, 1, 1], [16, 32, 64, 128]),
-    "resnet18": ([2, 2, 2, 2], [16, 32, 64, 128]),
-}
-DEFAULT_ARCH = "resnet10"
 
 
 def network_config(mode: str, input_shape: tuple[int, ...], arch: str = DEFAULT_ARCH,
