@@ -23,7 +23,7 @@ DIFFICULTIES = ("easy", "standard", "hard")
 # strength scales the malignant signs (probability and size); mimic scales the look-alike findings.
 _DIFFICULTY = {
     "easy": {"strength": 1.25, "mimic": 0.4, "occult": 0.02, "guarantee": 1.0},
-    "standard": {"strength": 1.0, "mimic": 1.0, "occult": 0.05, "guarantee": 0.95},
+    "standard": {"strength": 1.0, "mimic": 1.0, "occult": 0.12, "guarantee": 0.88},
     "hard": {"strength": 0.7, "mimic": 1.8, "occult": 0.15, "guarantee": 0.5},
 }
 
