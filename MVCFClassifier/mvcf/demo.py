@@ -22,17 +22,17 @@ SAMPLE_LABEL = 31  # TotalSegmentator: L1
 
 @dataclass
 class DemoConfig:
-    cases: int = 60
+    cases: int = 120
     seed: int = 0
     difficulty: str = "standard"
-    size_px: int = 48
+    size_px: int = 64
     size_3d_px: int = 32
-    epochs: int = 6
+    epochs: int = 15
     folds: int = 1
     arch: str = "resnet10-tiny"
     batch_size: int = 8
     device: str = "auto"
-    workers: int = 1
+    workers: int = 2
 
 
 def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool = False,
