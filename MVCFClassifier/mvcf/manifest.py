@@ -27,6 +27,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_open
 
@@ -118,7 +119,7 @@ def _parse_row(row: dict[str, str], number: int, base: Path) -> CaseRecord:
     if values["center_lps"]:
         record.center_lps = parse_point(values["center_lps"])
     elif values["point_ras"]:
-        record.center_lps = parse_point(values["point_ras"]) * np.array([-1.0, -1.0, 1.0])
+        record.center_lps = ras_to_lps(parse_point(values["point_ras"]))
     if record.mask is None and record.center_lps is None:
         raise MVCFError("no location: give mask + vertebra_label, center_lps or point_ras")
     record.extra = {k: v for k, v in row.items()
