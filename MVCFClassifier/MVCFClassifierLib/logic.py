@@ -375,7 +375,6 @@ class PredictionRun:
     def _view_nodes(self, scene, target: Target, result: dict) -> list:
         """The model's input around this vertebra as volume nodes (one per sampled grid and window), built
         here with the bundle's view spec at the centre the model used, so it overlays the CT."""
-        from mvcf.cli.views import _grid_stacks, _window_labels
         from mvcf.views import ViewSpec, build_views
 
         if self.ct_image is None or self.view_spec is None:
@@ -383,11 +382,10 @@ class PredictionRun:
         view = build_views(self.ct_image, np.asarray(result.get("center_lps", target.location.center_lps), float),
                            ViewSpec.from_dict(self.view_spec))
         nodes = []
-        for grid, stack in zip(view.grids, _grid_stacks(view)):
-            for window, values in zip(_window_labels(view), stack):
-                image = grid.to_ctimage(values.reshape(grid.size[::-1]).astype(np.float32))
-                nodes.append(volumes.volume_node_from_ct_image(
-                    scene, image, f"{target.name} model input {grid.name} {window}", reference_node=self.ct_node))
+        for grid, window, values in view.grid_volumes():
+            image = grid.to_ctimage(values.reshape(grid.size[::-1]).astype(np.float32))
+            nodes.append(volumes.volume_node_from_ct_image(
+                scene, image, f"{target.name} model input {grid.name} {window}", reference_node=self.ct_node))
         return nodes
 
     def _load_images(self, scene, value: Any, name: str, heatmap: bool = False) -> list:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -218,6 +218,30 @@ class ViewResult:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
+
+    def window_names(self) -> list[str]:
+        """The window of each channel as used in file and node names (e.g. 'bone')."""
+        return [name.split("/", 1)[1].replace(",", "_") for name in self.channel_names[: self.spec.channels]]
+
+    def grid_stacks(self) -> list[np.ndarray]:
+        """Per grid: an array (C, k, H, W) of the sampled values, whatever the mode's layout."""
+        a, c = self.array, self.spec.channels
+        if self.mode == "2d":
+            return [a[:, None]]
+        if self.mode == "2.5d-adjacent":
+            return [a.reshape(-1, c, *a.shape[1:]).transpose(1, 0, 2, 3)]
+        if self.mode == "2.5d-orthogonal":
+            return [a[i * c:(i + 1) * c, None] for i in range(3)]
+        if self.mode == "2.5d-mil":
+            return [a.transpose(1, 0, 2, 3)]
+        return [a]
+
+    def grid_volumes(self) -> Iterator[tuple["SampleGrid", str, np.ndarray]]:
+        """(grid, window, values) for every sampled grid and window: what is written to NIfTI or to Slicer."""
+        windows = self.window_names()
+        for grid, stack in zip(self.grids, self.grid_stacks()):
+            for window, values in zip(windows, stack):
+                yield grid, window, values
 
     def to_dict(self) -> dict:
         """Everything but the array, JSON-ready."""

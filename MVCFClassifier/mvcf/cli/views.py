@@ -102,38 +102,19 @@ def write_outputs(result, folder: Path) -> list[str]:
 
     files = ["views.npy"]
     np.save(folder / "views.npy", result.array)
-    for grid, stack in zip(result.grids, _grid_stacks(result)):
-        for window, volume in zip(_window_labels(result), stack):
-            name = f"{grid.name}_{window}.nii.gz"
-            import SimpleITK as sitk
+    for grid, window, volume in result.grid_volumes():
+        name = f"{grid.name}_{window}.nii.gz"
+        import SimpleITK as sitk
 
-            image = sitk.GetImageFromArray(np.ascontiguousarray(volume.reshape(grid.size[::-1])))
-            image.SetOrigin(tuple(float(v) for v in grid.origin))
-            image.SetSpacing(tuple(float(v) for v in grid.spacing))
-            image.SetDirection(tuple(float(v) for v in grid.direction.ravel()))
-            sitk.WriteImage(image, str(folder / name), True)
-            files.append(name)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(volume.reshape(grid.size[::-1])))
+        image.SetOrigin(tuple(float(v) for v in grid.origin))
+        image.SetSpacing(tuple(float(v) for v in grid.spacing))
+        image.SetDirection(tuple(float(v) for v in grid.direction.ravel()))
+        sitk.WriteImage(image, str(folder / name), True)
+        files.append(name)
     write_preview(result, folder / "preview.png")
     files.append("preview.png")
     return files
-
-
-def _window_labels(result) -> list[str]:
-    return [name.split("/", 1)[1].replace(",", "_") for name in result.channel_names[: result.spec.channels]]
-
-
-def _grid_stacks(result):
-    """Per grid: an array (C, k, H, W) of the sampled values, whatever the mode's layout."""
-    a, c = result.array, result.spec.channels
-    if result.mode == "2d":
-        return [a[:, None]]
-    if result.mode == "2.5d-adjacent":
-        return [a.reshape(-1, c, *a.shape[1:]).transpose(1, 0, 2, 3)]
-    if result.mode == "2.5d-orthogonal":
-        return [a[i * c:(i + 1) * c, None] for i in range(3)]
-    if result.mode == "2.5d-mil":
-        return [a.transpose(1, 0, 2, 3)]
-    return [a]
 
 
 def write_preview(result, path: Path) -> None:
@@ -145,18 +126,17 @@ def write_preview(result, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = []
-    for grid, stack in zip(result.grids, _grid_stacks(result)):
-        for window, volume in zip(_window_labels(result), stack):
-            if result.mode == "3d":
-                mid = [s // 2 for s in volume.shape]
-                panels += [(f"axial/{window}", volume[mid[0]]),
-                           (f"coronal/{window}", volume[::-1, mid[1], :]),
-                           (f"sagittal/{window}", volume[::-1, :, mid[2]])]
-            elif result.mode in ("2.5d-adjacent", "2.5d-mil"):
-                picks = np.unique(np.linspace(0, volume.shape[0] - 1, min(volume.shape[0], 8)).round())
-                panels += [(f"slice {int(s)}/{window}", volume[int(s)]) for s in picks]
-            else:
-                panels.append((f"{grid.name}/{window}", volume[0]))
+    for grid, window, volume in result.grid_volumes():
+        if result.mode == "3d":
+            mid = [s // 2 for s in volume.shape]
+            panels += [(f"axial/{window}", volume[mid[0]]),
+                       (f"coronal/{window}", volume[::-1, mid[1], :]),
+                       (f"sagittal/{window}", volume[::-1, :, mid[2]])]
+        elif result.mode in ("2.5d-adjacent", "2.5d-mil"):
+            picks = np.unique(np.linspace(0, volume.shape[0] - 1, min(volume.shape[0], 8)).round())
+            panels += [(f"slice {int(s)}/{window}", volume[int(s)]) for s in picks]
+        else:
+            panels.append((f"{grid.name}/{window}", volume[0]))
     columns = min(len(panels), 8)
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
