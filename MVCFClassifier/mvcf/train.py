@@ -69,6 +69,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    backend: Optional[str] = None   # "nccl" or "gloo" once the process joined torchrun's group
 
     @property
     def is_main(self) -> bool:
@@ -76,23 +77,24 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.backend is not None
 
 
 def init_distributed(device: str) -> DistInfo:
-    """Join the process group torchrun set up (WORLD_SIZE > 1); a no-op for a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """Join the process group torchrun set up (it sets WORLD_SIZE, also for one process, so a one-GPU
+    torchrun launch runs the same DDP code as several); a no-op for a plain process."""
+    if "WORLD_SIZE" not in os.environ:
         return DistInfo()
     import torch
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     if device.startswith("cuda"):
         torch.cuda.set_device(local_rank)
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank,
+                    backend=str(dist.get_backend()))
 
 
 def _seed(*parts: Any) -> int:
@@ -463,7 +465,9 @@ def train_cohort(records: Sequence[Any], spec: Any, config: TrainConfig, out_dir
         "training": {**{k: v for k, v in asdict(config).items() if k not in ("device", "num_workers")},
                      "folds": [{"fold": r.fold, "best_epoch": r.best_epoch, "best_val_auc": r.best_val_auc,
                                 "epochs_run": r.epochs_run, "seconds": round(r.seconds, 2)} for r in fold_results],
-                     "device": resolve_device(config.device), "world_size": dist_info.world_size},
+                     "device": resolve_device(config.device), "world_size": dist_info.world_size,
+                     "amp": bool(config.amp and resolve_device(config.device).startswith("cuda")),
+                     "distributed_backend": dist_info.backend},
     }
     card.update(card_extra or {})
     bundle_path = None

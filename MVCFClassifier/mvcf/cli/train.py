@@ -83,11 +83,15 @@ def run(args: argparse.Namespace, reporter) -> int:
     n_folds, train_folds = fold_arguments(args.folds)
     if args.device != "cuda":
         torch.set_num_threads(max(1, torch.get_num_threads()))
-    run_ = train_cohort(records, spec, train_config(args), out_dir=out, n_folds=n_folds, train_folds=train_folds,
-                        external=args.external, cache_dir=args.cache or (out / "cache"), resume=args.resume,
-                        name=args.name or f"mvcf-{args.view}", on_progress=reporter.progress,
-                        on_metrics=reporter.metrics,
-                        card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)})
+    try:
+        run_ = train_cohort(records, spec, train_config(args), out_dir=out, n_folds=n_folds,
+                            train_folds=train_folds, external=args.external, cache_dir=args.cache or (out / "cache"),
+                            resume=args.resume, name=args.name or f"mvcf-{args.view}",
+                            on_progress=reporter.progress, on_metrics=reporter.metrics,
+                            card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)})
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     metrics = run_.card["validation_metrics"]
     payload = {"model": str(run_.bundle_path) if run_.bundle_path else None, "view": args.view,
                "threshold": run_.threshold, "parameters": run_.parameters,
