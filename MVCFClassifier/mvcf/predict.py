@@ -1,12 +1,13 @@
 """Predict: one vertebra of one CT -> probability of a malignant fracture, the call at the bundle's frozen
 threshold, and everything needed to trust (or distrust) the number: model identity, device, centre, timings,
-warnings, and the research-use disclaimer."""
+warnings, and the research-use disclaimer. `predict_many` does several vertebrae of one CT with one model
+load, each vertebra failing on its own."""
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -140,3 +141,81 @@ def predict_file(ct_path: Union[str, Path], point: Optional[Sequence[float]] = N
     result.timing_ms["total"] = round(read_ms + locate_ms + result.timing_ms["total"], 2)
     result.warnings = list(location.warnings) + [w for w in result.warnings if w not in location.warnings]
     return result
+
+
+def _locate_query(ct, query, masks: dict, refine: bool):
+    """A VertebraLocation for one VertebraQuery; each mask file is read once per run (`masks` caches the
+    image, or the error that reading it raised)."""
+    from mvcf.locate import from_mask, from_point, refine_on_body
+    from mvcf.read_ct import read_mask
+
+    if query.mask is not None:
+        key = str(Path(query.mask).resolve())
+        if key not in masks:
+            try:
+                masks[key] = read_mask(query.mask)
+            except MVCFError as exc:
+                masks[key] = exc
+        if isinstance(masks[key], MVCFError):
+            raise masks[key]
+        location = from_mask(ct, masks[key], int(query.label), name=query.name)
+    else:
+        location = from_point(ct, query.point, query.unit, name=query.name)
+    return refine_on_body(ct, location) if refine else location
+
+
+def _predict_query(ct, query, bundle, device: str, masks: dict, refine: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    location = _locate_query(ct, query, masks, refine)
+    locate_ms = 1000 * (time.perf_counter() - started)
+    result = predict_ct(ct, location, bundle, device)
+    result.warnings = list(location.warnings) + [w for w in result.warnings if w not in location.warnings]
+    payload = result.to_dict()
+    timing = {"locate": round(locate_ms, 2), **result.timing_ms}
+    if query.heatmap is not None:
+        from mvcf.explain import write_heatmap
+
+        t = time.perf_counter()
+        payload["heatmap"] = str(write_heatmap(ct, location, bundle, query.heatmap, device=device))
+        timing["heatmap"] = round(1000 * (time.perf_counter() - t), 2)
+    timing["total"] = round(1000 * (time.perf_counter() - started), 2)
+    payload["timing_ms"] = timing
+    return payload
+
+
+def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] = None, device: str = "auto",
+                 refine: bool = False, on_progress: Optional[Callable[[int, int, str], None]] = None,
+                 should_cancel: Optional[Callable[[], bool]] = None) -> list[dict[str, Any]]:
+    """Classify several vertebrae (mvcf.locations_file.VertebraQuery) of one CTImage with one bundle load.
+
+    Returns one dict per query, in order: `name` and the fields of Prediction.to_dict() (plus `heatmap`
+    when the query asks for one), or `name`, `error` (one line) and `timing_ms` when that vertebra failed
+    (unreadable mask, absent label, point outside the CT, heatmap not writable): one failure never loses
+    the others. A bad bundle fails the whole call (MVCFError), as does cancellation (Cancelled)."""
+    from mvcf.errors import Cancelled
+    from mvcf.models.bundle import Bundle
+    from mvcf.progress import check_cancel
+    from mvcf.train import resolve_device
+
+    device = resolve_device(device)
+    bundle = model if isinstance(model, Bundle) else load_model(model, device)
+    total = len(queries)
+    masks: dict[str, Any] = {}
+    results: list[dict[str, Any]] = []
+    for index, query in enumerate(queries):
+        check_cancel(should_cancel)
+        if on_progress is not None:
+            on_progress(index, total, f"{query.name} ({index + 1}/{total})")
+        started = time.perf_counter()
+        try:
+            results.append({"name": query.name, **_predict_query(ct, query, bundle, device, masks, refine)})
+        except Cancelled:
+            raise
+        except (MVCFError, OSError) as exc:
+            message = str(exc) if isinstance(exc, MVCFError) else \
+                f"cannot write {getattr(exc, 'filename', None) or query.heatmap}: {exc.strerror or exc}"
+            results.append({"name": query.name, "error": (message.splitlines() or [type(exc).__name__])[0],
+                            "timing_ms": {"total": round(1000 * (time.perf_counter() - started), 2)}})
+    if on_progress is not None:
+        on_progress(total, total, "done")
+    return results

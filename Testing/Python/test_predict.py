@@ -97,3 +97,141 @@ def test_bad_model_and_missing_location_fail_cleanly(sample, tmp_path, capsys):
     assert err.startswith("error: ") and "not a model bundle" in err and "Traceback" not in err
     assert main(["--progress", "none", "predict", "--ct", str(sample["ct"]), "--mask", str(sample["mask"])]) == 2
     assert "--label" in capsys.readouterr().err
+
+
+# Several vertebrae in one run: --locations FILE (JSON or CSV) or --mask with --label repeated.
+
+def run_cli(capsys, *args):
+    code = main(["--progress", "none", "predict", *map(str, args), "--device", "cpu"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def single(sample, capsys, *where):
+    code, out, _ = run_cli(capsys, "--ct", sample["ct"], *where, "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+def l1_point_ras(sample) -> list:
+    from mvcf.locate import from_mask
+    from mvcf.read_ct import read_ct, read_mask
+
+    lps = from_mask(read_ct(sample["ct"]), read_mask(sample["mask"]), 31).center_lps
+    return [-lps[0], -lps[1], lps[2]]
+
+
+def test_locations_file_gives_the_single_vertebra_results_for_each_entry(sample, tmp_path, capsys):
+    import os
+
+    mask = os.path.relpath(sample["mask"], tmp_path)  # relative to the locations file's folder
+    ras = l1_point_ras(sample)
+    locations = tmp_path / "vertebrae.json"
+    locations.write_text(json.dumps([
+        {"name": "L1", "mask": mask, "label": 31, "heatmap": "heat/L1.nii.gz"},
+        {"name": "L2", "mask": mask, "label": 30},
+        {"name": "L1 point", "point_ras": ras}]))
+    code, out, _ = run_cli(capsys, "--ct", sample["ct"], "--locations", locations, "--json")
+    assert code == 0
+    payload = json.loads(out)
+    results = payload["results"]
+    assert [r["name"] for r in results] == ["L1", "L2", "L1 point"]
+    assert "Research use only" in payload["disclaimer"] and payload["timing_ms"]["read_ct"] > 0
+    for entry in results:
+        assert FIELDS <= set(entry) and "error" not in entry
+        assert any("synthetic" in w for w in entry["warnings"])
+    assert (tmp_path / "heat" / "L1.nii.gz").is_file() and results[0]["heatmap"] == str(tmp_path / "heat" / "L1.nii.gz")
+    assert "heatmap" not in results[1]
+
+    by_labels = json.loads(run_cli(capsys, "--ct", sample["ct"], "--mask", sample["mask"], "--label", 31,
+                                   "--label", 30, "--json")[1])["results"]
+    assert [r["name"] for r in by_labels] == ["label 31", "label 30"]
+    for label, entry, repeated in ((31, results[0], by_labels[0]), (30, results[1], by_labels[1])):
+        alone = single(sample, capsys, "--mask", sample["mask"], "--label", label)
+        for multi in (entry, repeated):
+            assert multi["probability_malignant"] == pytest.approx(alone["probability_malignant"], abs=1e-6)
+            assert multi["prediction"] == alone["prediction"] and multi["model"] == alone["model"]
+            np.testing.assert_allclose(multi["center_lps"], alone["center_lps"], atol=1e-6)
+    assert results[2]["probability_malignant"] == pytest.approx(results[0]["probability_malignant"], abs=1e-6)
+
+
+def test_a_failing_vertebra_keeps_the_others_and_progress_is_per_vertebra(sample, tmp_path, capsys):
+    locations = tmp_path / "vertebrae.csv"
+    locations.write_text("name,point_lps,mask,label\n"
+                         f"absent,,{sample['mask']},99\n"
+                         f"L1,,{sample['mask']},31\n"
+                         'outside,"5000,0,0",,\n')
+    code = main(["--progress", "jsonl", "predict", "--ct", str(sample["ct"]), "--locations", str(locations),
+                 "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    events = []
+    for line in out.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    events = [e for e in events if isinstance(e, dict) and "event" in e]
+    progress = [(e["done"], e["total"], e["message"]) for e in events if e["event"] == "progress"]
+    assert [m for _, _, m in progress] == ["reading CT", "loading the model", "absent (1/3)", "L1 (2/3)",
+                                           "outside (3/3)", "done"]
+    assert [d for d, _, _ in progress] == list(range(6)) and {t for _, t, _ in progress} == {5}
+    (result,) = [e for e in events if e["event"] == "result"]
+    absent, l1, outside = result["results"]
+    assert "label 99 is absent" in absent["error"] and "probability_malignant" not in absent
+    assert "outside the CT" in outside["error"] and "probability_malignant" not in outside
+    assert 0.0 <= l1["probability_malignant"] <= 1.0 and "error" not in l1
+    text = [line for line in out.splitlines() if not line.startswith("{")]
+    assert text[0].startswith("absent: error: label 99 is absent")
+    assert text[1].startswith(f"L1: probability_malignant {l1['probability_malignant']:.3f}")
+    assert text[2].startswith("outside: error: ") and "Research use only" in text[-1]
+
+
+def test_all_vertebrae_failing_is_exit_2_with_their_errors(sample, capsys):
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--mask", sample["mask"], "--label", 98, "--label", 99,
+                             "--json")
+    assert code == 2
+    assert err.startswith("error: none of the 2 vertebrae") and err.count("\n") == 1 and "Traceback" not in err
+    assert [r["error"].split(" (")[0] for r in json.loads(out)["results"]] == [
+        f"label {v} is absent from the mask {sample['mask']}" for v in (98, 99)]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[{\"name\": \"L1\", \"label\": 31", "not valid JSON"),
+    ("{\"name\": \"L1\"}", "JSON list"),
+    ("[]", "names no vertebra"),
+    ("[{\"name\": \"L1\", \"point_lps\": [1, 2]}]", "three finite numbers"),
+    ("[{\"name\": \"L1\", \"point_lps\": [1, 2, 3], \"mask\": \"m.nii.gz\", \"label\": 1}]", "exactly one"),
+    ("[{\"name\": \"L1\", \"mask\": \"m.nii.gz\"}]", "no label"),
+    ("[{\"name\": \"L1\", \"point_lps\": [1, 2, 3], \"lable\": 3}]", "unknown field"),
+    ("[{\"point_lps\": [1, 2, 3]}]", "needs a name"),
+    ("[{\"name\": \"L1\", \"point_lps\": [1, 2, 3], \"heatmap\": \"h.png\"}]", "heatmap must name"),
+    ("[{\"name\": \"a\", \"point_lps\": [1, 2, 3], \"heatmap\": \"h.nii.gz\"}, "
+     "{\"name\": \"b\", \"point_lps\": [1, 2, 3], \"heatmap\": \"./h.nii.gz\"}]", "same heatmap"),
+    ("vertebra,point_lps\nL1,\"1,2,3\"\n", "header row naming 'name'"),
+    ("name,point_lps\nL1,1,2,3\n", "more cells than the header"),
+])
+def test_a_bad_locations_file_is_one_error_line_and_writes_nothing(sample, tmp_path, capsys, content, message):
+    locations = tmp_path / "vertebrae.txt"
+    locations.write_text(content)
+    before = sorted(tmp_path.iterdir())
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--locations", locations, "--json")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_several_vertebra_options_that_do_not_fit_together(sample, tmp_path, capsys):
+    locations = tmp_path / "v.json"
+    locations.write_text(json.dumps([{"name": "L1", "mask": str(sample["mask"]), "label": 31}]))
+    for args, message in ((["--locations", tmp_path / "missing.json"], "not found"),
+                          (["--locations", locations, "--label", 31], "--label applies only with --mask"),
+                          (["--locations", locations, "--heatmap", tmp_path / "h.nii.gz"], "--heatmap names one"),
+                          (["--mask", sample["mask"], "--label", 31, "--label", 30, "--heatmap",
+                            tmp_path / "h.nii.gz"], "--heatmap names one")):
+        code, out, err = run_cli(capsys, "--ct", sample["ct"], *args)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
+    with pytest.raises(SystemExit) as exited:  # argparse: the vertebra options exclude each other
+        run_cli(capsys, "--ct", sample["ct"], "--locations", locations, "--mask", sample["mask"])
+    assert exited.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json"]

@@ -1,4 +1,12 @@
-"""`mvcf predict`: classify one vertebra of a CT with a model bundle (default: the embedded demo bundle)."""
+"""`mvcf predict`: classify vertebrae of a CT with a model bundle (default: the embedded demo bundle).
+
+One vertebra (a point or --mask with one --label): one result object, exactly as it always was. Several
+vertebrae (--locations FILE, or --mask with --label repeated): the CT and the bundle are loaded once, then
+each vertebra in turn; a vertebra that fails (absent label, point outside the CT...) gets an `error`
+instead of a probability and the others go on. Exit code 0 when at least one vertebra was classified; 2
+with a one-line `error: ...` when the locations file is bad (nothing is run) or when every vertebra
+failed (their errors are still printed).
+"""
 from __future__ import annotations
 
 import argparse
@@ -18,8 +26,12 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--point-ijk", metavar="I,J,K", help="vertebra centre as a voxel index (0-based); "
                        + POINT_HELP.format("ijk"))
     where.add_argument("--mask", metavar="PATH", help="label mask; the centre is the centroid of --label")
-    parser.add_argument("--label", type=int, help="label value of the vertebra in --mask (e.g. "
-                        "TotalSegmentator 31 = L1)")
+    where.add_argument("--locations", metavar="FILE", help="several vertebrae in one run: a JSON list or a CSV "
+                       "with a header; each entry has a name and one of point_lps, point_ras, point_ijk (three "
+                       "numbers) or mask + label, optionally a heatmap output path (relative paths resolve "
+                       "against FILE's folder)")
+    parser.add_argument("--label", type=int, action="append", help="label value of the vertebra in --mask "
+                        "(e.g. TotalSegmentator 31 = L1); repeat it to classify several vertebrae of the mask")
     parser.add_argument("--refine", action="store_true", help="recentre the point on the vertebral body "
                         "from bone intensity (heuristic, off by default)")
 
@@ -31,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "trained on synthetic data)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write a Grad-CAM heatmap on the view grid "
-                        "(overlays the CT in any viewer)")
+                        "(overlays the CT in any viewer); one vertebra only (with --locations: a heatmap per "
+                        "entry)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
@@ -39,8 +52,31 @@ def locate_from_args(args: argparse.Namespace, ct):
     from mvcf.cli.views import locate_from_args
     from mvcf.locate import refine_on_body
 
+    labels = getattr(args, "label", None)
+    if isinstance(labels, list):  # --label is repeatable here; one label is the single-vertebra case
+        args = argparse.Namespace(**{**vars(args), "label": labels[0] if labels else None})
     location = locate_from_args(args, ct)
     return refine_on_body(ct, location) if args.refine else location
+
+
+def queries_from_args(args: argparse.Namespace):
+    """The vertebrae of a multi-vertebra run (list of VertebraQuery), or None for the single-vertebra case."""
+    from pathlib import Path
+
+    from mvcf.locations_file import VertebraQuery, read_locations
+
+    labels = args.label or []
+    several = args.locations is not None or (args.mask is not None and len(labels) > 1)
+    if several and args.heatmap is not None:
+        raise MVCFError("--heatmap names one file: for several vertebrae give each entry of --locations its "
+                        "own heatmap")
+    if args.locations is not None:
+        if labels:
+            raise MVCFError("--label applies only with --mask (a locations file gives each entry its label)")
+        return read_locations(args.locations)
+    if several:
+        return [VertebraQuery(name=f"label {label}", mask=Path(args.mask), label=label) for label in labels]
+    return None
 
 
 def run(args: argparse.Namespace, reporter) -> int:
@@ -52,6 +88,9 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     if args.heatmap is not None and not str(args.heatmap).endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
         raise MVCFError("--heatmap must name a .nii.gz, .nii, .nrrd or .mha file")
+    queries = queries_from_args(args)
+    if queries is not None:
+        return run_many(args, reporter, queries)
     reporter.progress(0, 3, "reading CT")
     started = time.perf_counter()
     ct = read_ct(args.ct)
@@ -83,3 +122,64 @@ def run(args: argparse.Namespace, reporter) -> int:
     if isinstance(reporter, JsonLinesReporter):
         reporter.result(payload)
     return 0
+
+
+def run_many(args: argparse.Namespace, reporter, queries) -> int:
+    """Several vertebrae: read the CT and load the bundle once, then classify each (mvcf.predict.predict_many)."""
+    import time
+
+    from mvcf import RESEARCH_USE_DISCLAIMER
+    from mvcf.predict import load_model, predict_many
+    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.read_ct import read_ct
+    from mvcf.train import resolve_device
+
+    steps = len(queries) + 2
+    reporter.progress(0, steps, "reading CT")
+    started = time.perf_counter()
+    ct = read_ct(args.ct)
+    read_ms = 1000 * (time.perf_counter() - started)
+    reporter.progress(1, steps, "loading the model")
+    t = time.perf_counter()
+    device = resolve_device(args.device)
+    bundle = load_model(args.model, device)
+    load_ms = 1000 * (time.perf_counter() - t)
+    results = predict_many(ct, queries, bundle, device, refine=args.refine,
+                           on_progress=lambda done, _total, message: reporter.progress(2 + done, steps, message))
+    payload = {"results": results,
+               "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
+                             "total": round(1000 * (time.perf_counter() - started), 2)},
+               "disclaimer": RESEARCH_USE_DISCLAIMER}
+    if args.json:
+        print(dumps(payload, indent=2))
+    else:
+        reporter.close()
+        print_many(results, bundle.identity(), device)
+    if isinstance(reporter, JsonLinesReporter):
+        reporter.result(payload)
+    failed = [r for r in results if "error" in r]
+    if len(failed) == len(results):
+        raise MVCFError(f"none of the {len(results)} vertebrae could be classified; {failed[0]['name']}: "
+                        f"{failed[0]['error']}")
+    return 0
+
+
+def print_many(results: list, model: dict, device: str) -> None:
+    """One line per vertebra, the model once, each distinct warning once (with the vertebrae it concerns),
+    then the disclaimer."""
+    from mvcf import RESEARCH_USE_DISCLAIMER
+
+    warnings: dict[str, list[str]] = {}
+    for r in results:
+        if "error" in r:
+            print(f"{r['name']}: error: {r['error']}")
+            continue
+        print(f"{r['name']}: probability_malignant {r['probability_malignant']:.3f}, {r['prediction']} "
+              f"(threshold {r['threshold']:.3f}); center_lps {', '.join(f'{v:.1f}' for v in r['center_lps'])} "
+              f"mm; {r['timing_ms']['total']:.0f} ms")
+        for warning in r["warnings"]:
+            warnings.setdefault(warning, []).append(r["name"])
+    print(f"model: {model['name']} {model['version']} sha256 {model['sha256'][:12]}; device {device}")
+    for warning, names in warnings.items():
+        print(f"warning ({', '.join(names)}): {warning}")
+    print(RESEARCH_USE_DISCLAIMER)

@@ -1,0 +1,175 @@
+"""A locations file: the vertebrae of one CT that one `mvcf predict --locations FILE` run classifies.
+
+JSON (a list of objects) or CSV (a header row, one row per vertebra). Each entry has a `name` and exactly one
+of `point_lps`, `point_ras`, `point_ijk` (three numbers: a JSON list, or the text "X,Y,Z" / "X Y Z") or
+`mask` with `label`; `heatmap` (optional) names a Grad-CAM output file for that vertebra. Relative `mask`
+and `heatmap` paths resolve against the file's folder. The whole file is checked before any work starts:
+a malformed file is the user's to fix, while a vertebra that cannot be found (absent label, point outside
+the CT) only fails that entry later.
+
+    [{"name": "L1", "mask": "seg.nii.gz", "label": 31, "heatmap": "L1_heat.nii.gz"},
+     {"name": "L2", "point_lps": [-1.5, 20.0, -310.2]}]
+
+    name,point_lps,mask,label
+    L1,,seg.nii.gz,31
+    L2,"-1.5,20,-310.2",,
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from mvcf.errors import MVCFError
+
+POINT_FIELDS = {"point_lps": "lps", "point_ras": "ras", "point_ijk": "ijk"}
+FIELDS = ("name", *POINT_FIELDS, "mask", "label", "heatmap")
+HEATMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+@dataclass(frozen=True)
+class VertebraQuery:
+    """One vertebra to classify: a point in `unit` ('lps', 'ras' or 'ijk') or a mask file and its label."""
+
+    name: str
+    point: Optional[tuple[float, float, float]] = None
+    unit: str = ""
+    mask: Optional[Path] = None
+    label: Optional[int] = None
+    heatmap: Optional[Path] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as written in a JSON locations file (paths as given)."""
+        entry: dict[str, Any] = {"name": self.name}
+        if self.point is not None:
+            entry[f"point_{self.unit}"] = list(self.point)
+        else:
+            entry.update(mask=str(self.mask), label=self.label)
+        if self.heatmap is not None:
+            entry["heatmap"] = str(self.heatmap)
+        return entry
+
+
+def _triple(value: Any, what: str) -> tuple[float, float, float]:
+    if isinstance(value, str):
+        value = [p for p in re.split(r"[,;\s]+", value.strip()) if p]
+    try:
+        if isinstance(value, (bool, str)) or any(isinstance(v, bool) for v in value):
+            raise TypeError
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        numbers = ()
+    if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
+        raise MVCFError(f"{what} must be three finite numbers, got {value!r}")
+    return numbers  # type: ignore[return-value]
+
+
+def _label(value: Any, what: str) -> int:
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise MVCFError(f"{what} must be an integer label value, got {value!r}")
+
+
+def _path(value: Any, base: Path, what: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise MVCFError(f"{what} must be a file path, got {value!r}")
+    path = Path(value.strip()).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
+    """One entry (a mapping; empty/None values count as absent) -> VertebraQuery, or an MVCFError naming
+    `where` (e.g. 'locations.json entry 3')."""
+    if not isinstance(entry, Mapping):
+        raise MVCFError(f"{where} must be an object with a name and a location, got {entry!r}")
+    given = {str(k): v for k, v in entry.items() if v is not None and not (isinstance(v, str) and not v.strip())}
+    unknown = sorted(set(given) - set(FIELDS))
+    if unknown:
+        raise MVCFError(f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(FIELDS)})")
+    name = str(given.get("name", "")).strip()
+    if not name:
+        raise MVCFError(f"{where} needs a name")
+    where = f"{where} ({name})"
+    kinds = [k for k in (*POINT_FIELDS, "mask") if k in given]
+    if len(kinds) != 1:
+        raise MVCFError(f"{where} needs exactly one of {', '.join(POINT_FIELDS)} or mask, got "
+                        f"{', '.join(kinds) or 'none'}")
+    heatmap = _path(given["heatmap"], base, f"{where} heatmap") if "heatmap" in given else None
+    if heatmap is not None and not heatmap.name.endswith(HEATMAP_SUFFIXES):
+        raise MVCFError(f"{where} heatmap must name a {', '.join(HEATMAP_SUFFIXES)} file, got {heatmap.name}")
+    if kinds[0] == "mask":
+        if "label" not in given:
+            raise MVCFError(f"{where} has a mask but no label (the vertebra's label value, e.g. 31 for L1 "
+                            "in TotalSegmentator)")
+        return VertebraQuery(name=name, mask=_path(given["mask"], base, f"{where} mask"),
+                             label=_label(given["label"], f"{where} label"), heatmap=heatmap)
+    if "label" in given:
+        raise MVCFError(f"{where}: a label applies only with a mask")
+    return VertebraQuery(name=name, point=_triple(given[kinds[0]], f"{where} {kinds[0]}"),
+                         unit=POINT_FIELDS[kinds[0]], heatmap=heatmap)
+
+
+def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations") -> list[VertebraQuery]:
+    """Every entry checked; an empty list or two entries writing the same heatmap file are refused."""
+    if not entries:
+        raise MVCFError(f"{source} names no vertebra")
+    queries = [parse_entry(entry, base, f"{source} entry {i + 1}") for i, entry in enumerate(entries)]
+    heatmaps = [q.heatmap.resolve() for q in queries if q.heatmap is not None]
+    if len(set(heatmaps)) != len(heatmaps):
+        raise MVCFError(f"{source}: two entries write the same heatmap file")
+    return queries
+
+
+def _csv_rows(text: str, source: str) -> list[dict]:
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in reader.fieldnames or []]
+    if "name" not in header:
+        raise MVCFError(f"{source} is neither a JSON list nor a CSV file with a header row naming 'name' and a "
+                        f"location column ({', '.join(FIELDS[1:])})")
+    rows = []
+    for row in reader:
+        if None in row:
+            raise MVCFError(f"{source} line {reader.line_num} has more cells than the header (quote a point "
+                            "written with commas: \"X,Y,Z\")")
+        cells = {k.strip(): v for k, v in row.items() if k is not None}
+        if any(v and v.strip() for v in cells.values()):
+            rows.append(cells)
+    return rows
+
+
+def read_locations(path: Union[str, Path]) -> list[VertebraQuery]:
+    """Read and check a locations file (JSON if it starts with '[' or '{', else CSV with a header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MVCFError(f"locations file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MVCFError(f"cannot read the locations file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MVCFError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        if not isinstance(entries, list):
+            raise MVCFError(f"{path} must hold a JSON list of vertebrae, e.g. "
+                            '[{"name": "L1", "mask": "seg.nii.gz", "label": 31}]')
+    else:
+        entries = _csv_rows(text, str(path))
+    return parse_entries(entries, path.resolve().parent, path.name)
+
+
+def write_locations(path: Union[str, Path], queries: Sequence[VertebraQuery]) -> Path:
+    """Write `queries` as a JSON locations file (atomically)."""
+    from mvcf.fileio import write_text
+
+    write_text(path, json.dumps([q.to_dict() for q in queries], indent=2) + "\n")
+    return Path(path)
