@@ -1,10 +1,11 @@
-"""The classifier's logic without any GUI: scene inputs -> temporary files -> `mvcf predict` child processes
--> result rows -> nodes in the scene.
+"""The classifier's logic without any GUI: scene inputs -> temporary files (CT, segment masks, a locations
+file) -> one `mvcf predict --locations` child process for all vertebrae -> result rows -> nodes in the scene.
 
 Runs the same way from the module's Apply button (the widget calls `PredictionRun.poll()` from a QTimer, so
 Slicer stays responsive and Cancel kills the child) and from a batch script (`PredictionLogic.process`
-blocks). Nodes are created only once every vertebra has its result, so a cancelled or killed run leaves no
-half-written node behind. Prediction itself lives in the core (`mvcf predict`); nothing here imports torch.
+blocks). One child pays the torch import and model load once for every vertebra. Nodes are created only
+once every vertebra has its result, so a cancelled or killed run leaves no half-written node behind.
+Prediction itself lives in the core (`mvcf predict`); nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import numpy as np
 from mvcf.ctimage import lps_to_ras
 from mvcf.errors import MVCFError
 from mvcf.locate import VertebraLocation
+from mvcf.locations_file import VertebraQuery, write_locations
 
 from MVCFClassifierLib import markups, tables, volumes
 from MVCFClassifierLib.process import ChildProcess, mvcf_command
@@ -40,7 +42,8 @@ RESULT_COLUMNS = [
     ("model_version", str, "Model bundle version"),
     ("model_sha256", str, "SHA-256 of the model weights (identifies the exact model)"),
     ("device", str, "Device the model ran on (cpu or cuda)"),
-    ("run_time_s", float, "Wall-clock time of this vertebra's prediction, in seconds, including start-up"),
+    ("run_time_s", float, "Seconds of the run's wall-clock time (one process for all vertebrae, start-up "
+     "included) attributed to this vertebra, in proportion to its own prediction time"),
     ("center_ras_mm", str, "Vertebra centre used by the model, RAS millimetres (Slicer's coordinates)"),
     ("status", str, "ok, or the error that prevented a prediction for this vertebra"),
     ("warnings", str, "Warnings from the prediction (e.g. view partly outside the CT), separated by ';'"),
@@ -56,11 +59,13 @@ class Target:
     segment_id: str = ""  # set when the vertebra is a segment: its mask is written and passed to predict
     mask_path: Optional[Path] = None
 
-    def predict_args(self) -> list[str]:
+    def query(self, heatmap: Optional[Path] = None) -> VertebraQuery:
+        """This vertebra as an entry of the child's locations file: its segment's mask (label 1) or its
+        centre in LPS mm."""
         if self.mask_path is not None:
-            return ["--mask", str(self.mask_path), "--label", "1"]
-        x, y, z = (float(v) for v in self.location.center_lps)
-        return [f"--point-lps={x:.4f},{y:.4f},{z:.4f}"]  # '=' because a coordinate may be negative
+            return VertebraQuery(name=self.name, mask=self.mask_path, label=1, heatmap=heatmap)
+        return VertebraQuery(name=self.name, point=tuple(float(v) for v in self.location.center_lps),
+                             unit="lps", heatmap=heatmap)
 
 
 @dataclass
@@ -80,23 +85,6 @@ def slicer_python() -> str:
         return found
     beside = Path(sys.executable).with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
     return str(beside) if beside.exists() else sys.executable
-
-
-def predict_options() -> dict[str, Any]:
-    """The options `mvcf predict` accepts ({option string: argparse action}), read from its own
-    add_arguments (cheap: no torch import); empty when this mvcf has no predict command."""
-    import argparse
-    import importlib
-
-    try:
-        module = importlib.import_module("mvcf.cli.predict")
-    except ModuleNotFoundError as exc:
-        if exc.name != "mvcf.cli.predict":
-            raise
-        return {}
-    parser = argparse.ArgumentParser(add_help=False)
-    module.add_arguments(parser)
-    return {option: action for action in parser._actions for option in action.option_strings}
 
 
 def model_dir_or_default(model_dir: Optional[str]) -> Path:
@@ -161,15 +149,6 @@ def model_card_html(card: dict) -> str:
     return "<br>".join(lines)
 
 
-def _optional_output_args(options: dict[str, Any], names: Sequence[str], path: Path) -> list[str]:
-    """Arguments asking `mvcf predict` for an optional output (a flag, or an option taking a path)."""
-    for name in names:
-        action = options.get(name)
-        if action is not None:
-            return [name] if action.nargs == 0 else [name, str(path)]
-    return []
-
-
 def _image_files(value: Any, workdir: Path) -> list[Path]:
     """NIfTI/NRRD files named by a result field (a path, a folder, a list or a dict of those)."""
     if value is None:
@@ -198,6 +177,26 @@ def _total_ms(timing: Any) -> Optional[float]:
         numbers = [float(v) for v in timing.values() if isinstance(v, (int, float))]
         return sum(numbers) if numbers else None
     return None
+
+
+def time_shares(wall_s: float, totals_ms: Sequence[Optional[float]]) -> list[float]:
+    """Split one child's wall time between its vertebrae in proportion to each one's own time (equally
+    when any is unknown)."""
+    if not totals_ms:
+        return []
+    if all(t is not None and t > 0 for t in totals_ms):
+        whole = float(sum(totals_ms))  # type: ignore[arg-type]
+        return [wall_s * float(t) / whole for t in totals_ms]  # type: ignore[arg-type]
+    return [wall_s / len(totals_ms)] * len(totals_ms)
+
+
+def child_error(child: ChildProcess) -> str:
+    """The one-line reason a child gave no result: its error event, else its last stderr line."""
+    tail = [line for line in child.stderr_tail.splitlines() if line.strip()]
+    if child.returncode == 0 and not child.error:
+        return "the prediction returned no result for this vertebra"
+    error = child.error or (tail[-1] if tail else f"exit code {child.returncode}")
+    return error[len("error: "):] if error.startswith("error: ") else error
 
 
 def result_row(target: Target, result: Optional[dict], wall_s: float, error: str = "") -> dict:
@@ -238,9 +237,11 @@ def results_html(rows: Sequence[dict]) -> str:
 
 
 class PredictionRun:
-    """One Apply: the CT (and segment masks) in a temporary folder and one `mvcf predict` child per vertebra,
-    run one after the other. Drive it with `poll()` until `finished`; then `finish(scene)` creates the nodes.
+    """One Apply: the CT, segment masks and a locations file in a temporary folder, and one `mvcf predict`
+    child for all vertebrae. Drive it with `poll()` until `finished`; then `finish(scene)` creates the nodes.
     """
+
+    LOCATIONS_FILE = "locations.json"
 
     def __init__(self, logic: "PredictionLogic", ct_node, targets: list[Target], workdir: Path,
                  common_args: list[str], want_views: bool, want_heatmap: bool) -> None:
@@ -258,7 +259,6 @@ class PredictionRun:
         self._child: Optional[ChildProcess] = None
         self._child_started = 0.0
         self._child_fraction = 0.0
-        self._options = predict_options()
         self.ct_image = None  # set by PredictionLogic.start: the CT as the core sees it (for the QC views)
         self.view_spec: Optional[dict] = None
 
@@ -268,27 +268,22 @@ class PredictionRun:
 
     @property
     def fraction(self) -> float:
-        """Overall progress 0-1."""
-        if not self.targets:
-            return 1.0
-        return min(1.0, (len(self.rows) + self._child_fraction) / len(self.targets))
+        """Overall progress 0-1: the child's own (reading, model loading, then one step per vertebra)."""
+        return 1.0 if not self.targets or self.rows else min(1.0, self._child_fraction)
 
-    def _command(self, index: int) -> list[str]:
-        target = self.targets[index]
-        args = ["predict", "--ct", str(self.workdir / "ct.nrrd"), *target.predict_args(), *self.common_args,
-                "--json"]
-        if self.want_heatmap:
-            args += _optional_output_args(self._options, ("--heatmap", "--heatmap-out"),
-                                          self.workdir / f"heatmap_{index}.nii.gz")
-        if self.want_views:
-            args += _optional_output_args(self._options, ("--views-out", "--save-views"),
-                                          self.workdir / f"views_{index}")
-        return self.logic.command(args)
+    def write_locations(self) -> Path:
+        """The child's locations file: every target, and where its heatmap goes when one is wanted."""
+        queries = [target.query(self.workdir / f"heatmap_{index}.nii.gz" if self.want_heatmap else None)
+                   for index, target in enumerate(self.targets)]
+        return write_locations(self.workdir / self.LOCATIONS_FILE, queries)
 
-    def _start_next(self) -> None:
-        index = len(self.rows)
-        self.message = f"{self.targets[index].name}: starting ({index + 1}/{len(self.targets)})"
-        self._child = ChildProcess(self._command(index), cwd=str(self.workdir)).start()
+    def _command(self) -> list[str]:
+        return self.logic.command(["predict", "--ct", str(self.workdir / "ct.nrrd"), "--locations",
+                                   str(self.workdir / self.LOCATIONS_FILE), *self.common_args, "--json"])
+
+    def _start_child(self) -> None:
+        self.message = f"starting ({len(self.targets)} vertebra{'e' if len(self.targets) > 1 else ''})"
+        self._child = ChildProcess(self._command(), cwd=str(self.workdir)).start()
         self._child_started = time.monotonic()
         self._child_fraction = 0.0
 
@@ -297,32 +292,38 @@ class PredictionRun:
         if self.finished:
             return []
         if self._child is None:
-            self._start_next()
+            self._start_child()
         assert self._child is not None
+        exited = self._child.finished()  # checked first, so this poll() holds all its output once it exited
         events = self._child.poll()
-        target = self.targets[len(self.rows)]
         for event in events:
             if event.get("event") == "progress" and event.get("total"):
                 self._child_fraction = float(event["done"]) / float(event["total"])
-                self.message = f"{target.name}: {event.get('message', '')}".rstrip(": ")
-        if self._child.finished():
-            events += self._child.poll()
-            self._collect(target, self._child)
+                self.message = str(event.get("message", ""))
+        if exited:
+            self._collect(self._child)
             self._child = None
         return events
 
-    def _collect(self, target: Target, child: ChildProcess) -> None:
+    def _collect(self, child: ChildProcess) -> None:
+        """One row per target from the child's `results` list (an entry with `error` becomes an error row);
+        when the child gave no such list (bad bundle, unreadable CT, crash) every row carries its error."""
         wall = time.monotonic() - self._child_started
-        if child.returncode == 0 and child.result is not None:
-            result, error = child.result, ""
+        entries = (child.result or {}).get("results")
+        if isinstance(entries, list) and len(entries) == len(self.targets):
+            entries = [e if isinstance(e, dict) else {"error": f"malformed result {e!r:.60}"} for e in entries]
+            shares = time_shares(wall, [_total_ms(e.get("timing_ms")) for e in entries])
+            for target, entry, share in zip(self.targets, entries, shares):
+                failed = "error" in entry
+                self.results.append(None if failed else entry)
+                self.rows.append(result_row(target, None if failed else entry, share,
+                                            str(entry.get("error", ""))))
         else:
-            result = None
-            tail = [line for line in child.stderr_tail.splitlines() if line.strip()]
-            error = child.error or (tail[-1] if tail else f"exit code {child.returncode}")
-            error = error[len("error: "):] if error.startswith("error: ") else error
-        self.results.append(result)
-        self.rows.append(result_row(target, result, wall, error))
-        self.message = f"{target.name}: {'done' if result is not None else 'failed'}"
+            error = child_error(child)
+            self.results = [None] * len(self.targets)
+            self.rows = [result_row(target, None, wall / len(self.targets), error) for target in self.targets]
+        done = sum(result is not None for result in self.results)
+        self.message = f"done: {done} of {len(self.targets)} classified"
 
     def cancel(self) -> None:
         """Kill the running child; nothing is added to the scene."""
@@ -471,11 +472,12 @@ class PredictionLogic:
                     mask = markups.segment_labelmap(segmentation, target.segment_id, ct_node)
                     target.mask_path = workdir / f"mask_{index}.nrrd"
                     write_image(mask, target.mask_path, compress=True)
+            common = ["--device", device] + (["--model", str(model_dir)] if model_dir else [])
+            run = PredictionRun(self, ct_node, targets, workdir, common, views, heatmap)
+            run.write_locations()
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        common = ["--device", device] + (["--model", str(model_dir)] if model_dir else [])
-        run = PredictionRun(self, ct_node, targets, workdir, common, views, heatmap)
         run.ct_image = ct
         if views:
             try:

@@ -1,9 +1,11 @@
-"""MVCFClassifierLib.logic: scene inputs -> `mvcf predict` child processes -> table and volume nodes.
+"""MVCFClassifierLib.logic: scene inputs -> one `mvcf predict --locations` child process -> table and volume
+nodes.
 
 Runs real child processes (`python -m mvcf predict`) on the shipped sample CT inside a slicer-core scene.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -35,17 +37,30 @@ def scene():
     return slicer.vtkMRMLScene()
 
 
-def l1_point_ras(mask) -> np.ndarray:
-    ijk = np.argwhere(mask.voxels == SAMPLE_VERTEBRA_LABELS["L1"])[:, ::-1].mean(axis=0)
+def l1_point_ras(mask, vertebra: str = "L1") -> np.ndarray:
+    ijk = np.argwhere(mask.voxels == SAMPLE_VERTEBRA_LABELS[vertebra])[:, ::-1].mean(axis=0)
     return mask.index_to_lps(ijk) * [-1, -1, 1]
 
 
-def scene_with_sample(scene, sample):
+def scene_with_sample(scene, sample, vertebrae=("L1",)):
     ct, mask = sample
     ct_node = volumes.volume_node_from_ct_image(scene, ct, "sample CT")
     points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "vertebrae")
-    points.AddControlPoint(vtk.vtkVector3d(*l1_point_ras(mask)), "L1")
+    for vertebra in vertebrae:
+        points.AddControlPoint(vtk.vtkVector3d(*l1_point_ras(mask, vertebra)), vertebra)
     return ct_node, points
+
+
+class CountingLogic(logic.PredictionLogic):
+    """The real `mvcf predict` child, with every command line it was asked for kept."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: list[list[str]] = []
+
+    def command(self, args):
+        self.commands.append(list(args))
+        return super().command(args)
 
 
 def test_result_row_from_a_prediction_and_from_an_error():
@@ -64,6 +79,8 @@ def test_result_row_from_a_prediction_and_from_an_error():
     assert failed["status"] == "error: label 31 is absent" and "probability_malignant" not in failed
     assert failed["center_ras_mm"] == "10.0, -20.0, 30.0"
     assert {c[0] for c in logic.RESULT_COLUMNS} >= set(row)
+    assert logic.time_shares(4.0, [100.0, 300.0]) == [1.0, 3.0]   # one child's wall time, split by own time
+    assert logic.time_shares(3.0, [100.0, None, 5.0]) == [1.0, 1.0, 1.0]
 
 
 def test_targets_from_each_kind_of_input(scene, sample):
@@ -71,7 +88,9 @@ def test_targets_from_each_kind_of_input(scene, sample):
     ct_node, points = scene_with_sample(scene, sample)
     (target,) = logic.PredictionLogic.targets(ct_node, points=points)
     assert target.name == "L1" and not target.segment_id
-    assert target.predict_args()[0].startswith("--point-lps=")
+    query = target.query()
+    assert query.unit == "lps" and query.mask is None and query.heatmap is None
+    np.testing.assert_allclose(query.point, target.location.center_lps)
 
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "L1 box")
     roi.SetCenter(*l1_point_ras(mask))
@@ -100,16 +119,20 @@ class SleepingLogic(logic.PredictionLogic):
 
 
 def test_cancel_kills_the_child_and_adds_no_node(scene, sample, tmp_path):
-    ct_node, points = scene_with_sample(scene, sample)
+    ct_node, points = scene_with_sample(scene, sample, ("L1", "L2"))
     nodes_before = scene.GetNumberOfNodes()
     lg = SleepingLogic(temp_root=str(tmp_path))
-    run = lg.start(ct_node, lg.targets(ct_node, points=points), views=False, heatmap=False)
+    run = lg.start(ct_node, lg.targets(ct_node, points=points), views=False, heatmap=True)
     assert (run.workdir / "ct.nrrd").is_file()
+    entries = json.loads((run.workdir / "locations.json").read_text())
+    assert [(e["name"], Path(e["heatmap"]).name) for e in entries] == [("L1", "heatmap_0.nii.gz"),
+                                                                      ("L2", "heatmap_1.nii.gz")]
+    np.testing.assert_allclose(entries[1]["point_lps"], l1_point_ras(sample[1], "L2") * [-1, -1, 1], atol=1e-6)
     deadline = time.monotonic() + 20
     while run.fraction == 0.0 and time.monotonic() < deadline:
         run.poll()
         time.sleep(0.05)
-    assert run.fraction == pytest.approx(0.25) and run.message == "L1: working"
+    assert run.fraction == pytest.approx(0.25) and run.message == "working"
     child = run._child
     started = time.monotonic()
     run.cancel()
@@ -143,9 +166,10 @@ def test_a_failing_child_gives_an_error_row_per_vertebra(scene, sample, tmp_path
     segmentation, ids = segmentation_from_labels(scene, mask.voxels, mask.ijk_to_ras(), ct_node, labels)
     not_a_bundle = tmp_path / "not_a_bundle"
     not_a_bundle.mkdir()
-    lg = logic.PredictionLogic(temp_root=str(tmp_path))
+    lg = CountingLogic(temp_root=str(tmp_path))
     outputs = lg.process(ct_node, segmentation=segmentation, segment_ids=ids, model_dir=str(not_a_bundle),
                          device="cpu", views=False, heatmap=False)
+    assert len(lg.commands) == 1 and "--locations" in lg.commands[0]
     assert [row["vertebra"] for row in outputs.rows] == ["vertebrae_L1", "vertebrae_L2"]
     for row in outputs.rows:
         assert row["status"].startswith("error: ") and "bundle" in row["status"], row
@@ -261,14 +285,16 @@ def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, samp
 
 
 class FakeResultLogic(logic.PredictionLogic):
-    """A real child that speaks the JSON-lines protocol and returns a prediction-shaped result at once."""
+    """A real child that reads the locations file and returns prediction-shaped results for it at once."""
 
     def command(self, args):
-        result = ('{"event": "result", "probability_malignant": 0.4, "prediction": "OVCF", "threshold": 0.5, '
-                  '"model": {"name": "m", "version": "1", "sha256": "00"}, "device": "cpu", '
-                  '"center_lps": [%s], "timing_ms": {"total": 1.0}, "warnings": []}')
-        centre = args[3].split("=", 1)[1]
-        return [sys.executable, "-c", f"print({(result % centre)!r})"]
+        code = ("import json, sys\n"
+                "entries = json.load(open(sys.argv[1]))\n"
+                "results = [{'name': e['name'], 'probability_malignant': 0.4, 'prediction': 'OVCF', "
+                "'threshold': 0.5, 'model': {'name': 'm', 'version': '1', 'sha256': '00'}, 'device': 'cpu', "
+                "'center_lps': e['point_lps'], 'timing_ms': {'total': 1.0}, 'warnings': []} for e in entries]\n"
+                "print(json.dumps({'event': 'result', 'results': results}))\n")
+        return [sys.executable, "-c", code, args[args.index("--locations") + 1]]
 
 
 def test_results_are_added_all_or_nothing(scene, sample, tmp_path):
@@ -290,3 +316,77 @@ def test_results_are_added_all_or_nothing(scene, sample, tmp_path):
     outputs = good.finish(scene, table_node=table)
     assert outputs.table_node is table and table.GetName() == "my results" and table.GetNumberOfRows() == 1
     assert table.GetAttribute("MVCFClassifier.disclaimer") == logic.DISCLAIMER
+
+
+def test_one_child_classifies_every_target_and_a_failing_one_keeps_the_others(scene, sample, tmp_path,
+                                                                             bundle_dir):
+    """Two segments and a point outside the CT, one real `mvcf predict` child: two result rows with their
+    heatmaps, one error row, progress per vertebra mapped onto the run's fraction."""
+    ct, mask = sample
+    ct_node, _ = scene_with_sample(scene, sample)
+    labels = {SAMPLE_VERTEBRA_LABELS["L1"]: "vertebrae_L1", SAMPLE_VERTEBRA_LABELS["L2"]: "vertebrae_L2"}
+    segmentation, ids = segmentation_from_labels(scene, mask.voxels, mask.ijk_to_ras(), ct_node, labels)
+    lg = CountingLogic(temp_root=str(tmp_path))
+    targets = lg.targets(ct_node, "Segmentation", segmentation=segmentation, segment_ids=ids)
+    targets.append(logic.Target(name="outside", location=VertebraLocation(center_lps=[5000.0, 0.0, 0.0])))
+    started = time.monotonic()
+    run = lg.start(ct_node, targets, model_dir=str(bundle_dir), device="cpu", views=False, heatmap=True,
+                   segmentation=segmentation)
+    events, fractions = [], []
+    deadline = time.monotonic() + 300
+    while not run.finished and time.monotonic() < deadline:
+        events += run.poll()
+        fractions.append(run.fraction)
+        time.sleep(0.05)
+    wall = time.monotonic() - started
+    assert run.finished and len(lg.commands) == 1
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    progress = [(e["done"], e["total"], e["message"]) for e in events if e.get("event") == "progress"]
+    assert progress == [(0, 5, "reading CT"), (1, 5, "loading the model"), (2, 5, "vertebrae_L1 (1/3)"),
+                        (3, 5, "vertebrae_L2 (2/3)"), (4, 5, "outside (3/3)"), (5, 5, "done")]
+    assert run.message == "done: 2 of 3 classified"
+
+    outputs = run.finish(scene)
+    ok, ok2, failed = outputs.rows
+    assert [r["vertebra"] for r in outputs.rows] == ["vertebrae_L1", "vertebrae_L2", "outside"]
+    assert ok["status"] == ok2["status"] == "ok" and ok["model_name"] == "test-bundle"
+    assert failed["status"].startswith("error: ") and "outside the CT" in failed["status"]
+    assert "probability_malignant" not in failed and outputs.results[2] is None
+    assert all(r["run_time_s"] > 0 for r in outputs.rows) and sum(r["run_time_s"] for r in outputs.rows) <= wall
+    centre_ras = np.array([float(v) for v in ok2["center_ras_mm"].split(",")])
+    assert np.linalg.norm(centre_ras - l1_point_ras(mask, "L2")) < 1.0
+    assert sorted(n.GetName() for n in outputs.volume_nodes) == ["vertebrae_L1 heatmap", "vertebrae_L2 heatmap"]
+    table = outputs.table_node
+    assert table.GetNumberOfRows() == 3
+    assert math.isnan(slicer.util.arrayFromTableColumn(table, "probability_malignant")[2])
+    assert not list(tmp_path.iterdir())
+
+
+class ScriptedChildLogic(logic.PredictionLogic):
+    """A real child that prints the given protocol lines and exits with the given code."""
+
+    def __init__(self, lines, code, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lines, self.code = lines, code
+
+    def command(self, args):
+        return [sys.executable, "-c", f"import sys\nprint({chr(10).join(self.lines)!r})\nsys.exit({self.code})"]
+
+
+def test_per_vertebra_errors_are_kept_even_when_every_vertebra_failed(scene, sample, tmp_path):
+    ct_node, points = scene_with_sample(scene, sample, ("L1", "L2"))
+    results = [{"name": "L1", "error": "label 1 is absent"}, {"name": "L2", "error": "outside the CT"}]
+    lines = [json.dumps({"event": "result", "results": results}),
+             json.dumps({"event": "error", "message": "none of the 2 vertebrae could be classified"})]
+    lg = ScriptedChildLogic(lines, 2, temp_root=str(tmp_path))
+    run = lg.start(ct_node, lg.targets(ct_node, points=points), views=False, heatmap=False)
+    run.wait()
+    assert [r["status"] for r in run.rows] == ["error: label 1 is absent", "error: outside the CT"]
+    assert run.finish(scene).table_node.GetNumberOfRows() == 2
+
+    short = ScriptedChildLogic([json.dumps({"event": "result", "results": results[:1]})], 0, temp_root=str(tmp_path))
+    run = short.start(ct_node, short.targets(ct_node, points=points), views=False, heatmap=False)
+    run.wait()
+    assert [r["status"] for r in run.rows] == ["error: the prediction returned no result for this vertebra"] * 2
+    outputs = run.finish(scene)
+    assert outputs.table_node.GetNumberOfRows() == 2 and not list(tmp_path.iterdir())
