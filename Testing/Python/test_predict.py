@@ -235,3 +235,21 @@ def test_several_vertebra_options_that_do_not_fit_together(sample, tmp_path, cap
         run_cli(capsys, "--ct", sample["ct"], "--locations", locations, "--mask", sample["mask"])
     assert exited.value.code == 2 and "not allowed with" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json"]
+
+
+def test_predict_many_reports_each_vertebra_and_stops_when_asked(sample):
+    from mvcf.errors import Cancelled
+    from mvcf.locations_file import VertebraQuery
+    from mvcf.predict import predict_many
+    from mvcf.read_ct import read_ct
+
+    ct = read_ct(sample["ct"])
+    queries = [VertebraQuery(name=n, mask=sample["mask"], label=v) for n, v in (("L1", 31), ("L2", 30), ("L3", 29))]
+    calls = []
+
+    def on_progress(done, total, message):
+        calls.append((done, total, message))
+
+    with pytest.raises(Cancelled):
+        predict_many(ct, queries, device="cpu", on_progress=on_progress, should_cancel=lambda: len(calls) >= 2)
+    assert calls == [(0, 3, "L1 (1/3)"), (1, 3, "L2 (2/3)")]
