@@ -29,7 +29,8 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--locations", metavar="FILE", help="several vertebrae in one run: a JSON list or a CSV "
                        "with a header; each entry has a name and one of point_lps, point_ras, point_ijk (three "
                        "numbers) or mask + label, optionally a heatmap output path (relative paths resolve "
-                       "against FILE's folder)")
+                       "against FILE's folder); exit code 0 when at least one vertebra was classified, 2 when "
+                       "FILE is bad or every vertebra failed")
     parser.add_argument("--label", type=int, action="append", help="label value of the vertebra in --mask "
                         "(e.g. TotalSegmentator 31 = L1); repeat it to classify several vertebrae of the mask")
     parser.add_argument("--refine", action="store_true", help="recentre the point on the vertebral body "
@@ -45,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write a Grad-CAM heatmap on the view grid "
                         "(overlays the CT in any viewer); one vertebra only (with --locations: a heatmap per "
                         "entry)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout (several "
+                        "vertebrae: {\"results\": [one object per vertebra, or its name and error]})")
 
 
 def locate_from_args(args: argparse.Namespace, ct):
