@@ -18,7 +18,7 @@ from mvcf.progress import JsonLinesReporter, make_reporter
 COMMANDS: dict[str, str] = {
     "synth": "Generate a synthetic two-institution OVCF/MVCF cohort (NIfTI + manifest.csv).",
     "views": "Build the 2D / 2.5D / 3D model input around one vertebra of a CT.",
-    "predict": "Classify one vertebra of a CT (probability of a malignant fracture).",
+    "predict": "Classify vertebrae of a CT (probability of a malignant fracture).",
     "train": "Train a 2D / 2.5D / 3D model from a cohort manifest; writes a model bundle.",
     "evaluate": "Evaluate a model bundle on a cohort manifest (metrics with CIs, plots).",
     "study": "The paper's design: 2D vs 2.5D vs 3D on identical splits, internal + external test.",
