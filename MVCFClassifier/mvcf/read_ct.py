@@ -157,6 +157,11 @@ def _check_geometry(image, path: Path, what: str) -> None:
         raise MVCFError(f"{path} has a non-finite origin")
 
 
+#: Without air, a region cut out around the spine in HU still has a median of soft tissue and bone (well under
+#: this); stored values missing their rescale intercept (-1024) put soft tissue near 1060.
+UNSCALED_MEDIAN_HU = 600.0
+
+
 def _voxel_range(ct: CTImage) -> tuple[float, float]:
     if np.issubdtype(ct.voxels.dtype, np.floating) and not np.all(np.isfinite(ct.voxels)):
         raise MVCFError(f"{ct.source or 'the CT'} contains NaN or infinite values")
@@ -188,8 +193,11 @@ def validate_ct(ct: CTImage) -> list[str]:
                         f"[{MIN_HU:g}, {MAX_HU:g}]")
     warnings = []
     if lo >= -200:
-        warnings.append(f"{name}: lowest value is {lo:g}, no air at about -1000 HU; the values may not be "
-                        f"Hounsfield units (missing rescale slope/intercept?)")
+        typical = float(np.median(ct.voxels[::4, ::4, ::4]))
+        if typical > UNSCALED_MEDIAN_HU:
+            warnings.append(f"{name}: lowest value is {lo:g} (no air at about -1000 HU) and the typical value is "
+                            f"{typical:g} (soft tissue is about 40 HU); the values may not be Hounsfield units "
+                            f"(missing rescale slope/intercept?)")
     return warnings
 
 

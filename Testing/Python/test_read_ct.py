@@ -199,6 +199,18 @@ def test_no_air_gives_a_warning_not_an_error(tmp_path):
     assert len(warnings) == 1 and "Hounsfield" in warnings[0]
 
 
+def test_hu_cutout_without_air_gives_no_warning(tmp_path):
+    """A region cut out around the spine (no air, values in HU) is a normal input, e.g. the TPTBox cutout or a
+    synthetic case; only values that look unscaled deserve the warning."""
+    real = read_ct(shared("totalsegmentator/example_ct.nii.gz")).voxels
+    cutout = np.ascontiguousarray(np.clip(real[20:90, 20:80, 20:100], -150, None)).astype(np.int16)
+    warnings: list[str] = []
+    read_ct(_write(tmp_path, "cutout.nii.gz", cutout), warnings=warnings)
+    assert warnings == []
+    read_ct(_write(tmp_path, "unscaled.nii.gz", (cutout + 1024).astype(np.uint16)), warnings=warnings)
+    assert len(warnings) == 1 and "Hounsfield" in warnings[0]
+
+
 def test_dicom_series_with_a_missing_slice_is_rejected(tmp_path):
     """ITK only warns and averages the spacing; the geometry would be wrong, so read_ct refuses."""
     import shutil
