@@ -6,6 +6,9 @@ is), upsampled to the view, averaged over members and scaled to [0, 1]. Where it
     2d / 2.5d-adjacent : the axial slice(s) of the view (the 2D map repeated over adjacent slices)
     2.5d-mil           : each slice of the bag gets its own map (the encoder sees slices one by one)
     2.5d-orthogonal    : a cube around the centre with the map painted on the three planes it came from
+                         (for an even view size the cube has no slice through the exact centre, so each plane
+                         lands half a voxel off it: 0.5 mm at 1 mm spacing, far below the map's own
+                         resolution of one layer-3 cell, 16 voxels)
     3d                 : the view cube
 """
 from __future__ import annotations
