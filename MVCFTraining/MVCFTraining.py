@@ -337,7 +337,7 @@ class MVCFTrainingLogic(ScriptedLoadableModuleLogic):
         if not manifest:
             raise ValueError("Choose a cohort manifest first.")
         out = _path_text(p.outputFolder)
-        resume = bool(p.resume) and bool(out) and resumable(out) and not study
+        resume = bool(p.resume) and bool(out) and resumable(out)
         if not out or (not resume and Path(out).exists() and any(Path(out).iterdir())):
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = str(Path(manifest).resolve().parent / "mvcf_runs" / f"{'study' if study else 'train'}-{stamp}")

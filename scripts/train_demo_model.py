@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     from mvcf.progress import TqdmReporter
     from mvcf.synth import generate_cohort
     from mvcf.train import TrainConfig, train_cohort
-    from mvcf.views import ViewSpec
+    from mvcf.views import MODEL_WINDOWS, ViewSpec
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     reporter = TqdmReporter()
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     config = TrainConfig(arch="resnet10-tiny", epochs=args.epochs, batch_size=16, seed=args.seed, device="cpu",
                          patience=10)
     run = train_cohort(
-        records, ViewSpec(mode="2.5d-orthogonal", size_px=64, spacing_mm=1.0), config, out_dir=run_dir,
+        records, ViewSpec(mode="2.5d-orthogonal", size_px=64, spacing_mm=1.0, windows=MODEL_WINDOWS), config, out_dir=run_dir,
         n_folds=5, train_folds=1, external="external", cache_dir=args.work / "cache", name="mvcf-demo",
         version="0.1.0-synthetic",
         description=("DEMO MODEL trained on a synthetic cohort (mvcf synth --cases {0} --seed {1} --difficulty "

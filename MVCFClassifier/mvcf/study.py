@@ -16,6 +16,7 @@ import numpy as np
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_open
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
+from mvcf.views import MODEL_WINDOWS
 
 MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
 BASELINE = "baseline-logistic"
@@ -28,6 +29,7 @@ class StudyConfig:
     size_px: int = 64
     size_3d_px: int = 48
     spacing_mm: float = 1.0
+    windows: tuple = MODEL_WINDOWS
     n_folds: int = 5
     train_folds: Optional[int] = None
     external: Optional[str] = None
@@ -50,7 +52,7 @@ class StudyConfig:
         from mvcf.views import ViewSpec
 
         size = self.size_3d_px if mode == "3d" else self.size_px
-        return ViewSpec(mode=mode, size_px=size, spacing_mm=self.spacing_mm)
+        return ViewSpec(mode=mode, size_px=size, spacing_mm=self.spacing_mm, windows=self.windows)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -145,9 +147,13 @@ def paired_delong(labels: dict[str, int], results: Sequence[ModelResult], which:
 def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
               cache_dir: Optional[os.PathLike] = None, card_extra: Optional[dict[str, Any]] = None, on_progress: Optional[ProgressCallback] = None,
               should_cancel: Optional[CancelCheck] = None, on_metrics: Optional[Callable[..., None]] = None,
-              on_log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+              on_log: Optional[Callable[[str], None]] = None, resume: bool = False) -> dict[str, Any]:
     """Run the study into out_dir (per-mode folders with bundles, study.json, predictions.csv, report.md/html).
-    Bundle paths in the summary are relative to out_dir."""
+    Bundle paths in the summary are relative to out_dir.
+
+    `resume` continues a cancelled or killed study in the same out_dir: finished folds are read back from their
+    checkpoints, the interrupted one continues from its last epoch (as `mvcf train --resume`), so the summary
+    equals an uninterrupted run's. It refuses a different configuration or cohort (`study_config.json`)."""
     from mvcf.dataset import ViewCache, spec_key
     from mvcf.splits import make_splits
     from mvcf.train import train_cohort
@@ -155,6 +161,7 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
     log = on_log or (lambda message: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _check_or_write_run_config(out / "study_config.json", config, records, resume)
     external = config.external if config.external is not None else default_external(records)
     plan = make_splits(records, n_folds=config.n_folds, external=external, seed=config.train.seed,
                        train_folds=config.train_folds)
@@ -179,7 +186,7 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
     for k, mode in enumerate(config.modes):
         check_cancel(should_cancel)
         run = train_cohort(records, specs[mode], config.train, out_dir=out / mode, plan=plan,
-                           views=views[spec_key(specs[mode])], name=f"mvcf-{mode}",
+                           views=views[spec_key(specs[mode])], name=f"mvcf-{mode}", resume=resume,
                            description=f"{mode} model of the study in {out.name}", card_extra=card_extra,
                            on_progress=stage_progress(k + 1), should_cancel=should_cancel,
                            on_metrics=(lambda _m=mode, **row: on_metrics(mode=_m, **row)) if on_metrics else None)
@@ -219,6 +226,26 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
     write_report(out, summary)
     summary["out"] = str(out)
     return summary
+
+
+def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequence[Any], resume: bool) -> None:
+    """The configuration and cohort a study folder belongs to; a resumed study must match them exactly."""
+    import hashlib
+
+    cohort = sorted(f"{r.case_id}|{r.patient_id}|{r.institution}|{int(r.label)}" for r in records)
+    current = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
+               "cohort_sha256": hashlib.sha256("\n".join(cohort).encode()).hexdigest()}
+    if resume and path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("cohort_sha256") != current["cohort_sha256"]:
+            raise MVCFError(f"cannot resume the study in {path.parent}: it was run on another cohort")
+        changed = sorted(k for k in set(saved["config"]) | set(current["config"])
+                         if saved["config"].get(k) != current["config"].get(k))
+        if changed:
+            raise MVCFError(f"cannot resume the study in {path.parent}: its settings differ ({', '.join(changed)})")
+        return
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(current, handle, indent=2)
 
 
 def _fmt(block: dict[str, Any]) -> str:

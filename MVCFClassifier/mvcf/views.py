@@ -47,6 +47,10 @@ WINDOWS: dict[str, tuple[float, float]] = {
     "wide": (200.0, 2400.0),
 }
 
+#: The windows a model reads by default (`mvcf train`, `study`, `demo`): bone for the fracture and the lesion,
+#: soft tissue for epidural and paraspinal masses, as a radiologist reads both.
+MODEL_WINDOWS = ("bone", "soft")
+
 #: Per-mode defaults for the stacked modes: (n_slices, slice_gap_mm).
 STACK_DEFAULTS = {"2.5d-adjacent": (3, 2.0), "2.5d-mil": (16, 2.0)}
 

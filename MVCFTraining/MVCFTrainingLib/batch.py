@@ -27,7 +27,7 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (must be new, or a run to --resume)")
     if kind == "train":
         parser.add_argument("--view", default="2.5d-orthogonal", choices=VIEW_MODES)
-        parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     parser.add_argument("--arch", default="", help="network size (default: the core's)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default: the core's)")
@@ -49,12 +49,10 @@ def _arguments(kind: str, args: argparse.Namespace) -> list[str]:
     config = TrainConfig(view=getattr(args, "view", "2.5d-orthogonal"), arch=args.arch, epochs=args.epochs,
                          learning_rate=args.lr, folds=args.folds, external=args.external, device=args.device,
                          seed=args.seed, size_px=args.size, extra_args=tuple(extra))
-    if kind == "train":
-        resume = bool(args.resume)
-        if resume and not resumable(args.out):
-            raise SystemExit(f"error: nothing to resume in {args.out} (no checkpoint)")
-        return train_arguments(args.manifest, args.out, config, resume=resume)
-    return study_arguments(args.manifest, args.out, config)
+    resume = bool(args.resume)
+    if resume and not resumable(args.out):
+        raise SystemExit(f"error: nothing to resume in {args.out} (no checkpoint)")
+    return (train_arguments if kind == "train" else study_arguments)(args.manifest, args.out, config, resume=resume)
 
 
 def save_result_tables(kind: str, out_dir: Path, result: Optional[dict], tables_dir: Path) -> list[Path]:

@@ -36,3 +36,49 @@ def test_study_compares_modes_and_baseline_on_identical_cases(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "p vs ref" in report and "Research use only" in report
     assert (out / "report.html").is_file() and (out / "roc_external.png").is_file()
+
+
+def _auc_table(summary):
+    return [(m["name"], m["internal_test"]["auc"], m["external_test"]["auc"], m["threshold"])
+            for m in summary["models"]]
+
+
+def test_cancelled_study_resumes_to_the_uninterrupted_result(tmp_path):
+    from mvcf.errors import Cancelled, MVCFError
+    from mvcf.manifest import read_manifest
+    from mvcf.study import StudyConfig, run_study
+    from mvcf.train import TrainConfig
+
+    records = read_manifest(make_tiny_cohort(tmp_path / "cohort", n_per_site=12))
+
+    def config(**changes):
+        settings = dict(modes=("2d", "2.5d-orthogonal"), size_px=24, n_folds=2, external="B",
+                        train=TrainConfig(arch="resnet10-tiny", epochs=3, batch_size=4, device="cpu", seed=5))
+        settings.update(changes)
+        return StudyConfig(**settings)
+
+    reference = run_study(records, tmp_path / "full", config())
+    events = []
+
+    def cancel_in_second_mode():
+        return any(e.get("mode") == "2.5d-orthogonal" and e["epoch"] == 2 for e in events)
+
+    with pytest.raises(Cancelled):
+        run_study(records, tmp_path / "run", config(), should_cancel=cancel_in_second_mode,
+                  on_metrics=lambda **row: events.append(row))
+    assert (tmp_path / "run" / "2d" / "model" / "model.json").is_file()
+    assert not (tmp_path / "run" / "study.json").exists()
+    with pytest.raises(MVCFError, match="settings differ"):
+        run_study(records, tmp_path / "run", config(size_px=32), resume=True)
+    resumed = run_study(records, tmp_path / "run", config(), resume=True)
+    assert _auc_table(resumed) == _auc_table(reference)
+    assert resumed["delong_external"] == reference["delong_external"]
+
+
+def test_study_cli_refuses_a_used_folder_without_resume(tmp_path, capsys):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "something").write_text("x")
+    code = main(["--progress", "none", "study", "--manifest", str(tmp_path / "none.csv"), "--out", str(out)])
+    assert code == 2
+    assert "--resume" in capsys.readouterr().err

@@ -19,29 +19,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-3d", type=int, default=48, metavar="PX", help="cube size for 3d (default 48)")
     add_training_arguments(parser)
     parser.add_argument("--no-baseline", action="store_true", help="leave out the logistic baseline")
+    parser.add_argument("--resume", action="store_true", help="continue a cancelled or killed study in --out "
+                        "(same manifest and settings; finished models are read back, not retrained)")
     parser.add_argument("--json", action="store_true", help="print the study summary as JSON on stdout")
 
 
 def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli.train import fold_arguments, train_config
+    from mvcf.cli.views import parse_windows
     from mvcf.manifest import read_manifest
     from mvcf.progress import JsonLinesReporter, dumps
     from mvcf.study import StudyConfig, comparison_rows, run_study, HEADER
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise MVCFError(f"{out} is not empty; choose another --out")
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise MVCFError(f"{out} is not empty; use --resume to continue a study there, or another --out")
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     n_folds, train_folds = fold_arguments(args.folds)
     config = StudyConfig(modes=modes, size_px=args.size, size_3d_px=args.size_3d, spacing_mm=args.spacing,
-                         n_folds=n_folds, train_folds=train_folds, external=args.external,
+                         windows=parse_windows(args.windows), n_folds=n_folds, train_folds=train_folds, external=args.external,
                          reference=args.reference, baseline=not args.no_baseline, train=train_config(args))
     records = read_manifest(args.manifest)
     from mvcf.train import is_synthetic_cohort
 
     summary = run_study(records, out, config, cache_dir=args.cache, on_progress=reporter.progress,
                         card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)},
-                        on_metrics=reporter.metrics, on_log=reporter.log)
+                        on_metrics=reporter.metrics, on_log=reporter.log, resume=args.resume)
     if args.json:
         print(dumps(summary, indent=2))
     else:

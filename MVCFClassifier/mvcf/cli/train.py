@@ -10,9 +10,15 @@ VIEW_MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
 
 
 def add_view_arguments(parser: argparse.ArgumentParser, default_size: int = 64) -> None:
+    from mvcf.views import MODEL_WINDOWS
+
     parser.add_argument("--size", type=int, default=default_size, metavar="PX",
                         help=f"view size in pixels (default {default_size})")
     parser.add_argument("--spacing", type=float, default=1.0, metavar="MM", help="view spacing in mm (default 1)")
+    parser.add_argument("--windows", default=",".join(MODEL_WINDOWS), metavar="W[,W...]",
+                        help="HU windows, one input channel each: bone, soft, wide or CENTER:WIDTH "
+                             f"(default {','.join(MODEL_WINDOWS)}: the fracture and lesion in the bone window, "
+                             "epidural and paraspinal soft tissue in the soft-tissue window)")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +85,9 @@ def run(args: argparse.Namespace, reporter) -> int:
     if main_process and out.exists() and any(out.iterdir()) and not args.resume:
         raise MVCFError(f"{out} is not empty; use --resume to continue a run there, or another --out")
     records = read_manifest(args.manifest)
-    spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing)
+    from mvcf.cli.views import parse_windows
+
+    spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, windows=parse_windows(args.windows))
     n_folds, train_folds = fold_arguments(args.folds)
     if args.device != "cuda":
         torch.set_num_threads(max(1, torch.get_num_threads()))
