@@ -15,6 +15,10 @@ import numpy as np
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
+#: Direction cosines smaller than this are rounding noise of an axis-aligned or rotated matrix.
+DIRECTION_ZERO = 1e-12
+
+
 @dataclass
 class CTImage:
     voxels: np.ndarray
@@ -26,7 +30,9 @@ class CTImage:
     def __post_init__(self) -> None:
         self.spacing = np.asarray(self.spacing, dtype=float).reshape(3)
         self.origin = np.asarray(self.origin, dtype=float).reshape(3)
-        self.direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        direction = np.array(self.direction, dtype=float).reshape(3, 3)
+        direction[np.abs(direction) < DIRECTION_ZERO] = 0.0   # float noise; denormals make ITK's SVD fail
+        self.direction = direction
 
     @property
     def size_ijk(self) -> tuple[int, int, int]:
