@@ -50,8 +50,8 @@ def main(argv=None) -> int:
     config = TrainConfig(arch="resnet10-tiny", epochs=args.epochs, batch_size=16, seed=args.seed, device="cpu",
                          patience=10)
     run = train_cohort(
-        records, ViewSpec(mode="2.5d-orthogonal", size_px=64, spacing_mm=1.0, windows=MODEL_WINDOWS), config, out_dir=run_dir,
-        n_folds=5, train_folds=1, external="external", cache_dir=args.work / "cache", name="mvcf-demo",
+        records, ViewSpec(mode="2.5d-orthogonal", size_px=64, spacing_mm=1.0, windows=MODEL_WINDOWS), config,
+        out_dir=run_dir, n_folds=5, train_folds=1, external="external", cache_dir=args.work / "cache", name="mvcf-demo",
         version="0.1.0-synthetic",
         description=("DEMO MODEL trained on a synthetic cohort (mvcf synth --cases {0} --seed {1} --difficulty "
                      "standard) by scripts/train_demo_model.py. Not trained on any patient data; for "

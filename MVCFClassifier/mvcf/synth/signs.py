@@ -222,8 +222,8 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str) -> Fract
         signs.bone_island = bool(rng.random() < min(0.9, 0.1 * m))
         signs.fat_focus = bool(rng.random() < min(0.9, 0.12 * m))
         return signs
-    signs.height_kind = str(rng.choice(["crush", "wedge", "biconcave", "none"], p=[0.4, 0.27, 0.15, 0.18]))
-    signs.height_loss = float(rng.uniform(0.055, 0.39)) if signs.height_kind != "none" else 0.0
+    signs.height_kind = str(rng.choice(["crush", "wedge", "biconcave", "none"], p=[0.42, 0.28, 0.15, 0.15]))
+    signs.height_loss = float(rng.uniform(0.07, 0.41)) if signs.height_kind != "none" else 0.0
     occult = rng.random() < knob["occult"]
     blastic = rng.random() < 0.15
     signs.lesion_pattern = str(rng.choice(["geographic", "moth-eaten", "permeative"], p=[0.5, 0.3, 0.2]))
