@@ -13,12 +13,13 @@ one JSON object with the timings (best of --repeats) and the ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 
 import numpy as np
+
+from report import emit
 
 
 def baseline_delong(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,12 +80,7 @@ def main() -> int:
         "python": sys.version.split()[0], "numpy": np.__version__, "machine": platform.machine(),
         "cpu_count": __import__("os").cpu_count(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        from mvcf.fileio import write_text
-
-        write_text(args.out, text + "\n")
+    emit(result, args.out)
     return 0
 
 

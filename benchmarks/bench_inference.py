@@ -10,7 +10,6 @@ batch for each engine and the ratio eager / onnxruntime (> 1 means ONNX Runtime 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from report import emit
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -71,10 +72,7 @@ def main(argv=None) -> int:
                "threads": args.threads, "repeats": args.repeats, "results": results,
                "machine": {"python": platform.python_version(), "processor": platform.processor(),
                            "torch": torch.__version__, "onnxruntime": ort.__version__}}
-    text = json.dumps(payload, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    emit(payload, args.out)
     return 0
 
 

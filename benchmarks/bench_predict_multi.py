@@ -19,7 +19,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from report import emit
 
 
 def _mvcf(args: list[str], env: dict) -> tuple[float, dict]:
@@ -42,7 +43,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write the JSON here too")
     args = parser.parse_args(argv)
 
-    from mvcf.fileio import write_text
     from mvcf.resources import SAMPLE_VERTEBRA_LABELS, sample_ct_paths
 
     paths = sample_ct_paths()
@@ -74,10 +74,7 @@ def main(argv=None) -> int:
                "max_abs_diff_probability": max(abs(single_p[k] - multi_p[k]) for k in labels),
                "machine": {"python": platform.python_version(), "processor": platform.processor(),
                            "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2)}}
-    text = json.dumps(payload, indent=2)
-    print(text)
-    if args.out:
-        write_text(args.out, text + "\n")
+    emit(payload, args.out)
     return 0
 
 

@@ -17,7 +17,8 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from report import emit
 
 
 def _median_ms(fn, repeats: int, sync) -> float:
@@ -97,10 +98,7 @@ def main(argv=None) -> int:
                "note": None if torch.cuda.is_available() else "no CUDA device: CPU timings only",
                "machine": {"python": platform.python_version(), "processor": platform.processor(),
                            "cpu_threads": torch.get_num_threads(), "torch": torch.__version__}}
-    text = json.dumps(payload, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    emit(payload, args.out)
     return 0
 
 

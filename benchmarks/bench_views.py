@@ -13,7 +13,6 @@ mode and the ratio; the target is a ratio >= 20.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,6 +20,8 @@ import sys
 import time
 
 import numpy as np
+
+from report import emit
 
 SHAPE_IJK = (512, 512, 400)
 SPACING = (0.78125, 0.78125, 1.25)
@@ -145,12 +146,7 @@ def main(argv=None) -> int:
         "python": platform.python_version(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(), "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
-    text = json.dumps(payload, indent=2)
-    print(text)
-    if args.out:
-        from mvcf.fileio import write_text
-
-        write_text(args.out, text + "\n")
+    emit(payload, args.out)
     return 0 if payload["all_same_within_tolerance"] else 1
 
 
