@@ -4,8 +4,9 @@ Every location ends as a VertebraLocation in LPS millimetres, checked to lie ins
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -36,14 +37,22 @@ class VertebraLocation:
                 "name": self.name, "source": self.source, "warnings": list(self.warnings)}
 
 
-def _as_point(point: Sequence[float], what: str) -> np.ndarray:
+def parse_point(value: Any, what: str = "point") -> np.ndarray:
+    """Three finite numbers from a sequence or from text ('x,y,z', also with ';', spaces or brackets): the one
+    point parser of the CLI, the manifest, the locations file and the Slicer adapters."""
+    given = value
+    if isinstance(value, str):
+        value = [p for p in re.split(r"[,;\s]+", value.strip().strip("[]()")) if p]
     try:
-        p = np.asarray(point, dtype=float).reshape(-1)
+        if isinstance(value, (bool, np.bool_)) or any(isinstance(v, (bool, np.bool_)) for v in value):
+            raise TypeError
+        point = np.asarray([float(v) for v in value], dtype=float)
     except (TypeError, ValueError):
-        raise MVCFError(f"{what} must be three numbers, got {point!r}") from None
-    if p.size != 3 or not np.all(np.isfinite(p)):
-        raise MVCFError(f"{what} must be three finite numbers, got {point!r}")
-    return p
+        point = np.zeros(0)
+    if point.shape != (3,) or not np.all(np.isfinite(point)):
+        shown = given.tolist() if isinstance(given, np.ndarray) else given
+        raise MVCFError(f"{what} must be three finite numbers X,Y,Z, got {shown!r}")
+    return point
 
 
 def inside_ct(ct: CTImage, lps: np.ndarray) -> bool:
@@ -66,7 +75,7 @@ def from_point(ct: CTImage, point: Sequence[float], unit: str, name: str = "") -
     unit = unit.lower()
     if unit not in POINT_UNITS:
         raise MVCFError(f"point unit must be one of {', '.join(POINT_UNITS)}, got {unit!r}")
-    p = _as_point(point, f"{unit.upper()} point")
+    p = parse_point(point, f"{unit.upper()} point")
     lps = {"ras": lambda: ras_to_lps(p), "lps": lambda: p, "ijk": lambda: ct.index_to_lps(p)}[unit]()
     _require_inside(ct, lps, f"{unit.upper()} point")
     return VertebraLocation(center_lps=lps, name=name, source=f"point ({unit})")
@@ -74,7 +83,7 @@ def from_point(ct: CTImage, point: Sequence[float], unit: str, name: str = "") -
 
 def from_box(ct: CTImage, min_lps: Sequence[float], max_lps: Sequence[float], name: str = "") -> VertebraLocation:
     """A location from an axis-aligned LPS box given by two opposite corners (mm)."""
-    a, b = _as_point(min_lps, "box corner"), _as_point(max_lps, "box corner")
+    a, b = parse_point(min_lps, "box corner"), parse_point(max_lps, "box corner")
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     center = (lo + hi) / 2
     _require_inside(ct, center, "box centre")
@@ -84,7 +93,7 @@ def from_box(ct: CTImage, min_lps: Sequence[float], max_lps: Sequence[float], na
 def from_box_center(ct: CTImage, center_lps: Sequence[float], size_mm: Sequence[float],
                     name: str = "") -> VertebraLocation:
     """A location from an LPS box centre and its size along L, P, S (mm), e.g. a Slicer ROI."""
-    c, s = _as_point(center_lps, "box centre"), np.abs(_as_point(size_mm, "box size"))
+    c, s = parse_point(center_lps, "box centre"), np.abs(parse_point(size_mm, "box size"))
     return from_box(ct, c - s / 2, c + s / 2, name=name)
 
 

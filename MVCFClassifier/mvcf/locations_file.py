@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from mvcf.errors import MVCFError
+from mvcf.locate import parse_point
 
 POINT_FIELDS = {"point_lps": "lps", "point_ras": "ras", "point_ijk": "ijk"}
 FIELDS = ("name", *POINT_FIELDS, "mask", "label", "heatmap")
@@ -52,20 +52,6 @@ class VertebraQuery:
         if self.heatmap is not None:
             entry["heatmap"] = str(self.heatmap)
         return entry
-
-
-def _triple(value: Any, what: str) -> tuple[float, float, float]:
-    if isinstance(value, str):
-        value = [p for p in re.split(r"[,;\s]+", value.strip()) if p]
-    try:
-        if isinstance(value, (bool, str)) or any(isinstance(v, bool) for v in value):
-            raise TypeError
-        numbers = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        numbers = ()
-    if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
-        raise MVCFError(f"{what} must be three finite numbers, got {value!r}")
-    return numbers  # type: ignore[return-value]
 
 
 def _label(value: Any, what: str) -> int:
@@ -113,7 +99,7 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
                              label=_label(given["label"], f"{where} label"), heatmap=heatmap)
     if "label" in given:
         raise MVCFError(f"{where}: a label applies only with a mask")
-    return VertebraQuery(name=name, point=_triple(given[kinds[0]], f"{where} {kinds[0]}"),
+    return VertebraQuery(name=name, point=tuple(float(v) for v in parse_point(given[kinds[0]], f"{where} {kinds[0]}")),
                          unit=POINT_FIELDS[kinds[0]], heatmap=heatmap)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_open
+from mvcf.locate import parse_point
 
 REQUIRED_COLUMNS = ("case_id", "patient_id", "institution", "label", "ct")
 LOCATION_COLUMNS = ("mask", "vertebra_label", "center_lps", "point_ras")
@@ -71,19 +72,6 @@ def parse_label(value: str) -> int:
     return _LABEL_WORDS[key]
 
 
-def parse_point(text: str) -> np.ndarray:
-    """'x,y,z' (also with spaces or brackets) -> float array of 3; MVCFError otherwise."""
-    cleaned = str(text).strip().strip("[]()")
-    parts = [p for p in cleaned.replace(";", ",").replace(" ", ",").split(",") if p]
-    try:
-        point = np.array([float(p) for p in parts], dtype=float)
-    except ValueError:
-        raise MVCFError(f"point {text!r} is not three numbers 'x,y,z'") from None
-    if point.shape != (3,) or not np.all(np.isfinite(point)):
-        raise MVCFError(f"point {text!r} is not three finite numbers 'x,y,z'")
-    return point
-
-
 def format_point(point: Sequence[float]) -> str:
     return ",".join(f"{float(v):.3f}" for v in point)
 
@@ -117,9 +105,9 @@ def _parse_row(row: dict[str, str], number: int, base: Path) -> CaseRecord:
             raise MVCFError(f"vertebra_label {values['vertebra_label']!r} is not an integer") from None
         record.mask = mask
     if values["center_lps"]:
-        record.center_lps = parse_point(values["center_lps"])
+        record.center_lps = parse_point(values["center_lps"], "center_lps")
     elif values["point_ras"]:
-        record.center_lps = ras_to_lps(parse_point(values["point_ras"]))
+        record.center_lps = ras_to_lps(parse_point(values["point_ras"], "point_ras"))
     if record.mask is None and record.center_lps is None:
         raise MVCFError("no location: give mask + vertebra_label, center_lps or point_ras")
     record.extra = {k: v for k, v in row.items()

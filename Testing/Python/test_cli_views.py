@@ -130,7 +130,7 @@ def test_partly_outside_warns_but_succeeds(tmp_path, capsys):
     (["--ct", "MISSING.nii.gz", "--point-lps", "0,0,0"], "file not found"),
     (["--ct", "{ct}", "--mask", "{mask}", "--label", "5"], "label 5 is absent"),
     (["--ct", "{ct}", "--point-lps=0,0,5000"], "outside the CT"),
-    (["--ct", "{ct}", "--point-ras", "1,2"], "three comma-separated numbers"),
+    (["--ct", "{ct}", "--point-ras", "1,2"], "three finite numbers"),
     (["--ct", "{ct}", "--mask", "{mask}"], "--mask needs --label"),
     (["--ct", "{ct}", "--point-ijk", "60,50,50", "--label", "3"], "--label applies only with --mask"),
     (["--ct", "{ct}", "--point-ijk", "60,50,50", "--windows", "lung?"], "unknown window"),

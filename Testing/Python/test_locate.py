@@ -93,7 +93,9 @@ def test_point_units_agree(totalseg):
     ((122, 5, 5), "ijk", "outside the CT"),
     ((1, 2), "lps", "three finite numbers"),
     ((1, np.nan, 2), "ras", "three finite numbers"),
-    (("a", 1, 2), "ras", "three numbers"),
+    (("a", 1, 2), "ras", "three finite numbers"),
+    ((True, 1, 2), "ras", "three finite numbers"),
+    ("1;2", "lps", "three finite numbers"),
     ((1, 2, 3), "mm", "unit must be one of"),
 ])
 def test_bad_points(totalseg, point, unit, pattern):
@@ -145,3 +147,11 @@ def test_refine_refuses_a_far_jump(totalseg):
     if not np.allclose(refined.center_lps, loc.center_lps):
         pytest.fail("a shift beyond max_shift_mm must be refused")
     assert any("refine" in w for w in refined.warnings)
+
+
+def test_one_point_parser_for_text_and_sequences():
+    for value in ("1.5,-2,30", " (1.5; -2; 3e1) ", "[1.5 -2 30]", [1.5, -2, 30], ("1.5", "-2", "30"),
+                  np.array([1.5, -2.0, 30.0])):
+        np.testing.assert_allclose(locate.parse_point(value), [1.5, -2, 30])
+    with pytest.raises(MVCFError, match=r"--point-ras must be three finite numbers X,Y,Z, got '1,2'"):
+        locate.parse_point("1,2", "--point-ras")

@@ -52,17 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
-def parse_triple(text: str, what: str) -> list[float]:
-    parts = [p.strip() for p in str(text).split(",")]
-    try:
-        values = [float(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 3:
-        raise MVCFError(f"{what} must be three comma-separated numbers X,Y,Z, got {text!r}")
-    return values
-
-
 def parse_windows(text: str) -> tuple:
     windows = []
     for item in (w.strip() for w in text.split(",") if w.strip()):
@@ -92,7 +81,7 @@ def locate_from_args(args, ct):
     for unit in ("ras", "lps", "ijk"):
         value = getattr(args, f"point_{unit}")
         if value is not None:
-            return locate.from_point(ct, parse_triple(value, f"--point-{unit}"), unit)
+            return locate.from_point(ct, locate.parse_point(value, f"--point-{unit}"), unit)
     raise MVCFError("give the vertebra as --point-ras, --point-lps, --point-ijk or --mask with --label")
 
 
