@@ -3,10 +3,10 @@ storage node (which also writes the `.schema.tsv` that keeps the types and descr
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
+
+from mvcf.fileio import atomic_files
 
 # Column type names as in Slicer's table schema, and the python types that map onto them.
 _VTK_ARRAYS = {"double": "vtkDoubleArray", "int": "vtkIntArray", "string": "vtkStringArray"}
@@ -101,17 +101,11 @@ def save_table_tsv(node, path: Union[str, os.PathLike]) -> list[Path]:
     target = Path(path)
     if target.suffix.lower() != ".tsv":
         raise ValueError(f"expected a .tsv path, got {target}")
-    target.parent.mkdir(parents=True, exist_ok=True)
     schema_target = target.with_name(target.stem + ".schema.tsv")
-    workdir = Path(tempfile.mkdtemp(prefix=f".{target.stem}.tmp-", dir=target.parent))
-    try:
+    with atomic_files(target.parent, [schema_target.name, target.name]) as workdir:
         storage = slicer.vtkMRMLTableStorageNode()
         storage.SetFileName(str(workdir / target.name))
         storage.SetSchemaFileName(str(workdir / schema_target.name))
         if not storage.WriteData(node):
             raise OSError(f"could not write table '{node.GetName()}' to {target}")
-        os.replace(workdir / schema_target.name, schema_target)
-        os.replace(workdir / target.name, target)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     return [target, schema_target]

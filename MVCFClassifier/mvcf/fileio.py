@@ -51,6 +51,25 @@ def write_text(path: PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
+def atomic_files(folder: PathLike, names: list[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside `folder`'s files; on success each of `names` written there is moved
+    into `folder` (for writers that produce several files at once, e.g. a table and its schema); on error
+    none is."""
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".files.tmp-", dir=target))
+    try:
+        yield tmp
+        missing = [name for name in names if not (tmp / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"not written: {', '.join(missing)}")
+        for name in names:
+            os.replace(tmp / name, target / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it becomes `path` on success and disappears on error.
     With overwrite=True an existing `path` is replaced only once the new one is complete."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mvcf.ctimage import CTImage, ras_to_lps
-from mvcf.fileio import atomic_dir, atomic_open
+from mvcf.fileio import atomic_dir, atomic_files, atomic_open
 
 
 def test_atomic_open_leaves_nothing_on_error(tmp_path):
@@ -34,6 +34,19 @@ def test_atomic_dir_replaces_only_when_complete(tmp_path):
             raise ValueError
     assert (target / "a.txt").read_text() == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_atomic_files_move_all_or_none(tmp_path):
+    (tmp_path / "t.tsv").write_text("old")
+    with pytest.raises(FileNotFoundError, match="t.schema.tsv"):
+        with atomic_files(tmp_path, ["t.tsv", "t.schema.tsv"]) as tmp:
+            (tmp / "t.tsv").write_text("new")      # the writer forgot the schema
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.tsv"] and (tmp_path / "t.tsv").read_text() == "old"
+    with atomic_files(tmp_path, ["t.tsv", "t.schema.tsv"]) as tmp:
+        (tmp / "t.tsv").write_text("new")
+        (tmp / "t.schema.tsv").write_text("schema")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.schema.tsv", "t.tsv"]
+    assert (tmp_path / "t.tsv").read_text() == "new"
 
 
 def test_ctimage_geometry_roundtrip_through_sitk_and_ras():
