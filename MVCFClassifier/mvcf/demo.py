@@ -26,7 +26,7 @@ class DemoConfig:
     seed: int = 0
     difficulty: str = "standard"
     size_px: int = 64
-    size_3d_px: int = 32
+    size_3d_px: int = 48
     epochs: int = 15
     folds: int = 1
     arch: str = "resnet10-tiny"
