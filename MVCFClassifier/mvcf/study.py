@@ -47,6 +47,8 @@ class StudyConfig:
             from mvcf.train import TrainConfig
 
             self.train = TrainConfig()
+        for mode in self.modes:
+            self.spec(mode)   # a bad size, spacing or window is refused before any data is read
 
     def spec(self, mode: str):
         from mvcf.views import ViewSpec

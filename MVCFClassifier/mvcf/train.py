@@ -81,9 +81,9 @@ class DistInfo:
 
 
 def init_distributed(device: str) -> DistInfo:
-    """Join the process group torchrun set up (it sets WORLD_SIZE, also for one process, so a one-GPU
-    torchrun launch runs the same DDP code as several); a no-op for a plain process."""
-    if "WORLD_SIZE" not in os.environ:
+    """Join the process group torchrun set up (it sets WORLD_SIZE and MASTER_ADDR, also for one process, so a
+    one-GPU torchrun launch runs the same DDP code as several); a no-op for a plain process."""
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:
         return DistInfo()
     import torch
     import torch.distributed as dist

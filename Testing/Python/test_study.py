@@ -82,3 +82,14 @@ def test_study_cli_refuses_a_used_folder_without_resume(tmp_path, capsys):
     code = main(["--progress", "none", "study", "--manifest", str(tmp_path / "none.csv"), "--out", str(out)])
     assert code == 2
     assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["study", "train"])
+def test_bad_window_is_one_line_error_and_no_output(tmp_path, capsys, command):
+    manifest = make_tiny_cohort(tmp_path / "cohort", n_per_site=4)
+    code = main(["--progress", "none", command, "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+                 "--windows", "bone,lung"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: unknown window 'lung'; named windows: bone, "
+                                                            "soft, wide (or give center,width)"]
+    assert not (tmp_path / "out").exists()
