@@ -23,7 +23,7 @@ import numpy as np
 from mvcf.ctimage import lps_to_ras
 from mvcf.errors import MVCFError
 from mvcf.locate import VertebraLocation
-from mvcf.locations_file import VertebraQuery, write_locations
+from mvcf.locations_file import HEATMAP_SUFFIXES, VertebraQuery, write_locations
 
 from MVCFClassifierLib import markups, tables, volumes
 from MVCFClassifierLib.process import ChildProcess, mvcf_command
@@ -164,8 +164,8 @@ def _image_files(value: Any, workdir: Path) -> list[Path]:
     if not path.is_absolute():
         path = workdir / path
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")))
-    return [path] if path.is_file() and path.name.endswith((".nii.gz", ".nii", ".nrrd", ".mha")) else []
+        return sorted(p for p in path.iterdir() if p.name.endswith(HEATMAP_SUFFIXES))
+    return [path] if path.is_file() and path.name.endswith(HEATMAP_SUFFIXES) else []
 
 
 def _total_ms(timing: Any) -> Optional[float]:

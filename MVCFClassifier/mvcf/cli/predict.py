@@ -84,11 +84,12 @@ def queries_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace, reporter) -> int:
     import time
 
+    from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.predict import predict_ct
     from mvcf.progress import JsonLinesReporter, dumps
     from mvcf.read_ct import read_ct
 
-    if args.heatmap is not None and not str(args.heatmap).endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
+    if args.heatmap is not None and not str(args.heatmap).endswith(HEATMAP_SUFFIXES):
         raise MVCFError("--heatmap must name a .nii.gz, .nii, .nrrd or .mha file")
     queries = queries_from_args(args)
     if queries is not None:
