@@ -5,7 +5,8 @@
     python scripts/slicer_study.py --manifest cohort/manifest.csv --out runs/study1   # slicer-core or none
 
 The study runs in a child process (PythonSlicer inside Slicer) with progress, ETA and per-epoch metrics on
-stdout; `-- --modes 2d,3d` passes options through to `mvcf study`. Exit code 0 done, 2 bad input, 130 cancelled.
+stdout; `--resume` continues an interrupted study, `-- --modes 2d,3d` passes options through to
+`mvcf study`. Exit code 0 done, 2 bad input, 130 cancelled.
 """
 import sys
 from pathlib import Path
@@ -15,11 +16,6 @@ for folder in (REPO / "MVCFTraining", REPO / "MVCFClassifier"):  # a source chec
     if folder.is_dir() and str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from MVCFTrainingLib.batch import main  # noqa: E402
+from MVCFTrainingLib.batch import run_script  # noqa: E402
 
-code = main(sys.argv[1:], "study")
-slicer = sys.modules.get("slicer")
-if slicer is not None and getattr(slicer, "app", None) is not None:
-    slicer.util.exit(code)
-else:
-    sys.exit(code)
+run_script(sys.argv[1:], "study")

@@ -15,11 +15,6 @@ for folder in (REPO / "MVCFTraining", REPO / "MVCFClassifier"):  # a source chec
     if folder.is_dir() and str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from MVCFTrainingLib.batch import main  # noqa: E402
+from MVCFTrainingLib.batch import run_script  # noqa: E402
 
-code = main(sys.argv[1:], "train")
-slicer = sys.modules.get("slicer")
-if slicer is not None and getattr(slicer, "app", None) is not None:
-    slicer.util.exit(code)
-else:
-    sys.exit(code)
+run_script(sys.argv[1:], "train")

@@ -51,7 +51,8 @@ def _arguments(kind: str, args: argparse.Namespace) -> list[str]:
                          seed=args.seed, size_px=args.size, extra_args=tuple(extra))
     resume = bool(args.resume)
     if resume and not resumable(args.out):
-        raise SystemExit(f"error: nothing to resume in {args.out} (no checkpoint)")
+        print(f"error: nothing to resume in {args.out} (no checkpoint)", file=sys.stderr)
+        raise SystemExit(2)
     return (train_arguments if kind == "train" else study_arguments)(args.manifest, args.out, config, resume=resume)
 
 
@@ -111,3 +112,14 @@ def main(argv: Sequence[str], kind: str, stream: IO[str] = sys.stdout) -> int:
         except ImportError:
             print("warning: no slicer/slicer-core here; result tables not written (see --out)", file=sys.stderr)
     return 0
+
+
+def run_script(argv: Sequence[str], kind: str) -> None:
+    """The body of scripts/slicer_{train,study}.py: run, then leave with the exit code, through Slicer's own
+    exit when the script runs inside the application (`Slicer --python-script`)."""
+    code = main(argv, kind)
+    slicer = sys.modules.get("slicer")
+    if slicer is not None and getattr(slicer, "app", None) is not None:
+        slicer.util.exit(code)
+    else:
+        sys.exit(code)

@@ -153,6 +153,18 @@ def test_batch_script_user_error_exit_code_and_message(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("script", ["slicer_train.py", "slicer_study.py"])
+def test_batch_script_resume_with_nothing_to_resume(tmp_path, script):
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / script
+    proc = subprocess.run([sys.executable, str(path), "--manifest", str(tmp_path / "m.csv"), "--out",
+                           str(tmp_path / "out"), "--resume"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: nothing to resume in {tmp_path / 'out'} (no checkpoint)"]
+
+
 def test_reader_study_through_the_child_process(shared_data):
     csv_path = shared_data("reader_study/vandyke_dataset02.csv")
     result: dict = {}
