@@ -167,6 +167,26 @@ def _load_checkpoint(path: Path) -> Optional[dict[str, Any]]:
         raise MVCFError(f"cannot resume: checkpoint {path} is unreadable ({type(exc).__name__})") from None
 
 
+#: Settings a resumed run may change: where it runs, not what it computes.
+_RESUMABLE_CHANGES = ("device", "num_workers")
+
+
+def _check_same_run(state: dict[str, Any], config: TrainConfig, network_config: dict[str, Any],
+                    path: Path) -> None:
+    """Refuse to resume a checkpoint written with other training settings or another network/input shape:
+    the result would be neither run."""
+    saved = {k: v for k, v in (state.get("config") or {}).items() if k not in _RESUMABLE_CHANGES}
+    current = {k: v for k, v in asdict(config).items() if k not in _RESUMABLE_CHANGES}
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if "network" in state and state["network"] != dict(network_config):
+        changed.append("network/view (" + ", ".join(sorted(
+            k for k in set(state["network"]) | set(network_config)
+            if state["network"].get(k) != network_config.get(k))) + ")")
+    if changed:
+        raise MVCFError(f"cannot resume from {path}: it was written with other settings ({', '.join(changed)}); "
+                        "use the same options, or another --out")
+
+
 def train_fold(train_x: Sequence[np.ndarray], train_y: Sequence[int], val_x: Sequence[np.ndarray],
                val_y: Sequence[int], network_config: dict[str, Any], config: TrainConfig, work_dir: Path,
                fold: int = 0, resume: bool = False, on_step: Optional[Callable[[int, int, str], None]] = None,
@@ -237,6 +257,7 @@ def train_fold(train_x: Sequence[np.ndarray], train_y: Sequence[int], val_x: Seq
     if resume:
         state = _load_checkpoint(checkpoint_path)
         if state is not None:
+            _check_same_run(state, config, network_config, checkpoint_path)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -312,7 +333,7 @@ def train_fold(train_x: Sequence[np.ndarray], train_y: Sequence[int], val_x: Seq
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
                 "best_state": best_state, "best": best, "bad_epochs": bad_epochs, "history": history,
-                "config": asdict(config)})
+                "config": asdict(config), "network": dict(network_config)})
 
     model.load_state_dict(best_state)
     model.to("cpu").eval()

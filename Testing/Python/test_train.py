@@ -75,6 +75,21 @@ def test_cancelled_mid_epoch_then_resumed_matches_uninterrupted(data, tmp_path):
     assert _strip_time(reference.history) == _strip_time(resumed.history)
 
 
+def test_resume_with_other_settings_is_refused(data, tmp_path):
+    with pytest.raises(Cancelled):
+        _run(data, tmp_path / "run", should_cancel=lambda: len(list((tmp_path / "run").glob("checkpoint.pt"))) > 0)
+    tx, ty, vx, vy = data
+    other = TrainConfig(arch="resnet10-tiny", epochs=5, batch_size=4, seed=7, device="cpu")
+    with pytest.raises(MVCFError, match=r"other settings \(epochs\)"):
+        train_fold(tx, ty, vx, vy, network_config("2.5d-adjacent", SHAPE, "resnet10-tiny"), other, tmp_path / "run",
+                   resume=True)
+    wider = network_config("2.5d-adjacent", (4,) + SHAPE[1:], "resnet10-tiny")
+    with pytest.raises(MVCFError, match="network/view"):
+        train_fold([np.zeros((4,) + SHAPE[1:], np.float32)] * len(tx), ty, [np.zeros((4,) + SHAPE[1:], np.float32)]
+                   * len(vx), vy, wider, TrainConfig(arch="resnet10-tiny", epochs=3, batch_size=4, seed=7,
+                                                     device="cpu"), tmp_path / "run", resume=True)
+
+
 def test_one_class_training_set_is_refused(data, tmp_path):
     tx, ty, vx, vy = data
     with pytest.raises(MVCFError, match="one class"):
