@@ -74,7 +74,8 @@ def predict_view(array: np.ndarray, bundle, device: str = "cpu") -> float:
 
 def predict_ct(ct, location, model: Union[str, Path, None, Any] = None, device: str = "auto") -> Prediction:
     """Classify the vertebra at `location` (a VertebraLocation, LPS mm) of `ct` (a CTImage).
-    `model` is a bundle directory, an already loaded Bundle, or None for the embedded demo bundle."""
+    `model` is a bundle directory, an already loaded Bundle, or None for the embedded demo bundle.
+    The warnings start with the location's own (build_views carries them), then the view's and the bundle's."""
     from mvcf.models.bundle import Bundle
     from mvcf.train import resolve_device
     from mvcf.views import ViewSpec, build_views
@@ -139,7 +140,6 @@ def predict_file(ct_path: Union[str, Path], point: Optional[Sequence[float]] = N
     result = predict_ct(ct, location, model, device)
     result.timing_ms = {"read_ct": round(read_ms, 2), "locate": round(locate_ms, 2), **result.timing_ms}
     result.timing_ms["total"] = round(read_ms + locate_ms + result.timing_ms["total"], 2)
-    result.warnings = list(location.warnings) + [w for w in result.warnings if w not in location.warnings]
     return result
 
 
@@ -169,7 +169,6 @@ def _predict_query(ct, query, bundle, device: str, masks: dict, refine: bool) ->
     location = _locate_query(ct, query, masks, refine)
     locate_ms = 1000 * (time.perf_counter() - started)
     result = predict_ct(ct, location, bundle, device)
-    result.warnings = list(location.warnings) + [w for w in result.warnings if w not in location.warnings]
     payload = result.to_dict()
     timing = {"locate": round(locate_ms, 2), **result.timing_ms}
     if query.heatmap is not None:

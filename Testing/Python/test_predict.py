@@ -253,3 +253,16 @@ def test_predict_many_reports_each_vertebra_and_stops_when_asked(sample):
     with pytest.raises(Cancelled):
         predict_many(ct, queries, device="cpu", on_progress=on_progress, should_cancel=lambda: len(calls) >= 2)
     assert calls == [(0, 3, "L1 (1/3)"), (1, 3, "L2 (2/3)")]
+
+
+def test_location_warnings_come_first_in_the_prediction(sample):
+    from dataclasses import replace
+
+    from mvcf.locate import from_mask
+    from mvcf.predict import predict_ct
+    from mvcf.read_ct import read_ct, read_mask
+
+    ct = read_ct(sample["ct"])
+    location = replace(from_mask(ct, read_mask(sample["mask"]), 31), warnings=["refine: location kept"])
+    warnings = predict_ct(ct, location, device="cpu").warnings
+    assert warnings[0] == "refine: location kept" and any("synthetic" in w for w in warnings[1:])
