@@ -234,6 +234,8 @@ def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequenc
     """The configuration and cohort a study folder belongs to; a resumed study must match them exactly."""
     import hashlib
 
+    from mvcf.train import changed_settings
+
     cohort = sorted(f"{r.case_id}|{r.patient_id}|{r.institution}|{int(r.label)}" for r in records)
     current = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
                "cohort_sha256": hashlib.sha256("\n".join(cohort).encode()).hexdigest()}
@@ -241,8 +243,7 @@ def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequenc
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("cohort_sha256") != current["cohort_sha256"]:
             raise MVCFError(f"cannot resume the study in {path.parent}: it was run on another cohort")
-        changed = sorted(k for k in set(saved["config"]) | set(current["config"])
-                         if saved["config"].get(k) != current["config"].get(k))
+        changed = changed_settings(saved["config"], current["config"])
         if changed:
             raise MVCFError(f"cannot resume the study in {path.parent}: its settings differ ({', '.join(changed)})")
         return

@@ -167,6 +167,11 @@ def _load_checkpoint(path: Path) -> Optional[dict[str, Any]]:
         raise MVCFError(f"cannot resume: checkpoint {path} is unreadable ({type(exc).__name__})") from None
 
 
+def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The keys whose values differ between two settings dicts (present in only one counts), sorted."""
+    return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+
 #: Settings a resumed run may change: where it runs, not what it computes.
 _RESUMABLE_CHANGES = ("device", "num_workers")
 
@@ -177,11 +182,10 @@ def _check_same_run(state: dict[str, Any], config: TrainConfig, network_config: 
     the result would be neither run."""
     saved = {k: v for k, v in (state.get("config") or {}).items() if k not in _RESUMABLE_CHANGES}
     current = {k: v for k, v in asdict(config).items() if k not in _RESUMABLE_CHANGES}
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    if "network" in state and state["network"] != dict(network_config):
-        changed.append("network/view (" + ", ".join(sorted(
-            k for k in set(state["network"]) | set(network_config)
-            if state["network"].get(k) != network_config.get(k))) + ")")
+    changed = changed_settings(saved, current)
+    network = changed_settings(state.get("network", network_config), network_config)
+    if network:
+        changed.append(f"network/view ({', '.join(network)})")
     if changed:
         raise MVCFError(f"cannot resume from {path}: it was written with other settings ({', '.join(changed)}); "
                         "use the same options, or another --out")
