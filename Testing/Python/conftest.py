@@ -26,3 +26,10 @@ import sys as _sys
 for _module_dir in (REPO / "MVCFClassifier", REPO / "MVCFTraining"):
     if str(_module_dir) not in _sys.path:
         _sys.path.insert(0, str(_module_dir))
+
+import os as _os
+
+# Child processes (`python -m mvcf ...`) import this checkout's code too, not whatever copy is installed.
+_os.environ["PYTHONPATH"] = _os.pathsep.join(
+    [str(REPO / "MVCFClassifier"), str(REPO / "MVCFTraining")]
+    + ([_os.environ["PYTHONPATH"]] if _os.environ.get("PYTHONPATH") else []))
