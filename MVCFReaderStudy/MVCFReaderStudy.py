@@ -1,0 +1,184 @@
+"""MVCFReaderStudy: the reading panel of a blinded reader study (unaided, then aided by the model) in
+3D Slicer. Research use only.
+
+Thin by design: the Widget binds the .ui to a parameter node and calls the Logic; the Logic holds one
+MVCFReaderStudyLib.session.ReadingSession, which reads the package and saves every rating through the core
+(mvcf.reader_study). Plan, collect and report run on the command line: `mvcf reader-study ...`.
+"""
+import logging
+from pathlib import Path
+from typing import Optional
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+
+class MVCFReaderStudy(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "MVCF Reader Study"
+        self.parent.categories = ["Spine"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["MVCF developers"]
+        self.parent.helpText = (
+            "Read the cases of your reader-study package one by one, in the planned order, blinded to case "
+            "identity; rate each (1-5 confidence and/or 0-100 probability of a malignant fracture). In the aided "
+            "round the model's probability, call and heatmap are shown. Every rating is saved at once; close "
+            "Slicer any time and resume later. Research use only: not a medical device. See "
+            "<a href='https://github.com/mvcf/MVCFClassifier/blob/main/docs/reader_study.md'>the documentation</a>.")
+        self.parent.acknowledgementText = ("Design after Huang et al., Spine 2025; analysis by the Obuchowski-"
+                                           "Rockette-Hillis method (mvcf stats mrmc).")
+
+
+@parameterNodeWrapper
+class MVCFReaderStudyParameterNode:
+    """The package and the reader name (saved with the scene; neither names a case)."""
+
+    packageFolder: Path
+    readerName: str = ""
+
+
+def _path_text(path) -> str:
+    text = str(path) if path is not None else ""
+    return "" if text in ("", ".") else text
+
+
+class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MVCFReaderStudy.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MVCFReaderStudyLogic()
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.ui.openButton.connect("clicked(bool)", self.onOpen)
+        self.ui.submitButton.connect("clicked(bool)", self.onSubmit)
+        self.ui.pauseButton.connect("clicked(bool)", self.onPause)
+        self.ui.disclaimerLabel.text = self.logic.disclaimer()
+        self.setParameterNode(self.logic.getParameterNode())
+        self._showState()
+
+    def cleanup(self) -> None:
+        if self.logic is not None:
+            self.logic.pause()
+        self.removeObservers()
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.logic.pause()
+        self._showState()
+
+    def setParameterNode(self, inputParameterNode: Optional[MVCFReaderStudyParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+
+    def onOpen(self) -> None:
+        with slicer.util.tryWithErrorDisplay("The package could not be opened.", waitCursor=True):
+            p = self._parameterNode
+            self.logic.open(_path_text(p.packageFolder), p.readerName)
+            self._showNext()
+
+    def onSubmit(self) -> None:
+        with slicer.util.tryWithErrorDisplay("The rating was not saved.", waitCursor=True):
+            scale = self.logic.scale()
+            self.logic.submit(self.ui.confidenceSpinBox.value if scale.asks_confidence else None,
+                              self.ui.probabilitySpinBox.value if scale.asks_probability else None,
+                              self.ui.noteTextEdit.toPlainText())
+            self.ui.noteTextEdit.clear()
+            self._showNext()
+
+    def onPause(self) -> None:
+        self.logic.pause()
+        self.ui.statusLabel.text = "Paused: this case was not rated. Open the package again to resume."
+        self._showState()
+
+    def _showNext(self) -> None:
+        shown = self.logic.showNext()
+        if shown is not None:
+            slicer.util.setSliceViewerLayers(background=shown.ct_node, foreground=shown.heatmap_node,
+                                             foregroundOpacity=0.35 if shown.heatmap_node else 0.0, fit=True)
+            if shown.heatmap_node is not None and shown.heatmap_node.GetDisplayNode() is not None:
+                shown.heatmap_node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
+            from MVCFReaderStudyLib.session import center_slice_views
+
+            center_slice_views(slicer.mrmlScene, shown.center_ras)
+        self._showState()
+
+    def _showState(self) -> None:
+        session = self.logic.session
+        shown = session.shown if session else None
+        scale = self.logic.scale() if session else None
+        self.ui.ratingCollapsibleButton.enabled = shown is not None
+        self.ui.confidenceSpinBox.enabled = bool(scale and scale.asks_confidence)
+        self.ui.probabilitySpinBox.enabled = bool(scale and scale.asks_probability)
+        self.ui.progressLabel.text = shown.progress_text if shown else ""
+        self.ui.modelCollapsibleButton.visible = bool(shown and shown.model is not None)
+        self.ui.modelLabel.text = shown.model_text if shown else ""
+        self.ui.statusLabel.text = session.status_text() if session else "Open your package to start reading."
+
+
+class MVCFReaderStudyLogic(ScriptedLoadableModuleLogic):
+    """The reading session, callable from scripts as well as from the panel."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.session = None
+
+    def getParameterNode(self):
+        return MVCFReaderStudyParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def disclaimer() -> str:
+        from mvcf import RESEARCH_USE_DISCLAIMER
+
+        return RESEARCH_USE_DISCLAIMER
+
+    def open(self, package_folder: str, reader: str, scene=None) -> None:
+        from MVCFReaderStudyLib.session import ReadingSession
+
+        if not package_folder:
+            raise ValueError("Choose your package folder first.")
+        self.pause()
+        self.session = ReadingSession(scene or slicer.mrmlScene, package_folder, reader)
+
+    def scale(self):
+        return self.session.package.scale
+
+    def showNext(self):
+        return self.session.show_next()
+
+    def submit(self, confidence, probability, note: str) -> dict:
+        reading = self.session.submit(confidence, probability, note)
+        logging.info(f"rating saved ({reading['round']} {reading['position']})")
+        return reading
+
+    def pause(self) -> None:
+        if self.session is not None:
+            self.session.pause()
+
+
+class MVCFReaderStudyTest(ScriptedLoadableModuleTest):
+    """Runs under Slicer's ctest: the pytest suite (Testing/Python/test_reader_study_panel.py) covers the
+    session on slicer-core; here only that the module loads and its logic refuses a missing package."""
+
+    def runTest(self):
+        slicer.mrmlScene.Clear()
+        logic = MVCFReaderStudyLogic()
+        with self.assertRaises(Exception):
+            logic.open(str(Path(slicer.app.temporaryPath) / "no-such-package"), "reader1")
+        self.delayDisplay("Test passed")
