@@ -67,6 +67,7 @@ class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.openButton.connect("clicked(bool)", self.onOpen)
         self.ui.submitButton.connect("clicked(bool)", self.onSubmit)
         self.ui.pauseButton.connect("clicked(bool)", self.onPause)
+        self.ui.reviseButton.connect("clicked(bool)", self.onRevise)
         self.ui.disclaimerLabel.text = self.logic.disclaimer()
         self.setParameterNode(self.logic.getParameterNode())
         self._showState()
@@ -102,6 +103,14 @@ class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.noteTextEdit.clear()
             self._showNext()
 
+    def onRevise(self) -> None:
+        with slicer.util.tryWithErrorDisplay("The previous rating was not changed.", waitCursor=True):
+            scale = self.logic.scale()
+            reading = self.logic.reviseLast(self.ui.confidenceSpinBox.value if scale.asks_confidence else None,
+                                            self.ui.probabilitySpinBox.value if scale.asks_probability else None,
+                                            self.ui.noteTextEdit.toPlainText())
+            self.ui.statusLabel.text = f"Changed the rating of case {reading['position']} of this round."
+
     def onPause(self) -> None:
         self.logic.pause()
         self.ui.statusLabel.text = "Paused: this case was not rated. Open the package again to resume."
@@ -127,6 +136,8 @@ class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.confidenceSpinBox.enabled = bool(scale and scale.asks_confidence)
         self.ui.probabilitySpinBox.enabled = bool(scale and scale.asks_probability)
         self.ui.progressLabel.text = shown.progress_text if shown else ""
+        self.ui.reviseButton.visible = bool(session and session.package.allow_revision)
+        self.ui.reviseButton.enabled = bool(session and session.can_revise)
         self.ui.modelCollapsibleButton.visible = bool(shown and shown.model is not None)
         self.ui.modelLabel.text = shown.model_text if shown else ""
         self.ui.statusLabel.text = session.status_text() if session else "Open your package to start reading."
@@ -166,6 +177,9 @@ class MVCFReaderStudyLogic(ScriptedLoadableModuleLogic):
         reading = self.session.submit(confidence, probability, note)
         logging.info(f"rating saved ({reading['round']} {reading['position']})")
         return reading
+
+    def reviseLast(self, confidence, probability, note: str) -> dict:
+        return self.session.revise_last(confidence, probability, note)
 
     def pause(self) -> None:
         if self.session is not None:

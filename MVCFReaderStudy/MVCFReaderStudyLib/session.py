@@ -103,6 +103,27 @@ class ReadingSession:
         self.close_case()
         return reading
 
+    @property
+    def can_revise(self) -> bool:
+        """True when the plan allows changing a rating and the current round has one to change."""
+        return self.package.allow_revision and self._last_of_current_round() is not None
+
+    def _last_of_current_round(self) -> Optional[dict]:
+        step = self.store.next_case()
+        if step is None:
+            return None
+        same = [r for r in self.store.readings if r["round"] == step.round_name]
+        return same[-1] if same else None
+
+    def revise_last(self, confidence=None, probability=None, note: str = "") -> dict:
+        """Change the rating of the previous case of this round (only if the plan allows it; saved at once)."""
+        last = self._last_of_current_round()
+        if not self.package.allow_revision:
+            raise MVCFError("this study does not allow changing a submitted rating")
+        if last is None:
+            raise MVCFError("no rating of this round to change yet")
+        return self.store.revise(last["round"], last["case"], confidence, probability, note)
+
     def pause(self) -> None:
         """Stop without rating the case on screen; it comes back first on resume."""
         self.close_case()

@@ -190,8 +190,9 @@ def test_roe_metz_readers_have_the_planned_auc_and_the_test_its_size():
 
 def test_simulate_cli(tmp_path):
     result = mvcf_cli("reader-study", "simulate", "--readers", "3,5", "--cases", "40", "--simulations", "40",
-                      "--auc-unaided", "0.8", "--auc-aided", "0.9", "--json")
+                      "--auc-unaided", "0.8", "--auc-aided", "0.9", "--plot", str(tmp_path / "power.png"), "--json")
     assert result.returncode == 0, result.stderr
+    assert (tmp_path / "power.png").stat().st_size > 5000
     payload = json.loads(result.stdout)
     assert [(g["readers"], g["cases"], g["n_pos"]) for g in payload["grid"]] == [(3, 40, 16), (5, 40, 16)]
     assert payload["model"].startswith("Roe-Metz")

@@ -206,6 +206,29 @@ def test_the_washout_keeps_the_aided_round_closed(tmp_path):
     assert session.show_next().step.round_name == "aided"
 
 
+def test_revision_only_when_the_plan_allows_it_and_within_the_round(tmp_path):
+    manifest = reader_study_manifest(tmp_path, n_per_site=2)
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], allow_revision=True),
+              tmp_path / "plan")
+    session = ReadingSession(slicer.vtkMRMLScene(), tmp_path / "plan" / "packages" / "r1", "r1",
+                             clock=ticking_clock())
+    assert not session.can_revise
+    session.show_next()
+    session.submit(confidence=2)
+    assert session.can_revise
+    assert session.revise_last(confidence=4)["confidence"] == 4
+    answers = json.loads((tmp_path / "plan" / "packages" / "r1" / "answers.json").read_text())
+    assert answers["readings"][0]["confidence"] == 4 and "revised_at" in answers["readings"][0]
+    with pytest.raises(MVCFError, match="out of range"):
+        session.revise_last(confidence=9)
+    for _ in range(3):
+        session.show_next()
+        session.submit(confidence=3)
+    assert not session.can_revise
+    with pytest.raises(MVCFError, match="round is complete"):
+        session.store.revise("unaided", answers["readings"][0]["case"], confidence=1)
+
+
 def read_through_panel(scene, package: Path, reader: str, answer) -> int:
     """A simulated reader: opens the package in the panel logic and answers every case it shows."""
     session = ReadingSession(scene, package, reader, clock=ticking_clock())

@@ -86,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--simulations", type=int, default=500, help="simulated studies per design (default 500)")
     sim.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    sim.add_argument("--plot", default=None, help="write power against cases (one line per reader count) to this PNG")
     sim.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
@@ -177,6 +178,8 @@ def run_report(args: argparse.Namespace, reporter: Any) -> int:
 def run_simulate(args: argparse.Namespace, reporter: Any) -> int:
     from mvcf.reader_study.simulate import RoeMetz, power
 
+    if args.plot and not str(args.plot).lower().endswith(".png"):
+        raise MVCFError(f"--plot must end in .png: {args.plot}")
     model = RoeMetz(var_r=args.var_r, var_tr=args.var_tr, var_c=args.var_c, var_tc=args.var_tc,
                     var_rc=args.var_rc, var_e=args.var_e)
     result = power(args.readers, args.cases, args.auc_unaided, args.auc_aided, prevalence=args.prevalence,
@@ -187,6 +190,11 @@ def run_simulate(args: argparse.Namespace, reporter: Any) -> int:
              "readers  cases  MVCF  power (MC s.e.)  mean AUC unaided/aided"]
     lines += [f"{g['readers']:>7}  {g['cases']:>5}  {g['n_pos']:>4}  {g['power']:.3f} ({g['mc_se']:.3f})      "
               f"{g['mean_auc_unaided']:.3f}/{g['mean_auc_aided']:.3f}" for g in result["grid"]]
+    if args.plot:
+        from mvcf.reader_study.figures import plot_power
+
+        result["plot"] = str(plot_power(Path(args.plot), result))
+        lines.append(f"plot: {result['plot']}")
     _emit(reporter, result, args.json, "\n".join(lines))
     return 0
 

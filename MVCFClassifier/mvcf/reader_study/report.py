@@ -46,7 +46,7 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 
 def _ci(ci: Any) -> str:
-    return f"{_fmt(ci[0])}–{_fmt(ci[1])}"
+    return f"{_fmt(ci[0])} to {_fmt(ci[1])}"
 
 
 def _single(analysis: dict, modality: str) -> Optional[dict]:
@@ -78,7 +78,7 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
     aided = None if aided is None else str(aided)
     modalities = [m for m in (unaided, aided) if m is not None] or present
     if positive_at is None:
-        positive_at = Scale.from_dict(plan["scale"]).positive_at if plan else 4.0
+        positive_at = Scale.from_dict(plan["scale"]).positive_at if plan and plan.get("scale") else 4.0
     groups: dict[str, list[str]] = {}
     if plan and plan.get("groups"):
         groups = {g: [str(m) for m in members] for g, members in plan["groups"].items()}
@@ -169,6 +169,12 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _round_name(modality: str, payload: dict) -> str:
+    """'aided', or '1 (aided)' when the readings label their rounds otherwise."""
+    role = "unaided" if modality == payload.get("unaided") else "aided" if modality == payload.get("aided") else ""
+    return modality if not role or role == modality else f"{modality} ({role})"
+
+
 def table_rows(payload: dict) -> list[list[str]]:
     """The paper-style table as text cells (header first)."""
     rows = [["Readers", "n", "Round", "AUC (95% CI)", "Sensitivity", "Specificity", "Δ AUC (95% CI)",
@@ -180,7 +186,7 @@ def table_rows(payload: dict) -> list[list[str]]:
     for row in payload["table"]:
         ci = f" ({_ci(row['ci'])})" if row.get("ci") else ""
         f_df = (f"{_fmt(row['F'], '.2f')} ({row['df1']}, {_fmt(row['df2'], '.2f')})" if "F" in row else "")
-        rows.append([row["readers"], str(row["n"]), row["modality"], f"{_fmt(row['auc'])}{ci}",
+        rows.append([row["readers"], str(row["n"]), _round_name(row["modality"], payload), f"{_fmt(row['auc'])}{ci}",
                      _fmt(row["sensitivity"]), _fmt(row["specificity"]),
                      f"{_fmt(row['diff'], '+.3f')} ({_ci(row['diff_ci'])})" if "diff" in row else "",
                      f_df, _fmt(row["p"], ".4f") if "p" in row else ""])
@@ -191,7 +197,8 @@ def _analysis_lines(name: str, analysis: dict, payload: dict) -> list[str]:
     rrrc = analysis["rrrc"]
     lines = [f"**{name}** ({analysis['n_readers']} readers, {analysis['n_cases']} cases, "
              f"{analysis['n_pos']} MVCF): reader AUCs"]
-    for modality, readers in analysis["reader_auc"].items():
+    for modality in payload["modalities"]:
+        readers = analysis["reader_auc"][modality]
         lines.append(f"- {modality}: " + ", ".join(f"{r} {_fmt(a)}" for r, a in readers.items())
                      + f" (mean {_fmt(analysis['mean_auc'][modality])})")
     if "F" in rrrc:
