@@ -43,11 +43,6 @@ class MVCFReaderStudyParameterNode:
     readerName: str = ""
 
 
-def _path_text(path) -> str:
-    text = str(path) if path is not None else ""
-    return "" if text in ("", ".") else text
-
-
 class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -91,7 +86,7 @@ class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onOpen(self) -> None:
         with slicer.util.tryWithErrorDisplay("The package could not be opened.", waitCursor=True):
             p = self._parameterNode
-            self.logic.open(_path_text(p.packageFolder), p.readerName)
+            self.logic.open(str(p.packageFolder or ""), p.readerName)
             self._showNext()
 
     def onSubmit(self) -> None:
@@ -162,7 +157,7 @@ class MVCFReaderStudyLogic(ScriptedLoadableModuleLogic):
     def open(self, package_folder: str, reader: str, scene=None) -> None:
         from MVCFReaderStudyLib.session import ReadingSession
 
-        if not package_folder:
+        if str(package_folder) in ("", "."):  # "." is the parameter node's unset Path
             raise ValueError("Choose your package folder first.")
         self.pause()
         self.session = ReadingSession(scene or slicer.mrmlScene, package_folder, reader)

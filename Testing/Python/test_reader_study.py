@@ -166,7 +166,7 @@ def test_out_of_range_ratings_are_refused_and_nothing_is_saved(unaided_study, tm
     for bad in (0, 6, 3.5, "high", None):
         with pytest.raises(MVCFError):
             store.submit(case, confidence=bad)
-    with pytest.raises(MVCFError, match="probability only|confidence rating only"):
+    with pytest.raises(MVCFError, match="does not ask for a probability"):
         store.submit(case, confidence=3, probability=40)
     with pytest.raises(MVCFError, match="planned order"):
         store.submit(store.package.rounds[0]["cases"][1], confidence=3)

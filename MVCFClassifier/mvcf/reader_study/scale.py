@@ -62,29 +62,23 @@ class Scale:
 
     def check(self, confidence: Optional[Any], probability: Optional[Any]) -> dict:
         """The validated answer {confidence, probability} or an MVCFError saying what is out of range."""
-        out: dict = {"confidence": None, "probability": None}
-        if self.asks_confidence:
-            if confidence is None or confidence == "":
-                raise MVCFError("a confidence rating (1-5) is required")
-            try:
-                value = float(confidence)
-            except (TypeError, ValueError):
-                raise MVCFError(f"confidence rating {confidence!r} is not a number (use 1-5)") from None
-            if not value.is_integer() or not 1 <= value <= 5:
-                raise MVCFError(f"confidence rating {confidence!r} is out of range (use a whole number 1-5)")
-            out["confidence"] = int(value)
-        elif confidence not in (None, ""):
-            raise MVCFError("this study asks for a probability only, not a confidence rating")
-        if self.asks_probability:
-            if probability is None or probability == "":
-                raise MVCFError("a probability of malignancy (0-100) is required")
-            try:
-                value = float(probability)
-            except (TypeError, ValueError):
-                raise MVCFError(f"probability {probability!r} is not a number (use 0-100)") from None
-            if not math.isfinite(value) or not 0 <= value <= 100:
-                raise MVCFError(f"probability {probability!r} is out of range (use 0-100)")
-            out["probability"] = value
-        elif probability not in (None, ""):
-            raise MVCFError("this study asks for a confidence rating only, not a probability")
-        return out
+        return {"confidence": _value(confidence, self.asks_confidence, "confidence rating", 1, 5, whole=True),
+                "probability": _value(probability, self.asks_probability, "probability", 0, 100, whole=False)}
+
+
+def _value(value: Any, asked: bool, what: str, low: float, high: float, whole: bool):
+    """One answer on a scale [low, high] (whole numbers only if `whole`); None when not asked."""
+    span = f"{low:g}-{high:g}"
+    if not asked:
+        if value not in (None, ""):
+            raise MVCFError(f"this study does not ask for a {what}")
+        return None
+    if value is None or value == "":
+        raise MVCFError(f"a {what} ({span}) is required")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise MVCFError(f"{what} {value!r} is not a number (use {span})") from None
+    if not math.isfinite(number) or not low <= number <= high or (whole and not number.is_integer()):
+        raise MVCFError(f"{what} {value!r} is out of range (use {'a whole number ' if whole else ''}{span})")
+    return int(number) if whole else number
