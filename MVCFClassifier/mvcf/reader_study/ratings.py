@@ -136,5 +136,6 @@ class RatingsStore:
         raise MVCFError(f"case {case} has no rating in the {round_name} round yet")
 
     def save(self) -> None:
+        text = json.dumps(self.data, separators=(",", ":"))  # no indent: the C encoder, fast for 1000s of cases
         with atomic_open(self.package.answers_path, "w", encoding="utf-8") as handle:
-            json.dump(self.data, handle, indent=1)
+            handle.write(text)
