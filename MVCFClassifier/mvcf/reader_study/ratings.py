@@ -8,6 +8,7 @@ planned order only; a submitted rating can be changed only when the plan allows 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -139,3 +140,5 @@ class RatingsStore:
         text = json.dumps(self.data, separators=(",", ":"))  # no indent: the C encoder, fast for 1000s of cases
         with atomic_open(self.package.answers_path, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename, so a power cut keeps the last rating too
