@@ -42,3 +42,14 @@ def van_dyke_manifest(folder: Path, vandyke_csv: Path) -> Path:
                                     institution="Aortic Imaging Centre", label=truth, ct=record.ct, mask=record.mask,
                                     vertebra_label=record.vertebra_label))
     return write_manifest(folder / "vandyke_manifest.csv", records)
+
+
+def sample_ct_manifest(folder: Path) -> Path:
+    """L1-L4 of the shipped real CT as four 'cases' (labels arbitrary: a test of geometry, not of diagnosis)."""
+    from mvcf.manifest import CaseRecord, write_manifest
+
+    sample = Path(__file__).resolve().parents[2] / "MVCFClassifier" / "mvcf" / "resources" / "sample_ct"
+    records = [CaseRecord(case_id=f"SAMPLE-L{n}", patient_id="PAT-SAMPLE-1", institution="Totalseg Example",
+                          label=n % 2, ct=sample / "example_ct.nii.gz", mask=sample / "totalseg.nii.gz",
+                          vertebra_label=32 - n) for n in (1, 2, 3, 4)]
+    return write_manifest(folder / "sample_manifest.csv", records)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reader_study_cases import reader_study_manifest
+from reader_study_cases import reader_study_manifest, sample_ct_manifest
 
 from mvcf.errors import MVCFError
 from mvcf.reader_study.blinding import find_leaks
@@ -198,3 +198,27 @@ def test_simulate_cli(tmp_path):
     assert payload["model"].startswith("Roe-Metz")
     bad = mvcf_cli("reader-study", "simulate", "--auc-unaided", "1.2")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "must be in [0.5, 1)" in bad.stderr
+
+
+def test_cropped_packages_of_a_real_ct_keep_the_vertebra_where_it_was(tmp_path):
+    from mvcf.dataset import locate_record
+    from mvcf.manifest import read_manifest
+    from mvcf.read_ct import read_ct
+
+    manifest = sample_ct_manifest(tmp_path)
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], crop_mm=100), tmp_path / "plan")
+    key = json.loads((tmp_path / "plan" / "key.json").read_text())["cases"]
+    package = open_package(tmp_path / "plan" / "packages" / "r1", "r1")
+    records = {r.case_id: r for r in read_manifest(manifest)}
+    original = read_ct(records["SAMPLE-L1"].ct)
+    for opaque, case in key.items():
+        location = locate_record(original, records[case["case_id"]])
+        cropped = read_ct(package.ct_path(opaque))
+        assert all(c < o for c, o in zip(cropped.voxels.shape, original.voxels.shape))
+        assert package.center_lps(opaque) == pytest.approx(location.center_lps, abs=1e-3)
+        ijk = np.round(original.lps_to_index(location.center_lps)).astype(int)
+        cropped_ijk = np.round(cropped.lps_to_index(original.index_to_lps(ijk))).astype(int)
+        assert cropped.voxels[tuple(cropped_ijk[::-1])] == original.voxels[tuple(ijk[::-1])]
+        extent = (np.array(cropped.size_ijk) - 1) * cropped.spacing  # first to last voxel centre
+        assert np.all(extent <= 100 + 2 * cropped.spacing + 1e-6)
+    assert find_leaks(package.folder, ["SAMPLE-L1", "example_ct", "totalseg", "Totalseg Example"]) == []

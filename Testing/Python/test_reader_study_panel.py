@@ -16,7 +16,7 @@ import pytest
 slicer = pytest.importorskip("slicer")
 
 from conftest import shared  # noqa: E402
-from reader_study_cases import reader_study_manifest, van_dyke_manifest  # noqa: E402
+from reader_study_cases import reader_study_manifest, sample_ct_manifest, van_dyke_manifest  # noqa: E402
 
 from mvcf.errors import MVCFError  # noqa: E402
 from mvcf.reader_study.plan import PlanSettings, make_plan  # noqa: E402
@@ -187,6 +187,38 @@ def test_wrong_reader_washout_and_out_of_range_ratings_are_refused(study, tmp_pa
         with pytest.raises(MVCFError, match=message):
             session.submit(confidence=bad)
     assert not (plan / "packages" / "ben" / "answers.json").exists(), "nothing saved for a refused rating"
+
+
+def test_the_views_are_centred_on_the_vertebra_of_a_real_ct(tmp_path):
+    from mvcf.ctimage import ras_to_lps
+    from mvcf.dataset import locate_record
+    from mvcf.manifest import read_manifest
+    from mvcf.read_ct import read_ct
+
+    manifest = sample_ct_manifest(tmp_path)
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], crop_mm=120), tmp_path / "plan")
+    key = json.loads((tmp_path / "plan" / "key.json").read_text())["cases"]
+    records = {r.case_id: r for r in read_manifest(manifest)}
+    scene = slicer.vtkMRMLScene()
+    views = [scene.AddNewNodeByClass("vtkMRMLSliceNode", name) for name in ("Red", "Yellow", "Green")]
+    session = ReadingSession(scene, tmp_path / "plan" / "packages" / "r2", "r2", clock=ticking_clock())
+    shown = session.show_next()
+    record = records[key[shown.step.case]["case_id"]]
+    center_lps = locate_record(read_ct(record.ct), record).center_lps
+    np.testing.assert_allclose(ras_to_lps(shown.center_ras), center_lps, atol=1e-3)
+    for view in views:
+        matrix = view.GetSliceToRAS()
+        np.testing.assert_allclose([matrix.GetElement(i, 3) for i in range(3)], shown.center_ras, atol=1e-3)
+    display = shown.ct_node.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == (1800.0, 400.0)
+    # the vertebra's centre is inside the loaded (cropped) volume, on its bone
+    from MVCFClassifierLib.volumes import world_ijk_to_ras
+
+    ijk = np.linalg.inv(world_ijk_to_ras(shown.ct_node)) @ np.append(shown.center_ras, 1.0)
+    array = slicer.util.arrayFromVolume(shown.ct_node)
+    k, j, i = np.round(ijk[2::-1]).astype(int)
+    assert 0 <= k < array.shape[0] and 0 <= j < array.shape[1] and 0 <= i < array.shape[2]
+    assert array[k, j, i] > 50, "the centre lies in the vertebral body (cancellous bone), not in fat or air"
 
 
 def test_the_washout_keeps_the_aided_round_closed(tmp_path):

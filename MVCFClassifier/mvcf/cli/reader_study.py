@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--model", default=None, help="model bundle for the aided round (default: embedded demo)")
     plan.add_argument("--device", default="auto", help="device for the model outputs (auto, cpu, cuda)")
     plan.add_argument("--no-heatmaps", action="store_true", help="aided round without Grad-CAM heatmaps")
+    plan.add_argument("--crop-mm", type=float, default=None,
+                      help="copy only a cube of this size (mm) around the vertebra into the packages "
+                           "(default: the whole CT)")
     plan.add_argument("--seed", type=int, default=0, help="seed of the orders and opaque IDs (default 0)")
     plan.add_argument("--out", required=True, help="new folder for the plan, key and packages")
 
@@ -110,7 +113,7 @@ def run_plan(args: argparse.Namespace, reporter: Any) -> int:
     settings = PlanSettings(readers=readers, rounds=parse_rounds(args.rounds), groups=parse_groups(args.group, readers),
                             washout_days=args.washout_days, seed=args.seed, scale=Scale(kind=args.scale),
                             allow_revision=args.allow_revision, model=args.model, device=args.device,
-                            heatmaps=not args.no_heatmaps)
+                            heatmaps=not args.no_heatmaps, crop_mm=args.crop_mm)
     plan = make_plan(args.manifest, settings, args.out, on_progress=reporter.progress)
     _emit(reporter, plan, False,
           f"planned study {plan['study_id']}: {len(readers)} readers x {plan['n_cases']} cases x "

@@ -27,6 +27,27 @@ def opaque_ids(n: int, rng: random.Random, length: int = 6) -> list[str]:
     return ids
 
 
+def crop_around(ct, center_lps, size_mm: float):
+    """The part of `ct` (a CTImage) inside a cube of `size_mm` around `center_lps`, clipped to the CT,
+    on the same voxel grid (no resampling): smaller packages, and less of the patient outside the spine."""
+    import itertools
+
+    import numpy as np
+
+    from mvcf.ctimage import CTImage
+
+    half = float(size_mm) / 2.0
+    corners = [np.asarray(center_lps, float) + np.array(offset) * half
+               for offset in itertools.product((-1, 1), repeat=3)]
+    index = np.array([ct.lps_to_index(c) for c in corners])
+    size = np.array(ct.size_ijk)
+    low = np.clip(np.floor(index.min(axis=0)).astype(int), 0, size - 1)
+    high = np.clip(np.ceil(index.max(axis=0)).astype(int) + 1, low + 1, size)
+    voxels = ct.voxels[low[2]:high[2], low[1]:high[1], low[0]:high[0]]
+    return CTImage(voxels=np.ascontiguousarray(voxels), spacing=ct.spacing, origin=ct.index_to_lps(low),
+                   direction=ct.direction)
+
+
 def write_blinded_ct(ct, path: Path) -> Path:
     """Write a CTImage (voxels + geometry only) to `path` (NIfTI), atomically; no metadata is carried."""
     import SimpleITK as sitk

@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 from mvcf import RESEARCH_USE_DISCLAIMER
 from mvcf.errors import MVCFError
 from mvcf.reader_study import packages as pk
-from mvcf.reader_study.blinding import opaque_ids, require_no_leaks, secrets_of, write_blinded_ct
+from mvcf.reader_study.blinding import crop_around, opaque_ids, require_no_leaks, secrets_of, write_blinded_ct
 from mvcf.reader_study.scale import Scale
 
 PLAN_FILE = "plan.json"
@@ -46,6 +46,7 @@ class PlanSettings:
     model: Optional[str] = None
     device: str = "auto"
     heatmaps: bool = True
+    crop_mm: Optional[float] = None  # cube around the vertebra copied into the packages; None: the whole CT
 
 
 def parse_readers(spec: str) -> list[str]:
@@ -127,6 +128,8 @@ def make_plan(manifest, settings: PlanSettings, out,
     n_pos = sum(r.label for r in records)
     if n_pos < 2 or len(records) - n_pos < 2:
         raise MVCFError(f"manifest {manifest.name}: needs at least 2 MVCF and 2 OVCF cases (got {n_pos} MVCF)")
+    if settings.crop_mm is not None and not settings.crop_mm >= 40:
+        raise MVCFError(f"--crop-mm {settings.crop_mm}: use at least 40 mm (one vertebra with its neighbours)")
     for group, members in settings.groups.items():
         if any(m not in settings.readers for m in members):
             raise MVCFError(f"group {group} names an unknown reader")
@@ -156,6 +159,8 @@ def make_plan(manifest, settings: PlanSettings, out,
             ct = read_ct(record.ct)
             location = locate_record(ct, record)
             centers[opaque] = [round(float(v), 3) for v in location.center_lps]
+            if settings.crop_mm:
+                ct = crop_around(ct, location.center_lps, settings.crop_mm)
             write_blinded_ct(ct, staging / "cases" / f"{opaque}.nii.gz")
             progress(f"blinded CT {len(centers)}/{len(records)}")
         outputs: dict[str, dict] = {}
@@ -185,7 +190,7 @@ def make_plan(manifest, settings: PlanSettings, out,
                 "n_positive": n_pos, "readers": list(settings.readers), "groups": settings.groups,
                 "rounds": [{"name": r, "aided": r == "aided"} for r in settings.rounds],
                 "washout_days": settings.washout_days, "scale": settings.scale.to_dict(),
-                "allow_revision": settings.allow_revision, "model": identity}
+                "crop_mm": settings.crop_mm, "allow_revision": settings.allow_revision, "model": identity}
         secrets = sorted(secrets_of(key["cases"].values()))
         for reader in settings.readers:
             folder = tmp / PACKAGES_DIR / reader
