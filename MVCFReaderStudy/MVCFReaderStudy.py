@@ -182,12 +182,60 @@ class MVCFReaderStudyLogic(ScriptedLoadableModuleLogic):
 
 
 class MVCFReaderStudyTest(ScriptedLoadableModuleTest):
-    """Runs under Slicer's ctest: the pytest suite (Testing/Python/test_reader_study_panel.py) covers the
-    session on slicer-core; here only that the module loads and its logic refuses a missing package."""
+    """Runs under Slicer's ctest: plan an unaided study of four small synthetic CTs, read one package
+    through the logic (resuming once), and check the answers file. The full pytest suite
+    (Testing/Python/test_reader_study*.py) covers the rest on slicer-core."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
 
     def runTest(self):
-        slicer.mrmlScene.Clear()
+        self.setUp()
+        self.test_read_a_package_with_a_resume()
+
+    def _plan(self, folder: Path) -> Path:
+        import shutil
+
+        import numpy as np
+        import SimpleITK as sitk
+
+        from mvcf.manifest import CaseRecord, write_manifest
+        from mvcf.reader_study.plan import PlanSettings, make_plan
+
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        records = []
+        for i in range(4):
+            voxels = np.full((32, 32, 32), 40, np.int16)
+            voxels[8:24, 8:24, 8:24] = 300 if i % 2 else 150
+            image = sitk.GetImageFromArray(voxels)
+            image.SetSpacing((2.0, 2.0, 2.0))
+            sitk.WriteImage(image, str(folder / f"ct{i}.nii.gz"))
+            records.append(CaseRecord(case_id=f"CASE-{i}-XY", patient_id=f"PAT-{i}", institution="Test Hospital",
+                                      label=i % 2, ct=folder / f"ct{i}.nii.gz", center_lps=np.array([32.0, 32.0, 32.0])))
+        manifest = write_manifest(folder / "manifest.csv", records)
+        make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"]), folder / "plan")
+        return folder / "plan" / "packages" / "r1"
+
+    def test_read_a_package_with_a_resume(self):
+        import json
+
+        package = self._plan(Path(slicer.app.temporaryPath) / "MVCFReaderStudyTest")
         logic = MVCFReaderStudyLogic()
         with self.assertRaises(Exception):
-            logic.open(str(Path(slicer.app.temporaryPath) / "no-such-package"), "reader1")
+            logic.open(str(package), "r2")
+        logic.open(str(package), "r1")
+        shown = logic.showNext()
+        self.assertEqual(shown.ct_node.GetName(), "Reading case")
+        self.assertIsNone(shown.model)
+        logic.submit(4, None, "first")
+        logic.showNext()
+        logic.pause()
+        logic = MVCFReaderStudyLogic()
+        logic.open(str(package), "r1")
+        while (shown := logic.showNext()) is not None:
+            self.assertGreater(shown.step.position, 1)
+            logic.submit(2, None, "")
+        answers = json.loads((package / "answers.json").read_text())
+        self.assertEqual(len(answers["readings"]), 4)
         self.delayDisplay("Test passed")
