@@ -155,6 +155,8 @@ def test_collect_refuses_a_missing_case_a_foreign_key_and_bad_ratings(unaided_st
     report = mvcf_cli("reader-study", "report", str(plan), "--json")
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["modalities"] == ["unaided"]
+    bad = mvcf_cli("reader-study", "report", str(plan), "--group", "senior:r1,zed", "--out", str(tmp_path / "rep2"))
+    assert bad.returncode == 2 and "not one of the readers" in bad.stderr and not (tmp_path / "rep2").exists()
 
 
 def test_out_of_range_ratings_are_refused_and_nothing_is_saved(unaided_study, tmp_path):

@@ -87,6 +87,11 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
         labelled = labelled[labelled["group"].astype(str) != ""]
         groups = {str(g): sorted(part["reader"].astype(str).unique()) for g, part in labelled.groupby("group")}
 
+    present_readers = set(frame["reader"].astype(str))
+    for group, members in groups.items():
+        unknown = [m for m in members if m not in present_readers]
+        if unknown:
+            raise MVCFError(f"group {group} names reader(s) not in the readings: {', '.join(unknown)}")
     overall = _analyse(frame, unaided, aided, alpha)
     operating = _reader_operating_points(frame, positive_at)
     sections = {"all readers": {"readers": sorted(map(str, frame["reader"].unique())), "analysis": overall}}
