@@ -314,6 +314,7 @@ def test_full_loop_plan_panel_collect_report_equals_stats_mrmc(study, tmp_path):
         assert row.rating == ratings[int(row.modality == "aided"), readers.index(row.reader), by_id[row.case]]
     assert set(frame["group"].fillna("")) == {"senior", "junior"}
     assert {"senior", "junior"} <= set(report["sections"]) and "analysis" in report["sections"]["senior"]
+    assert report["reading_time"]["aided"]["median_s"] == pytest.approx(7.0)  # the ticking clock's step
     for name in ("report.md", "report.html", "report.json", "roc_readers.png"):
         assert (plan / "report" / name).stat().st_size > 0
 

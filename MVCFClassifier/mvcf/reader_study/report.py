@@ -119,6 +119,15 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
                          "vs_readers": {m: stats.model_vs_readers(frame, model[["case", "score"]], modality=m,
                                                                   alpha=alpha) for m in modalities}}
 
+    reading_time = {}
+    if "reading_time_s" in frame.columns and frame["reading_time_s"].notna().any():
+        for modality in modalities:
+            seconds = frame.loc[frame["modality"] == modality, "reading_time_s"].dropna().to_numpy(float)
+            if seconds.size:
+                q1, median, q3 = np.percentile(seconds, [25, 50, 75])
+                reading_time[modality] = {"median_s": float(median), "q1_s": float(q1), "q3_s": float(q3),
+                                          "n": int(seconds.size)}
+
     table = []
     for name, section in sections.items():
         readers = section["readers"]
@@ -140,7 +149,7 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
             table.append(row)
     payload = {"title": title, "alpha": alpha, "positive_at": positive_at, "modalities": modalities,
                "unaided": unaided, "aided": aided, "groups": groups, "sections": sections,
-               "operating_points": operating, "model": model_section, "table": table,
+               "operating_points": operating, "model": model_section, "table": table, "reading_time": reading_time,
                "study_id": plan.get("study_id") if plan else None, "disclaimer": RESEARCH_USE_DISCLAIMER}
     out_dir = Path(out_dir)
     with atomic_files(out_dir, list(REPORT_FILES)) as tmp:
@@ -240,6 +249,10 @@ def render_markdown(payload: dict) -> str:
                        f"{_fmt(mv['model_auc'])} = {_fmt(r['diff'], '+.4f')} (95% CI {_ci(r['ci'])}), "
                        f"df {_fmt(r['df'], '.2f')}, p = {_fmt(r['p'], '.4f')}")
         out.append("")
+    if payload.get("reading_time"):
+        out += ["## Reading time", ""]
+        out += [f"- {m}: median {_fmt(t['median_s'], '.0f')} s (IQR {_fmt(t['q1_s'], '.0f')}–{_fmt(t['q3_s'], '.0f')} s), "
+                f"{t['n']} readings" for m, t in payload["reading_time"].items()] + [""]
     out += ["## Per-reader ROC curves", "", "![per-reader ROC curves](roc_readers.png)", ""]
     return "\n".join(out)
 
