@@ -87,13 +87,6 @@ def from_box(ct: CTImage, min_lps: Sequence[float], max_lps: Sequence[float], na
     return VertebraLocation(center_lps=center, extent_mm=hi - lo, name=name, source="box")
 
 
-def from_box_center(ct: CTImage, center_lps: Sequence[float], size_mm: Sequence[float],
-                    name: str = "") -> VertebraLocation:
-    """A location from an LPS box centre and its size along L, P, S (mm), e.g. a Slicer ROI."""
-    c, s = parse_point(center_lps, "box centre"), np.abs(parse_point(size_mm, "box size"))
-    return from_box(ct, c - s / 2, c + s / 2, name=name)
-
-
 def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> VertebraLocation:
     """A location at the centroid (LPS mm) of `label` in `mask`; the extent is the label's LPS bounding box.
 
