@@ -10,7 +10,7 @@ Adding a mode = one subclass of ViewMode here (or anywhere, then `register(MyMod
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -223,6 +223,9 @@ class CubeMode(ViewMode):
         return [(f"axial/{window}", volume[mid[0]]), (f"coronal/{window}", volume[::-1, mid[1], :]),
                 (f"sagittal/{window}", volume[::-1, :, mid[2]])]
 
+
+#: The mode a command uses when none is given (the paper's best: 2.5D, three orthogonal planes).
+DEFAULT = "2.5d-orthogonal"
 
 _REGISTRY: dict[str, ViewMode] = {}
 

@@ -19,7 +19,7 @@ from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
 from mvcf.views import MODEL_WINDOWS
 
 BASELINE = "baseline-logistic"
-DEFAULT_REFERENCE = "2.5d-orthogonal"
+DEFAULT_REFERENCE = view_modes.DEFAULT
 
 
 @dataclass

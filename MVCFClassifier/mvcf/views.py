@@ -11,7 +11,8 @@ coronal    patient right → left  superior → inferior     anterior → poster
 sagittal   anterior → posterior  superior → inferior     left → right (1)
 =========  ====================  ======================  ==========================
 
-Array shapes (C = number of windows, S = size_px, float32):
+Array shapes (C = number of windows, S = size_px, float32); each mode's grids, layout and shape are its
+`mvcf.modes.ViewMode`'s (the registry), so this module holds no mode-specific branch:
 
 - ``2d``: (C, S, S), the axial slice through the centre.
 - ``2.5d-adjacent``: (k*C, S, S), k axial slices `slice_gap_mm` apart, inferior first; channel s*C + c is
@@ -80,7 +81,7 @@ class ViewSpec:
     sampling it more coarsely than it was acquired, so noise does not alias and sites with finer voxels
     look alike; off by default (then the views equal plain linear resampling)."""
 
-    mode: str = "2.5d-orthogonal"
+    mode: str = modes.DEFAULT
     size_px: int = 96
     spacing_mm: float = 1.0
     n_slices: Optional[int] = None

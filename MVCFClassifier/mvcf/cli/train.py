@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder: logs, checkpoints, model bundle")
     from mvcf import modes
 
-    parser.add_argument("--view", default="2.5d-orthogonal", choices=modes.names(), help="view mode")
+    parser.add_argument("--view", default=modes.DEFAULT, choices=modes.names(), help="view mode")
     add_view_arguments(parser)
     add_training_arguments(parser)
     parser.add_argument("--name", default=None, help="model name in the card (default mvcf-<view>)")

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--ct", required=True, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
     add_location_arguments(parser)
-    parser.add_argument("--mode", choices=modes.names(), default="2.5d-orthogonal", help="view mode (default: "
+    parser.add_argument("--mode", choices=modes.names(), default=modes.DEFAULT, help="view mode (default: "
                         "%(default)s)")
     parser.add_argument("--size", type=int, default=96, help="view size in pixels (default: %(default)s)")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic pixel spacing in mm "
