@@ -141,6 +141,8 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
 
 #: Settings a resumed run may change: where it runs, not what it computes.
 _RESUMABLE_CHANGES = ("device", "num_workers")
+#: Network description keys that do not change the weights (checkpoints written before they existed resume).
+_NETWORK_NOTES = ("gradcam_layer",)
 
 
 def _check_same_run(state: dict[str, Any], config: TrainConfig, network: dict[str, Any], path: Path) -> None:
@@ -149,7 +151,7 @@ def _check_same_run(state: dict[str, Any], config: TrainConfig, network: dict[st
     saved = {k: v for k, v in (state.get("config") or {}).items() if k not in _RESUMABLE_CHANGES}
     current = {k: v for k, v in asdict(config).items() if k not in _RESUMABLE_CHANGES}
     changed = changed_settings(saved, current)
-    network_changes = changed_settings(state.get("network", network), network)
+    network_changes = [k for k in changed_settings(state.get("network", network), network) if k not in _NETWORK_NOTES]
     if network_changes:
         changed.append(f"network/view ({', '.join(network_changes)})")
     if changed:
