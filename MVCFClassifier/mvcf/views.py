@@ -91,6 +91,7 @@ class ViewSpec:
 
     def __post_init__(self) -> None:
         view_mode = modes.get(self.mode)
+        object.__setattr__(self, "mode", view_mode.name)   # a ViewMode object given stands for its name
         size = int(self.size_px)
         if size != self.size_px or not 8 <= size <= 1024:
             raise MVCFError(f"view size must be an integer number of pixels in [8, 1024], got {self.size_px!r}")

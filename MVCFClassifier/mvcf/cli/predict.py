@@ -13,6 +13,7 @@ import argparse
 
 from mvcf.errors import MVCFError
 
+
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
     """The vertebra options of `mvcf views` (mvcf.cli.location) plus --locations and a repeatable --label."""
     from mvcf.cli.location import add_location_arguments as add_vertebra_options
