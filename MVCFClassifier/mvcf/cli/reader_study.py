@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mvcf.errors import MVCFError
-from mvcf.progress import JsonLinesReporter, dumps
+from mvcf.progress import dumps
 
 
 def _ints(text: str) -> list[int]:
@@ -94,8 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _emit(reporter: Any, payload: dict, as_json: bool, text: str) -> None:
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(payload)
+    if reporter.result(payload):
+        pass  # a machine reader got the result as an event on stdout
     elif as_json:
         print(dumps(payload))
     else:

@@ -1,7 +1,8 @@
 """The model's output for the aided round, computed once at plan time with the real model.
 
 For every case: probability of malignancy, the call at the bundle's frozen threshold, and (optionally) the
-Grad-CAM heatmap on the view grid, through the core predict / explain API. Cases that share a CT and a
+Grad-CAM heatmap on the view grid, through the core predict / explain API (the heatmap from the very view
+and probability of the prediction). Cases that share a CT and a
 location (the same vertebra listed twice) are computed once.
 """
 from __future__ import annotations
@@ -26,10 +27,10 @@ def compute_model_outputs(records: Sequence[Any], heatmap_dir: Optional[Path], n
     Heatmaps (NIfTI, values 0..1) are written to heatmap_dir/<name>_heatmap.nii.gz under the record's
     opaque `names[i]` when heatmap_dir is given."""
     from mvcf.dataset import locate_record
-    from mvcf.explain import explain
-    from mvcf.predict import load_model, predict_ct
+    from mvcf.explain import heatmap_for
+    from mvcf.inference import load_model, resolve_device
+    from mvcf.predict import predict_ct
     from mvcf.read_ct import read_ct
-    from mvcf.train import resolve_device
 
     from mvcf.reader_study.blinding import write_blinded_ct
 
@@ -49,7 +50,8 @@ def compute_model_outputs(records: Sequence[Any], heatmap_dir: Optional[Path], n
             ct = read_ct(record.ct)
             location = locate_record(ct, record)
             prediction = predict_ct(ct, location, bundle, device)
-            heat = explain(ct, location, bundle, device)[0] if heatmap_dir is not None else None
+            heat = (heatmap_for(bundle, prediction.view, device, probability=prediction.probability_malignant)
+                    if heatmap_dir is not None else None)
             cache[key] = ({"probability": float(prediction.probability_malignant),
                            "prediction": prediction.prediction, "threshold": float(prediction.threshold),
                            "warnings": list(prediction.warnings)}, heat)
