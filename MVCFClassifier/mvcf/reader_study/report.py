@@ -45,6 +45,16 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
+def _p(value: Any) -> str:
+    return "< 0.0001" if isinstance(value, float) and 0 <= value < 1e-4 else _fmt(value, ".4f")
+
+
+def _p_eq(value: Any) -> str:
+    """'= 0.0517' or '< 0.0001', to follow a 'p'."""
+    text = _p(value)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def _ci(ci: Any) -> str:
     return f"{_fmt(ci[0])} to {_fmt(ci[1])}"
 
@@ -203,7 +213,7 @@ def table_rows(payload: dict) -> list[list[str]]:
         rows.append([row["readers"], str(row["n"]), _round_name(row["modality"], payload), f"{_fmt(row['auc'])}{ci}",
                      _fmt(row["sensitivity"]), _fmt(row["specificity"]),
                      f"{_fmt(row['diff'], '+.3f')} ({_ci(row['diff_ci'])})" if "diff" in row else "",
-                     f_df, _fmt(row["p"], ".4f") if "p" in row else ""])
+                     f_df, _p(row["p"]) if "p" in row else ""])
     return rows
 
 
@@ -217,12 +227,22 @@ def _analysis_lines(name: str, analysis: dict, payload: dict) -> list[str]:
                      + f" (mean {_fmt(analysis['mean_auc'][modality])})")
     if "F" in rrrc:
         lines.append(f"- ORH random readers and cases: F = {_fmt(rrrc['F'], '.3f')} on ({rrrc['df1']}, "
-                     f"{_fmt(rrrc['df2'], '.2f')}) df, p = {_fmt(rrrc['p'], '.4f')}; "
+                     f"{_fmt(rrrc['df2'], '.2f')}) df, p {_p_eq(rrrc['p'])}; "
                      f"{payload['aided']} − {payload['unaided']} = {_fmt(rrrc['diff'], '+.4f')} "
                      f"(95% CI {_ci(rrrc['ci'])})")
         frrc = analysis["frrc"]
         lines.append(f"- fixed readers, random cases: χ² = {_fmt(frrc['chisq'], '.3f')} on {frrc['df1']} df, "
-                     f"p = {_fmt(frrc['p'], '.4f')}")
+                     f"p {_p_eq(frrc['p'])}")
+    return lines
+
+
+def _model_lines(payload: dict) -> list[str]:
+    lines = []
+    for modality, mv in payload["model"]["vs_readers"].items():
+        r = mv["rrrc"]
+        lines.append(f"{modality}: mean reader AUC {_fmt(mv['mean_reader_auc'])} − model AUC "
+                     f"{_fmt(mv['model_auc'])} = {_fmt(r['diff'], '+.4f')} (95% CI {_ci(r['ci'])}), "
+                     f"df {_fmt(r['df'], '.2f')}, p {_p_eq(r['p'])}")
     return lines
 
 
@@ -240,15 +260,8 @@ def render_markdown(payload: dict) -> str:
     for name, section in payload["sections"].items():
         out += (_analysis_lines(name, section["analysis"], payload) if "analysis" in section
                 else [f"**{name}** ({', '.join(section['readers'])}): {section['note']}"]) + [""]
-    model = payload.get("model")
-    if model:
-        out += ["## Model vs readers", ""]
-        for modality, mv in model["vs_readers"].items():
-            r = mv["rrrc"]
-            out.append(f"- {modality}: mean reader AUC {_fmt(mv['mean_reader_auc'])} − model AUC "
-                       f"{_fmt(mv['model_auc'])} = {_fmt(r['diff'], '+.4f')} (95% CI {_ci(r['ci'])}), "
-                       f"df {_fmt(r['df'], '.2f')}, p = {_fmt(r['p'], '.4f')}")
-        out.append("")
+    if payload.get("model"):
+        out += ["## Model vs readers", ""] + [f"- {line}" for line in _model_lines(payload)] + [""]
     if payload.get("reading_time"):
         out += ["## Reading time", ""]
         out += [f"- {m}: median {_fmt(t['median_s'], '.0f')} s (IQR {_fmt(t['q1_s'], '.0f')}–{_fmt(t['q3_s'], '.0f')} s), "
@@ -274,5 +287,7 @@ def render_html(payload: dict) -> str:
             f"<h1>{esc(payload['title'])}</h1><p class='note'>{esc(payload['disclaimer'])}</p>"
             f"<h2>Summary table</h2><table><tr>{head}</tr>{body}</table>"
             "<h2>Analyses</h2>" + "".join(sections) +
+            ("<h2>Model vs readers</h2><p>" + "<br>".join(esc(l) for l in _model_lines(payload)) + "</p>"
+             if payload.get("model") else "") +
             "<h2>Per-reader ROC curves</h2><img src='roc_readers.png' alt='per-reader ROC curves' style='max-width:100%'>"
             "</body></html>")
