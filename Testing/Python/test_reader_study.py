@@ -2,6 +2,7 @@
 on the CLI (one line, exit 2, nothing overwritten), collect's refusals, and the Roe–Metz power simulation."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -65,6 +66,9 @@ def test_the_plan_is_seeded_fully_crossed_and_keeps_the_key_apart(unaided_study,
         secrets = {c[k] for c in key["cases"].values() for k in ("case_id", "patient_id", "institution")}
         secrets |= {Path(c["ct"]).name for c in key["cases"].values()}
         assert find_leaks(package.folder, sorted(secrets)) == []
+        for ct in (package.folder / "cases").iterdir():  # the NIfTI header (348 bytes + extensions) too
+            header = gzip.decompress(ct.read_bytes())[:4096].lower()
+            assert not [s for s in secrets if s.lower().encode() in header], ct.name
     assert orders[0] != orders[1]
     make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=5), tmp_path / "again")
     again = [json.loads((tmp_path / "again" / "packages" / r / "package.json").read_text())["rounds"][0]["cases"]
