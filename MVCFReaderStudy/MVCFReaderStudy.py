@@ -23,7 +23,7 @@ class MVCFReaderStudy(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "MVCF Reader Study"
         self.parent.categories = ["Spine"]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["MVCFClassifier"]  # the core (mvcf) and MVCFClassifierLib come with it
         self.parent.contributors = ["MVCF developers"]
         self.parent.helpText = (
             "Read the cases of your reader-study package one by one, in the planned order, blinded to case "
