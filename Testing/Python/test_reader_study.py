@@ -228,3 +228,21 @@ def test_cropped_packages_of_a_real_ct_keep_the_vertebra_where_it_was(tmp_path):
         extent = (np.array(cropped.size_ijk) - 1) * cropped.spacing  # first to last voxel centre
         assert np.all(extent <= 100 + 2 * cropped.spacing + 1e-6)
     assert find_leaks(package.folder, ["SAMPLE-L1", "example_ct", "totalseg", "Totalseg Example"]) == []
+
+
+def test_a_study_rated_on_both_scales_collects_the_confidence_as_rating(tmp_path):
+    from mvcf.reader_study.collect import collect_readings
+    from mvcf.reader_study.scale import Scale
+
+    manifest = reader_study_manifest(tmp_path, n_per_site=2)
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], scale=Scale("both")), tmp_path / "plan")
+    for reader in ("r1", "r2"):
+        store = RatingsStore(open_package(tmp_path / "plan" / "packages" / reader, reader))
+        with pytest.raises(MVCFError, match=r"a probability \(0-100\) is required"):
+            store.submit(store.next_case().case, confidence=3)
+        while (step := store.next_case()) is not None:
+            store.submit(step.case, confidence=step.position % 5 + 1, probability=12.5 * step.position)
+    readings, model, summary = collect_readings(tmp_path / "plan")
+    assert model is None and summary["ratings"] == 8
+    assert (readings["rating"] == readings["confidence"]).all()
+    assert set(readings["probability"]) <= {12.5, 25.0, 37.5, 50.0}
