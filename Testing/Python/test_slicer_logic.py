@@ -244,7 +244,7 @@ def test_full_prediction_on_the_sample_ct(scene, sample, tmp_path, bundle_dir):
 
 
 def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, sample, tmp_path):
-    """The QC views (built here with the bundle's view spec) and a heatmap file from the child land in the
+    """The QC views (built here with the bundle's view spec) and the heatmap file the child wrote land in the
     scene with the geometry of the grid they were sampled on, so they overlay the CT."""
     import SimpleITK as sitk
 
@@ -272,14 +272,13 @@ def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, samp
     grid = expected.grids[0]
     heat = grid.to_ctimage(np.random.default_rng(0).random(grid.size[::-1]).astype(np.float32))
     sitk.WriteImage(heat.to_sitk(), str(run.workdir / "heatmap_0.nii.gz"))
-    (heat_node,) = run._load_images(scene, "heatmap_0.nii.gz", "L1 heatmap", heatmap=True)
+    heat_node = run._load_heatmap(scene, Path("heatmap_0.nii.gz"), "L1 heatmap")
     display = heat_node.GetDisplayNode()
     assert not display.GetAutoWindowLevel() and (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0, 1)
     loaded = volumes.ct_image_from_volume_node(heat_node)
     np.testing.assert_allclose(loaded.voxels, heat.voxels)
     np.testing.assert_allclose(loaded.origin, heat.origin, atol=1e-4)
     np.testing.assert_allclose(loaded.direction, heat.direction, atol=1e-6)
-    assert run._load_images(scene, {"path": "missing.nii.gz"}, "none") == []
     run.cleanup()
     assert not run.workdir.exists()
 

@@ -90,18 +90,24 @@ def test_every_node_selector_gets_the_scene():
     assert selectors and selectors <= connected, sorted(selectors - connected)
 
 
-def test_choices_match_the_core():
-    from mvcf.cli.train import VIEW_MODES
-    from mvcf.models.networks import ARCHITECTURES
+def test_choices_come_from_the_core():
+    """No Slicer file keeps its own list of view modes, network sizes or devices: the panels read them from
+    the core (MVCFClassifierLib.choices), so a mode added there appears in both modules."""
+    from mvcf.models.architectures import ARCHITECTURES
+    from mvcf.views import MODES
 
-    from MVCFTrainingLib import runner
+    from MVCFClassifierLib import choices
 
-    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
-    constants = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                 for t in n.targets if isinstance(t, ast.Name) and t.id.endswith("_CHOICES")}
-    assert tuple(constants["VIEW_MODE_CHOICES"]) == tuple(VIEW_MODES) == runner.VIEW_MODES
-    assert set(constants["ARCH_CHOICES"]) == set(ARCHITECTURES)
-    assert tuple(constants["DEVICE_CHOICES"]) == runner.DEVICES
+    assert choices.view_modes() == tuple(MODES) and choices.architectures() == tuple(ARCHITECTURES)
+    files = [MODULE_PY, REPO / "MVCFClassifier" / "MVCFClassifier.py",
+             *(REPO / "MVCFClassifier" / "MVCFClassifierLib").glob("*.py"), *(MODULE / "MVCFTrainingLib").glob("*.py")]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+                items = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                assert not ({"2d", "3d"} <= items or {"resnet10", "resnet18"} <= items), \
+                    f"{path.relative_to(REPO)}:{node.lineno} lists view modes or networks itself"
+    assert "Choice(list(view_modes()))" in MODULE_PY.read_text(encoding="utf-8")
 
 
 def _cmake_list(text: str, variable: str) -> list[str]:
