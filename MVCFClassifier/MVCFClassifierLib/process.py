@@ -52,10 +52,10 @@ def mvcf_command(args: Sequence[str], python_executable: Optional[str] = None) -
     return [python_executable or slicer_python(), "-m", "mvcf", "--progress", "jsonl", *map(str, args)]
 
 
-def popen_options(os_name: str = os.name) -> dict:
+def popen_options(os_name: Optional[str] = None) -> dict:
     """How the child is started so that Cancel can stop its whole tree: its own process group (POSIX: a
     new session), and on Windows no console window."""
-    if os_name == "nt":
+    if (os_name or os.name) == "nt":
         return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
     return {"start_new_session": True}
 
