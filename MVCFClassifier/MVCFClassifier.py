@@ -7,7 +7,6 @@ import logging
 import pathlib
 from typing import Annotated, Optional
 
-import qt
 import vtk
 
 import slicer
@@ -30,6 +29,7 @@ from slicer import (
 )
 
 from MVCFClassifierLib.choices import DEVICES
+from MVCFClassifierLib.panel import ParameterNodePanel
 from MVCFClassifierLib.logic import (DISCLAIMER, LOCATION_SOURCES, PredictionLogic, apply_state, chosen_model_dir,
                                      segment_ids_from_text, skipped_summary)
 
@@ -72,32 +72,24 @@ class MVCFClassifierParameterNode:
     outputTable: vtkMRMLTableNode
 
 
-class MVCFClassifierWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """GUI only: parameter node <-> widgets, Apply/Cancel, progress. The work is in the logic."""
+class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI only: parameter node <-> widgets, Apply/Cancel, progress. The work and the decisions are in the
+    logic (MVCFClassifierLib.logic)."""
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
         self._run = None
         self._timer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MVCFClassifier.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.loadPanel("UI/MVCFClassifier.ui")
         self.logic = MVCFClassifierLogic()
 
-        self._timer = qt.QTimer()
-        self._timer.setInterval(200)
-        self._timer.connect("timeout()", self.onTimer)
+        self._timer = self.pollTimer(self.onTimer)
 
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.inputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)",
                                                   self.ui.segmentsSelector.setCurrentNode)
@@ -113,24 +105,11 @@ class MVCFClassifierWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run.cancel()
         self.removeObservers()
 
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-
     def onSceneStartClose(self, caller, event) -> None:
         if self._run is not None:
             self._run.cancel()
             self._endRun("Cancelled: the scene was closed.")
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
+        ParameterNodePanel.onSceneStartClose(self, caller, event)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -139,17 +118,7 @@ class MVCFClassifierWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if first:
                 self._parameterNode.inputVolume = first
 
-    def setParameterNode(self, inputParameterNode: Optional[MVCFClassifierParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
-            self._onParameterNodeModified()
-
-    def _onParameterNodeModified(self, caller=None, event=None) -> None:
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
         p = self._parameterNode
         if p is None:
             return
@@ -245,7 +214,7 @@ class MVCFClassifierWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.text = _("Apply")
         self.ui.progressBar.visible = False
         self.ui.statusLabel.text = message
-        self._onParameterNodeModified()
+        self.onParameterNodeModified()
 
 
 class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):

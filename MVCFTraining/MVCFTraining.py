@@ -9,7 +9,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import qt
 import slicer
@@ -21,6 +21,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from MVCFClassifierLib.choices import DEVICES, architectures, view_modes
+from MVCFClassifierLib.panel import ParameterNodePanel
 from MVCFTrainingLib.logic import TrainingLogic, path_text
 
 POLL_INTERVAL_MS = 200
@@ -70,28 +71,20 @@ class MVCFTrainingParameterNode:
     readerAnalysisTable: vtkMRMLTableNode
 
 
-class MVCFTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MVCFTrainingWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI only: the buttons start, cancel and show what MVCFTrainingLib.logic decides."""
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
         self._timer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MVCFTraining.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.loadPanel("UI/MVCFTraining.ui")
         self.logic = MVCFTrainingLogic()
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.connect("timeout()", self.onPollTimer)
-
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._timer = self.pollTimer(self.onPollTimer, POLL_INTERVAL_MS)
 
         self.ui.checkManifestButton.connect("clicked(bool)", self.onCheckManifest)
         self.ui.buildCohortButton.connect("clicked(bool)", self.onBuildCohort)
@@ -112,36 +105,10 @@ class MVCFTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.stop()
         self.removeObservers()
 
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
-    def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-
-    def onSceneStartClose(self, caller, event) -> None:
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
 
-    def setParameterNode(self, inputParameterNode: Optional[MVCFTrainingParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
-            self._updateButtons()
-
-    def _updateButtons(self, caller=None, event=None) -> None:
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
         states = self.logic.buttonStates(self._parameterNode)
         for kind, button in (("train", self.ui.trainButton), ("study", self.ui.studyButton),
                              ("mrmc", self.ui.readerStudyButton)):
@@ -211,7 +178,7 @@ class MVCFTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.setValue(0)
             self.ui.statusLabel.text = "Starting (loading PyTorch in the background)..."
             self._timer.start()
-            self._updateButtons()
+            self.onParameterNodeModified()
 
     def onProgress(self, done: int, total: int, message: str, eta) -> None:
         from MVCFTrainingLib.runner import describe_progress
@@ -238,7 +205,7 @@ class MVCFTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = self.logic.endMessage()
             if outcome.status == "failed":
                 slicer.util.errorDisplay(f"{self.logic.kind} failed: {outcome.error}")
-        self._updateButtons()
+        self.onParameterNodeModified()
 
     # Results
     def onSaveBundle(self) -> None:
