@@ -18,7 +18,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 #: Windows: the child gets no console window (Slicer's own launchConsoleProcess hides it the same way).
 CREATE_NO_WINDOW = 0x08000000
@@ -92,15 +92,18 @@ class ChildRun:
         a grace period; taskkill /T on Windows).
       - `wait(on_event, timeout)` blocks until the child has ended, handing each event to `on_event`.
       - `returncode` (None while running), `finished()`, `result` (the payload of its "result" event),
-        `error` (its "error" event), `stderr_tail`, `cancelled`, and `outcome()` once finished.
+        `error` (its "error" event), `stderr_tail`, `cancelled`, `started_at`, and `outcome()` once finished.
+      - With `requests=True` the child's stdin is a pipe and `send(request)` writes one JSON line to it (a
+        long-lived worker reading requests); otherwise its stdin is empty.
     Extra environment variables in `env` are added to this process's environment; the checkout's `mvcf`
     is put first on the child's PYTHONPATH.
     """
 
     def __init__(self, command: Optional[Sequence[str]] = None, env: Optional[dict] = None,
-                 cwd: Optional[str] = None, python_executable: Optional[str] = None) -> None:
+                 cwd: Optional[str] = None, python_executable: Optional[str] = None, requests: bool = False) -> None:
         self.command = list(command) if command is not None else []
         self.python_executable = python_executable
+        self.requests = requests
         self._env = {**os.environ, **(env or {})}
         self._env["PYTHONPATH"] = os.pathsep.join(p for p in (core_path(), self._env.get("PYTHONPATH", "")) if p)
         self._env.setdefault("PYTHONUNBUFFERED", "1")
@@ -122,15 +125,23 @@ class ChildRun:
             raise ValueError("nothing to run: pass the mvcf arguments to start() or a command to ChildRun()")
         if self._proc is not None:
             raise RuntimeError("this child has already been started")
-        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      stdin=subprocess.DEVNULL, env=self._env, cwd=self._cwd, text=True,
-                                      encoding="utf-8", errors="replace", bufsize=1, **popen_options())
+        stdin = subprocess.PIPE if self.requests else subprocess.DEVNULL
+        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin,
+                                      env=self._env, cwd=self._cwd, text=True, encoding="utf-8", errors="replace",
+                                      bufsize=1, **popen_options())
         self.started_at = time.monotonic()
         self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
                          threading.Thread(target=self._read_stderr, daemon=True)]
         for thread in self._threads:
             thread.start()
         return self
+
+    def send(self, request: Union[dict, str]) -> None:
+        """Write one request line to the child's stdin (a dict as JSON); needs `requests=True`."""
+        if self._proc is None or self._proc.stdin is None:
+            raise RuntimeError("this child takes no requests: create it with requests=True and start() it")
+        self._proc.stdin.write((request if isinstance(request, str) else json.dumps(request)) + "\n")
+        self._proc.stdin.flush()
 
     def _read_stdout(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

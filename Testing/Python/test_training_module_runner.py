@@ -189,3 +189,23 @@ def test_batch_script_command_lines(capsys):
                  "--modes", "2d,3d"], "study") == 0
     study = capsys.readouterr().out.split()
     assert study[5] == "study" and "--view" not in study and study[-2:] == ["--modes", "2d,3d"]
+
+
+def test_a_child_that_reads_requests(tmp_path):
+    """`requests=True`: the child's stdin is a pipe and send() writes one JSON line (a long-lived worker);
+    without it stdin is empty and send() says so."""
+    script = tmp_path / "echo.py"
+    script.write_text("import json, sys\nfor line in sys.stdin:\n"
+                      "    print(json.dumps({'event': 'result', 'echo': json.loads(line)['n']}), flush=True)\n")
+    run = ChildRun([sys.executable, str(script)], requests=True).start()
+    run.send({"n": 7})
+    deadline = time.monotonic() + 30
+    while run.result is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.result == {"echo": 7}
+    run.cancel(grace_s=1)
+    assert run.outcome().status == "cancelled"
+    quiet = ChildRun([sys.executable, "-c", "import sys; sys.stdin.read()"]).start()
+    with pytest.raises(RuntimeError, match="requests=True"):
+        quiet.send({"n": 1})
+    assert quiet.wait(timeout=30) == 0
