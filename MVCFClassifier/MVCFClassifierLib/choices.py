@@ -1,15 +1,15 @@
-"""The option lists the Slicer panels offer (view modes, network sizes, devices), each read from the core so
-that a mode or a network added there appears in both modules without an edit here. torch-free."""
+"""The option lists the Slicer panels offer (view modes, network presets, devices), each read from the core
+so that a mode or a network registered there appears in both modules without an edit here. torch-free."""
 from __future__ import annotations
 
-DEVICES = ("auto", "cpu", "cuda")
+from mvcf.inference import DEVICES  # noqa: F401  (re-exported: the devices the core accepts)
 
 
 def view_modes() -> tuple[str, ...]:
-    """The registered view modes, in the core's order."""
-    from mvcf.views import MODES
+    """The registered view modes, in the registry's order (mvcf.modes)."""
+    from mvcf import modes
 
-    return tuple(MODES)
+    return tuple(modes.names())
 
 
 def architectures() -> tuple[str, ...]:

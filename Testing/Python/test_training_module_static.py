@@ -93,12 +93,14 @@ def test_every_node_selector_gets_the_scene():
 def test_choices_come_from_the_core():
     """No Slicer file keeps its own list of view modes, network sizes or devices: the panels read them from
     the core (MVCFClassifierLib.choices), so a mode added there appears in both modules."""
+    from mvcf import modes
+    from mvcf.inference import DEVICES
     from mvcf.models.architectures import ARCHITECTURES
-    from mvcf.views import MODES
 
     from MVCFClassifierLib import choices
 
-    assert choices.view_modes() == tuple(MODES) and choices.architectures() == tuple(ARCHITECTURES)
+    assert choices.view_modes() == modes.names() and choices.architectures() == tuple(ARCHITECTURES)
+    assert choices.DEVICES == DEVICES
     files = [MODULE_PY, REPO / "MVCFClassifier" / "MVCFClassifier.py",
              *(REPO / "MVCFClassifier" / "MVCFClassifierLib").glob("*.py"), *(MODULE / "MVCFTrainingLib").glob("*.py")]
     for path in files:
@@ -163,3 +165,21 @@ def test_icon_is_a_real_128_px_png():
         assert icon.format == "PNG" and icon.size == (128, 128)
         colors = icon.convert("RGB").getcolors(maxcolors=1 << 16)
         assert colors is None or len(colors) > 16  # drawn, not a flat placeholder
+
+
+def test_a_mode_registered_in_the_core_is_offered_by_the_panels():
+    from mvcf import modes
+
+    from MVCFClassifierLib import choices
+    from MVCFTrainingLib.runner import RunSettings
+
+    class Throwaway(type(modes.get("2d"))):
+        name = "test-panel-mode"
+
+    modes.register(Throwaway())
+    try:
+        assert "test-panel-mode" in choices.view_modes()
+        assert RunSettings(view="test-panel-mode").arguments()[:2] == ["--view", "test-panel-mode"]
+    finally:
+        modes.unregister("test-panel-mode")
+    assert "test-panel-mode" not in choices.view_modes()
