@@ -62,13 +62,13 @@ class Target:
     mask_path: Optional[Path] = None
     skipped: str = ""
 
-    def query(self, heatmap: Optional[Path] = None) -> VertebraQuery:
+    def query(self, heatmap: Optional[Path] = None, views: Optional[Path] = None) -> VertebraQuery:
         """This vertebra as an entry of the child's locations file: its segment's mask (label 1) or its
-        centre in LPS mm."""
+        centre in LPS mm, and where the child writes its heatmap and its model-input volumes."""
         if self.mask_path is not None:
-            return VertebraQuery(name=self.name, mask=self.mask_path, label=1, heatmap=heatmap)
+            return VertebraQuery(name=self.name, mask=self.mask_path, label=1, heatmap=heatmap, views=views)
         return VertebraQuery(name=self.name, point=tuple(float(v) for v in self.location.center_lps),
-                             unit="lps", heatmap=heatmap)
+                             unit="lps", heatmap=heatmap, views=views)
 
 
 @dataclass
@@ -235,8 +235,6 @@ class PredictionRun:
         self.message = "starting"
         self._child: Optional[ChildRun] = None
         self._child_fraction = 0.0
-        self.ct_image = None  # set by PredictionLogic.start: the CT as the core sees it (for the QC views)
-        self.view_spec: Optional[dict] = None
 
     @property
     def finished(self) -> bool:
@@ -248,8 +246,10 @@ class PredictionRun:
         return 1.0 if not self.targets or self.rows else min(1.0, self._child_fraction)
 
     def write_locations(self) -> Path:
-        """The child's locations file: every target not skipped, and where its heatmap goes when wanted."""
-        queries = [target.query(self.workdir / f"heatmap_{index}.nii.gz" if self.want_heatmap else None)
+        """The child's locations file: every target not skipped, and where its heatmap and model-input
+        volumes go when wanted."""
+        queries = [target.query(self.workdir / f"heatmap_{index}.nii.gz" if self.want_heatmap else None,
+                                self.workdir / f"views_{index}" if self.want_views else None)
                    for index, target in enumerate(self.active)]
         return write_locations(self.workdir / self.LOCATIONS_FILE, queries)
 
@@ -343,8 +343,10 @@ class PredictionRun:
             for target, result in zip(self.targets, self.results):
                 if result is None:
                     continue
-                if self.want_views:
-                    volume_nodes += self._view_nodes(scene, target, result)
+                for path in (result.get("views") or []) if self.want_views else []:
+                    grid_and_window = Path(str(path)).name.split(".")[0].replace("_", " ", 1)
+                    volume_nodes.append(self._load_volume(scene, Path(str(path)),
+                                                          f"{target.name} model input {grid_and_window}"))
                 if self.want_heatmap and result.get("heatmap"):
                     volume_nodes.append(self._load_heatmap(scene, Path(str(result["heatmap"])),
                                                            f"{target.name} heatmap"))
@@ -360,31 +362,21 @@ class PredictionRun:
         return PredictionOutputs(table_node=table, rows=self.rows, volume_nodes=volume_nodes,
                                  results=self.results)
 
-    def _view_nodes(self, scene, target: Target, result: dict) -> list:
-        """The model's input around this vertebra as volume nodes (one per sampled grid and window), built
-        here with the bundle's view spec at the centre the model used, so it overlays the CT."""
-        from mvcf.views import ViewSpec, build_views
-
-        if self.ct_image is None or self.view_spec is None:
-            return []
-        view = build_views(self.ct_image, np.asarray(result["center_lps"], float), ViewSpec.from_dict(self.view_spec))
-        nodes = []
-        for grid, window, values in view.grid_volumes():
-            image = grid.to_ctimage(values.reshape(grid.size[::-1]).astype(np.float32))
-            nodes.append(volumes.volume_node_from_ct_image(
-                scene, image, f"{target.name} model input {grid.name} {window}", reference_node=self.ct_node))
-        return nodes
-
-    def _load_heatmap(self, scene, path: Path, name: str):
-        """The Grad-CAM file the child wrote, as a volume node on its view grid with a fixed 0-1 colour range
-        (so heatmaps of several vertebrae compare)."""
+    def _load_volume(self, scene, path: Path, name: str):
+        """An image file the child wrote, as a volume node placed beside the CT (it keeps the file's
+        geometry, so it overlays the CT)."""
         import SimpleITK as sitk
 
         from mvcf.ctimage import CTImage
 
         path = path if path.is_absolute() else self.workdir / path
         image = CTImage.from_sitk(sitk.ReadImage(str(path)), source=str(path))
-        node = volumes.volume_node_from_ct_image(scene, image, name, reference_node=self.ct_node)
+        return volumes.volume_node_from_ct_image(scene, image, name, reference_node=self.ct_node)
+
+    def _load_heatmap(self, scene, path: Path, name: str):
+        """The Grad-CAM file the child wrote, as a volume node on its view grid with a fixed 0-1 colour range
+        (so heatmaps of several vertebrae compare)."""
+        node = self._load_volume(scene, path, name)
         display = node.GetDisplayNode()
         if display is not None:
             display.SetAutoWindowLevel(False)
@@ -533,12 +525,6 @@ class PredictionLogic:
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        run.ct_image = ct
-        if views:
-            try:
-                run.view_spec = dict(model_card(model_dir)["view_spec"])
-            except MVCFError:
-                run.view_spec = None  # the child reports the bad bundle for every vertebra
         return run
 
     def apply(self, ct_node, source: str, points=None, roi=None, segmentation=None,
