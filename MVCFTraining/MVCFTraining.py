@@ -7,7 +7,6 @@ live. torch/MONAI are never imported here.
 """
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -301,10 +300,8 @@ class MVCFTrainingTest(ScriptedLoadableModuleTest):
         p.manifestPath, p.outputFolder = folder / "manifest.csv", folder / "run"
         p.viewMode, p.architecture, p.epochs, p.viewSize, p.externalInstitution = "2d", "resnet10-tiny", 1, 32, "B"
         self.assertIsNotNone(logic.startTraining(slicer.mrmlScene, p))
-        while logic.poll():
-            slicer.app.processEvents()
-            time.sleep(0.1)
-        self.assertEqual(logic.lastOutcome.status, "succeeded", logic.lastOutcome.error)
+        outcome = logic.wait(timeout=600)
+        self.assertEqual(outcome.status, "succeeded", outcome.error)
         logic.showResults(slicer.mrmlScene, p, "train")
         self.assertGreater(p.metricsTable.GetNumberOfRows(), 0)
         self.delayDisplay("Test passed")
