@@ -7,15 +7,17 @@ MVCFReaderStudyLib.session.ReadingSession, which reads the package and saves eve
 """
 import logging
 from pathlib import Path
-from typing import Optional
 
-import qt
 import slicer
-import vtk
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
+
+from MVCFClassifierLib.panel import ParameterNodePanel
+from MVCFReaderStudyLib.session import center_slice_views, panel_state
+
+HEATMAP_COLORS = "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
 
 
 class MVCFReaderStudy(ScriptedLoadableModule):
@@ -43,29 +45,24 @@ class MVCFReaderStudyParameterNode:
     readerName: str = ""
 
 
-class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MVCFReaderStudyWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI only: the buttons call the logic; what is shown and live comes from MVCFReaderStudyLib.panel_state."""
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MVCFReaderStudy.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.loadPanel("UI/MVCFReaderStudy.ui")
         self.logic = MVCFReaderStudyLogic()
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.ui.openButton.connect("clicked(bool)", self.onOpen)
         self.ui.submitButton.connect("clicked(bool)", self.onSubmit)
         self.ui.pauseButton.connect("clicked(bool)", self.onPause)
         self.ui.reviseButton.connect("clicked(bool)", self.onRevise)
         self.ui.disclaimerLabel.text = self.logic.disclaimer()
-        self.setParameterNode(self.logic.getParameterNode())
-        self._showState()
+        self.initializeParameterNode()
 
     def cleanup(self) -> None:
         if self.logic is not None:
@@ -73,15 +70,14 @@ class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.logic.pause()
-        self._showState()
+        self.logic.pause()  # the case on screen stays unrated; every submitted rating is already on disk
+        ParameterNodePanel.onSceneStartClose(self, caller, event)
 
-    def setParameterNode(self, inputParameterNode: Optional[MVCFReaderStudyParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        self._showState()
 
     def onOpen(self) -> None:
         with slicer.util.tryWithErrorDisplay("The package could not be opened.", waitCursor=True):
@@ -89,27 +85,28 @@ class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.open(str(p.packageFolder or ""), p.readerName)
             self._showNext()
 
+    def _answer(self):
+        scale = self.logic.scale()
+        return (self.ui.confidenceSpinBox.value if scale.asks_confidence else None,
+                self.ui.probabilitySpinBox.value if scale.asks_probability else None,
+                self.ui.noteTextEdit.toPlainText())
+
     def onSubmit(self) -> None:
         with slicer.util.tryWithErrorDisplay("The rating was not saved.", waitCursor=True):
-            scale = self.logic.scale()
-            self.logic.submit(self.ui.confidenceSpinBox.value if scale.asks_confidence else None,
-                              self.ui.probabilitySpinBox.value if scale.asks_probability else None,
-                              self.ui.noteTextEdit.toPlainText())
+            self.logic.submit(*self._answer())
             self.ui.noteTextEdit.clear()
             self._showNext()
 
     def onRevise(self) -> None:
         with slicer.util.tryWithErrorDisplay("The previous rating was not changed.", waitCursor=True):
-            scale = self.logic.scale()
-            reading = self.logic.reviseLast(self.ui.confidenceSpinBox.value if scale.asks_confidence else None,
-                                            self.ui.probabilitySpinBox.value if scale.asks_probability else None,
-                                            self.ui.noteTextEdit.toPlainText())
+            reading = self.logic.reviseLast(*self._answer())
+            self._showState()
             self.ui.statusLabel.text = f"Changed the rating of case {reading['position']} of this round."
 
     def onPause(self) -> None:
         self.logic.pause()
-        self.ui.statusLabel.text = "Paused: this case was not rated. Open the package again to resume."
         self._showState()
+        self.ui.statusLabel.text = "Paused: this case was not rated. Open the package again to resume."
 
     def _showNext(self) -> None:
         shown = self.logic.showNext()
@@ -117,25 +114,24 @@ class MVCFReaderStudyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=shown.ct_node, foreground=shown.heatmap_node,
                                              foregroundOpacity=0.35 if shown.heatmap_node else 0.0, fit=True)
             if shown.heatmap_node is not None and shown.heatmap_node.GetDisplayNode() is not None:
-                shown.heatmap_node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
-            from MVCFReaderStudyLib.session import center_slice_views
-
+                shown.heatmap_node.GetDisplayNode().SetAndObserveColorNodeID(HEATMAP_COLORS)
             center_slice_views(slicer.mrmlScene, shown.center_ras)
         self._showState()
 
     def _showState(self) -> None:
-        session = self.logic.session
-        shown = session.shown if session else None
-        scale = self.logic.scale() if session else None
-        self.ui.ratingCollapsibleButton.enabled = shown is not None
-        self.ui.confidenceSpinBox.enabled = bool(scale and scale.asks_confidence)
-        self.ui.probabilitySpinBox.enabled = bool(scale and scale.asks_probability)
-        self.ui.progressLabel.text = shown.progress_text if shown else ""
-        self.ui.reviseButton.visible = bool(session and session.package.allow_revision)
-        self.ui.reviseButton.enabled = bool(session and session.can_revise)
-        self.ui.modelCollapsibleButton.visible = bool(shown and shown.model is not None)
-        self.ui.modelLabel.text = shown.model_text if shown else ""
-        self.ui.statusLabel.text = session.status_text() if session else "Open your package to start reading."
+        p = self._parameterNode
+        state = panel_state(self.logic.session if self.logic else None, str(p.packageFolder or "") if p else "",
+                            p.readerName if p else "")
+        self.ui.openButton.enabled = state.open_enabled
+        self.ui.ratingCollapsibleButton.enabled = state.rating_enabled
+        self.ui.confidenceSpinBox.enabled = state.confidence_enabled
+        self.ui.probabilitySpinBox.enabled = state.probability_enabled
+        self.ui.progressLabel.text = state.progress_text
+        self.ui.modelCollapsibleButton.visible = state.model_visible
+        self.ui.modelLabel.text = state.model_text
+        self.ui.reviseButton.visible = state.revise_visible
+        self.ui.reviseButton.enabled = state.revise_enabled
+        self.ui.statusLabel.text = state.status_text
 
 
 class MVCFReaderStudyLogic(ScriptedLoadableModuleLogic):

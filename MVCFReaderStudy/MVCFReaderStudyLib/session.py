@@ -143,6 +143,36 @@ class ReadingSession:
         self.shown = None
 
 
+@dataclass(frozen=True)
+class PanelState:
+    """What the reading panel shows and which controls are live; decided here (Qt-free), copied by the widget."""
+
+    open_enabled: bool
+    rating_enabled: bool
+    confidence_enabled: bool
+    probability_enabled: bool
+    progress_text: str
+    model_visible: bool
+    model_text: str
+    revise_visible: bool
+    revise_enabled: bool
+    status_text: str
+
+
+def panel_state(session: Optional[ReadingSession], package_folder: str = "", reader: str = "") -> PanelState:
+    """The panel for `session` (None before a package is open); `package_folder`/`reader` are the fields."""
+    can_open = bool(str(package_folder) not in ("", ".") and str(reader).strip())
+    if session is None:
+        return PanelState(can_open, False, False, False, "", False, "", False, False,
+                          "Open your package to start reading." if can_open
+                          else "Choose your package folder and type your reader name.")
+    shown, scale = session.shown, session.package.scale
+    return PanelState(can_open, shown is not None, shown is not None and scale.asks_confidence,
+                      shown is not None and scale.asks_probability, shown.progress_text if shown else "",
+                      bool(shown and shown.model is not None), shown.model_text if shown else "",
+                      session.package.allow_revision, session.can_revise, session.status_text())
+
+
 def read_heatmap(path):
     """The model's heatmap (values 0..1 on the view grid) as a CTImage; not a CT, so no HU checks."""
     import SimpleITK as sitk

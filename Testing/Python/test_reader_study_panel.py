@@ -20,7 +20,7 @@ from reader_study_cases import reader_study_manifest, sample_ct_manifest, van_dy
 
 from mvcf.errors import MVCFError  # noqa: E402
 from mvcf.reader_study.plan import PlanSettings, make_plan  # noqa: E402
-from MVCFReaderStudyLib.session import CT_NODE_NAME, HEATMAP_NODE_NAME, ReadingSession  # noqa: E402
+from MVCFReaderStudyLib.session import CT_NODE_NAME, HEATMAP_NODE_NAME, ReadingSession, panel_state  # noqa: E402
 
 
 def mvcf_cli(*args: str) -> subprocess.CompletedProcess:
@@ -165,6 +165,29 @@ def test_the_aided_round_shows_the_model_output_and_the_unaided_does_not(study, 
     heat = slicer.util.arrayFromVolume(shown.heatmap_node)
     assert scene.GetFirstNodeByName(HEATMAP_NODE_NAME) is shown.heatmap_node
     assert heat.max() == pytest.approx(1.0) and heat.min() >= 0.0
+
+
+def test_the_panel_state_follows_the_session(study, tmp_path):
+    plan = fresh_copy(study, tmp_path)
+    assert not panel_state(None, ".", "ben").open_enabled  # the parameter node's unset Path is "."
+    assert not panel_state(None, str(plan), " ").open_enabled
+    closed = panel_state(None, str(plan / "packages" / "ben"), "ben")
+    assert closed.open_enabled and not closed.rating_enabled and "Open your package" in closed.status_text
+    session = ReadingSession(slicer.vtkMRMLScene(), plan / "packages" / "ben", "ben", clock=ticking_clock())
+    session.show_next()
+    state = panel_state(session, str(plan / "packages" / "ben"), "ben")
+    assert state.rating_enabled and state.confidence_enabled and not state.probability_enabled
+    assert state.progress_text == "unaided round: case 1 of 8" and not state.model_visible
+    assert not state.revise_visible, "this plan does not allow revision"
+    session.pause()
+    assert not panel_state(session, str(plan), "ben").rating_enabled
+    for _ in range(8):
+        session.show_next()
+        session.submit(confidence=3)
+    session.show_next()
+    aided = panel_state(session, str(plan), "ben")
+    assert aided.model_visible and aided.model_text.startswith("Model: probability of malignancy")
+    assert aided.status_text == "8 of 16 readings done; next: aided round, case 1 of 8"
 
 
 def test_wrong_reader_washout_and_out_of_range_ratings_are_refused(study, tmp_path):
