@@ -36,6 +36,9 @@ SLAB_HALF_MM = 1.5
 MIN_BODY_HEIGHT_MM = 3.0
 MIN_BODY_DEPTH_MM = 10.0
 SPIKE_MM = 2.5
+#: A posterior step (see _posterior_step) marks a fragment or bulge behind the wall, not the wall itself.
+STEP_SHARE = 0.25
+FRAGMENT_MIN_MM = 2.0
 POSITIONS = ("anterior", "middle", "posterior")
 _FRACTIONS = (0.10, 0.50, 0.90)
 _WINDOW = 0.10
@@ -167,7 +170,8 @@ def _body_run(occ: np.ndarray, spacing: np.ndarray) -> Optional[tuple[np.ndarray
     """Height profile (mm) along j on the mid-sagittal slab, and the body's run [j0, j1) in front of the
     canal (the first gap of the profile behind the anterior edge). The run's ends are those of the slab's
     body opened by SPIKE_MM (eroded, then the erosion added back to the ends), so a thin spur, an osteophyte
-    or a retropulsed fragment does not count as body depth."""
+    or a retropulsed fragment does not count as body depth; a step down behind the posterior wall (a
+    fragment or bulge) ends the run there."""
     from scipy import ndimage
 
     ni = occ.shape[2]
@@ -189,9 +193,26 @@ def _body_run(occ: np.ndarray, spacing: np.ndarray) -> Optional[tuple[np.ndarray
     if columns.size:
         back = int(round(SPIKE_MM / spacing[1]))
         j0, j1 = max(j0, int(columns[0]) - back), min(j1, int(columns[-1]) + 1 + back)
+    j1 = _posterior_step(heights, j0, j1, spacing[1])
     if (j1 - j0) * spacing[1] < MIN_BODY_DEPTH_MM:
         return None
     return heights, j0, j1
+
+
+def _posterior_step(heights: np.ndarray, j0: int, j1: int, step_mm: float) -> int:
+    """The run's posterior end moved forward to a step in the posterior half: the height falls by more than
+    STEP_SHARE of the median within 1 mm and stays below half of it for FRAGMENT_MIN_MM or more (a fragment
+    or bulge attached behind the wall). A rounded posterior edge tapers more gently and is kept."""
+    if j1 - j0 < 8:
+        return j1
+    median = float(np.median(heights[j0:j1]))
+    ahead = max(1, int(round(1.0 / step_mm)))
+    tail = max(1, int(round(FRAGMENT_MIN_MM / step_mm)))
+    for j in range(j0 + (j1 - j0) // 2, j1 - ahead - tail + 1):
+        low = heights[j + ahead:j + ahead + tail]
+        if heights[j] - heights[j + ahead] > STEP_SHARE * median and np.all(low < 0.5 * median):
+            return j + 1
+    return j1
 
 
 def _three_heights(heights: np.ndarray, j0: int, j1: int) -> tuple[float, float, float]:
