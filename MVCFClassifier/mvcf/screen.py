@@ -93,21 +93,6 @@ def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
     return None if value is None else round(float(value), digits)
 
 
-def forward_batch(bundle, arrays: Sequence[np.ndarray], device: str) -> list[float]:
-    """P(MVCF) of several view arrays in ONE forward pass of the bundle's ensemble."""
-    import torch
-
-    if not arrays:
-        return []
-    expected = tuple(bundle.card["network"]["input_shape"])
-    for array in arrays:
-        if tuple(array.shape) != expected:
-            raise MVCFError(f"view shape {tuple(array.shape)} does not match the model's input {expected}")
-    with torch.no_grad():
-        x = torch.as_tensor(np.ascontiguousarray(np.stack(arrays), dtype=np.float32)).to(device)
-        return [float(v) for v in bundle.model(x).float().cpu().reshape(-1)]
-
-
 def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optional[dict[int, str]] = None,
               model: Union[str, Path, None, Any] = None, device: str = "auto", contrast: Optional[str] = None,
               on_progress: Optional[Callable[[int, int, str], None]] = None,
@@ -117,11 +102,10 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
     `contrast` the CT's contrast phase, if known (mvcf.bone_density.contrast_phase)."""
     from mvcf import bone_density, morphometry
     from mvcf import numbering as numbering_module
+    from mvcf import inference
     from mvcf.locate import from_mask
-    from mvcf.models.bundle import Bundle
-    from mvcf.predict import bundle_warnings, load_model
+    from mvcf.predict import bundle_warnings, call
     from mvcf.progress import check_cancel
-    from mvcf.train import resolve_device
     from mvcf.views import ViewSpec, build_views
 
     timing: dict[str, float] = {}
@@ -136,8 +120,8 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
     empty = {v: lv for v, lv in scheme.levels.items() if v not in present}
     if not present:
         raise MVCFError("the label map has no vertebra labels with voxels in it")
-    device = resolve_device(device)
-    bundle = model if isinstance(model, Bundle) else load_model(model, device)
+    device = inference.resolve_device(device)
+    bundle = inference.load_model(model, device)
     steps = 4
     progress = on_progress or (lambda done, total, message: None)
     progress(0, steps, "measuring vertebral bodies")
@@ -195,13 +179,14 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
         view_warnings[level] = view.warnings
     timing["views"] = 1000 * (time.perf_counter() - t)
     t = time.perf_counter()
-    probabilities = forward_batch(bundle, arrays, device)
+    probabilities = [float(p) for p in inference.forward(bundle, arrays, device, batch_size=max(1, len(arrays)),
+                                                          should_cancel=should_cancel)]
     timing["inference"] = 1000 * (time.perf_counter() - t)
     threshold = bundle.threshold
     for level, probability in zip(order, probabilities):
         row = rows[level]
         row["probability_malignant"] = round(probability, 4)
-        row["prediction"] = "MVCF" if probability >= threshold else "OVCF"
+        row["prediction"] = call(probability, threshold)
         row["flagged"] = bool((row["genant_grade"] or 0) >= 1 and probability >= threshold)
         row["notes"].extend(view_warnings[level])
     progress(3, steps, "collecting the table")

@@ -240,18 +240,16 @@ def test_contrast_phase_from_sidecar_and_given(tmp_path):
 
 # --- the screen --------------------------------------------------------------------------------------------
 
-def test_screen_sample_ct_every_vertebra_one_batch(monkeypatch):
-    from mvcf import screen
+def test_screen_sample_ct_every_vertebra_one_batch():
+    from mvcf import inference, screen
 
+    bundle = inference.load_model(None, "cpu")
     calls = []
-    real = screen.forward_batch
-
-    def counting(bundle, arrays, device):
-        calls.append(len(arrays))
-        return real(bundle, arrays, device)
-
-    monkeypatch.setattr(screen, "forward_batch", counting)
-    result = screen.screen_files(CT, SEG, device="cpu")
+    hook = bundle.model.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    try:
+        result = screen.screen_files(CT, SEG, model=bundle, device="cpu")
+    finally:
+        hook.remove()
     rows = _rows(result)
     assert calls == [7]                               # T11 ... L5 in one forward pass (S1 is not screened)
     assert list(rows) == ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]

@@ -19,6 +19,7 @@ from mvcf.errors import MVCFError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mvcf.inference import check_device_name
     from mvcf.numbering import NUMBERINGS
 
     parser.add_argument("--ct", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="folder for screen.tsv + screen.json (with --manifest: one "
                         "sub-folder per case)")
     parser.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the demo model)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto", type=check_device_name, help="auto, cpu or cuda[:N]")
     parser.add_argument("--contrast-phase", default=None, help="the CT's contrast phase (e.g. native, "
                         "portal-venous) or TotalSegmentator's contrast_phase.json, when the file does not say")
     parser.add_argument("--json", action="store_true", help="print {\"vertebrae\": [...], ...} as JSON")
@@ -129,10 +130,9 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     """Screen the shard's cases not done yet, each into OUT/<case_id>/ atomically; errors into
     OUT/errors/<case_id>.txt (retried on the next run)."""
     from mvcf.fileio import atomic_dir, write_text
-    from mvcf.predict import load_model
+    from mvcf.inference import load_model, resolve_device
     from mvcf.progress import JsonLinesReporter, dumps
     from mvcf.screen import JSON_NAME, screen_files, write_outputs
-    from mvcf.train import resolve_device
 
     cases = read_cases(args.manifest)
     index, count = shard()
