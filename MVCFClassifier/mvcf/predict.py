@@ -129,7 +129,8 @@ def _predict_query(ct, query, bundle, device: str, masks: dict, refine: bool) ->
         from mvcf.explain import write_prediction_heatmap
 
         t = time.perf_counter()
-        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, query.heatmap, device=device))
+        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, query.heatmap, device=device, ct=ct,
+                                                          location=location))
         timing["heatmap"] = 1000 * (time.perf_counter() - t)
     timing["total"] = 1000 * (time.perf_counter() - started)
     payload["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
