@@ -38,6 +38,7 @@ MIN_BODY_DEPTH_MM = 10.0
 SPIKE_MM = 2.5
 #: A posterior step (see _posterior_step) marks a fragment or bulge behind the wall, not the wall itself.
 STEP_SHARE = 0.25
+FRAGMENT_SHARE = 0.65
 FRAGMENT_MIN_MM = 2.0
 POSITIONS = ("anterior", "middle", "posterior")
 _FRACTIONS = (0.10, 0.50, 0.90)
@@ -166,7 +167,8 @@ def _corners(origin: np.ndarray, axes: np.ndarray, spacing: np.ndarray, size: np
     return [origin + axes @ (far * np.array([a, b, c])) for a in (0, 1) for b in (0, 1) for c in (0, 1)]
 
 
-def _body_run(occ: np.ndarray, spacing: np.ndarray) -> Optional[tuple[np.ndarray, int, int]]:
+def _body_run(occ: np.ndarray, spacing: np.ndarray,
+              fragment_mm: float = FRAGMENT_MIN_MM) -> Optional[tuple[np.ndarray, int, int]]:
     """Height profile (mm) along j on the mid-sagittal slab, and the body's run [j0, j1) in front of the
     canal (the first gap of the profile behind the anterior edge). The run's ends are those of the slab's
     body opened by SPIKE_MM (eroded, then the erosion added back to the ends), so a thin spur, an osteophyte
@@ -193,24 +195,25 @@ def _body_run(occ: np.ndarray, spacing: np.ndarray) -> Optional[tuple[np.ndarray
     if columns.size:
         back = int(round(SPIKE_MM / spacing[1]))
         j0, j1 = max(j0, int(columns[0]) - back), min(j1, int(columns[-1]) + 1 + back)
-    j1 = _posterior_step(heights, j0, j1, spacing[1])
+    j1 = _posterior_step(heights, j0, j1, spacing[1], fragment_mm)
     if (j1 - j0) * spacing[1] < MIN_BODY_DEPTH_MM:
         return None
     return heights, j0, j1
 
 
-def _posterior_step(heights: np.ndarray, j0: int, j1: int, step_mm: float) -> int:
+def _posterior_step(heights: np.ndarray, j0: int, j1: int, step_mm: float, fragment_mm: float) -> int:
     """The run's posterior end moved forward to a step in the posterior half: the height falls by more than
-    STEP_SHARE of the median within 1 mm and stays below half of it for FRAGMENT_MIN_MM or more (a fragment
-    or bulge attached behind the wall). A rounded posterior edge tapers more gently and is kept."""
+    STEP_SHARE of the median within 1 mm and stays below FRAGMENT_SHARE of it for `fragment_mm` or more (a
+    fragment or bulge attached behind the wall; at least 1.5 voxels of the mask, so a voxel staircase is not
+    one). A rounded posterior edge tapers more gently and is kept."""
     if j1 - j0 < 8:
         return j1
     median = float(np.median(heights[j0:j1]))
     ahead = max(1, int(round(1.0 / step_mm)))
-    tail = max(1, int(round(FRAGMENT_MIN_MM / step_mm)))
+    tail = max(1, int(round(fragment_mm / step_mm)))
     for j in range(j0 + (j1 - j0) // 2, j1 - ahead - tail + 1):
         low = heights[j + ahead:j + ahead + tail]
-        if heights[j] - heights[j + ahead] > STEP_SHARE * median and np.all(low < 0.5 * median):
+        if heights[j] - heights[j + ahead] > STEP_SHARE * median and np.all(low < FRAGMENT_SHARE * median):
             return j + 1
     return j1
 
@@ -296,7 +299,8 @@ def measure_vertebra(mask: CTImage, label: int, level: str, si_axis: Optional[Se
     axes, center = pose.axes_lps, pose.center_lps
     extent = 2 * np.abs((points - center) @ axes).max(axis=0) + 4.0
     occ, origin, spacing = _sample_label(mask, label, center, axes, extent, (GRID_MM, GRID_MM, GRID_MM))
-    run = _body_run(occ, spacing)
+    voxel_ap = float(np.abs(np.linalg.solve(mask.direction, axes[:, 1])) @ mask.spacing)
+    run = _body_run(occ, spacing, max(FRAGMENT_MIN_MM, 1.5 * voxel_ap))
     if run is None:
         result.notes.append("no vertebral body found in front of the spinal canal on the mid-sagittal plane")
         return result
