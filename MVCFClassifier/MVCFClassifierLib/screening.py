@@ -6,6 +6,7 @@ slicer-core's real MRML. The widget only calls these and ChildProcess.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -38,17 +39,19 @@ UNGRADED_COLOUR = (0.6, 0.6, 0.6)
 
 
 def vertebra_segments(segmentation_node) -> dict[str, str]:
-    """{level: segment id} for the segments whose names are vertebrae ('vertebrae_L1', 'L1', ...)."""
+    """{level: segment id} of the vertebra segments: TotalSegmentator's (`vertebrae_L1` ids or names, see
+    MVCFClassifierLib.totalsegmentator), else segments named by level ('L1', 'Vertebra T13', ...)."""
+    from MVCFClassifierLib.totalsegmentator import vertebra_segments as totalsegmentator_vertebrae
     from mvcf.numbering import level_from_name
 
     if segmentation_node is None:
         raise MVCFError("no segmentation selected: choose the spine segmentation (e.g. from TotalSegmentator)")
+    found = {level: segment_id for segment_id, level in totalsegmentator_vertebrae(segmentation_node)}
     segmentation = segmentation_node.GetSegmentation()
-    found = {}
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
         level = level_from_name(segmentation.GetSegment(segment_id).GetName())
-        if level is not None:
+        if level is not None and level not in found:
             found[level] = segment_id
     if not found:
         raise MVCFError(f"segmentation '{segmentation_node.GetName()}' has no vertebra segments (names such as "
@@ -82,9 +85,8 @@ def spine_label_map(segmentation_node, reference_volume_node) -> tuple[CTImage, 
 
 def screen_arguments(ct_path: Path, seg_path: Path, model_dir: Optional[str] = None,
                      device: str = "auto") -> list[str]:
-    """`mvcf` arguments of the child run (JSON-lines progress, result as the last event)."""
-    args = ["--progress", "jsonl", "screen", "--ct", str(ct_path), "--seg", str(seg_path), "--json",
-            "--device", device]
+    """`mvcf screen` arguments of the child run (the JSON-lines protocol is added by mvcf_command)."""
+    args = ["screen", "--ct", str(ct_path), "--seg", str(seg_path), "--device", device]
     return args + (["--model", str(model_dir)] if model_dir else [])
 
 
@@ -169,3 +171,136 @@ def center_slices_on(scene, row: dict) -> Optional[np.ndarray]:
     slicer.vtkMRMLSliceNode.JumpAllSlices(scene, float(ras[0]), float(ras[1]), float(ras[2]),
                                           slicer.vtkMRMLSliceNode.CenteredJumpSlice)
     return ras
+
+
+#: The module's input choice for screening every vertebra of a segmentation.
+SOURCE = "Whole spine"
+
+
+@dataclass
+class ScreenOutputs:
+    table_node: Any
+    rows: list[dict]
+    result: dict
+
+
+class ScreenRun:
+    """One whole-spine Apply: the CT and the named label map in a temporary folder, one `mvcf screen` child.
+    Poll it (`poll()`, `fraction`, `message`) until `finished`, or `wait()`; `finish(scene)` fills the table
+    and colours the segments; `cancel()` kills the child and adds nothing."""
+
+    def __init__(self, ct_node, segmentation_node, workdir: Path, command: list[str], colour_by: str = "grade"):
+        self.ct_node = ct_node
+        self.segmentation_node = segmentation_node
+        self.workdir = workdir
+        self.command = command
+        self.colour_by = colour_by
+        self.targets: list = []              # the prediction run's skipped-target summary has nothing to say
+        self.cancelled = False
+        self.message = "starting"
+        self.fraction = 0.0
+        self._child = None
+        self._result: Optional[dict] = None
+        self._error = ""
+        self._done = False
+
+    @property
+    def finished(self) -> bool:
+        return self.cancelled or self._done
+
+    def _start(self):
+        from MVCFClassifierLib.process import ChildRun
+
+        self._child = ChildRun(self.command, cwd=str(self.workdir)).start()
+        return self._child
+
+    def _track(self, event: dict) -> None:
+        if event.get("event") == "progress" and event.get("total"):
+            self.fraction = float(event["done"]) / float(event["total"])
+            self.message = str(event.get("message", ""))
+
+    def _collect(self, child) -> None:
+        from MVCFClassifierLib.logic import child_error
+
+        self._result = child.result if isinstance(child.result, dict) else None
+        self._error = "" if self._result is not None else child_error(child)
+        self._done = True
+        self.fraction = 1.0
+        self.message = "done" if self._result is not None else f"failed: {self._error}"
+
+    def poll(self) -> list[dict]:
+        if self.finished:
+            return []
+        child = self._child or self._start()
+        exited = child.finished()
+        events = child.poll()
+        for event in events:
+            self._track(event)
+        if exited:
+            self._collect(child)
+        return events
+
+    def wait(self, on_event=None) -> None:
+        if self.finished:
+            return
+        child = self._child or self._start()
+
+        def handle(event: dict) -> None:
+            self._track(event)
+            if on_event:
+                on_event(event)
+
+        child.wait(on_event=handle)
+        self._collect(child)
+
+    def cancel(self) -> None:
+        import shutil
+
+        self.cancelled = True
+        if self._child is not None:
+            self._child.cancel()
+        self.message = "cancelled"
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def finish(self, scene, table_node=None) -> ScreenOutputs:
+        import shutil
+
+        if self.cancelled:
+            raise MVCFError("the screen was cancelled; nothing was added to the scene")
+        if not self._done:
+            raise RuntimeError("finish() before the screen has ended")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._result is None:
+            raise MVCFError(self._error or "the screen gave no result")
+        vertebrae = list(self._result.get("vertebrae", []))
+        table = write_screen_table(scene, vertebrae, node=table_node)
+        colour_segments(self.segmentation_node, vertebrae, by=self.colour_by)
+        return ScreenOutputs(table, vertebrae, self._result)
+
+
+def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = None,
+                 model_dir: Optional[str] = None, device: str = "auto", temp_root: Optional[str] = None,
+                 colour_by: str = "grade") -> ScreenRun:
+    """Write the CT and the spine label map (segment names in the header) and return a run to poll."""
+    import shutil
+    import tempfile
+
+    from MVCFClassifierLib.logic import write_image
+    from MVCFClassifierLib.process import mvcf_command
+    from MVCFClassifierLib.volumes import ct_image_from_volume_node
+
+    if ct_node is None:
+        raise MVCFError("no CT volume selected")
+    if model_dir and not Path(model_dir).is_dir():
+        raise MVCFError(f"model bundle folder not found: {model_dir}")
+    labels, names = spine_label_map(segmentation_node, ct_node)
+    workdir = Path(tempfile.mkdtemp(prefix="mvcf-screen-", dir=temp_root))
+    try:
+        write_image(ct_image_from_volume_node(ct_node), workdir / "ct.nrrd")
+        write_seg_nrrd(labels, names, workdir / "spine.seg.nrrd")
+    except Exception:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    command = mvcf_command(screen_arguments(workdir / "ct.nrrd", workdir / "spine.seg.nrrd", model_dir, device),
+                           python_executable=python_executable)
+    return ScreenRun(ct_node, segmentation_node, workdir, command, colour_by)

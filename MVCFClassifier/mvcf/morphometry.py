@@ -114,12 +114,6 @@ def _voxel_points(mask: CTImage, label: int, box: Optional[tuple] = None) -> np.
     return mask.origin + kji[:, ::-1].astype(float) @ (mask.direction @ np.diag(mask.spacing)).T
 
 
-def touches_edge(mask: CTImage, label: int) -> bool:
-    """True when `label` has voxels on a face of the image (a vertebra cut by the field of view)."""
-    v = mask.voxels == label
-    return bool(v[0].any() or v[-1].any() or v[:, 0].any() or v[:, -1].any() or v[:, :, 0].any()
-                or v[:, :, -1].any())
-
 
 def principal_si_axis(points: np.ndarray) -> np.ndarray:
     """The smallest principal axis of a point cloud, pointing superior (+S in LPS)."""

@@ -90,4 +90,24 @@ def test_label_map_names_and_screen_from_the_scene(spine, tmp_path):
 
 def test_child_arguments():
     args = screening.screen_arguments("ct.nrrd", "seg.seg.nrrd", None, "cpu")
-    assert args[:3] == ["--progress", "jsonl", "screen"] and "--json" in args and "--model" not in args
+    assert args[:3] == ["screen", "--ct", "ct.nrrd"] and "--model" not in args
+
+
+def test_whole_spine_run_in_a_child_fills_the_table(spine):
+    import sys
+
+    scene, ct_node, seg_node, _, _ = spine
+    events = []
+    run = screening.start_screen(ct_node, seg_node, python_executable=sys.executable, device="cpu")
+    run.wait(events.append)
+    assert run.finished and run.fraction == 1.0
+    assert any(e.get("event") == "progress" for e in events)
+    outputs = run.finish(scene)
+    levels = [r["level"] for r in tables.table_rows(outputs.table_node)]
+    assert levels == ["T12", "L1", "L2", "L3", "L4", "L5"]        # S1 is only L5's neighbour
+    assert not run.workdir.exists()
+    cancelled = screening.start_screen(ct_node, seg_node, python_executable=sys.executable, device="cpu")
+    cancelled.poll()
+    cancelled.cancel()
+    with pytest.raises(MVCFError, match="cancelled"):
+        cancelled.finish(scene)

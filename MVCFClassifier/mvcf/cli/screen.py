@@ -61,14 +61,14 @@ def run_one(args: argparse.Namespace, reporter) -> int:
                           on_progress=reporter.progress)
     written = write_outputs(result, args.out) if args.out is not None else ()
     reporter.close()
-    if args.json:
+    if isinstance(reporter, JsonLinesReporter):   # the child-process protocol: the result is its last event
+        reporter.result(result.to_dict())
+    elif args.json:
         print(dumps_result(result))
     else:
         print(summary_text(result))
         for path in written:
             print(f"wrote {path}")
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(result.to_dict())
     return 0
 
 
