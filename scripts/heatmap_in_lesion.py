@@ -85,7 +85,7 @@ def lesion_on_ct(case, store: dict) -> np.ndarray:
 
 def measure(models: Path, n_cases: int, seed: int) -> dict:
     from mvcf.ctimage import CTImage
-    from mvcf.explain import heatmap_for, on_ct_lattice  # noqa: F401  (heatmap_for places on the lattice)
+    from mvcf.explain import heatmap_for
     from mvcf.inference import load_model
     from mvcf.locate import from_mask
     from mvcf.synth import generate_case, plan_cohort

@@ -20,7 +20,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 from mvcf.ctimage import CTImage
-from mvcf.errors import MVCFError
 
 #: Genant semi-quantitative grades (Genant et al., J Bone Miner Res 1993;8:1137-48): height reduction
 #: < 20 % normal (0), 20-25 % mild (1), 25-40 % moderate (2), > 40 % severe (3).
@@ -112,7 +111,6 @@ def _voxel_points(mask: CTImage, label: int, box: Optional[tuple] = None) -> np.
     if kji.size == 0:
         return np.zeros((0, 3))
     return mask.origin + kji[:, ::-1].astype(float) @ (mask.direction @ np.diag(mask.spacing)).T
-
 
 
 def principal_si_axis(points: np.ndarray) -> np.ndarray:
