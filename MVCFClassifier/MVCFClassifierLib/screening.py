@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from MVCFClassifierLib.logic import ChildDrivenRun
 from mvcf.ctimage import CTImage, lps_to_ras
 from mvcf.errors import MVCFError
 
@@ -184,7 +185,7 @@ class ScreenOutputs:
     result: dict
 
 
-class ScreenRun:
+class ScreenRun(ChildDrivenRun):
     """One whole-spine Apply: the CT and the named label map in a temporary folder, one `mvcf screen` child.
     Poll it (`poll()`, `fraction`, `message`) until `finished`, or `wait()`; `finish(scene)` fills the table
     and colours the segments; `cancel()` kills the child and adds nothing."""
@@ -198,8 +199,8 @@ class ScreenRun:
         self.targets: list = []              # the prediction run's skipped-target summary has nothing to say
         self.cancelled = False
         self.message = "starting"
-        self.fraction = 0.0
         self._child = None
+        self._child_fraction = 0.0
         self._result: Optional[dict] = None
         self._error = ""
         self._done = False
@@ -208,16 +209,15 @@ class ScreenRun:
     def finished(self) -> bool:
         return self.cancelled or self._done
 
-    def _start(self):
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self._done else min(1.0, self._child_fraction)
+
+    def _start_child(self):
         from MVCFClassifierLib.process import ChildRun
 
         self._child = ChildRun(self.command, cwd=str(self.workdir)).start()
         return self._child
-
-    def _track(self, event: dict) -> None:
-        if event.get("event") == "progress" and event.get("total"):
-            self.fraction = float(event["done"]) / float(event["total"])
-            self.message = str(event.get("message", ""))
 
     def _collect(self, child) -> None:
         from MVCFClassifierLib.logic import child_error
@@ -225,33 +225,7 @@ class ScreenRun:
         self._result = child.result if isinstance(child.result, dict) else None
         self._error = "" if self._result is not None else child_error(child)
         self._done = True
-        self.fraction = 1.0
         self.message = "done" if self._result is not None else f"failed: {self._error}"
-
-    def poll(self) -> list[dict]:
-        if self.finished:
-            return []
-        child = self._child or self._start()
-        exited = child.finished()
-        events = child.poll()
-        for event in events:
-            self._track(event)
-        if exited:
-            self._collect(child)
-        return events
-
-    def wait(self, on_event=None) -> None:
-        if self.finished:
-            return
-        child = self._child or self._start()
-
-        def handle(event: dict) -> None:
-            self._track(event)
-            if on_event:
-                on_event(event)
-
-        child.wait(on_event=handle)
-        self._collect(child)
 
     def cancel(self) -> None:
         import shutil
