@@ -1,8 +1,8 @@
 """The model's output for the aided round, computed once at plan time with the real model.
 
 For every case: probability of malignancy, the call at the bundle's frozen threshold, and (optionally) the
-Grad-CAM heatmap on the view grid, through the core predict / explain API (the heatmap from the very view
-and probability of the prediction). Cases that share a CT and a
+Grad-CAM heatmap, on the CT's own voxel lattice and through the vertebra's height, through the core predict /
+explain API (the heatmap from the very view and probability of the prediction). Cases that share a CT and a
 location (the same vertebra listed twice) are computed once.
 """
 from __future__ import annotations
@@ -50,8 +50,8 @@ def compute_model_outputs(records: Sequence[Any], heatmap_dir: Optional[Path], n
             ct = read_ct(record.ct)
             location = locate_record(ct, record)
             prediction = predict_ct(ct, location, bundle, device)
-            heat = (heatmap_for(bundle, prediction.view, device, probability=prediction.probability_malignant)
-                    if heatmap_dir is not None else None)
+            heat = (heatmap_for(bundle, prediction.view, device, probability=prediction.probability_malignant,
+                                ct=ct, location=location) if heatmap_dir is not None else None)
             cache[key] = ({"probability": float(prediction.probability_malignant),
                            "prediction": prediction.prediction, "threshold": float(prediction.threshold),
                            "warnings": list(prediction.warnings)}, heat)
