@@ -15,6 +15,7 @@ import numpy as np
 
 from mvcf.ctimage import CTImage
 from mvcf.errors import MVCFError
+from mvcf.limits import check_image_header
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def _read_sitk(path: Path):
     try:
         if path.is_dir():
             return _read_dicom_series(path)
+        check_image_header(path)
         if path.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti(path)
         return sitk.ReadImage(str(path))
@@ -106,6 +108,7 @@ def _read_dicom_series(folder: Path):
     files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)
                        for sid in series_ids}
     series_id = max(files_by_series, key=lambda sid: len(files_by_series[sid]))
+    check_series_size(files_by_series[series_id])
     if len(series_ids) > 1:
         log.warning("%s holds %d DICOM series; reading the largest (%s, %d files)", folder,
                     len(series_ids), series_id, len(files_by_series[series_id]))
@@ -115,6 +118,14 @@ def _read_dicom_series(folder: Path):
     image = reader.Execute()
     _check_slice_positions(reader, image, folder)
     return image
+
+
+def check_series_size(files) -> None:
+    """A DICOM series' voxels from its first file's header times its number of files, before reading it."""
+    from mvcf.limits import check_count
+
+    check_count("the DICOM series' number of files", len(files), "MAX_DICOM_FILES")
+    check_image_header(files[0], slices=len(files))
 
 
 def _check_slice_positions(reader, image, folder: Path) -> None:
