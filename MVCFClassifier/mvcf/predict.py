@@ -67,9 +67,11 @@ def predict_view(array: np.ndarray, bundle, device: str = "cpu") -> float:
     expected = tuple(bundle.card["network"]["input_shape"])
     if tuple(array.shape) != expected:
         raise MVCFError(f"view shape {tuple(array.shape)} does not match the model's input {expected}")
+    from mvcf.models.card_schema import check_probability
+
     with torch.no_grad():
         x = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32))[None].to(device)
-        return float(bundle.model(x)[0].float().cpu())
+        return check_probability(float(bundle.model(x)[0].float().cpu()), f"the model {bundle.name}")
 
 
 def predict_ct(ct, location, model: Union[str, Path, None, Any] = None, device: str = "auto") -> Prediction:
