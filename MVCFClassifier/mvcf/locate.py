@@ -101,7 +101,10 @@ def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> Vertebr
     """A location at the centroid (LPS mm) of `label` in `mask`; the extent is the label's LPS bounding box.
 
     The mask's own geometry is used, so it need not share the CT's grid, only its physical space."""
+    from mvcf.ct_plausibility import check_vertebra_label
+
     label = int(label)
+    check_vertebra_label(label)
     kji = np.argwhere(mask.voxels == label)
     if kji.size == 0:
         present = np.unique(mask.voxels)
