@@ -35,6 +35,7 @@ import numpy as np
 
 from mvcf.ctimage import CTImage
 from mvcf.errors import MVCFError
+from mvcf.limits import check_view_shape
 from mvcf.locate import VertebraLocation, inside_ct
 
 MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
@@ -124,6 +125,7 @@ class ViewSpec:
         object.__setattr__(self, "n_slices", n)
         object.__setattr__(self, "slice_gap_mm", gap)
         object.__setattr__(self, "windows", tuple(_window(w) for w in windows))
+        check_view_shape(self.output_shape(), f"a {self.mode} view of {self.size_px} px")
 
     @property
     def channels(self) -> int:

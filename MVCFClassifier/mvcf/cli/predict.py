@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 POINT_HELP = "three comma-separated numbers; write --point-{0}=X,Y,Z when X is negative"
@@ -31,7 +32,7 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
                        "numbers) or mask + label, optionally a heatmap output path (relative paths resolve "
                        "against FILE's folder); exit code 0 when at least one vertebra was classified, 2 when "
                        "FILE is bad or every vertebra failed")
-    parser.add_argument("--label", type=int, action="append", help="label value of the vertebra in --mask "
+    parser.add_argument("--label", type=A.ranged("label"), action="append", help="label value of the vertebra in --mask "
                         "(e.g. TotalSegmentator 31 = L1); repeat it to classify several vertebrae of the mask")
     parser.add_argument("--refine", action="store_true", help="recentre the point on the vertebral body "
                         "from bone intensity (heuristic, off by default)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 
@@ -13,10 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
     parser.add_argument("--out", required=True, help="output folder (per-mode bundles, study.json, report)")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated view modes (default: all)")
+    parser.add_argument("--modes", type=A.text_list(len(MODES)), default=",".join(MODES), help="comma-separated view modes (default: all)")
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="mode the p-values compare against")
     add_view_arguments(parser)
-    parser.add_argument("--size-3d", type=int, default=48, metavar="PX", help="cube size for 3d (default 48)")
+    parser.add_argument("--size-3d", type=A.ranged("size_3d"), default=48, metavar="PX", help="cube size for 3d (default 48)")
     add_training_arguments(parser)
     parser.add_argument("--no-baseline", action="store_true", help="leave out the logistic baseline")
     parser.add_argument("--resume", action="store_true", help="continue a cancelled or killed study in --out "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 VIEW_MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
@@ -12,10 +13,10 @@ VIEW_MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
 def add_view_arguments(parser: argparse.ArgumentParser, default_size: int = 64) -> None:
     from mvcf.views import MODEL_WINDOWS
 
-    parser.add_argument("--size", type=int, default=default_size, metavar="PX",
+    parser.add_argument("--size", type=A.ranged("size"), default=default_size, metavar="PX",
                         help=f"view size in pixels (default {default_size})")
-    parser.add_argument("--spacing", type=float, default=1.0, metavar="MM", help="view spacing in mm (default 1)")
-    parser.add_argument("--windows", default=",".join(MODEL_WINDOWS), metavar="W[,W...]",
+    parser.add_argument("--spacing", type=A.SPACING_MM, default=1.0, metavar="MM", help="view spacing in mm (default 1)")
+    parser.add_argument("--windows", type=A.WINDOWS, default=",".join(MODEL_WINDOWS), metavar="W[,W...]",
                         help="HU windows, one input channel each: bone, soft, wide or CENTER:WIDTH "
                              f"(default {','.join(MODEL_WINDOWS)}: the fracture and lesion in the bone window, "
                              "epidural and paraspinal soft tissue in the soft-tissue window)")
@@ -26,16 +27,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--arch", default=DEFAULT_ARCH, choices=sorted(ARCHITECTURES),
                         help=f"network size (MONAI ResNet; default {DEFAULT_ARCH})")
-    parser.add_argument("--epochs", type=int, default=30, help="maximum epochs per fold (default 30)")
-    parser.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    parser.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)")
-    parser.add_argument("--folds", type=int, default=5,
+    parser.add_argument("--epochs", type=A.ranged("epochs"), default=30, help="maximum epochs per fold (default 30)")
+    parser.add_argument("--batch-size", type=A.ranged("batch_size"), default=16, help="batch size (default 16)")
+    parser.add_argument("--lr", type=A.LEARNING_RATE, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    parser.add_argument("--patience", type=A.ranged("patience"), default=8, help="early-stopping patience in epochs (default 8)")
+    parser.add_argument("--folds", type=A.ranged("folds"), default=5,
                         help="K-fold cross-validation on the internal site; 1 = one 60/20/20 split (default 5)")
     parser.add_argument("--external", metavar="INSTITUTION",
                         help="institution held out entirely as the external test set")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=A.ranged("seed"), default=0)
     parser.add_argument("--mil-pooling", default="mean", choices=["mean", "attention"],
                         help="how 2.5d-mil pools its slices (default mean: on the synthetic study attention "
                              "pooling did not transfer to the external site)")

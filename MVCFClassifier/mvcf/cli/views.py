@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 POINT_HELP = "three comma-separated numbers, e.g. -12.5,30,4"
@@ -32,18 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--point-ijk", metavar="I,J,K", help="vertebra centre as a voxel index (0-based, "
                        "may be fractional), e.g. 60,48,55.5")
     where.add_argument("--mask", metavar="PATH", help="label mask; the centre is the centroid of --label")
-    parser.add_argument("--label", type=int, help="label value of the vertebra in --mask (e.g. "
+    parser.add_argument("--label", type=A.ranged("label"), help="label value of the vertebra in --mask (e.g. "
                         "TotalSegmentator 31 = L1)")
     parser.add_argument("--refine", action="store_true", help="recentre the point on the vertebral body "
                         "from bone intensity (heuristic, off by default)")
     parser.add_argument("--mode", choices=MODES, default="2.5d-orthogonal", help="view mode (default: "
                         "%(default)s)")
-    parser.add_argument("--size", type=int, default=96, help="view size in pixels (default: %(default)s)")
-    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic pixel spacing in mm "
+    parser.add_argument("--size", type=A.ranged("size"), default=96, help="view size in pixels (default: %(default)s)")
+    parser.add_argument("--spacing", type=A.SPACING_MM, default=1.0, help="isotropic pixel spacing in mm "
                         "(default: %(default)s)")
-    parser.add_argument("--n-slices", type=int, help="slices for 2.5d-adjacent / 2.5d-mil")
-    parser.add_argument("--slice-gap", type=float, help="mm between slices for 2.5d-adjacent / 2.5d-mil")
-    parser.add_argument("--windows", default="bone", help="comma-separated HU windows, one channel each: "
+    parser.add_argument("--n-slices", type=A.ranged("n_slices"), help="slices for 2.5d-adjacent / 2.5d-mil")
+    parser.add_argument("--slice-gap", type=A.SLICE_GAP_MM, help="mm between slices for 2.5d-adjacent / 2.5d-mil")
+    parser.add_argument("--windows", type=A.WINDOWS, default="bone", help="comma-separated HU windows, one channel each: "
                         f"names ({', '.join(WINDOWS)}) or CENTER:WIDTH (default: %(default)s)")
     parser.add_argument("--antialias", action="store_true", help="smooth before sampling more coarsely than "
                         "the CT's voxels (Gaussian, off by default)")
