@@ -216,3 +216,30 @@ def inside_folder(path: PathLike, folder: PathLike, what: str) -> Path:
         raise MVCFError(f"{what} {path} points outside the folder {folder}; write outputs inside it or give "
                         "an absolute path")
     return joined
+
+
+def check_run_folder(path: PathLike, inputs: Iterable[PathLike] = (), resume: bool = False,
+                     what: str = "--out") -> Path:
+    """The working folder of train / study: new or empty, or (with `resume`) one mvcf was working in."""
+    target = Path(path)
+    check_not_input(target, inputs, what)
+    if target.exists() and not target.is_dir():
+        raise MVCFError(f"{what} {path} is an existing file; a folder is needed here")
+    try:
+        busy = target.is_dir() and any(target.iterdir())
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
+    if busy and not resume:
+        raise MVCFError(f"{target} is not empty; use --resume to continue a run there, or another {what}")
+    _check_parent(_resolved(target), what)
+    return target
+
+
+def run_inputs(records: Sequence, *others: Optional[PathLike]) -> list[Path]:
+    """Every file a cohort run reads: the manifest rows' CTs and masks and the given others."""
+    paths = [Path(p) for p in others if p is not None]
+    for record in records:
+        paths.append(Path(record.ct))
+        if getattr(record, "mask", None) is not None:
+            paths.append(Path(record.mask))
+    return list(dict.fromkeys(paths))

@@ -33,7 +33,7 @@ class StudyConfig:
     n_folds: int = 5
     train_folds: Optional[int] = None
     external: Optional[str] = None
-    reference: str = DEFAULT_REFERENCE
+    reference: Optional[str] = None  # None: DEFAULT_REFERENCE when studied, else the first mode
     baseline: bool = True
     train: Any = None  # mvcf.train.TrainConfig
 
@@ -41,8 +41,11 @@ class StudyConfig:
         unknown = [m for m in self.modes if m not in MODES]
         if unknown or not self.modes:
             raise MVCFError(f"unknown or no study modes {unknown}; choose from {', '.join(MODES)}")
-        if self.reference not in self.modes:
-            self.reference = self.modes[0]
+        if self.reference is None:
+            self.reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in self.modes else self.modes[0]
+        elif self.reference not in self.modes:
+            raise MVCFError(f"the reference {self.reference} is not among the studied modes "
+                            f"({', '.join(self.modes)}); the p-values compare every mode with it")
         if self.train is None:
             from mvcf.train import TrainConfig
 
@@ -231,19 +234,27 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
 
 
 def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequence[Any], resume: bool) -> None:
-    """The configuration and cohort a study folder belongs to; a resumed study must match them exactly."""
-    import hashlib
-
+    """The configuration and cohort a study folder belongs to; a resumed study must match them exactly. The
+    cohort is identified by its rows and by the size and modification time of every CT and mask file
+    (mvcf.cohort_checks.cohort_key), so swapped files under the same case ids are noticed."""
+    from mvcf.cohort_checks import cohort_key
     from mvcf.train import changed_settings
 
-    cohort = sorted(f"{r.case_id}|{r.patient_id}|{r.institution}|{int(r.label)}" for r in records)
     current = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
-               "cohort_sha256": hashlib.sha256("\n".join(cohort).encode()).hexdigest()}
+               "cohort_sha256": cohort_key(records)}
     if resume and path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("cohort_sha256") != current["cohort_sha256"]:
-            raise MVCFError(f"cannot resume the study in {path.parent}: it was run on another cohort")
-        changed = changed_settings(saved["config"], current["config"])
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            saved_config, saved_cohort = saved["config"], saved["cohort_sha256"]
+            if not isinstance(saved_config, dict):
+                raise TypeError
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            raise MVCFError(f"cannot resume the study in {path.parent}: {path.name} is corrupt; start the study "
+                            "again in another --out") from None
+        if saved_cohort != current["cohort_sha256"]:
+            raise MVCFError(f"cannot resume the study in {path.parent}: it was run on another cohort (other "
+                            "cases, or CT/mask files changed since)")
+        changed = changed_settings(saved_config, current["config"])
         if changed:
             raise MVCFError(f"cannot resume the study in {path.parent}: its settings differ ({', '.join(changed)})")
         return

@@ -42,6 +42,24 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                              "pooling did not transfer to the external site)")
     parser.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     parser.add_argument("--cache", metavar="DIR", help="folder for cached views (.npy), reused across runs")
+    add_manifest_root_argument(parser)
+
+
+def add_manifest_root_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-outside-root", action="store_true", help="accept relative manifest paths that "
+                        "lead outside the manifest's folder (refused by default)")
+
+
+def read_checked_manifest(args: argparse.Namespace, reporter=None, *others) -> tuple[list, list]:
+    """The manifest's records, every row's files opened and checked before anything is written, and every
+    input path of the run (for the output placement checks)."""
+    from mvcf.cohort_checks import check_cohort_files
+    from mvcf.manifest import read_manifest
+    from mvcf.outputs_guard import run_inputs
+
+    records = read_manifest(args.manifest, allow_outside_root=args.allow_outside_root)
+    check_cohort_files(records, Path(args.manifest), on_progress=reporter.progress if reporter else None)
+    return records, run_inputs(records, args.manifest, *others)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +91,6 @@ def train_config(args: argparse.Namespace):
 def run(args: argparse.Namespace, reporter) -> int:
     import torch
 
-    from mvcf.manifest import read_manifest
     from mvcf.metrics import format_auc
     from mvcf.progress import JsonLinesReporter, dumps
     from mvcf.train import is_synthetic_cohort, train_cohort
@@ -81,11 +98,16 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     import os
 
+    from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
+
     out = Path(args.out)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 checks and writes
-    if main_process and out.exists() and any(out.iterdir()) and not args.resume:
-        raise MVCFError(f"{out} is not empty; use --resume to continue a run there, or another --out")
-    records = read_manifest(args.manifest)
+    if main_process:
+        check_run_folder(out, [args.manifest], resume=args.resume)
+    records, inputs = read_checked_manifest(args, reporter)
+    if main_process:
+        check_not_input(out, inputs, "--out")
+        check_cache_folder(args.cache, inputs)
     from mvcf.cli.views import parse_windows
 
     spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, windows=parse_windows(args.windows))
