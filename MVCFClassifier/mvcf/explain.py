@@ -118,11 +118,14 @@ def write_heatmap(ct, location, model: Union[str, Path, None, Any], out_path: Un
     import SimpleITK as sitk
 
     from mvcf.fileio import atomic_path
+    from mvcf.outputs_guard import tag_image
 
     image, _ = explain(ct, location, model, device, target)
     image.voxels = image.voxels.astype(np.float32)
+    written = image.to_sitk()
+    tag_image(written)
     with atomic_path(out_path) as tmp:
-        sitk.WriteImage(image.to_sitk(), str(tmp), True)
+        sitk.WriteImage(written, str(tmp), True)
     if not np.any(image.voxels > 0):
         log.warning("Grad-CAM found no positive evidence for the %s class in %s: the heatmap is empty", target,
                     out_path)

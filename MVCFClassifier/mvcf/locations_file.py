@@ -71,6 +71,15 @@ def _path(value: Any, base: Path, what: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def _heatmap_path(value: Any, base: Path, what: str) -> Path:
+    """An output path: a relative one must stay inside the file's folder (no '../' escapes)."""
+    from mvcf.outputs_guard import inside_folder
+
+    path = _path(value, base, what)
+    relative = Path(str(value).strip()).expanduser()
+    return path if relative.is_absolute() else inside_folder(relative, base, what)
+
+
 def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
     """One entry (a mapping; empty/None values count as absent) -> VertebraQuery, or an MVCFError naming
     `where` (e.g. 'locations.json entry 3')."""
@@ -88,7 +97,7 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
     if len(kinds) != 1:
         raise MVCFError(f"{where} needs exactly one of {', '.join(POINT_FIELDS)} or mask, got "
                         f"{', '.join(kinds) or 'none'}")
-    heatmap = _path(given["heatmap"], base, f"{where} heatmap") if "heatmap" in given else None
+    heatmap = _heatmap_path(given["heatmap"], base, f"{where} heatmap") if "heatmap" in given else None
     if heatmap is not None and not heatmap.name.endswith(HEATMAP_SUFFIXES):
         raise MVCFError(f"{where} heatmap must name a {', '.join(HEATMAP_SUFFIXES)} file, got {heatmap.name}")
     if kinds[0] == "mask":
@@ -104,13 +113,19 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
 
 
 def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations") -> list[VertebraQuery]:
-    """Every entry checked; an empty list or two entries writing the same heatmap file are refused."""
+    """Every entry checked; an empty list, two entries writing the same heatmap file, a heatmap that is any
+    entry's mask, or an existing file mvcf did not write are refused (mvcf.outputs_guard)."""
+    from mvcf.outputs_guard import check_output, check_outputs_distinct
+
     if not entries:
         raise MVCFError(f"{source} names no vertebra")
     queries = [parse_entry(entry, base, f"{source} entry {i + 1}") for i, entry in enumerate(entries)]
-    heatmaps = [q.heatmap.resolve() for q in queries if q.heatmap is not None]
-    if len(set(heatmaps)) != len(heatmaps):
-        raise MVCFError(f"{source}: two entries write the same heatmap file")
+    outputs = [(f"{source} entry {i + 1} ({q.name}) heatmap", q.heatmap) for i, q in enumerate(queries)
+               if q.heatmap is not None]
+    masks = [q.mask for q in queries if q.mask is not None]
+    check_outputs_distinct(outputs, masks)
+    for what, path in outputs:
+        check_output(path, kind="file", overwrite=True, what=what)
     return queries
 
 

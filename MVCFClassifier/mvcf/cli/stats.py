@@ -57,6 +57,9 @@ def _read_csv(path: str):
     file = Path(path)
     if not file.exists() or file.is_dir():
         raise MVCFError(f"CSV file not found: {file}")
+    from mvcf.limits import check_file_size
+
+    check_file_size(file, "MAX_TABLE_BYTES", "CSV file")
     try:
         return pd.read_csv(file)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -114,6 +117,10 @@ def _scores(frame: Any, columns: list[str]):
 def run_roc(args: argparse.Namespace) -> dict:
     from mvcf import stats
 
+    if args.plot:
+        from mvcf.outputs_guard import check_output
+
+        check_output(args.plot, [args.csv], kind="file", overwrite=True, what="--plot")
     frame = _read_csv(args.csv)
     truth = _truth(frame, args.truth, args.positive)
     scores = _scores(frame, args.score)

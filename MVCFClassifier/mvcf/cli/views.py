@@ -150,9 +150,9 @@ def run(args, reporter) -> int:
     from mvcf.read_ct import read_ct
     from mvcf.views import ViewSpec, build_views
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise MVCFError(f"output folder {out} already exists (use --overwrite to replace it)")
+    from mvcf.outputs_guard import check_output
+
+    out = check_output(args.out, [args.ct, args.mask], kind="folder", overwrite=args.overwrite, what="--out")
     spec = ViewSpec(mode=args.mode, size_px=args.size, spacing_mm=args.spacing, n_slices=args.n_slices,
                     slice_gap_mm=args.slice_gap, windows=parse_windows(args.windows), antialias=args.antialias)
     warnings: list[str] = []
@@ -166,12 +166,9 @@ def run(args, reporter) -> int:
         reporter.log(warning, level="warning")
     payload = {**result.to_dict(), "warnings": warnings, "ct": str(args.ct), "location": location.to_dict(),
                "out": str(out)}
-    try:
-        with atomic_dir(out, overwrite=args.overwrite) as tmp:
-            payload["files"] = write_outputs(result, tmp)
-            (tmp / "views.json").write_text(dumps(payload, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise MVCFError(f"cannot write {out}: {exc.strerror or exc}") from None
+    with atomic_dir(out, overwrite=args.overwrite) as tmp:
+        payload["files"] = write_outputs(result, tmp)
+        (tmp / "views.json").write_text(dumps(payload, indent=2) + "\n", encoding="utf-8")
     if args.json:
         print(dumps(payload))
         if isinstance(reporter, JsonLinesReporter):
