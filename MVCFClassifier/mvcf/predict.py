@@ -82,6 +82,9 @@ def predict_ct(ct, location, model: Union[str, Path, None, Any] = None, device: 
     from mvcf.train import resolve_device
     from mvcf.views import ViewSpec, build_views
 
+    from mvcf.locate import require_bone
+
+    require_bone(ct, location)
     device = resolve_device(device)
     timing: dict[str, float] = {}
     started = time.perf_counter()
