@@ -23,6 +23,18 @@ import numpy as np
 from mvcf.errors import MVCFError
 
 PATH_COLUMNS = ("ct", "mask")
+#: Bad rows whose reasons one error line shows in full (all are numbered).
+MAX_REASONS_SHOWN = 12
+
+
+def summarise_rows(path: Path, problems: dict[int, list[str]]) -> str:
+    """One line naming every bad row of a manifest (row numbers as a spreadsheet shows them) and why."""
+    rows = sorted(problems)
+    shown = "; ".join(f"row {r}: {', '.join(problems[r])}" for r in rows[:MAX_REASONS_SHOWN])
+    more = f"; ... and {len(rows) - MAX_REASONS_SHOWN} more" if len(rows) > MAX_REASONS_SHOWN else ""
+    numbers = ", ".join(str(r) for r in rows)
+    plural = "s" if len(rows) != 1 else ""
+    return f"manifest {Path(path).name}: {len(rows)} bad row{plural} ({numbers}): {shown}{more}"
 
 
 def check_cells(values: dict[str, str], base: Path, allow_outside_root: bool) -> None:
@@ -135,8 +147,6 @@ def check_cohort_files(records: Sequence[Any], manifest: Optional[Path] = None,
                        on_progress: Optional[Callable[[int, int, str], None]] = None) -> None:
     """Open every row's files far enough to know the run will not fail on them; one MVCFError names every
     bad row. Masks are read (each file once) to see that the row's label is in it."""
-    from mvcf.manifest import _summarise
-
     problems: dict[int, list[str]] = defaultdict(list)
     masks: dict = {}
     for done, record in enumerate(records):
@@ -147,4 +157,4 @@ def check_cohort_files(records: Sequence[Any], manifest: Optional[Path] = None,
         except MVCFError as exc:
             problems[record.row].append(str(exc))
     if problems:
-        raise MVCFError(_summarise(Path(manifest or "manifest.csv"), problems))
+        raise MVCFError(summarise_rows(Path(manifest or "manifest.csv"), problems))

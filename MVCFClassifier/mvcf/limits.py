@@ -175,10 +175,37 @@ def estimate_resnet_parameters(layers: Sequence[int], planes: Sequence[int], in_
     return int(total + previous + 1)
 
 
-def check_network_request(layers: Sequence[int], planes: Sequence[int], in_channels: int, spatial_dims: int,
-                          kernel: int, ensemble_size: int) -> None:
+def estimate_densenet_parameters(init_features: int, growth_rate: int, block_config: Sequence[int],
+                                 bn_size: int, in_channels: int, spatial_dims: int) -> int:
+    """Weights of a MONAI DenseNet from its config, without building it (within a few percent)."""
+    k3 = 3 ** spatial_dims
+    total = in_channels * init_features * 7 ** spatial_dims
+    channels = init_features
+    for i, layers in enumerate(block_config):
+        for _ in range(layers):
+            total += channels * bn_size * growth_rate + bn_size * growth_rate * growth_rate * k3
+            channels += growth_rate
+        if i + 1 < len(block_config):
+            total += channels * (channels // 2)
+            channels //= 2
+    return int(total + channels + 1)
+
+
+def estimate_parameters(network: dict) -> int:
+    """Weights of one network of a card's `network` config (ResNet or DenseNet family; 0 when unknown)."""
+    if "block_inplanes" in network:
+        return estimate_resnet_parameters(network["layers"], network["block_inplanes"], network["in_channels"],
+                                          network["spatial_dims"], network.get("conv1_t_size", 7))
+    if "block_config" in network:
+        return estimate_densenet_parameters(network["init_features"], network["growth_rate"],
+                                            network["block_config"], network["bn_size"], network["in_channels"],
+                                            network["spatial_dims"])
+    return 0
+
+
+def check_network_request(network: dict, ensemble_size: int) -> None:
     """What a card may ask for: at most MAX_ENSEMBLE members and MAX_PARAMETERS weights in all."""
     check_count("the ensemble size", int(ensemble_size), "MAX_ENSEMBLE")
-    per_member = estimate_resnet_parameters(layers, planes, in_channels, spatial_dims, kernel)
+    per_member = estimate_parameters(network)
     check_count(f"the network ({ensemble_size} x {per_member:,} weights)", per_member * int(ensemble_size),
                 "MAX_PARAMETERS", " weights")

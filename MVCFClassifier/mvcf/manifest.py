@@ -29,6 +29,7 @@ import numpy as np
 
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
+from mvcf.cohort_checks import check_cells, summarise_rows
 from mvcf.fileio import atomic_open
 from mvcf.limits import check_file_size
 from mvcf.locate import parse_point
@@ -40,7 +41,6 @@ _LABEL_WORDS = {
     "mvcf": 1, "malignant": 1, "1": 1,
     "ovcf": 0, "osteoporotic": 0, "0": 0,
 }
-_MAX_REASONS_SHOWN = 12
 
 
 @dataclass
@@ -84,8 +84,6 @@ def _resolve(base: Path, value: str) -> Path:
 
 def _parse_row(row: dict[str, str], number: int, base: Path, allow_outside_root: bool = False) -> CaseRecord:
     """One row -> CaseRecord; raises MVCFError naming the first problem of this row."""
-    from mvcf.cohort_checks import check_cells
-
     check_cells({k: v for k, v in row.items() if isinstance(v, str)}, base, allow_outside_root)
     values = {key: (row.get(key) or "").strip() for key in REQUIRED_COLUMNS + LOCATION_COLUMNS}
     for key in ("case_id", "patient_id", "institution", "label", "ct"):
@@ -117,15 +115,6 @@ def _parse_row(row: dict[str, str], number: int, base: Path, allow_outside_root:
     record.extra = {k: v for k, v in row.items()
                     if k is not None and k not in REQUIRED_COLUMNS + LOCATION_COLUMNS}
     return record
-
-
-def _summarise(path: Path, problems: dict[int, list[str]]) -> str:
-    rows = sorted(problems)
-    shown = "; ".join(f"row {r}: {', '.join(problems[r])}" for r in rows[:_MAX_REASONS_SHOWN])
-    more = f"; ... and {len(rows) - _MAX_REASONS_SHOWN} more" if len(rows) > _MAX_REASONS_SHOWN else ""
-    numbers = ", ".join(str(r) for r in rows)
-    plural = "s" if len(rows) != 1 else ""
-    return f"manifest {path.name}: {len(rows)} bad row{plural} ({numbers}): {shown}{more}"
 
 
 def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = False) -> list[CaseRecord]:
@@ -169,7 +158,7 @@ def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = Fals
             problems[number].append(str(exc))
     check_consistency(records, problems)
     if problems:
-        raise MVCFError(_summarise(path, problems))
+        raise MVCFError(summarise_rows(path, problems))
     if not records:
         raise MVCFError(f"manifest {path.name} has no case rows")
     return records
@@ -225,3 +214,29 @@ def write_manifest(path: Union[str, os.PathLike], records: Sequence[CaseRecord])
             row.update({k: record.extra.get(k, "") for k in extra_keys})
             writer.writerow(row)
     return path
+
+
+def write_predictions(path: Union[str, os.PathLike], records: Sequence[CaseRecord],
+                      scores: dict[str, dict[str, float]], sets: Optional[dict[str, str]] = None,
+                      threshold: Optional[float] = None) -> None:
+    """The one predictions.csv writer (train, evaluate, study), atomically: a row per record (in the given
+    order; only those in `sets` when it is given) with case_id, patient_id, institution, [set,] label and
+    the scores. With `threshold` the one score column is `probability_malignant` followed by its
+    `prediction`; without, one column per name in `scores` (empty where a model did not score the case)."""
+    if threshold is not None and len(scores) != 1:
+        raise ValueError("a thresholded predictions file holds one model's scores")
+    header = ["case_id", "patient_id", "institution"] + (["set"] if sets is not None else []) + ["label"]
+    header += ["probability_malignant", "prediction"] if threshold is not None else list(scores)
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        for r in records:
+            if sets is not None and r.case_id not in sets:
+                continue
+            row = [r.case_id, r.patient_id, r.institution] + ([sets[r.case_id]] if sets is not None else [])
+            row.append(CLASS_NAMES[int(r.label)])
+            values = [column.get(r.case_id) for column in scores.values()]
+            row += ["" if p is None else f"{float(p):.6f}" for p in values]
+            if threshold is not None:
+                row.append(CLASS_NAMES[int(values[0] >= threshold)])
+            writer.writerow(row)

@@ -38,7 +38,9 @@ def _edit(bundle, change):
     (lambda c: c.update(ensemble_size=200_000), "MVCF_MAX_ENSEMBLE"),
     (lambda c: c["network"].update(block_inplanes=[8000, 16000, 16000, 16000]), "MVCF_MAX_PARAMETERS"),
     (lambda c: c["view_spec"].update(size_px=32), "view_spec gives views of shape"),
-    (lambda c: c["network"].update(mode="3d"), "input_shape has 3 dimensions; mode 3d needs 4"),
+    (lambda c: c["view_spec"].update(mode="3d"), "input_shape has 3 dimensions; mode 3d needs 4"),
+    (lambda c: c["view_spec"].update(mode="4d"), "view_spec.mode '4d' is not a view mode"),
+    (lambda c: c["network"].update(family="os.system"), "network.family must be one of"),
 ])
 def test_malformed_card_fields_are_refused(bundle, change, message):
     _edit(bundle, change)

@@ -68,11 +68,12 @@ def test_view_and_network_requests_are_capped():
     limits.check_view_shape((2, 64, 64, 64))
     with pytest.raises(MVCFError, match="MVCF_MAX_VIEW_ELEMENTS"):
         limits.check_view_shape((1, 1024, 1024, 1024))
-    limits.check_network_request([1, 1, 1, 1], [16, 32, 64, 128], 2, 2, 7, 5)
+    small = {"layers": [1, 1, 1, 1], "block_inplanes": [16, 32, 64, 128], "in_channels": 2, "spatial_dims": 2}
+    limits.check_network_request(small, 5)
     with pytest.raises(MVCFError, match="MVCF_MAX_ENSEMBLE"):
-        limits.check_network_request([1, 1, 1, 1], [16, 32, 64, 128], 2, 2, 7, 200_000)
+        limits.check_network_request(small, 200_000)
     with pytest.raises(MVCFError, match="MVCF_MAX_PARAMETERS"):
-        limits.check_network_request([3, 4, 6, 3], [1024, 2048, 4096, 8192], 2, 3, 7, 1)
+        limits.check_network_request({**small, "block_inplanes": [1024, 2048, 4096, 8192], "spatial_dims": 3}, 1)
 
 
 def test_parameter_estimate_matches_monai():
@@ -83,6 +84,13 @@ def test_parameter_estimate_matches_monai():
     actual = sum(p.numel() for p in net.parameters())
     estimate = limits.estimate_resnet_parameters([1, 1, 1, 1], [16, 32, 64, 128], 2, 2, 7)
     assert abs(estimate - actual) / actual < 0.1
+    from monai.networks.nets import DenseNet
+
+    dense = DenseNet(spatial_dims=3, in_channels=2, out_channels=1, init_features=8, growth_rate=8,
+                     block_config=(2, 2, 2), bn_size=2)
+    actual = sum(p.numel() for p in dense.parameters())
+    estimate = limits.estimate_densenet_parameters(8, 8, [2, 2, 2], 2, 2, 3)
+    assert abs(estimate - actual) / actual < 0.15
 
 
 RUN_AND_MEASURE = textwrap.dedent("""

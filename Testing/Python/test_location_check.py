@@ -31,7 +31,7 @@ def test_every_route_checks_for_bone(tmp_path, capsys):
     assert locate.bone_fraction(ct, l1.center_lps) > 0.05
     soft = l1.center_lps + [0, -60, 0]                           # 6 cm in front of L1
     assert locate.bone_fraction(ct, soft) == 0.0
-    box = locate.from_box_center(ct, soft, [30, 30, 30])
+    box = locate.resolve(ct, locate.VertebraQuery(box=(tuple(soft - 15), tuple(soft + 15))))
     with pytest.raises(MVCFError, match="no vertebral bone"):
         predict_ct(ct, box, device="cpu")
     # a mask label drawn in soft tissue

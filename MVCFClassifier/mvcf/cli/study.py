@@ -10,11 +10,13 @@ from mvcf.errors import MVCFError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mvcf.cli.train import add_training_arguments, add_view_arguments
-    from mvcf.study import DEFAULT_REFERENCE, MODES
+    from mvcf import modes
+    from mvcf.study import DEFAULT_REFERENCE
 
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
     parser.add_argument("--out", required=True, help="output folder (per-mode bundles, study.json, report)")
-    parser.add_argument("--modes", type=A.text_list(len(MODES)), default=",".join(MODES), help="comma-separated view modes (default: all)")
+    parser.add_argument("--modes", type=A.text_list(len(modes.names())), default=",".join(modes.names()),
+                        help="comma-separated view modes (default: all)")
     parser.add_argument("--reference", default=None, help="mode the p-values compare against (default "
                         f"{DEFAULT_REFERENCE} when studied, else the first of --modes)")
     add_view_arguments(parser)
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli.train import fold_arguments, read_checked_manifest, train_config
     from mvcf.cli.views import parse_windows
     from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
-    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.progress import dumps
     from mvcf.study import StudyConfig, comparison_rows, run_study, HEADER
 
     out = Path(args.out)
@@ -59,6 +61,5 @@ def run(args: argparse.Namespace, reporter) -> int:
         for row in comparison_rows(summary):
             print(" | ".join(row))
         print(f"report: {out / 'report.html'}")
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(summary)
+    reporter.result(summary)
     return 0

@@ -6,7 +6,7 @@ import sys
 import time
 
 from mvcf.cli import args as A
-from mvcf.progress import JsonLinesReporter, Reporter, dumps
+from mvcf.progress import Reporter, dumps
 
 DIFFICULTY_CHOICES = ("easy", "standard", "hard")
 
@@ -48,6 +48,5 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     reporter.log(f"wrote {len(records)} cases to {manifest}")
     if args.json:
         print(dumps(payload), file=sys.stdout)
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(payload)
+    reporter.result(payload)
     return 0

@@ -14,10 +14,10 @@ import re
 from typing import Any, Callable, Optional
 
 from mvcf.errors import MVCFError
+from mvcf.models.architectures import DENSENET, RESNET
 
 #: Deeper than this is not a card mvcf wrote (its deepest part, validation_metrics, is 4 levels down).
 MAX_DEPTH = 32
-MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
 
 Check = Callable[[Any, str], None]
 
@@ -119,24 +119,36 @@ def record(required: dict[str, Check], optional_fields: Optional[dict[str, Check
 WINDOW = any_of(text(32), list_of(number(-1e5, 1e5), 2, 2), expected="a window name or [center, width]")
 
 NETWORK = record({
-    "family": text(200),
-    "mode": one_of(*MODES),
+    "family": one_of(RESNET, DENSENET),
     "input_shape": list_of(integer(1, 1 << 16), 3, 4),
     "spatial_dims": one_of(2, 3),
     "in_channels": integer(1, 256),
     "num_outputs": one_of(1),
 }, {
     "arch": text(100),
-    "layers": list_of(integer(0, 64), 1, 8),
-    "block_inplanes": list_of(integer(1, 1 << 14), 1, 8),
-    "conv1_t_size": integer(1, 15),
-    "conv1_t_stride": integer(1, 8),
+    "gradcam_layer": text(200, r"[A-Za-z_][A-Za-z0-9_.]*"),
     "dropout": number(0, 1, hi_open=True),
     "mil_pooling": optional(one_of("mean", "attention")),
 })
 
+#: The size fields each family needs (all required for that family).
+FAMILY_FIELDS: dict[str, Check] = {
+    RESNET: record({
+        "layers": list_of(integer(0, 64), 1, 8),
+        "block_inplanes": list_of(integer(1, 1 << 14), 1, 8),
+        "conv1_t_size": integer(1, 15),
+        "conv1_t_stride": integer(1, 8),
+    }),
+    DENSENET: record({
+        "init_features": integer(1, 1 << 12),
+        "growth_rate": integer(1, 1 << 10),
+        "block_config": list_of(integer(1, 256), 1, 8),
+        "bn_size": integer(1, 64),
+    }),
+}
+
 VIEW_SPEC = record({
-    "mode": one_of(*MODES),
+    "mode": text(100),
 }, {
     "size_px": integer(8, 1024),
     "spacing_mm": number(0.05, 20),
@@ -198,21 +210,24 @@ def parse_card_json(data: bytes, where: str) -> Any:
 
 
 def _check_consistency(card: dict) -> None:
+    from mvcf import modes
     from mvcf.limits import check_network_request, check_view_shape
     from mvcf.views import ViewSpec
 
     net = card["network"]
+    FAMILY_FIELDS[net["family"]](net, "network")
+    name = card["view_spec"]["mode"]
+    if name not in modes.names():
+        raise CardError(f"view_spec.mode {name!r} is not a view mode of this mvcf ({', '.join(modes.names())})")
+    mode = modes.get(name)
     shape = net["input_shape"]
-    rank = 4 if net["mode"] in ("2.5d-mil", "3d") else 3
-    if len(shape) != rank:
-        raise CardError(f"network.input_shape has {len(shape)} dimensions; mode {net['mode']} needs {rank}")
-    if net["spatial_dims"] != (3 if net["mode"] == "3d" else 2):
-        raise CardError(f"network.spatial_dims {net['spatial_dims']} does not fit mode {net['mode']}")
-    channels = shape[1] if net["mode"] == "2.5d-mil" else shape[0]
-    if net["in_channels"] != channels:
-        raise CardError(f"network.in_channels {net['in_channels']} differs from input_shape's {channels}")
-    if card["view_spec"]["mode"] != net["mode"]:
-        raise CardError(f"view_spec.mode {card['view_spec']['mode']} differs from network.mode {net['mode']}")
+    if len(shape) != mode.input_rank:
+        raise CardError(f"network.input_shape has {len(shape)} dimensions; mode {name} needs {mode.input_rank}")
+    if net["spatial_dims"] != mode.spatial_dims:
+        raise CardError(f"network.spatial_dims {net['spatial_dims']} does not fit mode {name}")
+    if net["in_channels"] != mode.in_channels(shape):
+        raise CardError(f"network.in_channels {net['in_channels']} differs from input_shape's "
+                        f"{mode.in_channels(shape)}")
     check_view_shape(shape, "the card's network.input_shape")
     try:
         spec = ViewSpec.from_dict(card["view_spec"])
@@ -221,16 +236,7 @@ def _check_consistency(card: dict) -> None:
     if list(spec.output_shape()) != list(shape):
         raise CardError(f"view_spec gives views of shape {list(spec.output_shape())}, the network takes "
                         f"{list(shape)}")
-    if "layers" in net or "block_inplanes" in net:
-        layers, planes = net.get("layers"), net.get("block_inplanes")
-        if layers is None or planes is None or len(layers) != len(planes):
-            raise CardError("network.layers and network.block_inplanes must be lists of the same length")
-        check_network_request(layers, planes, net["in_channels"], net["spatial_dims"],
-                              net.get("conv1_t_size", 7), card["ensemble_size"])
-    else:
-        from mvcf.limits import check_count
-
-        check_count("the ensemble size", card["ensemble_size"], "MAX_ENSEMBLE")
+    check_network_request(net, card["ensemble_size"])
 
 
 def validate_card(card: Any, where: str) -> dict:
@@ -261,6 +267,16 @@ def check_weights(state: dict, reference: dict, where: str) -> None:
                                 "network needs floating-point weights (the file is damaged or not mvcf's)")
             if tensor.numel() and not bool(torch.isfinite(tensor).all()):
                 raise MVCFError(f"invalid model bundle: {where} has NaN or infinite values in {key}")
+
+
+def check_probabilities(values, what: str = "the model"):
+    """Every probability a model returns is finite and in [0, 1], or no call is made from any of them."""
+    import numpy as np
+
+    bad = ~(np.isfinite(values) & (values >= 0) & (values <= 1))
+    if np.any(bad):
+        check_probability(float(np.asarray(values)[bad].ravel()[0]), what)
+    return values
 
 
 def check_probability(value: float, what: str = "the model") -> float:
