@@ -102,6 +102,15 @@ def test_os_errors_are_one_line_and_leave_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+def test_read_only_folder_is_named_with_its_cause(tmp_path, monkeypatch):
+    """As root a chmod'ed folder stays writable, so the permission answer is simulated."""
+    import mvcf.outputs_guard as guard
+
+    monkeypatch.setattr(guard.os, "access", lambda path, mode: False)
+    with pytest.raises(MVCFError, match=r"the folder .* is not writable \(Permission denied\)"):
+        check_output(tmp_path / "out", kind="folder")
+
+
 def test_outputs_honour_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
