@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 import json
 import resource
 import shutil
@@ -122,3 +123,24 @@ def test_full_disk_gives_exit_2_and_no_truncated_heatmap(inputs, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert _one_line(proc.stderr) and "heat.nii.gz" in proc.stderr and "incomplete" in proc.stderr
     assert list(heat.parent.iterdir()) == []
+
+
+def test_locations_views_folders_are_guarded_too(inputs, capsys, tmp_path):
+    """A locations entry's `views` folder (the model input, for Slicer): never the mask's folder or a folder
+    of the user's; an earlier views folder of mvcf is replaced."""
+    ct, mask = inputs
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    locations = tmp_path / "where.json"
+    for views, message in [("mine", "not written by mvcf"), (".", "holds the input"), ("../up", "outside the folder")]:
+        locations.write_text(json.dumps([{"name": "L1", "mask": "seg.nii.gz", "label": 31, "views": views}]))
+        code, _, err = _run(capsys, "predict", "--ct", ct, "--locations", locations)
+        assert code == 2 and _one_line(err) and message in err, err
+    assert (mine / "notes.txt").read_text() == "mine"
+    locations.write_text(json.dumps([{"name": "L1", "mask": "seg.nii.gz", "label": 31, "views": "v1"}]))
+    for _ in range(2):
+        code, out, err = _run(capsys, "predict", "--ct", ct, "--locations", locations, "--json")
+        assert code == 0, err
+    written = json.loads(out)["results"][0]["views"]
+    assert written and all((tmp_path / "v1" / Path(p).name).is_file() for p in written)

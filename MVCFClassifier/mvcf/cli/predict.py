@@ -90,7 +90,8 @@ def run(args: argparse.Namespace, reporter) -> int:
     check_placement(args)
     queries = queries_from_args(args)
     if queries is not None:
-        check_outputs_distinct([(f"{q.name} heatmap", q.heatmap) for q in queries if q.heatmap is not None],
+        check_outputs_distinct([(f"{q.name} {field}", path) for q in queries
+                                for field, path in (("heatmap", q.heatmap), ("views", q.views)) if path is not None],
                                [args.ct, args.model, args.locations])
         return run_many(args, reporter, queries)
     reporter.progress(0, 3, "reading CT")
