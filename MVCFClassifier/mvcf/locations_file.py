@@ -136,6 +136,9 @@ def read_locations(path: Union[str, Path]) -> list[VertebraQuery]:
     path = Path(path)
     if not path.is_file():
         raise MVCFError(f"locations file not found: {path}")
+    from mvcf.limits import check_file_size
+
+    check_file_size(path, "MAX_TABLE_BYTES", "locations file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

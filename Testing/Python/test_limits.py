@@ -116,3 +116,18 @@ def test_refusing_a_bomb_takes_under_1_gb(tmp_path, kind):
     assert stderr.startswith("error: ") and stderr.count("\n") == 1 and "over the limit" in stderr
     assert int(peak_kib) < 1024 * 1024, f"peak RSS {int(peak_kib) / 1024:.0f} MiB"
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_max_voxels_option(tmp_path, capsys, monkeypatch):
+    import SimpleITK as sitk
+
+    from mvcf.cli.main import main
+
+    monkeypatch.delenv("MVCF_MAX_VOXELS", raising=False)
+    ct = np.full((10, 10, 10), -1000, np.int16)
+    ct[3:7, 3:7, 3:7] = 700
+    sitk.WriteImage(sitk.GetImageFromArray(ct), str(tmp_path / "ct.nrrd"))
+    code = main(["--progress", "none", "--max-voxels", "999", "views", "--ct", str(tmp_path / "ct.nrrd"),
+                 "--point-ijk", "5,5,5", "--out", str(tmp_path / "out")])
+    assert code == 2 and "over the limit of 999" in capsys.readouterr().err
+    assert "MVCF_MAX_VOXELS" not in os.environ and not (tmp_path / "out").exists()

@@ -59,6 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "_module", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    saved_limit = os.environ.get("MVCF_MAX_VOXELS")
     if args.max_voxels is not None:
         if args.max_voxels < 1:
             parser.error("--max-voxels must be a positive number")
@@ -79,6 +80,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         reporter.close()
         signals.restore()
+        if args.max_voxels is not None and saved_limit is None:  # main() may run in-process (tests)
+            os.environ.pop("MVCF_MAX_VOXELS", None)
+        elif args.max_voxels is not None:
+            os.environ["MVCF_MAX_VOXELS"] = saved_limit
 
 
 def _fail(reporter, message: str, code: int) -> int:
