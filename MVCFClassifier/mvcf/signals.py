@@ -48,18 +48,18 @@ def _on_signal(signum: int, _frame) -> None:
     raise Interrupted(signum)
 
 
-def install() -> bool:
-    """Route SIGINT, SIGTERM and SIGHUP to one handler (main thread only; returns whether installed)."""
+def install() -> dict:
+    """Route SIGINT, SIGTERM and SIGHUP to one handler (main thread only); returns the handlers it replaced,
+    for `restore`."""
     if threading.current_thread() is not threading.main_thread():
-        return False
-    for sig in CANCEL_SIGNALS:
-        signal.signal(sig, _on_signal)
-    return True
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in CANCEL_SIGNALS}
 
 
-def restore() -> None:
-    for sig in CANCEL_SIGNALS:
-        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+def restore(previous: dict) -> None:
+    """Put back the handlers `install` replaced (main() also runs in-process: tests, batch scripts)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def worker_init() -> None:

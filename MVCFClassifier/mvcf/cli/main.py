@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error("--max-voxels must be a positive number")
         os.environ["MVCF_MAX_VOXELS"] = str(args.max_voxels)
     reporter = make_reporter(args.progress)
-    signals.install()
+    previous_handlers = signals.install()
     try:
         return int(args._module.run(args, reporter) or 0)
     except MVCFError as exc:
@@ -79,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(reporter, signals.describe(exc), 130)
     finally:
         reporter.close()
-        signals.restore()
+        signals.restore(previous_handlers)
         if args.max_voxels is not None and saved_limit is None:  # main() may run in-process (tests)
             os.environ.pop("MVCF_MAX_VOXELS", None)
         elif args.max_voxels is not None:
