@@ -13,6 +13,7 @@ CTs or masks were swapped under the same case ids.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -85,6 +86,31 @@ def record_key(record: Any) -> str:
 
 def cohort_key(records: Sequence[Any]) -> str:
     return hashlib.sha256("\n".join(sorted(record_key(r) for r in records)).encode()).hexdigest()
+
+
+def resume_record(path: Path, records: Sequence[Any], resume: bool, what: str,
+                  extra: Optional[dict] = None) -> Optional[dict]:
+    """The record a run folder keeps of what it was run on: `{"cohort_sha256": cohort_key(records), **extra}`.
+
+    A new run writes it and gets None; a resumed one reads it back (a corrupt file is one line), refuses
+    another cohort, and gets the saved record for its own comparisons (e.g. of settings)."""
+    from mvcf.fileio import write_text
+
+    current = {"cohort_sha256": cohort_key(records), **(extra or {})}
+    if resume and path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(saved, dict) or not isinstance(saved.get("cohort_sha256"), str):
+                raise TypeError
+        except (OSError, UnicodeDecodeError, ValueError, TypeError):
+            raise MVCFError(f"cannot resume the {what} in {path.parent}: {path.name} is corrupt; start again in "
+                            "another --out") from None
+        if saved["cohort_sha256"] != current["cohort_sha256"]:
+            raise MVCFError(f"cannot resume the {what} in {path.parent}: it was run on another cohort (other "
+                            "cases, or CT/mask files changed since)")
+        return saved
+    write_text(path, json.dumps(current, indent=2) + "\n")
+    return None
 
 
 def _header_geometry(path: Path):

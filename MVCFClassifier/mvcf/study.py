@@ -236,29 +236,19 @@ def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequenc
     """The configuration and cohort a study folder belongs to; a resumed study must match them exactly. The
     cohort is identified by its rows and by the size and modification time of every CT and mask file
     (mvcf.cohort_checks.cohort_key), so swapped files under the same case ids are noticed."""
-    from mvcf.cohort_checks import cohort_key
+    from mvcf.cohort_checks import resume_record
     from mvcf.train import changed_settings
 
-    current = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
-               "cohort_sha256": cohort_key(records)}
-    if resume and path.is_file():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            saved_config, saved_cohort = saved["config"], saved["cohort_sha256"]
-            if not isinstance(saved_config, dict):
-                raise TypeError
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-            raise MVCFError(f"cannot resume the study in {path.parent}: {path.name} is corrupt; start the study "
-                            "again in another --out") from None
-        if saved_cohort != current["cohort_sha256"]:
-            raise MVCFError(f"cannot resume the study in {path.parent}: it was run on another cohort (other "
-                            "cases, or CT/mask files changed since)")
-        changed = changed_settings(saved_config, current["config"])
-        if changed:
-            raise MVCFError(f"cannot resume the study in {path.parent}: its settings differ ({', '.join(changed)})")
+    config_dict = json.loads(json.dumps(config.to_dict(), default=str))
+    saved = resume_record(path, records, resume, "study", {"config": config_dict})
+    if saved is None:
         return
-    with atomic_open(path, "w", encoding="utf-8") as handle:
-        json.dump(current, handle, indent=2)
+    if not isinstance(saved.get("config"), dict):
+        raise MVCFError(f"cannot resume the study in {path.parent}: {path.name} is corrupt; start again in another "
+                        "--out")
+    changed = changed_settings(saved["config"], config_dict)
+    if changed:
+        raise MVCFError(f"cannot resume the study in {path.parent}: its settings differ ({', '.join(changed)})")
 
 
 def _fmt(block: dict[str, Any]) -> str:

@@ -137,3 +137,30 @@ def test_reference_must_be_among_the_modes(tmp_path, capsys):
     assert StudyConfig(modes=("2d", "3d")).reference == "2d"
     with pytest.raises(MVCFError, match="not among the studied modes"):
         StudyConfig(modes=("2d", "3d"), reference="2.5d-mil")
+
+
+def test_train_resume_refuses_swapped_files(cohort, tmp_path, capsys, monkeypatch):
+    """The same resume record as the study's: `train --resume` after the CTs changed is refused before
+    training (training itself is not reached here)."""
+    import mvcf.train
+
+    folder = tmp_path / "c"
+    shutil.copytree(cohort.parent, folder)
+    out = tmp_path / "run"
+    out.mkdir()
+    from mvcf.cohort_checks import resume_record
+    from mvcf.manifest import read_manifest
+
+    resume_record(out / "cohort.json", read_manifest(folder / "manifest.csv"), False, "run")
+    a, b = sorted(folder.glob("A_00[01].nii.gz"))
+    os.rename(a, tmp_path / "t.nii.gz")
+    os.rename(b, a)
+    os.rename(tmp_path / "t.nii.gz", b)
+    monkeypatch.setattr(mvcf.train, "train_cohort", lambda *a, **k: pytest.fail("training started"))
+    code = main(["--progress", "none", "train", "--manifest", str(folder / "manifest.csv"), "--out", str(out),
+                 "--resume"])
+    assert code == 2 and "it was run on another cohort" in capsys.readouterr().err
+    (out / "cohort.json").write_text("{")
+    code = main(["--progress", "none", "train", "--manifest", str(folder / "manifest.csv"), "--out", str(out),
+                 "--resume"])
+    assert code == 2 and "cohort.json is corrupt" in capsys.readouterr().err

@@ -107,8 +107,11 @@ def run(args: argparse.Namespace, reporter) -> int:
         check_run_folder(out, [args.manifest], resume=args.resume)
     records, inputs = read_checked_manifest(args, reporter)
     if main_process:
+        from mvcf.cohort_checks import resume_record
+
         check_not_input(out, inputs, "--out")
         check_cache_folder(args.cache, inputs)
+        resume_record(out / "cohort.json", records, args.resume, "run")
     from mvcf.cli.views import parse_windows
 
     spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, windows=parse_windows(args.windows))
