@@ -107,19 +107,24 @@ def run(args: argparse.Namespace, reporter) -> int:
         check_run_folder(out, [args.manifest], resume=args.resume)
     records, inputs = read_checked_manifest(args, reporter)
     if main_process:
-        from mvcf.cohort_checks import resume_record
-
         check_not_input(out, inputs, "--out")
         check_cache_folder(args.cache, inputs)
-        resume_record(out / "cohort.json", records, args.resume, "run")
     from mvcf.cli.views import parse_windows
 
     spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, windows=parse_windows(args.windows))
     n_folds, train_folds = fold_arguments(args.folds)
+    config = train_config(args)
+    from mvcf.inference import resolve_device
+
+    resolve_device(args.device)  # --device cuda without one: refused before anything is written
+    if main_process:  # the last check, and the first file written: what the run folder was run on
+        from mvcf.cohort_checks import resume_record
+
+        resume_record(out / "cohort.json", records, args.resume, "run")
     if args.device != "cuda":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
-        run_ = train_cohort(records, spec, train_config(args), out_dir=out, n_folds=n_folds,
+        run_ = train_cohort(records, spec, config, out_dir=out, n_folds=n_folds,
                             train_folds=train_folds, external=args.external, cache_dir=args.cache or (out / "cache"),
                             resume=args.resume, name=args.name or f"mvcf-{args.view}",
                             on_progress=reporter.progress, on_metrics=reporter.metrics,
