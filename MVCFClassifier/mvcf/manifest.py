@@ -103,7 +103,7 @@ def _parse_row(row: dict[str, str], number: int, base: Path, allow_outside_root:
             raise MVCFError(f"mask not found: {values['mask']}")
         try:
             record.vertebra_label = int(float(values["vertebra_label"]))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise MVCFError(f"vertebra_label {values['vertebra_label']!r} is not an integer") from None
         record.mask = mask
     if values["center_lps"]:

@@ -55,6 +55,7 @@ CASES = {
     "folder of non-DICOM files": (_not_dicom, "no DICOM series"),
     "NUL byte": (lambda row, folder: row.update(case_id="A\x00B"), "NUL byte"),
     "CT as mask": (lambda row, folder: row.update(mask=row["ct"]), "does not look like a label mask"),
+    "infinite label": (lambda row, folder: row.update(vertebra_label="inf"), "is not an integer"),  # was a traceback
 }
 
 
