@@ -109,7 +109,7 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
         }
         (tmp / "prediction").mkdir()
         heatmap = write_prediction_heatmap(demo_bundle, demo_prediction, tmp / "prediction" / "heatmap_L1.nii.gz",
-                                           device=device)
+                                           device=device, ct=ct, location=location)
         (tmp / "prediction" / "prediction_L1.json").write_text(json.dumps(predictions, indent=2) + "\n",
                                                                encoding="utf-8")
         stage("prediction")(1, 1, "done")
@@ -156,7 +156,7 @@ def _write_index(folder: Path, result: dict[str, Any]) -> None:
             f"label, and both models were trained on synthetic data only: these numbers demonstrate the "
             f"software, nothing clinical.</p><table border='1' cellpadding='4'><tr><th>model</th><th>P(MVCF)</th>"
             f"<th>call</th><th>threshold</th><th>model id</th></tr>{''.join(rows)}</table>"
-            f"<p>Grad-CAM heatmap on the view grid: <code>{html.escape(result['heatmap'])}</code> "
+            f"<p>Grad-CAM heatmap around L1 on the CT's own voxel grid: <code>{html.escape(result['heatmap'])}</code> "
             f"(open with the CT in Slicer or any NIfTI viewer).</p>"
             f"<p>Timings (s): {html.escape(json.dumps(result['timings_s']))}</p></body></html>")
     (folder / "index.html").write_text(page, encoding="utf-8")

@@ -183,15 +183,17 @@ def check_output(path: PathLike, inputs: Iterable[PathLike] = (), *, kind: str =
     return target
 
 
-def check_cache_folder(path: Optional[PathLike], inputs: Iterable[PathLike] = ()) -> Optional[Path]:
-    """A cache folder may exist (it is reused across runs) but must be a folder and no input's place."""
+def check_cache_folder(path: Optional[PathLike], inputs: Iterable[PathLike] = (),
+                       what: str = "--cache") -> Optional[Path]:
+    """A folder that may exist and is written into (a view cache reused across runs, screen's --out): it
+    must be a folder and no input's place; what is written inside goes through fileio's atomic writes."""
     if path is None:
         return None
     target = Path(path)
-    check_not_input(target, inputs, "--cache")
+    check_not_input(target, inputs, what)
     if target.exists() and not target.is_dir():
-        raise MVCFError(f"--cache {path} is an existing file; a folder is needed here")
-    _check_parent(_resolved(target), "--cache")
+        raise MVCFError(f"{what} {path} is an existing file; a folder is needed here")
+    _check_parent(_resolved(target), what)
     return target
 
 

@@ -144,3 +144,11 @@ def test_locations_views_folders_are_guarded_too(inputs, capsys, tmp_path):
         assert code == 0, err
     written = json.loads(out)["results"][0]["views"]
     assert written and all((tmp_path / "v1" / Path(p).name).is_file() for p in written)
+
+
+def test_screen_out_is_never_an_input(inputs, capsys, tmp_path):
+    ct, mask = inputs
+    for out in (ct, tmp_path):
+        code, _, err = _run(capsys, "screen", "--ct", ct, "--seg", mask, "--out", out)
+        assert code == 2 and _one_line(err) and ("is an input" in err or "holds the input" in err), err
+    assert _sha(ct) == _sha(SAMPLE["ct"]) and _sha(mask) == _sha(SAMPLE["mask"])

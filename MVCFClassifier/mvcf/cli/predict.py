@@ -110,7 +110,8 @@ def run(args: argparse.Namespace, reporter) -> int:
         from mvcf.inference import load_model
 
         bundle = load_model(args.model, result.device)
-        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device))
+        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device,
+                                                          ct=ct, location=location))
     reporter.progress(3, 3, "done")
     if args.json:
         print(dumps(payload, indent=2))
