@@ -84,3 +84,25 @@ def test_sigterm_in_train_exits_130_and_leaves_no_temporary_file(tmp_path):
     assert "Traceback" not in stderr
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert not (out / "model").exists()
+
+
+def test_slicer_cancel_gets_the_same_cleanup(tmp_path):
+    """The Slicer modules' Cancel (ChildRun.cancel: SIGTERM to the child's process group) ends a
+    `synth --workers 2` child with exit 130 and its error event, and nothing is left behind."""
+    from MVCFClassifierLib.process import ChildRun
+
+    out = tmp_path / "cohort"
+    run = ChildRun(python_executable=sys.executable).start(["synth", "--out", str(out), "--cases", "60",
+                                                             "--workers", "2"])
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_children(run.pid)) < 2 and run.returncode is None:
+        time.sleep(0.1)
+    workers = _children(run.pid)
+    assert len(workers) >= 2, "the workers never started"
+    time.sleep(1.0)
+    run.cancel(grace_s=20)
+    run.wait(timeout=60)
+    assert run.returncode == 130
+    assert run.error == "interrupted (SIGTERM)"
+    assert not any(_alive(w) for w in workers)
+    assert list(tmp_path.iterdir()) == []
