@@ -203,7 +203,7 @@ def test_simulate_cli(tmp_path):
     assert [(g["readers"], g["cases"], g["n_pos"]) for g in payload["grid"]] == [(3, 40, 16), (5, 40, 16)]
     assert payload["model"].startswith("Roe-Metz")
     bad = mvcf_cli("reader-study", "simulate", "--auc-unaided", "1.2")
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "must be in [0.5, 1)" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "[0.5, 1)" in bad.stderr
 
 
 def test_cropped_packages_of_a_real_ct_keep_the_vertebra_where_it_was(tmp_path):

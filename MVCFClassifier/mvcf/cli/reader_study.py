@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mvcf.cli.args import float_in, int_in
 from mvcf.errors import MVCFError
 from mvcf.progress import dumps
 
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--group", action="append", default=[], metavar="NAME:READER,READER",
                       help="a reader group for the report (repeat), e.g. senior:ann,ben --group junior:cy")
     plan.add_argument("--rounds", default="unaided,aided", help="reading rounds in order (default unaided,aided)")
-    plan.add_argument("--washout-days", type=float, default=0.0,
+    plan.add_argument("--washout-days", type=float_in(0, 3650), default=0.0,
                       help="days between finishing one round and starting the next (default 0)")
     plan.add_argument("--scale", choices=["confidence", "probability", "both"], default="confidence",
                       help="rating: 1-5 confidence of malignancy, 0-100 probability, or both (default confidence)")
@@ -42,10 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--model", default=None, help="model bundle for the aided round (default: embedded demo)")
     plan.add_argument("--device", default="auto", help="device for the model outputs (auto, cpu, cuda)")
     plan.add_argument("--no-heatmaps", action="store_true", help="aided round without Grad-CAM heatmaps")
-    plan.add_argument("--crop-mm", type=float, default=None,
+    plan.add_argument("--crop-mm", type=float_in(40, 5000), default=None,
                       help="copy only a cube of this size (mm) around the vertebra into the packages "
                            "(default: the whole CT)")
-    plan.add_argument("--seed", type=int, default=0, help="seed of the orders and opaque IDs (default 0)")
+    plan.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the orders and opaque IDs (default 0)")
     plan.add_argument("--out", required=True, help="new folder for the plan, key and packages")
 
     collect = sub.add_parser("collect", help="Merge the readers' answers with the key into long format.",
@@ -69,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reader group (overrides the plan's groups)")
     report.add_argument("--positive-at", type=float, default=None,
                         help="rating at or above which a reader's call is malignant (default: the plan's scale)")
-    report.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level (default 0.05)")
+    report.add_argument("--alpha", type=float_in(0, 1, lo_open=True, hi_open=True), default=0.05, help="1 - confidence level (default 0.05)")
     report.add_argument("--title", default="Reader study", help="report title")
     report.add_argument("--out", default=None, help="report folder (default DIR/report)")
     report.add_argument("--json", action="store_true", help="print report.json")
@@ -79,16 +80,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                      "for every readers x cases pair.")
     sim.add_argument("--readers", type=_ints, default=[5], help="reader counts, e.g. 4,6,8 (default 5)")
     sim.add_argument("--cases", type=_ints, default=[114], help="case counts, e.g. 60,114,200 (default 114)")
-    sim.add_argument("--auc-unaided", type=float, default=0.80, help="expected reader AUC without the model")
-    sim.add_argument("--auc-aided", type=float, default=0.85, help="expected reader AUC with the model")
-    sim.add_argument("--prevalence", type=float, default=0.4, help="fraction of MVCF cases (default 0.4)")
+    sim.add_argument("--auc-unaided", type=float_in(0.5, 1, hi_open=True), default=0.80, help="expected reader AUC without the model")
+    sim.add_argument("--auc-aided", type=float_in(0.5, 1, hi_open=True), default=0.85, help="expected reader AUC with the model")
+    sim.add_argument("--prevalence", type=float_in(0, 1, lo_open=True, hi_open=True), default=0.4, help="fraction of MVCF cases (default 0.4)")
     for name, default in (("var-r", 0.011), ("var-tr", 0.011), ("var-c", 0.3), ("var-tc", 0.3), ("var-rc", 0.2),
                           ("var-e", 0.2)):
-        sim.add_argument(f"--{name}", type=float, default=default,
+        sim.add_argument(f"--{name}", type=float_in(0, 100), default=default,
                          help=f"Roe-Metz variance component sigma^2_{name[4:].upper()} (default {default})")
-    sim.add_argument("--simulations", type=int, default=500, help="simulated studies per design (default 500)")
-    sim.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    sim.add_argument("--simulations", type=int_in(10, 1_000_000), default=500, help="simulated studies per design (default 500)")
+    sim.add_argument("--alpha", type=float_in(0, 1, lo_open=True, hi_open=True), default=0.05, help="significance level (default 0.05)")
+    sim.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed (default 0)")
     sim.add_argument("--plot", default=None, help="write power against cases (one line per reader count) to this PNG")
     sim.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
