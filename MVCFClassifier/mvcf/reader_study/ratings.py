@@ -8,7 +8,6 @@ planned order only; a submitted rating can be changed only when the plan allows 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -109,7 +108,7 @@ class RatingsStore:
             self.data["completed"][step.round_name] = reading["submitted_at"]
         try:
             self.save()
-        except OSError:
+        except (OSError, MVCFError):  # nothing half-recorded: the reading is taken back
             self.readings.pop()
             if step.position == step.total:
                 self.data["completed"].pop(step.round_name, None)
@@ -129,7 +128,7 @@ class RatingsStore:
                                revised_at=round(self.clock(), 3))
                 try:
                     self.save()
-                except OSError:
+                except (OSError, MVCFError):  # nothing half-recorded: the reading is taken back
                     reading.clear()
                     reading.update(before)
                     raise
@@ -139,6 +138,4 @@ class RatingsStore:
     def save(self) -> None:
         text = json.dumps(self.data, separators=(",", ":"))  # no indent: the C encoder, fast for 1000s of cases
         with atomic_open(self.package.answers_path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())  # on disk before the rename, so a power cut keeps the last rating too
+            handle.write(text)  # atomic_open flushes and fsyncs before the rename
