@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "entry)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout (several "
                         "vertebrae: {\"results\": [one object per vertebra, or its name and error]})")
+    from mvcf.cli.outputs import add_output_arguments
+
+    add_output_arguments(parser)
 
 
 def locate_from_args(args: argparse.Namespace, ct):
@@ -84,6 +87,7 @@ def queries_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace, reporter) -> int:
     import time
 
+    from mvcf.cli.outputs import finish_outputs, write_outputs
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.predict import predict_ct
     from mvcf.progress import JsonLinesReporter, dumps
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace, reporter) -> int:
         return run_many(args, reporter, queries)
     reporter.progress(0, 3, "reading CT")
     started = time.perf_counter()
-    ct = read_ct(args.ct)
+    ct = read_ct(args.ct, series_uid=args.series_uid)
     read_ms = 1000 * (time.perf_counter() - started)
     reporter.progress(1, 3, "locating the vertebra")
     location = locate_from_args(args, ct)
@@ -109,6 +113,9 @@ def run(args: argparse.Namespace, reporter) -> int:
         from mvcf.explain import write_heatmap
 
         payload["heatmap"] = str(write_heatmap(ct, location, args.model, args.heatmap, device=result.device))
+    outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device)
+    if outputs:
+        payload["outputs"] = outputs
     reporter.progress(3, 3, "done")
     if args.json:
         print(dumps(payload, indent=2))
@@ -124,7 +131,7 @@ def run(args: argparse.Namespace, reporter) -> int:
         print(result.disclaimer)
     if isinstance(reporter, JsonLinesReporter):
         reporter.result(payload)
-    return 0
+    return finish_outputs(outputs)
 
 
 def run_many(args: argparse.Namespace, reporter, queries) -> int:
@@ -132,6 +139,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     import time
 
     from mvcf import RESEARCH_USE_DISCLAIMER
+    from mvcf.cli.outputs import finish_outputs, write_outputs
     from mvcf.predict import load_model, predict_many
     from mvcf.progress import JsonLinesReporter, dumps
     from mvcf.read_ct import read_ct
@@ -140,7 +148,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     steps = len(queries) + 2
     reporter.progress(0, steps, "reading CT")
     started = time.perf_counter()
-    ct = read_ct(args.ct)
+    ct = read_ct(args.ct, series_uid=args.series_uid)
     read_ms = 1000 * (time.perf_counter() - started)
     reporter.progress(1, steps, "loading the model")
     t = time.perf_counter()
@@ -153,6 +161,9 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
                "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
                              "total": round(1000 * (time.perf_counter() - started), 2)},
                "disclaimer": RESEARCH_USE_DISCLAIMER}
+    outputs = write_outputs(args, ct, results, bundle, device)
+    if outputs:
+        payload["outputs"] = outputs
     if args.json:
         print(dumps(payload, indent=2))
     else:
@@ -164,7 +175,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     if len(failed) == len(results):
         raise MVCFError(f"none of the {len(results)} vertebrae could be classified; {failed[0]['name']}: "
                         f"{failed[0]['error']}")
-    return 0
+    return finish_outputs(outputs)
 
 
 def print_many(results: list, model: dict, device: str) -> None:

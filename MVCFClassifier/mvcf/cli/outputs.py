@@ -1,0 +1,154 @@
+"""Where results go besides stdout: the case report, DICOM objects and a PACS. Shared by `mvcf predict` and
+`mvcf screen`, which call the same three functions:
+
+    add_output_arguments(parser)                 adds --series-uid, --report DIR, --include-identifiers,
+                                                 --dicom-out DIR, --send AET@HOST:PORT, --calling-aet,
+                                                 --dicomweb URL
+    write_outputs(args, ct, results, model=None, device="cpu", on_progress=None) -> dict
+                                                 args: the parsed namespace (args.ct is the CT path);
+                                                 ct: the CTImage the results come from; results: one dict
+                                                 per vertebra as `mvcf predict` emits them (name,
+                                                 probability_malignant, prediction, threshold,
+                                                 model{name,version,sha256}, center_lps, warnings; or
+                                                 name + error), optionally with level, height_*_mm,
+                                                 genant_grade, trabecular_hu, which the report and SR then
+                                                 show; model: the bundle folder, a loaded Bundle or None
+                                                 (demo bundle), for the heatmaps of the key images.
+                                                 Returns {"report": {...paths}, "dicom": [paths],
+                                                 "sent": [{to, ok, files, attempts, error}]} (keys only
+                                                 for what was asked; {} when nothing was). Bad requests
+                                                 (DICOM output from a NIfTI, blank source UIDs, --send
+                                                 without --dicom-out) raise MVCFError before anything is
+                                                 written.
+    finish_outputs(outputs) -> int               prints one `error:` line per failed send (the files stay)
+                                                 and returns the exit code: 2 if a send failed, else 0.
+
+The call for the series (`--series-uid`) is an input option: pass `args.series_uid` to read_ct.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from mvcf.errors import MVCFError
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("report, DICOM and PACS")
+    group.add_argument("--series-uid", metavar="UID", help="with a DICOM folder holding several series: the "
+                       "SeriesInstanceUID to read (default: the folder's one CT series)")
+    group.add_argument("--report", metavar="DIR", help="write a case report: report.html, report.pdf, "
+                       "report.json and key images (axial and mid-sagittal with the heatmap) into DIR")
+    group.add_argument("--include-identifiers", action="store_true", help="show the patient's name, ID, birth "
+                       "date and accession number in the report (left out by default)")
+    group.add_argument("--dicom-out", metavar="DIR", help="write a DICOM SR (TID 1500 measurement report) and "
+                       "the key images as Secondary Capture, new series of the source study (DICOM input only)")
+    group.add_argument("--send", metavar="AET@HOST:PORT", help="C-STORE the --dicom-out files to this PACS "
+                       "(tried twice; a failure leaves the files and exits 2)")
+    group.add_argument("--calling-aet", default="MVCF", metavar="AET", help="our AE title for --send "
+                       "(default MVCF)")
+    group.add_argument("--dicomweb", metavar="URL", help="STOW-RS the --dicom-out files to this DICOMweb base "
+                       "URL (e.g. http://pacs:8042/dicom-web)")
+
+
+def _requested(args: argparse.Namespace) -> bool:
+    return any(getattr(args, key, None) for key in ("report", "dicom_out", "send", "dicomweb"))
+
+
+def _check(args: argparse.Namespace):
+    """The DICOM source when one is needed or available, after every refusal that can come before writing."""
+    from mvcf.dicom.pacs import parse_ae
+    from mvcf.dicom.source import load_source
+
+    if (args.send or args.dicomweb) and not args.dicom_out:
+        raise MVCFError("--send and --dicomweb send the files of --dicom-out DIR: give --dicom-out too")
+    if args.send:
+        parse_ae(args.send)
+    if args.dicom_out:
+        return load_source(args.ct, getattr(args, "series_uid", None))
+    if Path(args.ct).is_dir():
+        try:
+            return load_source(args.ct, getattr(args, "series_uid", None), require_uids=False)
+        except MVCFError as exc:
+            if "needs the Python package" in str(exc):
+                return None  # a report without the DICOM description; the rest does not need pydicom
+            raise
+    return None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40] or "vertebra"
+
+
+def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]], model: Any = None,
+                  device: str = "cpu", on_progress: Optional[Callable[[int, int, str], None]] = None
+                  ) -> dict[str, Any]:
+    if not _requested(args):
+        return {}
+    from mvcf import RESEARCH_USE_DISCLAIMER, __version__
+    from mvcf.explain import explain
+    from mvcf.locate import from_point
+    from mvcf.predict import load_model
+    from mvcf.report import DISCLAIMER_SHORT, case_context, source_rows, write_report
+    from mvcf.report.images import key_images
+
+    source = _check(args)
+    progress = on_progress or (lambda done, total, message: None)
+    done = [i for i, r in enumerate(results) if "error" not in r]
+    bundle = load_model(model, device) if not hasattr(model, "card") else model
+    images: dict[int, list] = {}
+    for step, index in enumerate(done):
+        progress(step, len(done), f"key images of {results[index].get('name', index + 1)}")
+        r = results[index]
+        heat, _ = explain(ct, from_point(ct, r["center_lps"], "lps"), bundle, device)
+        name = str(r.get("level") or r.get("name") or f"vertebra {index + 1}")
+        footer = f"P(MVCF) {r['probability_malignant']:.3f} -> {r['prediction']}. {DISCLAIMER_SHORT}"
+        images[index] = key_images(ct, r["center_lps"], heat, name, footer)
+    outputs: dict[str, Any] = {}
+    if args.report:
+        identity = source.identity(args.include_identifiers) if source is not None else None
+        named = {index: [(f"key_{index + 1:02d}_{_slug(str(results[index].get('name', '')))}_{im.plane}.png", im)
+                         for im in ims] for index, ims in images.items()}
+        shown = {index: [{"src": name, "caption": im.caption} for name, im in pairs] for index, pairs in named.items()}
+        context = case_context(results, shown, bundle.card, source_rows(identity, str(args.ct)))
+        pngs = {name: im.png for pairs in named.values() for name, im in pairs}
+        outputs["report"] = write_report(Path(args.report), context, pngs,
+                                         {"results": list(results), "source": identity or {"ct": str(args.ct)},
+                                          "model": context["model"]})
+    if args.dicom_out:
+        outputs["dicom"] = _write_dicom(Path(args.dicom_out), source, results, images, bundle.identity(),
+                                        f"mvcf {__version__}", RESEARCH_USE_DISCLAIMER)
+    if args.send or args.dicomweb:
+        from mvcf.dicom.pacs import send_all
+
+        progress(len(done), len(done), "sending to the PACS")
+        outputs["sent"] = [s.to_dict() for s in send_all([Path(p) for p in outputs["dicom"]], args.send,
+                                                          args.dicomweb, args.calling_aet)]
+        outputs["dicom_dir"] = str(args.dicom_out)
+    return outputs
+
+
+def _write_dicom(folder: Path, source, results, images, model: dict, software: str, disclaimer: str) -> list[str]:
+    from mvcf.dicom.sc import build_sc
+    from mvcf.dicom.sr import build_sr
+    from mvcf.fileio import atomic_files
+
+    sr = build_sr(source, results, model, software_version=software)
+    sc = build_sc(source, [(im, results[index]["center_lps"]) for index, ims in images.items() for im in ims],
+                  comment=disclaimer)
+    objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc}}
+    with atomic_files(folder, list(objects)) as tmp:
+        for name, ds in objects.items():
+            ds.save_as(tmp / name, enforce_file_format=True)
+    return [str(folder / name) for name in objects]
+
+
+def finish_outputs(outputs: dict[str, Any]) -> int:
+    failed = [s for s in outputs.get("sent", []) if not s["ok"]]
+    for s in failed:
+        print(f"error: sending to {s['to']} failed after {s['attempts']} attempts ({s['error']}); the files stay "
+              f"in {outputs.get('dicom_dir')}", file=sys.stderr)
+    return 2 if failed else 0
