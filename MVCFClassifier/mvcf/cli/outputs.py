@@ -105,7 +105,8 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
         r = results[index]
         heat, _ = explain(ct, from_point(ct, r["center_lps"], "lps"), bundle, device)
         name = str(r.get("level") or r.get("name") or f"vertebra {index + 1}")
-        footer = f"P(MVCF) {r['probability_malignant']:.3f} -> {r['prediction']}. {DISCLAIMER_SHORT}"
+        footer = (f"P(MVCF) {r['probability_malignant']:.3f} -> {r['prediction']} (threshold {r['threshold']:.3f})\n"
+                  f"{DISCLAIMER_SHORT}")
         images[index] = key_images(ct, r["center_lps"], heat, name, footer)
     outputs: dict[str, Any] = {}
     if args.report:

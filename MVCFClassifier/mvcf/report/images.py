@@ -77,7 +77,7 @@ def render(hu: np.ndarray, heatmap: Optional[np.ndarray], title: str, footer: st
     ax.plot([5, 25], [hu.shape[0] * PIXEL_MM - 5] * 2, color="white", linewidth=2)
     ax.text(15, hu.shape[0] * PIXEL_MM - 7, "20 mm", color="white", ha="center", va="bottom", fontsize=7)
     fig.text(0.02, 0.95, title, color="white", fontsize=10, va="center")
-    fig.text(0.02, 0.035, footer, color="#ffcc66", fontsize=6.5, va="center")
+    fig.text(0.02, 0.04, footer, color="#ffcc66", fontsize=6.5, va="center", linespacing=1.3)
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     buffer = io.BytesIO()

@@ -1,0 +1,290 @@
+"""Case report, DICOM SR/SC and PACS send on real inputs: the real JPEG2000 series (given UIDs by the test;
+the blank original must be refused) and the sample CT written as a DICOM series, sent to a real Orthanc by
+C-STORE and STOW-RS and checked through Orthanc's REST API."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import shared
+from dicom_fixtures import IDENTIFIERS, with_uids, write_ct_series
+from orthanc_server import CALLING_AET, start_orthanc, stop_orthanc
+
+pydicom = pytest.importorskip("pydicom", reason="the dicom extra (pip install 'mvcf[dicom]') is not installed")
+hd = pytest.importorskip("highdicom", reason="the dicom extra (pip install 'mvcf[dicom]') is not installed")
+
+from mvcf.cli.main import main  # noqa: E402
+
+BODY_IJK = "240,335,10"   # the vertebral body in the real series (512 x 512 x 20)
+REAL = "totalsegmentator/example_ct_dicom"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("report_dicom")
+
+
+@pytest.fixture(scope="module")
+def real_ct(work):
+    return with_uids(shared(REAL), work / "real_ct")
+
+
+@pytest.fixture(scope="module")
+def orthanc(work):
+    server = start_orthanc(work / "orthanc")
+    yield server
+    stop_orthanc(server)
+
+
+def run(capsys, *argv):
+    capsys.readouterr()
+    code = main(["--progress", "none", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def real_run(work, real_ct):
+    """One predict run on the real series with a report and DICOM output (shared by the tests below)."""
+    report, dicom = work / "real_report", work / "real_dicom"
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["--progress", "none", "predict", "--ct", str(real_ct), "--point-ijk", BODY_IJK, "--report",
+                     str(report), "--dicom-out", str(dicom), "--json"])
+    assert code == 0
+    return {"report": report, "dicom": dicom, "payload": json.loads(out.getvalue()), "stdout": out.getvalue()}
+
+
+def _objects(folder: Path):
+    return {p.name.split("_")[0]: p for p in sorted(folder.glob("SR_*.dcm"))} | \
+        {f"SC{i}": p for i, p in enumerate(sorted(folder.glob("SC_*.dcm")))}
+
+
+def test_sr_and_sc_pass_dciodvfy(real_run):
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed; .ci/run installs it")
+    files = sorted(real_run["dicom"].glob("*.dcm"))
+    assert len(files) == 3  # the SR and two key images
+    for path in files:
+        check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, f"{path.name}: {errors}"
+
+
+def test_sr_reads_back_with_the_same_measurements_codes_and_references(real_run, real_ct):
+    result = real_run["payload"]
+    sr_path = next(real_run["dicom"].glob("SR_*.dcm"))
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(sr_path))
+    source = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(real_ct.iterdir())]
+    assert sr.StudyInstanceUID == source[0].StudyInstanceUID
+    assert sr.SeriesInstanceUID != source[0].SeriesInstanceUID
+    assert str(sr.PatientName) == IDENTIFIERS["PatientName"] and sr.PatientID == IDENTIFIERS["PatientID"]
+    evidence = {item.ReferencedSOPInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert evidence == {ds.SOPInstanceUID for ds in source}
+    groups = sr.content.get_image_measurement_groups()
+    assert len(groups) == 1
+    group = groups[0]
+    from pydicom.sr.codedict import codes
+
+    probability = group.get_measurements(name=codes.DCM.ProbabilityOfCancer)[0]
+    assert probability.value == pytest.approx(result["probability_malignant"])
+    assert group.get_measurements(name=codes.DCM.ThresholdValue)[0].value == pytest.approx(result["threshold"])
+    call = group.get_qualitative_evaluations(name=codes.SCT.Classification)[0].value
+    assert call == (codes.SCT.Malignant if result["prediction"] == "MVCF" else codes.SCT.Benign)
+    assert group.finding_sites[0].value == codes.SCT.Vertebra     # a point: no level known
+    nearest = group.source_images[0].referenced_sop_instance_uid
+    assert nearest in evidence
+    texts = dict(_text_items(pydicom.dcmread(sr_path)))
+    assert texts["111001"] == result["model"]["name"] and texts["111003"] == result["model"]["version"]
+    assert texts["111002"] == f"sha256={result['model']['sha256']}"   # Algorithm Parameters
+
+
+def _text_items(ds):
+    """(concept code value, text) of every TEXT content item, depth first."""
+    for item in getattr(ds, "ContentSequence", []):
+        if item.ValueType == "TEXT":
+            yield item.ConceptNameCodeSequence[0].CodeValue, item.TextValue
+        yield from _text_items(item)
+
+
+def test_sc_key_images_are_a_new_series_of_the_source_study(real_run, real_ct):
+    first = pydicom.dcmread(next(real_ct.iterdir()), stop_before_pixels=True)
+    scs = [pydicom.dcmread(p) for p in sorted(real_run["dicom"].glob("SC_*.dcm"))]
+    assert {ds.StudyInstanceUID for ds in scs} == {first.StudyInstanceUID}
+    assert len({ds.SeriesInstanceUID for ds in scs}) == 1 and scs[0].SeriesInstanceUID != first.SeriesInstanceUID
+    assert len({ds.SOPInstanceUID for ds in scs}) == 2
+    for ds in scs:
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and ds.PhotometricInterpretation == "RGB"
+        assert str(ds.PatientName) == IDENTIFIERS["PatientName"]
+        pixels = ds.pixel_array
+        assert pixels.ndim == 3 and pixels.std() > 10      # a picture, not a blank frame
+        assert "Research use only" in ds.ImageComments
+
+
+def _nonblank_png(path: Path) -> float:
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
+    return float(pixels.std())
+
+
+def test_report_opens_in_chromium_and_the_pdf_renders(real_run, work):
+    html = real_run["report"] / "report.html"
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium (Debian package chromium) is not installed; .ci/run installs it")
+    shot = work / "report_shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1000,1400", f"--screenshot={shot}", html.as_uri()], capture_output=True,
+                   timeout=120, check=True)
+    assert _nonblank_png(shot) > 20
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (Debian package poppler-utils) is not installed; .ci/run installs it")
+    subprocess.run(["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(real_run["report"] / "report.pdf"),
+                    str(work / "page")], check=True, timeout=60)
+    assert _nonblank_png(next(work.glob("page*.png"))) > 20
+
+
+def test_report_shows_no_identifiers_unless_asked(real_run, real_ct, work, capsys):
+    texts = {"html": (real_run["report"] / "report.html").read_text(encoding="utf-8"),
+             "json": (real_run["report"] / "report.json").read_text(encoding="utf-8"),
+             "stdout": real_run["stdout"]}
+    if shutil.which("pdftotext"):
+        texts["pdf"] = subprocess.run(["pdftotext", str(real_run["report"] / "report.pdf"), "-"],
+                                      capture_output=True, text=True, check=True).stdout
+    for what, text in texts.items():
+        for value in (*IDENTIFIERS.values(), "Müller", "19670215", "1967-02-15"):
+            assert value not in text, f"{value!r} in the report's {what}"
+    assert "left out" in texts["html"]
+    # every probability carries the disclaimer
+    html = texts["html"]
+    assert html.count("Research use only") >= 1 + html.count("<th>P(MVCF)</th>")
+    code, _, _ = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--report", work / "named",
+                     "--include-identifiers")
+    assert code == 0
+    named = (work / "named" / "report.html").read_text(encoding="utf-8")
+    assert "Müller^Jürg" in named and "PID-4711" in named and "included (--include-identifiers)" in named
+
+
+def test_blank_uids_and_nifti_get_one_clear_error(capsys, work):
+    blank = shared(REAL)
+    for extra in (["--dicom-out", work / "never"], ["--dicom-out", work / "never", "--send", "X@127.0.0.1:1"]):
+        code, out, err = run(capsys, "predict", "--ct", blank, "--point-ijk", BODY_IJK, *extra)
+        assert code == 2 and out == ""
+        assert err.count("\n") == 1 and err.startswith("error: ") and "blank" in err and "UID" in err
+        assert "Traceback" not in err and not (work / "never").exists()
+    nifti = shared("totalsegmentator/example_ct.nii.gz")
+    code, _, err = run(capsys, "predict", "--ct", nifti, "--point-ijk", "60,50,50", "--dicom-out", work / "never")
+    assert code == 2 and "needs a DICOM source" in err and not (work / "never").exists()
+    code, _, err = run(capsys, "predict", "--ct", nifti, "--point-ijk", "60,50,50", "--send", "X@127.0.0.1:1")
+    assert code == 2 and "--dicom-out" in err
+
+
+def test_a_failed_send_is_reported_retried_and_keeps_the_files(real_ct, work, capsys):
+    from orthanc_server import _free_port
+
+    port = _free_port()  # nothing listens there
+    out_dir = work / "unsent"
+    code, out, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", out_dir,
+                         "--send", f"NOBODY@127.0.0.1:{port}", "--json")
+    assert code == 2
+    assert f"error: sending to NOBODY@127.0.0.1:{port} failed after 2 attempts" in err and str(out_dir) in err
+    sent = json.loads(out)["outputs"]["sent"][0]
+    assert sent["ok"] is False and sent["attempts"] == 2
+    assert len(list(out_dir.glob("*.dcm"))) == 3
+
+
+def _store_source(orthanc, folder: Path) -> str:
+    for path in sorted(folder.iterdir()):
+        orthanc.post("/instances", path.read_bytes())
+    first = pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True)
+    return first.StudyInstanceUID
+
+
+def _arrived(orthanc, study_uid: str, source_series_uid: str):
+    """{modality: [pydicom Dataset]} of the instances Orthanc holds in that study, besides the source."""
+    found = orthanc.post("/tools/find", json.dumps({"Level": "Study", "Query": {"StudyInstanceUID": study_uid}})
+                         .encode(), "application/json")
+    assert len(found) == 1, "the outputs did not land in the source study"
+    out: dict[str, list] = {}
+    for series_id in orthanc.get(f"/studies/{found[0]}")["Series"]:
+        series = orthanc.get(f"/series/{series_id}")
+        if series["MainDicomTags"]["SeriesInstanceUID"] == source_series_uid:
+            continue
+        for instance_id in series["Instances"]:
+            import io
+
+            ds = pydicom.dcmread(io.BytesIO(orthanc.file(instance_id)))
+            out.setdefault(ds.Modality, []).append(ds)
+    return out
+
+
+def _check_references(arrived, source_uids: set[str]):
+    assert len(arrived["SR"]) == 1 and len(arrived["OT"]) >= 2
+    sr = arrived["SR"][0]
+    evidence = {item.ReferencedSOPInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert evidence == source_uids
+    for sc in arrived["OT"]:
+        assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID in source_uids
+
+
+def test_c_store_and_stow_rs_to_a_real_orthanc(orthanc, real_ct, work, capsys):
+    study_uid = _store_source(orthanc, real_ct)
+    source = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(real_ct.iterdir())]
+    source_uids = {ds.SOPInstanceUID for ds in source}
+    code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", work / "cstore",
+                       "--send", orthanc.destination, "--calling-aet", CALLING_AET)
+    assert code == 0, err
+    arrived = _arrived(orthanc, study_uid, source[0].SeriesInstanceUID)
+    _check_references(arrived, source_uids)
+    sent_by_c_store = {ds.SOPInstanceUID for datasets in arrived.values() for ds in datasets}
+    code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", work / "stow",
+                       "--dicomweb", orthanc.dicomweb)
+    assert code == 0, err
+    stowed = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in (work / "stow").glob("*.dcm")}
+    after = _arrived(orthanc, study_uid, source[0].SeriesInstanceUID)
+    held = {ds.SOPInstanceUID for datasets in after.values() for ds in datasets}
+    assert stowed <= held and not stowed & sent_by_c_store
+    _check_references({m: [ds for ds in d if ds.SOPInstanceUID in stowed] for m, d in after.items()}, source_uids)
+
+
+def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
+    from mvcf.read_ct import read_ct
+    from mvcf.resources import sample_ct_paths
+
+    sample = sample_ct_paths()
+    folder = write_ct_series(read_ct(sample["ct"]), work / "sample_dicom")
+    study_uid = _store_source(orthanc, folder)
+    levels = {"L1": 31, "L2": 30, "L3": 29, "L4": 28, "L5": 27}
+    locations = work / "locations.json"
+    locations.write_text(json.dumps([{"name": name, "mask": str(sample["mask"]), "label": label}
+                                     for name, label in levels.items()]))
+    code, out, err = run(capsys, "predict", "--ct", folder, "--locations", locations, "--dicom-out",
+                         work / "sample_out", "--report", work / "sample_report", "--send", orthanc.destination,
+                         "--calling-aet", CALLING_AET, "--json")
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    source = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.iterdir())]
+    arrived = _arrived(orthanc, study_uid, source[0].SeriesInstanceUID)
+    _check_references(arrived, {ds.SOPInstanceUID for ds in source})
+    assert len(arrived["OT"]) == 2 * len(levels)
+    sr = hd.sr.Comprehensive3DSR.from_dataset(arrived["SR"][0])
+    from pydicom.sr.codedict import codes
+
+    groups = sr.content.get_image_measurement_groups()
+    assert [g.finding_sites[0].value for g in groups] == [getattr(codes.SCT, f"{n}Vertebra") for n in levels]
+    for group, result in zip(groups, results):
+        value = group.get_measurements(name=codes.DCM.ProbabilityOfCancer)[0].value
+        assert value == pytest.approx(result["probability_malignant"])
+    html = (work / "sample_report" / "report.html").read_text(encoding="utf-8")
+    assert all(f"<h2>{name}" in html for name in levels)
