@@ -67,6 +67,10 @@ def _check(args: argparse.Namespace):
         raise MVCFError("--send and --dicomweb send the files of --dicom-out DIR: give --dicom-out too")
     if args.send:
         parse_ae(args.send)
+    if args.report:
+        from mvcf.report import check_pdf
+
+        check_pdf()
     if args.dicom_out:
         return load_source(args.ct, getattr(args, "series_uid", None))
     if Path(args.ct).is_dir():

@@ -55,6 +55,19 @@ class DicomSource:
     def frame_of_reference_uid(self) -> Optional[str]:
         return str(getattr(self.first, "FrameOfReferenceUID", "") or "") or None
 
+    def evidence(self) -> list[Any]:
+        """The series as SR evidence: the first header whole (patient and study are copied from it), the
+        others reduced to the references they contribute."""
+        from pydicom.dataset import Dataset
+
+        slim = []
+        for ds in self.datasets[1:]:
+            item = Dataset()
+            for key in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+                setattr(item, key, getattr(ds, key))
+            slim.append(item)
+        return [self.first, *slim]
+
     def identity(self, include_identifiers: bool = False) -> dict[str, Any]:
         """What a report may show of the source: UIDs and the series description always; the patient's
         identifiers only when asked."""

@@ -10,7 +10,8 @@ name, version, sha256), the source image nearest the vertebra's centre, and
                    and when present the Genant grade.
 Concepts with no standard code (body heights by wall, Genant grade, the fracture finding type) use the
 private coding scheme 99MVCF, which the file declares. Every instance of the source series is listed as
-evidence and in the image library.
+evidence (the optional image library is left out: with a few hundred slices it multiplies the build time
+and the file size for nothing a viewer needs).
 """
 from __future__ import annotations
 
@@ -109,10 +110,9 @@ def build_sr(source: DicomSource, results: Sequence[dict[str, Any]], model: dict
     groups = [_group(hd, codes, r, source, algorithm) for r in results if "error" not in r]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups,
-        referenced_images=source.datasets)
+        procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups)
     sr = hd.sr.Comprehensive3DSR(
-        evidence=source.datasets, content=report, series_instance_uid=hd.UID(), series_number=series_number,
+        evidence=source.evidence(), content=report, series_instance_uid=hd.UID(), series_number=series_number,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
         series_description="MVCF classification (research use)", software_versions=software_version or None)
     return finish(sr)

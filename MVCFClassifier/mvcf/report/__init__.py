@@ -107,13 +107,18 @@ def render_html(context: dict[str, Any]) -> str:
     return env.get_template(TEMPLATE).render(**full)
 
 
-def write_pdf(html: str, base_dir: Path, out: Path) -> None:
+def check_pdf():
+    """WeasyPrint, or a one-line MVCFError saying how to install it (asked before anything is written)."""
     try:
         import weasyprint
     except (ImportError, OSError) as exc:  # OSError: the Pango system library is missing
         raise MVCFError(f"the PDF report needs WeasyPrint and its Pango library ({exc.__class__.__name__}): "
                         f"{EXTRA_HINT} (and apt-get install libpango-1.0-0 libpangoft2-1.0-0)") from None
-    weasyprint.HTML(string=html, base_url=str(base_dir)).write_pdf(str(out))
+    return weasyprint
+
+
+def write_pdf(html: str, base_dir: Path, out: Path) -> None:
+    check_pdf().HTML(string=html, base_url=str(base_dir)).write_pdf(str(out))
 
 
 def write_report(out_dir: Path, context: dict[str, Any], pngs: dict[str, bytes], data: dict[str, Any],
