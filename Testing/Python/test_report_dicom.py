@@ -288,3 +288,39 @@ def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
         assert value == pytest.approx(result["probability_malignant"])
     html = (work / "sample_report" / "report.html").read_text(encoding="utf-8")
     assert all(f"<h2>{name}" in html for name in levels)
+
+
+def test_screening_fields_go_into_the_sr_and_the_report(real_run, real_ct):
+    """Rows `mvcf screen` adds (level, heights, Genant grade, trabecular HU) read back from the SR with their
+    codes and appear in the report."""
+    from pydicom.sr.codedict import codes
+
+    from mvcf.dicom.source import load_source
+    from mvcf.dicom.sr import PRIVATE_SCHEME, build_sr
+    from mvcf.report import case_context, render_html
+
+    base = real_run["payload"]
+    screened = {**base, "name": "vertebrae_T12", "level": "T12", "height_anterior_mm": 18.4,
+                "height_middle_mm": 15.1, "height_posterior_mm": 24.9, "genant_grade": 2, "trabecular_hu": 87.0}
+    sr = build_sr(load_source(real_ct), [screened, {"name": "L1", "error": "label 31 is absent"}], base["model"])
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(_roundtrip(sr)))
+    (group,) = sr.content.get_image_measurement_groups()
+    assert group.finding_sites[0].value == codes.SCT.T12Vertebra
+    heights = {m.name.value: m.value for m in group.get_measurements() if m.name.scheme_designator == PRIVATE_SCHEME}
+    assert heights == {"AVBH": pytest.approx(18.4), "MVBH": pytest.approx(15.1), "PVBH": pytest.approx(24.9)}
+    hu = group.get_measurements(name=codes.DCM.AttenuationCoefficient)[0]
+    assert hu.value == pytest.approx(87.0) and hu.unit.value == "[hnsf'U]"
+    grade = [e for e in group.get_qualitative_evaluations() if e.name.value == "GENANT"][0]
+    assert grade.value.value == "GENANT2"
+    html = render_html(case_context([screened], {}, None, []))
+    for text in ("Anterior body height", "18.4 mm", "Genant grade", "87 HU", "(T12)"):
+        assert text in html
+
+
+def _roundtrip(ds):
+    import io
+
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    buffer.seek(0)
+    return buffer
