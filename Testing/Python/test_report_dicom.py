@@ -20,7 +20,7 @@ hd = pytest.importorskip("highdicom", reason="the dicom extra (pip install 'mvcf
 
 from mvcf.cli.main import main  # noqa: E402
 
-BODY_IJK = "240,335,10"   # the vertebral body in the real series (512 x 512 x 20)
+BODY_IJK = "240,322,10"   # the vertebral body in the real series (512 x 512 x 20)
 REAL = "totalsegmentator/example_ct_dicom"
 
 

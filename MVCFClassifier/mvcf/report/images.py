@@ -90,7 +90,9 @@ def key_images(ct: CTImage, center_lps, heat: Optional[CTImage], name: str, foot
     out = []
     for plane, (orientation, what) in PLANES.items():
         hu, heatmap = plane_arrays(ct, center_lps, plane, heat)
-        caption = f"{name}: {what}"
-        png, rgb = render(hu, heatmap, caption, footer, orientation)
+        title = f"{name}: {what}"
+        png, rgb = render(hu, heatmap, title, footer, orientation)
+        caption = title + (" (Grad-CAM found no positive evidence for the call here)"
+                           if heatmap is not None and float(heatmap.max()) < OVERLAY_FLOOR else "")
         out.append(KeyImage(plane=plane, caption=caption, png=png, rgb=rgb, orientation=orientation))
     return out
