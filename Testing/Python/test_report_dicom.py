@@ -270,7 +270,7 @@ def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
     locations.write_text(json.dumps([{"name": name, "mask": str(sample["mask"]), "label": label}
                                      for name, label in levels.items()]))
     code, out, err = run(capsys, "predict", "--ct", folder, "--locations", locations, "--dicom-out",
-                         work / "sample_out", "--report", work / "sample_report", "--send", orthanc.destination,
+                         work / "sample_out", "--send", orthanc.destination,
                          "--calling-aet", CALLING_AET, "--json")
     assert code == 0, err
     results = json.loads(out)["results"]
@@ -286,8 +286,6 @@ def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
     for group, result in zip(groups, results):
         value = group.get_measurements(name=codes.DCM.ProbabilityOfCancer)[0].value
         assert value == pytest.approx(result["probability_malignant"])
-    html = (work / "sample_report" / "report.html").read_text(encoding="utf-8")
-    assert all(f"<h2>{name}" in html for name in levels)
 
 
 def test_screening_fields_go_into_the_sr_and_the_report(real_run, real_ct):
@@ -324,3 +322,30 @@ def _roundtrip(ds):
     ds.save_as(buffer, enforce_file_format=True)
     buffer.seek(0)
     return buffer
+
+
+def test_a_folder_with_several_series_reads_the_one_ct_or_the_uid_given(real_run, real_ct, work, capsys):
+    from mvcf.read_ct import read_ct
+    from mvcf.resources import sample_ct_paths
+
+    mixed = work / "mixed"
+    shutil.copytree(real_ct, mixed)
+    for path in real_run["dicom"].glob("SC_*.dcm"):     # a second (non-CT) series in the same folder
+        shutil.copy(path, mixed)
+    series_uid = pydicom.dcmread(next(real_ct.iterdir()), stop_before_pixels=True).SeriesInstanceUID
+    notes: list[str] = []
+    ct = read_ct(mixed, warnings=notes)
+    assert ct.size_ijk == (512, 512, 20)
+    assert len(notes) == 1 and series_uid in notes[0] and "the only CT series of 2" in notes[0]
+    sample = write_ct_series(read_ct(sample_ct_paths()["ct"]), work / "second_ct")
+    for path in sample.iterdir():
+        shutil.copy(path, mixed / f"sample_{path.name}")
+    code, _, err = run(capsys, "predict", "--ct", mixed, "--point-ijk", BODY_IJK)
+    assert code == 2 and err.count("\n") == 1 and "--series-uid" in err and series_uid in err
+    code, out, err = run(capsys, "predict", "--ct", mixed, "--series-uid", series_uid, "--point-ijk", BODY_IJK,
+                         "--report", work / "mixed_report", "--json")
+    assert code == 0, err
+    report = json.loads((work / "mixed_report" / "report.json").read_text())
+    assert report["source"]["series_instance_uid"] == series_uid
+    code, _, err = run(capsys, "predict", "--ct", mixed, "--series-uid", "1.2.3", "--point-ijk", BODY_IJK)
+    assert code == 2 and "has no series 1.2.3" in err
