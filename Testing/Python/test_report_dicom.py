@@ -182,6 +182,10 @@ def test_blank_uids_and_nifti_get_one_clear_error(capsys, work):
         assert code == 2 and out == ""
         assert err.count("\n") == 1 and err.startswith("error: ") and "blank" in err and "UID" in err
         assert "Traceback" not in err and not (work / "never").exists()
+    code, out, err = run(capsys, "predict", "--ct", blank, "--point-ijk", BODY_IJK, "--report", work / "blank_report")
+    assert code == 0, err    # a report needs no UIDs
+    assert "(blank)" in (work / "blank_report" / "report.html").read_text(encoding="utf-8")
+    assert f"report: {work / 'blank_report' / 'report.html'}" in out
     nifti = shared("totalsegmentator/example_ct.nii.gz")
     code, _, err = run(capsys, "predict", "--ct", nifti, "--point-ijk", "60,50,50", "--dicom-out", work / "never")
     assert code == 2 and "needs a DICOM source" in err and not (work / "never").exists()

@@ -20,8 +20,10 @@
                                                  (DICOM output from a NIfTI, blank source UIDs, --send
                                                  without --dicom-out) raise MVCFError before anything is
                                                  written.
-    finish_outputs(outputs) -> int               prints one `error:` line per failed send (the files stay)
-                                                 and returns the exit code: 2 if a send failed, else 0.
+    finish_outputs(outputs, quiet=False) -> int  prints where the outputs went (unless quiet, e.g. with
+                                                 --json), one `error:` line on stderr per failed send (the
+                                                 files stay), and returns the exit code: 2 if a send
+                                                 failed, else 0.
 
 The call for the series (`--series-uid`) is an input option: pass `args.series_uid` to read_ct.
 """
@@ -151,7 +153,17 @@ def _write_dicom(folder: Path, source, results, images, model: dict, software: s
     return [str(folder / name) for name in objects]
 
 
-def finish_outputs(outputs: dict[str, Any]) -> int:
+def finish_outputs(outputs: dict[str, Any], quiet: bool = False) -> int:
+    if not quiet:
+        if "report" in outputs:
+            print(f"report: {outputs['report']['html']}" + (f" and {outputs['report']['pdf']}"
+                                                             if "pdf" in outputs["report"] else ""))
+        if "dicom" in outputs:
+            print(f"DICOM: {len(outputs['dicom'])} files (SR + key images) in "
+                  f"{Path(outputs['dicom'][0]).parent if outputs['dicom'] else '-'}")
+        for s in outputs.get("sent", []):
+            if s["ok"]:
+                print(f"sent {s['files']} files to {s['to']}")
     failed = [s for s in outputs.get("sent", []) if not s["ok"]]
     for s in failed:
         print(f"error: sending to {s['to']} failed after {s['attempts']} attempts ({s['error']}); the files stay "

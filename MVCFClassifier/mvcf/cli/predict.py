@@ -131,7 +131,7 @@ def run(args: argparse.Namespace, reporter) -> int:
         print(result.disclaimer)
     if isinstance(reporter, JsonLinesReporter):
         reporter.result(payload)
-    return finish_outputs(outputs)
+    return finish_outputs(outputs, quiet=args.json)
 
 
 def run_many(args: argparse.Namespace, reporter, queries) -> int:
@@ -175,7 +175,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     if len(failed) == len(results):
         raise MVCFError(f"none of the {len(results)} vertebrae could be classified; {failed[0]['name']}: "
                         f"{failed[0]['error']}")
-    return finish_outputs(outputs)
+    return finish_outputs(outputs, quiet=args.json)
 
 
 def print_many(results: list, model: dict, device: str) -> None:

@@ -64,8 +64,8 @@ def source_rows(identity: Optional[dict[str, Any]], ct_path: str) -> list[dict[s
     if not identity:
         return [{"label": "CT", "value": ct_path}, {"label": "Patient identifiers",
                 "value": "none (the input is not DICOM)"}]
-    rows = [{"label": "Study Instance UID", "value": identity["study_instance_uid"]},
-            {"label": "Series Instance UID", "value": identity["series_instance_uid"]},
+    rows = [{"label": "Study Instance UID", "value": identity["study_instance_uid"] or "(blank)"},
+            {"label": "Series Instance UID", "value": identity["series_instance_uid"] or "(blank)"},
             {"label": "Series", "value": f"{identity['modality']} {identity['series_description']} "
                                          f"({identity['instances']} images, {identity['manufacturer']})"}]
     if identity.get("identifiers_included"):
