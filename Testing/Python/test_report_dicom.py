@@ -72,7 +72,7 @@ def test_sr_and_sc_pass_dciodvfy(real_run):
     if shutil.which("dciodvfy") is None:
         pytest.skip("dciodvfy (Debian package dicom3tools) is not installed; .ci/run installs it")
     files = sorted(real_run["dicom"].glob("*.dcm"))
-    assert len(files) == 3  # the SR and two key images
+    assert len(files) == 4  # the SR, two key images, the heatmap
     for path in files:
         check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         errors = [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
@@ -128,6 +128,19 @@ def test_sc_key_images_are_a_new_series_of_the_source_study(real_run, real_ct):
         pixels = ds.pixel_array
         assert pixels.ndim == 3 and pixels.std() > 10      # a picture, not a blank frame
         assert "Research use only" in ds.ImageComments
+
+
+def test_heatmap_parametric_map_overlays_the_source(real_run, real_ct):
+    first = pydicom.dcmread(next(real_ct.iterdir()), stop_before_pixels=True)
+    (path,) = real_run["dicom"].glob("PM_*.dcm")
+    pm = pydicom.dcmread(path)
+    assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30" and pm.StudyInstanceUID == first.StudyInstanceUID
+    assert pm.FrameOfReferenceUID == first.FrameOfReferenceUID and pm.ContentQualification == "RESEARCH"
+    values = pm.pixel_array
+    assert values.shape == (64, 64, 64) and values.dtype == np.float32
+    assert 0.0 <= values.min() and values.max() <= 1.0
+    derived = {item.ReferencedSOPInstanceUID for item in pm.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert derived <= {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in real_ct.iterdir()}
 
 
 def _nonblank_png(path: Path) -> float:
@@ -204,7 +217,7 @@ def test_a_failed_send_is_reported_retried_and_keeps_the_files(real_ct, work, ca
     assert f"error: sending to NOBODY@127.0.0.1:{port} failed after 2 attempts" in err and str(out_dir) in err
     sent = json.loads(out)["outputs"]["sent"][0]
     assert sent["ok"] is False and sent["attempts"] == 2
-    assert len(list(out_dir.glob("*.dcm"))) == 3
+    assert len(list(out_dir.glob("*.dcm"))) == 4
 
 
 def _store_source(orthanc, folder: Path) -> str:
@@ -214,8 +227,12 @@ def _store_source(orthanc, folder: Path) -> str:
     return first.StudyInstanceUID
 
 
+KINDS = {"1.2.840.10008.5.1.4.1.1.88.34": "SR", "1.2.840.10008.5.1.4.1.1.7": "SC",
+         "1.2.840.10008.5.1.4.1.1.30": "PM"}
+
+
 def _arrived(orthanc, study_uid: str, source_series_uid: str):
-    """{modality: [pydicom Dataset]} of the instances Orthanc holds in that study, besides the source."""
+    """{SR|SC|PM: [pydicom Dataset]} of the instances Orthanc holds in that study, besides the source."""
     found = orthanc.post("/tools/find", json.dumps({"Level": "Study", "Query": {"StudyInstanceUID": study_uid}})
                          .encode(), "application/json")
     assert len(found) == 1, "the outputs did not land in the source study"
@@ -228,18 +245,20 @@ def _arrived(orthanc, study_uid: str, source_series_uid: str):
             import io
 
             ds = pydicom.dcmread(io.BytesIO(orthanc.file(instance_id)))
-            out.setdefault(ds.Modality, []).append(ds)
+            out.setdefault(KINDS[ds.SOPClassUID], []).append(ds)
     return out
 
 
-def _check_references(arrived, source_uids: set[str]):
-    assert len(arrived["SR"]) == 1 and len(arrived["OT"]) >= 2
+def _check_references(arrived, source_uids: set[str], frame_uid: str):
+    assert len(arrived["SR"]) == 1 and len(arrived["SC"]) >= 2 and len(arrived["PM"]) >= 1
     sr = arrived["SR"][0]
     evidence = {item.ReferencedSOPInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
                 for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
     assert evidence == source_uids
-    for sc in arrived["OT"]:
+    for sc in arrived["SC"]:
         assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID in source_uids
+    for pm in arrived["PM"]:
+        assert pm.FrameOfReferenceUID == frame_uid
 
 
 def test_c_store_and_stow_rs_to_a_real_orthanc(orthanc, real_ct, work, capsys):
@@ -250,7 +269,7 @@ def test_c_store_and_stow_rs_to_a_real_orthanc(orthanc, real_ct, work, capsys):
                        "--send", orthanc.destination, "--calling-aet", CALLING_AET)
     assert code == 0, err
     arrived = _arrived(orthanc, study_uid, source[0].SeriesInstanceUID)
-    _check_references(arrived, source_uids)
+    _check_references(arrived, source_uids, source[0].FrameOfReferenceUID)
     sent_by_c_store = {ds.SOPInstanceUID for datasets in arrived.values() for ds in datasets}
     code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", work / "stow",
                        "--dicomweb", orthanc.dicomweb)
@@ -259,7 +278,8 @@ def test_c_store_and_stow_rs_to_a_real_orthanc(orthanc, real_ct, work, capsys):
     after = _arrived(orthanc, study_uid, source[0].SeriesInstanceUID)
     held = {ds.SOPInstanceUID for datasets in after.values() for ds in datasets}
     assert stowed <= held and not stowed & sent_by_c_store
-    _check_references({m: [ds for ds in d if ds.SOPInstanceUID in stowed] for m, d in after.items()}, source_uids)
+    _check_references({m: [ds for ds in d if ds.SOPInstanceUID in stowed] for m, d in after.items()}, source_uids,
+                      source[0].FrameOfReferenceUID)
 
 
 def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
@@ -280,8 +300,8 @@ def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
     results = json.loads(out)["results"]
     source = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.iterdir())]
     arrived = _arrived(orthanc, study_uid, source[0].SeriesInstanceUID)
-    _check_references(arrived, {ds.SOPInstanceUID for ds in source})
-    assert len(arrived["OT"]) == 2 * len(levels)
+    _check_references(arrived, {ds.SOPInstanceUID for ds in source}, source[0].FrameOfReferenceUID)
+    assert len(arrived["SC"]) == 2 * len(levels) and len(arrived["PM"]) == len(levels)
     sr = hd.sr.Comprehensive3DSR.from_dataset(arrived["SR"][0])
     from pydicom.sr.codedict import codes
 

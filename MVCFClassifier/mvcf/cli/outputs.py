@@ -46,8 +46,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
                        "report.json and key images (axial and mid-sagittal with the heatmap) into DIR")
     group.add_argument("--include-identifiers", action="store_true", help="show the patient's name, ID, birth "
                        "date and accession number in the report (left out by default)")
-    group.add_argument("--dicom-out", metavar="DIR", help="write a DICOM SR (TID 1500 measurement report) and "
-                       "the key images as Secondary Capture, new series of the source study (DICOM input only)")
+    group.add_argument("--dicom-out", metavar="DIR", help="write a DICOM SR (TID 1500 measurement report), the "
+                       "key images as Secondary Capture and the heatmaps as Parametric Maps, new series of the "
+                       "source study (DICOM input only)")
     group.add_argument("--send", metavar="AET@HOST:PORT", help="C-STORE the --dicom-out files to this PACS "
                        "(tried twice; a failure leaves the files and exits 2)")
     group.add_argument("--calling-aet", default="MVCF", metavar="AET", help="our AE title for --send "
@@ -106,10 +107,12 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
     done = [i for i, r in enumerate(results) if "error" not in r]
     bundle = load_model(model, device) if not hasattr(model, "card") else model
     images: dict[int, list] = {}
+    heats: dict[int, Any] = {}
     for step, index in enumerate(done):
         progress(step, len(done), f"key images of {results[index].get('name', index + 1)}")
         r = results[index]
         heat, _ = explain(ct, from_point(ct, r["center_lps"], "lps"), bundle, device)
+        heats[index] = heat
         name = str(r.get("level") or r.get("name") or f"vertebra {index + 1}")
         footer = (f"P(MVCF) {r['probability_malignant']:.3f} -> {r['prediction']} (threshold {r['threshold']:.3f})\n"
                   f"{DISCLAIMER_SHORT}")
@@ -126,7 +129,7 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
                                          {"results": list(results), "source": identity or {"ct": str(args.ct)},
                                           "model": context["model"]})
     if args.dicom_out:
-        outputs["dicom"] = _write_dicom(Path(args.dicom_out), source, results, images, bundle.identity(),
+        outputs["dicom"] = _write_dicom(Path(args.dicom_out), source, results, images, heats, bundle.identity(),
                                         f"mvcf {__version__}", RESEARCH_USE_DISCLAIMER)
     if args.send or args.dicomweb:
         from mvcf.dicom.pacs import send_all
@@ -138,7 +141,9 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
     return outputs
 
 
-def _write_dicom(folder: Path, source, results, images, model: dict, software: str, disclaimer: str) -> list[str]:
+def _write_dicom(folder: Path, source, results, images, heats, model: dict, software: str,
+                 disclaimer: str) -> list[str]:
+    from mvcf.dicom.pm import build_pm
     from mvcf.dicom.sc import build_sc
     from mvcf.dicom.sr import build_sr
     from mvcf.fileio import atomic_files
@@ -146,7 +151,10 @@ def _write_dicom(folder: Path, source, results, images, model: dict, software: s
     sr = build_sr(source, results, model, software_version=software)
     sc = build_sc(source, [(im, results[index]["center_lps"]) for index, ims in images.items() for im in ims],
                   comment=disclaimer)
-    objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc}}
+    pm = build_pm(source, [(heat, str(results[index].get("name", index + 1))) for index, heat in heats.items()],
+                  model, software)
+    objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc},
+               **{f"PM_{ds.SOPInstanceUID}.dcm": ds for ds in pm}}
     with atomic_files(folder, list(objects)) as tmp:
         for name, ds in objects.items():
             ds.save_as(tmp / name, enforce_file_format=True)

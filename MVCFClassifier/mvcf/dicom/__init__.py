@@ -1,5 +1,5 @@
 """DICOM in and out: which series of a folder is the CT (`series`), that series' identity and headers
-(`source`), the TID 1500 measurement report (`sr`), the key images as Secondary Capture (`sc`) and sending
+(`source`), the TID 1500 measurement report (`sr`), the key images as Secondary Capture (`sc`), the heatmaps as Parametric Maps (`pm`) and sending
 them to a PACS (`pacs`).
 
 `series` needs only SimpleITK; the others need the `dicom` extra (pydicom, highdicom, pynetdicom,

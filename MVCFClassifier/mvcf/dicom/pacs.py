@@ -39,16 +39,16 @@ def parse_ae(text: str) -> tuple[str, str, int]:
 def _c_store(paths: Sequence[Path], called: str, host: str, port: int, calling: str) -> None:
     pynetdicom = need("pynetdicom", "--send")
     import pydicom
-    from pynetdicom.presentation import StoragePresentationContexts
+    from pynetdicom.service_class import StorageServiceClass
+    from pynetdicom.sop_class import uid_to_service_class
 
     datasets = [pydicom.dcmread(path) for path in paths]
     ae = pynetdicom.AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     wanted = {(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets}
-    known = {str(context.abstract_syntax) for context in StoragePresentationContexts}
     for sop_class, syntax in sorted(wanted):
-        if sop_class not in known:
-            raise MVCFError(f"no storage context for SOP class {sop_class}")
+        if not issubclass(uid_to_service_class(sop_class), StorageServiceClass):
+            raise MVCFError(f"SOP class {sop_class} is not a storage SOP class")
         ae.add_requested_context(sop_class, [syntax, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
     assoc = ae.associate(host, port, ae_title=called)
     if not assoc.is_established:
