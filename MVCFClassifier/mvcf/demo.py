@@ -41,11 +41,12 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
              on_metrics: Optional[Callable[..., None]] = None) -> dict[str, Any]:
     """Run the demo into `out_dir` (atomically: the folder appears complete or not at all)."""
     from mvcf.cli.train import fold_arguments
-    from mvcf.explain import write_heatmap
+    from mvcf.explain import write_prediction_heatmap
+    from mvcf.inference import default_model_path, load_model, resolve_device
     from mvcf.fileio import atomic_dir
     from mvcf.locate import from_mask
     from mvcf.manifest import read_manifest
-    from mvcf.predict import default_model_path, predict_ct
+    from mvcf.predict import predict_ct
     from mvcf.read_ct import read_ct, read_mask
     from mvcf.resources import sample_ct_paths
     from mvcf.study import StudyConfig, run_study
@@ -98,13 +99,17 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
         ct = read_ct(sample["ct"])
         location = from_mask(ct, read_mask(sample["mask"]), SAMPLE_LABEL)
         reference = summary["design"]["reference"]
+        device = resolve_device(config.device)
+        demo_bundle = load_model(default_model_path(), device)
+        demo_prediction = predict_ct(ct, location, demo_bundle, device)
         predictions = {
             "study_reference_model": predict_ct(ct, location, tmp / "study" / reference / "model",
-                                                config.device).to_dict(),
-            "embedded_demo_model": predict_ct(ct, location, default_model_path(), config.device).to_dict(),
+                                                device).to_dict(),
+            "embedded_demo_model": demo_prediction.to_dict(),
         }
         (tmp / "prediction").mkdir()
-        heatmap = write_heatmap(ct, location, default_model_path(), tmp / "prediction" / "heatmap_L1.nii.gz")
+        heatmap = write_prediction_heatmap(demo_bundle, demo_prediction, tmp / "prediction" / "heatmap_L1.nii.gz",
+                                           device=device)
         (tmp / "prediction" / "prediction_L1.json").write_text(json.dumps(predictions, indent=2) + "\n",
                                                                encoding="utf-8")
         stage("prediction")(1, 1, "done")
@@ -114,7 +119,7 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
                   "heatmap": f"prediction/{heatmap.name}", "sample_ct": str(sample["ct"]),
                   "timings_s": {k: round(v, 1) for k, v in timings.items()}}
         (tmp / "demo.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
-        _write_index(tmp, result, ct, location, heatmap)
+        _write_index(tmp, result, ct, location, heatmap, demo_bundle.card)
         if (tmp / "cache").exists():
             import shutil
 
@@ -132,13 +137,12 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _write_index(folder: Path, result: dict[str, Any], ct, location, heatmap: Path) -> None:
+def _write_index(folder: Path, result: dict[str, Any], ct, location, heatmap: Path, card: dict[str, Any]) -> None:
     """The front page: mvcf.report.demo_page (key images with the heatmap, ROC curves, tables)."""
     import SimpleITK as sitk
 
     from mvcf.ctimage import CTImage
-    from mvcf.predict import default_model_path, load_model
     from mvcf.report.demo_page import write_demo_page
 
     heat = CTImage.from_sitk(sitk.ReadImage(str(heatmap)))
-    write_demo_page(folder, result, ct, location.center_lps, heat, load_model(default_model_path()).card)
+    write_demo_page(folder, result, ct, location.center_lps, heat, card)
