@@ -18,7 +18,7 @@ PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc")
 CALLING_AET = "MVCFTEST"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -85,7 +85,7 @@ def start_orthanc(folder: Path) -> Orthanc:
         pytest.skip("Orthanc and its DICOMweb plugin are not installed (Debian packages orthanc, "
                     "orthanc-dicomweb; .ci/run installs them)")
     folder.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = _free_port(), _free_port()
+    http_port, dicom_port = free_port(), free_port()
     config = {"Name": "mvcf-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
               "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
               "AuthenticationEnabled": False, "HttpServerEnabled": True, "DicomServerEnabled": True,

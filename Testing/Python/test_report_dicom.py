@@ -3,6 +3,7 @@ the blank original must be refused) and the sample CT written as a DICOM series,
 C-STORE and STOW-RS and checked through Orthanc's REST API."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import shared
 from dicom_fixtures import IDENTIFIERS, with_uids, write_ct_series
-from orthanc_server import CALLING_AET, start_orthanc, stop_orthanc
+from orthanc_server import CALLING_AET, free_port, start_orthanc, stop_orthanc
 
 pydicom = pytest.importorskip("pydicom", reason="the dicom extra (pip install 'mvcf[dicom]') is not installed")
 hd = pytest.importorskip("highdicom", reason="the dicom extra (pip install 'mvcf[dicom]') is not installed")
@@ -51,10 +52,9 @@ def run(capsys, *argv):
 @pytest.fixture(scope="module")
 def real_run(work, real_ct):
     """One predict run on the real series with a report and DICOM output (shared by the tests below)."""
-    report, dicom = work / "real_report", work / "real_dicom"
     import contextlib
-    import io
 
+    report, dicom = work / "real_report", work / "real_dicom"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["--progress", "none", "predict", "--ct", str(real_ct), "--point-ijk", BODY_IJK, "--report",
@@ -207,9 +207,7 @@ def test_blank_uids_and_nifti_get_one_clear_error(capsys, work):
 
 
 def test_a_failed_send_is_reported_retried_and_keeps_the_files(real_ct, work, capsys):
-    from orthanc_server import _free_port
-
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     out_dir = work / "unsent"
     code, out, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", out_dir,
                          "--send", f"NOBODY@127.0.0.1:{port}", "--json")
@@ -242,8 +240,6 @@ def _arrived(orthanc, study_uid: str, source_series_uid: str):
         if series["MainDicomTags"]["SeriesInstanceUID"] == source_series_uid:
             continue
         for instance_id in series["Instances"]:
-            import io
-
             ds = pydicom.dcmread(io.BytesIO(orthanc.file(instance_id)))
             out.setdefault(KINDS[ds.SOPClassUID], []).append(ds)
     return out
@@ -340,8 +336,6 @@ def test_screening_fields_go_into_the_sr_and_the_report(real_run, real_ct):
 
 
 def _roundtrip(ds):
-    import io
-
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     buffer.seek(0)

@@ -30,6 +30,7 @@ The call for the series (`--series-uid`) is an input option: pass `args.series_u
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -76,14 +77,9 @@ def _check(args: argparse.Namespace):
         check_pdf()
     if args.dicom_out:
         return load_source(args.ct, getattr(args, "series_uid", None))
-    if Path(args.ct).is_dir():
-        try:
-            return load_source(args.ct, getattr(args, "series_uid", None), require_uids=False)
-        except MVCFError as exc:
-            if "needs the Python package" in str(exc):
-                return None  # a report without the DICOM description; the rest does not need pydicom
-            raise
-    return None
+    if Path(args.ct).is_dir() and importlib.util.find_spec("pydicom") is not None:
+        return load_source(args.ct, getattr(args, "series_uid", None), require_uids=False)
+    return None  # a report of a NIfTI input, or without pydicom one without the DICOM description
 
 
 def _slug(text: str) -> str:
@@ -98,14 +94,14 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
     from mvcf import RESEARCH_USE_DISCLAIMER, __version__
     from mvcf.explain import explain
     from mvcf.locate import from_point
-    from mvcf.predict import load_model
+    from mvcf.inference import load_model
     from mvcf.report import DISCLAIMER_SHORT, case_context, source_rows, write_report
     from mvcf.report.images import key_images
 
     source = _check(args)
     progress = on_progress or (lambda done, total, message: None)
     done = [i for i, r in enumerate(results) if "error" not in r]
-    bundle = load_model(model, device) if not hasattr(model, "card") else model
+    bundle = load_model(model, device)
     images: dict[int, list] = {}
     heats: dict[int, Any] = {}
     for step, index in enumerate(done):
