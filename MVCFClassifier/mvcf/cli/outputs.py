@@ -115,6 +115,7 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
         images[index] = key_images(ct, r["center_lps"], heat, name, footer)
     outputs: dict[str, Any] = {}
     if args.report:
+        progress(len(done), len(done), f"writing the report to {args.report}")
         identity = source.identity(args.include_identifiers) if source is not None else None
         named = {index: [(f"key_{index + 1:02d}_{_slug(str(results[index].get('name', '')))}_{im.plane}.png", im)
                          for im in ims] for index, ims in images.items()}
@@ -125,6 +126,7 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
                                          {"results": list(results), "source": identity or {"ct": str(args.ct)},
                                           "model": context["model"]})
     if args.dicom_out:
+        progress(len(done), len(done), f"writing DICOM SR, key images and heatmaps to {args.dicom_out}")
         outputs["dicom"] = _write_dicom(Path(args.dicom_out), source, results, images, heats, bundle.identity(),
                                         f"mvcf {__version__}", RESEARCH_USE_DISCLAIMER)
     if args.send or args.dicomweb:
@@ -163,7 +165,7 @@ def finish_outputs(outputs: dict[str, Any], quiet: bool = False) -> int:
             print(f"report: {outputs['report']['html']}" + (f" and {outputs['report']['pdf']}"
                                                              if "pdf" in outputs["report"] else ""))
         if "dicom" in outputs:
-            print(f"DICOM: {len(outputs['dicom'])} files (SR + key images) in "
+            print(f"DICOM: {len(outputs['dicom'])} files (SR, key images, heatmaps) in "
                   f"{Path(outputs['dicom'][0]).parent if outputs['dicom'] else '-'}")
         for s in outputs.get("sent", []):
             if s["ok"]:

@@ -96,7 +96,8 @@ def run(args: argparse.Namespace, reporter) -> int:
 
         bundle = load_model(args.model, result.device)
         payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device))
-    outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device)
+    outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device,
+                            on_progress=lambda _done, _total, message: reporter.log(message))
     if outputs:
         payload["outputs"] = outputs
     reporter.progress(3, 3, "done")
@@ -143,7 +144,9 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
                "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
                              "total": round(1000 * (time.perf_counter() - started), 2)},
                "disclaimer": RESEARCH_USE_DISCLAIMER}
-    outputs = write_outputs(args, ct, results, bundle, device) if any("error" not in r for r in results) else {}
+    outputs = write_outputs(args, ct, results, bundle, device,
+                            on_progress=lambda _done, _total, message: reporter.log(message)) \
+        if any("error" not in r for r in results) else {}
     if outputs:
         payload["outputs"] = outputs
     if args.json:
