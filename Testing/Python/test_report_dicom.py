@@ -367,3 +367,38 @@ def test_a_folder_with_several_series_reads_the_one_ct_or_the_uid_given(real_run
     assert report["source"]["series_instance_uid"] == series_uid
     code, _, err = run(capsys, "predict", "--ct", mixed, "--series-uid", "1.2.3", "--point-ijk", BODY_IJK)
     assert code == 2 and "has no series 1.2.3" in err
+
+
+def test_bad_output_requests_are_refused_before_any_work(real_ct, work, capsys):
+    """Refusals come from check_outputs, before the CT is read or a model loaded: one line, exit 2."""
+    a_file = work / "a_file"
+    a_file.write_text("x")
+    cases = [(["--report", a_file], "exists and is not a folder"),
+             (["--dicom-out", a_file], "exists and is not a folder"),
+             (["--dicom-out", work / "d", "--dicomweb", "ftp://pacs/"], "http(s) base URL"),
+             (["--dicom-out", work / "d", "--send", "TOO_LONG_AE_TITLE_X@h:1"], "AET@HOST:PORT"),
+             (["--dicom-out", work / "d", "--series-uid", "9.9.9"], "has no series 9.9.9")]
+    for extra, message in cases:
+        code, out, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, *extra)
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err, (extra, err)
+    assert not (work / "d").exists()
+
+
+def test_source_without_type2_patient_attributes_gets_them_empty(real_ct, work):
+    """A series lacking Type 2 patient/study attributes: the outputs carry them empty, never invented; the
+    user's files stay untouched."""
+    from mvcf.dicom.source import load_source
+    from mvcf.dicom.sr import build_sr
+
+    folder = work / "no_patient_id"
+    shutil.copytree(real_ct, folder)
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.PatientID, ds.AccessionNumber
+        ds.save_as(path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = {"name": "L2", "probability_malignant": 0.3, "prediction": "OVCF", "threshold": 0.7,
+              "center_lps": [0.0, 0.0, -790.0], "model": {"name": "m", "version": "1", "sha256": "0" * 64}}
+    sr = build_sr(load_source(folder), [result], result["model"])
+    assert sr.PatientID == "" and sr.AccessionNumber == "" and str(sr.PatientName) == IDENTIFIERS["PatientName"]
+    assert before == {p.name: p.read_bytes() for p in folder.iterdir()}

@@ -4,7 +4,10 @@
     add_output_arguments(parser)                 adds --series-uid, --report DIR, --include-identifiers,
                                                  --dicom-out DIR, --send AET@HOST:PORT, --calling-aet,
                                                  --dicomweb URL
-    write_outputs(args, ct, results, model=None, device="cpu", on_progress=None) -> dict
+    check_outputs(args) -> OutputPlan | None     optional, before the prediction: every refusal that needs
+                                                 no results (bad --send, NIfTI or blank-UID source for
+                                                 DICOM output, missing extra); pass its plan on
+    write_outputs(args, ct, results, model=None, device="cpu", on_progress=None, plan=None) -> dict
                                                  args: the parsed namespace (args.ct is the CT path);
                                                  ct: the CTImage the results come from; results: one dict
                                                  per vertebra as `mvcf predict` emits them (name,
@@ -17,15 +20,15 @@
                                                  Returns {"report": {...paths}, "dicom": [paths],
                                                  "sent": [{to, ok, files, attempts, error}]} (keys only
                                                  for what was asked; {} when nothing was). Bad requests
-                                                 (DICOM output from a NIfTI, blank source UIDs, --send
-                                                 without --dicom-out) raise MVCFError before anything is
-                                                 written.
+                                                 raise MVCFError before anything is written (it calls
+                                                 check_outputs itself when no plan is given), as does a
+                                                 folder it cannot write.
     finish_outputs(outputs, quiet=False) -> int  prints where the outputs went (unless quiet, e.g. with
                                                  --json), one `error:` line on stderr per failed send (the
                                                  files stay), and returns the exit code: 2 if a send
                                                  failed, else 0.
 
-The call for the series (`--series-uid`) is an input option: pass `args.series_uid` to read_ct.
+`--series-uid` is an input option: pass `args.series_uid` to read_ct.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import argparse
 import importlib.util
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -62,24 +66,45 @@ def _requested(args: argparse.Namespace) -> bool:
     return any(getattr(args, key, None) for key in ("report", "dicom_out", "send", "dicomweb"))
 
 
-def _check(args: argparse.Namespace):
-    """The DICOM source when one is needed or available, after every refusal that can come before writing."""
+@dataclass
+class OutputPlan:
+    """What check_outputs found: the DICOM source (None for a NIfTI/NRRD input, or for a report made
+    without pydicom installed)."""
+    source: Any
+
+
+def _check_folder(path: Optional[str], option: str) -> None:
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise MVCFError(f"{option} {path}: exists and is not a folder")
+
+
+def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
+    """Every refusal that can come before any work (call it before the prediction, so a bad request costs
+    nothing); None when no output was asked for."""
     from mvcf.dicom.pacs import parse_ae
     from mvcf.dicom.source import load_source
 
+    if not _requested(args):
+        return None
     if (args.send or args.dicomweb) and not args.dicom_out:
         raise MVCFError("--send and --dicomweb send the files of --dicom-out DIR: give --dicom-out too")
     if args.send:
         parse_ae(args.send)
+    if args.dicomweb and not re.match(r"^https?://[^/\s]+", args.dicomweb):
+        raise MVCFError(f"--dicomweb wants an http(s) base URL such as http://pacs:8042/dicom-web, got "
+                        f"{args.dicomweb!r}")
+    _check_folder(args.report, "--report")
+    _check_folder(args.dicom_out, "--dicom-out")
     if args.report:
         from mvcf.report import check_pdf
 
         check_pdf()
+    series_uid = getattr(args, "series_uid", None)
     if args.dicom_out:
-        return load_source(args.ct, getattr(args, "series_uid", None))
+        return OutputPlan(load_source(args.ct, series_uid))
     if Path(args.ct).is_dir() and importlib.util.find_spec("pydicom") is not None:
-        return load_source(args.ct, getattr(args, "series_uid", None), require_uids=False)
-    return None  # a report of a NIfTI input, or without pydicom one without the DICOM description
+        return OutputPlan(load_source(args.ct, series_uid, require_uids=False))
+    return OutputPlan(None)  # a report of a NIfTI input, or without pydicom one without the DICOM description
 
 
 def _slug(text: str) -> str:
@@ -87,10 +112,19 @@ def _slug(text: str) -> str:
 
 
 def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]], model: Any = None,
-                  device: str = "cpu", on_progress: Optional[Callable[[int, int, str], None]] = None
-                  ) -> dict[str, Any]:
-    if not _requested(args):
+                  device: str = "cpu", on_progress: Optional[Callable[[int, int, str], None]] = None,
+                  plan: Optional[OutputPlan] = None) -> dict[str, Any]:
+    plan = plan or check_outputs(args)
+    if plan is None:
         return {}
+    try:
+        return _write(args, ct, results, model, device, on_progress, plan.source)
+    except OSError as exc:
+        raise MVCFError(f"cannot write {getattr(exc, 'filename', None) or 'the outputs'}: "
+                        f"{exc.strerror or exc}") from None
+
+
+def _write(args, ct, results, model, device, on_progress, source) -> dict[str, Any]:
     from mvcf import RESEARCH_USE_DISCLAIMER, __version__
     from mvcf.explain import explain
     from mvcf.locate import from_point
@@ -98,7 +132,6 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
     from mvcf.report import DISCLAIMER_SHORT, case_context, source_rows, write_report
     from mvcf.report.images import key_images
 
-    source = _check(args)
     progress = on_progress or (lambda done, total, message: None)
     done = [i for i, r in enumerate(results) if "error" not in r]
     bundle = load_model(model, device)

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     import time
 
     from mvcf.cli.location import query_from_args
-    from mvcf.cli.outputs import finish_outputs, write_outputs
+    from mvcf.cli.outputs import check_outputs, finish_outputs, write_outputs
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.predict import predict_ct
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     queries = queries_from_args(args)
     if queries is not None:
         return run_many(args, reporter, queries)
+    plan = check_outputs(args)
     reporter.progress(0, 3, "reading CT")
     started = time.perf_counter()
     ct = read_ct(args.ct, series_uid=args.series_uid)
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace, reporter) -> int:
         bundle = load_model(args.model, result.device)
         payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device))
     outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device,
-                            on_progress=lambda _done, _total, message: reporter.log(message))
+                            on_progress=lambda _done, _total, message: reporter.log(message), plan=plan)
     if outputs:
         payload["outputs"] = outputs
     reporter.progress(3, 3, "done")
@@ -122,12 +123,13 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     import time
 
     from mvcf import RESEARCH_USE_DISCLAIMER
-    from mvcf.cli.outputs import finish_outputs, write_outputs
+    from mvcf.cli.outputs import check_outputs, finish_outputs, write_outputs
     from mvcf.inference import load_model, resolve_device
     from mvcf.predict import predict_many
     from mvcf.progress import dumps
     from mvcf.read_ct import read_ct
 
+    plan = check_outputs(args)
     steps = len(queries) + 2
     reporter.progress(0, steps, "reading CT")
     started = time.perf_counter()
@@ -145,7 +147,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
                              "total": round(1000 * (time.perf_counter() - started), 2)},
                "disclaimer": RESEARCH_USE_DISCLAIMER}
     outputs = write_outputs(args, ct, results, bundle, device,
-                            on_progress=lambda _done, _total, message: reporter.log(message)) \
+                            on_progress=lambda _done, _total, message: reporter.log(message), plan=plan) \
         if any("error" not in r for r in results) else {}
     if outputs:
         payload["outputs"] = outputs

@@ -22,6 +22,8 @@ EXTRA_HINT = "pip install 'mvcf[dicom]'"
 IDENTIFIERS = {"PatientName": "patient name", "PatientID": "patient ID", "PatientBirthDate": "birth date",
                "PatientSex": "sex", "AccessionNumber": "accession number", "StudyDate": "study date",
                "StudyID": "study ID"}
+TYPE2_COPIED = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                "StudyDate", "StudyTime", "ReferringPhysicianName")
 REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 
 
@@ -112,4 +114,8 @@ def load_source(ct_path: Union[str, Path], series_uid: Optional[str] = None, req
         raise MVCFError(f"DICOM output needs the source series' UIDs, but {folder} has blank {', '.join(blank)} "
                         f"(anonymised by blanking them?): a PACS cannot file results without them; use the "
                         f"series with its original or newly assigned UIDs")
+    for ds in datasets:  # Type 2 attributes the outputs copy: absent ones become empty, never invented
+        for key in TYPE2_COPIED:
+            if key not in ds:
+                setattr(ds, key, "")
     return DicomSource(folder=folder, choice=choice, datasets=datasets)
