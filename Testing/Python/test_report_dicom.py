@@ -278,6 +278,25 @@ def test_c_store_and_stow_rs_to_a_real_orthanc(orthanc, real_ct, work, capsys):
                       source[0].FrameOfReferenceUID)
 
 
+def test_retrieve_study_by_wado_rs_then_predict(orthanc, real_ct, work, capsys):
+    """--retrieve-study fetches the study (source CT plus the outputs sent above) and reads its one CT series."""
+    first = pydicom.dcmread(next(real_ct.iterdir()), stop_before_pixels=True)
+    _store_source(orthanc, real_ct)   # already there when the send test ran first; storing again is harmless
+    fetched = work / "fetched"
+    code, out, err = run(capsys, "predict", "--ct", fetched, "--retrieve-study", first.StudyInstanceUID,
+                         "--retrieve-from", orthanc.dicomweb, "--point-ijk", BODY_IJK, "--report",
+                         work / "fetched_report", "--json")
+    assert code == 0, err
+    uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in fetched.iterdir()}
+    assert {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in real_ct.iterdir()} <= uids
+    report = json.loads((work / "fetched_report" / "report.json").read_text())
+    assert report["source"]["series_instance_uid"] == first.SeriesInstanceUID
+    code, _, err = run(capsys, "predict", "--ct", work / "never_fetched", "--retrieve-study", "1.2.3.4",
+                       "--retrieve-from", orthanc.dicomweb, "--point-ijk", BODY_IJK)
+    assert code == 2 and err.startswith("error: cannot retrieve study 1.2.3.4") and err.count("\n") == 1
+    assert not (work / "never_fetched").exists()
+
+
 def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
     from mvcf.read_ct import read_ct
     from mvcf.resources import sample_ct_paths

@@ -1,34 +1,28 @@
-"""Where results go besides stdout: the case report, DICOM objects and a PACS. Shared by `mvcf predict` and
-`mvcf screen`, which call the same three functions:
+"""Where results go besides stdout: the case report, DICOM objects and a PACS (and, on the way in, a study
+fetched from a PACS). `mvcf predict` and `mvcf screen` call the same functions, in this order:
 
-    add_output_arguments(parser)                 adds --series-uid, --report DIR, --include-identifiers,
-                                                 --dicom-out DIR, --send AET@HOST:PORT, --calling-aet,
-                                                 --dicomweb URL
-    check_outputs(args) -> OutputPlan | None     optional, before the prediction: every refusal that needs
-                                                 no results (bad --send, NIfTI or blank-UID source for
-                                                 DICOM output, missing extra); pass its plan on
+    add_output_arguments(parser)
+        adds --series-uid, --retrieve-study UID, --retrieve-from URL, --report DIR, --include-identifiers,
+        --dicom-out DIR, --send AET@HOST:PORT, --calling-aet AET, --dicomweb URL.
+    retrieve_input(args)
+        first of all: with --retrieve-study/--retrieve-from, fetches that study by WADO-RS into the --ct
+        folder; then read the CT with read_ct(args.ct, series_uid=args.series_uid).
+    check_outputs(args) -> OutputPlan | None
+        before the prediction: every refusal that needs no results (bad --send or URL, a report or DICOM
+        folder that is a file, a NIfTI or blank-UID source for DICOM output, a missing extra). None when
+        no output was asked for.
     write_outputs(args, ct, results, model=None, device="cpu", on_progress=None, plan=None) -> dict
-                                                 args: the parsed namespace (args.ct is the CT path);
-                                                 ct: the CTImage the results come from; results: one dict
-                                                 per vertebra as `mvcf predict` emits them (name,
-                                                 probability_malignant, prediction, threshold,
-                                                 model{name,version,sha256}, center_lps, warnings; or
-                                                 name + error), optionally with level, height_*_mm,
-                                                 genant_grade, trabecular_hu, which the report and SR then
-                                                 show; model: the bundle folder, a loaded Bundle or None
-                                                 (demo bundle), for the heatmaps of the key images.
-                                                 Returns {"report": {...paths}, "dicom": [paths],
-                                                 "sent": [{to, ok, files, attempts, error}]} (keys only
-                                                 for what was asked; {} when nothing was). Bad requests
-                                                 raise MVCFError before anything is written (it calls
-                                                 check_outputs itself when no plan is given), as does a
-                                                 folder it cannot write.
-    finish_outputs(outputs, quiet=False) -> int  prints where the outputs went (unless quiet, e.g. with
-                                                 --json), one `error:` line on stderr per failed send (the
-                                                 files stay), and returns the exit code: 2 if a send
-                                                 failed, else 0.
-
-`--series-uid` is an input option: pass `args.series_uid` to read_ct.
+        ct: the CTImage the results come from. results: one dict per vertebra as `mvcf predict` emits
+        them (name, probability_malignant, prediction, threshold, model{name,version,sha256}, center_lps,
+        warnings; or name + error), optionally with level, height_*_mm, genant_grade and trabecular_hu,
+        which the report and the SR then show. model: the bundle folder, a loaded Bundle or None (demo
+        bundle), for the heatmaps. plan: check_outputs' result (checked again when None). Returns
+        {"report": {html, pdf, json}, "dicom": [paths], "sent": [{to, ok, files, attempts, error}],
+        "dicom_dir"}, keys only for what was asked, {} when nothing was. Refusals and unwritable folders
+        are MVCFError (one line).
+    finish_outputs(outputs, quiet=False) -> int
+        prints where the outputs went (unless quiet, e.g. with --json), one `error:` line on stderr per
+        failed send (the files stay), and returns the exit code: 2 if a send failed, else 0.
 """
 from __future__ import annotations
 
@@ -47,6 +41,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("report, DICOM and PACS")
     group.add_argument("--series-uid", metavar="UID", help="with a DICOM folder holding several series: the "
                        "SeriesInstanceUID to read (default: the folder's one CT series)")
+    group.add_argument("--retrieve-study", metavar="UID", help="first fetch this study (StudyInstanceUID) by "
+                       "WADO-RS from --retrieve-from into the --ct folder, which must not exist yet, then read it")
+    group.add_argument("--retrieve-from", metavar="URL", help="DICOMweb base URL for --retrieve-study")
     group.add_argument("--report", metavar="DIR", help="write a case report: report.html, report.pdf, "
                        "report.json and key images (axial and mid-sagittal with the heatmap) into DIR")
     group.add_argument("--include-identifiers", action="store_true", help="show the patient's name, ID, birth "
@@ -60,6 +57,19 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
                        "(default MVCF)")
     group.add_argument("--dicomweb", metavar="URL", help="STOW-RS the --dicom-out files to this DICOMweb base "
                        "URL (e.g. http://pacs:8042/dicom-web)")
+
+
+def retrieve_input(args: argparse.Namespace) -> None:
+    """With --retrieve-study: fetch the study into the --ct folder (before reading it); else nothing."""
+    if getattr(args, "retrieve_study", None) is None:
+        if getattr(args, "retrieve_from", None):
+            raise MVCFError("--retrieve-from needs --retrieve-study UID")
+        return
+    if not args.retrieve_from or not re.match(r"^https?://[^/\s]+", args.retrieve_from):
+        raise MVCFError("--retrieve-study needs --retrieve-from http(s)://DICOMWEB-BASE-URL")
+    from mvcf.dicom.pacs import retrieve_study
+
+    retrieve_study(args.retrieve_from, args.retrieve_study, Path(args.ct))
 
 
 def _requested(args: argparse.Namespace) -> bool:

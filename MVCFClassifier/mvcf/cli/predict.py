@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     import time
 
     from mvcf.cli.location import query_from_args
-    from mvcf.cli.outputs import check_outputs, finish_outputs, write_outputs
+    from mvcf.cli.outputs import check_outputs, finish_outputs, retrieve_input, write_outputs
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.predict import predict_ct
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     if args.heatmap is not None and not str(args.heatmap).endswith(HEATMAP_SUFFIXES):
         raise MVCFError("--heatmap must name a .nii.gz, .nii, .nrrd or .mha file")
     queries = queries_from_args(args)
+    retrieve_input(args)
     if queries is not None:
         return run_many(args, reporter, queries)
     plan = check_outputs(args)

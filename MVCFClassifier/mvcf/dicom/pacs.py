@@ -1,5 +1,5 @@
 """Send DICOM files to a PACS: C-STORE (pynetdicom) to AET@HOST:PORT, or STOW-RS (dicomweb-client) to a
-DICOMweb base URL. Each send is tried twice (one retry after a short pause); a failure is reported as a
+DICOMweb base URL; and fetch a study by its StudyInstanceUID (WADO-RS) to read it as the CT. Each send is tried twice (one retry after a short pause); a failure is reported as a
 result, never raised, so the files already written stay where they are and the caller decides the exit code."""
 from __future__ import annotations
 
@@ -105,3 +105,32 @@ def send_all(paths: Sequence[Path], send: Optional[str], dicomweb: Optional[str]
     if dicomweb:
         results.append(send_stow(paths, dicomweb))
     return results
+
+
+def retrieve_study(url: str, study_uid: str, folder: Path) -> list[Path]:
+    """WADO-RS: every instance of `study_uid` from the DICOMweb base `url` into the new folder `folder`
+    (one file per instance, named by SOP Instance UID), tried twice; a one-line MVCFError when it fails, and
+    then no folder is left behind."""
+    web = need("dicomweb_client", "--retrieve-study")
+    folder = Path(folder)
+    if folder.exists():
+        raise MVCFError(f"--retrieve-study writes the study into --ct {folder}, which already exists")
+    written: list[Path] = []
+    outcome = _twice(url, [], lambda: _retrieve(web, url, study_uid, folder, written))
+    if not outcome.ok:
+        raise MVCFError(f"cannot retrieve study {study_uid} from {url} (2 attempts): {outcome.error}")
+    return written
+
+
+def _retrieve(web, url: str, study_uid: str, folder: Path, written: list[Path]) -> None:
+    from mvcf.fileio import atomic_dir
+
+    written.clear()
+    client = web.DICOMwebClient(url=url.rstrip("/"))
+    with atomic_dir(folder) as tmp:
+        for ds in client.iter_study(study_uid, media_types=(("application/dicom", "*"),)):  # as stored
+            name = f"{ds.SOPInstanceUID}.dcm"
+            ds.save_as(tmp / name, enforce_file_format=True)
+            written.append(folder / name)
+        if not written:
+            raise MVCFError(f"the server holds no instance of study {study_uid}")
