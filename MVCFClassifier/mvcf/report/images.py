@@ -50,6 +50,7 @@ def render(hu: np.ndarray, heatmap: Optional[np.ndarray], title: str, footer: st
     """One key image (CT in a bone window, heatmap overlay with a colour bar) -> (PNG bytes, RGB array)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from PIL import Image
 
     center, width = BONE_WINDOW
     fig = Figure(figsize=(4.6, 4.2), dpi=dpi, facecolor="black")
@@ -81,7 +82,7 @@ def render(hu: np.ndarray, heatmap: Optional[np.ndarray], title: str, footer: st
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", facecolor=fig.get_facecolor())
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=3)  # the drawn canvas: no second render
     return buffer.getvalue(), rgb
 
 
