@@ -421,3 +421,25 @@ def test_source_without_type2_patient_attributes_gets_them_empty(real_ct, work):
     sr = build_sr(load_source(folder), [result], result["model"])
     assert sr.PatientID == "" and sr.AccessionNumber == "" and str(sr.PatientName) == IDENTIFIERS["PatientName"]
     assert before == {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_dicom_source_for_a_ct_exported_to_nrrd(real_ct, work, capsys):
+    """--dicom-source: a CT saved as NRRD (as Slicer exports it) still gets DICOM output in its source study;
+    a source series elsewhere in space is refused."""
+    import SimpleITK as sitk
+
+    from mvcf.read_ct import read_ct
+    from mvcf.resources import sample_ct_paths
+
+    nrrd = work / "exported.nrrd"
+    sitk.WriteImage(read_ct(real_ct).to_sitk(), str(nrrd))
+    first = pydicom.dcmread(next(real_ct.iterdir()), stop_before_pixels=True)
+    code, _, err = run(capsys, "predict", "--ct", nrrd, "--point-ijk", BODY_IJK, "--dicom-source", real_ct,
+                       "--dicom-out", work / "from_nrrd")
+    assert code == 0, err
+    sr = pydicom.dcmread(next((work / "from_nrrd").glob("SR_*.dcm")))
+    assert sr.StudyInstanceUID == first.StudyInstanceUID
+    elsewhere = write_ct_series(read_ct(sample_ct_paths()["ct"]), work / "elsewhere")
+    code, _, err = run(capsys, "predict", "--ct", nrrd, "--point-ijk", BODY_IJK, "--dicom-source", elsewhere,
+                       "--dicom-out", work / "never_nrrd")
+    assert code == 2 and "outside the slices of the DICOM source" in err and not (work / "never_nrrd").exists()

@@ -51,6 +51,8 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dicom-out", metavar="DIR", help="write a DICOM SR (TID 1500 measurement report), the "
                        "key images as Secondary Capture and the heatmaps as Parametric Maps, new series of the "
                        "source study (DICOM input only)")
+    group.add_argument("--dicom-source", metavar="DIR", help="the DICOM series folder --ct was exported from "
+                       "(e.g. a NRRD saved by Slicer): DICOM output goes into its study and references it")
     group.add_argument("--send", metavar="AET@HOST:PORT", help="C-STORE the --dicom-out files to this PACS "
                        "(tried twice; a failure leaves the files and exits 2)")
     group.add_argument("--calling-aet", default="MVCF", metavar="AET", help="our AE title for --send "
@@ -110,10 +112,11 @@ def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
 
         check_pdf()
     series_uid = getattr(args, "series_uid", None)
+    folder = getattr(args, "dicom_source", None) or args.ct
     if args.dicom_out:
-        return OutputPlan(load_source(args.ct, series_uid))
-    if Path(args.ct).is_dir() and importlib.util.find_spec("pydicom") is not None:
-        return OutputPlan(load_source(args.ct, series_uid, require_uids=False))
+        return OutputPlan(load_source(folder, series_uid))
+    if Path(folder).is_dir() and importlib.util.find_spec("pydicom") is not None:
+        return OutputPlan(load_source(folder, series_uid, require_uids=False))
     return OutputPlan(None)  # a report of a NIfTI input, or without pydicom one without the DICOM description
 
 
@@ -144,6 +147,11 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
 
     progress = on_progress or (lambda done, total, message: None)
     done = [i for i, r in enumerate(results) if "error" not in r]
+    outside = [str(results[i].get("name", i + 1)) for i in done
+               if source is not None and not source.covers(results[i]["center_lps"])]
+    if outside:
+        raise MVCFError(f"{', '.join(outside)} lie(s) outside the slices of the DICOM source {source.folder}: "
+                        f"the CT is not that series (or another part of it)")
     bundle = load_model(model, device)
     images: dict[int, list] = {}
     heats: dict[int, Any] = {}

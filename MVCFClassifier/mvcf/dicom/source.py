@@ -83,6 +83,21 @@ class DicomSource:
             out["identifiers"] = {label: str(getattr(first, key, "") or "") for key, label in IDENTIFIERS.items()}
         return out
 
+    def covers(self, lps, margin_mm: Optional[float] = None) -> bool:
+        """Whether the LPS point (mm) lies within the series' slab of slices (one slice thickness of margin)."""
+        positions, normal = [], None
+        for ds in self.datasets:
+            if getattr(ds, "ImagePositionPatient", None) is None or getattr(ds, "ImageOrientationPatient", None) is None:
+                continue
+            o = np.asarray(ds.ImageOrientationPatient, float)
+            normal = np.cross(o[:3], o[3:])
+            positions.append(float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))
+        if not positions:
+            return True  # no geometry to check against
+        margin = margin_mm if margin_mm is not None else float(getattr(self.first, "SliceThickness", 0) or 0) + 1.0
+        at = float(np.dot(np.asarray(lps, float), normal))
+        return min(positions) - margin <= at <= max(positions) + margin
+
     def nearest_instance(self, lps) -> Any:
         """The instance whose slice lies closest to the LPS point (mm), for per-finding references."""
         lps = np.asarray(lps, dtype=float)
