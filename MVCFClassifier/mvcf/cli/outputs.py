@@ -140,8 +140,8 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
 def _write(args, ct, results, model, device, on_progress, source) -> dict[str, Any]:
     from mvcf import RESEARCH_USE_DISCLAIMER, __version__
     from mvcf.explain import explain
-    from mvcf.locate import from_point
     from mvcf.inference import load_model
+    from mvcf.locate import from_point
     from mvcf.report import DISCLAIMER_SHORT, case_context, source_rows, write_report
     from mvcf.report.images import key_images
 
