@@ -443,3 +443,39 @@ def test_dicom_source_for_a_ct_exported_to_nrrd(real_ct, work, capsys):
     code, _, err = run(capsys, "predict", "--ct", nrrd, "--point-ijk", BODY_IJK, "--dicom-source", elsewhere,
                        "--dicom-out", work / "never_nrrd")
     assert code == 2 and "outside the slices of the DICOM source" in err and not (work / "never_nrrd").exists()
+
+
+def test_screening_rows_through_write_outputs(real_run, real_ct, work):
+    """The shape `mvcf screen` hands over: rows keyed by level with measurements, `notes`, no threshold or
+    model; some not classified (no probability, no centre), some blank. Measured-only rows keep their
+    measurements in the SR and the report; only classified rows get key images and heatmaps."""
+    import argparse
+
+    from mvcf.cli.outputs import add_output_arguments, write_outputs
+    from mvcf.read_ct import read_ct
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ct")
+    add_output_arguments(parser)
+    args = parser.parse_args(["--ct", str(real_ct), "--report", str(work / "screen_report"), "--dicom-out",
+                              str(work / "screen_dicom")])
+    base = real_run["payload"]
+    rows = [{"level": "T12", "height_anterior_mm": 21.0, "height_middle_mm": 19.5, "height_posterior_mm": 24.0,
+             "genant_grade": 1, "trabecular_hu": 120.0, "probability_malignant": base["probability_malignant"],
+             "prediction": base["prediction"], "center_lps": base["center_lps"], "notes": ["a screening note"]},
+            {"level": "L1", "height_anterior_mm": 25.0, "genant_grade": 0, "trabecular_hu": 140.0,
+             "probability_malignant": None, "prediction": None, "center_lps": None, "notes": []},
+            {"level": "L2", "height_anterior_mm": None, "genant_grade": None, "trabecular_hu": None,
+             "probability_malignant": None, "prediction": None, "center_lps": None, "notes": []}]
+    outputs = write_outputs(args, read_ct(real_ct), rows)
+    names = sorted(Path(p).name.split("_")[0] for p in outputs["dicom"])
+    assert names == ["PM", "SC", "SC", "SR"]
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(next((work / "screen_dicom").glob("SR_*.dcm"))))
+    from pydicom.sr.codedict import codes
+
+    groups = sr.content.get_image_measurement_groups()
+    assert [g.finding_sites[0].value for g in groups] == [codes.SCT.T12Vertebra, codes.SCT.L1Vertebra]
+    assert not groups[1].get_measurements(name=codes.DCM.ProbabilityOfCancer)
+    assert groups[1].get_measurements(name=codes.DCM.AttenuationCoefficient)[0].value == pytest.approx(140.0)
+    html = (work / "screen_report" / "report.html").read_text(encoding="utf-8")
+    assert "not classified" in html and "a screening note" in html and "140 HU" in html

@@ -146,13 +146,15 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
     from mvcf.report.images import key_images
 
     progress = on_progress or (lambda done, total, message: None)
-    done = [i for i, r in enumerate(results) if "error" not in r]
+    bundle = load_model(model, device)
+    results = [_complete(r, bundle) for r in results]
+    done = [i for i, r in enumerate(results)
+            if "error" not in r and r.get("probability_malignant") is not None and r.get("center_lps") is not None]
     outside = [str(results[i].get("name", i + 1)) for i in done
                if source is not None and not source.covers(results[i]["center_lps"])]
     if outside:
         raise MVCFError(f"{', '.join(outside)} lie(s) outside the slices of the DICOM source {source.folder}: "
                         f"the CT is not that series (or another part of it)")
-    bundle = load_model(model, device)
     images: dict[int, list] = {}
     heats: dict[int, Any] = {}
     for step, index in enumerate(done):
@@ -188,6 +190,15 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
                                                           args.dicomweb, args.calling_aet)]
         outputs["dicom_dir"] = str(args.dicom_out)
     return outputs
+
+
+def _complete(result: dict[str, Any], bundle) -> dict[str, Any]:
+    """A result row with what a screening row may leave out: the bundle's threshold and identity, and its
+    `notes` as warnings."""
+    if "error" in result:
+        return result
+    return {"threshold": bundle.threshold, "model": bundle.identity(),
+            "warnings": list(result.get("notes") or []), **result}
 
 
 def _write_dicom(folder: Path, source, results, images, heats, model: dict, software: str,

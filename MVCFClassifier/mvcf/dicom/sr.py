@@ -63,12 +63,13 @@ def _group(hd, codes, result: dict[str, Any], source: DicomSource, algorithm):
     unitless = hd.sr.CodedConcept("1", "UCUM", "no units")
     mm = hd.sr.CodedConcept("mm", "UCUM", "millimeter")
     site = hd.sr.FindingSite(anatomic_location=level_code(result))
+    classified = result.get("probability_malignant") is not None
     measurements = [
         hd.sr.Measurement(name=codes.DCM.ProbabilityOfCancer, value=float(result["probability_malignant"]),
                           unit=unitless, algorithm_id=algorithm),
         hd.sr.Measurement(name=codes.DCM.ThresholdValue, value=float(result["threshold"]), unit=unitless,
                           algorithm_id=algorithm),
-    ]
+    ] if classified else []
     for key, value, meaning in HEIGHTS:
         if result.get(key) is not None:
             measurements.append(hd.sr.Measurement(name=private(value, meaning), value=float(result[key]), unit=mm,
@@ -78,26 +79,30 @@ def _group(hd, codes, result: dict[str, Any], source: DicomSource, algorithm):
             name=codes.DCM.AttenuationCoefficient, value=float(result["trabecular_hu"]),
             unit=hd.sr.CodedConcept("[hnsf'U]", "UCUM", "Hounsfield unit"), derivation=codes.SCT.Mean,
             algorithm_id=algorithm))
-    call = codes.SCT.Malignant if result["prediction"] == "MVCF" else codes.SCT.Benign
-    evaluations = [hd.sr.QualitativeEvaluation(name=codes.SCT.Classification, value=call)]
+    call = codes.SCT.Malignant if result.get("prediction") == "MVCF" else codes.SCT.Benign
+    evaluations = [hd.sr.QualitativeEvaluation(name=codes.SCT.Classification, value=call)] if classified else []
     if result.get("genant_grade") is not None:
         grade = int(result["genant_grade"])
         evaluations.append(hd.sr.QualitativeEvaluation(
             name=private("GENANT", "Genant semiquantitative fracture grade"),
             value=private(f"GENANT{grade}", GENANT_MEANING.get(grade, f"Genant grade {grade}"))))
-    nearest = source.nearest_instance(result["center_lps"])
+    if not measurements and not evaluations:
+        return None
+    nearest = source.nearest_instance(result["center_lps"]) if result.get("center_lps") is not None else None
     name = str(result.get("level") or result.get("name") or "vertebra")
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=name[:64]),
         finding_type=private("VCF", "Vertebral compression fracture"), algorithm_id=algorithm,
         finding_sites=[site], measurements=measurements, qualitative_evaluations=evaluations,
-        source_images=[hd.sr.SourceImageForMeasurementGroup(str(nearest.SOPClassUID), str(nearest.SOPInstanceUID))])
+        source_images=None if nearest is None else
+        [hd.sr.SourceImageForMeasurementGroup(str(nearest.SOPClassUID), str(nearest.SOPInstanceUID))])
 
 
 def build_sr(source: DicomSource, results: Sequence[dict[str, Any]], model: dict[str, str],
              series_number: int = 901, software_version: str = ""):
-    """A Comprehensive3DSR (pydicom Dataset) for the classified vertebrae of `results` (errors skipped),
-    in a new series of the source's study."""
+    """A Comprehensive3DSR (pydicom Dataset) for the vertebrae of `results`, in a new series of the source's
+    study: errors and rows with neither a probability nor a measurement are skipped; a screened row without
+    a probability (not classified) keeps its measurements."""
     hd = need("highdicom")
     from pydicom.sr.codedict import codes
 
@@ -107,7 +112,8 @@ def build_sr(source: DicomSource, results: Sequence[dict[str, Any]], model: dict
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=hd.UID(), name="mvcf", manufacturer_name=MANUFACTURER, model_name=str(model["name"])[:64]))
-    groups = [_group(hd, codes, r, source, algorithm) for r in results if "error" not in r]
+    groups = [g for g in (_group(hd, codes, r, source, algorithm) for r in results if "error" not in r)
+              if g is not None]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups)

@@ -86,10 +86,11 @@ def case_context(results: Sequence[dict[str, Any]], images: dict[int, list[dict[
         row = {"name": r.get("name") or r.get("level") or f"vertebra {index + 1}", "level": r.get("level"),
                "error": r.get("error"), "images": images.get(index, [])}
         if not r.get("error"):
-            row.update(probability_malignant=float(r["probability_malignant"]), prediction=r["prediction"],
-                       threshold=float(r["threshold"]), warnings=list(r.get("warnings") or []),
-                       measurements=measurement_rows(r),
-                       center=", ".join(f"{v:.1f}" for v in r["center_lps"]))
+            classified = r.get("probability_malignant") is not None
+            row.update(probability_malignant=float(r["probability_malignant"]) if classified else None,
+                       prediction=r.get("prediction"), threshold=float(r["threshold"]) if classified else None,
+                       warnings=list(r.get("warnings") or r.get("notes") or []), measurements=measurement_rows(r),
+                       center="-" if r.get("center_lps") is None else ", ".join(f"{v:.1f}" for v in r["center_lps"]))
         vertebrae.append(row)
     return {"title": title, "subtitle": subtitle, "vertebrae": vertebrae, "figures": [], "tables": [],
             "links": [], "model": model_summary(card) if card else None, "source": source}
