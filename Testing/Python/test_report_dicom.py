@@ -479,3 +479,5 @@ def test_screening_rows_through_write_outputs(real_run, real_ct, work):
     assert groups[1].get_measurements(name=codes.DCM.AttenuationCoefficient)[0].value == pytest.approx(140.0)
     html = (work / "screen_report" / "report.html").read_text(encoding="utf-8")
     assert "not classified" in html and "a screening note" in html and "140 HU" in html
+    summary = html[html.index("<h2>Summary</h2>"):html.index("<h2>T12")]
+    assert all(level in summary for level in ("T12", "L1", "L2")) and "Genant grade" in summary

@@ -77,6 +77,25 @@ def source_rows(identity: Optional[dict[str, Any]], ct_path: str) -> list[dict[s
     return rows
 
 
+def summary_table(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One line per vertebra (before the per-vertebra sections), with the screening columns some rows have."""
+    def cell(r, key, fmt):
+        return "-" if r.get(key) is None else fmt.format(r[key])
+
+    columns = ["vertebra", "P(MVCF)", "call"]
+    extra = [(key, label, fmt) for key, label, fmt in MEASUREMENT_ROWS if any(r.get(key) is not None for r in results)]
+    rows = []
+    for index, r in enumerate(results):
+        name = r.get("name") or r.get("level") or f"vertebra {index + 1}"
+        if r.get("error"):
+            rows.append([name, "error", r["error"]] + ["-"] * len(extra))
+            continue
+        rows.append([name, cell(r, "probability_malignant", "{:.3f}"), r.get("prediction") or "not classified"]
+                    + [cell(r, key, fmt) for key, _, fmt in extra])
+    return {"title": "Summary", "columns": columns + [label for _, label, _ in extra], "rows": rows,
+            "note": DISCLAIMER_SHORT}
+
+
 def case_context(results: Sequence[dict[str, Any]], images: dict[int, list[dict[str, str]]],
                  card: Optional[dict[str, Any]], source: list[dict[str, str]], title: str = "MVCF case report",
                  subtitle: str = "") -> dict[str, Any]:
@@ -93,6 +112,7 @@ def case_context(results: Sequence[dict[str, Any]], images: dict[int, list[dict[
                        center="-" if r.get("center_lps") is None else ", ".join(f"{v:.1f}" for v in r["center_lps"]))
         vertebrae.append(row)
     return {"title": title, "subtitle": subtitle, "vertebrae": vertebrae, "figures": [], "tables": [],
+            "summary": summary_table(results) if len(results) > 1 else None,
             "links": [], "model": model_summary(card) if card else None, "source": source}
 
 

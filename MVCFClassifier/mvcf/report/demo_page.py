@@ -40,7 +40,7 @@ def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, 
                for stage, seconds in result["timings_s"].items()]
     context = {
         "title": "MVCF classifier demo", "subtitle": "synthetic cohort, study, and a real CT",
-        "figures": figures, "vertebrae": [],
+        "figures": figures, "vertebrae": [], "summary": None,
         "tables": [
             {"title": f"Prediction on a real CT (TotalSegmentator example, {level})", "columns":
              ["model", "P(MVCF)", "call", "threshold", "model id"], "rows": predictions,
