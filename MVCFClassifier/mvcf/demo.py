@@ -109,7 +109,7 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
         }
         (tmp / "prediction").mkdir()
         heatmap = write_prediction_heatmap(demo_bundle, demo_prediction, tmp / "prediction" / "heatmap_L1.nii.gz",
-                                           device=device)
+                                           device=device, ct=ct, location=location)
         (tmp / "prediction" / "prediction_L1.json").write_text(json.dumps(predictions, indent=2) + "\n",
                                                                encoding="utf-8")
         stage("prediction")(1, 1, "done")

@@ -129,7 +129,8 @@ def _predict_query(ct, query, bundle, device: str, masks: dict, refine: bool) ->
         from mvcf.explain import write_prediction_heatmap
 
         t = time.perf_counter()
-        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, query.heatmap, device=device))
+        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, query.heatmap, device=device, ct=ct,
+                                                          location=location))
         timing["heatmap"] = 1000 * (time.perf_counter() - t)
     if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
         payload["views"] = [str(path) for path in result.view.write_volumes(query.views)]

@@ -136,8 +136,10 @@ def test_heatmap_parametric_map_overlays_the_source(real_run, real_ct):
     pm = pydicom.dcmread(path)
     assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30" and pm.StudyInstanceUID == first.StudyInstanceUID
     assert pm.FrameOfReferenceUID == first.FrameOfReferenceUID and pm.ContentQualification == "RESEARCH"
-    values = pm.pixel_array
-    assert values.shape == (64, 64, 64) and values.dtype == np.float32
+    values = pm.pixel_array   # on the CT's own lattice (mvcf.explain): its pixel spacing, at most its slices
+    spacing = pm.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    assert [float(v) for v in spacing] == pytest.approx([float(v) for v in first.PixelSpacing])
+    assert values.ndim == 3 and values.shape[0] <= 20 and values.dtype == np.float32
     assert 0.0 <= values.min() and values.max() <= 1.0
     derived = {item.ReferencedSOPInstanceUID for item in pm.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert derived <= {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in real_ct.iterdir()}
@@ -298,33 +300,41 @@ def test_retrieve_study_by_wado_rs_then_predict(orthanc, real_ct, work, capsys):
 
 
 def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
+    """`mvcf screen` on the sample CT written as a DICOM series: every vertebra's measurements and call in one
+    SR (SNOMED CT level codes), key images and heatmaps, C-STOREd into the study."""
+    from pydicom.sr.codedict import codes
+
+    from mvcf.dicom.sr import level_code
     from mvcf.read_ct import read_ct
     from mvcf.resources import sample_ct_paths
 
     sample = sample_ct_paths()
     folder = write_ct_series(read_ct(sample["ct"]), work / "sample_dicom")
     study_uid = _store_source(orthanc, folder)
-    levels = {"L1": 31, "L2": 30, "L3": 29, "L4": 28, "L5": 27}
-    locations = work / "locations.json"
-    locations.write_text(json.dumps([{"name": name, "mask": str(sample["mask"]), "label": label}
-                                     for name, label in levels.items()]))
-    code, out, err = run(capsys, "predict", "--ct", folder, "--locations", locations, "--dicom-out",
-                         work / "sample_out", "--send", orthanc.destination,
+    code, out, err = run(capsys, "screen", "--ct", folder, "--seg", sample["mask"], "--dicom-out",
+                         work / "sample_out", "--report", work / "sample_report", "--send", orthanc.destination,
                          "--calling-aet", CALLING_AET, "--json")
     assert code == 0, err
-    results = json.loads(out)["results"]
+    rows = json.loads(out)["vertebrae"]
+    classified = [r for r in rows if r["probability_malignant"] is not None and r["center_lps"] is not None]
+    assert len(classified) >= 5
     source = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.iterdir())]
     arrived = _arrived(orthanc, study_uid, source[0].SeriesInstanceUID)
     _check_references(arrived, {ds.SOPInstanceUID for ds in source}, source[0].FrameOfReferenceUID)
-    assert len(arrived["SC"]) == 2 * len(levels) and len(arrived["PM"]) == len(levels)
+    assert len(arrived["SC"]) == 2 * len(classified) and len(arrived["PM"]) == len(classified)
     sr = hd.sr.Comprehensive3DSR.from_dataset(arrived["SR"][0])
-    from pydicom.sr.codedict import codes
-
-    groups = sr.content.get_image_measurement_groups()
-    assert [g.finding_sites[0].value for g in groups] == [getattr(codes.SCT, f"{n}Vertebra") for n in levels]
-    for group, result in zip(groups, results):
+    groups = {g.tracking_identifier: g for g in sr.content.get_image_measurement_groups()}
+    for r in classified:
+        group = groups[r["level"]]
+        assert group.finding_sites[0].value == level_code(r)
+        assert group.finding_sites[0].value != codes.SCT.Vertebra
         value = group.get_measurements(name=codes.DCM.ProbabilityOfCancer)[0].value
-        assert value == pytest.approx(result["probability_malignant"])
+        assert value == pytest.approx(r["probability_malignant"])
+        if r["trabecular_hu"] is not None:
+            hu = group.get_measurements(name=codes.DCM.AttenuationCoefficient)[0].value
+            assert hu == pytest.approx(r["trabecular_hu"])
+    html = (work / "sample_report" / "report.html").read_text(encoding="utf-8")
+    assert all(f"<h2>{r['level']}" in html for r in classified) and "Genant grade" in html
 
 
 def test_screening_fields_go_into_the_sr_and_the_report(real_run, real_ct):

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "synth": "Generate a synthetic two-institution OVCF/MVCF cohort (NIfTI + manifest.csv).",
     "views": "Build the 2D / 2.5D / 3D model input around one vertebra of a CT.",
     "predict": "Classify vertebrae of a CT (probability of a malignant fracture).",
+    "screen": "Every vertebra of a spine segmentation: heights, Genant grade, trabecular HU, P(MVCF).",
     "train": "Train a 2D / 2.5D / 3D model from a cohort manifest; writes a model bundle.",
     "evaluate": "Evaluate a model bundle on a cohort manifest (metrics with CIs, plots).",
     "study": "The paper's design: 2D vs 2.5D vs 3D on identical splits, internal + external test.",

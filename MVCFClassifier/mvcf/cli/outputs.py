@@ -122,6 +122,10 @@ def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
     return OutputPlan(None)  # a report of a NIfTI input, or without pydicom one without the DICOM description
 
 
+def _name(result: dict[str, Any], index: int) -> str:
+    return str(result.get("level") or result.get("name") or f"vertebra {index + 1}")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40] or "vertebra"
 
@@ -160,11 +164,11 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
     images: dict[int, list] = {}
     heats: dict[int, Any] = {}
     for step, index in enumerate(done):
-        progress(step, len(done), f"key images of {results[index].get('name', index + 1)}")
         r = results[index]
+        name = _name(r, index)
+        progress(step, len(done), f"key images of {name}")
         heat, _ = explain(ct, from_point(ct, r["center_lps"], "lps"), bundle, device)
         heats[index] = heat
-        name = str(r.get("level") or r.get("name") or f"vertebra {index + 1}")
         footer = (f"P(MVCF) {r['probability_malignant']:.3f} -> {r['prediction']} (threshold {r['threshold']:.3f})\n"
                   f"{DISCLAIMER_SHORT}")
         images[index] = key_images(ct, r["center_lps"], heat, name, footer)
@@ -172,7 +176,7 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
     if args.report:
         progress(len(done), len(done), f"writing the report to {args.report}")
         identity = source.identity(args.include_identifiers) if source is not None else None
-        named = {index: [(f"key_{index + 1:02d}_{_slug(str(results[index].get('name', '')))}_{im.plane}.png", im)
+        named = {index: [(f"key_{index + 1:02d}_{_slug(_name(results[index], index))}_{im.plane}.png", im)
                          for im in ims] for index, ims in images.items()}
         shown = {index: [{"src": name, "caption": im.caption} for name, im in pairs] for index, pairs in named.items()}
         context = case_context(results, shown, bundle.card, source_rows(identity, str(args.ct)))
@@ -213,7 +217,7 @@ def _write_dicom(folder: Path, source, results, images, heats, model: dict, soft
     sr = build_sr(source, results, model, software_version=software)
     sc = build_sc(source, [(im, results[index]["center_lps"]) for index, ims in images.items() for im in ims],
                   comment=disclaimer)
-    pm = build_pm(source, [(heat, str(results[index].get("name", index + 1))) for index, heat in heats.items()],
+    pm = build_pm(source, [(heat, _name(results[index], index)) for index, heat in heats.items()],
                   model, software)
     objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc},
                **{f"PM_{ds.SOPInstanceUID}.dcm": ds for ds in pm}}

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace, reporter) -> int:
         from mvcf.inference import load_model
 
         bundle = load_model(args.model, result.device)
-        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device))
+        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device,
+                                                          ct=ct, location=location))
     outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device,
                             on_progress=lambda _done, _total, message: reporter.log(message), plan=plan)
     if outputs:

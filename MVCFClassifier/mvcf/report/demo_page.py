@@ -54,7 +54,7 @@ def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, 
         "links": [{"href": "study/report.html", "text": "Study report (HTML)"},
                   {"href": "study/report.md", "text": "Study report (Markdown)"},
                   {"href": "study/study.json", "text": "Study results (JSON)"},
-                  {"href": result["heatmap"], "text": "Grad-CAM heatmap (NIfTI, overlays the CT in Slicer)"},
+                  {"href": result["heatmap"], "text": "Grad-CAM heatmap around L1 on the CT's own voxel grid (NIfTI; overlays the CT in Slicer)"},
                   {"href": "demo.json", "text": "Everything above as JSON"}],
         "model": model_summary(card), "source": [{"label": "CT", "value": "TotalSegmentator example CT "
                                                    "(shipped in mvcf/resources/sample_ct, Apache-2.0)"}]}
