@@ -289,7 +289,7 @@ def test_retrieve_study_by_wado_rs_then_predict(orthanc, real_ct, work, capsys):
                          "--retrieve-from", orthanc.dicomweb, "--point-ijk", BODY_IJK, "--report",
                          work / "fetched_report", "--json")
     assert code == 0, err
-    uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in fetched.iterdir()}
+    uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in fetched.glob("*.dcm")}
     assert {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in real_ct.iterdir()} <= uids
     report = json.loads((work / "fetched_report" / "report.json").read_text())
     assert report["source"]["series_instance_uid"] == first.SeriesInstanceUID
