@@ -21,8 +21,29 @@ from mvcf.errors import MVCFError
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 #: What the child needs for --dicom-out beyond the core's requirements (the core's `dicom` extra, without the
-#: PACS clients). Slicer 5.12 ships pydicom 3.0 and highdicom 0.27; Slicer 5.4-5.10 ship pydicom 2.4.
-DICOM_REQUIREMENTS = ("pydicom>=3.0,<4", "highdicom>=0.28,<0.29")
+#: PACS clients). Slicer 5.12 ships pydicom 3.0.2 and highdicom 0.27.0, so only highdicom is installed.
+DICOM_REQUIREMENTS = ("highdicom>=0.28,<0.29",)
+#: The core writes with pydicom 3. Slicer 5.4-5.10 ship pydicom 2.4, and some of their DICOM modules call
+#: `pydicom.read_file` (gone in pydicom 3: DICOMPatcher, DICOMImageSequencePlugin in 5.4), so Slicer's copy
+#: is never replaced: DICOM output there is refused with a message.
+PYDICOM_REQUIREMENT = "pydicom>=3.0,<4"
+
+
+def check_pydicom(installed: Optional[str] = None) -> None:
+    """An MVCFError when Slicer's pydicom is older than the core's DICOM output needs (it is not replaced)."""
+    import importlib.metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    if installed is None:
+        try:
+            installed = importlib.metadata.version("pydicom")
+        except importlib.metadata.PackageNotFoundError:
+            return  # none at all: installed with highdicom
+    if installed not in SpecifierSet(PYDICOM_REQUIREMENT.split("pydicom", 1)[1]):
+        raise MVCFError(f"DICOM output needs pydicom 3 (Slicer 5.12 and later ship it); this Slicer has pydicom "
+                        f"{installed}, which its own DICOM modules need, so it is not replaced. Use Slicer 5.12 "
+                        f"or later, or `mvcf predict --dicom-out` from the command line")
 
 
 def source_uids(volume_node) -> list[str]:

@@ -425,9 +425,10 @@ def _default_ensure() -> bool:
 
 def _default_ensure_dicom() -> bool:
     from MVCFClassifierLib.dependencies import ensure_dependencies, read_requirements
-    from MVCFClassifierLib.dicom_export import DICOM_REQUIREMENTS
+    from MVCFClassifierLib.dicom_export import DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT, check_pydicom
 
-    return ensure_dependencies(requirements=[*read_requirements(), *DICOM_REQUIREMENTS])
+    check_pydicom()
+    return ensure_dependencies(requirements=[*read_requirements(), *DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT])
 
 
 def dicom_summary(outputs: Any) -> str:

@@ -158,3 +158,33 @@ def test_predict_in_slicer_adds_sr_sc_and_parametric_map_to_the_database(series,
                   for item in series_item.ReferencedSOPSequence}
     assert referenced and referenced <= source
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("mvcf-")]
+
+
+def test_slicer_pydicom_older_than_3_is_refused_not_replaced():
+    with pytest.raises(MVCFError, match="needs pydicom 3 .* this Slicer has pydicom 2.4.4, .* not replaced"):
+        dicom_export.check_pydicom("2.4.4")
+    dicom_export.check_pydicom("3.0.2")
+
+
+def test_the_whole_spine_screen_gets_the_dicom_arguments_and_cancel_removes_the_staged_series(series, tmp_path):
+    from MVCFClassifierLib import screening
+    from slicer_testing import register_segmentation_converters, segmentation_from_labels
+
+    register_segmentation_converters()
+    scene = slicer.vtkMRMLScene()
+    node, _ = _loaded_from_dicom(scene, series)
+    labels = np.zeros((20, 512, 512), np.uint8)
+    labels[5:15, 280:360, 200:280] = 1
+    ijk_to_ras = np.eye(4)
+    node.GetIJKToRASMatrix(matrix := vtk.vtkMatrix4x4())
+    for r in range(4):
+        for c in range(4):
+            ijk_to_ras[r, c] = matrix.GetElement(r, c)
+    segmentation, _ = segmentation_from_labels(scene, labels, ijk_to_ras, node, {1: "L1"})
+    export = dicom_export.DicomExport.prepare(node, StandInDatabase(tmp_path / "db", sorted(series.iterdir())),
+                                              str(tmp_path))
+    run = screening.start_screen(node, segmentation, sys.executable, device="cpu", temp_root=str(tmp_path),
+                                 dicom=export)
+    assert run.command[-4:] == export.arguments() and run.dicom is export
+    run.cancel()
+    assert not export.root.exists() and not run.workdir.exists()
