@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
     parser.add_argument("--out", required=True, help="output folder (per-mode bundles, study.json, report)")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated view modes (default: all)")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="comma-separated view modes (default: all); 'none' = the logistic baseline alone")
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="mode the p-values compare against")
     add_view_arguments(parser)
     parser.add_argument("--size-3d", type=int, default=48, metavar="PX", help="cube size for 3d (default 48)")
@@ -34,7 +35,9 @@ def run(args: argparse.Namespace, reporter) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise MVCFError(f"{out} is not empty; use --resume to continue a study there, or another --out")
-    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip() and m.strip() != "none")
+    if not modes and args.no_baseline:
+        raise MVCFError("nothing to study: --modes none with --no-baseline")
     n_folds, train_folds = fold_arguments(args.folds)
     config = StudyConfig(modes=modes, size_px=args.size, size_3d_px=args.size_3d, spacing_mm=args.spacing,
                          windows=parse_windows(args.windows), n_folds=n_folds, train_folds=train_folds, external=args.external,
