@@ -25,7 +25,7 @@ HEADER = ["model", "internal AUC (95% CI)", "p vs ref", "external AUC (95% CI)",
 def calibration_block(labels: Sequence[int], prob: Sequence[float]) -> dict[str, Any]:
     """Brier score, calibration slope and intercept with CIs; a field that cannot be estimated is None and
     `not_estimable` says why (one class, constant predictions, perfect separation)."""
-    from mvcf.stats import calibration
+    from mvcf.stats import calibration, default_n_bins
 
     y, p = np.asarray(labels, dtype=int), np.asarray(prob, dtype=float)
     if y.size == 0:
@@ -34,7 +34,7 @@ def calibration_block(labels: Sequence[int], prob: Sequence[float]) -> dict[str,
         return {"n": int(y.size), "not_estimable": "one class only: calibration slope and intercept undefined"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cal = calibration(y, p, n_bins=5 if y.size < 100 else 10)
+        cal = calibration(y, p, n_bins=default_n_bins(y.size))
     block: dict[str, Any] = {"n": int(y.size), "brier": _finite(cal["brier"])}
     for key in ("slope", "intercept"):
         value, ci = _finite(cal[key]), [_finite(v) for v in cal[f"{key}_ci"]]
@@ -290,12 +290,13 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
 
 def plot_calibration_models(path: Path, labels: np.ndarray, curves: dict[str, np.ndarray], title: str) -> Path:
     """Reliability curves of every model on one set (quantile bins), the diagonal, and per-model Brier."""
+    from mvcf.stats import default_n_bins
     from mvcf.stats.plots import _figure, _save
 
     fig = _figure(6.0, 5.5)
     ax = fig.add_subplot(111)
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect")
-    n_bins = 5 if labels.size < 100 else 10
+    n_bins = default_n_bins(labels.size)
     for name, p in curves.items():
         edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
         which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))

@@ -71,7 +71,7 @@ class Bundle:
 
     @property
     def mode(self) -> str:
-        return str(self.card["network"]["mode"])
+        return str(self.card["view_spec"]["mode"])
 
     @property
     def view_spec(self) -> dict[str, Any]:
@@ -143,7 +143,18 @@ def read_card(path: Union[str, Path]) -> dict[str, Any]:
     for key in ("network", "ensemble_size", "view_spec", "threshold", "weights"):
         if key not in card:
             raise MVCFError(f"invalid model bundle: {card_path} lacks {key!r}")
+    _upgrade_network(card)
     return card
+
+
+def _upgrade_network(card: dict[str, Any]) -> None:
+    """Cards written before the mode registry stored the mode a second time in `network` and no Grad-CAM
+    layer (always ResNet layer3): read them as the current schema, in memory only."""
+    network = card["network"]
+    if isinstance(network, dict) and isinstance(card["view_spec"], dict):
+        network.pop("mode", None)
+        if network.get("family") == "monai.networks.nets.ResNet":
+            network.setdefault("gradcam_layer", "layer3")
 
 
 def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
