@@ -76,37 +76,18 @@ def real_vertebrae(data: Path):
 def synthetic_vertebrae(n_cases: int, seed: int):
     """Measures of the unfractured neighbours of the fractured vertebra in `n_cases` synthetic cases."""
     from mvcf.synth import generate_case, plan_cohort
-    from mvcf.synth.anatomy import LEVELS, level_label
-    from mvcf.synth.measures import vertebra_measures
+    from mvcf.synth.measures import case_images, measure_neighbours
 
     rows, images = [], []
     for plan in plan_cohort(n_cases, seed=seed, external_fraction=0.5):
         case = generate_case(plan, seed)
-        ct = _ctimage(case.image.hu, case.image)
-        mask = _ctimage(case.image.labels, case.image)
-        for other in sorted(set(np.unique(case.image.labels).tolist()) - {0, level_label(plan.level)}):
-            level = LEVELS[43 - other]
-            try:
-                m = vertebra_measures(ct, mask, other)
-            except Exception:     # a neighbour cut by the field of view has no measurable body
-                continue
-            rows.append({"source": f"synthetic {plan.institution}", "level": level, **m})
+        for m in measure_neighbours(case):
+            rows.append({"source": f"synthetic {plan.institution}", **m})
             if len(images) < 2 and plan.institution == ("internal" if not images else "external") \
-                    and level in ("L2", "L3"):
-                images.append((f"synthetic: {plan.institution} site, {level} (case {plan.case_id})",
-                               _plane_images(ct, mask, other)))
+                    and m["level"] in ("L2", "L3"):
+                images.append((f"synthetic: {plan.institution} site, {m['level']} (case {plan.case_id})",
+                               _plane_images(*case_images(case), m["label"])))
     return rows, images
-
-
-def _ctimage(voxels: np.ndarray, image):
-    import SimpleITK as sitk
-
-    from mvcf.ctimage import CTImage
-
-    out = sitk.GetImageFromArray(voxels)
-    out.SetSpacing(image.spacing)
-    out.SetOrigin(image.origin)
-    return CTImage.from_sitk(out)
 
 
 def write_figures(images, real_rows, synth_rows, out_dir: Path) -> list[Path]:

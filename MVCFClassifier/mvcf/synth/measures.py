@@ -65,3 +65,34 @@ def vertebra_measures(ct, mask, label: int) -> dict[str, Optional[float]]:
         thickness.append(float((band & (hu[z] > level)).sum()) / max(float(perimeter), 1.0))
     return {**out, "cortical_apparent_mm": float(np.mean(thickness)) if thickness else None,
             "trabecular_hu": float(trabecular.mean()), "trabecular_sd_hu": float(trabecular.std())}
+
+
+def _ctimage(voxels: np.ndarray, image):
+    import SimpleITK as sitk
+
+    from mvcf.ctimage import CTImage
+
+    out = sitk.GetImageFromArray(voxels)
+    out.SetSpacing(image.spacing)
+    out.SetOrigin(image.origin)
+    return CTImage.from_sitk(out)
+
+
+def case_images(case):
+    """(CT, mask) CTImages of a generated case (mvcf.synth.SyntheticCase), in memory."""
+    return _ctimage(case.image.hu, case.image), _ctimage(case.image.labels, case.image)
+
+
+def measure_neighbours(case) -> list[dict]:
+    """Measures of the unfractured vertebrae of a generated case (a neighbour cut by the field of view, with
+    no measurable body, is left out)."""
+    from mvcf.synth.anatomy import LEVELS, level_label
+
+    ct, mask = case_images(case)
+    rows = []
+    for other in sorted(set(np.unique(case.image.labels).tolist()) - {0, level_label(case.plan.level)}):
+        try:
+            rows.append({"level": LEVELS[43 - other], "label": other, **vertebra_measures(ct, mask, other)})
+        except MVCFError:
+            continue
+    return rows
