@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=2, help="processes generating the cohort")
     parser.add_argument("--docs", action="store_true", help="copy the report into docs/ and update the README")
+    parser.add_argument("--progress", default="tqdm", choices=("tqdm", "jsonl", "none"))
     args = parser.parse_args(argv)
     started = time.perf_counter()
     cohort = args.work / f"cohort_seed{args.seed}"
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    _mvcf("--progress", "none", "study", "--manifest", str(cohort / "manifest.csv"), "--out", str(study), *modes,
+    _mvcf("--progress", args.progress, "study", "--manifest", str(cohort / "manifest.csv"), "--out", str(study), *modes,
           "--size", "64", "--size-3d", "48", "--windows", "bone,soft", "--arch", "resnet10-tiny", "--epochs",
           str(args.epochs), "--folds", "5", "--external", "external", "--device", "cpu", "--seed", str(args.seed),
           *(["--resume"] if (study / "study_config.json").is_file() else []))

@@ -28,8 +28,9 @@ class Population:
     mvcf_osteopenic: float = 0.35                          # fraction of MVCF patients who are osteopenic too
     mvcf_osteopenic_hu: tuple[float, float] = (65.0, 125.0)
     mvcf_normal_hu: tuple[float, float] = (110.0, 210.0)
-    blastic: float = 0.15                                  # prostate/breast-like sclerotic metastases
-    myeloma: float = 0.10                                  # diffuse permeative lysis, pedicles spared, few masses
+    blastic: float = 0.20                                  # prostate/breast-like sclerotic metastases
+    myeloma: float = 0.05                                  # diffuse permeative lysis, pedicles spared, few masses
+    mimic: float = 1.0                                     # x the OVCF look-alike findings (haematoma, islands...)
     prevalence: Optional[float] = None                     # MVCF fraction; None = the cohort's --prevalence
 
 
@@ -54,10 +55,11 @@ INSTITUTIONS: dict[str, InstitutionProfile] = {
     "external": InstitutionProfile(
         name="external", pixel_mm=(1.3, 1.6), slice_mm=(2.5, 3.0), kernel_sigma_mm=1.0,
         noise_hu=(35.0, 55.0), noise_grain_mm=1.6, hu_offset=(25.0, 18.0),
-        population=Population(ovcf_bone_hu=(35.0, 100.0), mvcf_osteopenic=0.55, mvcf_osteopenic_hu=(50.0, 115.0),
-                              mvcf_normal_hu=(95.0, 180.0), blastic=0.25, myeloma=0.30, prevalence=0.4),
+        population=Population(ovcf_bone_hu=(45.0, 105.0), mvcf_osteopenic=0.55, mvcf_osteopenic_hu=(50.0, 115.0),
+                              mvcf_normal_hu=(90.0, 160.0), blastic=0.05, myeloma=0.40, mimic=1.8, prevalence=0.4),
         description="thick slices, soft kernel, large field of view, coarse low-dose noise, calibration "
-                    "drift; older patients, more myeloma and blastic metastases, 40 % MVCF"),
+                    "drift; older patients with more look-alike findings, many myeloma and few blastic "
+                    "metastases, 40 % MVCF"),
 }
 
 

@@ -210,9 +210,9 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str,
 
     if difficulty not in _DIFFICULTY:
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}")
-    population = population or Population()
     knob = _DIFFICULTY[difficulty]
-    s, m = knob["strength"], knob["mimic"]
+    population = population or Population()
+    s, m = knob["strength"], knob["mimic"] * population.mimic
     signs = FractureSigns(label=label)
     if label == 0:
         signs.height_kind = str(rng.choice(["wedge", "biconcave", "crush"], p=[0.5, 0.3, 0.2]))
