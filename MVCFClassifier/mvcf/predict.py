@@ -131,6 +131,8 @@ def _predict_query(ct, query, bundle, device: str, masks: dict, refine: bool) ->
         t = time.perf_counter()
         payload["heatmap"] = str(write_prediction_heatmap(bundle, result, query.heatmap, device=device))
         timing["heatmap"] = 1000 * (time.perf_counter() - t)
+    if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
+        payload["views"] = [str(path) for path in result.view.write_volumes(query.views)]
     timing["total"] = 1000 * (time.perf_counter() - started)
     payload["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
     return payload
