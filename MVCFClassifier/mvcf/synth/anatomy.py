@@ -112,7 +112,7 @@ def sample_spine(rng: np.random.Generator, target_name: str, n_levels: int, trab
     source = str(rng.choice(sources))
     shapes = []
     for name in names:
-        pool = templates_for(name, source)
+        pool = templates_for(name, LEVELS, source)
         shapes.append(place_template(rng, pool[int(rng.integers(len(pool)))], size))
     heights = [shape.half_height for shape in shapes]
     discs = [_interp(LEVELS.index(n), 4.5, 10.0) * rng.normal(1.0, 0.08) for n in names[:-1]]

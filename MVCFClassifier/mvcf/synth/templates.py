@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -101,18 +101,17 @@ def template_fields(key: str) -> TemplateFields:
     return TemplateFields(**sdfs, origin=origin, top=top, bottom=bottom, footprint=footprint, boxes=boxes)
 
 
-def templates_for(level: str, source: Optional[str] = None) -> list[Template]:
-    """Templates of `level` (from `source` when it has one), else of the nearest level that has any."""
-    from mvcf.synth.anatomy import LEVELS
-
+def templates_for(level: str, levels: Sequence[str], source: Optional[str] = None) -> list[Template]:
+    """Templates of `level` (from `source` when it has one), else of the nearest level (in the order
+    `levels`, cranial to caudal) that has any."""
     pool = load_templates()
     same = [t for t in pool if t.level == level]
     if source is not None and any(t.source == source for t in same):
         return [t for t in same if t.source == source]
     if same:
         return same
-    i = LEVELS.index(level)
-    nearest = min(pool, key=lambda t: abs(LEVELS.index(t.level) - i))
+    i = list(levels).index(level)
+    nearest = min(pool, key=lambda t: abs(list(levels).index(t.level) - i))
     return [t for t in pool if t.level == nearest.level]
 
 
