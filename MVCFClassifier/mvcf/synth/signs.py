@@ -247,12 +247,7 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str,
     signs.cortical_breach = bool(rng.random() < min(0.95, 0.7 * s)) and not blastic
     if rng.random() < min(0.95, 0.6 * s):
         signs.pedicle_side = int(rng.choice([-1, 1]))
-    if rng.random() < min(0.95, 0.5 * s):
-        signs.convex_wall_mm = float(rng.uniform(1.5, 4.5) * s)
-    if rng.random() < min(0.95, 0.45 * s):
-        signs.epidural_mass_mm = float(rng.uniform(4, 9) * s)
-    if rng.random() < min(0.95, 0.45 * s):
-        signs.paraspinal_mass_mm = float(rng.uniform(7, 16) * s)
+    _wall_and_masses(rng, signs, s, (0.5, (1.5, 4.5)), (0.45, (4, 9)), (0.45, (7, 16)))
     hallmark = signs.cortical_breach or signs.pedicle_side or signs.epidural_mass_mm or signs.paraspinal_mass_mm
     if not hallmark and rng.random() < knob["guarantee"]:
         pick = int(rng.integers(0, 3))
@@ -272,10 +267,13 @@ def _myeloma(rng: np.random.Generator, signs: FractureSigns, s: float) -> Fractu
     signs.lesion_pattern = str(rng.choice(["permeative", "moth-eaten"], p=[0.6, 0.4]))
     signs.lesion_fraction = float(np.clip(rng.uniform(0.3, 0.75) * s, 0.1, 0.85))
     signs.cortical_breach = bool(rng.random() < min(0.95, 0.3 * s))
-    if rng.random() < min(0.95, 0.25 * s):
-        signs.convex_wall_mm = float(rng.uniform(1.5, 3.5) * s)
-    if rng.random() < min(0.95, 0.25 * s):
-        signs.epidural_mass_mm = float(rng.uniform(4, 8) * s)
-    if rng.random() < min(0.95, 0.25 * s):
-        signs.paraspinal_mass_mm = float(rng.uniform(6, 12) * s)
+    _wall_and_masses(rng, signs, s, (0.25, (1.5, 3.5)), (0.25, (4, 8)), (0.25, (6, 12)))
     return signs
+
+
+def _wall_and_masses(rng: np.random.Generator, signs: FractureSigns, s: float, wall, epidural, paraspinal) -> None:
+    """Convex posterior wall, epidural and paraspinal mass, each (probability, (min, max) mm) x strength `s`."""
+    for name, (p, (low, high)) in (("convex_wall_mm", wall), ("epidural_mass_mm", epidural),
+                                   ("paraspinal_mass_mm", paraspinal)):
+        if rng.random() < min(0.95, p * s):
+            setattr(signs, name, float(rng.uniform(low, high) * s))
