@@ -77,6 +77,11 @@ def _p(value: Optional[float]) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def _p_is(value: Optional[float]) -> str:
+    text = _p(value)
+    return text.replace("<", "< ") if text.startswith("<") else f"= {text}"
+
+
 def _fmt(block: dict[str, Any]) -> str:
     from mvcf.metrics import format_auc
 
@@ -198,6 +203,9 @@ def limitations(summary: dict[str, Any]) -> list[str]:
         out.append(f"Internal results are out-of-fold predictions of {d['n_folds']} fold models over all "
                    f"{d['internal_test_cases']} internal cases; pooled across folds, they ignore fold-to-fold "
                    "variation of the models themselves.")
+    out.append("External predictions average the fold models (an ensemble) while each internal prediction comes "
+               "from one fold model trained on fewer cases; the ensemble is usually a little better, which "
+               "favours the external estimate in the internal-vs-external comparison.")
     out.append("Thresholds were frozen on internal validation data; sensitivity and specificity at the external "
                "site's own Youden point are post hoc and optimistic.")
     out.append("p-values are unadjusted paired DeLong tests against the reference (Holm-adjusted values in the "
@@ -252,8 +260,8 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
                              f"difference has zero DeLong variance: both models rank every pair the same way)")
                 continue
             pairs.append(f"{which}: {pair['a']} vs {pair['b']}: ΔAUC {pair['diff']:+.3f} "
-                         f"(95% CI {pair['ci'][0]:+.3f} to {pair['ci'][1]:+.3f}), p = {_p(pair['p'])}"
-                         + (f" (Holm-adjusted {_p(pair['p_holm'])})" if "p_holm" in pair else ""))
+                         f"(95% CI {pair['ci'][0]:+.3f} to {pair['ci'][1]:+.3f}), p {_p_is(pair['p'])}"
+                         + (f" (Holm-adjusted {_p_is(pair['p_holm'])})" if "p_holm" in pair else ""))
     plots = summary.get("plots", [])
     transfer_text = _transfer_sentence(summary)
     md = ["# MVCF classifier study", "", f"_{RESEARCH_USE_DISCLAIMER}_", "", intro, ""]
