@@ -107,7 +107,10 @@ def explain(ct, location, model: Union[str, Path, None, Any] = None, device: str
     from mvcf.predict import load_model
     from mvcf.views import ViewSpec, build_views
 
-    bundle = model if isinstance(model, Bundle) else load_model(model, device)
+    if isinstance(model, Bundle) and model.backend == "torch":
+        bundle = model
+    else:  # Grad-CAM needs the torch network, whichever backend classified
+        bundle = load_model(model.path if isinstance(model, Bundle) else model, device, backend="torch")
     view = build_views(ct, location, ViewSpec.from_dict(bundle.view_spec))
     return heatmap_image(view, grad_cam(bundle, view.array, device, target)), view
 

@@ -31,25 +31,45 @@ class Prediction:
     timing_ms: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     view_mode: str = ""
+    backend: str = ""
     disclaimer: str = RESEARCH_USE_DISCLAIMER
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_BUNDLES: dict[tuple[str, str, float], Any] = {}
+_BUNDLES: dict[tuple, Any] = {}
 
 
-def load_model(path: Union[str, Path, None] = None, device: str = "cpu"):
-    """Load (and memoise per process) a bundle; None = the embedded demo bundle."""
-    from mvcf.models.bundle import WEIGHTS_FILE, load_bundle
+def load_model(path: Union[str, Path, None] = None, device: str = "auto", backend: str = "auto"):
+    """Load (and memoise per process) a bundle; None = the embedded demo bundle. `backend` auto runs the
+    bundle's ONNX graph with ONNX Runtime when it has one (torch is then never imported), else torch;
+    the returned bundle's `.backend` and `.device` say what was picked (mvcf.models.runtime)."""
+    from mvcf.models.bundle import CARD_FILE, WEIGHTS_FILE
+    from mvcf.models.runtime import open_bundle
 
     bundle_dir = Path(path) if path is not None else default_model_path()
-    weights = bundle_dir / WEIGHTS_FILE
-    key = (str(bundle_dir.resolve()), device, weights.stat().st_mtime if weights.exists() else 0.0)
+    stamps = tuple((bundle_dir / name).stat().st_mtime_ns if (bundle_dir / name).exists() else 0
+                   for name in (WEIGHTS_FILE, CARD_FILE))
+    key = (str(bundle_dir.resolve()), device, backend, stamps)
     if key not in _BUNDLES:
-        _BUNDLES[key] = load_bundle(bundle_dir, device=device)
+        _BUNDLES[key] = open_bundle(bundle_dir, device, backend)
     return _BUNDLES[key]
+
+
+def bundle_for(model: Union[str, Path, None, Any], device: str = "auto", backend: str = "auto"):
+    """`model` as a loaded bundle: a bundle directory or None (loaded, memoised) or an already loaded
+    Bundle (a torch one is moved to `device` when that names another device)."""
+    from mvcf.models.bundle import Bundle
+
+    if not isinstance(model, Bundle):
+        return load_model(model, device, backend)
+    if model.backend == "torch" and device not in ("auto", model.device):
+        from mvcf.train import resolve_device
+
+        model.device = resolve_device(device)
+        model.model.to(model.device)
+    return model
 
 
 def bundle_warnings(card: dict[str, Any]) -> list[str]:
@@ -61,51 +81,43 @@ def bundle_warnings(card: dict[str, Any]) -> list[str]:
 
 
 def predict_view(array: np.ndarray, bundle, device: str = "cpu") -> float:
-    """Probability of MVCF for one view array (the shape the bundle's card names)."""
-    import torch
+    """Probability of MVCF for one view array (the shape the bundle's card names), on the bundle's device."""
+    from mvcf.models.runtime import forward
 
-    expected = tuple(bundle.card["network"]["input_shape"])
-    if tuple(array.shape) != expected:
-        raise MVCFError(f"view shape {tuple(array.shape)} does not match the model's input {expected}")
-    with torch.no_grad():
-        x = torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32))[None].to(device)
-        return float(bundle.model(x)[0].float().cpu())
+    return float(forward(bundle, np.asarray(array)[None])[1][0])
 
 
-def predict_ct(ct, location, model: Union[str, Path, None, Any] = None, device: str = "auto") -> Prediction:
+def _prediction(bundle, view, probability: float, timing: dict[str, float], extra_warnings: list[str]) -> Prediction:
+    threshold = bundle.threshold
+    return Prediction(probability_malignant=float(probability),
+                      prediction="MVCF" if probability >= threshold else "OVCF", threshold=threshold,
+                      model=bundle.identity(), device=bundle.device,
+                      center_lps=[float(v) for v in view.center_lps],
+                      timing_ms={k: round(v, 2) for k, v in timing.items()},
+                      warnings=list(view.warnings) + bundle_warnings(bundle.card) + extra_warnings,
+                      view_mode=view.mode, backend=bundle.backend)
+
+
+def predict_ct(ct, location, model: Union[str, Path, None, Any] = None, device: str = "auto",
+               backend: str = "auto") -> Prediction:
     """Classify the vertebra at `location` (a VertebraLocation, LPS mm) of `ct` (a CTImage).
     `model` is a bundle directory, an already loaded Bundle, or None for the embedded demo bundle.
     The warnings start with the location's own (build_views carries them), then the view's and the bundle's."""
-    from mvcf.models.bundle import Bundle
-    from mvcf.train import resolve_device
+    from mvcf.models.runtime import forward
     from mvcf.views import ViewSpec, build_views
 
-    device = resolve_device(device)
     timing: dict[str, float] = {}
     started = time.perf_counter()
-    bundle = model if isinstance(model, Bundle) else load_model(model, device)
-    if isinstance(model, Bundle):
-        bundle.model.to(device)
+    bundle = bundle_for(model, device, backend)
     timing["load_model"] = 1000 * (time.perf_counter() - started)
     t = time.perf_counter()
-    spec = ViewSpec.from_dict(bundle.view_spec)
-    view = build_views(ct, location, spec)
+    view = build_views(ct, location, ViewSpec.from_dict(bundle.view_spec))
     timing["views"] = 1000 * (time.perf_counter() - t)
     t = time.perf_counter()
-    probability = predict_view(view.array, bundle, device)
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
+    bundle, probabilities, notes = forward(bundle, view.array[None])
     timing["inference"] = 1000 * (time.perf_counter() - t)
     timing["total"] = 1000 * (time.perf_counter() - started)
-    threshold = bundle.threshold
-    return Prediction(probability_malignant=probability,
-                      prediction="MVCF" if probability >= threshold else "OVCF", threshold=threshold,
-                      model=bundle.identity(), device=device,
-                      center_lps=[float(v) for v in view.center_lps],
-                      timing_ms={k: round(v, 2) for k, v in timing.items()},
-                      warnings=list(view.warnings) + bundle_warnings(bundle.card), view_mode=spec.mode)
+    return _prediction(bundle, view, probabilities[0], timing, notes)
 
 
 def locate_in(ct, point: Optional[Sequence[float]] = None, unit: str = "lps", mask_path: Union[str, Path, None] = None,
@@ -164,57 +176,73 @@ def _locate_query(ct, query, masks: dict, refine: bool):
     return refine_on_body(ct, location) if refine else location
 
 
-def _predict_query(ct, query, bundle, device: str, masks: dict, refine: bool) -> dict[str, Any]:
-    started = time.perf_counter()
-    location = _locate_query(ct, query, masks, refine)
-    locate_ms = 1000 * (time.perf_counter() - started)
-    result = predict_ct(ct, location, bundle, device)
-    payload = result.to_dict()
-    timing = {"locate": round(locate_ms, 2), **result.timing_ms}
-    if query.heatmap is not None:
-        from mvcf.explain import write_heatmap
-
-        t = time.perf_counter()
-        payload["heatmap"] = str(write_heatmap(ct, location, bundle, query.heatmap, device=device))
-        timing["heatmap"] = round(1000 * (time.perf_counter() - t), 2)
-    timing["total"] = round(1000 * (time.perf_counter() - started), 2)
-    payload["timing_ms"] = timing
-    return payload
+def _failure(name: str, exc: BaseException, heatmap, started: float) -> dict[str, Any]:
+    message = str(exc) if isinstance(exc, MVCFError) else \
+        f"cannot write {getattr(exc, 'filename', None) or heatmap}: {getattr(exc, 'strerror', None) or exc}"
+    return {"name": name, "error": (message.splitlines() or [type(exc).__name__])[0],
+            "timing_ms": {"total": round(1000 * (time.perf_counter() - started), 2)}}
 
 
 def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] = None, device: str = "auto",
                  refine: bool = False, on_progress: Optional[Callable[[int, int, str], None]] = None,
-                 should_cancel: Optional[Callable[[], bool]] = None) -> list[dict[str, Any]]:
-    """Classify several vertebrae (mvcf.locations_file.VertebraQuery) of one CTImage with one bundle load.
+                 should_cancel: Optional[Callable[[], bool]] = None, backend: str = "auto") -> list[dict[str, Any]]:
+    """Classify several vertebrae (mvcf.locations_file.VertebraQuery) of one CTImage with one bundle load
+    and one batched forward pass (chunked to a memory bound, mvcf.models.runtime.forward).
 
     Returns one dict per query, in order: `name` and the fields of Prediction.to_dict() (plus `heatmap`
     when the query asks for one), or `name`, `error` (one line) and `timing_ms` when that vertebra failed
     (unreadable mask, absent label, point outside the CT, heatmap not writable): one failure never loses
-    the others. A bad bundle fails the whole call (MVCFError), as does cancellation (Cancelled)."""
+    the others. A bad bundle fails the whole call (MVCFError), as does cancellation (Cancelled).
+    Each vertebra's `inference` time is its share of the batched pass."""
     from mvcf.errors import Cancelled
-    from mvcf.models.bundle import Bundle
+    from mvcf.models.runtime import forward
     from mvcf.progress import check_cancel
-    from mvcf.train import resolve_device
+    from mvcf.views import ViewSpec, build_views
 
-    device = resolve_device(device)
-    bundle = model if isinstance(model, Bundle) else load_model(model, device)
+    bundle = bundle_for(model, device, backend)
+    spec = ViewSpec.from_dict(bundle.view_spec)
     total = len(queries)
     masks: dict[str, Any] = {}
-    results: list[dict[str, Any]] = []
+    results: list[Optional[dict[str, Any]]] = [None] * total
+    ready: list[tuple[int, Any, Any, dict[str, float]]] = []
     for index, query in enumerate(queries):
         check_cancel(should_cancel)
         if on_progress is not None:
             on_progress(index, total, f"{query.name} ({index + 1}/{total})")
         started = time.perf_counter()
         try:
-            results.append({"name": query.name, **_predict_query(ct, query, bundle, device, masks, refine)})
-        except Cancelled:
-            raise
-        except (MVCFError, OSError) as exc:
-            message = str(exc) if isinstance(exc, MVCFError) else \
-                f"cannot write {getattr(exc, 'filename', None) or query.heatmap}: {exc.strerror or exc}"
-            results.append({"name": query.name, "error": (message.splitlines() or [type(exc).__name__])[0],
-                            "timing_ms": {"total": round(1000 * (time.perf_counter() - started), 2)}})
+            location = _locate_query(ct, query, masks, refine)
+            t = time.perf_counter()
+            view = build_views(ct, location, spec)
+            ready.append((index, location, view, {"locate": 1000 * (t - started),
+                                                  "views": 1000 * (time.perf_counter() - t)}))
+        except MVCFError as exc:
+            results[index] = _failure(query.name, exc, query.heatmap, started)
+    check_cancel(should_cancel)
+    if ready:
+        t = time.perf_counter()
+        bundle, probabilities, notes = forward(bundle, np.stack([view.array for _, _, view, _ in ready]))
+        share = 1000 * (time.perf_counter() - t) / len(ready)
+        for (index, location, view, timing), probability in zip(ready, probabilities):
+            query = queries[index]
+            started = time.perf_counter()
+            timing = {**timing, "inference": share}
+            payload = {"name": query.name, **_prediction(bundle, view, probability, timing, notes).to_dict()}
+            try:
+                if query.heatmap is not None:
+                    check_cancel(should_cancel)
+                    from mvcf.explain import write_heatmap
+
+                    payload["heatmap"] = str(write_heatmap(ct, location, bundle, query.heatmap, device=bundle.device))
+                    timing["heatmap"] = 1000 * (time.perf_counter() - started)
+            except Cancelled:
+                raise
+            except (MVCFError, OSError) as exc:
+                results[index] = _failure(query.name, exc, query.heatmap, started)
+                continue
+            timing["total"] = sum(timing.values())
+            payload["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
+            results[index] = payload
     if on_progress is not None:
         on_progress(total, total, "done")
-    return results
+    return [r for r in results if r is not None]

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR", help="model bundle folder (default: the embedded demo model, "
                         "trained on synthetic data)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"],
+                        help="engine for the network: auto = ONNX Runtime when the bundle has an ONNX graph "
+                             "(no torch import; fast start), else torch")
     parser.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write a Grad-CAM heatmap on the view grid "
                         "(overlays the CT in any viewer); one vertebra only (with --locations: a heatmap per "
                         "entry)")
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     reporter.progress(1, 3, "locating the vertebra")
     location = locate_from_args(args, ct)
     reporter.progress(2, 3, "classifying")
-    result = predict_ct(ct, location, args.model, args.device)
+    result = predict_ct(ct, location, args.model, args.device, args.backend)
     result.timing_ms = {"read_ct": round(read_ms, 2), **result.timing_ms,
                         "total": round(1000 * (time.perf_counter() - started), 2)}
     payload = result.to_dict()
@@ -135,7 +138,6 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     from mvcf.predict import load_model, predict_many
     from mvcf.progress import JsonLinesReporter, dumps
     from mvcf.read_ct import read_ct
-    from mvcf.train import resolve_device
 
     steps = len(queries) + 2
     reporter.progress(0, steps, "reading CT")
@@ -144,8 +146,8 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     read_ms = 1000 * (time.perf_counter() - started)
     reporter.progress(1, steps, "loading the model")
     t = time.perf_counter()
-    device = resolve_device(args.device)
-    bundle = load_model(args.model, device)
+    bundle = load_model(args.model, args.device, args.backend)
+    device = bundle.device
     load_ms = 1000 * (time.perf_counter() - t)
     results = predict_many(ct, queries, bundle, device, refine=args.refine,
                            on_progress=lambda done, _total, message: reporter.progress(2 + done, steps, message))

@@ -52,6 +52,27 @@ class Bundle:
     path: Path
     card: dict[str, Any]
     model: Any
+    device: str = "cpu"
+    backend: str = "torch"
+
+    def probabilities(self, batch) -> Any:
+        """Probability of MVCF per case of `batch` (N, *input_shape) as a float64 numpy array (N,)."""
+        import numpy as np
+        import torch
+
+        with torch.no_grad():
+            x = torch.as_tensor(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            return self.model(x).float().cpu().numpy().astype(np.float64).ravel()
+
+    def on_cpu(self) -> "Bundle":
+        """This bundle with its network moved to the CPU (the fallback after CUDA ran out of memory)."""
+        import torch
+
+        self.model.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.device = "cpu"
+        return self
 
     @property
     def name(self) -> str:
@@ -81,10 +102,12 @@ class Bundle:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
 
-def save_bundle(out_dir: Union[str, Path], model, card: dict[str, Any], overwrite: bool = True) -> Path:
+def save_bundle(out_dir: Union[str, Path], model, card: dict[str, Any], overwrite: bool = True,
+                onnx_graph: bool = True) -> Path:
     """Write `model` (an Ensemble) and `card` as a bundle directory, atomically. The card gets the format
     fields, the software versions and the weights' sha256 filled in; required: name, version, network,
-    ensemble_size, view_spec, threshold."""
+    ensemble_size, view_spec, threshold. With `onnx_graph` the bundle also gets its ONNX graph
+    (mvcf.models.onnx_graph), so that prediction can run without torch."""
     from safetensors.torch import save_file
 
     missing = [k for k in ("name", "version", "network", "ensemble_size", "view_spec", "threshold") if k not in card]
@@ -106,6 +129,11 @@ def save_bundle(out_dir: Union[str, Path], model, card: dict[str, Any], overwrit
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
                         "tensors": len(state)},
         }
+        if onnx_graph:
+            from mvcf.models.onnx_graph import GRAPH_FILE, write_graph
+
+            full["onnx"] = write_graph(model, card["network"]["input_shape"], full["weights"]["sha256"],
+                                       tmp / GRAPH_FILE)
         (tmp / CARD_FILE).write_text(json.dumps(full, indent=2, sort_keys=False, default=_jsonable) + "\n",
                                      encoding="utf-8")
     return out
@@ -146,6 +174,20 @@ def read_card(path: Union[str, Path]) -> dict[str, Any]:
     return card
 
 
+def check_weights(bundle_dir: Path, card: dict[str, Any]) -> bytes:
+    """The bytes of the bundle's weights file, after checking them against the card's sha256."""
+    weights_path = Path(bundle_dir) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise MVCFError(f"invalid model bundle: {weights_path} is missing")
+    data = weights_path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    expected = str(card["weights"].get("sha256", ""))
+    if actual != expected:
+        raise MVCFError(f"model weights do not match the card's sha256 (expected {expected[:12]}..., got "
+                        f"{actual[:12]}...): {weights_path} was modified or corrupted")
+    return data
+
+
 def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
     """Verify and load a bundle. Order: card format -> weights sha256 -> safetensors parse -> network."""
     from safetensors import SafetensorError
@@ -155,15 +197,8 @@ def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
 
     bundle_dir = Path(path)
     card = read_card(bundle_dir)
+    data = check_weights(bundle_dir, card)
     weights_path = bundle_dir / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise MVCFError(f"invalid model bundle: {weights_path} is missing")
-    data = weights_path.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
-    expected = str(card["weights"].get("sha256", ""))
-    if actual != expected:
-        raise MVCFError(f"model weights do not match the card's sha256 (expected {expected[:12]}..., got "
-                        f"{actual[:12]}...): {weights_path} was modified or corrupted")
     try:
         state = load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
@@ -177,24 +212,12 @@ def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
     model.eval()
     if device is not None:
         model.to(device)
-    return Bundle(path=bundle_dir, card=card, model=model)
+    return Bundle(path=bundle_dir, card=card, model=model, device=str(device or "cpu"))
 
 
 def export_onnx(bundle: Bundle, out_path: Union[str, Path]) -> Path:
     """Export the bundle's network (probability output, dynamic batch) to ONNX, atomically."""
-    import torch
+    from mvcf.models.onnx_graph import write_graph
 
-    from mvcf.fileio import atomic_path
-
-    shape = bundle.card["network"]["input_shape"]
-    model = bundle.model.to("cpu").eval()
-    dummy = torch.zeros(1, *shape, dtype=torch.float32)
-    # The TorchScript exporter (dynamo=False): the torch.export-based one needs onnxscript, not a dependency.
-    import warnings
-
-    with atomic_path(out_path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (dummy,), str(tmp), input_names=["view"], output_names=["probability_mvcf"],
-                          dynamic_axes={"view": {0: "batch"}, "probability_mvcf": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+    write_graph(bundle.model, bundle.card["network"]["input_shape"], bundle.sha256, out_path)
     return Path(out_path)
