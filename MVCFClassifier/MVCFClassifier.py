@@ -108,6 +108,8 @@ class MVCFClassifierWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         if self._run is not None:
             self._run.cancel()
+        if self.logic is not None:
+            self.logic.close_worker()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -123,6 +125,8 @@ class MVCFClassifierWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._run is not None:
             self._run.cancel()
             self._endRun("Cancelled: the scene was closed.")
+        if self.logic is not None:
+            self.logic.close_worker()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -255,7 +259,8 @@ class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        PredictionLogic.__init__(self, temp_root=slicer.app.temporaryPath if hasattr(slicer, "app") else None)
+        PredictionLogic.__init__(self, temp_root=slicer.app.temporaryPath if hasattr(slicer, "app") else None,
+                                 warm_worker=True)
 
     def getParameterNode(self):
         return MVCFClassifierParameterNode(super().getParameterNode())

@@ -283,7 +283,14 @@ class PredictionRun:
 
     def _start_child(self) -> None:
         self.message = f"starting ({len(self.targets)} vertebra{'e' if len(self.targets) > 1 else ''})"
-        self._child = ChildProcess(self._command(), cwd=str(self.workdir)).start()
+        if self.logic.worker is not None:  # the warm worker (MVCFClassifierLib.worker): no start-up after the first
+            options = dict(zip(self.common_args[::2], self.common_args[1::2]))
+            self._child = self.logic.worker.submit({  # type: ignore[assignment]
+                "command": "predict", "ct": str(self.workdir / "ct.nrrd"),
+                "locations": str(self.workdir / self.LOCATIONS_FILE), "device": options.get("--device", "auto"),
+                **({"model": options["--model"]} if "--model" in options else {})})
+        else:
+            self._child = ChildProcess(self._command(), cwd=str(self.workdir)).start()
         self._child_started = time.monotonic()
         self._child_fraction = 0.0
 
@@ -419,9 +426,20 @@ class PredictionRun:
 class PredictionLogic:
     """Scene in, nodes out; no Qt. `process()` is the whole thing for batch scripts."""
 
-    def __init__(self, python_executable: Optional[str] = None, temp_root: Optional[str] = None) -> None:
+    def __init__(self, python_executable: Optional[str] = None, temp_root: Optional[str] = None,
+                 warm_worker: bool = False) -> None:
         self.python_executable = python_executable or slicer_python()
         self.temp_root = temp_root
+        self.worker = None
+        if warm_worker:  # one `mvcf worker` child kept between Applies (ended by Cancel and close_worker)
+            from MVCFClassifierLib.worker import WarmWorker
+
+            self.worker = WarmWorker(self.python_executable, cwd=temp_root)
+
+    def close_worker(self) -> None:
+        """End the warm worker, if any (scene close, module cleanup); the next Apply starts a fresh one."""
+        if self.worker is not None:
+            self.worker.stop()
 
     def command(self, args: Sequence[str]) -> list[str]:
         """The child's command line for `mvcf <args>` (the JSON-lines progress protocol is switched on)."""

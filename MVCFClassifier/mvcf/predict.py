@@ -246,3 +246,31 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     if on_progress is not None:
         on_progress(total, total, "done")
     return [r for r in results if r is not None]
+
+
+def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Union[str, Path, None, Any] = None,
+                    device: str = "auto", backend: str = "auto", refine: bool = False,
+                    on_progress: Optional[Callable[[int, int, str], None]] = None,
+                    should_cancel: Optional[Callable[[], bool]] = None) -> tuple[dict[str, Any], Any]:
+    """Read a CT, load the bundle (memoised) and classify every query: the payload of `mvcf predict
+    --locations` ({"results", "timing_ms", "disclaimer"}) and the bundle that ran. Progress: reading,
+    loading, then one step per vertebra."""
+    from mvcf.read_ct import read_ct
+
+    steps = len(queries) + 2
+    progress = on_progress or (lambda done, total, message: None)
+    progress(0, steps, "reading CT")
+    started = time.perf_counter()
+    ct = read_ct(ct_path)
+    read_ms = 1000 * (time.perf_counter() - started)
+    progress(1, steps, "loading the model")
+    t = time.perf_counter()
+    bundle = bundle_for(model, device, backend)
+    load_ms = 1000 * (time.perf_counter() - t)
+    results = predict_many(ct, queries, bundle, bundle.device, refine=refine, should_cancel=should_cancel,
+                           on_progress=lambda done, _total, message: progress(2 + done, steps, message))
+    payload = {"results": results,
+               "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
+                             "total": round(1000 * (time.perf_counter() - started), 2)},
+               "disclaimer": RESEARCH_USE_DISCLAIMER}
+    return payload, bundle

@@ -131,35 +131,19 @@ def run(args: argparse.Namespace, reporter) -> int:
 
 
 def run_many(args: argparse.Namespace, reporter, queries) -> int:
-    """Several vertebrae: read the CT and load the bundle once, then classify each (mvcf.predict.predict_many)."""
-    import time
-
-    from mvcf import RESEARCH_USE_DISCLAIMER
-    from mvcf.predict import load_model, predict_many
+    """Several vertebrae: read the CT and load the bundle once, then classify them all
+    (mvcf.predict.predict_ct_file, the same call as the warm worker's)."""
+    from mvcf.predict import predict_ct_file
     from mvcf.progress import JsonLinesReporter, dumps
-    from mvcf.read_ct import read_ct
 
-    steps = len(queries) + 2
-    reporter.progress(0, steps, "reading CT")
-    started = time.perf_counter()
-    ct = read_ct(args.ct)
-    read_ms = 1000 * (time.perf_counter() - started)
-    reporter.progress(1, steps, "loading the model")
-    t = time.perf_counter()
-    bundle = load_model(args.model, args.device, args.backend)
-    device = bundle.device
-    load_ms = 1000 * (time.perf_counter() - t)
-    results = predict_many(ct, queries, bundle, device, refine=args.refine,
-                           on_progress=lambda done, _total, message: reporter.progress(2 + done, steps, message))
-    payload = {"results": results,
-               "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
-                             "total": round(1000 * (time.perf_counter() - started), 2)},
-               "disclaimer": RESEARCH_USE_DISCLAIMER}
+    payload, bundle = predict_ct_file(args.ct, queries, args.model, args.device, args.backend, refine=args.refine,
+                                      on_progress=reporter.progress)
+    results = payload["results"]
     if args.json:
         print(dumps(payload, indent=2))
     else:
         reporter.close()
-        print_many(results, bundle.identity(), device)
+        print_many(results, bundle.identity(), bundle.device)
     if isinstance(reporter, JsonLinesReporter):
         reporter.result(payload)
     failed = [r for r in results if "error" in r]
