@@ -155,9 +155,33 @@ def predict_file(ct_path: Union[str, Path], point: Optional[Sequence[float]] = N
     return result
 
 
+def _label_boxes(mask) -> list:
+    """Bounding slices of every label of a mask, found in one pass (scipy.ndimage.find_objects)."""
+    from scipy import ndimage
+
+    voxels = mask.voxels
+    if not np.issubdtype(voxels.dtype, np.integer) or voxels.size == 0 or voxels.min() < 0:
+        return []
+    return ndimage.find_objects(voxels)
+
+
+def _label_region(mask, boxes: list, label: int):
+    """The part of `mask` around `label` (same physical space), so locating several labels of one mask
+    scans the mask once instead of once per label; the whole mask when the label is absent (from_mask
+    then names the labels present)."""
+    from mvcf.ctimage import CTImage
+
+    box = boxes[label - 1] if 0 < label <= len(boxes) else None
+    if box is None:
+        return mask
+    start_ijk = [box[2].start, box[1].start, box[0].start]
+    return CTImage(mask.voxels[box], mask.spacing, mask.index_to_lps(np.asarray(start_ijk, dtype=float)),
+                   mask.direction, source=mask.source)
+
+
 def _locate_query(ct, query, masks: dict, refine: bool):
     """A VertebraLocation for one VertebraQuery; each mask file is read once per run (`masks` caches the
-    image, or the error that reading it raised)."""
+    image and its label boxes, or the error that reading it raised)."""
     from mvcf.locate import from_mask, from_point, refine_on_body
     from mvcf.read_ct import read_mask
 
@@ -165,12 +189,13 @@ def _locate_query(ct, query, masks: dict, refine: bool):
         key = str(Path(query.mask).resolve())
         if key not in masks:
             try:
-                masks[key] = read_mask(query.mask)
+                mask = read_mask(query.mask)
+                masks[key] = (mask, _label_boxes(mask))
             except MVCFError as exc:
                 masks[key] = exc
         if isinstance(masks[key], MVCFError):
             raise masks[key]
-        location = from_mask(ct, masks[key], int(query.label), name=query.name)
+        location = from_mask(ct, _label_region(*masks[key], int(query.label)), int(query.label), name=query.name)
     else:
         location = from_point(ct, query.point, query.unit, name=query.name)
     return refine_on_body(ct, location) if refine else location
