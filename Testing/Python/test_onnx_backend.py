@@ -142,18 +142,23 @@ def test_backend_choice():
 PROBE = """
 import sys
 from mvcf.cli.main import main
-code = main(sys.argv[1:])
-heavy = sorted(m for m in ("torch", "monai") if m in sys.modules)
-print("HEAVY=" + ",".join(heavy), "CODE=%d" % code)
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+loaded = lambda names: ",".join(sorted(m for m in names if m in sys.modules))
+print("IO=" + loaded(("SimpleITK", "onnxruntime", "scipy", "nibabel")))
+print("HEAVY=" + loaded(("torch", "monai")), "CODE=%s" % code)
 """
 
 
-def _modules_after(*argv: str) -> str:
+def _modules_after(*argv: str, lines: str = "HEAVY=") -> str:
+    """The `lines` line the probe prints after running `mvcf <argv>` in a fresh interpreter."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(REPO / "MVCFClassifier"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", PROBE, "--progress", "none", *argv], capture_output=True,
                           text=True, env=env)
-    line = [x for x in proc.stdout.splitlines() if x.startswith("HEAVY=")]
+    line = [x for x in proc.stdout.splitlines() if x.startswith(lines)]
     assert line, proc.stderr
     return line[-1]
 
@@ -214,3 +219,9 @@ def test_other_errors_on_cuda_are_not_swallowed(tmp_path, monkeypatch):
                                                                    bundle.probabilities))
     with pytest.raises(RuntimeError, match="illegal memory access"):
         forward(bundle, np.zeros((1, 2, 24, 24), np.float32))
+
+
+def test_help_and_argument_errors_import_nothing_heavy():
+    for argv in (["--help"], ["predict", "--ct"], ["predict", "--help"], ["worker", "--idle-exit", "x"]):
+        assert _modules_after(*argv) in ("HEAVY= CODE=0", "HEAVY= CODE=2"), argv
+        assert _modules_after(*argv, lines="IO=") == "IO=", argv
