@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 VIEW_MODE_CHOICES = ["2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d"]
-ARCH_CHOICES = ["resnet10-tiny", "resnet10", "resnet18"]
+ARCH_CHOICES = ["resnet10-tiny", "resnet10", "resnet18", "densenet-tiny", "densenet121"]
 DEVICE_CHOICES = ["auto", "cpu", "cuda"]
 POLL_INTERVAL_MS = 200
 

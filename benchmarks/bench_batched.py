@@ -44,8 +44,9 @@ def main(argv=None) -> int:
     import numpy as np
 
     from mvcf.locations_file import VertebraQuery
-    from mvcf.models.runtime import forward
-    from mvcf.predict import load_model, predict_many
+    from mvcf.inference import forward
+    from mvcf.inference import load_model
+    from mvcf.predict import predict_many
     from mvcf.read_ct import read_ct, read_mask
     from mvcf.resources import sample_ct_paths
     from mvcf.locate import from_mask

@@ -67,7 +67,7 @@ def inference_throughput(batch: int = 256) -> dict:
     import torch
 
     from mvcf.models.ort_backend import load_ort_bundle, ort_has_cuda
-    from mvcf.predict import default_model_path, load_model
+    from mvcf.inference import default_model_path, load_model
 
     bundle = load_model(None, "cuda", "torch")
     x = torch.rand(batch, *bundle.card["network"]["input_shape"], device="cuda")
@@ -121,8 +121,7 @@ def out_of_memory_fallback(cap_gib: float = 1.0, cases: int = 4096) -> dict:
     `cases` views in a single chunk: CUDA runs out of memory, the run must finish on the CPU with a warning."""
     import torch
 
-    from mvcf.models.runtime import forward
-    from mvcf.predict import load_model
+    from mvcf.inference import forward_checked, load_model
 
     total = torch.cuda.get_device_properties(0).total_memory
     bundle = load_model(None, "cuda", "torch")
@@ -130,11 +129,11 @@ def out_of_memory_fallback(cap_gib: float = 1.0, cases: int = 4096) -> dict:
     torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gib * 2 ** 30 / total))
     try:
-        finished, probs, warnings = forward(bundle, batch, budget_bytes=1 << 50)
+        done = forward_checked(bundle, batch, budget_bytes=1 << 50)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
-    return {"cases": cases, "cap_gib": cap_gib, "finished_on": finished.device, "warnings": warnings,
-            "outputs": int(probs.size), "fell_back": finished.device == "cpu" and bool(warnings)}
+    return {"cases": cases, "cap_gib": cap_gib, "finished_on": done.bundle.device, "warnings": done.warnings,
+            "outputs": int(done.probabilities.size), "fell_back": done.bundle.device == "cpu" and bool(done.warnings)}
 
 
 def main(argv=None) -> int:

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
 
     from mvcf.errors import MVCFError
     from mvcf.models.onnx_graph import add_graph
-    from mvcf.predict import default_model_path
+    from mvcf.inference import default_model_path
 
     for bundle in args.bundles or [default_model_path()]:
         try:

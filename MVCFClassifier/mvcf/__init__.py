@@ -4,8 +4,10 @@ Research use only. The pure-Python core of the MVCFClassifier 3D Slicer extensio
 `slicer`, `qt` or `ctk`, and imports torch/MONAI only inside the functions that need them, so that
 `import mvcf` stays fast.
 
-Data flow, one module per step:
-    read_ct -> locate -> views -> models -> train / evaluate / study -> stats -> explain -> predict
+Data flow, one module per step (docs/architecture.md):
+    read_ct -> locate (VertebraQuery -> VertebraLocation) -> views (modes: the view-mode registry)
+    -> inference (device, model loading, forward) -> predict -> explain
+    cohorts: manifest -> splits -> dataset -> train -> evaluate / study -> stats
 """
 from mvcf.errors import MVCFError
 

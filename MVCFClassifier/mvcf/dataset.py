@@ -20,14 +20,20 @@ from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
 from mvcf.views import ViewSpec
 
 
-def locate_record(ct, record) -> "Any":
-    """The VertebraLocation of a manifest record: its mask label centroid, else its LPS centre."""
-    from mvcf.locate import from_mask, from_point
-    from mvcf.read_ct import read_mask
+def record_query(record) -> "Any":
+    """The VertebraQuery of a manifest record: its mask label when it has one, else its LPS centre."""
+    from mvcf.locate import VertebraQuery
 
     if getattr(record, "mask", None) is not None and getattr(record, "vertebra_label", None) is not None:
-        return from_mask(ct, read_mask(record.mask), int(record.vertebra_label))
-    return from_point(ct, record.center_lps, "lps")
+        return VertebraQuery(mask=record.mask, label=int(record.vertebra_label))
+    return VertebraQuery(point=record.center_lps, unit="lps")
+
+
+def locate_record(ct, record) -> "Any":
+    """The VertebraLocation of a manifest record (mvcf.locate.resolve of its query)."""
+    from mvcf.locate import resolve
+
+    return resolve(ct, record_query(record))
 
 
 def spec_key(spec: ViewSpec) -> str:
@@ -110,14 +116,10 @@ class ViewCache:
         return out
 
 
-def _flip_axes(mode: str, shape: tuple[int, ...]) -> Optional[int]:
-    """The array axis (of one sample) that runs patient right -> left, if any flip is valid for all channels."""
-    return {"2d": 2, "2.5d-adjacent": 2, "2.5d-mil": 3, "3d": 3}.get(mode)
-
-
 def augmentation(mode: str, rotate_deg: float = 10.0, shift: float = 0.05, noise_std: float = 0.02,
                  blur_sigma: tuple[float, float] = (0.25, 1.5), contrast_gamma: tuple[float, float] = (0.8, 1.25)):
-    """MONAI transforms for one channel-first sample of `mode` (2.5d-mil bags: slices folded into channels).
+    """MONAI transforms for one channel-first sample (`ViewMode.to_channels`: a bag's slices folded into
+    channels); `mode` is accepted for the callers' symmetry, the transforms are the same for every mode.
 
     Beyond the geometry (a small rotation; the left-right flip is applied by CaseDataset), the intensity
     transforms imitate what differs between scanners and sites: a reconstruction kernel / slice thickness
@@ -177,21 +179,12 @@ class CaseDataset:
         return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32)), torch.tensor(self.labels[index])
 
     def _augment(self, array: np.ndarray, seed: int) -> np.ndarray:
+        from mvcf import modes
+
+        view_mode = modes.get(self.mode)
         rng = np.random.RandomState(seed)
         shape = array.shape
-        if self.mode == "2.5d-orthogonal":
-            # channels: axial, coronal, sagittal (C windows each); a left-right mirror flips the columns of
-            # the axial and coronal planes and leaves the sagittal plane's image as it is.
-            if rng.rand() < 0.5:
-                array = array.copy()
-                third = shape[0] // 3
-                array[: 2 * third] = array[: 2 * third, :, ::-1]
-        else:
-            axis = _flip_axes(self.mode, shape)
-            if axis is not None and rng.rand() < 0.5:
-                array = np.flip(array, axis=axis)
-        if self.mode == "2.5d-mil":
-            array = array.reshape(shape[0] * shape[1], *shape[2:])
+        array = view_mode.to_channels(view_mode.flip(array, rng))
         self.transform.set_random_state(seed=int(rng.randint(0, 2**31 - 1)))
         out = self.transform(np.ascontiguousarray(array))
         out = out.numpy() if hasattr(out, "numpy") else np.asarray(out)

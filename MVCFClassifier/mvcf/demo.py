@@ -41,11 +41,12 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
              on_metrics: Optional[Callable[..., None]] = None) -> dict[str, Any]:
     """Run the demo into `out_dir` (atomically: the folder appears complete or not at all)."""
     from mvcf.cli.train import fold_arguments
-    from mvcf.explain import write_heatmap
+    from mvcf.explain import write_prediction_heatmap
+    from mvcf.inference import default_model_path, load_model, resolve_device
     from mvcf.fileio import atomic_dir
     from mvcf.locate import from_mask
     from mvcf.manifest import read_manifest
-    from mvcf.predict import default_model_path, predict_ct
+    from mvcf.predict import predict_ct
     from mvcf.read_ct import read_ct, read_mask
     from mvcf.resources import sample_ct_paths
     from mvcf.study import StudyConfig, run_study
@@ -98,13 +99,17 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
         ct = read_ct(sample["ct"])
         location = from_mask(ct, read_mask(sample["mask"]), SAMPLE_LABEL)
         reference = summary["design"]["reference"]
+        device = resolve_device(config.device)
+        demo_bundle = load_model(default_model_path(), device)
+        demo_prediction = predict_ct(ct, location, demo_bundle, device)
         predictions = {
             "study_reference_model": predict_ct(ct, location, tmp / "study" / reference / "model",
-                                                config.device).to_dict(),
-            "embedded_demo_model": predict_ct(ct, location, default_model_path(), config.device).to_dict(),
+                                                device).to_dict(),
+            "embedded_demo_model": demo_prediction.to_dict(),
         }
         (tmp / "prediction").mkdir()
-        heatmap = write_heatmap(ct, location, default_model_path(), tmp / "prediction" / "heatmap_L1.nii.gz")
+        heatmap = write_prediction_heatmap(demo_bundle, demo_prediction, tmp / "prediction" / "heatmap_L1.nii.gz",
+                                           device=device)
         (tmp / "prediction" / "prediction_L1.json").write_text(json.dumps(predictions, indent=2) + "\n",
                                                                encoding="utf-8")
         stage("prediction")(1, 1, "done")

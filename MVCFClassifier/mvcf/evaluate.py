@@ -2,7 +2,6 @@
 (overall and per institution), calibration, and ROC / calibration / decision-curve plots."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -20,24 +19,21 @@ def predict_records(bundle, records: Sequence[Any], device: str = "cpu", cache_d
                     should_cancel: Optional[CancelCheck] = None) -> np.ndarray:
     """Probabilities of MVCF for every record with the bundle's own view spec."""
     from mvcf.dataset import ViewCache, spec_key
-    from mvcf.train import predict_arrays
+    from mvcf.inference import forward
     from mvcf.views import ViewSpec
 
     spec = ViewSpec.from_dict(bundle.view_spec)
     views = ViewCache(cache_dir).views(records, [spec], on_progress=on_progress, should_cancel=should_cancel)
     arrays = [views[spec_key(spec)][r.case_id] for r in records]
-    expected = tuple(bundle.card["network"]["input_shape"])
-    if arrays and tuple(arrays[0].shape) != expected:
-        raise MVCFError(f"views of shape {tuple(arrays[0].shape)} do not match the model's input {expected}")
     bundle.model.to(device)
-    return predict_arrays(bundle.model, arrays, device, logits=False, should_cancel=should_cancel)
+    return forward(bundle, arrays, device, should_cancel=should_cancel)
 
 
 def metrics_report(labels: Sequence[int], prob: Sequence[float], threshold: float,
                    institutions: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Overall and per-institution summaries (mvcf.metrics.summarize) plus calibration."""
     from mvcf.metrics import summarize
-    from mvcf.stats import calibration
+    from mvcf.stats import calibration, default_n_bins
 
     y, p = np.asarray(labels, dtype=int), np.asarray(prob, dtype=float)
     report: dict[str, Any] = {"overall": summarize(y, p, threshold)}
@@ -46,7 +42,7 @@ def metrics_report(labels: Sequence[int], prob: Sequence[float], threshold: floa
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # statsmodels warns on perfect separation; the fit still reports
-            cal = calibration(y, p, n_bins=5 if y.size < 100 else 10)
+            cal = calibration(y, p, n_bins=default_n_bins(y.size))
         report["calibration"] = {k: cal[k] for k in cal if k != "bins"}
     if institutions is not None:
         sites = np.asarray(institutions)
@@ -58,6 +54,7 @@ def metrics_report(labels: Sequence[int], prob: Sequence[float], threshold: floa
 def write_plots(folder: Path, labels: Sequence[int], prob: Sequence[float], threshold: float,
                 name: str = "model") -> list[str]:
     """roc.png, calibration.png, decision_curve.png (skipped when one class only)."""
+    from mvcf.stats import default_n_bins
     from mvcf.stats.plots import plot_calibration, plot_decision_curve, plot_roc
 
     y, p = np.asarray(labels, dtype=int), np.asarray(prob, dtype=float)
@@ -68,7 +65,7 @@ def write_plots(folder: Path, labels: Sequence[int], prob: Sequence[float], thre
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels: perfect separation on tiny sets; the plot still draws
-        plot_calibration(folder / "calibration.png", y, p, n_bins=5 if y.size < 100 else 10)
+        plot_calibration(folder / "calibration.png", y, p, n_bins=default_n_bins(y.size))
     plot_decision_curve(folder / "decision_curve.png", y, {name: p})
     return ["roc.png", "calibration.png", "decision_curve.png"]
 
@@ -78,9 +75,9 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
              on_progress: Optional[ProgressCallback] = None,
              should_cancel: Optional[CancelCheck] = None) -> dict[str, Any]:
     """`mvcf evaluate`: writes predictions.csv, metrics.json and the plots into out_dir (atomically)."""
-    from mvcf.manifest import read_manifest
+    from mvcf.inference import resolve_device
+    from mvcf.manifest import read_manifest, write_predictions
     from mvcf.models.bundle import load_bundle
-    from mvcf.train import resolve_device
 
     device = resolve_device(device)
     out = Path(out_dir)
@@ -97,13 +94,9 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
     report["manifest"] = str(manifest)
     report["device"] = device
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        with open(tmp / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["case_id", "patient_id", "institution", "label", "probability_malignant",
-                             "prediction"])
-            for r, p in zip(records, prob):
-                writer.writerow([r.case_id, r.patient_id, r.institution, "MVCF" if r.label else "OVCF",
-                                 f"{float(p):.6f}", "MVCF" if p >= threshold else "OVCF"])
+        write_predictions(tmp / "predictions.csv", records,
+                          {"probability_malignant": {r.case_id: float(p) for r, p in zip(records, prob)}},
+                          threshold=threshold)
         report["plots"] = write_plots(tmp, labels, prob, threshold, bundle.name)
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
     report["out"] = str(out)

@@ -1,11 +1,15 @@
 """Locate the fractured vertebra: from a point (RAS mm, LPS mm or IJK), a box ROI, or a mask + label.
 
-Every location ends as a VertebraLocation in LPS millimetres, checked to lie inside the CT.
+Every way of naming a vertebra (the CLI options of `mvcf views` and `mvcf predict`, a manifest row, a
+locations file entry, the Slicer module) becomes a `VertebraQuery`, and `resolve(ct, query)` turns it into
+a `VertebraLocation` in LPS millimetres, checked to lie inside the CT. `parse_point` is the one parser of
+three coordinates (negative numbers included).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -55,15 +59,8 @@ def parse_point(value: Any, what: str = "point") -> np.ndarray:
     return point
 
 
-def inside_ct(ct: CTImage, lps: np.ndarray) -> bool:
-    """True when the LPS point lies within the CT's voxels (half a voxel beyond the outer centres)."""
-    ijk = ct.lps_to_index(lps)
-    size = np.asarray(ct.size_ijk, dtype=float)
-    return bool(np.all(ijk >= -0.5) and np.all(ijk <= size - 0.5))
-
-
 def _require_inside(ct: CTImage, lps: np.ndarray, what: str) -> None:
-    if not inside_ct(ct, lps):
+    if not ct.contains(lps):
         ijk = ct.lps_to_index(lps)
         raise MVCFError(f"{what} LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm = voxel "
                         f"({ijk[0]:.1f}, {ijk[1]:.1f}, {ijk[2]:.1f}) is outside the CT (size "
@@ -88,13 +85,6 @@ def from_box(ct: CTImage, min_lps: Sequence[float], max_lps: Sequence[float], na
     center = (lo + hi) / 2
     _require_inside(ct, center, "box centre")
     return VertebraLocation(center_lps=center, extent_mm=hi - lo, name=name, source="box")
-
-
-def from_box_center(ct: CTImage, center_lps: Sequence[float], size_mm: Sequence[float],
-                    name: str = "") -> VertebraLocation:
-    """A location from an LPS box centre and its size along L, P, S (mm), e.g. a Slicer ROI."""
-    c, s = parse_point(center_lps, "box centre"), np.abs(parse_point(size_mm, "box size"))
-    return from_box(ct, c - s / 2, c + s / 2, name=name)
 
 
 def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> VertebraLocation:
@@ -155,3 +145,95 @@ def refine_on_body(ct: CTImage, location: VertebraLocation, search_mm: float = 8
         return replace(location, warnings=location.warnings + [
             f"refine: the vertebral body found is {shift:.0f} mm away (> {max_shift_mm:g}); location kept"])
     return replace(location, center_lps=new_center, source=location.source + " + refined on body")
+
+
+@dataclass(frozen=True)
+class VertebraQuery:
+    """One vertebra as the user named it: exactly one of a point in `unit` ('lps', 'ras' or 'ijk'), a box
+    (two opposite LPS corners) or a mask file with its label. `refine` recentres it on the vertebral body;
+    `heatmap` (optional) asks `mvcf predict` for a Grad-CAM file for this vertebra."""
+
+    name: str = ""
+    point: Optional[tuple[float, float, float]] = None
+    unit: str = ""
+    mask: Optional[Path] = None
+    label: Optional[int] = None
+    box: Optional[tuple[tuple[float, float, float], tuple[float, float, float]]] = None
+    refine: bool = False
+    heatmap: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        given = [k for k, v in (("point", self.point), ("box", self.box), ("mask", self.mask)) if v is not None]
+        if len(given) != 1:
+            raise MVCFError("give exactly one of a point (RAS, LPS or IJK), a box or a mask with a label"
+                            + (f", not {' and '.join(given)}" if given else ""))
+        if self.mask is not None and self.label is None:
+            raise MVCFError("a mask needs a label (the vertebra's label value, e.g. 31 for L1 in "
+                            "TotalSegmentator)")
+        if self.mask is None and self.label is not None:
+            raise MVCFError("a label applies only with a mask")
+        if self.point is not None:
+            if str(self.unit).lower() not in POINT_UNITS:
+                raise MVCFError(f"point unit must be one of {', '.join(POINT_UNITS)}, got {self.unit!r}")
+            point = tuple(float(v) for v in parse_point(self.point, f"{str(self.unit).upper()} point"))
+            object.__setattr__(self, "point", point)
+            object.__setattr__(self, "unit", str(self.unit).lower())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as written in a JSON locations file (paths as given)."""
+        entry: dict[str, Any] = {"name": self.name}
+        if self.point is not None:
+            entry[f"point_{self.unit}"] = list(self.point)
+        elif self.box is not None:
+            entry["box_lps"] = [list(c) for c in self.box]
+        else:
+            entry.update(mask=str(self.mask), label=self.label)
+        if self.heatmap is not None:
+            entry["heatmap"] = str(self.heatmap)
+        return entry
+
+
+def resolve(ct: CTImage, query: VertebraQuery, masks: Optional[dict] = None) -> VertebraLocation:
+    """The VertebraLocation of `query` in `ct`: the one way from what a user names to a checked location.
+
+    `masks` (optional, a dict the caller keeps for one run) caches each mask file read, or the error reading
+    it raised, so several vertebrae of one segmentation read it once."""
+    if query.mask is not None:
+        mask, boxes = _read_mask_cached(query.mask, masks if masks is not None else {})
+        location = from_mask(ct, _label_region(mask, boxes, int(query.label)), int(query.label), name=query.name)
+    elif query.box is not None:
+        location = from_box(ct, query.box[0], query.box[1], name=query.name)
+    else:
+        location = from_point(ct, query.point, query.unit, name=query.name)
+    return refine_on_body(ct, location) if query.refine else location
+
+
+def _read_mask_cached(path: Path, masks: dict) -> tuple[CTImage, list]:
+    """The mask and the bounding box of each of its labels (found in one pass), read once per run."""
+    from scipy import ndimage
+
+    from mvcf.read_ct import read_mask
+
+    key = str(Path(path).resolve())
+    if key not in masks:
+        try:
+            mask = read_mask(path)
+            voxels = mask.voxels
+            integer = np.issubdtype(voxels.dtype, np.integer) and voxels.size > 0 and voxels.min() >= 0
+            masks[key] = (mask, ndimage.find_objects(voxels) if integer else [])
+        except MVCFError as exc:
+            masks[key] = exc
+    if isinstance(masks[key], MVCFError):
+        raise masks[key]
+    return masks[key]
+
+
+def _label_region(mask: CTImage, boxes: list, label: int) -> CTImage:
+    """The part of `mask` around `label`, in the same physical space, so that several labels of one mask
+    are located without scanning all of it for each; the whole mask when the label is absent (from_mask
+    then names the labels present)."""
+    box = boxes[label - 1] if 0 < label <= len(boxes) else None
+    if box is None:
+        return mask
+    start_ijk = np.array([box[2].start, box[1].start, box[0].start], dtype=float)
+    return CTImage(mask.voxels[box], mask.spacing, mask.index_to_lps(start_ijk), mask.direction, source=mask.source)

@@ -19,39 +19,18 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 from mvcf.errors import MVCFError
-from mvcf.locate import parse_point
+from mvcf.locate import VertebraQuery, parse_point
+
+__all__ = ["FIELDS", "HEATMAP_SUFFIXES", "POINT_FIELDS", "VertebraQuery", "parse_entries", "parse_entry",
+           "read_locations", "write_locations"]
 
 POINT_FIELDS = {"point_lps": "lps", "point_ras": "ras", "point_ijk": "ijk"}
 FIELDS = ("name", *POINT_FIELDS, "mask", "label", "heatmap")
 HEATMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
-
-
-@dataclass(frozen=True)
-class VertebraQuery:
-    """One vertebra to classify: a point in `unit` ('lps', 'ras' or 'ijk') or a mask file and its label."""
-
-    name: str
-    point: Optional[tuple[float, float, float]] = None
-    unit: str = ""
-    mask: Optional[Path] = None
-    label: Optional[int] = None
-    heatmap: Optional[Path] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The entry as written in a JSON locations file (paths as given)."""
-        entry: dict[str, Any] = {"name": self.name}
-        if self.point is not None:
-            entry[f"point_{self.unit}"] = list(self.point)
-        else:
-            entry.update(mask=str(self.mask), label=self.label)
-        if self.heatmap is not None:
-            entry["heatmap"] = str(self.heatmap)
-        return entry
 
 
 def _label(value: Any, what: str) -> int:

@@ -217,3 +217,29 @@ def write_manifest(path: Union[str, os.PathLike], records: Sequence[CaseRecord])
             row.update({k: record.extra.get(k, "") for k in extra_keys})
             writer.writerow(row)
     return path
+
+
+def write_predictions(path: Union[str, os.PathLike], records: Sequence[CaseRecord],
+                      scores: dict[str, dict[str, float]], sets: Optional[dict[str, str]] = None,
+                      threshold: Optional[float] = None) -> None:
+    """The one predictions.csv writer (train, evaluate, study), atomically: a row per record (in the given
+    order; only those in `sets` when it is given) with case_id, patient_id, institution, [set,] label and
+    the scores. With `threshold` the one score column is `probability_malignant` followed by its
+    `prediction`; without, one column per name in `scores` (empty where a model did not score the case)."""
+    if threshold is not None and len(scores) != 1:
+        raise ValueError("a thresholded predictions file holds one model's scores")
+    header = ["case_id", "patient_id", "institution"] + (["set"] if sets is not None else []) + ["label"]
+    header += ["probability_malignant", "prediction"] if threshold is not None else list(scores)
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        for r in records:
+            if sets is not None and r.case_id not in sets:
+                continue
+            row = [r.case_id, r.patient_id, r.institution] + ([sets[r.case_id]] if sets is not None else [])
+            row.append(CLASS_NAMES[int(r.label)])
+            values = [column.get(r.case_id) for column in scores.values()]
+            row += ["" if p is None else f"{float(p):.6f}" for p in values]
+            if threshold is not None:
+                row.append(CLASS_NAMES[int(values[0] >= threshold)])
+            writer.writerow(row)

@@ -24,10 +24,26 @@ CancelCheck = Callable[[], bool]
 
 
 class Reporter(Protocol):
+    """Where a command's events go. `result` and `error` matter to a machine reader (the JSON-lines child
+    protocol); a reporter for people ignores them, since the command prints its result itself. `result`
+    returns True when the reporter delivered the result (so a command need not print it again)."""
+
     def progress(self, done: int, total: int, message: str = "") -> None: ...
     def metrics(self, **values: Any) -> None: ...
     def log(self, message: str, level: str = "info") -> None: ...
+    def result(self, payload: dict) -> bool: ...
+    def error(self, message: str) -> None: ...
     def close(self) -> None: ...
+
+
+class _ForPeople:
+    """result/error of the reporters for people: the command has printed both already."""
+
+    def result(self, payload: dict) -> bool:
+        return False
+
+    def error(self, message: str) -> None:
+        pass
 
 
 def _jsonable(value: Any) -> Any:
@@ -65,8 +81,9 @@ class JsonLinesReporter:
     def log(self, message: str, level: str = "info") -> None:
         self.emit("log", level=level, message=message)
 
-    def result(self, payload: dict) -> None:
+    def result(self, payload: dict) -> bool:
         self.emit("result", **payload)
+        return True
 
     def error(self, message: str) -> None:
         self.emit("error", message=message)
@@ -75,7 +92,7 @@ class JsonLinesReporter:
         pass
 
 
-class TqdmReporter:
+class TqdmReporter(_ForPeople):
     """A tqdm bar on stderr for interactive CLI use; metrics and logs go to stderr as text."""
 
     def __init__(self, stream: Optional[IO[str]] = None) -> None:
@@ -112,7 +129,7 @@ class TqdmReporter:
             self._bar = None
 
 
-class NullReporter:
+class NullReporter(_ForPeople):
     def progress(self, done: int, total: int, message: str = "") -> None:
         pass
 
@@ -133,19 +150,6 @@ def make_reporter(kind: str) -> Reporter:
     if kind == "none":
         return NullReporter()
     return TqdmReporter()
-
-
-class CancelToken:
-    """A thread-safe flag; pass `token.is_set` as `should_cancel`."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
 
 
 def check_cancel(should_cancel: Optional[CancelCheck]) -> None:

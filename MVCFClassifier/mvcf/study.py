@@ -3,7 +3,6 @@ transparent logistic baseline beside them, internal (out-of-fold) and external r
 cost (train time, inference ms, parameters) beside accuracy, and a markdown + HTML report with the plots."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -13,19 +12,19 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from mvcf import modes as view_modes
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_open
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
 from mvcf.views import MODEL_WINDOWS
 
-MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
 BASELINE = "baseline-logistic"
-DEFAULT_REFERENCE = "2.5d-orthogonal"
+DEFAULT_REFERENCE = view_modes.DEFAULT
 
 
 @dataclass
 class StudyConfig:
-    modes: Sequence[str] = MODES
+    modes: Sequence[str] = field(default_factory=view_modes.names)   # every registered view mode
     size_px: int = 64
     size_3d_px: int = 48
     spacing_mm: float = 1.0
@@ -38,9 +37,9 @@ class StudyConfig:
     train: Any = None  # mvcf.train.TrainConfig
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.modes if m not in MODES]
+        unknown = [m for m in self.modes if m not in view_modes.names()]
         if unknown or not self.modes:
-            raise MVCFError(f"unknown or no study modes {unknown}; choose from {', '.join(MODES)}")
+            raise MVCFError(f"unknown or no study modes {unknown}; choose from {', '.join(view_modes.names())}")
         if self.reference not in self.modes:
             self.reference = self.modes[0]
         if self.train is None:
@@ -53,7 +52,7 @@ class StudyConfig:
     def spec(self, mode: str):
         from mvcf.views import ViewSpec
 
-        size = self.size_3d_px if mode == "3d" else self.size_px
+        size = self.size_3d_px if view_modes.get(mode).spatial_dims == 3 else self.size_px
         return ViewSpec(mode=mode, size_px=size, spacing_mm=self.spacing_mm, windows=self.windows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,23 +257,15 @@ def _fmt(block: dict[str, Any]) -> str:
 
 
 def _write_predictions(path: Path, records: Sequence[Any], plan: Any, results: Sequence[ModelResult]) -> None:
+    from mvcf.manifest import write_predictions
+
     test_set = {c: "internal_test" for f in plan.folds for c in f.test}
     test_set.update({c: "external_test" for c in plan.external})
-    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["case_id", "patient_id", "institution", "set", "label"] + [r.name for r in results])
-        for rec in records:
-            if rec.case_id not in test_set:
-                continue
-            row = [rec.case_id, rec.patient_id, rec.institution, test_set[rec.case_id],
-                   "MVCF" if rec.label else "OVCF"]
-            for r in results:
-                p = r.internal.get(rec.case_id, r.external.get(rec.case_id))
-                row.append("" if p is None else f"{p:.6f}")
-            writer.writerow(row)
+    write_predictions(path, records, {r.name: {**r.external, **r.internal} for r in results}, sets=test_set)
 
 
 def write_study_plots(out: Path, labels: dict[str, int], results: Sequence[ModelResult]) -> list[str]:
+    from mvcf.stats import auc_or, default_n_bins
     from mvcf.stats.plots import plot_calibration, plot_decision_curve, plot_roc
 
     files = []
@@ -287,21 +278,15 @@ def write_study_plots(out: Path, labels: dict[str, int], results: Sequence[Model
         plot_roc(out / f"roc_{which}.png", y, curves, band=False, title=f"ROC, {which} test")
         plot_decision_curve(out / f"decision_curve_{which}.png", y, curves, title=f"Decision curve, {which} test")
         files += [f"roc_{which}.png", f"decision_curve_{which}.png"]
-        best = max(results, key=lambda r: _auc_or_zero(y, curves[r.name]))
+        best = max(results, key=lambda r: auc_or(y, curves[r.name], 0.0))
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # statsmodels: perfect separation on tiny sets; the plot still draws
             plot_calibration(out / f"calibration_{which}.png", y, curves[best.name],
-                             n_bins=5 if y.size < 100 else 10, title=f"Calibration of {best.name}, {which} test")
+                             n_bins=default_n_bins(y.size), title=f"Calibration of {best.name}, {which} test")
         files.append(f"calibration_{which}.png")
     return files
-
-
-def _auc_or_zero(y: np.ndarray, p: np.ndarray) -> float:
-    from mvcf.stats import auc
-
-    return float(auc(y, p)) if 0 < y.sum() < y.size else 0.0
 
 
 def _p(value: Optional[float]) -> str:

@@ -11,7 +11,8 @@ coronal    patient right → left  superior → inferior     anterior → poster
 sagittal   anterior → posterior  superior → inferior     left → right (1)
 =========  ====================  ======================  ==========================
 
-Array shapes (C = number of windows, S = size_px, float32):
+Array shapes (C = number of windows, S = size_px, float32); each mode's grids, layout and shape are its
+`mvcf.modes.ViewMode`'s (the registry), so this module holds no mode-specific branch:
 
 - ``2d``: (C, S, S), the axial slice through the centre.
 - ``2.5d-adjacent``: (k*C, S, S), k axial slices `slice_gap_mm` apart, inferior first; channel s*C + c is
@@ -29,15 +30,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from mvcf import modes
 from mvcf.ctimage import CTImage
 from mvcf.errors import MVCFError
-from mvcf.locate import VertebraLocation, inside_ct
+from mvcf.grids import PLANE_DIRECTIONS, SampleGrid
 
-MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
+__all__ = ["AIR_HU", "MODEL_WINDOWS", "PLANE_DIRECTIONS", "SampleGrid", "ViewResult", "ViewSpec", "WINDOWS",
+           "apply_windows", "build_views", "resample_to_grid", "sample_on_grid", "view_grids"]
+
 AIR_HU = -1024.0
 
 #: Named HU windows as (center, width).
@@ -50,17 +54,6 @@ WINDOWS: dict[str, tuple[float, float]] = {
 #: The windows a model reads by default (`mvcf train`, `study`, `demo`): bone for the fracture and the lesion,
 #: soft tissue for epidural and paraspinal masses, as a radiologist reads both.
 MODEL_WINDOWS = ("bone", "soft")
-
-#: Per-mode defaults for the stacked modes: (n_slices, slice_gap_mm).
-STACK_DEFAULTS = {"2.5d-adjacent": (3, 2.0), "2.5d-mil": (16, 2.0)}
-
-# LPS direction columns (i, j, k) of each plane; see the module docstring.
-_L, _P, _S = np.eye(3)
-PLANE_DIRECTIONS = {
-    "axial": np.column_stack([_L, _P, _S]),
-    "coronal": np.column_stack([_L, -_S, _P]),
-    "sagittal": np.column_stack([_P, -_S, -_L]),
-}
 
 
 def _window(value: Any) -> tuple[float, float]:
@@ -88,7 +81,7 @@ class ViewSpec:
     sampling it more coarsely than it was acquired, so noise does not alias and sites with finer voxels
     look alike; off by default (then the views equal plain linear resampling)."""
 
-    mode: str = "2.5d-orthogonal"
+    mode: str = modes.DEFAULT
     size_px: int = 96
     spacing_mm: float = 1.0
     n_slices: Optional[int] = None
@@ -97,8 +90,8 @@ class ViewSpec:
     antialias: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise MVCFError(f"unknown view mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        view_mode = modes.get(self.mode)
+        object.__setattr__(self, "mode", view_mode.name)   # a ViewMode object given stands for its name
         size = int(self.size_px)
         if size != self.size_px or not 8 <= size <= 1024:
             raise MVCFError(f"view size must be an integer number of pixels in [8, 1024], got {self.size_px!r}")
@@ -106,16 +99,17 @@ class ViewSpec:
         if not (np.isfinite(spacing) and 0.05 <= spacing <= 20):
             raise MVCFError(f"view spacing must be in [0.05, 20] mm, got {self.spacing_mm!r}")
         n, gap = self.n_slices, self.slice_gap_mm
-        if self.mode in STACK_DEFAULTS:
-            n = STACK_DEFAULTS[self.mode][0] if n is None else n
-            gap = STACK_DEFAULTS[self.mode][1] if gap is None else gap
+        if view_mode.stack_defaults is not None:
+            n = view_mode.stack_defaults[0] if n is None else n
+            gap = view_mode.stack_defaults[1] if gap is None else gap
             if int(n) != n or not 1 <= int(n) <= 512:
                 raise MVCFError(f"n_slices must be an integer in [1, 512], got {n!r}")
             if not (np.isfinite(float(gap)) and 0.05 <= float(gap) <= 50):
                 raise MVCFError(f"slice_gap_mm must be in [0.05, 50] mm, got {gap!r}")
             n, gap = int(n), float(gap)
         elif n is not None or gap is not None:
-            raise MVCFError(f"n_slices/slice_gap_mm apply to 2.5d-adjacent and 2.5d-mil, not {self.mode}")
+            stacked = [m for m in modes.names() if modes.get(m).stack_defaults is not None]
+            raise MVCFError(f"n_slices/slice_gap_mm apply to {' and '.join(stacked)}, not {self.mode}")
         if not isinstance(self.antialias, (bool, np.bool_)):
             raise MVCFError(f"antialias must be true or false, got {self.antialias!r}")
         windows = (self.windows,) if isinstance(self.windows, str) else tuple(self.windows)
@@ -130,10 +124,12 @@ class ViewSpec:
         """Intensity channels per sampled plane (1 when raw HU)."""
         return max(1, len(self.windows))
 
+    @property
+    def view_mode(self) -> "modes.ViewMode":
+        return modes.get(self.mode)
+
     def output_shape(self) -> tuple[int, ...]:
-        c, s, n = self.channels, self.size_px, self.n_slices or 0
-        return {"2d": (c, s, s), "2.5d-adjacent": (n * c, s, s), "2.5d-orthogonal": (3 * c, s, s),
-                "2.5d-mil": (n, c, s, s), "3d": (c, s, s, s)}[self.mode]
+        return self.view_mode.output_shape(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -160,53 +156,6 @@ class ViewSpec:
 
 
 @dataclass
-class SampleGrid:
-    """A sampled grid in the CT's physical space; the same conventions as CTImage (i, j, k; LPS columns)."""
-
-    name: str
-    origin: np.ndarray
-    spacing: np.ndarray
-    direction: np.ndarray
-    size: tuple[int, int, int]
-
-    @classmethod
-    def centered(cls, name: str, center_lps: np.ndarray, direction: np.ndarray, spacing: Sequence[float],
-                 size: Sequence[int]) -> "SampleGrid":
-        spacing = np.asarray(spacing, dtype=float)
-        size_arr = np.asarray(size, dtype=float)
-        origin = center_lps - direction @ (spacing * (size_arr - 1) / 2)
-        return cls(name, origin, spacing, direction, tuple(int(v) for v in size))
-
-    def index_to_lps(self, ijk) -> np.ndarray:
-        ijk = np.asarray(ijk, dtype=float)
-        return self.origin + (self.direction @ np.diag(self.spacing)) @ ijk if ijk.ndim == 1 else \
-            self.origin + ijk @ (self.direction @ np.diag(self.spacing)).T
-
-    def corners_lps(self) -> np.ndarray:
-        hi = np.asarray(self.size, dtype=float) - 1
-        idx = np.array([[a, b, c] for a in (0, hi[0]) for b in (0, hi[1]) for c in (0, hi[2])])
-        return self.index_to_lps(idx)
-
-    def to_ctimage(self, values: np.ndarray, source: str = "") -> CTImage:
-        """An array on this grid ([k, j, i], e.g. a heatmap) as a CTImage placed in the CT's space."""
-        values = np.asarray(values)
-        expected = self.size[::-1]
-        if values.shape != expected:
-            values = values.reshape(expected)
-        return CTImage(voxels=values, spacing=self.spacing.copy(), origin=self.origin.copy(),
-                       direction=self.direction.copy(), source=source or self.name)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "origin": self.origin.tolist(), "spacing": self.spacing.tolist(),
-                "direction": self.direction.ravel().tolist(), "size": list(self.size)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SampleGrid":
-        return cls(data["name"], np.asarray(data["origin"], float), np.asarray(data["spacing"], float),
-                   np.asarray(data["direction"], float).reshape(3, 3), tuple(int(v) for v in data["size"]))
-
-
-@dataclass
 class ViewResult:
     """A built view: `array` (float32, shape per mode), where it came from, and how to map it back."""
 
@@ -229,16 +178,7 @@ class ViewResult:
 
     def grid_stacks(self) -> list[np.ndarray]:
         """Per grid: an array (C, k, H, W) of the sampled values, whatever the mode's layout."""
-        a, c = self.array, self.spec.channels
-        if self.mode == "2d":
-            return [a[:, None]]
-        if self.mode == "2.5d-adjacent":
-            return [a.reshape(-1, c, *a.shape[1:]).transpose(1, 0, 2, 3)]
-        if self.mode == "2.5d-orthogonal":
-            return [a[i * c:(i + 1) * c, None] for i in range(3)]
-        if self.mode == "2.5d-mil":
-            return [a.transpose(1, 0, 2, 3)]
-        return [a]
+        return self.spec.view_mode.grid_stacks(self.array, self.spec.channels)
 
     def grid_volumes(self) -> Iterator[tuple["SampleGrid", str, np.ndarray]]:
         """(grid, window, values) for every sampled grid and window: what is written to NIfTI or to Slicer."""
@@ -257,17 +197,7 @@ class ViewResult:
 
 def view_grids(spec: ViewSpec, center_lps: np.ndarray) -> list[SampleGrid]:
     """The grid(s) a view samples, centred on `center_lps`."""
-    s, sp = spec.size_px, spec.spacing_mm
-    axial = PLANE_DIRECTIONS["axial"]
-    if spec.mode == "2d":
-        return [SampleGrid.centered("axial", center_lps, axial, (sp, sp, sp), (s, s, 1))]
-    if spec.mode in STACK_DEFAULTS:
-        return [SampleGrid.centered("axial", center_lps, axial, (sp, sp, spec.slice_gap_mm),
-                                    (s, s, spec.n_slices))]
-    if spec.mode == "2.5d-orthogonal":
-        return [SampleGrid.centered(name, center_lps, PLANE_DIRECTIONS[name], (sp, sp, sp), (s, s, 1))
-                for name in ("axial", "coronal", "sagittal")]
-    return [SampleGrid.centered("cube", center_lps, axial, (sp, sp, sp), (s, s, s))]
+    return spec.view_mode.grids(spec, center_lps)
 
 
 def _corner_indices(ct: CTImage, grids: list[SampleGrid]) -> np.ndarray:
@@ -357,22 +287,22 @@ def _window_names(spec: ViewSpec) -> list[str]:
     return [names.get(w, f"{w[0]:g},{w[1]:g}") for w in spec.windows]
 
 
-def build_views(ct: CTImage, location: Union[VertebraLocation, Sequence[float]], spec: ViewSpec) -> ViewResult:
-    """Resample the region around `location` (LPS mm) into the view `spec` describes; see the module doc.
+def build_views(ct: CTImage, location: Any, spec: ViewSpec) -> ViewResult:
+    """Resample the region around `location` (a VertebraLocation, or an LPS point in mm) into the view `spec`
+    describes; see the module doc. The location's own warnings are carried into the result.
 
     Raises MVCFError when the centre is outside the CT; a region partly outside is padded with air and
     reported in `warnings`. Deterministic; only the CT block under the view is read."""
     if np.ndim(ct.voxels) != 3:
         raise MVCFError(f"a CT must be a 3D scalar volume, got voxels of shape {np.shape(ct.voxels)}")
-    center = np.asarray(location.center_lps if isinstance(location, VertebraLocation) else location,
-                        dtype=float).reshape(3)
+    center = np.asarray(getattr(location, "center_lps", location), dtype=float).reshape(3)
     if not np.all(np.isfinite(center)):
         raise MVCFError("view centre must be finite LPS coordinates")
-    if not inside_ct(ct, center):
+    if not ct.contains(center):
         raise MVCFError(f"view centre LPS ({center[0]:.1f}, {center[1]:.1f}, {center[2]:.1f}) mm is outside "
                         f"the CT")
     grids = view_grids(spec, center)
-    warnings = list(location.warnings) if isinstance(location, VertebraLocation) else []
+    warnings = list(getattr(location, "warnings", []))
     outside = _outside_warning(ct, grids)
     if outside:
         warnings.append(outside)
@@ -380,20 +310,7 @@ def build_views(ct: CTImage, location: Union[VertebraLocation, Sequence[float]],
     planes = [apply_windows(resample_to_grid(_crop(ct, [g], sigma), g), spec.windows) for g in grids]
     if not all(np.isfinite(p).all() for p in planes):
         raise MVCFError("the CT has NaN or infinite values around the vertebra")
-    win = _window_names(spec)
-    if spec.mode == "2d":
-        array, names = planes[0][:, 0], [f"axial/{w}" for w in win]
-    elif spec.mode == "2.5d-adjacent":
-        c, k = planes[0].shape[:2]
-        array = planes[0].transpose(1, 0, 2, 3).reshape(k * c, *planes[0].shape[2:])
-        names = [f"axial[{s}]/{w}" for s in range(k) for w in win]
-    elif spec.mode == "2.5d-orthogonal":
-        array = np.concatenate([p[:, 0] for p in planes], axis=0)
-        names = [f"{g.name}/{w}" for g in grids for w in win]
-    elif spec.mode == "2.5d-mil":
-        array, names = planes[0].transpose(1, 0, 2, 3), [f"axial/{w}" for w in win]
-    else:
-        array, names = planes[0], [f"cube/{w}" for w in win]
+    array, names = spec.view_mode.arrange(planes, grids, _window_names(spec))
     return ViewResult(array=np.ascontiguousarray(array, dtype=np.float32), mode=spec.mode, spec=spec,
                       center_lps=center, spacing_mm=spec.spacing_mm, grids=grids, channel_names=names,
                       warnings=warnings)

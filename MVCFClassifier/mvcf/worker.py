@@ -61,7 +61,7 @@ class Worker:
 
     def load(self) -> None:
         """Load the default bundle now (so the first request pays only the work) and say ready."""
-        from mvcf.predict import load_model
+        from mvcf.inference import load_model
 
         started = time.perf_counter()
         bundle = load_model(self.model, self.device, self.backend)
@@ -122,6 +122,7 @@ class Worker:
         return None
 
     def predict(self, request: dict[str, Any]) -> dict[str, Any]:
+        from mvcf.inference import check_device_name
         from mvcf.locations_file import parse_entries, read_locations
         from mvcf.predict import predict_ct_file
 
@@ -133,8 +134,7 @@ class Worker:
         if unknown:
             raise MVCFError(f"unknown request field(s): {', '.join(sorted(unknown))}")
         device = request.get("device", self.device)
-        if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
-            raise MVCFError(f"device must be auto, cpu or cuda, got {device!r}")
+        check_device_name(device if isinstance(device, str) else repr(device))
         locations = request.get("locations")
         if isinstance(locations, str):
             queries = read_locations(locations)

@@ -39,15 +39,15 @@ def _bundle_agrees_on_cpu_and_cuda(bundle_dir, manifest, tmp_path):
     from mvcf.dataset import ViewCache
     from mvcf.manifest import read_manifest
     from mvcf.models.bundle import load_bundle
-    from mvcf.train import predict_arrays
+    from mvcf.inference import forward_arrays
     from mvcf.views import ViewSpec
 
     bundle = load_bundle(bundle_dir)
     spec = ViewSpec.from_dict(bundle.view_spec)
     views = next(iter(ViewCache(tmp_path / "cache").views(read_manifest(manifest), [spec]).values()))
     arrays = list(views.values())
-    cpu = predict_arrays(bundle.model.to("cpu"), arrays, "cpu", logits=False)
-    gpu = predict_arrays(bundle.model.to("cuda"), arrays, "cuda", logits=False)
+    cpu = forward_arrays(bundle.model.to("cpu"), arrays, "cpu", logits=False)
+    gpu = forward_arrays(bundle.model.to("cuda"), arrays, "cuda", logits=False)
     np.testing.assert_allclose(gpu, cpu, atol=5e-3)   # float16 autocast on the GPU, float32 on the CPU
 
 

@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
 def test_train_writes_bundle_logs_and_predictions(trained, capsys):
     manifest, out = trained
     card = json.loads((out / "model" / "model.json").read_text())
-    assert card["ensemble_size"] == 2 and card["network"]["mode"] == "2d"
+    assert card["ensemble_size"] == 2 and card["view_spec"]["mode"] == "2d" and "mode" not in card["network"]
     assert card["training_data"]["per_institution"]["B"] == {"MVCF": 8, "OVCF": 8}
     assert card["training_data"]["external_institution"] == "B"
     assert 0.0 <= card["threshold"] <= 1.0 and "Youden" in card["threshold_method"]

@@ -115,7 +115,7 @@ def test_boxes(totalseg):
     a = locate.from_box(ct, centre + [20, -15, 12], centre - [20, -15, 12])
     np.testing.assert_allclose(a.center_lps, centre)
     np.testing.assert_allclose(a.extent_mm, [40, 30, 24])
-    b = locate.from_box_center(ct, centre, [40, 30, 24])
+    b = locate.resolve(ct, locate.VertebraQuery(box=(tuple(centre - [20, 15, 12]), tuple(centre + [20, 15, 12]))))
     np.testing.assert_allclose(b.center_lps, centre)
     np.testing.assert_allclose(b.extent_mm, [40, 30, 24])
     with pytest.raises(MVCFError, match="outside"):

@@ -190,7 +190,7 @@ class _OutOfMemoryOnce:
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "torch"])
 def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(tmp_path, engine, monkeypatch, caplog):
-    from mvcf.models.runtime import OOM_WARNING, forward
+    from mvcf.inference import OOM_WARNING, forward_checked
 
     bundle_dir = _bundle(tmp_path / "b", "2d", (2, 24, 24))
     batch = np.random.default_rng(0).random((5, 2, 24, 24), dtype=np.float32)
@@ -204,21 +204,22 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(tmp_path, engin
     bundle.device = "cuda"  # as if it ran there; the simulated OOM is raised by its forward pass
     failing = _OutOfMemoryOnce(error, bundle.probabilities)
     monkeypatch.setattr(bundle, "probabilities", failing)
-    finished, probabilities, warnings = forward(bundle, batch)
+    done = forward_checked(bundle, batch)
+    finished, probabilities, warnings = done.bundle, done.probabilities, done.warnings
     assert failing.calls == (1 if engine == "onnxruntime" else 2) and finished.device == "cpu" and warnings == [OOM_WARNING]
     assert np.abs(probabilities - expected).max() <= TOLERANCE
     assert "ran out of memory" in caplog.text
 
 
 def test_other_errors_on_cuda_are_not_swallowed(tmp_path, monkeypatch):
-    from mvcf.models.runtime import forward
+    from mvcf.inference import forward_checked
 
     bundle = load_ort_bundle(_bundle(tmp_path / "b", "2d", (2, 24, 24)))
     bundle.device = "cuda"
     monkeypatch.setattr(bundle, "probabilities", _OutOfMemoryOnce(RuntimeError("illegal memory access"),
                                                                    bundle.probabilities))
     with pytest.raises(RuntimeError, match="illegal memory access"):
-        forward(bundle, np.zeros((1, 2, 24, 24), np.float32))
+        forward_checked(bundle, np.zeros((1, 2, 24, 24), np.float32))
 
 
 def test_help_and_argument_errors_import_nothing_heavy():

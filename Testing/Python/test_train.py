@@ -31,7 +31,7 @@ def _run(data, work, **kwargs):
     tx, ty, vx, vy = data
     config = TrainConfig(arch="resnet10-tiny", epochs=3, batch_size=4, seed=7, device="cpu")
     net = network_config("2.5d-adjacent", SHAPE, "resnet10-tiny")
-    return train_fold(tx, ty, vx, vy, net, config, work, **kwargs)
+    return train_fold(tx, ty, vx, vy, net, config, work, mode="2.5d-adjacent", **kwargs)
 
 
 def _same_weights(a, b):
@@ -82,12 +82,13 @@ def test_resume_with_other_settings_is_refused(data, tmp_path):
     other = TrainConfig(arch="resnet10-tiny", epochs=5, batch_size=4, seed=7, device="cpu")
     with pytest.raises(MVCFError, match=r"other settings \(epochs\)"):
         train_fold(tx, ty, vx, vy, network_config("2.5d-adjacent", SHAPE, "resnet10-tiny"), other, tmp_path / "run",
-                   resume=True)
+                   resume=True, mode="2.5d-adjacent")
     wider = network_config("2.5d-adjacent", (4,) + SHAPE[1:], "resnet10-tiny")
     with pytest.raises(MVCFError, match="network/view"):
         train_fold([np.zeros((4,) + SHAPE[1:], np.float32)] * len(tx), ty, [np.zeros((4,) + SHAPE[1:], np.float32)]
                    * len(vx), vy, wider, TrainConfig(arch="resnet10-tiny", epochs=3, batch_size=4, seed=7,
-                                                     device="cpu"), tmp_path / "run", resume=True)
+                                                     device="cpu"), tmp_path / "run", resume=True,
+                   mode="2.5d-adjacent")
 
 
 def test_one_class_training_set_is_refused(data, tmp_path):

@@ -91,15 +91,15 @@ def test_every_node_selector_gets_the_scene():
 
 
 def test_choices_match_the_core():
-    from mvcf.cli.train import VIEW_MODES
-    from mvcf.models.networks import ARCHITECTURES
+    from mvcf import modes
+    from mvcf.models.architectures import ARCHITECTURES
 
     from MVCFTrainingLib import runner
 
     tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
     constants = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
                  for t in n.targets if isinstance(t, ast.Name) and t.id.endswith("_CHOICES")}
-    assert tuple(constants["VIEW_MODE_CHOICES"]) == tuple(VIEW_MODES) == runner.VIEW_MODES
+    assert tuple(constants["VIEW_MODE_CHOICES"]) == modes.names() == runner.VIEW_MODES
     assert set(constants["ARCH_CHOICES"]) == set(ARCHITECTURES)
     assert tuple(constants["DEVICE_CHOICES"]) == runner.DEVICES
 

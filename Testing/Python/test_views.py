@@ -15,7 +15,8 @@ from mvcf import locate
 from mvcf.ctimage import CTImage, lps_to_ras
 from mvcf.errors import MVCFError
 from mvcf.read_ct import read_ct, read_mask
-from mvcf.views import AIR_HU, MODES, SampleGrid, ViewSpec, build_views, sample_on_grid
+from mvcf import modes  # noqa: E402
+from mvcf.views import AIR_HU, SampleGrid, ViewSpec, build_views, sample_on_grid
 from test_locate import FIXTURES, nibabel_centroid_lps
 
 
@@ -245,7 +246,7 @@ def test_location_warnings_are_carried(totalseg):
     assert build_views(ct, flagged, ViewSpec("2d", 16)).warnings == ["from the user"]
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", modes.names())
 def test_every_mode_on_a_pir_ct(mode):
     ct_rel, mask_rel, label, *_ = FIXTURES["tptbox_L3"]
     ct = read_ct(shared(ct_rel))

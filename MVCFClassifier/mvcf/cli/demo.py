@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=d.size_px, help=f"2D/2.5D view size in px (default {d.size_px})")
     parser.add_argument("--folds", type=int, default=d.folds, help="folds (1 = one 60/20/20 split; default 1)")
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    from mvcf.inference import DEVICES
+
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--workers", type=int, default=d.workers, help="processes generating the cohort")
     parser.add_argument("--full", action="store_true", help="the full study instead of the quick demo: 200 "
                         "cases, 64 px views (48 for 3d), resnet10, 30 epochs, 5 folds (about an hour on 2 cores)")
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace, reporter) -> int:
     from pathlib import Path
 
     from mvcf.demo import DemoConfig, run_demo
-    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf import RESEARCH_USE_DISCLAIMER
+    from mvcf.progress import dumps
 
     if args.cases < 20:
         raise MVCFError("--cases must be at least 20 (two institutions, two classes, patient-level folds)")
@@ -51,7 +54,6 @@ def run(args: argparse.Namespace, reporter) -> int:
         for name, p in result["predictions"].items():
             print(f"  L1 of the real sample CT, {name}: P(MVCF) = {p['probability_malignant']:.3f} -> "
                   f"{p['prediction']}")
-        print("Research use only; every model here was trained on synthetic data.")
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(result)
+        print(RESEARCH_USE_DISCLAIMER)
+    reporter.result(result)
     return 0

@@ -8,7 +8,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="model bundle folder")
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
     parser.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    from mvcf.inference import DEVICES
+
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--cache", metavar="DIR", help="folder for cached views (.npy)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
@@ -17,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.evaluate import evaluate
     from mvcf.metrics import format_auc
-    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.progress import dumps
 
     report = evaluate(args.model, args.manifest, args.out, device=args.device, cache_dir=args.cache,
                       overwrite=args.overwrite, on_progress=reporter.progress)
@@ -28,6 +30,5 @@ def run(args: argparse.Namespace, reporter) -> int:
                      f"results in {report['out']}")
         for site, summary in report.get("per_institution", {}).items():
             reporter.log(f"  {site}: AUC {format_auc(summary)} (n={summary['n']})")
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(report)
+    reporter.result(report)
     return 0

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from mvcf import __version__
 from mvcf.errors import Cancelled, MVCFError
-from mvcf.progress import JsonLinesReporter, make_reporter
+from mvcf.progress import make_reporter
 
 COMMANDS: dict[str, str] = {
     "synth": "Generate a synthetic two-institution OVCF/MVCF cohort (NIfTI + manifest.csv).",
@@ -43,12 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "protocol used by the Slicer modules), or none")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for name, help_text in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"mvcf.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"mvcf.cli.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"mvcf.cli.{name}")
         command = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(command)
         command.set_defaults(_module=module)
@@ -67,8 +62,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MVCFError as exc:
         reporter.close()
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if isinstance(reporter, JsonLinesReporter):
-            reporter.error(message)
+        reporter.error(message)
         print(f"error: {message}", file=sys.stderr)
         return 130 if isinstance(exc, Cancelled) else 2
     except KeyboardInterrupt:

@@ -13,28 +13,17 @@ import argparse
 
 from mvcf.errors import MVCFError
 
-POINT_HELP = "three comma-separated numbers; write --point-{0}=X,Y,Z when X is negative"
-
 
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
-    """The vertebra options of `mvcf views`: one point (RAS, LPS or IJK) or a mask with a label."""
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--point-ras", metavar="X,Y,Z", help="vertebra centre in RAS mm (Slicer); "
-                       + POINT_HELP.format("ras"))
-    where.add_argument("--point-lps", metavar="X,Y,Z", help="vertebra centre in LPS mm (ITK/DICOM); "
-                       + POINT_HELP.format("lps"))
-    where.add_argument("--point-ijk", metavar="I,J,K", help="vertebra centre as a voxel index (0-based); "
-                       + POINT_HELP.format("ijk"))
-    where.add_argument("--mask", metavar="PATH", help="label mask; the centre is the centroid of --label")
+    """The vertebra options of `mvcf views` (mvcf.cli.location) plus --locations and a repeatable --label."""
+    from mvcf.cli.location import add_location_arguments as add_vertebra_options
+
+    where = add_vertebra_options(parser, several=True)
     where.add_argument("--locations", metavar="FILE", help="several vertebrae in one run: a JSON list or a CSV "
                        "with a header; each entry has a name and one of point_lps, point_ras, point_ijk (three "
                        "numbers) or mask + label, optionally a heatmap output path (relative paths resolve "
                        "against FILE's folder); exit code 0 when at least one vertebra was classified, 2 when "
                        "FILE is bad or every vertebra failed")
-    parser.add_argument("--label", type=int, action="append", help="label value of the vertebra in --mask "
-                        "(e.g. TotalSegmentator 31 = L1); repeat it to classify several vertebrae of the mask")
-    parser.add_argument("--refine", action="store_true", help="recentre the point on the vertebral body "
-                        "from bone intensity (heuristic, off by default)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_location_arguments(parser)
     parser.add_argument("--model", metavar="DIR", help="model bundle folder (default: the embedded demo model, "
                         "trained on synthetic data)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"],
+    from mvcf.inference import BACKENDS, DEVICES
+
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="engine for the network: auto = ONNX Runtime when the bundle has an ONNX graph "
                              "(no torch import; fast start), else torch")
     parser.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write a Grad-CAM heatmap on the view grid "
@@ -53,22 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "vertebrae: {\"results\": [one object per vertebra, or its name and error]})")
 
 
-def locate_from_args(args: argparse.Namespace, ct):
-    from mvcf.cli.views import locate_from_args
-    from mvcf.locate import refine_on_body
-
-    labels = getattr(args, "label", None)
-    if isinstance(labels, list):  # --label is repeatable here; one label is the single-vertebra case
-        args = argparse.Namespace(**{**vars(args), "label": labels[0] if labels else None})
-    location = locate_from_args(args, ct)
-    return refine_on_body(ct, location) if args.refine else location
-
-
 def queries_from_args(args: argparse.Namespace):
     """The vertebrae of a multi-vertebra run (list of VertebraQuery), or None for the single-vertebra case."""
-    from pathlib import Path
-
-    from mvcf.locations_file import VertebraQuery, read_locations
+    from mvcf.cli.location import query_from_args
+    from mvcf.locations_file import read_locations
 
     labels = args.label or []
     several = args.locations is not None or (args.mask is not None and len(labels) > 1)
@@ -80,16 +59,18 @@ def queries_from_args(args: argparse.Namespace):
             raise MVCFError("--label applies only with --mask (a locations file gives each entry its label)")
         return read_locations(args.locations)
     if several:
-        return [VertebraQuery(name=f"label {label}", mask=Path(args.mask), label=label) for label in labels]
+        return [query_from_args(args, label) for label in labels]
     return None
 
 
 def run(args: argparse.Namespace, reporter) -> int:
     import time
 
+    from mvcf.cli.location import query_from_args
+    from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.predict import predict_ct
-    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.progress import dumps
     from mvcf.read_ct import read_ct
 
     if args.heatmap is not None and not str(args.heatmap).endswith(HEATMAP_SUFFIXES):
@@ -102,16 +83,18 @@ def run(args: argparse.Namespace, reporter) -> int:
     ct = read_ct(args.ct)
     read_ms = 1000 * (time.perf_counter() - started)
     reporter.progress(1, 3, "locating the vertebra")
-    location = locate_from_args(args, ct)
+    location = resolve(ct, query_from_args(args))
     reporter.progress(2, 3, "classifying")
     result = predict_ct(ct, location, args.model, args.device, args.backend)
     result.timing_ms = {"read_ct": round(read_ms, 2), **result.timing_ms,
                         "total": round(1000 * (time.perf_counter() - started), 2)}
     payload = result.to_dict()
     if args.heatmap:
-        from mvcf.explain import write_heatmap
+        from mvcf.explain import write_prediction_heatmap
+        from mvcf.inference import load_model
 
-        payload["heatmap"] = str(write_heatmap(ct, location, args.model, args.heatmap, device=result.device))
+        bundle = load_model(args.model, result.device)
+        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device))
     reporter.progress(3, 3, "done")
     if args.json:
         print(dumps(payload, indent=2))
@@ -125,16 +108,15 @@ def run(args: argparse.Namespace, reporter) -> int:
         for warning in result.warnings:
             print(f"warning: {warning}")
         print(result.disclaimer)
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(payload)
+    reporter.result(payload)
     return 0
 
 
 def run_many(args: argparse.Namespace, reporter, queries) -> int:
-    """Several vertebrae: read the CT and load the bundle once, then classify them all
+    """Several vertebrae: read the CT and load the bundle once, then classify them all in one batched pass
     (mvcf.predict.predict_ct_file, the same call as the warm worker's)."""
     from mvcf.predict import predict_ct_file
-    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.progress import dumps
 
     payload, bundle = predict_ct_file(args.ct, queries, args.model, args.device, args.backend, refine=args.refine,
                                       on_progress=reporter.progress)
@@ -144,8 +126,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     else:
         reporter.close()
         print_many(results, bundle.identity(), bundle.device)
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(payload)
+    reporter.result(payload)
     failed = [r for r in results if "error" in r]
     if len(failed) == len(results):
         raise MVCFError(f"none of the {len(results)} vertebrae could be classified; {failed[0]['name']}: "

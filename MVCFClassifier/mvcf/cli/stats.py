@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mvcf.errors import MVCFError
-from mvcf.progress import JsonLinesReporter, dumps
+from mvcf.progress import dumps
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -222,8 +222,8 @@ def run(args: argparse.Namespace, reporter: Any) -> int:
         payload = run_mrmc(args)
         printer = _print_mrmc
     payload = _finite(payload)
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(payload)
+    if reporter.result(payload):
+        pass   # a machine reader got the result as an event on stdout
     elif args.json:
         print(dumps(payload))
     else:

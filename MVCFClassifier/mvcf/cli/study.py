@@ -9,11 +9,12 @@ from mvcf.errors import MVCFError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mvcf.cli.train import add_training_arguments, add_view_arguments
-    from mvcf.study import DEFAULT_REFERENCE, MODES
+    from mvcf import modes
+    from mvcf.study import DEFAULT_REFERENCE
 
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
     parser.add_argument("--out", required=True, help="output folder (per-mode bundles, study.json, report)")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated view modes (default: all)")
+    parser.add_argument("--modes", default=",".join(modes.names()), help="comma-separated view modes (default: all)")
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="mode the p-values compare against")
     add_view_arguments(parser)
     parser.add_argument("--size-3d", type=int, default=48, metavar="PX", help="cube size for 3d (default 48)")
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli.train import fold_arguments, train_config
     from mvcf.cli.views import parse_windows
     from mvcf.manifest import read_manifest
-    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.progress import dumps
     from mvcf.study import StudyConfig, comparison_rows, run_study, HEADER
 
     out = Path(args.out)
@@ -53,6 +54,5 @@ def run(args: argparse.Namespace, reporter) -> int:
         for row in comparison_rows(summary):
             print(" | ".join(row))
         print(f"report: {out / 'report.html'}")
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(summary)
+    reporter.result(summary)
     return 0

@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from mvcf.progress import JsonLinesReporter, Reporter, dumps
+from mvcf.progress import Reporter, dumps
 
 DIFFICULTY_CHOICES = ("easy", "standard", "hard")
 
@@ -52,6 +52,5 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     reporter.log(f"wrote {len(records)} cases to {manifest}")
     if args.json:
         print(dumps(payload), file=sys.stdout)
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(payload)
+    reporter.result(payload)
     return 0

@@ -6,9 +6,6 @@ from pathlib import Path
 
 from mvcf.errors import MVCFError
 
-VIEW_MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
-
-
 def add_view_arguments(parser: argparse.ArgumentParser, default_size: int = 64) -> None:
     from mvcf.views import MODEL_WINDOWS
 
@@ -25,7 +22,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     from mvcf.models.architectures import ARCHITECTURES, DEFAULT_ARCH
 
     parser.add_argument("--arch", default=DEFAULT_ARCH, choices=sorted(ARCHITECTURES),
-                        help=f"network size (MONAI ResNet; default {DEFAULT_ARCH})")
+                        help=f"network: a MONAI family and size (mvcf.models.architectures; default {DEFAULT_ARCH})")
     parser.add_argument("--epochs", type=int, default=30, help="maximum epochs per fold (default 30)")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
@@ -34,7 +31,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                         help="K-fold cross-validation on the internal site; 1 = one 60/20/20 split (default 5)")
     parser.add_argument("--external", metavar="INSTITUTION",
                         help="institution held out entirely as the external test set")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    from mvcf.inference import DEVICES
+
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mil-pooling", default="mean", choices=["mean", "attention"],
                         help="how 2.5d-mil pools its slices (default mean: on the synthetic study attention "
@@ -46,7 +45,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV (see docs/models.md)")
     parser.add_argument("--out", required=True, help="output folder: logs, checkpoints, model bundle")
-    parser.add_argument("--view", default="2.5d-orthogonal", choices=VIEW_MODES, help="view mode")
+    from mvcf import modes
+
+    parser.add_argument("--view", default=modes.DEFAULT, choices=modes.names(), help="view mode")
     add_view_arguments(parser)
     add_training_arguments(parser)
     parser.add_argument("--name", default=None, help="model name in the card (default mvcf-<view>)")
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     from mvcf.manifest import read_manifest
     from mvcf.metrics import format_auc
-    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.progress import dumps
     from mvcf.train import is_synthetic_cohort, train_cohort
     from mvcf.views import ViewSpec
 
@@ -115,6 +116,5 @@ def run(args: argparse.Namespace, reporter) -> int:
         reporter.log(f"model bundle: {run_.bundle_path}")
         reporter.log(f"internal test AUC {format_auc(metrics['internal_test'])}; "
                      f"external test AUC {format_auc(metrics['external_test'])}; threshold {run_.threshold:.3f}")
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(payload)
+    reporter.result(payload)
     return 0

@@ -11,38 +11,22 @@ from pathlib import Path
 
 from mvcf.errors import MVCFError
 
-POINT_HELP = "three comma-separated numbers, e.g. -12.5,30,4"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    import re
-
-    from mvcf.views import MODES, WINDOWS
-
-    # A point whose first coordinate is negative ("-12.5,30,4") is a value, not an option; Python >= 3.13's
-    # argparse does this by itself, older ones only for a single plain number.
-    parser._negative_number_matcher = re.compile(r"^-\.?\d")
+    from mvcf import modes
+    from mvcf.cli.location import add_location_arguments
+    from mvcf.views import WINDOWS
 
     parser.add_argument("--ct", required=True, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--point-ras", metavar="X,Y,Z", help="vertebra centre in RAS mm (Slicer); "
-                       + POINT_HELP)
-    where.add_argument("--point-lps", metavar="X,Y,Z", help="vertebra centre in LPS mm (ITK/DICOM); "
-                       + POINT_HELP)
-    where.add_argument("--point-ijk", metavar="I,J,K", help="vertebra centre as a voxel index (0-based, "
-                       "may be fractional), e.g. 60,48,55.5")
-    where.add_argument("--mask", metavar="PATH", help="label mask; the centre is the centroid of --label")
-    parser.add_argument("--label", type=int, help="label value of the vertebra in --mask (e.g. "
-                        "TotalSegmentator 31 = L1)")
-    parser.add_argument("--refine", action="store_true", help="recentre the point on the vertebral body "
-                        "from bone intensity (heuristic, off by default)")
-    parser.add_argument("--mode", choices=MODES, default="2.5d-orthogonal", help="view mode (default: "
+    add_location_arguments(parser)
+    parser.add_argument("--mode", choices=modes.names(), default=modes.DEFAULT, help="view mode (default: "
                         "%(default)s)")
     parser.add_argument("--size", type=int, default=96, help="view size in pixels (default: %(default)s)")
     parser.add_argument("--spacing", type=float, default=1.0, help="isotropic pixel spacing in mm "
                         "(default: %(default)s)")
-    parser.add_argument("--n-slices", type=int, help="slices for 2.5d-adjacent / 2.5d-mil")
-    parser.add_argument("--slice-gap", type=float, help="mm between slices for 2.5d-adjacent / 2.5d-mil")
+    stacked = " / ".join(m for m in modes.names() if modes.get(m).stack_defaults is not None)
+    parser.add_argument("--n-slices", type=int, help=f"slices for {stacked}")
+    parser.add_argument("--slice-gap", type=float, help=f"mm between slices for {stacked}")
     parser.add_argument("--windows", default="bone", help="comma-separated HU windows, one channel each: "
                         f"names ({', '.join(WINDOWS)}) or CENTER:WIDTH (default: %(default)s)")
     parser.add_argument("--antialias", action="store_true", help="smooth before sampling more coarsely than "
@@ -66,23 +50,6 @@ def parse_windows(text: str) -> tuple:
     if not windows:
         raise MVCFError("--windows needs at least one window")
     return tuple(windows)
-
-
-def locate_from_args(args, ct):
-    from mvcf import locate
-    from mvcf.read_ct import read_mask
-
-    if args.mask is not None:
-        if args.label is None:
-            raise MVCFError("--mask needs --label (the vertebra's label value)")
-        return locate.from_mask(ct, read_mask(args.mask), args.label)
-    if args.label is not None:
-        raise MVCFError("--label applies only with --mask")
-    for unit in ("ras", "lps", "ijk"):
-        value = getattr(args, f"point_{unit}")
-        if value is not None:
-            return locate.from_point(ct, locate.parse_point(value, f"--point-{unit}"), unit)
-    raise MVCFError("give the vertebra as --point-ras, --point-lps, --point-ijk or --mask with --label")
 
 
 def write_outputs(result, folder: Path) -> list[str]:
@@ -109,23 +76,13 @@ def write_outputs(result, folder: Path) -> list[str]:
 def write_preview(result, path: Path) -> None:
     """A PNG of every grid and window: the plane, up to 8 slices of a stack, three planes of a cube."""
     import matplotlib
-    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []
-    for grid, window, volume in result.grid_volumes():
-        if result.mode == "3d":
-            mid = [s // 2 for s in volume.shape]
-            panels += [(f"axial/{window}", volume[mid[0]]),
-                       (f"coronal/{window}", volume[::-1, mid[1], :]),
-                       (f"sagittal/{window}", volume[::-1, :, mid[2]])]
-        elif result.mode in ("2.5d-adjacent", "2.5d-mil"):
-            picks = np.unique(np.linspace(0, volume.shape[0] - 1, min(volume.shape[0], 8)).round())
-            panels += [(f"slice {int(s)}/{window}", volume[int(s)]) for s in picks]
-        else:
-            panels.append((f"{grid.name}/{window}", volume[0]))
+    view_mode = result.spec.view_mode
+    panels = [panel for grid, window, volume in result.grid_volumes()
+              for panel in view_mode.preview_panels(grid, window, volume)]
     columns = min(len(panels), 8)
     rows = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False)
@@ -143,9 +100,10 @@ def write_preview(result, path: Path) -> None:
 
 
 def run(args, reporter) -> int:
-    from mvcf import locate
+    from mvcf.cli.location import query_from_args
     from mvcf.fileio import atomic_dir
-    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.locate import resolve
+    from mvcf.progress import dumps
     from mvcf.read_ct import read_ct
     from mvcf.views import ViewSpec, build_views
 
@@ -156,9 +114,7 @@ def run(args, reporter) -> int:
                     slice_gap_mm=args.slice_gap, windows=parse_windows(args.windows), antialias=args.antialias)
     warnings: list[str] = []
     ct = read_ct(args.ct, warnings=warnings)
-    location = locate_from_args(args, ct)
-    if args.refine:
-        location = locate.refine_on_body(ct, location)
+    location = resolve(ct, query_from_args(args))
     result = build_views(ct, location, spec)
     warnings += result.warnings
     for warning in warnings:
@@ -173,8 +129,7 @@ def run(args, reporter) -> int:
         raise MVCFError(f"cannot write {out}: {exc.strerror or exc}") from None
     if args.json:
         print(dumps(payload))
-        if isinstance(reporter, JsonLinesReporter):
-            reporter.result(payload)
+        reporter.result(payload)
     else:
         reporter.log(f"{result.mode} views {list(result.shape)} at {result.spacing_mm:g} mm -> {out}")
     return 0

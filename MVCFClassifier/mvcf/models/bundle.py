@@ -56,13 +56,11 @@ class Bundle:
     backend: str = "torch"
 
     def probabilities(self, batch) -> Any:
-        """Probability of MVCF per case of `batch` (N, *input_shape) as a float64 numpy array (N,)."""
-        import numpy as np
-        import torch
+        """Probability of MVCF per case of `batch` (N, *input_shape), one float32 pass on `device`."""
+        from mvcf.inference import forward_arrays
 
-        with torch.no_grad():
-            x = torch.as_tensor(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            return self.model(x).float().cpu().numpy().astype(np.float64).ravel()
+        return forward_arrays(self.model, list(batch), self.device, batch_size=max(1, len(batch)), logits=False,
+                              amp=False)
 
     def on_cpu(self) -> "Bundle":
         """This bundle with its network moved to the CPU (the fallback after CUDA ran out of memory)."""
@@ -92,7 +90,7 @@ class Bundle:
 
     @property
     def mode(self) -> str:
-        return str(self.card["network"]["mode"])
+        return str(self.card["view_spec"]["mode"])
 
     @property
     def view_spec(self) -> dict[str, Any]:
@@ -171,6 +169,7 @@ def read_card(path: Union[str, Path]) -> dict[str, Any]:
     for key in ("network", "ensemble_size", "view_spec", "threshold", "weights"):
         if key not in card:
             raise MVCFError(f"invalid model bundle: {card_path} lacks {key!r}")
+    _upgrade_network(card)
     return card
 
 
@@ -186,6 +185,16 @@ def check_weights(bundle_dir: Path, card: dict[str, Any]) -> bytes:
         raise MVCFError(f"model weights do not match the card's sha256 (expected {expected[:12]}..., got "
                         f"{actual[:12]}...): {weights_path} was modified or corrupted")
     return data
+
+
+def _upgrade_network(card: dict[str, Any]) -> None:
+    """Cards written before the mode registry stored the mode a second time in `network` and no Grad-CAM
+    layer (always ResNet layer3): read them as the current schema, in memory only."""
+    network = card["network"]
+    if isinstance(network, dict) and isinstance(card["view_spec"], dict):
+        network.pop("mode", None)
+        if network.get("family") == "monai.networks.nets.ResNet":
+            network.setdefault("gradcam_layer", "layer3")
 
 
 def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:

@@ -1,72 +1,108 @@
-"""The networks: MONAI ResNets configured (not copied) for each view mode, plus a small MIL pooling head.
+"""The networks: MONAI networks configured (not copied) for each view mode, plus a small MIL pooling head.
 
-Every network maps one batch of model inputs to one logit per case (positive class = MVCF).
-Model input shapes (per case, batch dimension first in practice):
-    2d, 2.5d-adjacent, 2.5d-orthogonal : (C, H, W)      -> 2D ResNet with C input channels
-    2.5d-mil                           : (N, C, H, W)   -> shared 2D ResNet encoder per slice + pooling
-    3d                                 : (C, D, H, W)   -> 3D ResNet
-A network is fully described by a JSON-able config dict (stored in the model card), so a bundle can be
-rebuilt without unpickling anything. Only the heavy paths (train, predict) import this module.
+Every network maps one batch of model inputs to one logit per case (positive class = MVCF). The view mode
+(mvcf.modes) decides the encoder's spatial rank and input channels, and whether a case is a bag of slices
+read by a shared per-slice encoder and pooled; the architecture preset (mvcf.models.architectures) decides
+the MONAI family and its size. A network is fully described by a JSON-able config dict (stored once in the
+model card, without the mode, which the card's view_spec holds), so a bundle can be rebuilt without
+unpickling anything; `FAMILIES` dispatches on its "family" key. Only the heavy paths import this module.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 
+from mvcf import modes
 from mvcf.errors import MVCFError
 from mvcf.models.architectures import ARCHITECTURES, DEFAULT_ARCH
 
-MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
 
-
-
-def network_config(mode: str, input_shape: tuple[int, ...], arch: str = DEFAULT_ARCH,
+def network_config(mode: Any, input_shape: tuple[int, ...], arch: str = DEFAULT_ARCH,
                    mil_pooling: str = "mean", dropout: float = 0.2) -> dict[str, Any]:
-    """The config dict for `mode` given the shape of one case's model input (no batch dimension)."""
-    if mode not in MODES:
-        raise MVCFError(f"unknown view mode {mode!r}; choose one of {', '.join(MODES)}")
+    """The config dict for view `mode` (a name or ViewMode) given one case's model input shape (no batch)."""
+    view_mode = modes.get(mode)
     if arch not in ARCHITECTURES:
         raise MVCFError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     if mil_pooling not in ("attention", "mean"):
         raise MVCFError(f"unknown MIL pooling {mil_pooling!r}; choose attention or mean")
-    expected_rank = {"2.5d-mil": 4, "3d": 4}.get(mode, 3)
-    if len(input_shape) != expected_rank:
-        raise MVCFError(f"mode {mode} expects a {expected_rank}-D model input per case, got shape {input_shape}")
-    layers, planes = ARCHITECTURES[arch]
-    return {
-        "family": "monai.networks.nets.ResNet",
+    if len(input_shape) != view_mode.input_rank:
+        raise MVCFError(f"mode {view_mode.name} expects a {view_mode.input_rank}-D model input per case, got "
+                        f"shape {tuple(input_shape)}")
+    preset = ARCHITECTURES[arch]
+    config = {
+        "family": preset["family"],
         "arch": arch,
-        "mode": mode,
         "input_shape": [int(s) for s in input_shape],
-        "spatial_dims": 3 if mode == "3d" else 2,
-        "in_channels": int(input_shape[1] if mode == "2.5d-mil" else input_shape[0]),
-        "layers": list(layers),
-        "block_inplanes": list(planes),
-        "conv1_t_size": 7,
-        "conv1_t_stride": 2,
+        "spatial_dims": view_mode.spatial_dims,
+        "in_channels": view_mode.in_channels(input_shape),
+        **{k: list(v) if isinstance(v, (list, tuple)) else v for k, v in preset.items() if k != "family"},
         "dropout": float(dropout),
-        "mil_pooling": mil_pooling if mode == "2.5d-mil" else None,
+        "mil_pooling": mil_pooling if view_mode.bag else None,
         "num_outputs": 1,
     }
+    if preset["family"] not in FAMILIES:
+        raise MVCFError(f"architecture {arch!r} names an unknown network family {preset['family']!r}")
+    config.update(FAMILIES[preset["family"]].fixed)
+    return config
 
 
-def _resnet(config: dict[str, Any], feed_forward: bool):
+class Family:
+    """How one MONAI network family becomes a feature encoder: `encoder(config) -> (module, features)`;
+    `fixed` are the family's constant settings written into the config (and so into the card)."""
+
+    def __init__(self, encoder: Callable[[dict[str, Any]], tuple[nn.Module, int]],
+                 fixed: Optional[dict[str, Any]] = None) -> None:
+        self.encoder = encoder
+        self.fixed = dict(fixed or {})
+
+
+def _resnet_encoder(config: dict[str, Any]) -> tuple[nn.Module, int]:
     from monai.networks.nets import ResNet
 
-    return ResNet(block="basic", layers=config["layers"], block_inplanes=config["block_inplanes"],
-                  spatial_dims=config["spatial_dims"], n_input_channels=config["in_channels"],
-                  conv1_t_size=config["conv1_t_size"], conv1_t_stride=config["conv1_t_stride"],
-                  num_classes=config["num_outputs"], feed_forward=feed_forward)
+    encoder = ResNet(block="basic", layers=config["layers"], block_inplanes=config["block_inplanes"],
+                     spatial_dims=config["spatial_dims"], n_input_channels=config["in_channels"],
+                     conv1_t_size=config["conv1_t_size"], conv1_t_stride=config["conv1_t_stride"],
+                     num_classes=config["num_outputs"], feed_forward=False)
+    return encoder, int(config["block_inplanes"][-1])
+
+
+def _densenet_encoder(config: dict[str, Any]) -> tuple[nn.Module, int]:
+    from monai.networks.nets import DenseNet
+
+    encoder = DenseNet(spatial_dims=config["spatial_dims"], in_channels=config["in_channels"],
+                       out_channels=config["num_outputs"], init_features=config["init_features"],
+                       growth_rate=config["growth_rate"], block_config=tuple(config["block_config"]),
+                       bn_size=config["bn_size"])
+    features = int(encoder.class_layers.out.in_features)
+    encoder.class_layers.out = nn.Identity()   # pooled features out; the head below makes the logit
+    return encoder, features
+
+
+#: family key (as written in the card) -> how to build it.
+FAMILIES: dict[str, Family] = {
+    "monai.networks.nets.ResNet": Family(_resnet_encoder, {"conv1_t_size": 7, "conv1_t_stride": 2}),
+    "monai.networks.nets.DenseNet": Family(_densenet_encoder),
+}
+
+
+def gradcam_layer(config: dict[str, Any]) -> str:
+    """The module path (within one network) Grad-CAM reads, as the network's description names it."""
+    try:
+        return f"encoder.{config['gradcam_layer']}"
+    except KeyError:
+        raise MVCFError("invalid network config: it names no Grad-CAM layer (gradcam_layer)") from None
 
 
 def build_network(config: dict[str, Any]) -> nn.Module:
     """Build the torch module described by `config` (see network_config)."""
+    family = FAMILIES.get(config.get("family"))
+    if family is None:
+        raise MVCFError(f"unknown network family {config.get('family')!r}; known: {', '.join(FAMILIES)}")
     try:
-        encoder = _resnet(config, feed_forward=False)
-        features = config["block_inplanes"][-1]
-        if config["mode"] == "2.5d-mil":
+        encoder, features = family.encoder(config)
+        if config["mil_pooling"] is not None:
             return MILNetwork(encoder, features, config["mil_pooling"], config["dropout"], config["num_outputs"])
         return SingleInputNetwork(encoder, features, config["dropout"], config["num_outputs"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -78,7 +114,7 @@ def count_parameters(model) -> int:
 
 
 class SingleInputNetwork(nn.Module):
-    """MONAI ResNet encoder -> dropout -> linear logit."""
+    """MONAI encoder -> dropout -> linear logit."""
 
     def __init__(self, encoder: nn.Module, features: int, dropout: float, outputs: int) -> None:
         super().__init__()
@@ -91,7 +127,7 @@ class SingleInputNetwork(nn.Module):
 
 
 class MILNetwork(nn.Module):
-    """A bag of slices: one shared MONAI 2D ResNet encoder per slice, then gated attention pooling
+    """A bag of slices: one shared MONAI 2D encoder per slice, then gated attention pooling
     (Ilse et al. 2018) or the mean, then a linear logit."""
 
     def __init__(self, encoder: nn.Module, features: int, pooling: str, dropout: float,

@@ -108,7 +108,8 @@ def add_graph(bundle_dir: Union[str, Path]) -> dict[str, Any]:
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir, device="cpu")
     entry = write_graph(bundle.model, bundle.card["network"]["input_shape"], bundle.sha256, bundle_dir / GRAPH_FILE)
-    card = {k: v for k, v in bundle.card.items() if k != "onnx"}
+    card = json.loads((bundle_dir / CARD_FILE).read_text(encoding="utf-8"))  # as stored, not as upgraded on load
+    card.pop("onnx", None)
     card["onnx"] = entry
     write_text(bundle_dir / CARD_FILE, json.dumps(card, indent=2) + "\n")
     return entry

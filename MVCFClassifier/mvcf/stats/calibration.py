@@ -30,6 +30,11 @@ def _probabilities(prob: Any) -> np.ndarray:
     return values
 
 
+def default_n_bins(n_cases: int) -> int:
+    """Reliability bins for `n_cases`: 5 below 100 cases (so each bin holds a few), else 10."""
+    return 5 if int(n_cases) < 100 else 10
+
+
 def calibration(y_true: Any, prob: Any, n_bins: int = 10, alpha: float = 0.05) -> dict:
     """Reliability bins, Brier score, calibration slope and intercept (with CIs)."""
     import statsmodels.api as sm

@@ -76,6 +76,12 @@ def auc(y_true: Any, score: Any) -> float:
     return float(_structural_components(truth, values[None, :])[0][0])
 
 
+def auc_or(y_true: Any, score: Any, undefined: float = float("nan")) -> float:
+    """`auc`, or `undefined` when the cases hold one class only (e.g. a small validation fold)."""
+    truth = np.asarray(y_true)
+    return auc(truth, score) if 0 < truth.sum() < truth.size else float(undefined)
+
+
 def delong_cov(y_true: Any, scores: Any) -> dict:
     """AUCs of k models on the same cases and their k×k DeLong covariance matrix."""
     truth, matrix = _prepare(y_true, scores)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from mvcf.synth.cohort import SyntheticCase
+if TYPE_CHECKING:   # cohort imports this module to write its preview
+    from mvcf.synth.cohort import SyntheticCase
 
 
 def _planes(case: SyntheticCase):
