@@ -156,18 +156,13 @@ def test_a_worker_that_exited_when_idle_is_started_again():
 
 def test_the_classifier_logic_keeps_one_worker_between_applies(tmp_path):
     slicer = pytest.importorskip("slicer")
-    vtk = pytest.importorskip("vtk")
-    import numpy as np
+    from test_slicer_logic import scene_with_sample  # the same scene as the logic's own tests
 
     from mvcf.read_ct import read_ct, read_mask
-    from MVCFClassifierLib import logic, volumes
+    from MVCFClassifierLib import logic
 
-    ct, mask = read_ct(PATHS["ct"]), read_mask(PATHS["mask"])
     scene = slicer.vtkMRMLScene()
-    ct_node = volumes.volume_node_from_ct_image(scene, ct, "sample CT")
-    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "vertebrae")
-    ijk = np.argwhere(mask.voxels == 31)[:, ::-1].mean(axis=0)
-    points.AddControlPoint(vtk.vtkVector3d(*(mask.index_to_lps(ijk) * [-1, -1, 1])), "L1")
+    ct_node, points = scene_with_sample(scene, (read_ct(PATHS["ct"]), read_mask(PATHS["mask"])))
     lg = logic.PredictionLogic(python_executable=sys.executable, temp_root=str(tmp_path), warm_worker=True)
     lg.worker.env = ENV
     try:
