@@ -1,8 +1,10 @@
-"""Install the Python packages the core needs inside Slicer: on the first Apply, never at import, after asking.
+"""Install the Python packages the core needs inside Slicer: on first use (the Classifier's Apply, the
+Training module's Train / Run study / MRMC), never at import, and only after asking.
 
 torch comes through the PyTorch extension's installer (PyTorchUtils picks the CUDA or CPU build for this
-machine); the rest comes from Resources/requirements.txt through `slicer.packaging.pip_ensure` (Slicer >= 5.11,
-which asks the user itself) or, on older Slicer, `slicer.util.pip_install` after our own question.
+machine); the rest comes from Resources/requirements.txt through `slicer.packaging.pip_ensure` (Slicer >= 5.12)
+or, on Slicer 5.4-5.10, `slicer.util.pip_install`. Our own question comes first in both cases, so the user
+sees one list of everything that will be installed.
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ from typing import Callable, Optional, Sequence
 from mvcf.errors import MVCFError
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
-TORCH_REQUIREMENT = ">=2.1"
+#: The one place of the torch bound. Lower: the oldest torch the core is tested with. Upper: a fresh torch
+#: 2.13 install is broken inside Slicer 5.12.x (Slicer/light-the-torch issue 176: torch 2.13's PEP 639
+#: license-files packaging change); users there recovered with `<2.13`. Lift it once that issue is closed.
+TORCH_REQUIREMENT = ">=2.1,<2.13"
 REQUESTER = "MVCFClassifier"
 # Slicer's own copies must never be replaced by pip; torch is PyTorchUtils' business.
 NEVER_PIP = ("torch", "SimpleITK", "numpy")
@@ -66,16 +71,18 @@ def torch_installed() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def missing_summary() -> list[str]:
-    """What the first Apply would install: 'torch (via the PyTorch extension)' and unmet requirements."""
-    missing = [] if torch_installed() else [f"torch{TORCH_REQUIREMENT} (via the PyTorch extension)"]
-    return missing + unmet_requirements()
+def torch_requirement_allows(version: str) -> bool:
+    """Whether a torch version satisfies TORCH_REQUIREMENT (local suffixes such as '+cpu' ignored)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    return Version(version).public in SpecifierSet(TORCH_REQUIREMENT)
 
 
-def _slicer_confirm(message: str) -> bool:
+def _slicer_confirm(message: str, requester: str = REQUESTER) -> bool:
     import slicer
 
-    return bool(slicer.util.confirmOkCancelDisplay(message, windowTitle="MVCFClassifier: install packages"))
+    return bool(slicer.util.confirmOkCancelDisplay(message, windowTitle=f"{requester}: install packages"))
 
 
 def _install_torch() -> None:
@@ -83,39 +90,40 @@ def _install_torch() -> None:
         import PyTorchUtils  # the PyTorch extension's module; EXTENSION_DEPENDS makes it available
     except ImportError:
         raise MVCFError("PyTorch is needed: install the 'PyTorch' extension from the Extensions Manager, "
-                        "restart Slicer and press Apply again") from None
+                        "restart Slicer and try again") from None
     torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
                                                           torchVersionRequirement=TORCH_REQUIREMENT)
     if torch is None:
         raise MVCFError("PyTorch was not installed; open the 'PyTorch Utils' module to install it by hand")
 
 
-def _pip_ensure(requirements: list[str]) -> None:
-    import slicer
+def pip_route(import_module: Callable[[str], object] = importlib.import_module) -> str:
+    """'pip_ensure' on Slicer >= 5.12 (the slicer.packaging module), 'pip_install' on 5.4-5.10 (slicer.util)."""
+    try:
+        packaging = import_module("slicer.packaging")
+    except ImportError:
+        return "pip_install"
+    return "pip_ensure" if callable(getattr(packaging, "pip_ensure", None)) else "pip_install"
 
-    packaging = getattr(slicer, "packaging", None) or getattr(slicer, "pydeps", None)
-    if packaging is None:
-        for name in ("slicer.packaging", "slicer.pydeps"):
-            try:
-                packaging = importlib.import_module(name)
-                break
-            except ImportError:
-                continue
-    if packaging is not None and hasattr(packaging, "pip_ensure"):
-        try:
-            packaging.pip_ensure(requirements, requester=REQUESTER, prompt_install=False,
-                                 skip_packages=list(NEVER_PIP))
-        except TypeError:  # an early 5.11 without these keywords
-            packaging.pip_ensure(requirements, requester=REQUESTER)
+
+def _pip_ensure(requirements: list[str], requester: str = REQUESTER) -> None:
+    """Install the unmet requirements. We asked already, so Slicer's own prompt is off; Slicer's numpy and
+    SimpleITK are never in the list (NEVER_PIP), so no `skip_packages` workaround is needed."""
+    if pip_route() == "pip_ensure":
+        import slicer.packaging
+
+        slicer.packaging.pip_ensure(requirements, requester=requester, prompt_install=False)
     else:
-        slicer.util.pip_install(" ".join(f'"{r}"' if " " in r else r for r in requirements))
+        import slicer.util
+
+        slicer.util.pip_install(requirements)
     importlib.invalidate_caches()
 
 
 def ensure_dependencies(confirm: Optional[Confirm] = None,
                         install_torch: Optional[Callable[[], None]] = None,
                         pip_ensure: Optional[Callable[[list[str]], None]] = None,
-                        requirements: Optional[Sequence[str]] = None) -> bool:
+                        requirements: Optional[Sequence[str]] = None, requester: str = REQUESTER) -> bool:
     """Make torch and the requirements (default: Resources/requirements.txt) importable, asking once
     before installing anything.
 
@@ -129,14 +137,14 @@ def ensure_dependencies(confirm: Optional[Confirm] = None,
         return True
     items = ([f"torch{TORCH_REQUIREMENT} (through the PyTorch extension; the download can be large)"]
              if need_torch else []) + unmet
-    message = ("MVCFClassifier needs these Python packages, which will be downloaded and installed into "
+    message = (f"{requester} needs these Python packages, which will be downloaded and installed into "
                "Slicer's Python now:\n\n  " + "\n  ".join(items) + "\n\nThis can take several minutes. Continue?")
-    if not (confirm or _slicer_confirm)(message):
+    if not (confirm or (lambda text: _slicer_confirm(text, requester)))(message):
         return False
     if need_torch:
         (install_torch or _install_torch)()
     if unmet:
-        (pip_ensure or _pip_ensure)(unmet)
+        (pip_ensure or (lambda items: _pip_ensure(items, requester)))(unmet)
     still = [r for r in unmet_requirements(requirements) if _name_and_spec(r)[0] not in NEVER_PIP]
     if still or not torch_installed():
         raise MVCFError("package installation did not complete (" + ", ".join(still or ["torch"]) +

@@ -3,15 +3,15 @@ file) -> one `mvcf predict --locations` child process for all vertebrae -> resul
 
 Runs the same way from the module's Apply button (the widget calls `PredictionRun.poll()` from a QTimer, so
 Slicer stays responsive and Cancel kills the child) and from a batch script (`PredictionLogic.process`
-blocks). One child pays the torch import and model load once for every vertebra. Nodes are created only
-once every vertebra has its result, so a cancelled or killed run leaves no half-written node behind.
-Prediction itself lives in the core (`mvcf predict`); nothing here imports torch.
+blocks). One child (MVCFClassifierLib.process.ChildRun) pays the torch import and model load once for every
+vertebra. Nodes are created only once every vertebra has its result, so a cancelled or killed run leaves no
+half-written node behind. Prediction itself lives in the core (`mvcf predict`); nothing here imports torch.
+Every decision the panel makes (is Apply possible, which model folder, which segments are vertebrae) is a
+function here, so it is tested without Slicer's GUI.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,13 +23,13 @@ import numpy as np
 from mvcf.ctimage import lps_to_ras
 from mvcf.errors import MVCFError
 from mvcf.locate import VertebraLocation
-from mvcf.locations_file import HEATMAP_SUFFIXES, VertebraQuery, write_locations
+from mvcf.locations_file import VertebraQuery, write_locations
 
-from MVCFClassifierLib import markups, tables, volumes
-from MVCFClassifierLib.process import ChildProcess, mvcf_command
+from MVCFClassifierLib import markups, tables, totalsegmentator, volumes
+from MVCFClassifierLib.choices import DEVICES
+from MVCFClassifierLib.process import ChildRun, mvcf_command, slicer_python
 
 LOCATION_SOURCES = ("Point list", "ROI", "Segmentation")
-DEVICES = ("auto", "cpu", "cuda")
 DISCLAIMER = ("Research use only; not a medical device. The embedded model is a demo trained on synthetic data.")
 
 #: Result table columns: (name, type, description).
@@ -52,20 +52,23 @@ RESULT_COLUMNS = [
 
 @dataclass
 class Target:
-    """One vertebra to classify and how `mvcf predict` is told where it is."""
+    """One vertebra to classify and how `mvcf predict` is told where it is. A target with `skipped` set
+    (an empty segment, a vertebra cut by the CT's edge) is not sent to the child: its row reports why."""
 
     name: str
-    location: VertebraLocation
+    location: Optional[VertebraLocation]
     segment_id: str = ""  # set when the vertebra is a segment: its mask is written and passed to predict
+    mask: Any = None  # the segment's 0/1 CTImage on the CT grid (read once, written for the child)
     mask_path: Optional[Path] = None
+    skipped: str = ""
 
-    def query(self, heatmap: Optional[Path] = None) -> VertebraQuery:
+    def query(self, heatmap: Optional[Path] = None, views: Optional[Path] = None) -> VertebraQuery:
         """This vertebra as an entry of the child's locations file: its segment's mask (label 1) or its
-        centre in LPS mm."""
+        centre in LPS mm, and where the child writes its heatmap and its model-input volumes."""
         if self.mask_path is not None:
-            return VertebraQuery(name=self.name, mask=self.mask_path, label=1, heatmap=heatmap)
+            return VertebraQuery(name=self.name, mask=self.mask_path, label=1, heatmap=heatmap, views=views)
         return VertebraQuery(name=self.name, point=tuple(float(v) for v in self.location.center_lps),
-                             unit="lps", heatmap=heatmap)
+                             unit="lps", heatmap=heatmap, views=views)
 
 
 @dataclass
@@ -76,15 +79,6 @@ class PredictionOutputs:
     rows: list[dict]
     volume_nodes: list[Any] = field(default_factory=list)
     results: list[Optional[dict]] = field(default_factory=list)
-
-
-def slicer_python() -> str:
-    """The interpreter for the child: PythonSlicer inside Slicer (same packages as Slicer), else this one."""
-    found = shutil.which("PythonSlicer")
-    if found:
-        return found
-    beside = Path(sys.executable).with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
-    return str(beside) if beside.exists() else sys.executable
 
 
 def model_dir_or_default(model_dir: Optional[str]) -> Path:
@@ -149,25 +143,6 @@ def model_card_html(card: dict) -> str:
     return "<br>".join(lines)
 
 
-def _image_files(value: Any, workdir: Path) -> list[Path]:
-    """NIfTI/NRRD files named by a result field (a path, a folder, a list or a dict of those)."""
-    if value is None:
-        return []
-    if isinstance(value, dict):
-        found: list[Path] = []
-        for key in ("path", "file", "files", "out", "nifti"):
-            found += _image_files(value.get(key), workdir)
-        return found
-    if isinstance(value, (list, tuple)):
-        return [p for item in value for p in _image_files(item, workdir)]
-    path = Path(str(value))
-    if not path.is_absolute():
-        path = workdir / path
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.name.endswith(HEATMAP_SUFFIXES))
-    return [path] if path.is_file() and path.name.endswith(HEATMAP_SUFFIXES) else []
-
-
 def _total_ms(timing: Any) -> Optional[float]:
     if isinstance(timing, (int, float)):
         return float(timing)
@@ -190,33 +165,33 @@ def time_shares(wall_s: float, totals_ms: Sequence[Optional[float]]) -> list[flo
     return [wall_s / len(totals_ms)] * len(totals_ms)
 
 
-def child_error(child: ChildProcess) -> str:
-    """The one-line reason a child gave no result: its error event, else its last stderr line."""
-    tail = [line for line in child.stderr_tail.splitlines() if line.strip()]
+def child_error(child: ChildRun) -> str:
+    """The one-line reason a child gave no result: its error event, else its last stderr error line."""
     if child.returncode == 0 and not child.error:
         return "the prediction returned no result for this vertebra"
-    error = child.error or (tail[-1] if tail else f"exit code {child.returncode}")
-    return error[len("error: "):] if error.startswith("error: ") else error
+    return child.error_line()
 
 
 def result_row(target: Target, result: Optional[dict], wall_s: float, error: str = "") -> dict:
     """One table row from an `mvcf predict --json` result (or from the error that replaced it)."""
+    own_warnings = list(target.location.warnings) if target.location is not None else []
     row: dict[str, Any] = {"vertebra": target.name, "run_time_s": round(wall_s, 3),
-                           "warnings": "; ".join(target.location.warnings)}
-    center = target.location.center_lps
-    if result is None:
+                           "warnings": "; ".join(own_warnings)}
+    center = target.location.center_lps if target.location is not None else None
+    if target.skipped:
+        row.update(status=f"skipped: {target.skipped}")
+    elif result is None:
         row.update(status=f"error: {error or 'no result'}")
     else:
         model = result.get("model") or {}
         center = np.asarray(result.get("center_lps", center), dtype=float)
-        warnings = list(target.location.warnings) + [str(w) for w in result.get("warnings") or []]
+        warnings = own_warnings + [str(w) for w in result.get("warnings") or []]
         row.update(probability_malignant=result.get("probability_malignant"),
                    prediction=str(result.get("prediction", "")), threshold=result.get("threshold"),
                    model_name=str(model.get("name", "")), model_version=str(model.get("version", "")),
                    model_sha256=str(model.get("sha256", "")), device=str(result.get("device", "")),
                    status="ok", warnings="; ".join(dict.fromkeys(warnings)))
-    ras = lps_to_ras(center)
-    row["center_ras_mm"] = ", ".join(f"{v:.1f}" for v in ras)
+    row["center_ras_mm"] = "" if center is None else ", ".join(f"{v:.1f}" for v in lps_to_ras(center))
     return row
 
 
@@ -238,7 +213,8 @@ def results_html(rows: Sequence[dict]) -> str:
 
 class PredictionRun:
     """One Apply: the CT, segment masks and a locations file in a temporary folder, and one `mvcf predict`
-    child for all vertebrae. Drive it with `poll()` until `finished`; then `finish(scene)` creates the nodes.
+    child for all vertebrae not skipped. Drive it with `poll()` until `finished` (or `wait()`); then
+    `finish(scene)` creates the nodes.
     """
 
     LOCATIONS_FILE = "locations.json"
@@ -248,6 +224,7 @@ class PredictionRun:
         self.logic = logic
         self.ct_node = ct_node
         self.targets = targets
+        self.active = [target for target in targets if not target.skipped]
         self.workdir = workdir
         self.common_args = common_args
         self.want_views = want_views
@@ -256,11 +233,8 @@ class PredictionRun:
         self.rows: list[dict] = []
         self.cancelled = False
         self.message = "starting"
-        self._child: Optional[ChildProcess] = None
-        self._child_started = 0.0
+        self._child: Optional[ChildRun] = None
         self._child_fraction = 0.0
-        self.ct_image = None  # set by PredictionLogic.start: the CT as the core sees it (for the QC views)
-        self.view_spec: Optional[dict] = None
 
     @property
     def finished(self) -> bool:
@@ -272,17 +246,19 @@ class PredictionRun:
         return 1.0 if not self.targets or self.rows else min(1.0, self._child_fraction)
 
     def write_locations(self) -> Path:
-        """The child's locations file: every target, and where its heatmap goes when one is wanted."""
-        queries = [target.query(self.workdir / f"heatmap_{index}.nii.gz" if self.want_heatmap else None)
-                   for index, target in enumerate(self.targets)]
+        """The child's locations file: every target not skipped, and where its heatmap and model-input
+        volumes go when wanted."""
+        queries = [target.query(self.workdir / f"heatmap_{index}.nii.gz" if self.want_heatmap else None,
+                                self.workdir / f"views_{index}" if self.want_views else None)
+                   for index, target in enumerate(self.active)]
         return write_locations(self.workdir / self.LOCATIONS_FILE, queries)
 
     def _command(self) -> list[str]:
         return self.logic.command(["predict", "--ct", str(self.workdir / "ct.nrrd"), "--locations",
                                    str(self.workdir / self.LOCATIONS_FILE), *self.common_args, "--json"])
 
-    def _start_child(self) -> None:
-        self.message = f"starting ({len(self.targets)} vertebra{'e' if len(self.targets) > 1 else ''})"
+    def _start_child(self) -> ChildRun:
+        self.message = f"starting ({len(self.active)} vertebra{'e' if len(self.active) > 1 else ''})"
         if self.logic.worker is not None:  # the warm worker (MVCFClassifierLib.worker): no start-up after the first
             options = dict(zip(self.common_args[::2], self.common_args[1::2]))
             self._child = self.logic.worker.submit({  # type: ignore[assignment]
@@ -290,45 +266,65 @@ class PredictionRun:
                 "locations": str(self.workdir / self.LOCATIONS_FILE), "device": options.get("--device", "auto"),
                 **({"model": options["--model"]} if "--model" in options else {})})
         else:
-            self._child = ChildProcess(self._command(), cwd=str(self.workdir)).start()
-        self._child_started = time.monotonic()
+            self._child = ChildRun(self._command(), cwd=str(self.workdir)).start()
         self._child_fraction = 0.0
+        return self._child
+
+    def _track(self, event: dict) -> None:
+        if event.get("event") == "progress" and event.get("total"):
+            self._child_fraction = float(event["done"]) / float(event["total"])
+            self.message = str(event.get("message", ""))
 
     def poll(self) -> list[dict]:
         """Advance without blocking; returns the child events that arrived (progress, log, result, error)."""
         if self.finished:
             return []
-        if self._child is None:
-            self._start_child()
-        assert self._child is not None
-        exited = self._child.finished()  # checked first, so this poll() holds all its output once it exited
-        events = self._child.poll()
+        child = self._child or self._start_child()
+        exited = child.finished()  # checked first, so this poll() holds all its output once it exited
+        events = child.poll()
         for event in events:
-            if event.get("event") == "progress" and event.get("total"):
-                self._child_fraction = float(event["done"]) / float(event["total"])
-                self.message = str(event.get("message", ""))
+            self._track(event)
         if exited:
-            self._collect(self._child)
-            self._child = None
+            self._collect(child)
         return events
 
-    def _collect(self, child: ChildProcess) -> None:
-        """One row per target from the child's `results` list (an entry with `error` becomes an error row);
-        when the child gave no such list (bad bundle, unreadable CT, crash) every row carries its error."""
-        wall = time.monotonic() - self._child_started
+    def wait(self, on_event: Optional[Callable[[dict], None]] = None) -> None:
+        """Block until every vertebra is done (batch use); each child event goes to `on_event` too."""
+        if self.finished:
+            return
+        child = self._child or self._start_child()
+
+        def handle(event: dict) -> None:
+            self._track(event)
+            if on_event:
+                on_event(event)
+
+        child.wait(on_event=handle)
+        self._collect(child)
+
+    def _collect(self, child: ChildRun) -> None:
+        """One row per target, in order: skipped ones say why; the others come from the child's `results`
+        list (an entry with `error` becomes an error row); when the child gave no such list (bad bundle,
+        unreadable CT, crash) every row carries its error."""
+        self._child = None
+        wall = time.monotonic() - (child.started_at or time.monotonic())
         entries = (child.result or {}).get("results")
-        if isinstance(entries, list) and len(entries) == len(self.targets):
+        by_target: dict[int, tuple[Optional[dict], float, str]] = {}
+        if isinstance(entries, list) and len(entries) == len(self.active):
             entries = [e if isinstance(e, dict) else {"error": f"malformed result {e!r:.60}"} for e in entries]
             shares = time_shares(wall, [_total_ms(e.get("timing_ms")) for e in entries])
-            for target, entry, share in zip(self.targets, entries, shares):
+            for target, entry, share in zip(self.active, entries, shares):
                 failed = "error" in entry
-                self.results.append(None if failed else entry)
-                self.rows.append(result_row(target, None if failed else entry, share,
-                                            str(entry.get("error", ""))))
+                by_target[id(target)] = (None if failed else entry, share, str(entry.get("error", "")))
         else:
             error = child_error(child)
-            self.results = [None] * len(self.targets)
-            self.rows = [result_row(target, None, wall / len(self.targets), error) for target in self.targets]
+            for target in self.active:
+                by_target[id(target)] = (None, wall / max(1, len(self.active)), error)
+        self.results, self.rows = [], []
+        for target in self.targets:
+            result, share, error = by_target.get(id(target), (None, 0.0, ""))
+            self.results.append(result)
+            self.rows.append(result_row(target, result, share, error))
         done = sum(result is not None for result in self.results)
         self.message = f"done: {done} of {len(self.targets)} classified"
 
@@ -340,14 +336,6 @@ class PredictionRun:
             self._child = None
         self.message = "cancelled"
         self.cleanup()
-
-    def wait(self, on_event: Optional[Callable[[dict], None]] = None, poll_s: float = 0.05) -> None:
-        """Block until every vertebra is done (batch use)."""
-        while not self.finished:
-            for event in self.poll():
-                if on_event:
-                    on_event(event)
-            time.sleep(poll_s)
 
     def finish(self, scene, table_node=None) -> PredictionOutputs:
         """Create the result nodes (views and heatmap volumes, then the table) under the CT's study.
@@ -362,12 +350,13 @@ class PredictionRun:
             for target, result in zip(self.targets, self.results):
                 if result is None:
                     continue
-                if self.want_views:
-                    volume_nodes += (self._load_images(scene, result.get("views"), f"{target.name} model input")
-                                     or self._view_nodes(scene, target, result))
-                if self.want_heatmap:
-                    volume_nodes += self._load_images(scene, result.get("heatmap"), f"{target.name} heatmap",
-                                                      heatmap=True)
+                for path in (result.get("views") or []) if self.want_views else []:
+                    grid_and_window = Path(str(path)).name.split(".")[0].replace("_", " ", 1)
+                    volume_nodes.append(self._load_volume(scene, Path(str(path)),
+                                                          f"{target.name} model input {grid_and_window}"))
+                if self.want_heatmap and result.get("heatmap"):
+                    volume_nodes.append(self._load_heatmap(scene, Path(str(result["heatmap"])),
+                                                           f"{target.name} heatmap"))
             name = table_node.GetName() if table_node is not None else f"{self.ct_node.GetName()} MVCF results"
             table = tables.write_table(scene, self.rows, RESULT_COLUMNS, name, node=table_node)
             table.SetAttribute("MVCFClassifier.disclaimer", DISCLAIMER)
@@ -380,56 +369,84 @@ class PredictionRun:
         return PredictionOutputs(table_node=table, rows=self.rows, volume_nodes=volume_nodes,
                                  results=self.results)
 
-    def _view_nodes(self, scene, target: Target, result: dict) -> list:
-        """The model's input around this vertebra as volume nodes (one per sampled grid and window), built
-        here with the bundle's view spec at the centre the model used, so it overlays the CT."""
-        from mvcf.views import ViewSpec, build_views
-
-        if self.ct_image is None or self.view_spec is None:
-            return []
-        view = build_views(self.ct_image, np.asarray(result.get("center_lps", target.location.center_lps), float),
-                           ViewSpec.from_dict(self.view_spec))
-        nodes = []
-        for grid, window, values in view.grid_volumes():
-            image = grid.to_ctimage(values.reshape(grid.size[::-1]).astype(np.float32))
-            nodes.append(volumes.volume_node_from_ct_image(
-                scene, image, f"{target.name} model input {grid.name} {window}", reference_node=self.ct_node))
-        return nodes
-
-    def _load_images(self, scene, value: Any, name: str, heatmap: bool = False) -> list:
+    def _load_volume(self, scene, path: Path, name: str):
+        """An image file the child wrote, as a volume node placed beside the CT (it keeps the file's
+        geometry, so it overlays the CT)."""
         import SimpleITK as sitk
 
         from mvcf.ctimage import CTImage
 
-        nodes = []
-        files = _image_files(value, self.workdir)
-        for path in files:
-            image = CTImage.from_sitk(sitk.ReadImage(str(path)), source=str(path))
-            suffix = "" if len(files) == 1 else " " + path.name.split(".")[0]
-            node = volumes.volume_node_from_ct_image(scene, image, name + suffix, reference_node=self.ct_node)
-            if heatmap and node.GetDisplayNode() is not None:
-                display = node.GetDisplayNode()  # Grad-CAM is 0..1: a fixed range keeps heatmaps comparable
-                display.SetAutoWindowLevel(False)
-                display.SetWindowLevelMinMax(0.0, 1.0)
-                for color_name in ("Inferno", "ColdToHotRainbow", "Rainbow"):
-                    color = scene.GetFirstNodeByName(color_name)
-                    if color is not None:
-                        display.SetAndObserveColorNodeID(color.GetID())
-                        break
-            nodes.append(node)
-        return nodes
+        path = path if path.is_absolute() else self.workdir / path
+        image = CTImage.from_sitk(sitk.ReadImage(str(path)), source=str(path))
+        return volumes.volume_node_from_ct_image(scene, image, name, reference_node=self.ct_node)
+
+    def _load_heatmap(self, scene, path: Path, name: str):
+        """The Grad-CAM file the child wrote, as a volume node on its view grid with a fixed 0-1 colour range
+        (so heatmaps of several vertebrae compare)."""
+        node = self._load_volume(scene, path, name)
+        display = node.GetDisplayNode()
+        if display is not None:
+            display.SetAutoWindowLevel(False)
+            display.SetWindowLevelMinMax(0.0, 1.0)
+            for color_name in ("Inferno", "ColdToHotRainbow", "Rainbow"):
+                color = scene.GetFirstNodeByName(color_name)
+                if color is not None:
+                    display.SetAndObserveColorNodeID(color.GetID())
+                    break
+        return node
 
     def cleanup(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _default_ensure() -> bool:
+    from MVCFClassifierLib.dependencies import ensure_dependencies
+
+    return ensure_dependencies()
+
+
+def segment_ids_from_text(text: str) -> list[str]:
+    """The parameter node keeps the selected segment IDs comma-separated."""
+    return [s for s in (text or "").split(",") if s]
+
+
+def chosen_model_dir(use_demo_model: bool, model_directory: Any) -> Optional[str]:
+    """The bundle folder the panel asks for: None (the embedded demo) when the demo box is checked or no
+    folder is set (an unset Path parameter reads '.')."""
+    text = str(model_directory) if model_directory is not None else ""
+    return None if use_demo_model or text in ("", ".") else text
+
+
+def marked_input(source: str, points=None, roi=None, segmentation=None):
+    """The node the chosen source refers to (None when it is not selected)."""
+    return dict(zip(LOCATION_SOURCES, (points, roi, segmentation))).get(source)
+
+
+def apply_state(ct_node, source: str, points=None, roi=None, segmentation=None) -> tuple[bool, str]:
+    """(enabled, tooltip) of the Apply button when no run is going on."""
+    if ct_node is not None and marked_input(source, points, roi, segmentation) is not None:
+        return True, "Classify the marked vertebrae"
+    return False, "Select a CT volume and mark the vertebrae to classify"
+
+
+def skipped_summary(targets: Sequence[Target]) -> str:
+    """'Skipped 2 of 8: T12 (cut by the edge of the CT), T11 (...)' or '' when none was skipped."""
+    skipped = [t for t in targets if t.skipped]
+    if not skipped:
+        return ""
+    return (f"Skipped {len(skipped)} of {len(targets)}: "
+            + ", ".join(f"{t.name} ({t.skipped})" for t in skipped))
+
+
 class PredictionLogic:
-    """Scene in, nodes out; no Qt. `process()` is the whole thing for batch scripts."""
+    """Scene in, nodes out; no Qt. `process()` is the whole thing for batch scripts; `apply()` is the
+    module's Apply (installs missing packages first, after asking)."""
 
     def __init__(self, python_executable: Optional[str] = None, temp_root: Optional[str] = None,
-                 warm_worker: bool = False) -> None:
+                 ensure_dependencies: Optional[Callable[[], bool]] = None, warm_worker: bool = False) -> None:
         self.python_executable = python_executable or slicer_python()
         self.temp_root = temp_root
+        self.ensure_dependencies = ensure_dependencies or _default_ensure
         self.worker = None
         if warm_worker:  # one `mvcf worker` child kept between Applies (ended by Cancel and close_worker)
             from MVCFClassifierLib.worker import WarmWorker
@@ -461,14 +478,40 @@ class PredictionLogic:
         elif source == "ROI":
             locations = [markups.location_from_roi(roi)]
         else:
-            if segmentation is None:
-                raise MVCFError("no segmentation selected")
-            segmentation_ = segmentation.GetSegmentation()
-            ids = list(segment_ids) or [segmentation_.GetNthSegmentID(i)
-                                        for i in range(segmentation_.GetNumberOfSegments())]
-            locations = markups.locations_from_segmentation(segmentation, ids, ct_node)
-            return [Target(name=loc.name, location=loc, segment_id=sid) for sid, loc in zip(ids, locations)]
+            return PredictionLogic.segment_targets(ct_node, segmentation, segment_ids)
         return [Target(name=loc.name, location=loc) for loc in locations]
+
+    @staticmethod
+    def segment_targets(ct_node, segmentation, segment_ids: Sequence[str] = ()) -> list[Target]:
+        """Targets from a segmentation. With no segment chosen: its TotalSegmentator vertebrae
+        (`vertebrae_L1`..., named by level) when it has any, else every segment; a vertebra cut by the CT's
+        edge is then skipped, since its centre would be wrong. Segments empty within the CT are always
+        skipped; each skipped target says why."""
+        if segmentation is None:
+            raise MVCFError("no segmentation selected")
+        if ct_node is None:
+            raise MVCFError("a reference CT volume is needed to read the segmentation")
+        automatic = not segment_ids
+        if automatic:
+            chosen = totalsegmentator.vertebra_segments(segmentation)
+            if not chosen:
+                every = segmentation.GetSegmentation()
+                chosen = [(every.GetNthSegmentID(i), "") for i in range(every.GetNumberOfSegments())]
+        else:
+            chosen = [(segment_id, "") for segment_id in segment_ids]
+        if not chosen:
+            raise MVCFError(f"segmentation '{segmentation.GetName()}' has no segments")
+        targets = []
+        for segment_id, level in chosen:
+            location, mask = markups.segment_location(segmentation, segment_id, ct_node, name=level)
+            name = level or segmentation.GetSegmentation().GetSegment(segment_id).GetName()
+            target = Target(name=name, location=location, segment_id=segment_id, mask=mask)
+            if location is None:
+                target.skipped = "empty within the CT"
+            elif automatic and markups.touches_edge(mask):
+                target.skipped = "cut by the edge of the CT"
+            targets.append(target)
+        return targets
 
     def start(self, ct_node, targets: list[Target], model_dir: Optional[str] = None, device: str = "auto",
               views: bool = True, heatmap: bool = True, segmentation=None) -> PredictionRun:
@@ -477,6 +520,8 @@ class PredictionLogic:
             raise MVCFError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
         if not targets:
             raise MVCFError("no vertebra to classify")
+        if all(target.skipped for target in targets):
+            raise MVCFError("no vertebra to classify: " + skipped_summary(targets))
         if model_dir and not Path(model_dir).is_dir():
             raise MVCFError(f"model bundle folder not found: {model_dir}")
         ct = volumes.ct_image_from_volume_node(ct_node)
@@ -484,25 +529,34 @@ class PredictionLogic:
         try:
             write_image(ct, workdir / "ct.nrrd")
             for index, target in enumerate(targets):
-                if target.segment_id:
-                    if segmentation is None:
-                        raise MVCFError(f"'{target.name}' is a segment: pass its segmentation node")
-                    mask = markups.segment_labelmap(segmentation, target.segment_id, ct_node)
+                if target.segment_id and not target.skipped:
+                    if target.mask is None:
+                        if segmentation is None:
+                            raise MVCFError(f"'{target.name}' is a segment: pass its segmentation node")
+                        target.mask = markups.segment_labelmap(segmentation, target.segment_id, ct_node)
                     target.mask_path = workdir / f"mask_{index}.nrrd"
-                    write_image(mask, target.mask_path, compress=True)
+                    write_image(target.mask, target.mask_path, compress=True)
             common = ["--device", device] + (["--model", str(model_dir)] if model_dir else [])
             run = PredictionRun(self, ct_node, targets, workdir, common, views, heatmap)
             run.write_locations()
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        run.ct_image = ct
-        if views:
-            try:
-                run.view_spec = dict(model_card(model_dir)["view_spec"])
-            except MVCFError:
-                run.view_spec = None  # the child reports the bad bundle for every vertebra
         return run
+
+    def apply(self, ct_node, source: str, points=None, roi=None, segmentation=None,
+              segment_ids: Sequence[str] = (), model_dir: Optional[str] = None, device: str = "auto",
+              views: bool = True, heatmap: bool = True) -> Optional[PredictionRun]:
+        """The module's Apply: read the marked vertebrae, make sure the packages are installed (asking
+        first), and write the inputs. None when the user declined the installation (nothing was written)."""
+        if ct_node is None:
+            raise MVCFError("no CT volume selected")
+        targets = self.targets(ct_node, source, points=points, roi=roi, segmentation=segmentation,
+                               segment_ids=segment_ids)
+        if not self.ensure_dependencies():
+            return None
+        return self.start(ct_node, targets, model_dir=model_dir, device=device, views=views, heatmap=heatmap,
+                          segmentation=segmentation if source == "Segmentation" else None)
 
     def process(self, ct_node, points=None, roi=None, segmentation=None, segment_ids: Sequence[str] = (),
                 model_dir: Optional[str] = None, device: str = "auto", table_node=None, views: bool = True,

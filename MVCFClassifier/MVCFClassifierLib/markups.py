@@ -81,11 +81,35 @@ def segment_labelmap(segmentation_node, segment_id: str, reference_volume_node) 
     return CTImage.from_ijk_to_ras(voxels, geometry, source=f"segment {segment_id}")
 
 
+def touches_edge(mask: CTImage) -> bool:
+    """True when a 0/1 mask reaches a face of its grid: the structure is cut by the CT's field of view."""
+    v = mask.voxels
+    return bool(v[0].any() or v[-1].any() or v[:, 0].any() or v[:, -1].any() or v[:, :, 0].any()
+                or v[:, :, -1].any())
+
+
+def segment_location(segmentation_node, segment_id: str, reference_volume_node, name: str = ""
+                     ) -> tuple[Optional[VertebraLocation], CTImage]:
+    """(location, mask) of one segment on the reference (CT) volume's grid: its centroid in LPS mm and its
+    bounding box, named `name` or the segment's name. The location is None when the segment is empty within
+    the CT; a segment cut by the CT's edge carries a warning saying so."""
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    if segment is None:
+        raise MVCFError(f"segment '{segment_id}' is not in '{segmentation_node.GetName()}'")
+    mask = segment_labelmap(segmentation_node, segment_id, reference_volume_node)
+    if not mask.voxels.any():
+        return None, mask
+    location = from_mask(mask, mask, 1, name=name or segment.GetName())
+    location.source = f"segment '{segment.GetName()}' of '{segmentation_node.GetName()}'"
+    if touches_edge(mask):
+        location.warnings.append(f"segment '{segment.GetName()}' is cut by the edge of the CT")
+    return location, mask
+
+
 def locations_from_segmentation(segmentation_node, segment_ids: Optional[Sequence[str]],
                                 reference_volume_node) -> list[VertebraLocation]:
-    """One location per segment (all segments when `segment_ids` is empty): the segment's centroid in LPS mm
-    and its bounding box, computed on the reference (CT) volume's grid; the name is the segment's name,
-    e.g. 'vertebrae_L1' from TotalSegmentator."""
+    """One location per segment (all segments when `segment_ids` is empty), see `segment_location`; an
+    empty segment is an error here."""
     if segmentation_node is None:
         raise MVCFError("no segmentation selected")
     if reference_volume_node is None:
@@ -97,14 +121,10 @@ def locations_from_segmentation(segmentation_node, segment_ids: Optional[Sequenc
         raise MVCFError(f"segmentation '{segmentation_node.GetName()}' has no segments")
     locations = []
     for segment_id in segment_ids:
-        segment = segmentation.GetSegment(segment_id)
-        if segment is None:
-            raise MVCFError(f"segment '{segment_id}' is not in '{segmentation_node.GetName()}'")
-        mask = segment_labelmap(segmentation_node, segment_id, reference_volume_node)
-        if not mask.voxels.any():
-            raise MVCFError(f"segment '{segment.GetName()}' is empty within the CT volume")
-        location = from_mask(mask, mask, 1, name=segment.GetName())
-        location.source = f"segment '{segment.GetName()}' of '{segmentation_node.GetName()}'"
+        location, _mask = segment_location(segmentation_node, segment_id, reference_volume_node)
+        if location is None:
+            name = segmentation.GetSegment(segment_id).GetName()
+            raise MVCFError(f"segment '{name}' is empty within the CT volume")
         locations.append(location)
     return locations
 

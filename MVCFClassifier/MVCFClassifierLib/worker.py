@@ -8,58 +8,30 @@ children under pytest.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import threading
 import time
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
-from MVCFClassifierLib.process import ChildProcess, mvcf_command
+from MVCFClassifierLib.process import ChildRun, mvcf_command
 
 DEFAULT_IDLE_EXIT_S = 900.0
 
 
-class _WorkerChild(ChildProcess):
-    """A ChildProcess whose stdin is a pipe: the request channel."""
-
-    def start(self) -> "_WorkerChild":
-        kwargs: dict = {}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-        else:
-            kwargs["start_new_session"] = True
-        self._proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      stdin=subprocess.PIPE, env=self._env, cwd=self._cwd, text=True,
-                                      encoding="utf-8", errors="replace", bufsize=1, **kwargs)
-        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
-                         threading.Thread(target=self._read_stderr, daemon=True)]
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def send(self, request: Union[dict, str]) -> None:
-        """One request line (a dict as JSON; a str as it is)."""
-        assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write((request if isinstance(request, str) else json.dumps(request)) + "\n")
-        self._proc.stdin.flush()
-
-
 class WorkerRequest:
-    """One request to the warm worker, with the part of ChildProcess's interface a PredictionRun reads
-    (finished(), poll(), result, error, returncode, stderr_tail, cancel())."""
+    """One request to the warm worker, with the part of ChildRun's interface a PredictionRun reads
+    (finished(), poll(), wait(), result, error, error_line(), returncode, started_at, cancel())."""
 
     def __init__(self, worker: "WarmWorker", request: dict) -> None:
         self.worker = worker
         self.request = request
         self.id = str(request["id"])
+        self.command = ["mvcf", "worker", f"request {self.id}"]
         self.events: list[dict] = []
         self.result: Optional[dict] = None
         self.error: Optional[str] = None
         self.returncode: Optional[int] = None
         self.stderr_tail = ""
         self.cancelled = False
-        self.started = time.monotonic()
+        self.started_at = time.monotonic()
 
     def _deliver(self, event: dict) -> None:
         self.events.append(event)
@@ -84,6 +56,12 @@ class WorkerRequest:
         self.worker.pump()
         return self.returncode is not None and not self.events
 
+    def error_line(self) -> str:
+        return self.error or f"the prediction worker gave no answer (code {self.returncode})"
+
+    #: ChildRun's blocking loop works on anything with finished(), poll(), returncode, cancel() and command.
+    wait = ChildRun.wait
+
     def cancel(self) -> None:
         """Cancel = end the worker (its next request starts a fresh one)."""
         self.cancelled = True
@@ -105,7 +83,7 @@ class WarmWorker:
         self.args = list(args)
         self.idle_exit_s = idle_exit_s
         self.env, self.cwd = env, cwd
-        self.child: Optional[_WorkerChild] = None
+        self.child: Optional[ChildRun] = None
         self.current: Optional[WorkerRequest] = None
         self.ready: Optional[dict] = None
         self.starts = 0
@@ -122,7 +100,7 @@ class WarmWorker:
     def _start(self) -> None:
         command = mvcf_command(["worker", "--idle-exit", f"{self.idle_exit_s:g}", *self.args],
                                python_executable=self.python_executable)
-        self.child = _WorkerChild(command, env=self.env, cwd=self.cwd).start()
+        self.child = ChildRun(command, env=self.env, cwd=self.cwd, requests=True).start()
         self.ready = None
         self.starts += 1
 

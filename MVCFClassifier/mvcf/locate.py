@@ -151,7 +151,8 @@ def refine_on_body(ct: CTImage, location: VertebraLocation, search_mm: float = 8
 class VertebraQuery:
     """One vertebra as the user named it: exactly one of a point in `unit` ('lps', 'ras' or 'ijk'), a box
     (two opposite LPS corners) or a mask file with its label. `refine` recentres it on the vertebral body;
-    `heatmap` (optional) asks `mvcf predict` for a Grad-CAM file for this vertebra."""
+    `heatmap` (optional) asks `mvcf predict` for a Grad-CAM file for this vertebra, `views` (optional) for
+    the model input it used, written into that folder (one NIfTI per grid and window)."""
 
     name: str = ""
     point: Optional[tuple[float, float, float]] = None
@@ -161,6 +162,7 @@ class VertebraQuery:
     box: Optional[tuple[tuple[float, float, float], tuple[float, float, float]]] = None
     refine: bool = False
     heatmap: Optional[Path] = None
+    views: Optional[Path] = None
 
     def __post_init__(self) -> None:
         given = [k for k, v in (("point", self.point), ("box", self.box), ("mask", self.mask)) if v is not None]
@@ -190,6 +192,8 @@ class VertebraQuery:
             entry.update(mask=str(self.mask), label=self.label)
         if self.heatmap is not None:
             entry["heatmap"] = str(self.heatmap)
+        if self.views is not None:
+            entry["views"] = str(self.views)
         return entry
 
 

@@ -2,8 +2,9 @@
 
 JSON (a list of objects) or CSV (a header row, one row per vertebra). Each entry has a `name` and exactly one
 of `point_lps`, `point_ras`, `point_ijk` (three numbers: a JSON list, or the text "X,Y,Z" / "X Y Z") or
-`mask` with `label`; `heatmap` (optional) names a Grad-CAM output file for that vertebra. Relative `mask`
-and `heatmap` paths resolve against the file's folder. The whole file is checked before any work starts:
+`mask` with `label`; `heatmap` (optional) names a Grad-CAM output file for that vertebra, `views`
+(optional) a folder for the model input it used (one NIfTI per grid and window). Relative `mask`, `heatmap`
+and `views` paths resolve against the file's folder. The whole file is checked before any work starts:
 a malformed file is the user's to fix, while a vertebra that cannot be found (absent label, point outside
 the CT) only fails that entry later.
 
@@ -29,7 +30,7 @@ __all__ = ["FIELDS", "HEATMAP_SUFFIXES", "POINT_FIELDS", "VertebraQuery", "parse
            "read_locations", "write_locations"]
 
 POINT_FIELDS = {"point_lps": "lps", "point_ras": "ras", "point_ijk": "ijk"}
-FIELDS = ("name", *POINT_FIELDS, "mask", "label", "heatmap")
+FIELDS = ("name", *POINT_FIELDS, "mask", "label", "heatmap", "views")
 HEATMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
@@ -70,16 +71,17 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
     heatmap = _path(given["heatmap"], base, f"{where} heatmap") if "heatmap" in given else None
     if heatmap is not None and not heatmap.name.endswith(HEATMAP_SUFFIXES):
         raise MVCFError(f"{where} heatmap must name a {', '.join(HEATMAP_SUFFIXES)} file, got {heatmap.name}")
+    views = _path(given["views"], base, f"{where} views") if "views" in given else None
     if kinds[0] == "mask":
         if "label" not in given:
             raise MVCFError(f"{where} has a mask but no label (the vertebra's label value, e.g. 31 for L1 "
                             "in TotalSegmentator)")
         return VertebraQuery(name=name, mask=_path(given["mask"], base, f"{where} mask"),
-                             label=_label(given["label"], f"{where} label"), heatmap=heatmap)
+                             label=_label(given["label"], f"{where} label"), heatmap=heatmap, views=views)
     if "label" in given:
         raise MVCFError(f"{where}: a label applies only with a mask")
     return VertebraQuery(name=name, point=tuple(float(v) for v in parse_point(given[kinds[0]], f"{where} {kinds[0]}")),
-                         unit=POINT_FIELDS[kinds[0]], heatmap=heatmap)
+                         unit=POINT_FIELDS[kinds[0]], heatmap=heatmap, views=views)
 
 
 def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations") -> list[VertebraQuery]:

@@ -167,19 +167,21 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
             timing["inference"] = share
             result = _prediction(done.bundle, view, probability, timing, done.warnings)
             payload = {"name": query.name, **result.to_dict()}
-            if query.heatmap is not None:
-                from mvcf.explain import write_prediction_heatmap
+            try:
+                if query.heatmap is not None:
+                    from mvcf.explain import write_prediction_heatmap
 
-                try:
                     check_cancel(should_cancel)
                     payload["heatmap"] = str(write_prediction_heatmap(done.bundle, result, query.heatmap,
                                                                       device=done.bundle.device))
-                except Cancelled:
-                    raise
-                except (MVCFError, OSError) as exc:
-                    results[index] = _failure(query.name, exc, query.heatmap, started)
-                    continue
-                timing["heatmap"] = 1000 * (time.perf_counter() - started)
+                    timing["heatmap"] = 1000 * (time.perf_counter() - started)
+                if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
+                    payload["views"] = [str(path) for path in result.view.write_volumes(query.views)]
+            except Cancelled:
+                raise
+            except (MVCFError, OSError) as exc:
+                results[index] = _failure(query.name, exc, query.heatmap or query.views, started)
+                continue
             timing["total"] = sum(timing.values())
             payload["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
             results[index] = payload

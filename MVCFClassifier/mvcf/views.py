@@ -187,6 +187,25 @@ class ViewResult:
             for window, values in zip(windows, stack):
                 yield grid, window, values
 
+    def write_volumes(self, folder) -> list:
+        """One compressed NIfTI per sampled grid and window (`<grid>_<window>.nii.gz`) in `folder` (created
+        when missing), each on its grid's LPS geometry so it overlays the CT; returns the paths."""
+        from pathlib import Path
+
+        import SimpleITK as sitk
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for grid, window, volume in self.grid_volumes():
+            image = sitk.GetImageFromArray(np.ascontiguousarray(volume.reshape(grid.size[::-1])))
+            image.SetOrigin(tuple(float(v) for v in grid.origin))
+            image.SetSpacing(tuple(float(v) for v in grid.spacing))
+            image.SetDirection(tuple(float(v) for v in grid.direction.ravel()))
+            paths.append(folder / f"{grid.name}_{window}.nii.gz")
+            sitk.WriteImage(image, str(paths[-1]), True)
+        return paths
+
     def to_dict(self) -> dict:
         """Everything but the array, JSON-ready."""
         return {"mode": self.mode, "shape": list(self.shape), "spacing_mm": self.spacing_mm,

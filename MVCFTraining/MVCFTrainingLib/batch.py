@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
-from MVCFTrainingLib.runner import (DEVICES, VIEW_MODES, MvcfRun, TrainConfig, describe_progress, resumable,
+from MVCFClassifierLib.choices import DEVICES, view_modes
+from MVCFClassifierLib.process import ChildRun, mvcf_command
+from MVCFTrainingLib.runner import (EventRouter, RunSettings, describe_progress, module_training, resumable,
                                     study_arguments, train_arguments)
 
 
@@ -26,11 +28,11 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
     parser.add_argument("--out", required=True, help="output folder (must be new, or a run to --resume)")
     if kind == "train":
-        parser.add_argument("--view", default="2.5d-orthogonal", choices=VIEW_MODES)
+        parser.add_argument("--view", default="2.5d-orthogonal", choices=view_modes())
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    parser.add_argument("--arch", default="", help="network size (default: the core's)")
+    parser.add_argument("--arch", default=None, help="network size (default: the core's)")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=0.0, help="learning rate (default: the core's)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the core's)")
     parser.add_argument("--folds", type=int, default=1, help="1 = one 60/20/20 split; K = K-fold CV")
     parser.add_argument("--external", default="", metavar="INSTITUTION", help="institution held out for testing")
     parser.add_argument("--device", default="auto", choices=DEVICES)
@@ -46,14 +48,16 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
 
 def _arguments(kind: str, args: argparse.Namespace) -> list[str]:
     extra = [a for a in args.extra if a != "--"]
-    config = TrainConfig(view=getattr(args, "view", "2.5d-orthogonal"), arch=args.arch, epochs=args.epochs,
-                         learning_rate=args.lr, folds=args.folds, external=args.external, device=args.device,
-                         seed=args.seed, size_px=args.size, extra_args=tuple(extra))
+    chosen = {"arch": args.arch, "lr": args.lr}
+    training = module_training(epochs=args.epochs, device=args.device, seed=args.seed,
+                               **{k: v for k, v in chosen.items() if v is not None})
+    settings = RunSettings(view=getattr(args, "view", "2.5d-orthogonal"), folds=args.folds, external=args.external,
+                           size_px=args.size, training=training, extra_args=tuple(extra))
     resume = bool(args.resume)
     if resume and not resumable(args.out):
         print(f"error: nothing to resume in {args.out} (no checkpoint)", file=sys.stderr)
         raise SystemExit(2)
-    return (train_arguments if kind == "train" else study_arguments)(args.manifest, args.out, config, resume=resume)
+    return (train_arguments if kind == "train" else study_arguments)(args.manifest, args.out, settings, resume=resume)
 
 
 def save_result_tables(kind: str, out_dir: Path, result: Optional[dict], tables_dir: Path) -> list[Path]:
@@ -89,17 +93,18 @@ def main(argv: Sequence[str], kind: str, stream: IO[str] = sys.stdout) -> int:
     def log(message: str, level: str) -> None:
         print(message if level == "info" else f"{level}: {message}", file=stream, flush=True)
 
-    run = MvcfRun(child_args, python_executable=args.python, on_progress=progress, on_metrics=metrics,
-                  on_result=result.update, on_log=log)
+    router = EventRouter(on_progress=progress, on_metrics=metrics, on_result=result.update, on_log=log)
+    run = ChildRun(python_executable=args.python)
     if args.print_command:
-        print(shlex.join(run.command), file=stream)
+        print(shlex.join(mvcf_command(child_args, args.python)), file=stream)
         return 0
-    run.start()
+    run.start(child_args)
     try:
-        outcome = run.wait()
+        run.wait(on_event=router)
     except KeyboardInterrupt:
         run.cancel()
-        outcome = run.wait()
+        run.wait(on_event=router)
+    outcome = run.outcome()
     if outcome.status != "succeeded":
         if outcome.error and outcome.status == "failed":
             print(f"error: {outcome.error}", file=sys.stderr)

@@ -1,68 +1,53 @@
-"""Run `mvcf train` / `mvcf study` / `mvcf stats mrmc` in a child process and route its events to callbacks.
-
-The GUI stays live because the work happens in another process (PythonSlicer inside Slicer, the current
-interpreter elsewhere); a QTimer in the module calls `MvcfRun.poll()`, which never blocks. Batch scripts
-call `MvcfRun.wait()`. Events follow the mvcf.progress JSON-lines protocol. No Qt and no MRML here.
+"""Arguments of `mvcf train` / `mvcf study` / `mvcf stats mrmc` and the routing of a child's events to
+callbacks, with an ETA. The child itself is MVCFClassifierLib.process.ChildRun (the one child-run class of
+both modules). No Qt and no MRML here.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from MVCFClassifierLib.process import ChildProcess, mvcf_command
+from mvcf.train import TrainConfig
 
-VIEW_MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
-DEVICES = ("auto", "cpu", "cuda")
+from MVCFClassifierLib.choices import DEVICES, view_modes
 
 ProgressHandler = Callable[[int, int, str, Optional[float]], None]
 EventHandler = Callable[[dict], None]
 LogHandler = Callable[[str, str], None]
 
+#: mvcf.train.TrainConfig field -> the `mvcf train` option that sets it (fields not listed have no option
+#: and must keep the core's default).
+TRAIN_OPTIONS = {"arch": "--arch", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+                 "patience": "--patience", "seed": "--seed", "device": "--device", "mil_pooling": "--mil-pooling"}
 
-def default_python() -> str:
-    """The interpreter for the child: PythonSlicer inside Slicer (same packages, no GUI), else this one."""
-    if "slicer" in sys.modules and getattr(sys.modules["slicer"], "app", None) is not None:
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-        beside = Path(sys.executable).with_name("PythonSlicer" + (".exe" if os.name == "nt" else ""))
-        if beside.exists():
-            return str(beside)
-    return sys.executable
+
+def module_training(**overrides) -> TrainConfig:
+    """The core's training settings with the module's defaults (10 epochs: minutes on a laptop CPU)."""
+    return TrainConfig(**{"epochs": 10, **overrides})
 
 
 @dataclass
-class TrainConfig:
-    """The options of `mvcf train` the module exposes. Defaults train on a laptop CPU in minutes (one split,
-    10 epochs, 64 px views); empty/zero values leave the core's own default."""
+class RunSettings:
+    """One train or study run as the module asks for it: the view and split choices, and the core's own
+    training settings (mvcf.train.TrainConfig, the object `mvcf train` builds from the same options).
+    `size_px` 0 leaves the core's view size."""
 
     view: str = "2.5d-orthogonal"
-    arch: str = ""
-    epochs: int = 10
-    learning_rate: float = 0.0
     folds: int = 1
     external: str = ""
-    device: str = "auto"
-    seed: int = 0
     size_px: int = 0
+    training: TrainConfig = field(default_factory=module_training)
     extra_args: Sequence[str] = field(default_factory=tuple)
 
     def arguments(self) -> list[str]:
-        if self.view not in VIEW_MODES:
-            raise ValueError(f"view mode {self.view!r} is not one of {', '.join(VIEW_MODES)}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
-        args = ["--view", self.view, "--epochs", str(int(self.epochs)), "--device", self.device,
-                "--seed", str(int(self.seed))]
-        if self.arch:
-            args += ["--arch", self.arch]
-        if self.learning_rate > 0:
-            args += ["--lr", repr(float(self.learning_rate))]
+        if self.view not in view_modes():
+            raise ValueError(f"view mode {self.view!r} is not one of {', '.join(view_modes())}")
+        if self.training.device not in DEVICES:
+            raise ValueError(f"device {self.training.device!r} is not one of {', '.join(DEVICES)}")
+        args = ["--view", self.view, *training_arguments(self.training)]
         if self.folds > 0:
             args += ["--folds", str(int(self.folds))]
         if self.external:
@@ -72,9 +57,24 @@ class TrainConfig:
         return args + [str(a) for a in self.extra_args]
 
 
-def train_arguments(manifest: os.PathLike, out_dir: os.PathLike, config: TrainConfig,
+def training_arguments(config: TrainConfig) -> list[str]:
+    """`mvcf train` options that reproduce `config`; a setting the command line cannot carry is refused."""
+    default = TrainConfig()
+    args: list[str] = []
+    for item in fields(TrainConfig):
+        value = getattr(config, item.name)
+        if item.name in TRAIN_OPTIONS:
+            args += [TRAIN_OPTIONS[item.name], repr(value) if isinstance(value, float) else str(value)]
+        elif item.name == "augment":
+            args += [] if value else ["--no-augment"]
+        elif value != getattr(default, item.name):
+            raise ValueError(f"training setting {item.name}={value!r} has no mvcf train option")
+    return args
+
+
+def train_arguments(manifest: os.PathLike, out_dir: os.PathLike, settings: RunSettings,
                     resume: bool = False) -> list[str]:
-    args = ["train", "--manifest", str(manifest), "--out", str(out_dir), *config.arguments()]
+    args = ["train", "--manifest", str(manifest), "--out", str(out_dir), *settings.arguments()]
     return args + ["--resume"] if resume else args
 
 
@@ -94,7 +94,7 @@ def command_options(command: str) -> Optional[set[str]]:
 
 def _supported(command: str, options: Sequence[str]) -> list[str]:
     """Drop the `--option [value]` pairs that `mvcf <command>` does not accept (it may expose fewer knobs
-    than train), so one TrainConfig serves both."""
+    than train), so one RunSettings serves both."""
     accepted = command_options(command)
     if accepted is None:
         return list(options)
@@ -108,13 +108,13 @@ def _supported(command: str, options: Sequence[str]) -> list[str]:
     return kept
 
 
-def study_arguments(manifest: os.PathLike, out_dir: os.PathLike, config: Optional[TrainConfig] = None,
+def study_arguments(manifest: os.PathLike, out_dir: os.PathLike, settings: Optional[RunSettings] = None,
                     resume: bool = False) -> list[str]:
-    """`mvcf study`: every view mode on identical splits; the config's view is not passed, and options the
+    """`mvcf study`: every view mode on identical splits; the settings' view is not passed, and options the
     study does not take are left out."""
     args = ["study", "--manifest", str(manifest), "--out", str(out_dir)]
-    if config is not None:
-        options = config.arguments()
+    if settings is not None:
+        options = settings.arguments()
         view_at = options.index("--view")
         args += _supported("study", options[:view_at] + options[view_at + 2:])
     return args + _supported("study", ["--resume"]) if resume else args
@@ -155,119 +155,34 @@ class EtaEstimator:
         return max(0.0, (now - self._start) / steps * (total - done))
 
 
-@dataclass
-class RunOutcome:
-    status: str  # "succeeded", "failed" or "cancelled"
-    returncode: int
-    result: Optional[dict] = None
-    error: str = ""
+class EventRouter:
+    """Hands each event of a child (ChildRun.poll()/wait()) to the callback for its kind, with an ETA on
+    progress events: `run.wait(on_event=EventRouter(on_progress=...))`."""
 
-
-class MvcfRun:
-    """One `mvcf ...` child process; its events go to the callbacks given at construction."""
-
-    def __init__(self, args: Sequence[str], python_executable: Optional[str] = None,
-                 on_progress: Optional[ProgressHandler] = None, on_metrics: Optional[EventHandler] = None,
+    def __init__(self, on_progress: Optional[ProgressHandler] = None, on_metrics: Optional[EventHandler] = None,
                  on_result: Optional[EventHandler] = None, on_log: Optional[LogHandler] = None,
-                 env: Optional[dict] = None, command: Optional[Sequence[str]] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.command = list(command) if command is not None else mvcf_command(args, python_executable
-                                                                            or default_python())
-        self._env = env
         self.on_progress, self.on_metrics, self.on_result, self.on_log = on_progress, on_metrics, on_result, on_log
         self._eta = EtaEstimator(clock)
-        self._child: Optional[ChildProcess] = None
-        self._clock = clock
-        self.started_at: Optional[float] = None
-        self.outcome: Optional[RunOutcome] = None
 
-    def start(self) -> "MvcfRun":
-        env = None
-        if self._env is not None:
-            env = {**os.environ, **self._env}
-        self._child = ChildProcess(self.command, env=env).start()
-        self.started_at = self._clock()
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None and self.outcome is None
-
-    @property
-    def pid(self) -> Optional[int]:
-        return None if self._child is None else self._child.pid
-
-    def _dispatch(self, event: dict) -> None:
+    def __call__(self, event: dict) -> None:
         kind = event.get("event")
-        fields = {k: v for k, v in event.items() if k != "event"}
+        payload = {k: v for k, v in event.items() if k != "event"}
         if kind == "progress":
-            done, total = int(fields.get("done", 0)), int(fields.get("total", 0))
-            message = str(fields.get("message", ""))
+            done, total = int(payload.get("done", 0)), int(payload.get("total", 0))
+            message = str(payload.get("message", ""))
             eta = self._eta.update(done, total, message)
             if self.on_progress:
                 self.on_progress(done, total, message, eta)
         elif kind == "metrics":
             if self.on_metrics:
-                self.on_metrics(fields)
+                self.on_metrics(payload)
         elif kind == "result":
             if self.on_result:
-                self.on_result(fields)
-        elif kind == "error":
-            if self.on_log:
-                self.on_log(str(fields.get("message", "")), "error")
+                self.on_result(payload)
         elif self.on_log:
-            self.on_log(str(fields.get("message", "")), str(fields.get("level", "info")))
-
-    def poll(self) -> bool:
-        """Dispatch the events that arrived; False once the child has ended and everything is dispatched."""
-        if self._child is None:
-            raise RuntimeError("start() the run first")
-        if self.outcome is not None:
-            return False
-        finished = self._child.finished()
-        for event in self._child.poll():
-            self._dispatch(event)
-        if finished:
-            for event in self._child.poll():
-                self._dispatch(event)
-            self.outcome = self._make_outcome()
-            return False
-        return True
-
-    def _make_outcome(self) -> RunOutcome:
-        child = self._child
-        assert child is not None
-        code = int(child.returncode if child.returncode is not None else -1)
-        if child.cancelled:
-            return RunOutcome("cancelled", code, None, "cancelled by the user")
-        if code == 0:
-            return RunOutcome("succeeded", code, child.result)
-        error = child.error or _last_error_line(child.stderr_tail) or f"exited with code {code}"
-        return RunOutcome("cancelled" if code == 130 else "failed", code, child.result, error)
-
-    def cancel(self, grace_s: float = 3.0) -> None:
-        """Stop the child and everything it started; the next poll() reports the 'cancelled' outcome."""
-        if self._child is not None:
-            self._child.cancel(grace_s=grace_s)
-
-    def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> RunOutcome:
-        """Block until the child ends (batch scripts); callbacks run in this thread as events arrive."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll():
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                raise TimeoutError(f"{' '.join(self.command[2:6])} did not finish in {timeout} s")
-            time.sleep(interval)
-        assert self.outcome is not None
-        return self.outcome
-
-
-def _last_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if line.startswith("error: "):
-            return line[len("error: "):]
-    return lines[-1] if lines else ""
+            level = "error" if kind == "error" else str(payload.get("level", "info"))
+            self.on_log(str(payload.get("message", "")), level)
 
 
 def format_eta(seconds: Optional[float]) -> str:
@@ -288,11 +203,3 @@ def describe_progress(done: int, total: int, message: str, eta: Optional[float])
     if eta_text:
         parts.append(eta_text)
     return " — ".join(p for p in parts if p)
-
-
-def result_summary(result: Optional[dict[str, Any]]) -> str:
-    """A one-line summary of a result payload (numbers the user looks for first)."""
-    if not result:
-        return ""
-    keys = [k for k in ("bundle", "out", "auc", "external_auc", "internal_auc") if k in result]
-    return ", ".join(f"{k}={result[k]}" for k in keys)

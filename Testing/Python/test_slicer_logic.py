@@ -244,8 +244,8 @@ def test_full_prediction_on_the_sample_ct(scene, sample, tmp_path, bundle_dir):
 
 
 def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, sample, tmp_path):
-    """The QC views (built here with the bundle's view spec) and a heatmap file from the child land in the
-    scene with the geometry of the grid they were sampled on, so they overlay the CT."""
+    """The model-input volumes and the heatmap file the child wrote land in the scene with the geometry of
+    the grid they were sampled on, so they overlay the CT; nothing is rebuilt on the Slicer side."""
     import SimpleITK as sitk
 
     from mvcf.views import ViewSpec, build_views
@@ -254,32 +254,33 @@ def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, samp
     ct_node, points = scene_with_sample(scene, sample)
     lg = logic.PredictionLogic(temp_root=str(tmp_path))
     (target,) = lg.targets(ct_node, points=points)
-    run = lg.start(ct_node, [target], views=False, heatmap=False)
+    run = lg.start(ct_node, [target], views=True, heatmap=True)
+    entry = json.loads((run.workdir / run.LOCATIONS_FILE).read_text())[0]
+    assert Path(entry["views"]).name == "views_0" and Path(entry["heatmap"]).name == "heatmap_0.nii.gz"
     spec = ViewSpec(mode="2.5d-adjacent", size_px=48, spacing_mm=1.0, n_slices=3, slice_gap_mm=2.0,
                     windows=("bone", "soft"))
-    run.view_spec = spec.to_dict()
     centre = target.location.center_lps
-    nodes = run._view_nodes(scene, target, {"center_lps": list(centre)})
     expected = build_views(ct, centre, spec)
-    assert [n.GetName() for n in nodes] == ["L1 model input axial bone", "L1 model input axial soft"]
-    for window, node in enumerate(nodes):
+    files = expected.write_volumes(entry["views"])  # what `mvcf predict` writes for this entry
+    assert [f.name for f in files] == ["axial_bone.nii.gz", "axial_soft.nii.gz"]
+    for window, path in enumerate(files):
+        node = run._load_volume(scene, path, f"L1 model input {window}")
         image = volumes.ct_image_from_volume_node(node)
         assert image.voxels.shape == (3, 48, 48)
         np.testing.assert_allclose(image.voxels, expected.array[window::2], atol=1e-6)
-        np.testing.assert_allclose(image.index_to_lps([23.5, 23.5, 1.0]), centre, atol=1e-6)
+        np.testing.assert_allclose(image.index_to_lps([23.5, 23.5, 1.0]), centre, atol=1e-4)
         np.testing.assert_allclose(image.spacing, [1.0, 1.0, 2.0])
 
     grid = expected.grids[0]
     heat = grid.to_ctimage(np.random.default_rng(0).random(grid.size[::-1]).astype(np.float32))
     sitk.WriteImage(heat.to_sitk(), str(run.workdir / "heatmap_0.nii.gz"))
-    (heat_node,) = run._load_images(scene, "heatmap_0.nii.gz", "L1 heatmap", heatmap=True)
+    heat_node = run._load_heatmap(scene, Path("heatmap_0.nii.gz"), "L1 heatmap")
     display = heat_node.GetDisplayNode()
     assert not display.GetAutoWindowLevel() and (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0, 1)
     loaded = volumes.ct_image_from_volume_node(heat_node)
     np.testing.assert_allclose(loaded.voxels, heat.voxels)
     np.testing.assert_allclose(loaded.origin, heat.origin, atol=1e-4)
     np.testing.assert_allclose(loaded.direction, heat.direction, atol=1e-6)
-    assert run._load_images(scene, {"path": "missing.nii.gz"}, "none") == []
     run.cleanup()
     assert not run.workdir.exists()
 
@@ -292,7 +293,8 @@ class FakeResultLogic(logic.PredictionLogic):
                 "entries = json.load(open(sys.argv[1]))\n"
                 "results = [{'name': e['name'], 'probability_malignant': 0.4, 'prediction': 'OVCF', "
                 "'threshold': 0.5, 'model': {'name': 'm', 'version': '1', 'sha256': '00'}, 'device': 'cpu', "
-                "'center_lps': e['point_lps'], 'timing_ms': {'total': 1.0}, 'warnings': []} for e in entries]\n"
+                "'center_lps': e['point_lps'], 'timing_ms': {'total': 1.0}, 'warnings': [], "
+                "'views': [e['views'] + '/axial_bone.nii.gz'] if 'views' in e else []} for e in entries]\n"
                 "print(json.dumps({'event': 'result', 'results': results}))\n")
         return [sys.executable, "-c", code, args[args.index("--locations") + 1]]
 
@@ -301,8 +303,7 @@ def test_results_are_added_all_or_nothing(scene, sample, tmp_path):
     ct_node, points = scene_with_sample(scene, sample)
     lg = FakeResultLogic(temp_root=str(tmp_path))
     run = lg.start(ct_node, lg.targets(ct_node, points=points), views=True, heatmap=False)
-    run.view_spec = {"mode": "no-such-mode"}  # building the QC views fails after the result arrived
-    run.wait()
+    run.wait()  # the fake child names a model-input file it never wrote: loading it fails in finish()
     assert run.rows[0]["status"] == "ok" and run.rows[0]["prediction"] == "OVCF"
     nodes_before = scene.GetNumberOfNodes()
     with pytest.raises(Exception):

@@ -1,5 +1,6 @@
-"""MVCFTraining child-process protocol with real child processes: events, ETA, cancel of the process tree,
-exit codes, and metrics reaching the live plot nodes."""
+"""The shared child run (MVCFClassifierLib.process.ChildRun) as MVCFTraining uses it, with real child
+processes: events routed to callbacks, ETA, cancel of the process tree, exit codes, metrics reaching the live
+plot nodes, and the arguments of train / study built from the core's own TrainConfig."""
 from __future__ import annotations
 
 import os
@@ -9,8 +10,10 @@ import time
 
 import pytest
 
-from MVCFTrainingLib.runner import (EtaEstimator, MvcfRun, TrainConfig, describe_progress, format_eta,
-                                    study_arguments, train_arguments)
+from mvcf.train import TrainConfig
+from MVCFClassifierLib.process import ChildRun
+from MVCFTrainingLib.runner import (EtaEstimator, EventRouter, RunSettings, describe_progress, format_eta,
+                                    module_training, study_arguments, train_arguments, training_arguments)
 
 CHILD = textwrap.dedent("""
     import os, subprocess, sys, time
@@ -60,12 +63,13 @@ def _alive(pid: int) -> bool:
 
 def test_events_reach_callbacks_in_order(child_script):
     seen: list = []
-    run = MvcfRun(None, command=[sys.executable, str(child_script), "train"],
-                  on_progress=lambda d, t, m, eta: seen.append(("progress", d, t, eta)),
-                  on_metrics=lambda m: seen.append(("metrics", m["epoch"], m["train_loss"])),
-                  on_log=lambda msg, level: seen.append(("log", level, msg)),
-                  on_result=lambda r: seen.append(("result", r["auc"]))).start()
-    outcome = run.wait(timeout=60)
+    router = EventRouter(on_progress=lambda d, t, m, eta: seen.append(("progress", d, t, eta)),
+                         on_metrics=lambda m: seen.append(("metrics", m["epoch"], m["train_loss"])),
+                         on_log=lambda msg, level: seen.append(("log", level, msg)),
+                         on_result=lambda r: seen.append(("result", r["auc"])))
+    run = ChildRun([sys.executable, str(child_script), "train"]).start()
+    assert run.wait(on_event=router, timeout=60) == 0
+    outcome = run.outcome()
     assert outcome.status == "succeeded" and outcome.returncode == 0
     assert outcome.result == {"bundle": "out/model", "auc": 0.8}
     kinds = [s[0] for s in seen]
@@ -73,18 +77,21 @@ def test_events_reach_callbacks_in_order(child_script):
     assert [s[1] for s in seen if s[0] == "progress"] == [1, 2, 3]
     assert seen[0][3] is None and seen[2][3] is not None and seen[4][3] == pytest.approx(0.0, abs=1e-9)
     assert ("log", "warning", "almost done") in seen
-    assert not run.poll()
+    assert run.poll() == []
 
 
 def test_user_error_and_crash_outcomes(child_script):
     logs: list = []
-    outcome = MvcfRun(None, command=[sys.executable, str(child_script), "usererror"],
-                      on_log=lambda msg, level: logs.append((level, msg))).start().wait(timeout=60)
+    run = ChildRun([sys.executable, str(child_script), "usererror"]).start()
+    run.wait(on_event=EventRouter(on_log=lambda msg, level: logs.append((level, msg))), timeout=60)
+    outcome = run.outcome()
     assert outcome.status == "failed" and outcome.returncode == 2
     assert outcome.error == "manifest row 3: label 'X' is not MVCF or OVCF"
     assert logs == [("error", outcome.error)]
 
-    crash = MvcfRun(None, command=[sys.executable, str(child_script), "crash"]).start().wait(timeout=60)
+    crashed = ChildRun([sys.executable, str(child_script), "crash"]).start()
+    crashed.wait(timeout=60)
+    crash = crashed.outcome()
     assert crash.status == "failed" and crash.returncode == 1
     assert crash.error == "RuntimeError: a bug"
 
@@ -92,19 +99,20 @@ def test_user_error_and_crash_outcomes(child_script):
 def test_cancel_kills_the_process_tree(child_script, tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     progress: list = []
-    run = MvcfRun(None, command=[sys.executable, str(child_script), "hang", str(pid_file)],
-                  on_progress=lambda *a: progress.append(a)).start()
+    router = EventRouter(on_progress=lambda *a: progress.append(a))
+    run = ChildRun([sys.executable, str(child_script), "hang", str(pid_file)]).start()
     deadline = time.monotonic() + 30
     while not progress and time.monotonic() < deadline:
-        run.poll()
+        for event in run.poll():
+            router(event)
         time.sleep(0.05)
     assert progress and pid_file.exists()
     grandchild = int(pid_file.read_text())
     child = run.pid
     assert _alive(grandchild) and _alive(child)
     run.cancel(grace_s=2.0)
-    outcome = run.wait(timeout=30)
-    assert outcome.status == "cancelled"
+    run.wait(timeout=30)
+    assert run.outcome().status == "cancelled"
     deadline = time.monotonic() + 10
     while _alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -117,7 +125,7 @@ def test_metrics_events_reach_the_live_plot(child_script):
 
     scene = slicer.vtkMRMLScene()
     curves = LiveCurves(scene, "run")
-    MvcfRun(None, command=[sys.executable, str(child_script), "train"], on_metrics=curves.add).start().wait(60)
+    ChildRun([sys.executable, str(child_script), "train"]).start().wait(EventRouter(on_metrics=curves.add), 60)
     assert list(curves.values("view 2d", "epoch")) == [1, 2, 3]
     assert curves.values("view 2d", "val_auc") == pytest.approx([0.6, 0.7, 0.8])
     assert curves.chart.GetNumberOfPlotSeriesNodes() == 2  # train_loss and val_auc
@@ -142,15 +150,31 @@ def test_eta_is_linear_within_a_phase_and_resets_between_phases():
 
 
 def test_train_and_study_arguments():
-    config = TrainConfig(view="3d", epochs=2, folds=3, external="B", device="cpu", seed=7)
-    args = train_arguments("m.csv", "out", config, resume=True)
+    settings = RunSettings(view="3d", folds=3, external="B",
+                           training=module_training(epochs=2, device="cpu", seed=7, lr=3e-4))
+    args = train_arguments("m.csv", "out", settings, resume=True)
     assert args[:5] == ["train", "--manifest", "m.csv", "--out", "out"]
     assert args[args.index("--view") + 1] == "3d" and args[args.index("--folds") + 1] == "3"
     assert args[args.index("--external") + 1] == "B" and args[-1] == "--resume"
-    study = study_arguments("m.csv", "out", config)
+    assert args[args.index("--lr") + 1] == "0.0003" and args[args.index("--epochs") + 1] == "2"
+    study = study_arguments("m.csv", "out", settings)
     assert "--view" not in study and study[0] == "study"
     with pytest.raises(ValueError):
-        TrainConfig(view="4d").arguments()
+        RunSettings(view="4d").arguments()
+
+
+def test_the_training_settings_are_the_cores_own_and_reach_mvcf_train_unchanged():
+    """One TrainConfig (mvcf.train's): the options built from it parse back, through the core's own parser
+    and train_config(), into an equal object."""
+    from mvcf.cli.main import build_parser
+    from mvcf.cli.train import train_config
+
+    config = TrainConfig(arch="resnet10-tiny", epochs=4, batch_size=8, lr=2e-4, patience=3, seed=5,
+                         device="cpu", mil_pooling="attention", augment=False)
+    args = build_parser().parse_args(["train", "--manifest", "m.csv", "--out", "o", *training_arguments(config)])
+    assert train_config(args) == config
+    with pytest.raises(ValueError, match="dropout"):
+        training_arguments(TrainConfig(dropout=0.5))  # no option carries it: refused, never dropped silently
 
 
 def test_batch_script_command_lines(capsys):
@@ -165,3 +189,23 @@ def test_batch_script_command_lines(capsys):
                  "--modes", "2d,3d"], "study") == 0
     study = capsys.readouterr().out.split()
     assert study[5] == "study" and "--view" not in study and study[-2:] == ["--modes", "2d,3d"]
+
+
+def test_a_child_that_reads_requests(tmp_path):
+    """`requests=True`: the child's stdin is a pipe and send() writes one JSON line (a long-lived worker);
+    without it stdin is empty and send() says so."""
+    script = tmp_path / "echo.py"
+    script.write_text("import json, sys\nfor line in sys.stdin:\n"
+                      "    print(json.dumps({'event': 'result', 'echo': json.loads(line)['n']}), flush=True)\n")
+    run = ChildRun([sys.executable, str(script)], requests=True).start()
+    run.send({"n": 7})
+    deadline = time.monotonic() + 30
+    while run.result is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.result == {"echo": 7}
+    run.cancel(grace_s=1)
+    assert run.outcome().status == "cancelled"
+    quiet = ChildRun([sys.executable, "-c", "import sys; sys.stdin.read()"]).start()
+    with pytest.raises(RuntimeError, match="requests=True"):
+        quiet.send({"n": 1})
+    assert quiet.wait(timeout=30) == 0

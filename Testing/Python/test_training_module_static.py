@@ -90,18 +90,26 @@ def test_every_node_selector_gets_the_scene():
     assert selectors and selectors <= connected, sorted(selectors - connected)
 
 
-def test_choices_match_the_core():
+def test_choices_come_from_the_core():
+    """No Slicer file keeps its own list of view modes, network sizes or devices: the panels read them from
+    the core (MVCFClassifierLib.choices), so a mode added there appears in both modules."""
     from mvcf import modes
+    from mvcf.inference import DEVICES
     from mvcf.models.architectures import ARCHITECTURES
 
-    from MVCFTrainingLib import runner
+    from MVCFClassifierLib import choices
 
-    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
-    constants = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-                 for t in n.targets if isinstance(t, ast.Name) and t.id.endswith("_CHOICES")}
-    assert tuple(constants["VIEW_MODE_CHOICES"]) == modes.names() == runner.VIEW_MODES
-    assert set(constants["ARCH_CHOICES"]) == set(ARCHITECTURES)
-    assert tuple(constants["DEVICE_CHOICES"]) == runner.DEVICES
+    assert choices.view_modes() == modes.names() and choices.architectures() == tuple(ARCHITECTURES)
+    assert choices.DEVICES == DEVICES
+    files = [MODULE_PY, REPO / "MVCFClassifier" / "MVCFClassifier.py",
+             *(REPO / "MVCFClassifier" / "MVCFClassifierLib").glob("*.py"), *(MODULE / "MVCFTrainingLib").glob("*.py")]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+                items = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                assert not ({"2d", "3d"} <= items or {"resnet10", "resnet18"} <= items), \
+                    f"{path.relative_to(REPO)}:{node.lineno} lists view modes or networks itself"
+    assert "Choice(list(view_modes()))" in MODULE_PY.read_text(encoding="utf-8")
 
 
 def _cmake_list(text: str, variable: str) -> list[str]:
@@ -157,3 +165,21 @@ def test_icon_is_a_real_128_px_png():
         assert icon.format == "PNG" and icon.size == (128, 128)
         colors = icon.convert("RGB").getcolors(maxcolors=1 << 16)
         assert colors is None or len(colors) > 16  # drawn, not a flat placeholder
+
+
+def test_a_mode_registered_in_the_core_is_offered_by_the_panels():
+    from mvcf import modes
+
+    from MVCFClassifierLib import choices
+    from MVCFTrainingLib.runner import RunSettings
+
+    class Throwaway(type(modes.get("2d"))):
+        name = "test-panel-mode"
+
+    modes.register(Throwaway())
+    try:
+        assert "test-panel-mode" in choices.view_modes()
+        assert RunSettings(view="test-panel-mode").arguments()[:2] == ["--view", "test-panel-mode"]
+    finally:
+        modes.unregister("test-panel-mode")
+    assert "test-panel-mode" not in choices.view_modes()

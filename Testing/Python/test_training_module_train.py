@@ -17,12 +17,20 @@ from MVCFClassifierLib.volumes import volume_node_from_array  # noqa: E402
 from MVCFTrainingLib.cohort import cohort_table_from_scene, save_manifest_from_table  # noqa: E402
 from MVCFTrainingLib.plots import LiveCurves  # noqa: E402
 from MVCFTrainingLib.results import mrmc_tables, show_study_results, show_training_results  # noqa: E402
-from MVCFTrainingLib.runner import (MvcfRun, TrainConfig, mrmc_arguments, resumable, study_arguments,  # noqa: E402
-                                    train_arguments)
+from MVCFClassifierLib.process import ChildRun  # noqa: E402
+from MVCFTrainingLib.runner import (EventRouter, RunSettings, module_training, mrmc_arguments,  # noqa: E402
+                                    resumable, study_arguments, train_arguments)
 
-TINY = TrainConfig(view="2d", arch="resnet10-tiny", epochs=3, folds=1, external="B", device="cpu", seed=1,
-                   size_px=32)
+TINY = RunSettings(view="2d", folds=1, external="B", size_px=32,
+                   training=module_training(arch="resnet10-tiny", epochs=3, device="cpu", seed=1))
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_to_end(args, timeout: float, **callbacks):
+    """A ChildRun of `mvcf <args>` waited for, its events routed to the callbacks; its outcome."""
+    run = ChildRun(env=CHILD_ENV).start(args)
+    run.wait(on_event=EventRouter(**callbacks), timeout=timeout)
+    return run.outcome()
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +82,19 @@ def test_train_cancel_resume_and_results(scene_cohort, tmp_path):
     out = tmp_path / "run"
     curves = LiveCurves(scene, "test")
     progress: list = []
-    run = MvcfRun(train_arguments(manifest, out, TINY), env=CHILD_ENV, on_metrics=curves.add,
-                  on_progress=lambda d, t, m, eta: progress.append((d, t, m, eta))).start()
+    router = EventRouter(on_metrics=curves.add, on_progress=lambda d, t, m, eta: progress.append((d, t, m, eta)))
+    run = ChildRun(env=CHILD_ENV).start(train_arguments(manifest, out, TINY))
     deadline = time.monotonic() + 240
-    while run.poll() and not any("epoch 2/3" in p[2] for p in progress):
+    while not run.finished() and not any("epoch 2/3" in p[2] for p in progress):
+        for event in run.poll():
+            router(event)
         assert time.monotonic() < deadline, "training did not reach epoch 2"
         time.sleep(0.02)
-    assert run.running, f"the run ended before it could be cancelled: {run.outcome}"
+    assert run.running, f"the run ended before it could be cancelled: {run.returncode}"
     pid = run.pid
     run.cancel()
-    outcome = run.wait(timeout=30)
-    assert outcome.status == "cancelled"
+    run.wait(on_event=router, timeout=30)
+    assert run.outcome().status == "cancelled"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert resumable(out) and not (out / "model").exists()
@@ -94,9 +104,8 @@ def test_train_cancel_resume_and_results(scene_cohort, tmp_path):
     assert list(curves.values("fold 0", "epoch")) in ([1.0], [1.0, 2.0])  # epoch 2 may have just reported
 
     result: dict = {}
-    resumed = MvcfRun(train_arguments(manifest, out, TINY, resume=True), env=CHILD_ENV, on_metrics=curves.add,
-                      on_result=result.update).start()
-    outcome = resumed.wait(timeout=300)
+    outcome = run_to_end(train_arguments(manifest, out, TINY, resume=True), 300, on_metrics=curves.add,
+                         on_result=result.update)
     assert outcome.status == "succeeded", outcome.error
     assert result["view"] == "2d" and (out / "model" / "model.json").is_file()
     epochs = list(curves.values("fold 0", "epoch"))
@@ -119,12 +128,15 @@ def test_train_cancel_resume_and_results(scene_cohort, tmp_path):
 @pytest.mark.slow
 def test_study_metrics_and_comparison_table(scene_cohort, tmp_path):
     scene, manifest = scene_cohort
-    config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "extra_args": ("--modes", "2d", "--reference", "2d")})
-    args = study_arguments(manifest, tmp_path / "study", config, resume=True)
+    from dataclasses import replace
+
+    settings = replace(TINY, training=replace(TINY.training, epochs=1),
+                       extra_args=("--modes", "2d", "--reference", "2d"))
+    args = study_arguments(manifest, tmp_path / "study", settings, resume=True)
     assert "--view" not in args and args[-1] == "--resume"  # no view: the study trains every mode
     curves = LiveCurves(scene, "study")
     result: dict = {}
-    outcome = MvcfRun(args, env=CHILD_ENV, on_metrics=curves.add, on_result=result.update).start().wait(300)
+    outcome = run_to_end(args, 300, on_metrics=curves.add, on_result=result.update)
     assert outcome.status == "succeeded", outcome.error
     assert list(curves.values("mode 2d, fold 0", "epoch")) == [1.0]
     table, chart = show_study_results(scene, result)
@@ -168,7 +180,7 @@ def test_batch_script_resume_with_nothing_to_resume(tmp_path, script):
 def test_reader_study_through_the_child_process(shared_data):
     csv_path = shared_data("reader_study/vandyke_dataset02.csv")
     result: dict = {}
-    outcome = MvcfRun(mrmc_arguments(csv_path), on_result=result.update).start().wait(timeout=120)
+    outcome = run_to_end(mrmc_arguments(csv_path), 120, on_result=result.update)
     assert outcome.status == "succeeded", outcome.error
     scene = slicer.vtkMRMLScene()
     readers, analysis = mrmc_tables(scene, result)

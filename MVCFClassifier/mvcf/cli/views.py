@@ -58,16 +58,7 @@ def write_outputs(result, folder: Path) -> list[str]:
 
     files = ["views.npy"]
     np.save(folder / "views.npy", result.array)
-    for grid, window, volume in result.grid_volumes():
-        name = f"{grid.name}_{window}.nii.gz"
-        import SimpleITK as sitk
-
-        image = sitk.GetImageFromArray(np.ascontiguousarray(volume.reshape(grid.size[::-1])))
-        image.SetOrigin(tuple(float(v) for v in grid.origin))
-        image.SetSpacing(tuple(float(v) for v in grid.spacing))
-        image.SetDirection(tuple(float(v) for v in grid.direction.ravel()))
-        sitk.WriteImage(image, str(folder / name), True)
-        files.append(name)
+    files += [path.name for path in result.write_volumes(folder)]
     write_preview(result, folder / "preview.png")
     files.append("preview.png")
     return files
