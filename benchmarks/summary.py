@@ -1,7 +1,9 @@
 """One markdown table from the JSON in benchmarks/results/ (what the README quotes): each row a figure,
 the baseline it is compared with (measured in the same run), the ratio, the target and whether it is met.
 
-    python benchmarks/summary.py            # writes benchmarks/results/summary.md and prints it
+    python benchmarks/summary.py            # writes benchmarks/results/summary.md, the README's copy, prints it
+
+The README holds the table between the lines `<!-- bench-table -->` and `<!-- /bench-table -->`.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any, Callable, Optional
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+README = HERE.parent / "README.md"
+MARKERS = ("<!-- bench-table -->", "<!-- /bench-table -->")
 Row = tuple[str, str, str, str, str, str]
 
 
@@ -119,9 +123,22 @@ def table(results: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def quote_in_readme(text: str, readme: Path = README) -> bool:
+    """Replace the README's copy of the table; False when the README has no markers."""
+    if not readme.is_file():
+        return False
+    body = readme.read_text(encoding="utf-8")
+    start, end = body.find(MARKERS[0]), body.find(MARKERS[1])
+    if start < 0 or end < start:
+        return False
+    readme.write_text(body[:start + len(MARKERS[0])] + "\n" + text + body[end:], encoding="utf-8")
+    return True
+
+
 def main() -> int:
     text = table()
     (RESULTS / "summary.md").write_text(text, encoding="utf-8")
+    quote_in_readme(text)
     print(text)
     return 0
 
