@@ -8,7 +8,7 @@ Ours: `mvcf.views.build_views`, which resamples only the view's own small grids.
 Both must give the same output: our grid points are placed on the baseline's 1 mm grid (centre chosen on it)
 and the values are compared there. Prints (and with --out writes) one JSON object with both timings per
 mode and the ratio; the target is a ratio >= 20. Peak memory: a fresh process makes the CT, then builds
-the views of every mode (no baseline in it); its peak RSS (getrusage) beyond the start and the CT itself is
+the views of every mode (no baseline in it); its peak RSS (VmHWM) beyond the start and the CT itself is
 what the views cost (target: a few tens of MB).
 
     python benchmarks/bench_views.py [--out bench_views.json] [--slices 400,800] [--threads 2] [--repeats 20]
@@ -134,6 +134,14 @@ def compare(slices: int, args) -> dict:
 
 
 def _peak_mib() -> float:
+    """This process's peak RSS: VmHWM on Linux (getrusage's maxrss is inherited from the parent across
+    fork + exec, which would hide what this process itself used), else getrusage."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
