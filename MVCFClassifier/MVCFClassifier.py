@@ -32,6 +32,10 @@ from MVCFClassifierLib.choices import DEVICES
 from MVCFClassifierLib.panel import ParameterNodePanel
 from MVCFClassifierLib.logic import (DISCLAIMER, LOCATION_SOURCES, PredictionLogic, apply_state, chosen_model_dir,
                                      segment_ids_from_text, skipped_summary)
+from MVCFClassifierLib import screening
+
+#: The inputs offered: the marked vertebrae, or every vertebra of a spine segmentation (screening).
+SOURCES = LOCATION_SOURCES + (screening.SOURCE,)
 
 
 class MVCFClassifier(ScriptedLoadableModule):
@@ -59,7 +63,7 @@ class MVCFClassifierParameterNode:
     """The module's state, saved with the scene. Field names match the SlicerParameterName of the .ui."""
 
     inputVolume: vtkMRMLScalarVolumeNode
-    locationSource: Annotated[str, Choice(list(LOCATION_SOURCES))] = LOCATION_SOURCES[0]
+    locationSource: Annotated[str, Choice(list(SOURCES))] = SOURCES[0]
     inputPoints: vtkMRMLMarkupsFiducialNode
     inputROI: vtkMRMLMarkupsROINode
     inputSegmentation: vtkMRMLSegmentationNode
@@ -133,6 +137,9 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
                                        "Segmentation"),
                                       (self.ui.segmentsSelector, self.ui.label_segmentsSelector, "Segmentation")):
             widget.visible = label.visible = source == wanted
+        wholeSpine = source == screening.SOURCE
+        if wholeSpine:
+            self.ui.inputSegmentationSelector.visible = self.ui.label_inputSegmentationSelector.visible = True
         self.ui.modelDirectoryPathLineEdit.enabled = not p.useDemoModel
         wantedSegments = segment_ids_from_text(p.segmentIds)
         if (self.ui.segmentsSelector.currentNode() is p.inputSegmentation and p.inputSegmentation
@@ -141,7 +148,8 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         self._showModelCard()
         if self._run is not None:
             return
-        ready, tip = apply_state(p.inputVolume, source, p.inputPoints, p.inputROI, p.inputSegmentation)
+        ready, tip = apply_state(p.inputVolume, "Segmentation" if wholeSpine else source, p.inputPoints,
+                                 p.inputROI, p.inputSegmentation)
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = tip
 
@@ -172,7 +180,11 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Failed to start the classification."), waitCursor=True):
-            self._run = self.logic.apply(p.inputVolume, p.locationSource, points=p.inputPoints, roi=p.inputROI,
+            if p.locationSource == screening.SOURCE:
+                self._run = self.logic.applyScreen(p.inputVolume, p.inputSegmentation, self._modelDirectory(),
+                                                   p.device)
+            else:
+                self._run = self.logic.apply(p.inputVolume, p.locationSource, points=p.inputPoints, roi=p.inputROI,
                                          segmentation=p.inputSegmentation,
                                          segment_ids=segment_ids_from_text(p.segmentIds),
                                          model_dir=self._modelDirectory(), device=p.device,
@@ -201,6 +213,11 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
             if not run.finished:
                 return
             outputs = run.finish(slicer.mrmlScene, table_node=self._parameterNode.outputTable)
+            if isinstance(run, screening.ScreenRun):
+                self._parameterNode.outputTable = outputs.table_node
+                self._endRun(_("Done: {n} vertebra(e) screened.").format(n=len(outputs.rows)))
+                self.logic.showScreen(outputs)
+                return
         except Exception as exc:
             run.cancel()
             self._endRun(_("Failed: {error}").format(error=exc))
@@ -251,6 +268,29 @@ class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):
         heatmaps = [n for n in outputs.volume_nodes if n.GetName().endswith("heatmap")]
         if heatmaps:
             slicer.util.setSliceViewerLayers(background=ctNode, foreground=heatmaps[0], foregroundOpacity=0.4)
+
+    def applyScreen(self, ctNode, segmentationNode, model_dir: Optional[str], device: str):
+        """Whole spine: one `mvcf screen` child for every vertebra segment (None when the user declined the
+        package installation)."""
+        if not self.ensure_dependencies():
+            return None
+        return screening.start_screen(ctNode, segmentationNode, self.python_executable, model_dir, device,
+                                      self.temp_root)
+
+    def showScreen(self, outputs) -> None:
+        """Show the screen's table; selecting a row centres the slice views on that vertebra (GUI only)."""
+        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(outputs.table_node.GetID())
+        slicer.app.applicationLogic().PropagateTableSelection()
+        layout = slicer.app.layoutManager()
+        if layout is not None and not layout.tableViewCount:
+            layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+        view = layout.tableWidget(0).tableView() if layout is not None and layout.tableViewCount else None
+        if view is not None:
+            rows = outputs.rows
+            view.selectionModel().connect(
+                "currentRowChanged(QModelIndex,QModelIndex)",
+                lambda current, previous: 0 <= current.row() < len(rows)
+                and screening.center_slices_on(slicer.mrmlScene, rows[current.row()]))
 
     @staticmethod
     def runTotalSegmentator(ctNode):

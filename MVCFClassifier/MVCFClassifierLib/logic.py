@@ -211,7 +211,48 @@ def results_html(rows: Sequence[dict]) -> str:
     return "".join(lines)
 
 
-class PredictionRun:
+class ChildDrivenRun:
+    """Drives one child run for an Apply: `poll()` without blocking or `wait()`, tracking its progress in
+    `_child_fraction` and `message`. Subclasses provide `finished`, `_start_child()` and `_collect(child)`."""
+
+    _child: Optional[ChildRun] = None
+    _child_fraction = 0.0
+    message = ""
+
+    def _track(self, event: dict) -> None:
+        if event.get("event") == "progress" and event.get("total"):
+            self._child_fraction = float(event["done"]) / float(event["total"])
+            self.message = str(event.get("message", ""))
+
+    def poll(self) -> list[dict]:
+        """Advance without blocking; returns the child events that arrived (progress, log, result, error)."""
+        if self.finished:
+            return []
+        child = self._child or self._start_child()
+        exited = child.finished()  # checked first, so this poll() holds all its output once it exited
+        events = child.poll()
+        for event in events:
+            self._track(event)
+        if exited:
+            self._collect(child)
+        return events
+
+    def wait(self, on_event: Optional[Callable[[dict], None]] = None) -> None:
+        """Block until the run is done (batch use); each child event goes to `on_event` too."""
+        if self.finished:
+            return
+        child = self._child or self._start_child()
+
+        def handle(event: dict) -> None:
+            self._track(event)
+            if on_event:
+                on_event(event)
+
+        child.wait(on_event=handle)
+        self._collect(child)
+
+
+class PredictionRun(ChildDrivenRun):
     """One Apply: the CT, segment masks and a locations file in a temporary folder, and one `mvcf predict`
     child for all vertebrae not skipped. Drive it with `poll()` until `finished` (or `wait()`); then
     `finish(scene)` creates the nodes.
@@ -269,38 +310,6 @@ class PredictionRun:
             self._child = ChildRun(self._command(), cwd=str(self.workdir)).start()
         self._child_fraction = 0.0
         return self._child
-
-    def _track(self, event: dict) -> None:
-        if event.get("event") == "progress" and event.get("total"):
-            self._child_fraction = float(event["done"]) / float(event["total"])
-            self.message = str(event.get("message", ""))
-
-    def poll(self) -> list[dict]:
-        """Advance without blocking; returns the child events that arrived (progress, log, result, error)."""
-        if self.finished:
-            return []
-        child = self._child or self._start_child()
-        exited = child.finished()  # checked first, so this poll() holds all its output once it exited
-        events = child.poll()
-        for event in events:
-            self._track(event)
-        if exited:
-            self._collect(child)
-        return events
-
-    def wait(self, on_event: Optional[Callable[[dict], None]] = None) -> None:
-        """Block until every vertebra is done (batch use); each child event goes to `on_event` too."""
-        if self.finished:
-            return
-        child = self._child or self._start_child()
-
-        def handle(event: dict) -> None:
-            self._track(event)
-            if on_event:
-                on_event(event)
-
-        child.wait(on_event=handle)
-        self._collect(child)
 
     def _collect(self, child: ChildRun) -> None:
         """One row per target, in order: skipped ones say why; the others come from the child's `results`

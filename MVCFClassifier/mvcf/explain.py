@@ -1,11 +1,12 @@
-"""Grad-CAM heatmaps (monai.visualize) placed back on the view's physical grid, so they overlay the CT.
+"""Grad-CAM heatmaps (monai.visualize) placed back in the CT: a volume covering the vertebra, on the CT's lattice.
 
 The map is computed at the layer the network's description names (`gradcam_layer` in the card's network
 config, e.g. a ResNet's third residual stage) of each ensemble member, for the class the model calls (MVCF:
 the logit; OVCF: its negative, so the map shows the evidence for the call whichever it is), upsampled to the
 view, averaged over members and scaled to [0, 1]. Where it lands in CT space is the view mode's decision
-(`mvcf.modes.ViewMode.heatmap_image`): the slice(s) of a 2D-style view, each slice of a bag, three planes
-painted into a cube for the orthogonal mode, the cube of a 3D view.
+(`mvcf.modes.ViewMode.heatmap_image`): a 2D axial map spread through the vertebra's height, a bag's maps
+interpolated between its slices, the orthogonal planes back-projected through a cube and combined, a 3D
+view's cube; then resampled onto the CT's own voxel lattice (docs/screening.md, "Heatmaps").
 
 `heatmap_for(bundle, view, ...)` works on a view already built (e.g. `Prediction.view`), so predicting and
 explaining one vertebra builds its view once; `explain(ct, location, ...)` builds it itself.
@@ -80,41 +81,85 @@ def grad_cam(bundle, array: np.ndarray, device: str = "cpu", target: str = "call
     return (heat / peak).astype(np.float32) if peak > 0 else heat.astype(np.float32)
 
 
-def heatmap_image(view, heat: np.ndarray):
-    """The heatmap as a CTImage on the view's grid (where it lands is the view mode's decision)."""
-    return view.spec.view_mode.heatmap_image(view, heat)
+def _depth_mm(location) -> Optional[float]:
+    """The vertebra's cranio-caudal extent (mm) when the location knows it (a mask or a box)."""
+    extent = getattr(location, "extent_mm", None)
+    return None if extent is None else float(extent[2])
 
 
-def heatmap_for(bundle, view, device: str = "cpu", target: str = "call", probability: Optional[float] = None):
-    """The Grad-CAM heatmap (CTImage) of an already built view (mvcf.views.ViewResult). Grad-CAM needs the
-    torch network: a bundle that classified on ONNX Runtime is loaded again for torch."""
+def on_ct_lattice(image, ct):
+    """`image` (a heatmap in physical space) resampled (linear, 0 outside) onto the block of the CT's own voxel
+    lattice that covers it: same spacing, direction and voxel positions as the CT, so a viewer overlays it
+    voxel for voxel."""
+    import SimpleITK as sitk
+
+    from mvcf.ctimage import CTImage
+    from mvcf.grids import SampleGrid
+
+    grid = SampleGrid("heatmap", image.origin, image.spacing, image.direction, image.size_ijk)
+    ijk = np.array([ct.lps_to_index(c) for c in grid.corners_lps()])
+    size = np.asarray(ct.size_ijk)
+    lo = np.clip(np.floor(ijk.min(axis=0)).astype(int), 0, size - 1)
+    hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 1, lo + 1, size)
+    reference = sitk.Image([int(v) for v in hi - lo], sitk.sitkFloat32)
+    reference.SetOrigin(tuple(float(v) for v in ct.index_to_lps(lo)))
+    reference.SetSpacing(tuple(float(v) for v in ct.spacing))
+    reference.SetDirection(tuple(float(v) for v in ct.direction.ravel()))
+    source = CTImage(np.asarray(image.voxels, np.float32), image.spacing, image.origin, image.direction)
+    out = sitk.Resample(source.to_sitk(), reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return CTImage.from_sitk(out, source="gradcam")
+
+
+def heatmap_image(view, heat: np.ndarray, ct=None, location=None):
+    """The heatmap as a volume covering the vertebra in physical space (how is the view mode's decision,
+    `ViewMode.heatmap_image`), on the CT's voxel lattice when `ct` is given."""
+    depth = _depth_mm(location)
+    mode = view.spec.view_mode
+    image = mode.heatmap_image(view, heat) if depth is None else mode.heatmap_image(view, heat, depth_mm=depth)
+    if ct is None:
+        return image
+    placed = on_ct_lattice(image, ct)
+    peak = float(placed.voxels.max())
+    if peak > 0:   # linear resampling onto a coarser lattice lowers the peak: back to [0, 1]
+        placed.voxels = (placed.voxels / peak).astype(np.float32)
+    return placed
+
+
+def heatmap_for(bundle, view, device: str = "cpu", target: str = "call", probability: Optional[float] = None,
+                ct=None, location=None):
+    """The Grad-CAM heatmap (CTImage) of an already built view (mvcf.views.ViewResult); with `ct` on its
+    lattice, with `location` spread through the vertebra's own height. Grad-CAM needs the torch network: a
+    bundle that classified on ONNX Runtime is loaded again for torch."""
     from mvcf.inference import load_model
 
     bundle = load_model(bundle, device)
-    return heatmap_image(view, grad_cam(bundle, view.array, device, target, probability))
+    return heatmap_image(view, grad_cam(bundle, view.array, device, target, probability), ct, location)
 
 
 def explain(ct, location, model: Union[str, Path, None, Any] = None, device: str = "cpu", target: str = "call"):
-    """(heatmap CTImage, ViewResult) for the vertebra at `location` of `ct`. An all-zero heatmap means
-    Grad-CAM found no positive evidence for `target` (ReLU of the weighted activations); it is reported,
-    not replaced by something else."""
+    """(heatmap CTImage on the CT's lattice, ViewResult) for the vertebra at `location` of `ct`. An all-zero
+    heatmap means Grad-CAM found no positive evidence for `target` (ReLU of the weighted activations); it is
+    reported, not replaced by something else."""
     from mvcf.inference import load_model
     from mvcf.views import ViewSpec, build_views
 
     bundle = load_model(model, device)
     view = build_views(ct, location, ViewSpec.from_dict(bundle.view_spec))
-    return heatmap_for(bundle, view, device, target), view
+    return heatmap_for(bundle, view, device, target, ct=ct, location=location), view
 
 
 def write_image(image, out_path: Union[str, Path], target: str = "call") -> Path:
-    """Write a heatmap (values 0..1 on the view grid, LPS geometry) to a NIfTI/NRRD/MHA file, atomically."""
+    """Write a heatmap (values 0..1, LPS geometry) to a NIfTI/NRRD/MHA file, atomically."""
     import SimpleITK as sitk
 
     from mvcf.fileio import atomic_path
+    from mvcf.outputs_guard import tag_image
 
     image.voxels = image.voxels.astype(np.float32)
+    written = image.to_sitk()
+    tag_image(written)
     with atomic_path(out_path) as tmp:
-        sitk.WriteImage(image.to_sitk(), str(tmp), True)
+        sitk.WriteImage(written, str(tmp), True)
     if not np.any(image.voxels > 0):
         log.warning("Grad-CAM found no positive evidence for the %s class in %s: the heatmap is empty", target,
                     out_path)
@@ -129,7 +174,8 @@ def write_heatmap(ct, location, model: Union[str, Path, None, Any], out_path: Un
 
 
 def write_prediction_heatmap(bundle, prediction, out_path: Union[str, Path], device: str = "cpu",
-                             target: str = "call") -> Path:
-    """The heatmap of a Prediction (mvcf.predict) from the view and probability it already holds."""
-    image = heatmap_for(bundle, prediction.view, device, target, prediction.probability_malignant)
+                             target: str = "call", ct=None, location=None) -> Path:
+    """The heatmap of a Prediction (mvcf.predict) from the view and probability it already holds (on the
+    lattice of `ct` and through the height of `location` when given)."""
+    image = heatmap_for(bundle, prediction.view, device, target, prediction.probability_malignant, ct, location)
     return write_image(image, out_path, target)

@@ -178,8 +178,10 @@ def forward_checked(bundle, arrays: Union[np.ndarray, Sequence[np.ndarray]], bat
                 warnings.append(OOM_WARNING)
             continue
         start += len(chunk)
+    from mvcf.models.card_schema import check_probabilities
+
     probabilities = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
-    return Forward(bundle, probabilities, warnings)
+    return Forward(bundle, check_probabilities(probabilities, f"the model {bundle.name}"), warnings)
 
 
 def forward(bundle, arrays: Sequence[np.ndarray], device: Optional[str] = None, batch_size: Optional[int] = None,

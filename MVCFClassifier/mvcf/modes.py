@@ -78,9 +78,11 @@ class ViewMode:
         """The spatial size a Grad-CAM map is upsampled to."""
         return tuple(input_shape[-self.spatial_dims:])
 
-    def heatmap_image(self, view, heat: np.ndarray):
-        """The map (one per case, or one per slice of a bag) as a CTImage on the view's own grid."""
-        return view.grids[0].to_ctimage(heat[None], source="gradcam")
+    def heatmap_image(self, view, heat: np.ndarray, depth_mm: Optional[float] = None):
+        """The map as a volume in the CT's physical space that covers the vertebra (docs/screening.md,
+        "Heatmaps"): here the axial map spread through the slab it summarises, `depth_mm` (the vertebra's
+        cranio-caudal extent when known, else the view's width) around the centre."""
+        return extruded_axial(view, heat, depth_mm)
 
     # --- preview ---------------------------------------------------------------------------------------------
     def preview_panels(self, grid: SampleGrid, window: str, volume: np.ndarray) -> list[Panel]:
@@ -119,9 +121,10 @@ class AdjacentMode(StackMode):
     def grid_stacks(self, array, channels):
         return [array.reshape(-1, channels, *array.shape[1:]).transpose(1, 0, 2, 3)]
 
-    def heatmap_image(self, view, heat):
-        grid = view.grids[0]
-        return grid.to_ctimage(np.repeat(heat[None], grid.size[2], axis=0), source="gradcam")
+    def heatmap_image(self, view, heat, depth_mm=None):
+        # one 2D map for the whole stack: spread through the vertebra (at least the stack's own slab)
+        stack = view.spec.n_slices * view.spec.slice_gap_mm
+        return extruded_axial(view, heat, max(depth_mm or 0.0, stack))
 
 
 class MILMode(StackMode):
@@ -144,8 +147,19 @@ class MILMode(StackMode):
     def to_channels(self, array):
         return array.reshape(array.shape[0] * array.shape[1], *array.shape[2:])
 
-    def heatmap_image(self, view, heat):
-        return view.grids[0].to_ctimage(heat, source="gradcam")
+    def heatmap_image(self, view, heat, depth_mm=None):
+        # each slice's own map, interpolated between the slices (each summarises gap mm of the stack)
+        grid = view.grids[0]
+        n, gap, sp = heat.shape[0], float(grid.spacing[2]), float(grid.spacing[0])
+        depth = n * gap
+        k = max(1, int(round(depth / sp)))
+        z = (np.arange(k) - (k - 1) / 2) * sp                       # mm from the centre, inferior first
+        position = np.clip(z / gap + (n - 1) / 2, 0, n - 1)
+        lo = np.floor(position).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        w = (position - lo)[:, None, None]
+        volume = (1 - w) * heat[lo] + w * heat[hi]
+        return axial_block(view, k, sp).to_ctimage(volume.astype(np.float32), source="gradcam")
 
 
 class OrthogonalMode(ViewMode):
@@ -178,20 +192,26 @@ class OrthogonalMode(ViewMode):
             array[: 2 * third] = array[: 2 * third, :, ::-1]
         return array
 
-    def heatmap_image(self, view, heat):
-        # A cube around the centre with the map painted on the three planes it came from. For an even view
-        # size the cube has no slice through the exact centre, so each plane lands half a voxel off it
-        # (0.5 mm at 1 mm spacing, far below the map's own resolution of one layer-3 cell, 16 voxels).
+    #: How the three back-projections combine: "geometric" (a voxel is hot where all three planes see
+    #: evidence through it) or "mean". Chosen on synthetic lesions, docs/screening.md.
+    combine = "geometric"
+
+    def heatmap_image(self, view, heat, depth_mm=None):
+        # The network reads the three planes as channels of one image, so Grad-CAM gives one map whose pixel
+        # (r, c) is axial (row A->P, col R->L), coronal (row S->I, col R->L) and sagittal (row S->I, col A->P).
+        # Each plane's reading is back-projected through the cube perpendicular to its plane.
         s = heat.shape[0]
         spacing = float(view.spacing_mm)
         cube = SampleGrid.centered("cube", np.asarray(view.center_lps, float), PLANE_DIRECTIONS["axial"],
-                                   (spacing, spacing, spacing), (s, s, s))
-        values = np.zeros((s, s, s), dtype=np.float32)  # [k (I->S), j (A->P), i (R->L)]
-        mid = (s - 1) // 2
-        values[mid] = np.maximum(values[mid], heat)                          # axial: rows A->P, cols R->L
-        values[:, mid, :] = np.maximum(values[:, mid, :], heat[::-1, :])     # coronal: rows S->I, cols R->L
-        values[:, :, mid] = np.maximum(values[:, :, mid], heat[::-1, :])     # sagittal: rows S->I, cols A->P
-        return cube.to_ctimage(values, source="gradcam")
+                                   (spacing, spacing, spacing), (s, s, s))      # [k (I->S), j (A->P), i (R->L)]
+        axial = np.broadcast_to(heat[None, :, :], (s, s, s))
+        coronal = np.broadcast_to(heat[::-1, None, :], (s, s, s))
+        sagittal = np.broadcast_to(heat[::-1, :, None], (s, s, s))
+        if self.combine == "geometric":
+            values = np.cbrt(axial * coronal * sagittal)
+        else:
+            values = (axial + coronal + sagittal) / 3
+        return cube.to_ctimage(np.ascontiguousarray(values, dtype=np.float32), source="gradcam")
 
 
 class CubeMode(ViewMode):
@@ -215,13 +235,33 @@ class CubeMode(ViewMode):
     def grid_stacks(self, array, channels):
         return [array]
 
-    def heatmap_image(self, view, heat):
+    def heatmap_image(self, view, heat, depth_mm=None):
         return view.grids[0].to_ctimage(heat, source="gradcam")
 
     def preview_panels(self, grid, window, volume):
         mid = [s // 2 for s in volume.shape]
         return [(f"axial/{window}", volume[mid[0]]), (f"coronal/{window}", volume[::-1, mid[1], :]),
                 (f"sagittal/{window}", volume[::-1, :, mid[2]])]
+
+
+def axial_block(view, k: int, spacing_k: float) -> SampleGrid:
+    """The view's axial field of view (its first grid's rows and columns) as a block of `k` slices
+    `spacing_k` mm apart, centred on the view's centre."""
+    grid = view.grids[0]
+    return SampleGrid.centered("heatmap", np.asarray(view.center_lps, float), PLANE_DIRECTIONS["axial"],
+                               (float(grid.spacing[0]), float(grid.spacing[1]), spacing_k),
+                               (grid.size[0], grid.size[1], k))
+
+
+def extruded_axial(view, heat: np.ndarray, depth_mm: Optional[float]):
+    """A 2D axial map repeated through `depth_mm` (default: the view's width) of slices at the view's pixel
+    spacing: the evidence the map shows lies somewhere along each column of that slab."""
+    grid = view.grids[0]
+    sp = float(grid.spacing[0])
+    depth = float(depth_mm) if depth_mm else grid.size[0] * sp
+    k = max(1, int(round(depth / sp)))
+    volume = np.repeat(np.asarray(heat, np.float32)[None], k, axis=0)
+    return axial_block(view, k, sp).to_ctimage(volume, source="gradcam")
 
 
 #: The mode a command uses when none is given (the paper's best: 2.5D, three orthogonal planes).

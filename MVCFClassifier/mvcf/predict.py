@@ -75,8 +75,10 @@ def predict_ct(ct, location, model: Union[str, Path, None, Any] = None, device: 
     """Classify the vertebra at `location` (a VertebraLocation, LPS mm) of `ct` (a CTImage).
     `model` is a bundle directory, an already loaded Bundle, or None for the embedded demo bundle.
     The warnings start with the location's own (build_views carries them), then the view's and the bundle's."""
+    from mvcf.locate import require_bone
     from mvcf.views import ViewSpec, build_views
 
+    require_bone(ct, location)  # every classification passes here or through predict_many
     started = time.perf_counter()
     bundle = load_model(model, device, backend)
     timing = {"load_model": 1000 * (time.perf_counter() - started)}
@@ -134,7 +136,8 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     from dataclasses import replace
 
     from mvcf.errors import Cancelled
-    from mvcf.locate import resolve
+    from mvcf.fileio import atomic_dir
+    from mvcf.locate import require_bone, resolve
     from mvcf.progress import check_cancel
     from mvcf.views import ViewSpec, build_views
 
@@ -143,26 +146,27 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     total = len(queries)
     masks: dict[str, Any] = {}
     results: list[Optional[dict[str, Any]]] = [None] * total
-    ready: list[tuple[int, Any, dict[str, float]]] = []
+    ready: list[tuple[int, Any, Any, dict[str, float]]] = []
     for index, query in enumerate(queries):
         check_cancel(should_cancel)
         if on_progress is not None:
             on_progress(index, total, f"{query.name} ({index + 1}/{total})")
         started = time.perf_counter()
         try:
-            location = resolve(ct, replace(query, refine=query.refine or refine), masks)
+            location = require_bone(ct, resolve(ct, replace(query, refine=query.refine or refine), masks))
             t = time.perf_counter()
             view = build_views(ct, location, spec)
-            ready.append((index, view, {"locate": 1000 * (t - started), "views": 1000 * (time.perf_counter() - t)}))
+            ready.append((index, location, view, {"locate": 1000 * (t - started),
+                                                  "views": 1000 * (time.perf_counter() - t)}))
         except MVCFError as exc:
             results[index] = _failure(query.name, exc, query.heatmap, started)
     check_cancel(should_cancel)
     if ready:
         t = time.perf_counter()
-        done = forward_checked(bundle, [view.array for _, view, _ in ready], should_cancel=should_cancel)
+        done = forward_checked(bundle, [view.array for _, _, view, _ in ready], should_cancel=should_cancel)
         synchronize(done.bundle.device)
         share = 1000 * (time.perf_counter() - t) / len(ready)
-        for (index, view, timing), probability in zip(ready, done.probabilities):
+        for (index, location, view, timing), probability in zip(ready, done.probabilities):
             query, started = queries[index], time.perf_counter()
             timing["inference"] = share
             result = _prediction(done.bundle, view, probability, timing, done.warnings)
@@ -173,10 +177,13 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
 
                     check_cancel(should_cancel)
                     payload["heatmap"] = str(write_prediction_heatmap(done.bundle, result, query.heatmap,
-                                                                      device=done.bundle.device))
+                                                                      device=done.bundle.device, ct=ct,
+                                                                      location=location))
                     timing["heatmap"] = 1000 * (time.perf_counter() - started)
                 if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
-                    payload["views"] = [str(path) for path in result.view.write_volumes(query.views)]
+                    with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier mvcf views folder
+                        names = [path.name for path in result.view.write_volumes(tmp)]
+                    payload["views"] = [str(Path(query.views) / name) for name in names]
             except Cancelled:
                 raise
             except (MVCFError, OSError) as exc:
@@ -193,17 +200,18 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
 def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Union[str, Path, None, Any] = None,
                     device: str = "auto", backend: str = "auto", refine: bool = False,
                     on_progress: Optional[Callable[[int, int, str], None]] = None,
-                    should_cancel: Optional[Callable[[], bool]] = None) -> tuple[dict[str, Any], Any]:
+                    should_cancel: Optional[Callable[[], bool]] = None,
+                    series_uid: Optional[str] = None) -> tuple[dict[str, Any], Any, Any]:
     """Read a CT, load the bundle (memoised) and classify every query: the payload of `mvcf predict
-    --locations` ({"results", "timing_ms", "disclaimer"}) and the bundle that ran. Progress: reading,
-    loading, then one step per vertebra. The call behind the CLI and the warm worker (mvcf.worker)."""
+    --locations` ({"results", "timing_ms", "disclaimer"}), the bundle that ran and the CTImage. Progress:
+    reading, loading, then one step per vertebra. The call behind the CLI and the warm worker (mvcf.worker)."""
     from mvcf.read_ct import read_ct
 
     steps = len(queries) + 2
     progress = on_progress or (lambda done, total, message: None)
     progress(0, steps, "reading CT")
     started = time.perf_counter()
-    ct = read_ct(ct_path)
+    ct = read_ct(ct_path, series_uid=series_uid)
     read_ms = 1000 * (time.perf_counter() - started)
     progress(1, steps, "loading the model")
     t = time.perf_counter()
@@ -215,4 +223,4 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
                "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
                              "total": round(1000 * (time.perf_counter() - started), 2)},
                "disclaimer": RESEARCH_USE_DISCLAIMER}
-    return payload, bundle
+    return payload, bundle, ct

@@ -142,7 +142,7 @@ class Worker:
             queries = parse_entries(locations, Path(request.get("base", ".")), "the request's locations")
         else:
             raise MVCFError("predict needs 'locations': a locations file or a list of entries")
-        payload, _ = predict_ct_file(ct, queries, request.get("model", self.model), device,
+        payload, _, _ = predict_ct_file(ct, queries, request.get("model", self.model), device,
                                      request.get("backend", self.backend),
                                      refine=bool(request.get("refine", False)),
                                      on_progress=_Tagged(self.channel, request.get("id")).progress)

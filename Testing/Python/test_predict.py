@@ -66,7 +66,7 @@ def test_same_point_in_ras_gives_the_same_probability(sample, capsys):
     assert by_ras.probability_malignant == pytest.approx(by_mask.probability_malignant, abs=1e-6)
 
 
-def test_heatmap_is_written_on_the_view_grid_inside_the_ct(sample, tmp_path, capsys):
+def test_heatmap_is_written_on_the_ct_lattice_around_the_vertebra(sample, tmp_path, capsys):
     import SimpleITK as sitk
 
     from mvcf.explain import explain
@@ -82,8 +82,13 @@ def test_heatmap_is_written_on_the_view_grid_inside_the_ct(sample, tmp_path, cap
     values = sitk.GetArrayFromImage(image)
     assert np.isfinite(values).all() and values.max() <= 1.0 + 1e-6 and values.min() >= 0.0
     centre = np.array(image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in image.GetSize()]))
-    np.testing.assert_allclose(centre, result["center_lps"], atol=1.0)
     ct = read_ct(sample["ct"])
+    np.testing.assert_allclose(centre, result["center_lps"], atol=float(ct.spacing.max()))
+    np.testing.assert_allclose(image.GetSpacing(), ct.spacing)          # the CT's own lattice
+    np.testing.assert_allclose(np.array(image.GetDirection()).reshape(3, 3), ct.direction)
+    start = ct.lps_to_index(image.GetOrigin())
+    np.testing.assert_allclose(start, np.round(start), atol=1e-4)
+    assert min(image.GetSize()) > 10                                       # a volume, not a plane
     location = from_mask(ct, read_mask(sample["mask"]), 31)
     peaks = [float(explain(ct, location, target=t)[0].voxels.max()) for t in ("MVCF", "OVCF")]
     assert max(peaks) == pytest.approx(1.0)   # evidence for one class or the other, scaled to [0, 1]
@@ -207,7 +212,7 @@ def test_all_vertebrae_failing_is_exit_2_with_their_errors(sample, capsys):
     ("[{\"point_lps\": [1, 2, 3]}]", "needs a name"),
     ("[{\"name\": \"L1\", \"point_lps\": [1, 2, 3], \"heatmap\": \"h.png\"}]", "heatmap must name"),
     ("[{\"name\": \"a\", \"point_lps\": [1, 2, 3], \"heatmap\": \"h.nii.gz\"}, "
-     "{\"name\": \"b\", \"point_lps\": [1, 2, 3], \"heatmap\": \"./h.nii.gz\"}]", "same heatmap"),
+     "{\"name\": \"b\", \"point_lps\": [1, 2, 3], \"heatmap\": \"./h.nii.gz\"}]", "write the same file"),
     ("vertebra,point_lps\nL1,\"1,2,3\"\n", "header row naming 'name'"),
     ("name,point_lps\nL1,1,2,3\n", "more cells than the header"),
 ])

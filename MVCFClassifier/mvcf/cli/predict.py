@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "entry)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout (several "
                         "vertebrae: {\"results\": [one object per vertebra, or its name and error]})")
+    from mvcf.cli.outputs import add_output_arguments
+
+    add_output_arguments(parser)
 
 
 def queries_from_args(args: argparse.Namespace):
@@ -63,24 +67,45 @@ def queries_from_args(args: argparse.Namespace):
     return None
 
 
+def check_placement(args: argparse.Namespace) -> None:
+    """Before reading anything large: the model card is valid and the heatmap may be written where asked
+    (never over the CT, the mask or the model, never over a file mvcf did not write)."""
+    from mvcf.models.bundle import read_card
+    from mvcf.outputs_guard import check_output
+    from mvcf.inference import default_model_path
+
+    read_card(args.model if args.model is not None else default_model_path())
+    if args.heatmap is not None:
+        check_output(args.heatmap, [args.ct, args.mask, args.model], kind="file", overwrite=True,
+                     what="--heatmap")
+
+
 def run(args: argparse.Namespace, reporter) -> int:
     import time
 
     from mvcf.cli.location import query_from_args
+    from mvcf.cli.outputs import check_outputs, finish_outputs, retrieve_input, write_outputs
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
+    from mvcf.outputs_guard import check_outputs_distinct
     from mvcf.predict import predict_ct
     from mvcf.progress import dumps
     from mvcf.read_ct import read_ct
 
     if args.heatmap is not None and not str(args.heatmap).endswith(HEATMAP_SUFFIXES):
         raise MVCFError("--heatmap must name a .nii.gz, .nii, .nrrd or .mha file")
+    check_placement(args)
     queries = queries_from_args(args)
+    retrieve_input(args)
     if queries is not None:
+        check_outputs_distinct([(f"{q.name} {field}", path) for q in queries
+                                for field, path in (("heatmap", q.heatmap), ("views", q.views)) if path is not None],
+                               [args.ct, args.model, args.locations])
         return run_many(args, reporter, queries)
+    plan = check_outputs(args)
     reporter.progress(0, 3, "reading CT")
     started = time.perf_counter()
-    ct = read_ct(args.ct)
+    ct = read_ct(args.ct, series_uid=args.series_uid)
     read_ms = 1000 * (time.perf_counter() - started)
     reporter.progress(1, 3, "locating the vertebra")
     location = resolve(ct, query_from_args(args))
@@ -94,7 +119,12 @@ def run(args: argparse.Namespace, reporter) -> int:
         from mvcf.inference import load_model
 
         bundle = load_model(args.model, result.device)
-        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device))
+        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device,
+                                                          ct=ct, location=location))
+    outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device,
+                            on_progress=lambda _done, _total, message: reporter.log(message), plan=plan)
+    if outputs:
+        payload["outputs"] = outputs
     reporter.progress(3, 3, "done")
     if args.json:
         print(dumps(payload, indent=2))
@@ -109,18 +139,26 @@ def run(args: argparse.Namespace, reporter) -> int:
             print(f"warning: {warning}")
         print(result.disclaimer)
     reporter.result(payload)
-    return 0
+    return finish_outputs(outputs, quiet=args.json)
 
 
 def run_many(args: argparse.Namespace, reporter, queries) -> int:
     """Several vertebrae: read the CT and load the bundle once, then classify them all in one batched pass
     (mvcf.predict.predict_ct_file, the same call as the warm worker's)."""
+    from mvcf.cli.outputs import check_outputs, finish_outputs, write_outputs
     from mvcf.predict import predict_ct_file
     from mvcf.progress import dumps
 
-    payload, bundle = predict_ct_file(args.ct, queries, args.model, args.device, args.backend, refine=args.refine,
-                                      on_progress=reporter.progress)
+    plan = check_outputs(args)
+    payload, bundle, ct = predict_ct_file(args.ct, queries, args.model, args.device, args.backend,
+                                          refine=args.refine, on_progress=reporter.progress,
+                                          series_uid=args.series_uid)
     results = payload["results"]
+    outputs = write_outputs(args, ct, results, bundle, bundle.device,
+                            on_progress=lambda _done, _total, message: reporter.log(message), plan=plan) \
+        if any("error" not in r for r in results) else {}
+    if outputs:
+        payload["outputs"] = outputs
     if args.json:
         print(dumps(payload, indent=2))
     else:
@@ -131,7 +169,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     if len(failed) == len(results):
         raise MVCFError(f"none of the {len(results)} vertebrae could be classified; {failed[0]['name']}: "
                         f"{failed[0]['error']}")
-    return 0
+    return finish_outputs(outputs, quiet=args.json)
 
 
 def print_many(results: list, model: dict, device: str) -> None:

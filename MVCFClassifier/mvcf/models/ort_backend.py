@@ -81,12 +81,12 @@ def _session(graph: bytes, device: str):
 
 def load_ort_bundle(path: Union[str, Path], device: str = "cpu") -> OrtBundle:
     """Verify a bundle and its graph and open the graph on `device` ('cpu' or 'cuda[:N]')."""
-    from mvcf.models.bundle import check_weights, read_card
+    from mvcf.models.bundle import check_weights_sha256, read_card
     from mvcf.models.onnx_graph import check_graph, check_probe
 
     bundle_dir = Path(path)
     card = read_card(bundle_dir)
-    check_weights(bundle_dir, card)
+    check_weights_sha256(bundle_dir, card)
     graph = check_graph(bundle_dir, card)
     session = _session(graph, device)
     bundle = OrtBundle(path=bundle_dir, card=card, model=session, device=device)

@@ -1,0 +1,280 @@
+"""Whole-spine screening in Slicer: a segmentation node (e.g. from TotalSegmentator) -> one `mvcf screen`
+child run -> one table node, segments coloured by Genant grade or P(MVCF), slice views centred on a row.
+
+Every function takes the scene or nodes as arguments (no global slicer.mrmlScene), so pytest drives it with
+slicer-core's real MRML. The widget only calls these and ChildProcess.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from MVCFClassifierLib.logic import ChildDrivenRun
+from mvcf.ctimage import CTImage, lps_to_ras
+from mvcf.errors import MVCFError
+
+#: Table columns (name, type, description): what the reader needs on one screen.
+TABLE_COLUMNS = [
+    ("level", str, "vertebra level"),
+    ("status", str, "measured, partial (cut by the field of view), missing or empty"),
+    ("height_anterior_mm", float, "anterior body height (mm)"),
+    ("height_middle_mm", float, "middle body height (mm)"),
+    ("height_posterior_mm", float, "posterior body height (mm)"),
+    ("height_loss", float, "graded height loss (fraction)"),
+    ("genant_grade", str, "Genant grade 0-3 (empty: not graded)"),
+    ("shape", str, "normal, wedge, biconcave or crush"),
+    ("trabecular_hu", float, "trabecular HU of the eroded body"),
+    ("density", str, "Pickhardt 2013 L1 category"),
+    ("probability_malignant", float, "P(MVCF), research use only"),
+    ("prediction", str, "MVCF or OVCF at the model's threshold"),
+    ("flagged", str, "collapsed (Genant >= 1) and P(MVCF) >= threshold"),
+    ("notes", str, "why a value is missing"),
+]
+
+#: Segment colours (RGB 0..1) by Genant grade; grey for not graded.
+GRADE_COLOURS = {0: (0.30, 0.69, 0.29), 1: (1.00, 0.85, 0.20), 2: (1.00, 0.50, 0.05), 3: (0.85, 0.10, 0.10)}
+UNGRADED_COLOUR = (0.6, 0.6, 0.6)
+
+
+def vertebra_segments(segmentation_node) -> dict[str, str]:
+    """{level: segment id} of the vertebra segments: TotalSegmentator's (`vertebrae_L1` ids or names, see
+    MVCFClassifierLib.totalsegmentator), else segments named by level ('L1', 'Vertebra T13', ...)."""
+    from MVCFClassifierLib.totalsegmentator import vertebra_segments as totalsegmentator_vertebrae
+    from mvcf.numbering import level_from_name
+
+    if segmentation_node is None:
+        raise MVCFError("no segmentation selected: choose the spine segmentation (e.g. from TotalSegmentator)")
+    found = {level: segment_id for segment_id, level in totalsegmentator_vertebrae(segmentation_node)}
+    segmentation = segmentation_node.GetSegmentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        level = level_from_name(segmentation.GetSegment(segment_id).GetName())
+        if level is not None and level not in found:
+            found[level] = segment_id
+    if not found:
+        raise MVCFError(f"segmentation '{segmentation_node.GetName()}' has no vertebra segments (names such as "
+                        f"vertebrae_L1 or L1)")
+    return found
+
+
+def spine_label_map(segmentation_node, reference_volume_node) -> tuple[CTImage, dict[int, str]]:
+    """All vertebra segments as one label map on the CT's grid, TotalSegmentator v2 values (L1 = 31, VerSe's
+    T13/L6 kept with VerSe values 28/25 would collide, so they get 51/52 and their names), and the names."""
+    from MVCFClassifierLib.markups import segment_labelmap
+    from mvcf.numbering import TABLES, segment_name
+
+    if reference_volume_node is None:
+        raise MVCFError("select the CT volume the segmentation belongs to")
+    value_of = {level: value for value, level in TABLES["totalsegmentator"].items()}
+    value_of.update({"T13": 51, "L6": 52})
+    labels: Optional[np.ndarray] = None
+    geometry = None
+    names: dict[int, str] = {}
+    for level, segment_id in vertebra_segments(segmentation_node).items():
+        mask = segment_labelmap(segmentation_node, segment_id, reference_volume_node)
+        if labels is None:
+            labels = np.zeros(mask.voxels.shape, np.uint8)
+            geometry = mask
+        labels[mask.voxels > 0] = value_of[level]
+        names[value_of[level]] = segment_name(level)
+    assert labels is not None and geometry is not None
+    return CTImage(labels, geometry.spacing, geometry.origin, geometry.direction, source="segmentation"), names
+
+
+def screen_arguments(ct_path: Path, seg_path: Path, model_dir: Optional[str] = None,
+                     device: str = "auto") -> list[str]:
+    """`mvcf screen` arguments of the child run (the JSON-lines protocol is added by mvcf_command)."""
+    args = ["screen", "--ct", str(ct_path), "--seg", str(seg_path), "--device", device]
+    return args + (["--model", str(model_dir)] if model_dir else [])
+
+
+def write_seg_nrrd(labels: CTImage, names: dict[int, str], path: Path) -> Path:
+    """The label map as a .seg.nrrd-style NRRD whose header names each label (Segment<N>_Name /
+    _LabelValue), so `mvcf screen` reads the levels from the names."""
+    import SimpleITK as sitk
+
+    image = labels.to_sitk()
+    for n, (value, name) in enumerate(sorted(names.items())):
+        image.SetMetaData(f"Segment{n}_Name", name)
+        image.SetMetaData(f"Segment{n}_LabelValue", str(value))
+        image.SetMetaData(f"Segment{n}_Layer", "0")
+    sitk.WriteImage(image, str(path), True)
+    return path
+
+
+def _cell(row: dict, name: str) -> Any:
+    value = row.get(name)
+    if name == "genant_grade":
+        return "" if value is None else str(value)
+    if name == "flagged":
+        return "FLAG" if value else ""
+    if name == "notes":
+        return "; ".join(value or [])
+    return value
+
+
+def write_screen_table(scene, vertebrae: Sequence[dict], node=None, name: str = "MVCF screen"):
+    """One row per vertebra of a screen result (`mvcf screen --json`'s "vertebrae") in a table node."""
+    from MVCFClassifierLib.tables import write_table
+
+    rows = [{column: _cell(row, column) for column, _, _ in TABLE_COLUMNS} for row in vertebrae]
+    return write_table(scene, rows, TABLE_COLUMNS, name, node=node)
+
+
+def probability_colour(probability: float) -> tuple[float, float, float]:
+    """Blue (0) through white (0.5) to red (1)."""
+    p = float(np.clip(probability, 0.0, 1.0))
+    if p < 0.5:
+        t = p / 0.5
+        return (0.13 + 0.87 * t, 0.4 + 0.6 * t, 0.8 + 0.2 * t)
+    t = (p - 0.5) / 0.5
+    return (1.0, 1.0 - 0.9 * t, 1.0 - 0.9 * t)
+
+
+def colour_segments(segmentation_node, vertebrae: Sequence[dict], by: str = "grade") -> dict[str, tuple]:
+    """Colour each vertebra's segment by Genant grade (green/yellow/orange/red, grey not graded) or by
+    P(MVCF) (blue-white-red); returns {level: colour}."""
+    if by not in ("grade", "probability"):
+        raise MVCFError(f"colour by 'grade' or 'probability', not {by!r}")
+    segments = vertebra_segments(segmentation_node)
+    segmentation = segmentation_node.GetSegmentation()
+    colours = {}
+    for row in vertebrae:
+        segment_id = segments.get(row["level"])
+        if segment_id is None:
+            continue
+        if by == "grade":
+            colour = GRADE_COLOURS.get(row.get("genant_grade"), UNGRADED_COLOUR)
+        else:
+            p = row.get("probability_malignant")
+            colour = UNGRADED_COLOUR if p is None else probability_colour(p)
+        segmentation.GetSegment(segment_id).SetColor(*colour)
+        colours[row["level"]] = colour
+    return colours
+
+
+def row_center_ras(row: dict) -> Optional[np.ndarray]:
+    center = row.get("center_lps")
+    return None if center is None else lps_to_ras(np.asarray(center, float))
+
+
+def center_slices_on(scene, row: dict) -> Optional[np.ndarray]:
+    """Centre every slice view of `scene` on the vertebra of a table row; returns the RAS point (None when
+    the row has no position, e.g. a missing level)."""
+    import slicer
+
+    ras = row_center_ras(row)
+    if ras is None:
+        return None
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, float(ras[0]), float(ras[1]), float(ras[2]),
+                                          slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+    return ras
+
+
+#: The module's input choice for screening every vertebra of a segmentation.
+SOURCE = "Whole spine"
+
+
+@dataclass
+class ScreenOutputs:
+    table_node: Any
+    rows: list[dict]
+    result: dict
+
+
+class ScreenRun(ChildDrivenRun):
+    """One whole-spine Apply: the CT and the named label map in a temporary folder, one `mvcf screen` child.
+    Poll it (`poll()`, `fraction`, `message`) until `finished`, or `wait()`; `finish(scene)` fills the table
+    and colours the segments; `cancel()` kills the child and adds nothing."""
+
+    def __init__(self, ct_node, segmentation_node, workdir: Path, command: list[str], colour_by: str = "grade"):
+        self.ct_node = ct_node
+        self.segmentation_node = segmentation_node
+        self.workdir = workdir
+        self.command = command
+        self.colour_by = colour_by
+        self.targets: list = []              # the prediction run's skipped-target summary has nothing to say
+        self.cancelled = False
+        self.message = "starting"
+        self._child = None
+        self._child_fraction = 0.0
+        self._result: Optional[dict] = None
+        self._error = ""
+        self._done = False
+
+    @property
+    def finished(self) -> bool:
+        return self.cancelled or self._done
+
+    @property
+    def fraction(self) -> float:
+        return 1.0 if self._done else min(1.0, self._child_fraction)
+
+    def _start_child(self):
+        from MVCFClassifierLib.process import ChildRun
+
+        self._child = ChildRun(self.command, cwd=str(self.workdir)).start()
+        return self._child
+
+    def _collect(self, child) -> None:
+        from MVCFClassifierLib.logic import child_error
+
+        self._result = child.result if isinstance(child.result, dict) else None
+        self._error = "" if self._result is not None else child_error(child)
+        self._done = True
+        self.message = "done" if self._result is not None else f"failed: {self._error}"
+
+    def cancel(self) -> None:
+        import shutil
+
+        self.cancelled = True
+        if self._child is not None:
+            self._child.cancel()
+        self.message = "cancelled"
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def finish(self, scene, table_node=None) -> ScreenOutputs:
+        import shutil
+
+        if self.cancelled:
+            raise MVCFError("the screen was cancelled; nothing was added to the scene")
+        if not self._done:
+            raise RuntimeError("finish() before the screen has ended")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._result is None:
+            raise MVCFError(self._error or "the screen gave no result")
+        vertebrae = list(self._result.get("vertebrae", []))
+        table = write_screen_table(scene, vertebrae, node=table_node)
+        colour_segments(self.segmentation_node, vertebrae, by=self.colour_by)
+        return ScreenOutputs(table, vertebrae, self._result)
+
+
+def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = None,
+                 model_dir: Optional[str] = None, device: str = "auto", temp_root: Optional[str] = None,
+                 colour_by: str = "grade") -> ScreenRun:
+    """Write the CT and the spine label map (segment names in the header) and return a run to poll."""
+    import shutil
+    import tempfile
+
+    from MVCFClassifierLib.logic import write_image
+    from MVCFClassifierLib.process import mvcf_command
+    from MVCFClassifierLib.volumes import ct_image_from_volume_node
+
+    if ct_node is None:
+        raise MVCFError("no CT volume selected")
+    if model_dir and not Path(model_dir).is_dir():
+        raise MVCFError(f"model bundle folder not found: {model_dir}")
+    labels, names = spine_label_map(segmentation_node, ct_node)
+    workdir = Path(tempfile.mkdtemp(prefix="mvcf-screen-", dir=temp_root))
+    try:
+        write_image(ct_image_from_volume_node(ct_node), workdir / "ct.nrrd")
+        write_seg_nrrd(labels, names, workdir / "spine.seg.nrrd")
+    except Exception:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    command = mvcf_command(screen_arguments(workdir / "ct.nrrd", workdir / "spine.seg.nrrd", model_dir, device),
+                           python_executable=python_executable)
+    return ScreenRun(ct_node, segmentation_node, workdir, command, colour_by)

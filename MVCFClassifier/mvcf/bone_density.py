@@ -1,0 +1,137 @@
+"""Trabecular bone density of a vertebral body in HU, and the opportunistic osteoporosis flag.
+
+The region is the vertebral body (morphometry.BodyRegion: the mask in front of the canal, on the body's own
+frame) eroded by EROSION_MM, so the cortex, the endplates and partial-volume voxels at the edge are out;
+the CT is sampled on that frame with linear interpolation. Thresholds (docs/screening.md, "Bone density"):
+
+- Pickhardt PJ et al., Ann Intern Med 2013;158:588-95 (1867 adults, DXA reference, L1 trabecular ROI on
+  routine abdominal CT): L1 <= 160 HU was 90 % sensitive for osteoporosis, <= 110 HU more than 90 %
+  specific. Here: <= 110 HU "osteoporosis likely", 110-160 HU "low density, osteoporosis possible",
+  > 160 HU "normal density". The thresholds were derived at L1; at other levels the category is reported
+  as an approximation (lumbar trabecular HU changes only a little from L1 to L4).
+- Contrast: intravenous contrast raises trabecular HU (portal-venous phase by about 10-15 HU at L1,
+  Pompe E et al., Eur Radiol 2015;25:1-7), so on a contrast-enhanced CT the flag errs towards "normal";
+  when the CT says it is enhanced (DICOM ContrastBolusAgent, a BIDS sidecar, or a given phase) every
+  density carries that warning.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from mvcf.ctimage import CTImage
+
+EROSION_MM = 3.0
+MIN_VOXELS = 20
+OSTEOPOROSIS_HU = 110.0     # Pickhardt 2013: > 90 % specific at L1
+LOW_DENSITY_HU = 160.0      # Pickhardt 2013: 90 % sensitive at L1
+CATEGORIES = ("osteoporosis likely", "low density", "normal density")
+NATIVE_PHASES = ("native", "non-contrast", "noncontrast", "none", "unenhanced")
+
+
+@dataclass
+class Density:
+    trabecular_hu: Optional[float]       # mean HU of the eroded body
+    median_hu: Optional[float]
+    sd_hu: Optional[float]
+    n_voxels: int
+    category: str                        # one of CATEGORIES, or "" when not measured
+    osteoporosis_flag: bool
+    notes: list[str]
+
+
+def category(hu: float) -> str:
+    if hu <= OSTEOPOROSIS_HU:
+        return CATEGORIES[0]
+    return CATEGORIES[1] if hu <= LOW_DENSITY_HU else CATEGORIES[2]
+
+
+def trabecular_density(ct: CTImage, region, level: str = "", erosion_mm: float = EROSION_MM) -> Density:
+    """Mean / median / SD HU of the body in `region` (morphometry.BodyRegion) eroded by `erosion_mm`."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    notes: list[str] = []
+    if region is None or not region.body.any():
+        return Density(None, None, None, 0, "", False, ["no body to measure"])
+    core = ndimage.distance_transform_edt(region.body, sampling=tuple(region.spacing[::-1])) > erosion_mm
+    if core.sum() < MIN_VOXELS:
+        core = ndimage.distance_transform_edt(region.body, sampling=tuple(region.spacing[::-1])) > erosion_mm / 2
+        notes.append(f"body too thin for a {erosion_mm:g} mm erosion; eroded by {erosion_mm / 2:g} mm")
+    if core.sum() < MIN_VOXELS:
+        return Density(None, None, None, int(core.sum()), "", False, notes + ["body too small to measure"])
+    hu = sitk.GetArrayFromImage(sitk.Resample(ct.to_sitk(), region.to_sitk_reference(), sitk.Transform(),
+                                              sitk.sitkLinear, -1024.0, sitk.sitkFloat32))
+    values = hu[core]
+    mean = float(values.mean())
+    if level and level != "L1":
+        notes.append("osteoporosis thresholds were derived at L1 (Pickhardt 2013); at "
+                     f"{level} the category is an approximation")
+    cat = category(mean)
+    return Density(mean, float(np.median(values)), float(values.std()), int(values.size), cat,
+                   cat == CATEGORIES[0], notes)
+
+
+def contrast_phase(ct_path: Union[str, Path, None], given: Optional[str] = None) -> Optional[str]:
+    """The contrast phase the CT declares, or None when it says nothing.
+
+    `given` is a phase name or TotalSegmentator's contrast_phase.json ({"phase": "native", ...}). Otherwise
+    a DICOM series is asked for ContrastBolusAgent (0018,0010) and a NIfTI/NRRD file for a BIDS sidecar
+    (<name>.json with ContrastBolusIngredient or ContrastBolusAgent)."""
+    if given:
+        path = Path(given)
+        if path.suffix.lower() == ".json" and path.is_file():
+            return str(_read_json(path).get("phase") or "") or None
+        return given.strip().lower()
+    if ct_path is None:
+        return None
+    path = Path(ct_path)
+    if path.is_dir():
+        return _dicom_contrast(path)
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            sidecar = path.with_name(name[: -len(suffix)] + ".json")
+            if sidecar.is_file():
+                data = _read_json(sidecar)
+                agent = data.get("ContrastBolusIngredient") or data.get("ContrastBolusAgent")
+                return "contrast" if agent and str(agent).strip().lower() not in NATIVE_PHASES else None
+    return None
+
+
+def contrast_warning(phase: Optional[str]) -> Optional[str]:
+    if phase is None or phase.lower() in NATIVE_PHASES:
+        return None
+    return (f"the CT is contrast-enhanced ({phase}): contrast raises trabecular HU (about 10-15 HU in the "
+            f"portal-venous phase), so the osteoporosis thresholds of non-contrast CT may miss low density")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _dicom_contrast(folder: Path) -> Optional[str]:
+    import SimpleITK as sitk
+
+    for candidate in sorted(folder.iterdir()):
+        if not candidate.is_file():
+            continue
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(candidate))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            continue
+        if reader.HasMetaDataKey("0018|0010"):
+            agent = reader.GetMetaData("0018|0010").strip()
+            return f"contrast ({agent})" if agent and agent.lower() not in NATIVE_PHASES else None
+        return None
+    return None

@@ -1,0 +1,201 @@
+"""`mvcf screen`: every vertebra of a CT's spine segmentation measured, graded and classified.
+
+    mvcf screen --ct CT --seg SEG [--numbering auto|totalsegmentator|totalsegmentator-v1|verse] [--out DIR] [--json]
+    mvcf screen --manifest CASES.csv --out DIR          (many CTs: resumable, one folder per case, shardable)
+
+The manifest has a header with `case_id`, `ct` and `seg` (or `mask`), optionally `numbering`; paths are
+relative to the CSV. Each finished case is OUT/<case_id>/ (screen.tsv + screen.json, written atomically);
+finished cases are skipped on a rerun. Shards: torchrun's RANK / WORLD_SIZE or a Slurm array's
+SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT (offset by SLURM_ARRAY_TASK_MIN) pick every n-th case.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+
+from mvcf.errors import MVCFError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mvcf.inference import check_device_name
+    from mvcf.numbering import NUMBERINGS
+
+    parser.add_argument("--ct", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
+    parser.add_argument("--seg", type=Path, help="multi-label vertebra segmentation on the CT's grid "
+                        "(TotalSegmentator 'total' output, a VerSe mask, or a Slicer .seg.nrrd)")
+    parser.add_argument("--numbering", default="auto", help="label numbering: auto (from the file), "
+                        + ", ".join(NUMBERINGS))
+    parser.add_argument("--manifest", type=Path, help="CSV of many cases (case_id, ct, seg[, numbering])")
+    parser.add_argument("--out", type=Path, help="folder for screen.tsv + screen.json (with --manifest: one "
+                        "sub-folder per case)")
+    parser.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the demo model)")
+    parser.add_argument("--device", default="auto", type=check_device_name, help="auto, cpu or cuda[:N]")
+    parser.add_argument("--contrast-phase", default=None, help="the CT's contrast phase (e.g. native, "
+                        "portal-venous) or TotalSegmentator's contrast_phase.json, when the file does not say")
+    parser.add_argument("--json", action="store_true", help="print {\"vertebrae\": [...], ...} as JSON")
+    from mvcf.cli.outputs import add_output_arguments
+
+    add_output_arguments(parser)   # --report, --dicom-out, --send, ... (with --ct only)
+
+
+def run(args: argparse.Namespace, reporter) -> int:
+    from mvcf.numbering import check_numbering
+
+    if args.numbering != "auto":
+        args.numbering = check_numbering(args.numbering)
+    if args.manifest is not None:
+        if any(getattr(args, key, None) for key in ("report", "dicom_out", "send", "dicomweb")):
+            raise MVCFError("--report, --dicom-out, --send and --dicomweb work with --ct, not with --manifest")
+        if args.ct is not None or args.seg is not None:
+            raise MVCFError("give either --manifest or --ct with --seg, not both")
+        if args.out is None:
+            raise MVCFError("--manifest needs --out (one folder per case is written there)")
+        return run_manifest(args, reporter)
+    if args.ct is None or args.seg is None:
+        raise MVCFError("give --ct and --seg (or --manifest)")
+    return run_one(args, reporter)
+
+
+def run_one(args: argparse.Namespace, reporter) -> int:
+    from mvcf.cli import outputs as case_outputs
+    from mvcf.progress import JsonLinesReporter
+    from mvcf.outputs_guard import check_cache_folder
+    from mvcf.screen import dumps_result, screen_files, summary_text, write_outputs
+
+    if args.out is not None:  # a folder screen.tsv + screen.json go into: never an input's place
+        check_cache_folder(args.out, [args.ct, args.seg, args.model], what="--out")
+    case_outputs.retrieve_input(args)
+    plan = case_outputs.check_outputs(args)
+    result = screen_files(args.ct, args.seg, args.numbering, args.model, args.device, args.contrast_phase,
+                          on_progress=reporter.progress, series_uid=args.series_uid)
+    written = write_outputs(result, args.out) if args.out is not None else ()
+    outputs = {}
+    if plan is not None:
+        from mvcf.read_ct import read_ct
+
+        outputs = case_outputs.write_outputs(args, read_ct(args.ct, series_uid=args.series_uid), result.vertebrae,
+                                             args.model, result.device, plan=plan,
+                                             on_progress=lambda _done, _total, message: reporter.log(message))
+    reporter.close()
+    if isinstance(reporter, JsonLinesReporter):   # the child-process protocol: the result is its last event
+        reporter.result({**result.to_dict(), **({"outputs": outputs} if outputs else {})})
+    elif args.json:
+        print(dumps_result(result, outputs))
+    else:
+        print(summary_text(result))
+        for path in written:
+            print(f"wrote {path}")
+    return case_outputs.finish_outputs(outputs, quiet=args.json or isinstance(reporter, JsonLinesReporter))
+
+
+def shard() -> tuple[int, int]:
+    """(this process's index, number of processes) from torchrun's or a Slurm array's environment."""
+    def number(name: str, default: int) -> int:
+        value = os.environ.get(name, "")
+        try:
+            return int(value) if value.strip() else default
+        except ValueError:
+            raise MVCFError(f"environment variable {name}={value!r} is not an integer") from None
+
+    if "SLURM_ARRAY_TASK_ID" in os.environ and "RANK" not in os.environ:
+        index = number("SLURM_ARRAY_TASK_ID", 0) - number("SLURM_ARRAY_TASK_MIN", 0)
+        count = number("SLURM_ARRAY_TASK_COUNT", 1)
+    else:
+        index, count = number("RANK", 0), number("WORLD_SIZE", 1)
+    if count < 1 or not 0 <= index < count:
+        raise MVCFError(f"shard {index} of {count} is not a valid shard (check RANK/WORLD_SIZE or "
+                        f"SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)")
+    return index, count
+
+
+def read_cases(path: Path) -> list[dict[str, str]]:
+    """Rows of the screening manifest, paths resolved against its folder; every bad row in one error."""
+    if not path.is_file():
+        raise MVCFError(f"manifest not found: {path}")
+    from mvcf.limits import check_file_size
+
+    check_file_size(path, "MAX_TABLE_BYTES", "manifest")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    seg_column = "seg" if "seg" in header else "mask"
+    missing = [c for c in ("case_id", "ct", seg_column) if c not in header]
+    if missing:
+        raise MVCFError(f"{path}: the manifest needs the column(s) {', '.join(missing)} (has {', '.join(header)})")
+    problems, seen, cases = [], set(), []
+    for n, row in enumerate(rows, start=2):
+        case_id = row.get("case_id", "")
+        if not case_id or "/" in case_id or "\\" in case_id or case_id.startswith("."):
+            problems.append(f"line {n}: case_id {case_id!r} must be a plain name")
+            continue
+        if case_id in seen:
+            problems.append(f"line {n}: case_id {case_id!r} repeats")
+        seen.add(case_id)
+        if not row.get("ct") or not row.get(seg_column):
+            problems.append(f"line {n}: ct and {seg_column} are required")
+            continue
+        cases.append({"case_id": case_id, "ct": str(path.parent / row["ct"]),
+                      "seg": str(path.parent / row[seg_column]), "numbering": row.get("numbering") or "auto"})
+    if problems:
+        raise MVCFError(f"{path}: {len(problems)} bad row(s): {'; '.join(problems[:5])}"
+                        + (" ..." if len(problems) > 5 else ""))
+    if not cases:
+        raise MVCFError(f"{path}: no cases")
+    return cases
+
+
+def run_manifest(args: argparse.Namespace, reporter) -> int:
+    """Screen the shard's cases not done yet, each into OUT/<case_id>/ atomically; errors into
+    OUT/errors/<case_id>.txt (retried on the next run)."""
+    from mvcf.fileio import atomic_dir, write_text
+    from mvcf.inference import load_model, resolve_device
+    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.screen import JSON_NAME, screen_files, write_outputs
+
+    from mvcf.outputs_guard import check_cache_folder
+
+    cases = read_cases(args.manifest)
+    check_cache_folder(args.out, [args.manifest, args.model] + [c[k] for c in cases for k in ("ct", "seg")],
+                       what="--out")
+    index, count = shard()
+    mine = cases[index::count]
+    out = Path(args.out)
+    todo = [c for c in mine if not (out / c["case_id"] / JSON_NAME).is_file()]
+    skipped = len(mine) - len(todo)
+    device = resolve_device(args.device)
+    bundle = load_model(args.model, device) if todo else None
+    done, failed = [], []
+    reporter.progress(0, len(todo), f"shard {index + 1}/{count}: {len(todo)} to screen, {skipped} done before")
+    for n, case in enumerate(todo, start=1):
+        try:
+            numbering = case["numbering"] if args.numbering == "auto" else args.numbering
+            result = screen_files(case["ct"], case["seg"], numbering, bundle, device, args.contrast_phase)
+            with atomic_dir(out / case["case_id"]) as tmp:
+                write_outputs(result, tmp)
+            done.append(case["case_id"])
+            error_file = out / "errors" / f"{case['case_id']}.txt"
+            if error_file.exists():
+                error_file.unlink()
+        except MVCFError as exc:
+            failed.append({"case_id": case["case_id"], "error": str(exc).splitlines()[0]})
+            write_text(out / "errors" / f"{case['case_id']}.txt", failed[-1]["error"] + "\n")
+        reporter.progress(n, len(todo), f"{case['case_id']} ({n}/{len(todo)})")
+    summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
+               "skipped_finished": skipped, "failed": failed, "out": str(out)}
+    reporter.close()
+    if args.json:
+        print(dumps(summary, indent=2))
+    else:
+        print(f"shard {index + 1}/{count}: screened {len(done)}, skipped {skipped} finished, failed "
+              f"{len(failed)} of {len(mine)} cases -> {out}")
+        for item in failed:
+            print(f"{item['case_id']}: error: {item['error']}")
+    if isinstance(reporter, JsonLinesReporter):
+        reporter.result(summary)
+    if failed and not done and not skipped:
+        raise MVCFError(f"none of the {len(mine)} cases could be screened; {failed[0]['case_id']}: "
+                        f"{failed[0]['error']}")
+    return 0

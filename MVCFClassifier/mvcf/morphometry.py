@@ -1,0 +1,407 @@
+"""Vertebral body morphometry from a multi-label mask: three heights, height-loss ratios, Genant grade.
+
+Each vertebra is measured in its own frame, not the scanner's: the cranio-caudal axis is the local spine
+axis (the line through the centroids of the neighbouring vertebrae; the vertebra's smallest principal axis
+where it has none), the antero-posterior axis runs from the body to the posterior elements (both found in a
+first pass), the left-right axis completes the frame. The mask is resampled (linear, 0.5 mm) on that frame,
+so a rotated patient or a scoliotic spine is measured like an upright one.
+
+On the mid-sagittal slab (3 mm thick) the body is the anterior run of the mask in front of the spinal
+canal; its height profile (mm of mask per antero-posterior position) gives the anterior, middle and posterior
+anterior and posterior heights as means over 10 % of the body depth centred at 10 % and 90 % of it (inside
+the rounded corners, where six-point morphometry places its points) and the middle height as the least
+height of the central 30 % (the deepest point of concave endplates). Rules and sources: docs/screening.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from mvcf.ctimage import CTImage
+
+#: Genant semi-quantitative grades (Genant et al., J Bone Miner Res 1993;8:1137-48): height reduction
+#: < 20 % normal (0), 20-25 % mild (1), 25-40 % moderate (2), > 40 % severe (3).
+GENANT_LIMITS = (0.20, 0.25, 0.40)
+GENANT_NAMES = ("normal", "mild", "moderate", "severe")
+#: A neighbour is a reference only when it is not itself deformed by this much (its own ratio).
+REFERENCE_MAX_OWN_LOSS = 0.20
+#: Per-position losses within this fraction of the largest one count as uniform ("crush").
+UNIFORM_SHARE = 0.8
+
+GRID_MM = 0.5
+SLAB_HALF_MM = 1.5
+MIN_BODY_HEIGHT_MM = 3.0
+MIN_BODY_DEPTH_MM = 10.0
+SPIKE_MM = 2.5
+#: A posterior step (see _posterior_step) marks a fragment or bulge behind the wall, not the wall itself.
+STEP_SHARE = 0.25
+FRAGMENT_SHARE = 0.65
+FRAGMENT_MIN_MM = 2.0
+POSITIONS = ("anterior", "middle", "posterior")
+_FRACTIONS = (0.10, 0.50, 0.90)
+_WINDOW = 0.10
+_MIDDLE_HALF = 0.15
+
+
+@dataclass
+class BodyRegion:
+    """The body of one vertebra on its own frame grid (i = left, j = posterior, k = superior)."""
+
+    origin: np.ndarray
+    spacing: np.ndarray
+    direction: np.ndarray      # columns: LPS directions of the left, posterior, superior axes
+    body: np.ndarray           # bool [k, j, i]: the vertebral body (mask in front of the canal)
+
+    def to_sitk_reference(self):
+        import SimpleITK as sitk
+
+        k, j, i = self.body.shape
+        image = sitk.Image([int(i), int(j), int(k)], sitk.sitkUInt8)
+        image.SetOrigin(tuple(float(v) for v in self.origin))
+        image.SetSpacing(tuple(float(v) for v in self.spacing))
+        image.SetDirection(tuple(float(v) for v in self.direction.ravel()))
+        return image
+
+
+@dataclass
+class Morphometry:
+    """What was measured on one vertebra. Heights in mm; None where the body could not be measured."""
+
+    label: int
+    level: str
+    heights_mm: Optional[tuple[float, float, float]] = None   # anterior, middle, posterior
+    depth_mm: Optional[float] = None
+    center_lps: Optional[np.ndarray] = None                   # centroid of the body
+    axes_lps: Optional[np.ndarray] = None                     # columns: left, posterior, superior
+    partial: bool = False
+    region: Optional[BodyRegion] = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def measured(self) -> bool:
+        return self.heights_mm is not None and not self.partial
+
+
+@dataclass
+class Grade:
+    """Height-loss ratios and the Genant grade of one vertebra."""
+
+    loss_own: Optional[float]                 # 1 - smallest / tallest of its own three heights
+    loss_neighbours: Optional[float]          # largest per-position loss against the neighbours' heights
+    losses_by_position: Optional[tuple[float, float, float]]
+    height_loss: Optional[float]              # the larger of the two: what is graded
+    grade: Optional[int]
+    shape: str                                # normal | wedge | biconcave | crush | "" (not graded)
+    reference: str                            # which neighbours were the reference
+
+
+def genant_grade(loss: float) -> int:
+    """Genant grade 0-3 of a fractional height reduction."""
+    return int(np.searchsorted(GENANT_LIMITS, float(loss), side="right"))
+
+
+def _voxel_points(mask: CTImage, label: int, box: Optional[tuple] = None) -> np.ndarray:
+    """LPS positions (mm) of the voxels of `label` (searched in the slices `box` when given)."""
+    if box is not None:
+        kji = np.argwhere(mask.voxels[box] == label) + np.array([b.start for b in box])
+    else:
+        kji = np.argwhere(mask.voxels == label)
+    if kji.size == 0:
+        return np.zeros((0, 3))
+    return mask.origin + kji[:, ::-1].astype(float) @ (mask.direction @ np.diag(mask.spacing)).T
+
+
+def principal_si_axis(points: np.ndarray) -> np.ndarray:
+    """The smallest principal axis of a point cloud, pointing superior (+S in LPS)."""
+    centred = points - points.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    axis = vectors[:, 0]
+    return axis if axis[2] >= 0 else -axis
+
+
+def _frame(si: np.ndarray, ap_hint: np.ndarray) -> np.ndarray:
+    """Right-handed LPS frame (columns left, posterior, superior) from an SI axis and an AP direction."""
+    s = si / np.linalg.norm(si)
+    p = ap_hint - s * float(ap_hint @ s)
+    if np.linalg.norm(p) < 1e-6:
+        p = np.array([0.0, 1.0, 0.0]) - s * s[1]
+    p /= np.linalg.norm(p)
+    return np.column_stack([np.cross(p, s), p, s])
+
+
+def _sample_label(mask: CTImage, label: int, center: np.ndarray, axes: np.ndarray, extent: np.ndarray,
+                  spacing: Sequence[float]):
+    """Occupancy (0..1, linear interpolation of the binary label) on a grid of the given frame."""
+    import SimpleITK as sitk
+
+    spacing = np.asarray(spacing, float)
+    size = np.maximum(np.ceil(extent / spacing).astype(int) + 1, 2)
+    origin = center - axes @ (spacing * (size - 1) / 2)
+    reference = sitk.Image([int(v) for v in size], sitk.sitkFloat32)
+    reference.SetOrigin(tuple(float(v) for v in origin))
+    reference.SetSpacing(tuple(float(v) for v in spacing))
+    reference.SetDirection(tuple(float(v) for v in axes.ravel()))
+    lo = np.floor(np.min([mask.lps_to_index(c) for c in _corners(origin, axes, spacing, size)], axis=0)) - 1
+    hi = np.ceil(np.max([mask.lps_to_index(c) for c in _corners(origin, axes, spacing, size)], axis=0)) + 2
+    lo = np.clip(lo, 0, np.asarray(mask.size_ijk) - 1).astype(int)
+    hi = np.clip(hi, 1, np.asarray(mask.size_ijk)).astype(int)
+    block = (mask.voxels[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]] == label).astype(np.float32)
+    binary = CTImage(block, mask.spacing, mask.index_to_lps(lo), mask.direction)
+    occ = sitk.GetArrayFromImage(sitk.Resample(binary.to_sitk(), reference, sitk.Transform(), sitk.sitkLinear,
+                                               0.0, sitk.sitkFloat32))
+    return occ, origin, spacing
+
+
+def _corners(origin: np.ndarray, axes: np.ndarray, spacing: np.ndarray, size: np.ndarray) -> list[np.ndarray]:
+    far = spacing * (np.asarray(size) - 1)
+    return [origin + axes @ (far * np.array([a, b, c])) for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+
+
+def _body_run(occ: np.ndarray, spacing: np.ndarray,
+              fragment_mm: float = FRAGMENT_MIN_MM) -> Optional[tuple[np.ndarray, int, int]]:
+    """Height profile (mm) along j on the mid-sagittal slab, and the body's run [j0, j1) in front of the
+    canal (the first gap of the profile behind the anterior edge). The run's ends are those of the slab's
+    body opened by SPIKE_MM (eroded, then the erosion added back to the ends), so a thin spur, an osteophyte
+    or a retropulsed fragment does not count as body depth; a step down behind the posterior wall (a
+    fragment or bulge) ends the run there."""
+    from scipy import ndimage
+
+    ni = occ.shape[2]
+    half = int(round(SLAB_HALF_MM / spacing[0]))
+    mid = (ni - 1) // 2
+    slab = occ[:, :, max(mid - half, 0):mid + half + 1]
+    heights = slab.sum(axis=0).mean(axis=1) * spacing[2]
+    present = np.flatnonzero(heights > MIN_BODY_HEIGHT_MM)
+    if present.size == 0:
+        return None
+    j0 = int(present[0])
+    gaps = np.flatnonzero(heights[j0:] <= MIN_BODY_HEIGHT_MM)
+    j1 = j0 + int(gaps[0]) if gaps.size else heights.size
+    section = slab.mean(axis=2) >= 0.5                       # [k, j] mid-sagittal section
+    section[:, :j0] = False
+    section[:, j1:] = False
+    core = ndimage.distance_transform_edt(section, sampling=(spacing[2], spacing[1])) > SPIKE_MM
+    columns = np.flatnonzero(core.any(axis=0))
+    if columns.size:
+        back = int(round(SPIKE_MM / spacing[1]))
+        j0, j1 = max(j0, int(columns[0]) - back), min(j1, int(columns[-1]) + 1 + back)
+    j1 = _posterior_step(heights, j0, j1, spacing[1], fragment_mm)
+    if (j1 - j0) * spacing[1] < MIN_BODY_DEPTH_MM:
+        return None
+    return heights, j0, j1
+
+
+def _posterior_step(heights: np.ndarray, j0: int, j1: int, step_mm: float, fragment_mm: float) -> int:
+    """The run's posterior end moved forward to a step in the posterior half: the height falls by more than
+    STEP_SHARE of the median within 1 mm and stays below FRAGMENT_SHARE of it for `fragment_mm` or more (a
+    fragment or bulge attached behind the wall; at least 1.5 voxels of the mask, so a voxel staircase is not
+    one). A rounded posterior edge tapers more gently and is kept."""
+    if j1 - j0 < 8:
+        return j1
+    median = float(np.median(heights[j0:j1]))
+    ahead = max(1, int(round(1.0 / step_mm)))
+    tail = max(1, int(round(fragment_mm / step_mm)))
+    for j in range(j0 + (j1 - j0) // 2, j1 - ahead - tail + 1):
+        low = heights[j + ahead:j + ahead + tail]
+        if heights[j] - heights[j + ahead] > STEP_SHARE * median and np.all(low < FRAGMENT_SHARE * median):
+            return j + 1
+    return j1
+
+
+def _three_heights(heights: np.ndarray, j0: int, j1: int) -> tuple[float, float, float]:
+    """Anterior and posterior: mean height over 10 % of the depth centred at 10 % and 90 % of it; middle:
+    the least height in the central 30 % (the deepest point of concave endplates)."""
+    depth = j1 - j0
+
+    def window(lo: float, hi: float) -> np.ndarray:
+        a = j0 + int(round(lo * depth))
+        return heights[a:max(j0 + int(round(hi * depth)), a + 1)]
+
+    half = _WINDOW / 2
+    return (float(window(_FRACTIONS[0] - half, _FRACTIONS[0] + half).mean()),
+            float(window(0.5 - _MIDDLE_HALF, 0.5 + _MIDDLE_HALF).min()),
+            float(window(_FRACTIONS[2] - half, _FRACTIONS[2] + half).mean()))
+
+
+@dataclass
+class BodyPose:
+    """Where the body of one vertebra is and how it is oriented (columns left, posterior, superior)."""
+
+    center_lps: np.ndarray
+    axes_lps: np.ndarray
+    at_edge: bool = False        # the body reaches the edge of the image (its centroid is biased)
+
+
+def locate_body(mask: CTImage, label: int, si_axis: Optional[Sequence[float]] = None,
+                points: Optional[np.ndarray] = None) -> Optional[BodyPose]:
+    """The body's centroid and frame, on a 1 mm grid: the body is the mask in front of the canal on the
+    mid-sagittal slab; the antero-posterior axis points from its centroid to that of the posterior
+    elements. None when no body is found."""
+    points = _voxel_points(mask, label) if points is None else points
+    if len(points) < 20:
+        return None
+    si = np.asarray(si_axis, float) if si_axis is not None else principal_si_axis(points)
+    axes = _frame(si, np.array([0.0, 1.0, 0.0]))
+    center = points.mean(axis=0)
+    found = None
+    for _ in range(3):
+        extent = 2 * np.abs((points - center) @ axes).max(axis=0) + 4.0
+        occ, origin, spacing = _sample_label(mask, label, center, axes, extent, (1.0, 1.0, 1.0))
+        run = _body_run(occ, spacing)
+        if run is None:
+            return found
+        _, j0, j1 = run
+        inside = occ >= 0.5
+        body, behind = inside.copy(), inside.copy()
+        body[:, j1:, :] = False
+        body[:, :j0, :] = False
+        behind[:, :j1 + 2, :] = False
+        grid_to_lps = axes @ np.diag(spacing)
+        body_center = origin + grid_to_lps @ np.argwhere(body)[:, ::-1].mean(axis=0)
+        new_axes = axes
+        if behind.any():
+            posterior = origin + grid_to_lps @ np.argwhere(behind)[:, ::-1].mean(axis=0)
+            new_axes = _frame(si, posterior - body_center)
+        done = np.allclose(new_axes, axes, atol=2e-3) and np.allclose(center, body_center, atol=0.5)
+        region = BodyRegion(origin=origin, spacing=spacing, direction=axes, body=body)
+        axes, center = new_axes, body_center
+        found = BodyPose(center, axes, _body_at_edge(mask, region))
+        if done:
+            break
+    return found
+
+
+def measure_vertebra(mask: CTImage, label: int, level: str, si_axis: Optional[Sequence[float]] = None,
+                     points: Optional[np.ndarray] = None) -> Morphometry:
+    """Heights of vertebra `label` of `mask`. `si_axis` (LPS, pointing superior) is the local spine axis;
+    without it the vertebra's smallest principal axis is used. Never raises for a vertebra that cannot be
+    measured: the Morphometry says why in `notes`."""
+    result = Morphometry(label=int(label), level=level)
+    points = _voxel_points(mask, label) if points is None else points
+    if len(points) < 20:
+        result.notes.append("empty label" if len(points) == 0 else f"only {len(points)} voxels")
+        result.partial = len(points) > 0
+        return result
+    pose = locate_body(mask, label, si_axis, points)
+    if pose is None:
+        result.notes.append("no vertebral body found in front of the spinal canal on the mid-sagittal plane")
+        return result
+    axes, center = pose.axes_lps, pose.center_lps
+    extent = 2 * np.abs((points - center) @ axes).max(axis=0) + 4.0
+    occ, origin, spacing = _sample_label(mask, label, center, axes, extent, (GRID_MM, GRID_MM, GRID_MM))
+    voxel_ap = float(np.abs(np.linalg.solve(mask.direction, axes[:, 1])) @ mask.spacing)
+    run = _body_run(occ, spacing, max(FRAGMENT_MIN_MM, 1.5 * voxel_ap))
+    if run is None:
+        result.notes.append("no vertebral body found in front of the spinal canal on the mid-sagittal plane")
+        return result
+    heights, j0, j1 = run
+    body = occ >= 0.5
+    body[:, j1:, :] = False
+    body[:, :j0, :] = False
+    result.heights_mm = _three_heights(heights, j0, j1)
+    result.depth_mm = float((j1 - j0) * spacing[1])
+    result.center_lps = center
+    result.axes_lps = axes
+    result.region = _cropped(BodyRegion(origin=origin, spacing=spacing, direction=axes, body=body))
+    if _body_at_edge(mask, result.region):
+        result.partial = True
+        result.notes.append("partial: the vertebral body is cut by the edge of the field of view")
+    return result
+
+
+def _cropped(region: BodyRegion, margin: int = 2) -> BodyRegion:
+    """The region cut to the body's bounding box (plus `margin` voxels), origin moved accordingly."""
+    kji = np.argwhere(region.body)
+    if kji.size == 0:
+        return region
+    lo = np.maximum(kji.min(axis=0) - margin, 0)
+    hi = np.minimum(kji.max(axis=0) + margin + 1, region.body.shape)
+    origin = region.origin + region.direction @ (region.spacing * lo[::-1])
+    return BodyRegion(origin=origin, spacing=region.spacing, direction=region.direction,
+                      body=region.body[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].copy())
+
+
+def _body_at_edge(mask: CTImage, region: BodyRegion) -> bool:
+    """True when the body reaches the outermost voxels of the image."""
+    kji = np.argwhere(region.body)
+    if kji.size == 0:
+        return False
+    lps = region.origin + kji[:, ::-1].astype(float) @ (region.direction @ np.diag(region.spacing)).T
+    ijk = np.linalg.solve(mask.direction @ np.diag(mask.spacing), (lps - mask.origin).T).T
+    size = np.asarray(mask.size_ijk, float)
+    return bool(np.any(ijk < 0.0) or np.any(ijk > size - 1.0))
+
+
+def spine_axes(centroids: dict[str, np.ndarray], order: Sequence[str]) -> dict[str, np.ndarray]:
+    """Local spine axis (pointing superior) at each level: through the centroids of its present
+    neighbours (one neighbour: through its own centroid and that one's)."""
+    ordered = [level for level in order if level in centroids]   # cranial first
+    axes: dict[str, np.ndarray] = {}
+    for n, level in enumerate(ordered):
+        above = centroids[ordered[n - 1]] if n > 0 else centroids[level]
+        below = centroids[ordered[n + 1]] if n + 1 < len(ordered) else centroids[level]
+        direction = above - below
+        if np.linalg.norm(direction) > 1e-6:
+            direction = direction / np.linalg.norm(direction)
+            axes[level] = direction if direction[2] >= 0 else -direction
+    return axes
+
+
+def measure_spine(mask: CTImage, levels: dict[int, str], order: Sequence[str]) -> dict[str, Morphometry]:
+    """Every vertebra of `levels` (label value -> level): bodies found with the axis through the whole
+    vertebrae's centroids, then measured on the axis through the neighbouring bodies' centroids (the
+    posterior elements, often cut by the field of view, no longer tilt it)."""
+    from scipy import ndimage
+
+    boxes = ndimage.find_objects(mask.voxels.astype(np.int32, copy=False), max_label=max(levels))
+    points = {level: _voxel_points(mask, value, boxes[value - 1]) if boxes[value - 1] is not None
+              else np.zeros((0, 3)) for value, level in levels.items()}
+    rough = spine_axes({lv: p.mean(axis=0) for lv, p in points.items() if len(p)}, order)
+    bodies = {}
+    for value, level in levels.items():
+        pose = locate_body(mask, value, rough.get(level), points[level]) if len(points[level]) >= 20 else None
+        if pose is not None and not pose.at_edge:
+            bodies[level] = pose.center_lps
+    axes = spine_axes(bodies, order)
+    return {level: measure_vertebra(mask, value, level, axes.get(level, rough.get(level)), points[level])
+            for value, level in levels.items()}
+
+
+def grade_vertebra(target: Morphometry, references: Sequence[Morphometry]) -> Grade:
+    """Height-loss ratios and Genant grade of `target` against its own heights and its neighbours'.
+
+    loss_own = 1 - min(Ha, Hm, Hp) / max(Ha, Hm, Hp); loss_neighbours = the largest of 1 - H_x / mean(H_x
+    of the usable neighbours) over x = anterior, middle, posterior (a neighbour is usable when measured
+    and its own loss is < 20 %). The graded height loss is the larger of the two (Genant: reduction against
+    the vertebra's expected height, judged from its own shape and its neighbours')."""
+    if not target.measured:
+        return Grade(None, None, None, None, None, "", "")
+    h = np.asarray(target.heights_mm, float)
+    loss_own = float(1.0 - h.min() / h.max()) if h.max() > 0 else None
+    usable = [r for r in references if r.measured
+              and 1.0 - min(r.heights_mm) / max(r.heights_mm) < REFERENCE_MAX_OWN_LOSS]  # type: ignore[arg-type]
+    losses_by_position = None
+    loss_nb = None
+    reference = "own heights"
+    if usable:
+        ref = np.mean([r.heights_mm for r in usable], axis=0)
+        by_position = 1.0 - h / ref
+        losses_by_position = tuple(float(v) for v in by_position)
+        loss_nb = float(by_position.max())
+        reference = "+".join(r.level for r in usable)
+    candidates = [v for v in (loss_own, loss_nb) if v is not None]
+    loss = max(candidates) if candidates else None
+    if loss is None:
+        return Grade(loss_own, loss_nb, losses_by_position, None, None, "", reference)
+    grade = genant_grade(loss)
+    shape = "normal"
+    if grade > 0:
+        per = np.asarray(losses_by_position if losses_by_position is not None and loss_nb is not None
+                         and loss_nb >= (loss_own or 0) else 1.0 - h / h.max())
+        if per.min() >= UNIFORM_SHARE * per.max():
+            shape = "crush"
+        else:
+            shape = ("wedge", "biconcave", "crush")[int(np.argmax(per))]
+    return Grade(loss_own, loss_nb, losses_by_position, float(loss), grade, shape, reference)

@@ -1,0 +1,331 @@
+"""Whole-spine screening: every vertebra of a multi-label segmentation measured, graded and classified.
+
+read CT + segmentation (same grid) -> numbering (mvcf.numbering) -> morphometry and Genant grade
+(mvcf.morphometry) -> trabecular HU (mvcf.bone_density) -> P(MVCF) of every vertebra in one batched forward
+pass -> one row per vertebra, cranio-caudal, written as TSV + JSON (docs/screening.md describes the columns).
+Missing levels, partial vertebrae at the edge of the field of view and empty labels become rows that say
+so; they never stop the screen.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+
+from mvcf import RESEARCH_USE_DISCLAIMER
+from mvcf.ctimage import CTImage
+from mvcf.errors import MVCFError
+
+#: Table columns and what they mean (also written as the JSON's "columns").
+COLUMNS: dict[str, str] = {
+    "level": "vertebra level (C3 ... L5; T13 / L6 where the numbering has them)",
+    "label": "label value in the segmentation",
+    "status": "measured | partial (cut by the field of view) | empty (named, no voxels) | missing (absent "
+              "between present levels) | not measured (no body found)",
+    "height_anterior_mm": "anterior body height on the mid-sagittal plane of the body's own frame (mm)",
+    "height_middle_mm": "middle body height: least height of the central 30 % of the depth (mm)",
+    "height_posterior_mm": "posterior body height (mm)",
+    "depth_mm": "antero-posterior depth of the body on the mid-sagittal plane (mm)",
+    "loss_own": "1 - smallest / tallest of the vertebra's own three heights",
+    "loss_neighbours": "largest of 1 - height / mean height of the usable neighbours at the same position",
+    "height_loss": "the larger of the two losses: what is graded",
+    "genant_grade": "Genant semi-quantitative grade: 0 < 20 %, 1 20-25 %, 2 25-40 %, 3 > 40 % height loss",
+    "shape": "normal | wedge (anterior) | biconcave (middle) | crush (posterior or uniform)",
+    "reference": "neighbours used as the reference height ('own heights' when none was usable)",
+    "trabecular_hu": "mean HU of the body eroded by 3 mm (trabecular bone)",
+    "trabecular_hu_median": "median HU of the same region",
+    "density": "osteoporosis likely (<= 110 HU) | low density (110-160 HU) | normal density (> 160 HU); "
+               "Pickhardt 2013 L1 thresholds",
+    "osteoporosis_flag": "trabecular HU <= 110 (Pickhardt 2013: > 90 % specific at L1)",
+    "probability_malignant": "the classifier's probability of a malignant fracture (research use only)",
+    "prediction": "MVCF or OVCF at the model's frozen threshold",
+    "flagged": "graded >= 1 and probability_malignant >= threshold: a collapsed vertebra that looks malignant",
+    "center_lps": "centroid of the vertebra label, LPS mm (where the classifier looked)",
+    "notes": "why a value is missing, and what to keep in mind reading it",
+}
+
+
+@dataclass
+class ScreenResult:
+    ct: str
+    segmentation: str
+    numbering: str
+    numbering_reason: str
+    vertebrae: list[dict[str, Any]]
+    model: dict[str, str]
+    threshold: float
+    device: str
+    contrast_phase: Optional[str]
+    warnings: list[str] = field(default_factory=list)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    disclaimer: str = RESEARCH_USE_DISCLAIMER
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["columns"] = COLUMNS
+        return data
+
+
+def check_same_grid(ct: CTImage, seg: CTImage) -> None:
+    """Refuse a segmentation that does not lie voxel for voxel on the CT's grid."""
+    problems = []
+    if tuple(seg.voxels.shape) != tuple(ct.voxels.shape):
+        problems.append(f"size {seg.size_ijk} vs the CT's {ct.size_ijk}")
+    else:
+        if not np.allclose(seg.spacing, ct.spacing, rtol=1e-4, atol=1e-4):
+            problems.append(f"spacing {tuple(np.round(seg.spacing, 4))} vs {tuple(np.round(ct.spacing, 4))} mm")
+        if not np.allclose(seg.origin, ct.origin, atol=1e-2 + 1e-3 * float(np.max(ct.spacing))):
+            problems.append(f"origin {tuple(np.round(seg.origin, 2))} vs {tuple(np.round(ct.origin, 2))} mm")
+        if not np.allclose(seg.direction, ct.direction, atol=1e-4):
+            problems.append("another orientation")
+    if problems:
+        raise MVCFError(f"the segmentation is on another grid than the CT ({'; '.join(problems)}); "
+                        f"resample it onto the CT first (e.g. nearest-neighbour in 3D Slicer or SimpleITK)")
+
+
+def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
+    return None if value is None else round(float(value), digits)
+
+
+def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optional[dict[int, str]] = None,
+              model: Union[str, Path, None, Any] = None, device: str = "auto", contrast: Optional[str] = None,
+              on_progress: Optional[Callable[[int, int, str], None]] = None,
+              should_cancel: Optional[Callable[[], bool]] = None) -> ScreenResult:
+    """Screen every vertebra of `seg` (a label map on `ct`'s grid). `numbering` is 'auto' or one of
+    mvcf.numbering.NUMBERINGS; `names` the segment names (label value -> name) where the file has them;
+    `contrast` the CT's contrast phase, if known (mvcf.bone_density.contrast_phase)."""
+    from mvcf import bone_density, morphometry
+    from mvcf import numbering as numbering_module
+    from mvcf import inference
+    from mvcf.locate import from_mask
+    from mvcf.predict import bundle_warnings, call
+    from mvcf.progress import check_cancel
+    from mvcf.views import ViewSpec, build_views
+
+    timing: dict[str, float] = {}
+    started = time.perf_counter()
+    check_same_grid(ct, seg)
+    values = np.unique(seg.voxels)
+    if numbering == "auto":
+        scheme = numbering_module.detect_numbering(values, names)
+    else:
+        scheme = numbering_module.resolve_numbering(numbering, values)
+    present = {v: lv for v, lv in scheme.levels.items() if np.any(seg.voxels == v)}
+    empty = {v: lv for v, lv in scheme.levels.items() if v not in present}
+    if not present:
+        raise MVCFError("the label map has no vertebra labels with voxels in it")
+    device = inference.resolve_device(device)
+    bundle = inference.load_model(model, device)
+    steps = 4
+    progress = on_progress or (lambda done, total, message: None)
+    progress(0, steps, "measuring vertebral bodies")
+    morph = morphometry.measure_spine(seg, present, numbering_module.LEVEL_ORDER)
+    timing["morphometry"] = 1000 * (time.perf_counter() - started)
+    check_cancel(should_cancel)
+    screened = [lv for lv in morph if lv in numbering_module.SCREENED_LEVELS]
+    rows: dict[str, dict[str, Any]] = {}
+    label_of = {lv: v for v, lv in present.items()}
+    progress(1, steps, "grading and bone density")
+    t = time.perf_counter()
+    for level in screened:
+        m = morph[level]
+        above, below = numbering_module.adjacent_levels(level, morph)
+        grade = morphometry.grade_vertebra(m, [morph[x] for x in (above, below) if x is not None])
+        density = bone_density.trabecular_density(ct, m.region, level) if m.region is not None else None
+        status = "measured" if m.measured else ("partial" if m.partial else "not measured")
+        notes = list(m.notes) + (density.notes if density is not None else [])
+        if m.measured and level not in ("T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2",
+                                        "L3", "L4"):
+            notes.append("Genant's method was defined for T4-L4")
+        heights = m.heights_mm or (None, None, None)
+        rows[level] = {
+            "level": level, "label": label_of[level], "status": status,
+            "height_anterior_mm": _round(heights[0]) if m.measured else None,
+            "height_middle_mm": _round(heights[1]) if m.measured else None,
+            "height_posterior_mm": _round(heights[2]) if m.measured else None,
+            "depth_mm": _round(m.depth_mm) if m.measured else None,
+            "loss_own": _round(grade.loss_own, 3), "loss_neighbours": _round(grade.loss_neighbours, 3),
+            "height_loss": _round(grade.height_loss, 3), "genant_grade": grade.grade, "shape": grade.shape,
+            "reference": grade.reference,
+            "trabecular_hu": _round(density.trabecular_hu, 1) if density else None,
+            "trabecular_hu_median": _round(density.median_hu, 1) if density else None,
+            "density": density.category if density else "",
+            "osteoporosis_flag": bool(density.osteoporosis_flag) if density else False,
+            "probability_malignant": None, "prediction": None, "flagged": False, "center_lps": None,
+            "notes": notes,
+        }
+    timing["grade_density"] = 1000 * (time.perf_counter() - t)
+    check_cancel(should_cancel)
+    progress(2, steps, f"classifying {len(rows)} vertebrae in one batch")
+    t = time.perf_counter()
+    spec = ViewSpec.from_dict(bundle.view_spec)
+    arrays, order, view_warnings = [], [], {}
+    for level, row in rows.items():
+        try:
+            location = from_mask(ct, seg, row["label"], name=level)
+            view = build_views(ct, location, spec)
+        except MVCFError as exc:
+            row["notes"].append(f"not classified: {exc}")
+            continue
+        row["center_lps"] = [round(float(v), 2) for v in location.center_lps]
+        arrays.append(view.array)
+        order.append(level)
+        view_warnings[level] = view.warnings
+    timing["views"] = 1000 * (time.perf_counter() - t)
+    t = time.perf_counter()
+    probabilities = [float(p) for p in inference.forward(bundle, arrays, device, batch_size=max(1, len(arrays)),
+                                                          should_cancel=should_cancel)]
+    timing["inference"] = 1000 * (time.perf_counter() - t)
+    threshold = bundle.threshold
+    for level, probability in zip(order, probabilities):
+        row = rows[level]
+        row["probability_malignant"] = round(probability, 4)
+        row["prediction"] = call(probability, threshold)
+        row["flagged"] = bool((row["genant_grade"] or 0) >= 1 and probability >= threshold)
+        row["notes"].extend(view_warnings[level])
+    progress(3, steps, "collecting the table")
+    for value, level in empty.items():
+        if level in numbering_module.SCREENED_LEVELS:
+            rows[level] = _blank_row(level, value, "empty", "the segment is named but has no voxels")
+    for level in numbering_module.missing_levels(list(morph) + list(empty.values())):
+        if level in numbering_module.SCREENED_LEVELS:
+            rows[level] = _blank_row(level, None, "missing", "level absent from the segmentation between "
+                                                             "present levels")
+    ordered = sorted(rows.values(), key=lambda r: numbering_module.level_index(r["level"]))
+    warnings = bundle_warnings(bundle.card)
+    contrast_note = bone_density.contrast_warning(contrast)
+    if contrast_note:
+        warnings.append(contrast_note)
+    timing["total"] = 1000 * (time.perf_counter() - started)
+    progress(steps, steps, "done")
+    return ScreenResult(ct=ct.source, segmentation=seg.source, numbering=scheme.name,
+                        numbering_reason=scheme.reason, vertebrae=ordered, model=bundle.identity(),
+                        threshold=float(threshold), device=device, contrast_phase=contrast, warnings=warnings,
+                        timing_ms={k: round(v, 1) for k, v in timing.items()})
+
+
+def _blank_row(level: str, label: Optional[int], status: str, note: str) -> dict[str, Any]:
+    row: dict[str, Any] = {name: None for name in COLUMNS}
+    row.update(level=level, label=label, status=status, shape="", reference="", density="",
+               osteoporosis_flag=False, flagged=False, notes=[note])
+    return row
+
+
+def screen_files(ct_path: Union[str, Path], seg_path: Union[str, Path], numbering: str = "auto",
+                 model: Union[str, Path, None, Any] = None, device: str = "auto",
+                 contrast_phase: Optional[str] = None,
+                 on_progress: Optional[Callable[[int, int, str], None]] = None,
+                 should_cancel: Optional[Callable[[], bool]] = None,
+                 series_uid: Optional[str] = None) -> ScreenResult:
+    """read_ct + read_mask (+ segment names of a .seg.nrrd) -> screen_ct. `series_uid`: which series of a
+    DICOM folder holding several (read_ct)."""
+    from mvcf.bone_density import contrast_phase as find_phase
+    from mvcf.numbering import check_numbering, segment_names
+    from mvcf.read_ct import read_ct, read_mask
+
+    if numbering != "auto":
+        numbering = check_numbering(numbering)
+    warnings: list[str] = []
+    t = time.perf_counter()
+    ct = read_ct(ct_path, warnings=warnings, series_uid=series_uid)
+    seg = read_mask(seg_path)
+    read_ms = 1000 * (time.perf_counter() - t)
+    result = screen_ct(ct, seg, numbering, segment_names(seg_path), model, device,
+                       find_phase(ct_path, contrast_phase), on_progress, should_cancel)
+    result.warnings = warnings + result.warnings
+    result.timing_ms = {"read": round(read_ms, 1), **result.timing_ms,
+                        "total": round(read_ms + result.timing_ms["total"], 1)}
+    return result
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value) if value and isinstance(value[0], str) else \
+            ",".join(f"{v:g}" for v in value)
+    return str(value)
+
+
+def table_tsv(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(list(COLUMNS))
+    for row in rows:
+        writer.writerow([_cell(row.get(name)) for name in COLUMNS])
+    return buffer.getvalue()
+
+
+TABLE_NAME = "screen.tsv"
+JSON_NAME = "screen.json"
+
+
+def write_outputs(result: ScreenResult, out_dir: Union[str, Path]) -> tuple[Path, Path]:
+    """screen.tsv and screen.json in `out_dir`, both or neither (fileio.atomic_files)."""
+    from mvcf.fileio import atomic_files
+    from mvcf.progress import dumps
+
+    out = Path(out_dir)
+    with atomic_files(out, [TABLE_NAME, JSON_NAME]) as tmp:
+        (tmp / TABLE_NAME).write_text(table_tsv(result.vertebrae), encoding="utf-8")
+        (tmp / JSON_NAME).write_text(dumps(result.to_dict(), indent=2), encoding="utf-8")
+    return out / TABLE_NAME, out / JSON_NAME
+
+
+def summary_text(result: ScreenResult) -> str:
+    """One screen: a line per vertebra, the flagged ones and the bone density called out, the disclaimer."""
+    lines = [f"{Path(result.ct).name}: {len([r for r in result.vertebrae if r['status'] == 'measured'])} "
+             f"vertebrae measured; numbering {result.numbering} ({result.numbering_reason})",
+             f"{'level':<6}{'Ha':>6}{'Hm':>6}{'Hp':>6}{'loss':>7}  {'grade':<14}{'HU':>7}  {'P(MVCF)':>8}  call"]
+    for r in result.vertebrae:
+        if r["status"] in ("missing", "empty"):
+            lines.append(f"{r['level']:<6}{r['status']}")
+            continue
+        h = [f"{r[k]:6.1f}" if r[k] is not None else "     -" for k in
+             ("height_anterior_mm", "height_middle_mm", "height_posterior_mm")]
+        loss = f"{100 * r['height_loss']:6.0f}%" if r["height_loss"] is not None else "      -"
+        grade = f"{r['genant_grade']} {r['shape']}" if r["genant_grade"] is not None else r["status"]
+        hu = f"{r['trabecular_hu']:7.0f}" if r["trabecular_hu"] is not None else "      -"
+        p = f"{r['probability_malignant']:8.3f}" if r["probability_malignant"] is not None else "       -"
+        call = (r["prediction"] or "-") + ("  <- FLAG" if r["flagged"] else "")
+        lines.append(f"{r['level']:<6}{''.join(h)}{loss}  {grade:<14}{hu}  {p}  {call}")
+    flagged = [r["level"] for r in result.vertebrae if r["flagged"]]
+    graded = [r["level"] for r in result.vertebrae if (r["genant_grade"] or 0) >= 1]
+    lines.append(f"collapsed (Genant >= 1): {', '.join(graded) or 'none'}; flagged (collapsed and "
+                 f"P(MVCF) >= {result.threshold:.2f}): {', '.join(flagged) or 'none'}")
+    lines.append(f"bone density: {density_summary(result.vertebrae)}")
+    lines.append(f"model {result.model.get('name', '')} {result.model.get('version', '')}; device "
+                 f"{result.device}; {result.timing_ms.get('total', 0):.0f} ms")
+    lines.extend(f"warning: {w}" for w in result.warnings)
+    lines.append(result.disclaimer)
+    return "\n".join(lines)
+
+
+def density_summary(rows: Sequence[dict[str, Any]]) -> str:
+    """The exam-level reading: L1 where measured (the level the thresholds come from), else the nearest."""
+    by_level = {r["level"]: r for r in rows if r.get("trabecular_hu") is not None}
+    for level in ("L1", "L2", "T12", "L3", "T11", "L4"):
+        if level in by_level:
+            r = by_level[level]
+            return f"{level} {r['trabecular_hu']:.0f} HU: {r['density']}" + \
+                ("" if level == "L1" else " (L1 not measurable; thresholds are for L1)")
+    return "no lumbar or lower thoracic body measurable"
+
+
+def dumps_result(result: ScreenResult, outputs: Optional[dict[str, Any]] = None) -> str:
+    """The result as JSON, with where the case report / DICOM outputs went when there are any."""
+    from mvcf.progress import dumps
+
+    return dumps({**result.to_dict(), **({"outputs": outputs} if outputs else {})}, indent=2)
+
+
+def load_result(path: Union[str, Path]) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,353 @@
+"""Whole-spine screening: numbering, morphometry against TotalSegmentator's spine report, trabecular HU
+against an independent hand measurement, the TPTBox osteoporotic L3, a VerSe mask, Genant grades on
+synthetic vertebrae, and the `mvcf screen` command (one batched forward pass, bad input, manifest)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shared
+from mvcf import morphometry, numbering
+from mvcf.ctimage import CTImage
+from mvcf.errors import MVCFError
+
+SAMPLE = REPO / "MVCFClassifier" / "mvcf" / "resources" / "sample_ct"
+CT = SAMPLE / "example_ct.nii.gz"
+SEG = SAMPLE / "totalseg.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def sample_screen():
+    from mvcf.screen import screen_files
+
+    return screen_files(CT, SEG, device="cpu")
+
+
+def _rows(result) -> dict:
+    return {r["level"]: r for r in result.vertebrae}
+
+
+# --- numbering ---------------------------------------------------------------------------------------
+
+def test_totalsegmentator_v2_and_verse_tables():
+    ts, v1, verse = (numbering.TABLES[k] for k in ("totalsegmentator", "totalsegmentator-v1", "verse"))
+    assert (ts[26], ts[27], ts[31], ts[32], ts[43], ts[44], ts[50]) == ("S1", "L5", "L1", "T12", "T1", "C7", "C1")
+    assert (v1[18], v1[22], v1[23], v1[34], v1[41]) == ("L5", "L1", "T12", "T1", "C1")
+    assert (verse[1], verse[7], verse[8], verse[19], verse[20], verse[24], verse[25], verse[28]) == \
+        ("C1", "C7", "T1", "T12", "L1", "L5", "L6", "T13")
+
+
+def test_sample_mask_is_totalsegmentator_v2():
+    import SimpleITK as sitk
+
+    values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(SEG))))
+    found = numbering.detect_numbering(values)
+    assert found.name == "totalsegmentator" and found.levels[31] == "L1" and found.levels[27] == "L5"
+
+
+def test_detection_rules_and_refusals():
+    assert numbering.detect_numbering([21, 22, 23]).levels == {21: "L2", 22: "L3", 23: "L4"}
+    assert numbering.detect_numbering([19, 20, 28]).levels[28] == "T13"
+    named = numbering.detect_numbering([5, 9], {5: "vertebrae_L1", 9: "liver"})
+    assert named.levels == {5: "L1"} and named.name == "segment names"
+    with pytest.raises(MVCFError, match="no vertebra labels"):
+        numbering.detect_numbering([52, 79])          # TotalSegmentator organs only
+    with pytest.raises(MVCFError, match="unknown numbering"):
+        numbering.check_numbering("nnunet")
+    with pytest.raises(MVCFError, match="no vertebra labels"):
+        numbering.resolve_numbering("totalsegmentator", [1, 2, 5])
+    assert numbering.adjacent_levels("L1", ["T12", "T13", "L2"]) == ("T13", "L2")
+    assert numbering.adjacent_levels("L1", ["T12", "L2"]) == ("T12", "L2")
+    assert numbering.missing_levels(["T12", "L3"]) == ["L1", "L2"]
+
+
+def test_verse_mask_read_with_level_names():
+    from mvcf.read_ct import read_mask
+
+    mask = read_mask(shared("verse_sample/sub-verse004_seg-vert_msk.nii.gz"))
+    found = numbering.detect_numbering(np.unique(mask.voxels))
+    assert found.name == "verse"
+    assert list(found.levels.values()) == ["T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    centroids = {e["label"]: e for e in json.loads(
+        shared("verse_sample/sub-verse004_seg-subreg_ctd.json").read_text())[1:]}
+    # VerSe's own centroid file agrees on which label is the most caudal (L5 = 24): largest Y (I axis)
+    assert max(centroids, key=lambda k: centroids[k]["Y"]) == found.label_of("L5")
+    measured = morphometry.measure_spine(mask, found.levels, numbering.LEVEL_ORDER)
+    assert all(m.measured for m in measured.values())
+    intact = [measured[level] for level in ("T11", "T12", "L2", "L3", "L4", "L5")]
+    assert all(18 < h < 40 for m in intact for h in m.heights_mm)
+    # this VerSe case has a collapsed L1 (visible in the mask alone): graded severe against T12 and L2
+    grade = morphometry.grade_vertebra(measured["L1"], [measured["T12"], measured["L2"]])
+    assert grade.grade == 3 and grade.reference == "T12+L2"
+    assert all(morphometry.grade_vertebra(measured[lv], []).grade == 0 for lv in ("L2", "L3", "L4", "L5"))
+
+
+# --- morphometry ---------------------------------------------------------------------------------------
+
+def test_sample_heights_close_to_totalsegmentator_spine_report(sample_screen):
+    """Both measure the same 3 mm mask; TotalSegmentator takes the sagittal slice of largest height spread
+    on its own body model, here the mid-sagittal plane: docs/screening.md gives every number."""
+    report = json.loads(shared("totalsegmentator/spine_report/spine_report.json").read_text())["results"]
+    rows = _rows(sample_screen)
+    diffs = []
+    for level in ("L1", "L2", "L3", "L4", "L5"):
+        for position in morphometry.POSITIONS:
+            ours = rows[level][f"height_{position}_mm"]
+            theirs = report[f"vertebrae_{level}_height_{position}_mm"]
+            diffs.append(abs(ours - theirs))
+    diffs = np.array(diffs)
+    assert diffs.mean() <= 2.0, diffs
+    assert np.median(diffs) <= 2.0, diffs
+    assert diffs.max() <= 1.5 * 3.0, diffs           # never more than 1.5 voxels of this 3 mm CT
+
+
+def _box_spine(heights, depth=30.0, width=40.0, disc=8.0, spacing=1.0):
+    """A straight column of box bodies (TotalSegmentator labels T12, L1, L2 from top), each with a posterior
+    arch behind a canal, on an LPS grid; heights in mm as (anterior, posterior) pairs (a wedge if unequal)."""
+    nz = int(sum(max(h) for h in heights) + disc * (len(heights) + 1))
+    voxels = np.zeros((nz, 80, 70), np.uint8)
+    z = nz - disc
+    for label, (ha, hp) in zip((32, 31, 30), heights):
+        for j in range(int(depth)):
+            h = ha + (hp - ha) * j / (depth - 1)
+            voxels[int(round(z - h)):int(round(z)), 10 + j, 15:15 + int(width)] = label
+        voxels[int(z - hp):int(z), 10 + int(depth) + 12:10 + int(depth) + 30, 28:42] = label   # arch
+        z -= max(ha, hp) + disc
+    return CTImage(voxels[::-1].copy(), (spacing,) * 3, (0.0, 0.0, 0.0))
+
+
+def test_heights_and_grades_on_boxes():
+    mask = _box_spine([(24, 24), (15, 25), (25, 25)])            # L1: anterior wedge, 40 % lower
+    levels = {32: "T12", 31: "L1", 30: "L2"}
+    measured = morphometry.measure_spine(mask, levels, numbering.LEVEL_ORDER)
+    l1 = measured["L1"]
+    assert l1.measured and l1.depth_mm == pytest.approx(30, abs=2)
+    assert l1.heights_mm[0] < l1.heights_mm[2] - 7
+    grade = morphometry.grade_vertebra(l1, [measured["T12"], measured["L2"]])
+    assert grade.shape == "wedge" and grade.grade in (2, 3)
+    normal = morphometry.grade_vertebra(measured["L2"], [l1])
+    assert normal.grade == 0 and normal.shape == "normal"
+
+
+def test_heights_do_not_depend_on_the_scanner_orientation():
+    """The same column rotated 20 degrees about the left-right axis measures the same."""
+    import SimpleITK as sitk
+
+    mask = _box_spine([(24, 24), (18, 24), (24, 24)])
+    image = mask.to_sitk()
+    angle = np.deg2rad(20)
+    rotation = sitk.Euler3DTransform()
+    center = image.TransformContinuousIndexToPhysicalPoint([s / 2 for s in image.GetSize()])
+    rotation.SetCenter(center)
+    rotation.SetRotation(angle, 0, 0)
+    rotated = sitk.Resample(image, image, rotation, sitk.sitkNearestNeighbor, 0)
+    levels = {32: "T12", 31: "L1", 30: "L2"}
+    upright = morphometry.measure_spine(mask, levels, numbering.LEVEL_ORDER)["L1"].heights_mm
+    tilted = morphometry.measure_spine(CTImage.from_sitk(rotated), levels, numbering.LEVEL_ORDER)["L1"].heights_mm
+    assert np.allclose(upright, tilted, atol=1.5), (upright, tilted)
+
+
+def test_genant_limits():
+    assert [morphometry.genant_grade(v) for v in (0.0, 0.19, 0.2, 0.24, 0.25, 0.39, 0.4, 0.7)] == \
+        [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_genant_grade_matches_drawn_height_loss_on_synthetic_cases():
+    """A small cohort here (CI time); scripts/genant_agreement.py runs the large one for docs/screening.md."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from genant_agreement import agreement
+
+    result = agreement(8, seed=5)
+    overall = result["all"]
+    assert overall["graded"] == overall["n"]
+    assert overall["more_than_one_off"] == 0, result["cases"]
+    assert overall["exact"] >= 0.75, result["cases"]
+
+
+# --- bone density ----------------------------------------------------------------------------------------
+
+def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Plain numpy 6-neighbour erosion, `steps` times."""
+    out = mask.copy()
+    for _ in range(steps):
+        core = out.copy()
+        core[1:] &= out[:-1]
+        core[:-1] &= out[1:]
+        core[:, 1:] &= out[:, :-1]
+        core[:, :-1] &= out[:, 1:]
+        core[:, :, 1:] &= out[:, :, :-1]
+        core[:, :, :-1] &= out[:, :, 1:]
+        core[0] = core[-1] = core[:, 0] = core[:, -1] = core[:, :, 0] = core[:, :, -1] = False
+        out = core
+    return out
+
+
+def test_l1_trabecular_hu_matches_a_hand_measurement(sample_screen):
+    """Hand measurement on the CT's own 3 mm voxels: the L1 label eroded by two voxels (6 mm: the thin
+    posterior elements vanish), only the connected piece at the body centre."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    hu = sitk.GetArrayFromImage(sitk.ReadImage(str(CT))).astype(float)
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(SEG))) == 31
+    core = _erode(label, 2)
+    pieces, _ = ndimage.label(core)
+    biggest = np.bincount(pieces.ravel())[1:].argmax() + 1
+    hand = hu[pieces == biggest].mean()
+    ours = _rows(sample_screen)["L1"]["trabecular_hu"]
+    assert abs(ours - hand) <= 15.0, (ours, hand)
+    assert 80 < ours < 200
+
+
+def test_tptbox_osteoporotic_l3_flagged():
+    from mvcf.screen import screen_files
+
+    result = screen_files(shared("tptbox_sample_ct/sub-ct_label-22_ct.nii.gz"),
+                          shared("tptbox_sample_ct/sub-ct_seg-vert_label-22_msk.nii.gz"), device="cpu")
+    rows = _rows(result)
+    assert result.numbering == "verse"
+    assert set(rows) == {"L2", "L3", "L4"}
+    l3 = rows["L3"]
+    assert l3["status"] == "measured" and l3["osteoporosis_flag"] and l3["trabecular_hu"] < 110
+    assert rows["L2"]["status"] == "partial" and rows["L4"]["status"] == "partial"
+    # the subregion mask's trabecular interior (label 50) of L3 agrees with ours
+    from mvcf.read_ct import read_ct, read_mask
+
+    ct = read_ct(shared("tptbox_sample_ct/sub-ct_label-22_ct.nii.gz"))
+    vert = read_mask(shared("tptbox_sample_ct/sub-ct_seg-vert_label-22_msk.nii.gz")).voxels == 22
+    sub = read_mask(shared("tptbox_sample_ct/sub-ct_seg-subreg_label-22_msk.nii.gz")).voxels == 50
+    reference = float(ct.voxels[vert & sub].mean())
+    assert abs(l3["trabecular_hu"] - reference) <= 20, (l3["trabecular_hu"], reference)
+
+
+def test_contrast_phase_from_sidecar_and_given(tmp_path):
+    from mvcf.bone_density import contrast_phase, contrast_warning
+
+    ct = tmp_path / "a.nii.gz"
+    ct.write_bytes(b"")
+    assert contrast_phase(ct) is None
+    (tmp_path / "a.json").write_text(json.dumps({"ContrastBolusIngredient": "IODINE"}))
+    assert contrast_phase(ct) == "contrast"
+    assert "contrast-enhanced" in contrast_warning("contrast")
+    assert contrast_phase(ct, shared("totalsegmentator/spine_report/contrast_phase.json")) == "native"
+    assert contrast_warning("native") is None
+
+
+# --- the screen --------------------------------------------------------------------------------------------
+
+def test_screen_sample_ct_every_vertebra_one_batch():
+    from mvcf import inference, screen
+
+    bundle = inference.load_model(None, "cpu")
+    calls = []
+    hook = bundle.model.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    try:
+        result = screen.screen_files(CT, SEG, model=bundle, device="cpu")
+    finally:
+        hook.remove()
+    rows = _rows(result)
+    assert calls == [7]                               # T11 ... L5 in one forward pass (S1 is not screened)
+    assert list(rows) == ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    assert rows["T11"]["status"] == "partial" and rows["T12"]["status"] == "partial"
+    for level in ("L1", "L2", "L3", "L4", "L5"):
+        row = rows[level]
+        assert row["status"] == "measured" and row["genant_grade"] in (0, 1, 2, 3)
+        assert 0 <= row["probability_malignant"] <= 1 and row["prediction"] in ("MVCF", "OVCF")
+        assert row["flagged"] == (row["genant_grade"] >= 1 and row["probability_malignant"] >= result.threshold)
+
+
+def test_missing_and_empty_levels_are_rows_not_errors(tmp_path):
+    import SimpleITK as sitk
+
+    from mvcf.screen import screen_files
+
+    seg = sitk.ReadImage(str(SEG))
+    array = sitk.GetArrayFromImage(seg)
+    array[array == 29] = 0                            # drop L3
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(seg)
+    path = tmp_path / "no_l3.nii.gz"
+    sitk.WriteImage(out, str(path))
+    rows = _rows(screen_files(CT, path, device="cpu"))
+    assert rows["L3"]["status"] == "missing" and rows["L3"]["genant_grade"] is None
+    assert rows["L2"]["status"] == "measured" and rows["L4"]["status"] == "measured"
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mvcf", "--progress", "none", "screen", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_cli_json_and_outputs(tmp_path):
+    run = _cli("--ct", CT, "--seg", SEG, "--out", tmp_path / "out", "--json")
+    assert run.returncode == 0, run.stderr
+    payload = json.loads(run.stdout)
+    l1 = next(r for r in payload["vertebrae"] if r["level"] == "L1")
+    for key in ("level", "height_anterior_mm", "height_middle_mm", "height_posterior_mm", "genant_grade",
+                "trabecular_hu", "probability_malignant", "prediction"):
+        assert key in l1
+    assert payload["numbering"] == "totalsegmentator" and "disclaimer" in payload
+    tsv = (tmp_path / "out" / "screen.tsv").read_text().splitlines()
+    assert tsv[0].split("\t")[:3] == ["level", "label", "status"] and len(tsv) == 1 + len(payload["vertebrae"])
+    assert json.loads((tmp_path / "out" / "screen.json").read_text())["columns"]["genant_grade"]
+
+
+def test_cli_bad_input_one_line(tmp_path):
+    import SimpleITK as sitk
+
+    seg = sitk.ReadImage(str(SEG))
+    shifted = sitk.Image(seg)
+    shifted.SetOrigin(tuple(v + 7.0 for v in seg.GetOrigin()))
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nii.gz"))
+    organs = sitk.GetImageFromArray(np.where(sitk.GetArrayFromImage(seg) > 0, 52, 0).astype(np.uint8))
+    organs.CopyInformation(seg)
+    sitk.WriteImage(organs, str(tmp_path / "organs.nii.gz"))
+    cases = [((CT, tmp_path / "shifted.nii.gz"), "on another grid than the CT"),
+             ((CT, tmp_path / "organs.nii.gz"), "no vertebra labels"),
+             ((CT, SEG, "--numbering", "nnunet"), "unknown numbering")]
+    for (ct, seg_path, *extra), message in cases:
+        run = _cli("--ct", ct, "--seg", seg_path, *extra, "--out", tmp_path / "never")
+        assert run.returncode == 2, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], run.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_manifest_resumable_and_sharded(tmp_path):
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case_id,ct,seg\na,{CT},{SEG}\nb,{CT},{tmp_path / 'missing.nii.gz'}\n")
+    out = tmp_path / "out"
+    env_run = subprocess.run([sys.executable, "-m", "mvcf", "--progress", "none", "screen", "--manifest",
+                              str(manifest), "--out", str(out), "--json"], capture_output=True, text=True,
+                             timeout=600, env={**__import__("os").environ, "WORLD_SIZE": "2", "RANK": "1"})
+    assert env_run.returncode == 2 and "file not found" in env_run.stderr       # shard 1 holds only case b
+    assert (out / "errors" / "b.txt").is_file() and not (out / "a").exists()
+    run = _cli("--manifest", manifest, "--out", out, "--json")
+    summary = json.loads(run.stdout)
+    assert run.returncode == 0 and summary["screened"] == 1 and summary["failed"][0]["case_id"] == "b"
+    assert (out / "a" / "screen.json").is_file() and (out / "a" / "screen.tsv").is_file()
+    again = json.loads(_cli("--manifest", manifest, "--out", out, "--json").stdout)
+    assert again["skipped_finished"] == 1 and again["screened"] == 0
+
+
+def test_shard_environment(monkeypatch):
+    from mvcf.cli.screen import shard
+
+    for name in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(name, raising=False)
+    assert shard() == (0, 1)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "4")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    assert shard() == (1, 3)
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert shard() == (2, 4)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(MVCFError, match="not a valid shard"):
+        shard()

@@ -1,0 +1,113 @@
+"""MVCFClassifierLib.screening on slicer-core's real MRML: a TotalSegmentator-style segmentation node of the
+sample CT -> label map with names -> `mvcf screen` -> table, segment colours, slice views centred on a row."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from conftest import REPO  # noqa: E402
+from mvcf.errors import MVCFError  # noqa: E402
+from mvcf.read_ct import read_ct, read_mask  # noqa: E402
+from MVCFClassifierLib import screening, tables, volumes  # noqa: E402
+
+from slicer_testing import register_segmentation_converters, segmentation_from_labels  # noqa: E402
+
+SAMPLE = REPO / "MVCFClassifier" / "mvcf" / "resources" / "sample_ct"
+NAMES = {26: "vertebrae_S1", 27: "vertebrae_L5", 28: "vertebrae_L4", 29: "vertebrae_L3", 30: "vertebrae_L2",
+         31: "vertebrae_L1", 32: "vertebrae_T12"}
+
+
+@pytest.fixture(scope="module")
+def spine():
+    register_segmentation_converters()
+    scene = slicer.vtkMRMLScene()
+    ct = read_ct(SAMPLE / "example_ct.nii.gz")
+    mask = read_mask(SAMPLE / "totalseg.nii.gz")
+    ct_node = volumes.volume_node_from_ct_image(scene, ct, "example_ct")
+    seg_node, _ = segmentation_from_labels(scene, mask.voxels, mask.ijk_to_ras(), ct_node, NAMES)
+    seg_node.GetSegmentation().AddEmptySegment("liver_seg", "liver")
+    return scene, ct_node, seg_node, ct, mask
+
+
+def test_vertebra_segments_by_name(spine):
+    _, _, seg_node, _, _ = spine
+    found = screening.vertebra_segments(seg_node)
+    assert set(found) == {"S1", "L5", "L4", "L3", "L2", "L1", "T12"}
+    scene = slicer.vtkMRMLScene()
+    other = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "organs")
+    other.GetSegmentation().AddEmptySegment("liver", "liver")
+    with pytest.raises(MVCFError, match="no vertebra segments"):
+        screening.vertebra_segments(other)
+
+
+def test_label_map_names_and_screen_from_the_scene(spine, tmp_path):
+    from mvcf.numbering import segment_names
+    from mvcf.screen import screen_files
+
+    scene, ct_node, seg_node, ct, mask = spine
+    labels, names = screening.spine_label_map(seg_node, ct_node)
+    assert labels.voxels.shape == mask.voxels.shape
+    assert np.array_equal(labels.voxels == 31, mask.voxels == 31)
+    path = screening.write_seg_nrrd(labels, names, tmp_path / "spine.seg.nrrd")
+    assert segment_names(path)[31] == "vertebrae_L1"
+    ct_path = tmp_path / "ct.nrrd"
+    import SimpleITK as sitk
+
+    sitk.WriteImage(volumes.ct_image_from_volume_node(ct_node).to_sitk(), str(ct_path))
+    result = screen_files(ct_path, path, device="cpu")
+    assert result.numbering == "segment names"
+    rows = {r["level"]: r for r in result.vertebrae}
+    assert rows["L1"]["status"] == "measured" and rows["T12"]["status"] == "partial"
+
+    table = screening.write_screen_table(scene, result.vertebrae)
+    read = tables.table_rows(table)
+    assert [r["level"] for r in read] == [r["level"] for r in result.vertebrae]
+    l1 = next(r for r in read if r["level"] == "L1")
+    assert l1["height_anterior_mm"] == pytest.approx(rows["L1"]["height_anterior_mm"])
+    assert l1["genant_grade"] == str(rows["L1"]["genant_grade"])
+    assert np.isnan(next(r for r in read if r["level"] == "T12")["height_anterior_mm"])
+
+    colours = screening.colour_segments(seg_node, result.vertebrae, by="grade")
+    segment = seg_node.GetSegmentation().GetSegment(screening.vertebra_segments(seg_node)["L1"])
+    assert tuple(segment.GetColor()) == pytest.approx(screening.GRADE_COLOURS[rows["L1"]["genant_grade"]])
+    assert colours["T12"] == screening.UNGRADED_COLOUR
+    by_p = screening.colour_segments(seg_node, result.vertebrae, by="probability")
+    assert by_p["L1"] == pytest.approx(screening.probability_colour(rows["L1"]["probability_malignant"]))
+    with pytest.raises(MVCFError):
+        screening.colour_segments(seg_node, result.vertebrae, by="size")
+
+    red = scene.AddNewNodeByClass("vtkMRMLSliceNode", "Red")
+    red.SetLayoutName("Red")
+    ras = screening.center_slices_on(scene, rows["L1"])
+    slice_to_ras = red.GetSliceToRAS()
+    assert [slice_to_ras.GetElement(i, 3) for i in range(3)] == pytest.approx(list(ras))
+    assert ras == pytest.approx([-rows["L1"]["center_lps"][0], -rows["L1"]["center_lps"][1],
+                                 rows["L1"]["center_lps"][2]])
+    assert screening.center_slices_on(scene, {"level": "L6", "center_lps": None}) is None
+
+
+def test_child_arguments():
+    args = screening.screen_arguments("ct.nrrd", "seg.seg.nrrd", None, "cpu")
+    assert args[:3] == ["screen", "--ct", "ct.nrrd"] and "--model" not in args
+
+
+def test_whole_spine_run_in_a_child_fills_the_table(spine):
+    import sys
+
+    scene, ct_node, seg_node, _, _ = spine
+    events = []
+    run = screening.start_screen(ct_node, seg_node, python_executable=sys.executable, device="cpu")
+    run.wait(events.append)
+    assert run.finished and run.fraction == 1.0
+    assert any(e.get("event") == "progress" for e in events)
+    outputs = run.finish(scene)
+    levels = [r["level"] for r in tables.table_rows(outputs.table_node)]
+    assert levels == ["T12", "L1", "L2", "L3", "L4", "L5"]        # S1 is only L5's neighbour
+    assert not run.workdir.exists()
+    cancelled = screening.start_screen(ct_node, seg_node, python_executable=sys.executable, device="cpu")
+    cancelled.poll()
+    cancelled.cancel()
+    with pytest.raises(MVCFError, match="cancelled"):
+        cancelled.finish(scene)
