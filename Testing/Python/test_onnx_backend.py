@@ -29,17 +29,24 @@ DEMO = REPO / "MVCFClassifier" / "mvcf" / "resources" / "demo_model"
 TOLERANCE = 1e-5
 
 
-def _bundle(path: Path, mode: str, shape, seed: int = 0, ensemble: int = 1, onnx_graph: bool = True,
+def _spec(mode: str, size: int = 24, windows=("bone", "soft")):
+    from mvcf.views import ViewSpec
+
+    return ViewSpec(mode=mode, size_px=size, windows=windows)
+
+
+def _bundle(path: Path, spec, seed: int = 0, ensemble: int = 1, onnx_graph: bool = True,
             mil_pooling: str = "mean") -> Path:
     torch.manual_seed(seed)
-    config = network_config(mode, tuple(shape), "resnet10-tiny", mil_pooling=mil_pooling)
+    mode, shape = spec.mode, tuple(spec.output_shape())
+    config = network_config(mode, shape, "resnet10-tiny", mil_pooling=mil_pooling)
     model = build_ensemble(config, ensemble).eval()
     for module in model.modules():  # non-trivial BatchNorm statistics, so their folding into Conv is tested
         if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
             module.running_mean.uniform_(-0.2, 0.2)
             module.running_var.uniform_(0.5, 2.0)
     card = {"name": f"test-{mode}", "version": "1", "network": config, "ensemble_size": ensemble,
-            "view_spec": {"mode": mode, "size_px": shape[-1]}, "threshold": 0.5}
+            "view_spec": spec.to_dict(), "threshold": 0.5}
     return save_bundle(path, model, card, onnx_graph=onnx_graph)
 
 
@@ -73,17 +80,17 @@ def test_onnx_and_torch_agree_on_synthetic_cases_of_every_mode(tmp_path, mode, p
     from mvcf.locate import from_mask
     from mvcf.manifest import read_manifest
     from mvcf.read_ct import read_ct, read_mask
-    from mvcf.views import ViewSpec, build_views
+    from mvcf.views import build_views
 
     manifest = make_tiny_cohort(tmp_path / "cohort", n_per_site=3, sites=("A",))
-    spec = ViewSpec(mode=mode, size_px=16 if mode == "3d" else 24, windows=("bone", "soft"))
+    spec = _spec(mode, 16 if mode == "3d" else 24)
     views = []
     for record in read_manifest(manifest):
         ct = read_ct(record.ct)
         views.append(build_views(ct, from_mask(ct, read_mask(record.mask), record.vertebra_label), spec).array)
     batch = np.stack(views).astype(np.float32)
-    bundle_dir = _bundle(tmp_path / "bundle", mode, batch.shape[1:], ensemble=2 if mode == "2d" else 1,
-                         mil_pooling=pooling)
+    assert batch.shape[1:] == tuple(spec.output_shape())
+    bundle_dir = _bundle(tmp_path / "bundle", spec, ensemble=2 if mode == "2d" else 1, mil_pooling=pooling)
     onnx = load_ort_bundle(bundle_dir).probabilities(batch)
     single = np.concatenate([load_ort_bundle(bundle_dir).probabilities(v[None]) for v in batch])
     eager = _torch_probabilities(bundle_dir, batch)
@@ -92,8 +99,8 @@ def test_onnx_and_torch_agree_on_synthetic_cases_of_every_mode(tmp_path, mode, p
 
 
 def test_a_graph_that_does_not_match_its_weights_is_refused(tmp_path):
-    a = _bundle(tmp_path / "a", "2d", (2, 24, 24), seed=1)
-    b = _bundle(tmp_path / "b", "2d", (2, 24, 24), seed=2)
+    a = _bundle(tmp_path / "a", _spec("2d"), seed=1)
+    b = _bundle(tmp_path / "b", _spec("2d"), seed=2)
     load_ort_bundle(a)  # intact: accepted
 
     shutil.copy(b / GRAPH_FILE, a / GRAPH_FILE)  # another bundle's graph
@@ -115,7 +122,7 @@ def test_a_graph_that_does_not_match_its_weights_is_refused(tmp_path):
 
 
 def test_add_graph_to_an_old_bundle_and_the_demo_graph_is_reproducible(tmp_path):
-    old = _bundle(tmp_path / "old", "2.5d-orthogonal", (3, 24, 24), onnx_graph=False)
+    old = _bundle(tmp_path / "old", _spec("2.5d-orthogonal", windows=("bone",)), onnx_graph=False)
     assert not (old / GRAPH_FILE).exists() and choose("cpu", json.loads((old / CARD_FILE).read_text())) == ("torch", "cpu")
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "add_onnx_graph.py"), str(old)],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -192,7 +199,7 @@ class _OutOfMemoryOnce:
 def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(tmp_path, engine, monkeypatch, caplog):
     from mvcf.inference import OOM_WARNING, forward_checked
 
-    bundle_dir = _bundle(tmp_path / "b", "2d", (2, 24, 24))
+    bundle_dir = _bundle(tmp_path / "b", _spec("2d"))
     batch = np.random.default_rng(0).random((5, 2, 24, 24), dtype=np.float32)
     expected = _torch_probabilities(bundle_dir, batch)
     if engine == "onnxruntime":
@@ -214,7 +221,7 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu_with_a_warning(tmp_path, engin
 def test_other_errors_on_cuda_are_not_swallowed(tmp_path, monkeypatch):
     from mvcf.inference import forward_checked
 
-    bundle = load_ort_bundle(_bundle(tmp_path / "b", "2d", (2, 24, 24)))
+    bundle = load_ort_bundle(_bundle(tmp_path / "b", _spec("2d")))
     bundle.device = "cuda"
     monkeypatch.setattr(bundle, "probabilities", _OutOfMemoryOnce(RuntimeError("illegal memory access"),
                                                                    bundle.probabilities))

@@ -142,12 +142,17 @@ def check_graph(bundle_dir: Union[str, Path], card: dict[str, Any]) -> bytes:
 def check_probe(run, card: dict[str, Any], path: Union[str, Path]) -> None:
     """`run(batch) -> probabilities` must reproduce the card's probe probabilities (the weights' outputs)."""
     entry = card["onnx"]
-    probe = entry.get("probe") or {}
-    expected = np.asarray(probe.get("probabilities", []), dtype=np.float64)
-    batch = probe_input(card["network"]["input_shape"], int(probe.get("seed", PROBE_SEED)),
-                        int(probe.get("batch", PROBE_BATCH)))
+    probe = entry.get("probe") if isinstance(entry.get("probe"), dict) else {}
+    try:
+        expected = np.asarray(probe.get("probabilities", []), dtype=np.float64).ravel()
+        seed, size = int(probe.get("seed", PROBE_SEED)), int(probe.get("batch", PROBE_BATCH))
+        tolerance = min(float(probe.get("tolerance", PROBE_TOLERANCE)), 1e-3)
+        if not 1 <= size <= 16:
+            raise ValueError(size)
+    except (TypeError, ValueError):
+        raise MVCFError(f"invalid model card: the 'onnx' probe of {path} is malformed") from None
+    batch = probe_input(card["network"]["input_shape"], seed, size)
     got = np.asarray(run(batch), dtype=np.float64).ravel()
-    tolerance = float(probe.get("tolerance", PROBE_TOLERANCE))
     if got.shape != expected.shape or not np.all(np.abs(got - expected) <= tolerance):
         worst = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
         raise MVCFError(f"the ONNX graph in {path} does not reproduce its weights' outputs (max difference "
