@@ -108,12 +108,16 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
     def cleanup(self) -> None:
         if self._run is not None:
             self._run.cancel()
+        if self.logic is not None:
+            self.logic.close_worker()
         self.removeObservers()
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._run is not None:
             self._run.cancel()
             self._endRun("Cancelled: the scene was closed.")
+        if self.logic is not None:
+            self.logic.close_worker()
         ParameterNodePanel.onSceneStartClose(self, caller, event)
 
     def initializeParameterNode(self) -> None:
@@ -242,7 +246,8 @@ class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         PredictionLogic.__init__(self, temp_root=slicer.app.temporaryPath if hasattr(slicer, "app") else None,
-                                 dicom_database=lambda: getattr(slicer, "dicomDatabase", None))
+                                 dicom_database=lambda: getattr(slicer, "dicomDatabase", None),
+                                 warm_worker=True)
 
     def getParameterNode(self):
         return MVCFClassifierParameterNode(super().getParameterNode())

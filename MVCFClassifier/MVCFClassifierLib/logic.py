@@ -314,7 +314,16 @@ class PredictionRun(ChildDrivenRun):
 
     def _start_child(self) -> ChildRun:
         self.message = f"starting ({len(self.active)} vertebra{'e' if len(self.active) > 1 else ''})"
-        self._child = ChildRun(self._command(), cwd=str(self.workdir)).start()
+        if self.logic.worker is not None and self.dicom is None:
+            # the warm worker (MVCFClassifierLib.worker): no start-up after the first Apply; DICOM output still
+            # goes through a one-off `mvcf predict` child, which takes the --dicom-out/--dicom-source options
+            options = dict(zip(self.common_args[::2], self.common_args[1::2]))
+            self._child = self.logic.worker.submit({  # type: ignore[assignment]
+                "command": "predict", "ct": str(self.workdir / "ct.nrrd"),
+                "locations": str(self.workdir / self.LOCATIONS_FILE), "device": options.get("--device", "auto"),
+                **({"model": options["--model"]} if "--model" in options else {})})
+        else:
+            self._child = ChildRun(self._command(), cwd=str(self.workdir)).start()
         self._child_fraction = 0.0
         return self._child
 
@@ -477,12 +486,22 @@ class PredictionLogic:
     def __init__(self, python_executable: Optional[str] = None, temp_root: Optional[str] = None,
                  ensure_dependencies: Optional[Callable[[], bool]] = None,
                  dicom_database: Optional[Callable[[], Any]] = None,
-                 ensure_dicom_dependencies: Optional[Callable[[], bool]] = None) -> None:
+                 ensure_dicom_dependencies: Optional[Callable[[], bool]] = None, warm_worker: bool = False) -> None:
         self.python_executable = python_executable or slicer_python()
         self.temp_root = temp_root
         self.ensure_dependencies = ensure_dependencies or _default_ensure
         self.dicom_database = dicom_database or (lambda: None)  # Slicer: lambda: slicer.dicomDatabase
         self.ensure_dicom_dependencies = ensure_dicom_dependencies or _default_ensure_dicom
+        self.worker = None
+        if warm_worker:  # one `mvcf worker` child kept between Applies (ended by Cancel and close_worker)
+            from MVCFClassifierLib.worker import WarmWorker
+
+            self.worker = WarmWorker(self.python_executable, cwd=temp_root)
+
+    def close_worker(self) -> None:
+        """End the warm worker, if any (scene close, module cleanup); the next Apply starts a fresh one."""
+        if self.worker is not None:
+            self.worker.stop()
 
     def ready(self, ct_node, dicom: bool = False) -> bool:
         """Before an Apply: with `dicom`, is the CT from the DICOM database (an MVCFError if not, before any

@@ -128,7 +128,11 @@ def heatmap_image(view, heat: np.ndarray, ct=None, location=None):
 def heatmap_for(bundle, view, device: str = "cpu", target: str = "call", probability: Optional[float] = None,
                 ct=None, location=None):
     """The Grad-CAM heatmap (CTImage) of an already built view (mvcf.views.ViewResult); with `ct` on its
-    lattice, with `location` spread through the vertebra's own height."""
+    lattice, with `location` spread through the vertebra's own height. Grad-CAM needs the torch network: a
+    bundle that classified on ONNX Runtime is loaded again for torch."""
+    from mvcf.inference import load_model
+
+    bundle = load_model(bundle, device)
     return heatmap_image(view, grad_cam(bundle, view.array, device, target, probability), ct, location)
 
 

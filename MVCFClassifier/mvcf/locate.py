@@ -206,8 +206,8 @@ def resolve(ct: CTImage, query: VertebraQuery, masks: Optional[dict] = None) -> 
     `masks` (optional, a dict the caller keeps for one run) caches each mask file read, or the error reading
     it raised, so several vertebrae of one segmentation read it once."""
     if query.mask is not None:
-        mask = _read_mask_cached(query.mask, masks if masks is not None else {})
-        location = from_mask(ct, mask, int(query.label), name=query.name)
+        mask, boxes = _read_mask_cached(query.mask, masks if masks is not None else {})
+        location = from_mask(ct, _label_region(mask, boxes, int(query.label)), int(query.label), name=query.name)
     elif query.box is not None:
         location = from_box(ct, query.box[0], query.box[1], name=query.name)
     else:
@@ -215,18 +215,35 @@ def resolve(ct: CTImage, query: VertebraQuery, masks: Optional[dict] = None) -> 
     return refine_on_body(ct, location) if query.refine else location
 
 
-def _read_mask_cached(path: Path, masks: dict) -> CTImage:
+def _read_mask_cached(path: Path, masks: dict) -> tuple[CTImage, list]:
+    """The mask and the bounding box of each of its labels (found in one pass), read once per run."""
+    from scipy import ndimage
+
     from mvcf.read_ct import read_mask
 
     key = str(Path(path).resolve())
     if key not in masks:
         try:
-            masks[key] = read_mask(path)
+            mask = read_mask(path)
+            voxels = mask.voxels
+            integer = np.issubdtype(voxels.dtype, np.integer) and voxels.size > 0 and voxels.min() >= 0
+            masks[key] = (mask, ndimage.find_objects(voxels) if integer else [])
         except MVCFError as exc:
             masks[key] = exc
     if isinstance(masks[key], MVCFError):
         raise masks[key]
     return masks[key]
+
+
+def _label_region(mask: CTImage, boxes: list, label: int) -> CTImage:
+    """The part of `mask` around `label`, in the same physical space, so that several labels of one mask
+    are located without scanning all of it for each; the whole mask when the label is absent (from_mask
+    then names the labels present)."""
+    box = boxes[label - 1] if 0 < label <= len(boxes) else None
+    if box is None:
+        return mask
+    start_ijk = np.array([box[2].start, box[1].start, box[0].start], dtype=float)
+    return CTImage(mask.voxels[box], mask.spacing, mask.index_to_lps(start_ijk), mask.direction, source=mask.source)
 
 
 #: A vertebral body has cortical and dense trabecular bone: within BONE_RADIUS_MM of its centre, at least

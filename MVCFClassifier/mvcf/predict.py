@@ -1,7 +1,8 @@
 """Predict: one vertebra of one CT -> probability of a malignant fracture, the call at the bundle's frozen
 threshold, and everything needed to trust (or distrust) the number: model identity, device, centre, timings,
 warnings, and the research-use disclaimer. `predict_many` does several vertebrae of one CT with one model
-load, each vertebra failing on its own.
+load and one batched forward pass, each vertebra failing on its own. The network runs on ONNX Runtime when
+the bundle has its graph (backend "auto"; torch is then not imported), else on torch (mvcf.inference).
 
 A Prediction keeps the view it was computed on (`Prediction.view`, not serialised), so a heatmap
 (mvcf.explain.heatmap_for) reuses it instead of building the view and running the model again.
@@ -15,11 +16,11 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from mvcf import RESEARCH_USE_DISCLAIMER
 from mvcf.errors import MVCFError
-from mvcf.inference import default_model_path, forward, load_model, resolve_device, synchronize
+from mvcf.inference import default_model_path, forward_checked, load_model, synchronize
 from mvcf.manifest import CLASS_NAMES
 
-__all__ = ["Prediction", "bundle_warnings", "call", "default_model_path", "predict_ct", "predict_file",
-           "predict_many"]
+__all__ = ["Prediction", "bundle_warnings", "call", "default_model_path", "predict_ct", "predict_ct_file",
+           "predict_file", "predict_many"]
 
 
 def call(probability: float, threshold: float) -> str:
@@ -38,6 +39,7 @@ class Prediction:
     timing_ms: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     view_mode: str = ""
+    backend: str = ""
     disclaimer: str = RESEARCH_USE_DISCLAIMER
     #: The mvcf.views.ViewResult the probability was computed on (not part of to_dict()).
     view: Any = field(default=None, repr=False, compare=False)
@@ -59,42 +61,37 @@ def bundle_warnings(card: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _predict_located(ct, location, bundle, device: str) -> Prediction:
-    """predict_ct on an already loaded bundle and a resolved device; every classification passes here, so
-    here a location without vertebral bone is refused (mvcf.locate.require_bone)."""
-    from mvcf.locate import require_bone
-    from mvcf.views import ViewSpec, build_views
-
-    require_bone(ct, location)
-
-    timing: dict[str, float] = {}
-    t = time.perf_counter()
-    spec = ViewSpec.from_dict(bundle.view_spec)
-    view = build_views(ct, location, spec)
-    timing["views"] = 1000 * (time.perf_counter() - t)
-    t = time.perf_counter()
-    probability = float(forward(bundle, [view.array], device)[0])
-    synchronize(device)
-    timing["inference"] = 1000 * (time.perf_counter() - t)
+def _prediction(bundle, view, probability: float, timing: dict[str, float], notes: Sequence[str]) -> Prediction:
     threshold = bundle.threshold
-    return Prediction(probability_malignant=probability, prediction=call(probability, threshold),
-                      threshold=threshold, model=bundle.identity(), device=device,
+    return Prediction(probability_malignant=float(probability), prediction=call(probability, threshold),
+                      threshold=threshold, model=bundle.identity(), device=bundle.device,
                       center_lps=[float(v) for v in view.center_lps], timing_ms=timing,
-                      warnings=list(view.warnings) + bundle_warnings(bundle.card), view_mode=spec.mode, view=view)
+                      warnings=list(view.warnings) + bundle_warnings(bundle.card) + list(notes),
+                      view_mode=view.spec.mode, backend=bundle.backend, view=view)
 
 
-def predict_ct(ct, location, model: Union[str, Path, None, Any] = None, device: str = "auto") -> Prediction:
+def predict_ct(ct, location, model: Union[str, Path, None, Any] = None, device: str = "auto",
+               backend: str = "auto") -> Prediction:
     """Classify the vertebra at `location` (a VertebraLocation, LPS mm) of `ct` (a CTImage).
     `model` is a bundle directory, an already loaded Bundle, or None for the embedded demo bundle.
     The warnings start with the location's own (build_views carries them), then the view's and the bundle's."""
-    device = resolve_device(device)
+    from mvcf.locate import require_bone
+    from mvcf.views import ViewSpec, build_views
+
+    require_bone(ct, location)  # every classification passes here or through predict_many
     started = time.perf_counter()
-    bundle = load_model(model, device)
-    load_ms = 1000 * (time.perf_counter() - started)
-    result = _predict_located(ct, location, bundle, device)
-    result.timing_ms = {k: round(v, 2) for k, v in {"load_model": load_ms, **result.timing_ms,
-                                                    "total": 1000 * (time.perf_counter() - started)}.items()}
-    return result
+    bundle = load_model(model, device, backend)
+    timing = {"load_model": 1000 * (time.perf_counter() - started)}
+    t = time.perf_counter()
+    view = build_views(ct, location, ViewSpec.from_dict(bundle.view_spec))
+    timing["views"] = 1000 * (time.perf_counter() - t)
+    t = time.perf_counter()
+    done = forward_checked(bundle, [view.array])
+    synchronize(done.bundle.device)
+    timing["inference"] = 1000 * (time.perf_counter() - t)
+    timing["total"] = 1000 * (time.perf_counter() - started)
+    return _prediction(done.bundle, view, done.probabilities[0], {k: round(v, 2) for k, v in timing.items()},
+                       done.warnings)
 
 
 def predict_file(ct_path: Union[str, Path], point: Optional[Sequence[float]] = None, unit: str = "lps",
@@ -118,66 +115,112 @@ def predict_file(ct_path: Union[str, Path], point: Optional[Sequence[float]] = N
     return result
 
 
-def _predict_query(ct, query, bundle, device: str, masks: dict, refine: bool) -> dict[str, Any]:
-    from dataclasses import replace
-
-    from mvcf.locate import resolve
-
-    started = time.perf_counter()
-    location = resolve(ct, replace(query, refine=query.refine or refine), masks)
-    locate_ms = 1000 * (time.perf_counter() - started)
-    result = _predict_located(ct, location, bundle, device)
-    payload = result.to_dict()
-    timing = {"locate": locate_ms, **result.timing_ms}
-    if query.heatmap is not None:
-        from mvcf.explain import write_prediction_heatmap
-
-        t = time.perf_counter()
-        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, query.heatmap, device=device, ct=ct,
-                                                          location=location))
-        timing["heatmap"] = 1000 * (time.perf_counter() - t)
-    if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
-        from mvcf.fileio import atomic_dir
-
-        with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier views folder of mvcf
-            names = [path.name for path in result.view.write_volumes(tmp)]
-        payload["views"] = [str(Path(query.views) / name) for name in names]
-    timing["total"] = 1000 * (time.perf_counter() - started)
-    payload["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
-    return payload
+def _failure(name: str, exc: BaseException, heatmap: Any, started: float) -> dict[str, Any]:
+    message = str(exc) if isinstance(exc, MVCFError) else \
+        f"cannot write {getattr(exc, 'filename', None) or heatmap}: {getattr(exc, 'strerror', None) or exc}"
+    return {"name": name, "error": (message.splitlines() or [type(exc).__name__])[0],
+            "timing_ms": {"total": round(1000 * (time.perf_counter() - started), 2)}}
 
 
 def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] = None, device: str = "auto",
                  refine: bool = False, on_progress: Optional[Callable[[int, int, str], None]] = None,
-                 should_cancel: Optional[Callable[[], bool]] = None) -> list[dict[str, Any]]:
-    """Classify several vertebrae (mvcf.locate.VertebraQuery) of one CTImage with one bundle load.
+                 should_cancel: Optional[Callable[[], bool]] = None, backend: str = "auto") -> list[dict[str, Any]]:
+    """Classify several vertebrae (mvcf.locate.VertebraQuery) of one CTImage with one bundle load and one
+    batched forward pass (chunked to a memory bound, mvcf.inference.forward_checked).
 
     Returns one dict per query, in order: `name` and the fields of Prediction.to_dict() (plus `heatmap`
     when the query asks for one), or `name`, `error` (one line) and `timing_ms` when that vertebra failed
     (unreadable mask, absent label, point outside the CT, heatmap not writable): one failure never loses
-    the others. A bad bundle fails the whole call (MVCFError), as does cancellation (Cancelled)."""
-    from mvcf.errors import Cancelled
-    from mvcf.progress import check_cancel
+    the others. A bad bundle fails the whole call (MVCFError), as does cancellation (Cancelled).
+    Each vertebra's `inference` time is its share of the batched pass."""
+    from dataclasses import replace
 
-    device = resolve_device(device)
-    bundle = load_model(model, device)
+    from mvcf.errors import Cancelled
+    from mvcf.fileio import atomic_dir
+    from mvcf.locate import require_bone, resolve
+    from mvcf.progress import check_cancel
+    from mvcf.views import ViewSpec, build_views
+
+    bundle = load_model(model, device, backend)
+    spec = ViewSpec.from_dict(bundle.view_spec)
     total = len(queries)
     masks: dict[str, Any] = {}
-    results: list[dict[str, Any]] = []
+    results: list[Optional[dict[str, Any]]] = [None] * total
+    ready: list[tuple[int, Any, Any, dict[str, float]]] = []
     for index, query in enumerate(queries):
         check_cancel(should_cancel)
         if on_progress is not None:
             on_progress(index, total, f"{query.name} ({index + 1}/{total})")
         started = time.perf_counter()
         try:
-            results.append({"name": query.name, **_predict_query(ct, query, bundle, device, masks, refine)})
-        except Cancelled:
-            raise
-        except (MVCFError, OSError) as exc:
-            message = str(exc) if isinstance(exc, MVCFError) else \
-                f"cannot write {getattr(exc, 'filename', None) or query.heatmap}: {exc.strerror or exc}"
-            results.append({"name": query.name, "error": (message.splitlines() or [type(exc).__name__])[0],
-                            "timing_ms": {"total": round(1000 * (time.perf_counter() - started), 2)}})
+            location = require_bone(ct, resolve(ct, replace(query, refine=query.refine or refine), masks))
+            t = time.perf_counter()
+            view = build_views(ct, location, spec)
+            ready.append((index, location, view, {"locate": 1000 * (t - started),
+                                                  "views": 1000 * (time.perf_counter() - t)}))
+        except MVCFError as exc:
+            results[index] = _failure(query.name, exc, query.heatmap, started)
+    check_cancel(should_cancel)
+    if ready:
+        t = time.perf_counter()
+        done = forward_checked(bundle, [view.array for _, _, view, _ in ready], should_cancel=should_cancel)
+        synchronize(done.bundle.device)
+        share = 1000 * (time.perf_counter() - t) / len(ready)
+        for (index, location, view, timing), probability in zip(ready, done.probabilities):
+            query, started = queries[index], time.perf_counter()
+            timing["inference"] = share
+            result = _prediction(done.bundle, view, probability, timing, done.warnings)
+            payload = {"name": query.name, **result.to_dict()}
+            try:
+                if query.heatmap is not None:
+                    from mvcf.explain import write_prediction_heatmap
+
+                    check_cancel(should_cancel)
+                    payload["heatmap"] = str(write_prediction_heatmap(done.bundle, result, query.heatmap,
+                                                                      device=done.bundle.device, ct=ct,
+                                                                      location=location))
+                    timing["heatmap"] = 1000 * (time.perf_counter() - started)
+                if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
+                    with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier mvcf views folder
+                        names = [path.name for path in result.view.write_volumes(tmp)]
+                    payload["views"] = [str(Path(query.views) / name) for name in names]
+            except Cancelled:
+                raise
+            except (MVCFError, OSError) as exc:
+                results[index] = _failure(query.name, exc, query.heatmap or query.views, started)
+                continue
+            timing["total"] = sum(timing.values())
+            payload["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
+            results[index] = payload
     if on_progress is not None:
         on_progress(total, total, "done")
-    return results
+    return [r for r in results if r is not None]
+
+
+def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Union[str, Path, None, Any] = None,
+                    device: str = "auto", backend: str = "auto", refine: bool = False,
+                    on_progress: Optional[Callable[[int, int, str], None]] = None,
+                    should_cancel: Optional[Callable[[], bool]] = None,
+                    series_uid: Optional[str] = None) -> tuple[dict[str, Any], Any, Any]:
+    """Read a CT, load the bundle (memoised) and classify every query: the payload of `mvcf predict
+    --locations` ({"results", "timing_ms", "disclaimer"}), the bundle that ran and the CTImage. Progress:
+    reading, loading, then one step per vertebra. The call behind the CLI and the warm worker (mvcf.worker)."""
+    from mvcf.read_ct import read_ct
+
+    steps = len(queries) + 2
+    progress = on_progress or (lambda done, total, message: None)
+    progress(0, steps, "reading CT")
+    started = time.perf_counter()
+    ct = read_ct(ct_path, series_uid=series_uid)
+    read_ms = 1000 * (time.perf_counter() - started)
+    progress(1, steps, "loading the model")
+    t = time.perf_counter()
+    bundle = load_model(model, device, backend)
+    load_ms = 1000 * (time.perf_counter() - t)
+    results = predict_many(ct, queries, bundle, bundle.device, refine=refine, should_cancel=should_cancel,
+                           on_progress=lambda done, _total, message: progress(2 + done, steps, message))
+    payload = {"results": results,
+               "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
+                             "total": round(1000 * (time.perf_counter() - started), 2)},
+               "disclaimer": RESEARCH_USE_DISCLAIMER}
+    return payload, bundle, ct

@@ -353,7 +353,9 @@ def test_one_child_classifies_every_target_and_a_failing_one_keeps_the_others(sc
     assert ok["status"] == ok2["status"] == "ok" and ok["model_name"] == "test-bundle"
     assert failed["status"].startswith("error: ") and "outside the CT" in failed["status"]
     assert "probability_malignant" not in failed and outputs.results[2] is None
-    assert all(r["run_time_s"] > 0 for r in outputs.rows) and sum(r["run_time_s"] for r in outputs.rows) <= wall
+    # a vertebra refused before its prediction started (outside the CT) has no time of its own to be given
+    assert ok["run_time_s"] > 0 and ok2["run_time_s"] > 0 and failed["run_time_s"] >= 0
+    assert sum(r["run_time_s"] for r in outputs.rows) <= wall
     centre_ras = np.array([float(v) for v in ok2["center_ras_mm"].split(",")])
     assert np.linalg.norm(centre_ras - l1_point_ras(mask, "L2")) < 1.0
     assert sorted(n.GetName() for n in outputs.volume_nodes) == ["vertebrae_L1 heatmap", "vertebrae_L2 heatmap"]

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "Evaluate a model bundle on a cohort manifest (metrics with CIs, plots).",
     "study": "The paper's design: 2D vs 2.5D vs 3D on identical splits, internal + external test.",
     "stats": "ROC/AUC with DeLong, operating points, calibration, reader-study (MRMC) analysis.",
+    "worker": "Warm prediction worker: JSON-lines requests on stdin, results on stdout (the Slicer module's).",
     "reader-study": "Run a blinded reader study: plan, collect, report (ORH), simulate (power).",
     "demo": "Synthetic cohort -> study -> prediction on the shipped real CT, into a report folder.",
 }

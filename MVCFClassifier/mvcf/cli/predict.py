@@ -32,9 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_location_arguments(parser)
     parser.add_argument("--model", metavar="DIR", help="model bundle folder (default: the embedded demo model, "
                         "trained on synthetic data)")
-    from mvcf.inference import DEVICES
+    from mvcf.inference import BACKENDS, DEVICES
 
     parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="engine for the network: auto = ONNX Runtime when the bundle has an ONNX graph "
+                             "(no torch import; fast start), else torch")
     parser.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write a Grad-CAM heatmap on the view grid "
                         "(overlays the CT in any viewer); one vertebra only (with --locations: a heatmap per "
                         "entry)")
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     reporter.progress(1, 3, "locating the vertebra")
     location = resolve(ct, query_from_args(args))
     reporter.progress(2, 3, "classifying")
-    result = predict_ct(ct, location, args.model, args.device)
+    result = predict_ct(ct, location, args.model, args.device, args.backend)
     result.timing_ms = {"read_ct": round(read_ms, 2), **result.timing_ms,
                         "total": round(1000 * (time.perf_counter() - started), 2)}
     payload = result.to_dict()
@@ -140,34 +143,18 @@ def run(args: argparse.Namespace, reporter) -> int:
 
 
 def run_many(args: argparse.Namespace, reporter, queries) -> int:
-    """Several vertebrae: read the CT and load the bundle once, then classify each (mvcf.predict.predict_many)."""
-    import time
-
-    from mvcf import RESEARCH_USE_DISCLAIMER
+    """Several vertebrae: read the CT and load the bundle once, then classify them all in one batched pass
+    (mvcf.predict.predict_ct_file, the same call as the warm worker's)."""
     from mvcf.cli.outputs import check_outputs, finish_outputs, write_outputs
-    from mvcf.inference import load_model, resolve_device
-    from mvcf.predict import predict_many
+    from mvcf.predict import predict_ct_file
     from mvcf.progress import dumps
-    from mvcf.read_ct import read_ct
 
     plan = check_outputs(args)
-    steps = len(queries) + 2
-    reporter.progress(0, steps, "reading CT")
-    started = time.perf_counter()
-    ct = read_ct(args.ct, series_uid=args.series_uid)
-    read_ms = 1000 * (time.perf_counter() - started)
-    reporter.progress(1, steps, "loading the model")
-    t = time.perf_counter()
-    device = resolve_device(args.device)
-    bundle = load_model(args.model, device)
-    load_ms = 1000 * (time.perf_counter() - t)
-    results = predict_many(ct, queries, bundle, device, refine=args.refine,
-                           on_progress=lambda done, _total, message: reporter.progress(2 + done, steps, message))
-    payload = {"results": results,
-               "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
-                             "total": round(1000 * (time.perf_counter() - started), 2)},
-               "disclaimer": RESEARCH_USE_DISCLAIMER}
-    outputs = write_outputs(args, ct, results, bundle, device,
+    payload, bundle, ct = predict_ct_file(args.ct, queries, args.model, args.device, args.backend,
+                                          refine=args.refine, on_progress=reporter.progress,
+                                          series_uid=args.series_uid)
+    results = payload["results"]
+    outputs = write_outputs(args, ct, results, bundle, bundle.device,
                             on_progress=lambda _done, _total, message: reporter.log(message), plan=plan) \
         if any("error" not in r for r in results) else {}
     if outputs:
@@ -176,7 +163,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
         print(dumps(payload, indent=2))
     else:
         reporter.close()
-        print_many(results, bundle.identity(), device)
+        print_many(results, bundle.identity(), bundle.device)
     reporter.result(payload)
     failed = [r for r in results if "error" in r]
     if len(failed) == len(results):

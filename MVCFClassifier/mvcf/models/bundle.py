@@ -49,6 +49,25 @@ class Bundle:
     path: Path
     card: dict[str, Any]
     model: Any
+    device: str = "cpu"
+    backend: str = "torch"
+
+    def probabilities(self, batch) -> Any:
+        """Probability of MVCF per case of `batch` (N, *input_shape), one float32 pass on `device`."""
+        from mvcf.inference import forward_arrays
+
+        return forward_arrays(self.model, list(batch), self.device, batch_size=max(1, len(batch)), logits=False,
+                              amp=False)
+
+    def on_cpu(self) -> "Bundle":
+        """This bundle with its network moved to the CPU (the fallback after CUDA ran out of memory)."""
+        import torch
+
+        self.model.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.device = "cpu"
+        return self
 
     @property
     def name(self) -> str:
@@ -78,10 +97,12 @@ class Bundle:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
 
-def save_bundle(out_dir: Union[str, Path], model, card: dict[str, Any], overwrite: bool = True) -> Path:
+def save_bundle(out_dir: Union[str, Path], model, card: dict[str, Any], overwrite: bool = True,
+                onnx_graph: bool = True) -> Path:
     """Write `model` (an Ensemble) and `card` as a bundle directory, atomically. The card gets the format
     fields, the software versions and the weights' sha256 filled in; required: name, version, network,
-    ensemble_size, view_spec, threshold."""
+    ensemble_size, view_spec, threshold. With `onnx_graph` the bundle also gets its ONNX graph
+    (mvcf.models.onnx_graph), so that prediction can run without torch."""
     from safetensors.torch import save_file
 
     missing = [k for k in ("name", "version", "network", "ensemble_size", "view_spec", "threshold") if k not in card]
@@ -103,6 +124,11 @@ def save_bundle(out_dir: Union[str, Path], model, card: dict[str, Any], overwrit
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE),
                         "tensors": len(state)},
         }
+        if onnx_graph:
+            from mvcf.models.onnx_graph import GRAPH_FILE, write_graph
+
+            full["onnx"] = write_graph(model, card["network"]["input_shape"], full["weights"]["sha256"],
+                                       tmp / GRAPH_FILE)
         (tmp / CARD_FILE).write_text(json.dumps(full, indent=2, sort_keys=False, default=_jsonable) + "\n",
                                      encoding="utf-8")
     return out
@@ -141,6 +167,19 @@ def read_card(path: Union[str, Path]) -> dict[str, Any]:
     return validate_card(card, str(card_path))
 
 
+def check_weights_sha256(bundle_dir: Path, card: dict[str, Any]) -> Path:
+    """The bundle's weights file, after checking it against the card's sha256 (streamed)."""
+    weights_path = Path(bundle_dir) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise MVCFError(f"invalid model bundle: {weights_path} is missing")
+    actual = sha256_stream(weights_path)
+    expected = str(card["weights"].get("sha256", ""))
+    if actual != expected:
+        raise MVCFError(f"model weights do not match the card's sha256 (expected {expected[:12]}..., got "
+                        f"{actual[:12]}...): {weights_path} was modified or corrupted")
+    return weights_path
+
+
 def _upgrade_network(card: dict[str, Any]) -> None:
     """Cards written before the mode registry stored the mode a second time in `network` and no Grad-CAM
     layer (always ResNet layer3): read them as the current schema, in memory only."""
@@ -160,14 +199,7 @@ def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
 
     bundle_dir = Path(path)
     card = read_card(bundle_dir)
-    weights_path = bundle_dir / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise MVCFError(f"invalid model bundle: {weights_path} is missing")
-    actual = sha256_stream(weights_path)
-    expected = str(card["weights"].get("sha256", ""))
-    if actual != expected:
-        raise MVCFError(f"model weights do not match the card's sha256 (expected {expected[:12]}..., got "
-                        f"{actual[:12]}...): {weights_path} was modified or corrupted")
+    weights_path = check_weights_sha256(bundle_dir, card)
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
@@ -183,24 +215,12 @@ def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
     model.eval()
     if device is not None:
         model.to(device)
-    return Bundle(path=bundle_dir, card=card, model=model)
+    return Bundle(path=bundle_dir, card=card, model=model, device=str(device or "cpu"))
 
 
 def export_onnx(bundle: Bundle, out_path: Union[str, Path]) -> Path:
     """Export the bundle's network (probability output, dynamic batch) to ONNX, atomically."""
-    import torch
+    from mvcf.models.onnx_graph import write_graph
 
-    from mvcf.fileio import atomic_path
-
-    shape = bundle.card["network"]["input_shape"]
-    model = bundle.model.to("cpu").eval()
-    dummy = torch.zeros(1, *shape, dtype=torch.float32)
-    # The TorchScript exporter (dynamo=False): the torch.export-based one needs onnxscript, not a dependency.
-    import warnings
-
-    with atomic_path(out_path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (dummy,), str(tmp), input_names=["view"], output_names=["probability_mvcf"],
-                          dynamic_axes={"view": {0: "batch"}, "probability_mvcf": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+    write_graph(bundle.model, bundle.card["network"]["input_shape"], bundle.sha256, out_path)
     return Path(out_path)

@@ -1,0 +1,158 @@
+"""The Classifier's warm worker: one `mvcf worker` child kept alive between Applies (protocol: mvcf.worker).
+
+The first Apply starts it and pays the start-up and the model loading; later Applies send a request over
+its stdin and pay only the work. Cancel kills it (the next Apply starts a fresh one), so does closing the
+scene; a worker that crashed is reported as the failure of the request it was serving, and one that
+exited on its own after being idle is simply started again. Pure Python, no Qt: tested with real
+children under pytest.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional, Sequence
+
+from MVCFClassifierLib.process import ChildRun, mvcf_command
+
+DEFAULT_IDLE_EXIT_S = 900.0
+
+
+class WorkerRequest:
+    """One request to the warm worker, with the part of ChildRun's interface a PredictionRun reads
+    (finished(), poll(), wait(), result, error, error_line(), returncode, started_at, cancel())."""
+
+    def __init__(self, worker: "WarmWorker", request: dict) -> None:
+        self.worker = worker
+        self.request = request
+        self.id = str(request["id"])
+        self.command = ["mvcf", "worker", f"request {self.id}"]
+        self.events: list[dict] = []
+        self.result: Optional[dict] = None
+        self.error: Optional[str] = None
+        self.returncode: Optional[int] = None
+        self.stderr_tail = ""
+        self.cancelled = False
+        self.started_at = time.monotonic()
+
+    def _deliver(self, event: dict) -> None:
+        self.events.append(event)
+        kind = event.get("event")
+        if kind in ("result", "pong"):
+            self.result = {k: v for k, v in event.items() if k not in ("event", "id")}
+            self.returncode = 0
+        elif kind == "error":
+            self.error = str(event.get("message", ""))
+            self.returncode = 2
+
+    def _fail(self, message: str, returncode: int, stderr_tail: str) -> None:
+        self.error, self.returncode, self.stderr_tail = message, returncode, stderr_tail
+
+    def poll(self) -> list[dict]:
+        """Events for this request that arrived since the last call; never blocks."""
+        self.worker.pump()
+        events, self.events = self.events, []
+        return events
+
+    def finished(self) -> bool:
+        self.worker.pump()
+        return self.returncode is not None and not self.events
+
+    def error_line(self) -> str:
+        return self.error or f"the prediction worker gave no answer (code {self.returncode})"
+
+    #: ChildRun's blocking loop works on anything with finished(), poll(), returncode, cancel() and command.
+    wait = ChildRun.wait
+
+    def cancel(self) -> None:
+        """Cancel = end the worker (its next request starts a fresh one)."""
+        self.cancelled = True
+        self.worker.stop()
+        if self.returncode is None:
+            self._fail("cancelled by the user", 130, "")
+
+
+class WarmWorker:
+    """Starts `mvcf worker` on demand and keeps it between requests.
+
+    `submit(request)` returns a WorkerRequest (start-up included when no worker is alive); `stop()` kills
+    it; `alive` says whether one is running. One request at a time (Apply is disabled while one runs)."""
+
+    def __init__(self, python_executable: Optional[str] = None, args: Sequence[str] = (),
+                 idle_exit_s: float = DEFAULT_IDLE_EXIT_S, env: Optional[dict] = None,
+                 cwd: Optional[str] = None) -> None:
+        self.python_executable = python_executable
+        self.args = list(args)
+        self.idle_exit_s = idle_exit_s
+        self.env, self.cwd = env, cwd
+        self.child: Optional[ChildRun] = None
+        self.current: Optional[WorkerRequest] = None
+        self.ready: Optional[dict] = None
+        self.starts = 0
+        self._count = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.child is not None and self.child.running
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.child.pid if self.alive and self.child is not None else None
+
+    def _start(self) -> None:
+        command = mvcf_command(["worker", "--idle-exit", f"{self.idle_exit_s:g}", *self.args],
+                               python_executable=self.python_executable)
+        self.child = ChildRun(command, env=self.env, cwd=self.cwd, requests=True).start()
+        self.ready = None
+        self.starts += 1
+
+    def submit(self, request: dict[str, Any]) -> WorkerRequest:
+        """Send one request (an `id` is added); starts a worker first when none is alive."""
+        self._count += 1
+        pending = WorkerRequest(self, {**request, "id": f"r{self._count}"})
+        self.current = pending
+        self._send(pending)
+        return pending
+
+    def _send(self, pending: WorkerRequest) -> None:
+        for attempt in (1, 2):
+            if not self.alive:
+                self._start()
+            assert self.child is not None
+            try:
+                self.child.send(pending.request)
+                return
+            except (BrokenPipeError, OSError):  # it exited (idle) between alive and write: start a fresh one
+                self.stop()
+                if attempt == 2:
+                    raise
+
+    def pump(self) -> None:
+        """Route the worker's events to the current request; notice a worker that died under it."""
+        if self.child is None:
+            return
+        child = self.child
+        exited = child.finished()
+        for event in child.poll():
+            kind = event.get("event")
+            if kind == "ready":
+                self.ready = event
+            elif kind == "exit" and event.get("reason") == "idle":
+                if self.current is not None and self.current.returncode is None:
+                    self.child = None
+                    self._send(self.current)  # the request crossed the idle exit: send it to a fresh one
+                    return
+            elif self.current is not None and (event.get("id") == self.current.id or event.get("fatal")):
+                self.current._deliver(event)
+        if exited and self.child is child:
+            self.child = None
+            if self.current is not None and self.current.returncode is None:
+                tail = child.stderr_tail
+                last = [line for line in tail.splitlines() if line.strip()]
+                code = child.returncode if child.returncode is not None else -1
+                self.current._fail(f"the prediction worker stopped unexpectedly (exit code {code})"
+                                   + (f": {last[-1]}" if last else ""), code or 1, tail)
+
+    def stop(self) -> None:
+        """Kill the worker (Cancel, scene close, module cleanup); nothing happens when none is running."""
+        child, self.child = self.child, None
+        if child is not None:
+            child.cancel()

@@ -1,0 +1,26 @@
+"""`mvcf worker`: a warm prediction worker speaking JSON lines on stdin/stdout (protocol: mvcf.worker).
+
+The Slicer module keeps one alive between Applies so that only the first pays the start-up and the
+model loading; later requests pay only the work.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="DIR", help="model bundle loaded at start (default: the embedded demo "
+                        "model); a request may name another")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
+    parser.add_argument("--idle-exit", type=float, default=600.0, metavar="SECONDS",
+                        help="exit after this long without a request (default 600)")
+
+
+def run(args: argparse.Namespace, reporter) -> int:
+    from mvcf.errors import MVCFError
+    from mvcf.worker import main
+
+    if not args.idle_exit > 0:
+        raise MVCFError("--idle-exit must be a positive number of seconds")
+    return main(args.model, args.device, args.backend, args.idle_exit)

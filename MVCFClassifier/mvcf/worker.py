@@ -1,0 +1,163 @@
+"""A warm prediction worker: one process, the model loaded once, requests and results as JSON lines.
+
+`mvcf worker` reads one JSON request per line on stdin and answers on stdout with the events of the
+mvcf.progress protocol, each tagged with the request's `id`:
+
+    -> {"id": "1", "command": "predict", "ct": "ct.nrrd", "locations": "locations.json"}
+       (`locations`: a locations file, or its entries inline as a list; optional "model", "device",
+        "backend", "refine": as for `mvcf predict`)
+    <- {"event": "progress", "id": "1", "done": 1, "total": 3, "message": "loading the model"}
+    <- {"event": "result", "id": "1", "results": [...], "timing_ms": {...}, "disclaimer": "..."}
+       (the payload of `mvcf predict --locations`), or {"event": "error", "id": "1", "message": "..."}
+    -> {"id": "2", "command": "ping"}      <- {"event": "pong", "id": "2"}
+    -> {"command": "shutdown"}             <- {"event": "exit", "reason": "shutdown"}
+
+On start it loads the bundle and says {"event": "ready", "pid", "model", "backend", "device", "load_ms"}
+(or {"event": "error", "fatal": true, ...} and exits with code 2 when the bundle is refused).
+A bad request (not JSON, unknown command, unreadable CT, bad locations) gets an error event and the
+worker goes on. It exits by itself after `idle_exit_s` without a request ({"event": "exit", "reason":
+"idle"}) and when stdin closes (its parent is gone). Cancel = kill the process (group): the client's job.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any, Optional
+
+from mvcf.errors import MVCFError
+from mvcf.progress import JsonLinesReporter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDLE_EXIT_S = 600.0
+
+
+class _Tagged:
+    """The request's events: every one carries its id."""
+
+    def __init__(self, channel: JsonLinesReporter, request_id: Any) -> None:
+        self.channel, self.id = channel, request_id
+
+    def progress(self, done: int, total: int, message: str = "") -> None:
+        self.channel.emit("progress", id=self.id, done=int(done), total=int(total), message=message)
+
+
+class Worker:
+    """The request loop (no process handling: `serve` is driven by `mvcf worker` or by a test)."""
+
+    def __init__(self, channel: IO[str], model: Optional[str] = None, device: str = "auto",
+                 backend: str = "auto", idle_exit_s: float = DEFAULT_IDLE_EXIT_S) -> None:
+        self.channel = JsonLinesReporter(channel)
+        self.model, self.device, self.backend = model, device, backend
+        self.idle_exit_s = idle_exit_s
+        self.served = 0
+
+    def load(self) -> None:
+        """Load the default bundle now (so the first request pays only the work) and say ready."""
+        from mvcf.inference import load_model
+
+        started = time.perf_counter()
+        bundle = load_model(self.model, self.device, self.backend)
+        self.channel.emit("ready", pid=os.getpid(), model=bundle.identity(), backend=bundle.backend,
+                          device=bundle.device, load_ms=round(1000 * (time.perf_counter() - started), 2))
+
+    def serve(self, requests: IO[str]) -> str:
+        """Answer requests until shutdown, end of input or idle timeout; returns why it stopped."""
+        lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+        def read() -> None:
+            for line in requests:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        while True:
+            try:
+                line = lines.get(timeout=self.idle_exit_s)
+            except queue.Empty:
+                self.channel.emit("exit", reason="idle", idle_s=self.idle_exit_s, served=self.served)
+                return "idle"
+            if line is None:
+                return "end of input"
+            if not line.strip():
+                continue
+            if self.handle(line) == "shutdown":
+                self.channel.emit("exit", reason="shutdown", served=self.served)
+                return "shutdown"
+
+    def handle(self, line: str) -> Optional[str]:
+        """One request line; every failure becomes an error event for that request."""
+        request_id = None
+        try:
+            try:
+                request = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise MVCFError(f"request is not JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(request, dict):
+                raise MVCFError("a request is a JSON object with a 'command'")
+            request_id = request.get("id")
+            command = request.get("command")
+            if command == "shutdown":
+                return "shutdown"
+            if command == "ping":
+                self.channel.emit("pong", id=request_id, served=self.served)
+            elif command == "predict":
+                self.channel.emit("result", id=request_id, **self.predict(request))
+                self.served += 1
+            else:
+                raise MVCFError(f"unknown command {command!r}; one of predict, ping, shutdown")
+        except MVCFError as exc:
+            self.channel.emit("error", id=request_id, message=(str(exc).splitlines() or ["error"])[0])
+        except Exception as exc:  # noqa: BLE001 - a bug in one request must not end the worker
+            traceback.print_exc(file=sys.stderr)
+            self.channel.emit("error", id=request_id, message=f"internal error: {type(exc).__name__}: {exc}"
+                              .splitlines()[0])
+        return None
+
+    def predict(self, request: dict[str, Any]) -> dict[str, Any]:
+        from mvcf.inference import check_device_name
+        from mvcf.locations_file import parse_entries, read_locations
+        from mvcf.predict import predict_ct_file
+
+        ct = request.get("ct")
+        if not isinstance(ct, str) or not ct:
+            raise MVCFError("predict needs 'ct': the path of a CT file or DICOM folder")
+        unknown = set(request) - {"id", "command", "ct", "locations", "base", "model", "device", "backend",
+                                  "refine"}
+        if unknown:
+            raise MVCFError(f"unknown request field(s): {', '.join(sorted(unknown))}")
+        device = request.get("device", self.device)
+        check_device_name(device if isinstance(device, str) else repr(device))
+        locations = request.get("locations")
+        if isinstance(locations, str):
+            queries = read_locations(locations)
+        elif isinstance(locations, list):
+            queries = parse_entries(locations, Path(request.get("base", ".")), "the request's locations")
+        else:
+            raise MVCFError("predict needs 'locations': a locations file or a list of entries")
+        payload, _, _ = predict_ct_file(ct, queries, request.get("model", self.model), device,
+                                     request.get("backend", self.backend),
+                                     refine=bool(request.get("refine", False)),
+                                     on_progress=_Tagged(self.channel, request.get("id")).progress)
+        return payload
+
+
+def main(model: Optional[str], device: str, backend: str, idle_exit_s: float) -> int:
+    """`mvcf worker`: the protocol owns stdout, so anything else printed goes to stderr."""
+    channel = sys.stdout
+    sys.stdout = sys.stderr
+    worker = Worker(channel, model, device, backend, idle_exit_s)
+    try:
+        worker.load()
+    except MVCFError as exc:
+        worker.channel.emit("error", id=None, fatal=True, message=(str(exc).splitlines() or ["error"])[0])
+        return 2
+    worker.serve(sys.stdin)
+    return 0

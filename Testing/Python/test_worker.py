@@ -1,0 +1,188 @@
+"""The warm worker: `mvcf worker` answers several requests in one process, survives bad requests with an
+error event, exits when idle, and dies on cancel; the Slicer client keeps it between Applies, reports a
+crash and starts a fresh one on the next Apply."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mvcf.resources import sample_ct_paths
+from mvcf.worker import Worker
+from MVCFClassifierLib.worker import WarmWorker
+
+PATHS = sample_ct_paths()
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def _entries(*labels: int) -> list[dict]:
+    return [{"name": f"label {label}", "mask": str(PATHS["mask"]), "label": label} for label in labels]
+
+
+def _predict(*labels: int) -> dict:
+    return {"command": "predict", "ct": str(PATHS["ct"]), "locations": _entries(*labels), "device": "cpu"}
+
+
+def _wait(request, timeout: float = 120.0) -> list[dict]:
+    events = []
+    deadline = time.monotonic() + timeout
+    while not request.finished():
+        events += request.poll()
+        assert time.monotonic() < deadline, "the worker did not answer"
+        time.sleep(0.02)
+    return events + request.poll()
+
+
+@pytest.fixture
+def worker():
+    client = WarmWorker(sys.executable, args=["--device", "cpu"], env=ENV)
+    yield client
+    client.stop()
+
+
+def test_the_worker_answers_two_requests_in_one_process(worker):
+    first = worker.submit(_predict(31))
+    events = _wait(first)
+    pid = worker.pid
+    assert first.returncode == 0 and first.error is None, first.error
+    assert any(e["event"] == "progress" for e in events) and all(e.get("id") == first.id for e in events)
+    (l1,) = first.result["results"]
+    assert l1["name"] == "label 31" and l1["backend"] == "onnxruntime" and 0 <= l1["probability_malignant"] <= 1
+    second = worker.submit(_predict(30, 31))
+    _wait(second)
+    assert second.returncode == 0 and worker.pid == pid and worker.starts == 1
+    l2, again = second.result["results"]
+    assert again["probability_malignant"] == pytest.approx(l1["probability_malignant"], abs=1e-7)
+    assert l2["probability_malignant"] != pytest.approx(l1["probability_malignant"], abs=1e-4)
+    assert worker.ready["backend"] == "onnxruntime" and worker.ready["pid"] == pid
+
+
+def test_a_bad_request_gives_an_error_event_and_the_worker_lives_on(worker, tmp_path):
+    bad = worker.submit({"command": "predict", "ct": str(tmp_path / "missing.nii.gz"), "locations": _entries(31)})
+    _wait(bad)
+    pid = worker.pid
+    assert bad.returncode == 2 and "missing.nii.gz" in bad.error and bad.result is None
+    unknown = worker.submit({"command": "segment"})
+    _wait(unknown)
+    assert "unknown command 'segment'" in unknown.error
+    worker.child.send("not json")  # type: ignore[union-attr]
+    good = worker.submit(_predict(31))
+    _wait(good)
+    assert good.returncode == 0 and good.result["results"][0]["prediction"] in ("MVCF", "OVCF")
+    assert worker.pid == pid and worker.starts == 1
+
+
+def test_cancel_kills_the_worker_and_the_next_request_starts_a_fresh_one(worker):
+    request = worker.submit(_predict(31, 30, 29))
+    deadline = time.monotonic() + 60
+    while worker.ready is None and time.monotonic() < deadline:
+        request.poll()
+        time.sleep(0.02)
+    pid = worker.pid
+    assert pid is not None
+    request.cancel()
+    assert request.finished() and request.returncode == 130 and not worker.alive
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    after = worker.submit(_predict(31))
+    _wait(after)
+    assert after.returncode == 0 and worker.starts == 2 and worker.pid != pid
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGKILL")
+def test_a_crashed_worker_is_reported_and_the_next_request_starts_fresh(worker):
+    _wait(worker.submit({"command": "ping"}))
+    crashed = worker.submit(_predict(31, 30, 29))
+    os.kill(worker.pid, signal.SIGKILL)  # dies under the request (a segfault, the OOM killer...)
+    _wait(crashed)
+    assert crashed.returncode not in (None, 0) and "stopped unexpectedly" in crashed.error
+    assert not worker.alive
+    fresh = worker.submit(_predict(31))
+    _wait(fresh)
+    assert fresh.returncode == 0 and worker.starts == 2
+
+
+def test_in_process_bad_lines_idle_exit_and_shutdown():
+    out = io.StringIO()
+    lines = io.StringIO("\n".join(["garbage", json.dumps([1]), json.dumps({"id": 7, "command": "ping"}),
+                                   json.dumps({"id": 8, "command": "predict", "ct": "x"}),
+                                   json.dumps({"id": 9, "command": "predict", "ct": "x", "locations": [],
+                                               "colour": "red"}),
+                                   json.dumps({"command": "shutdown"}), json.dumps({"id": 10, "command": "ping"})]))
+    assert Worker(out, idle_exit_s=30).serve(lines) == "shutdown"
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["error", "error", "pong", "error", "error", "exit"]
+    assert "not JSON" in events[0]["message"] and events[2]["id"] == 7
+    assert events[3]["id"] == 8 and "'locations'" in events[3]["message"]
+    assert "colour" in events[4]["message"]
+
+    idle = io.StringIO()
+    read, write = os.pipe()  # a channel on which nothing comes until the worker has given up
+    never = os.fdopen(read)
+    try:
+        started = time.monotonic()
+        assert Worker(idle, idle_exit_s=0.3).serve(never) == "idle"
+        assert time.monotonic() - started < 10
+    finally:
+        os.close(write)  # the reading thread sees the end and lets go of the file before it is closed
+        time.sleep(0.1)
+        never.close()
+    assert json.loads(idle.getvalue())["reason"] == "idle"
+
+
+def test_a_worker_that_exited_when_idle_is_started_again():
+    client = WarmWorker(sys.executable, args=["--device", "cpu"], idle_exit_s=0.5, env=ENV)
+    try:
+        first = client.submit(_predict(31))
+        _wait(first)
+        assert first.returncode == 0
+        deadline = time.monotonic() + 30
+        while client.alive and time.monotonic() < deadline:
+            client.pump()
+            time.sleep(0.05)
+        assert not client.alive
+        again = client.submit(_predict(31))
+        _wait(again)
+        assert again.returncode == 0 and client.starts == 2
+    finally:
+        client.stop()
+
+
+def test_the_classifier_logic_keeps_one_worker_between_applies(tmp_path):
+    slicer = pytest.importorskip("slicer")
+    from test_slicer_logic import scene_with_sample  # the same scene as the logic's own tests
+
+    from mvcf.read_ct import read_ct, read_mask
+    from MVCFClassifierLib import logic
+
+    scene = slicer.vtkMRMLScene()
+    ct_node, points = scene_with_sample(scene, (read_ct(PATHS["ct"]), read_mask(PATHS["mask"])))
+    lg = logic.PredictionLogic(python_executable=sys.executable, temp_root=str(tmp_path), warm_worker=True)
+    lg.worker.env = ENV
+    try:
+        rows = []
+        for _ in range(2):
+            outputs = lg.process(ct_node, points=points, device="cpu", views=False, heatmap=False)
+            rows.append(outputs.rows[0])
+        assert [r["status"] for r in rows] == ["ok", "ok"] and lg.worker.starts == 1 and lg.worker.alive
+        assert rows[0]["probability_malignant"] == rows[1]["probability_malignant"]
+        pid = lg.worker.pid
+        run = lg.start(ct_node, lg.targets(ct_node, points=points), device="cpu", views=False, heatmap=False)
+        run.poll()
+        run.cancel()  # Cancel ends the worker
+        assert not lg.worker.alive
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        outputs = lg.process(ct_node, points=points, device="cpu", views=False, heatmap=False)
+        assert outputs.rows[0]["status"] == "ok" and lg.worker.starts == 2
+        lg.close_worker()  # scene close
+        assert not lg.worker.alive
+    finally:
+        lg.close_worker()
+    assert not list(Path(tmp_path).iterdir())

@@ -1,0 +1,124 @@
+"""Benchmark: the Classifier's warm worker. First Apply (starts `mvcf worker`, loads the model, classifies
+L1) against the second Apply (same worker, only the work), and 17 vertebrae in one warm request.
+
+An Apply is the module's own logic (MVCFClassifierLib.logic.PredictionLogic.process on a slicer-core
+scene: the CT written for the child, the request, the table node), once with classification only and once
+with the module's defaults (model-input volumes + Grad-CAM heatmap, which makes the worker import torch).
+Each repeat starts from no worker. The baseline of every ratio is the first Apply of the same repeat.
+17 vertebrae: the 8 labelled vertebrae of the shipped CT's mask, cycled to 17 entries (T1-L5 is 17),
+as one request to a warm worker. Targets: second / first <= 0.1; 17 vertebrae warm <= 1 s.
+
+    python benchmarks/bench_worker.py [--repeats 3] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+from procs import REPO, machine
+from report import emit
+
+sys.path[:0] = [str(REPO / "MVCFClassifier"), str(REPO / "MVCFTraining")]
+LABELS = [31, 30, 29, 28, 27, 26, 32, 33]  # L1..L5, S1?, T12, T11 in TotalSegmentator numbering
+
+
+def _scene():
+    import numpy as np
+    import slicer
+    import vtk
+
+    from mvcf.read_ct import read_ct, read_mask
+    from mvcf.resources import sample_ct_paths
+    from MVCFClassifierLib import volumes
+
+    paths = sample_ct_paths()
+    ct, mask = read_ct(paths["ct"]), read_mask(paths["mask"])
+    scene = slicer.vtkMRMLScene()
+    node = volumes.volume_node_from_ct_image(scene, ct, "sample CT")
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "L1")
+    ijk = np.argwhere(mask.voxels == 31)[:, ::-1].mean(axis=0)
+    points.AddControlPoint(vtk.vtkVector3d(*(mask.index_to_lps(ijk) * [-1, -1, 1])), "L1")
+    return scene, node, points
+
+
+def _applies(heatmap: bool, repeats: int, tmp) -> dict:
+    from MVCFClassifierLib.logic import PredictionLogic
+
+    scene, node, points = _scene()
+    first, second, third = [], [], []
+    for _ in range(repeats):
+        logic = PredictionLogic(python_executable=sys.executable, temp_root=str(tmp), warm_worker=True)
+        logic.worker.env = {"OMP_NUM_THREADS": "1"}
+        try:
+            for times in (first, second, third):
+                started = time.perf_counter()
+                rows = logic.process(node, points=points, device="cpu", views=heatmap, heatmap=heatmap).rows
+                times.append(time.perf_counter() - started)
+                assert rows[0]["status"] == "ok", rows[0]
+            assert logic.worker.starts == 1
+        finally:
+            logic.close_worker()
+    a, b, c = (statistics.median(t) for t in (first, second, third))
+    return {"first_apply_s": round(a, 3), "second_apply_s": round(b, 3), "third_apply_s": round(c, 3),
+            "first_runs_s": [round(t, 3) for t in first], "second_runs_s": [round(t, 3) for t in second],
+            "ratio_second_over_first": round(b / a, 3)}
+
+
+def _many(repeats: int) -> dict:
+    from mvcf.resources import sample_ct_paths
+    from MVCFClassifierLib.worker import WarmWorker
+
+    paths = sample_ct_paths()
+    entries = [{"name": f"v{i + 1}", "mask": str(paths["mask"]), "label": LABELS[i % len(LABELS)]} for i in range(17)]
+    worker = WarmWorker(sys.executable, args=["--device", "cpu"], env={"OMP_NUM_THREADS": "1"})
+
+    def request(where: list) -> float:
+        started = time.perf_counter()
+        pending = worker.submit({"command": "predict", "ct": str(paths["ct"]), "locations": where, "device": "cpu"})
+        while not pending.finished():
+            pending.poll()
+            time.sleep(0.002)
+        if pending.returncode != 0:
+            raise RuntimeError(pending.error)
+        return time.perf_counter() - started
+
+    try:
+        request(entries[:1])  # start-up and model loading: not part of these figures
+        times, single = [], []
+        for _ in range(repeats):
+            times.append(request(entries))
+            single.append(request(entries[:1]))
+    finally:
+        worker.stop()
+    return {"vertebrae": 17, "warm_request_s": round(statistics.median(times), 3),
+            "runs_s": [round(t, 3) for t in times], "one_vertebra_warm_request_s": round(statistics.median(single), 3),
+            "target_s": 1.0, "meets_target": statistics.median(times) <= 1.0}
+
+
+def main(argv=None) -> int:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            __import__("slicer")  # slicer-core, for the Apply figures
+            applies = {"classify_only": _applies(False, args.repeats, tmp),
+                       "views_and_heatmap": _applies(True, args.repeats, tmp)}
+        except ImportError:
+            applies = {"skipped": "slicer-core is not installed: no Apply figures"}
+    many = _many(args.repeats)
+    ratios = [v["ratio_second_over_first"] for v in applies.values() if isinstance(v, dict)]
+    payload = {"benchmark": "warm worker: second Apply vs first Apply (one vertebra), 17 vertebrae warm",
+               "applies": applies, "seventeen_vertebrae": many, "target_ratio_second_over_first": 0.1,
+               "meets_target_ratio": bool(ratios) and max(ratios) <= 0.1, "repeats": args.repeats, **machine()}
+    emit(payload, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
