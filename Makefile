@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mvcf demo --out demo_out
+	# --overwrite replaces only an earlier demo_out of mvcf (its .mvcf-output marker), so a second run works.
+	$(BIN)/mvcf demo --out demo_out --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q Testing/Python

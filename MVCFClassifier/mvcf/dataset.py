@@ -42,11 +42,12 @@ def spec_key(spec: ViewSpec) -> str:
 
 def _case_key(record) -> str:
     """Cache key of a case: its id plus the identity of its files, so an edited CT is rebuilt."""
+    from mvcf.cohort_checks import file_identity
+
     parts = [str(record.case_id)]
     for path in (record.ct, getattr(record, "mask", None)):
         if path is not None:
-            stat = os.stat(path)
-            parts += [str(Path(path).resolve()), str(stat.st_size), str(int(stat.st_mtime))]
+            parts.append(file_identity(path))
     parts.append(str(getattr(record, "vertebra_label", "")))
     center = getattr(record, "center_lps", None)
     parts.append("" if center is None else ",".join(f"{v:.4f}" for v in center))

@@ -73,18 +73,24 @@ def write_plots(folder: Path, labels: Sequence[int], prob: Sequence[float], thre
 def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, device: str = "auto",
              cache_dir: Optional[os.PathLike] = None, overwrite: bool = False,
              on_progress: Optional[ProgressCallback] = None,
-             should_cancel: Optional[CancelCheck] = None) -> dict[str, Any]:
-    """`mvcf evaluate`: writes predictions.csv, metrics.json and the plots into out_dir (atomically)."""
+             should_cancel: Optional[CancelCheck] = None, allow_outside_root: bool = False) -> dict[str, Any]:
+    """`mvcf evaluate`: writes predictions.csv, metrics.json and the plots into out_dir (atomically). The
+    card, every manifest row's files and the output's place are checked before any work."""
+    from mvcf.cohort_checks import check_cohort_files
     from mvcf.inference import resolve_device
     from mvcf.manifest import read_manifest, write_predictions
-    from mvcf.models.bundle import load_bundle
+    from mvcf.models.bundle import load_bundle, read_card
+    from mvcf.outputs_guard import check_cache_folder, check_output, run_inputs
 
     device = resolve_device(device)
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise MVCFError(f"{out} already exists (choose another --out)")
+    read_card(model)
+    records = read_manifest(manifest, allow_outside_root=allow_outside_root)
+    inputs = run_inputs(records, manifest, model)
+    check_output(out, inputs, kind="folder", overwrite=overwrite)
+    check_cache_folder(cache_dir, inputs)
+    check_cohort_files(records, Path(manifest))
     bundle = load_bundle(model, device=device)
-    records = read_manifest(manifest)
     prob = predict_records(bundle, records, device, cache_dir, on_progress, should_cancel)
     labels = [int(r.label) for r in records]
     sites = [r.institution for r in records]

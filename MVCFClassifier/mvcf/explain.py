@@ -149,10 +149,13 @@ def write_image(image, out_path: Union[str, Path], target: str = "call") -> Path
     import SimpleITK as sitk
 
     from mvcf.fileio import atomic_path
+    from mvcf.outputs_guard import tag_image
 
     image.voxels = image.voxels.astype(np.float32)
+    written = image.to_sitk()
+    tag_image(written)
     with atomic_path(out_path) as tmp:
-        sitk.WriteImage(image.to_sitk(), str(tmp), True)
+        sitk.WriteImage(written, str(tmp), True)
     if not np.any(image.voxels > 0):
         log.warning("Grad-CAM found no positive evidence for the %s class in %s: the heatmap is empty", target,
                     out_path)

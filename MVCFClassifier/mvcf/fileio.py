@@ -1,14 +1,28 @@
-"""Atomic file and folder writes: a reader never sees a half-written output, a failure leaves none."""
+"""Atomic file and folder writes: a reader never sees a half-written output, a failure leaves none.
+
+Every write is completed, flushed to disk (fsync) and read back before the rename that makes it visible: a
+full disk or a writer that ignores its own write errors (ITK's zlib stream does) gives an MVCFError naming the
+file, never a truncated output with exit code 0. Temporary files get the permissions a plain open() would
+give under the process's umask before the rename (mkstemp/mkdtemp would leave 0600/0700). A folder mvcf
+writes carries the marker of mvcf.outputs_guard, and an existing folder is replaced only when it has one.
+"""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import shutil
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Iterator, Union
 
+from mvcf.errors import MVCFError
+
 PathLike = Union[str, os.PathLike]
+
+#: Outputs up to this size are read back whole (images, tables); larger ones only get their size and fsync.
+READBACK_MAX_BYTES = 256 << 20
 
 
 def _split_suffix(name: str) -> tuple[str, str]:
@@ -19,21 +33,106 @@ def _split_suffix(name: str) -> tuple[str, str]:
     return (stem, dot + ext) if dot and stem else (name, "")
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: Path, folder: bool = False) -> None:
+    """Give `path` the mode open()/mkdir() would have given it (0666/0777 less the umask)."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~current_umask())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_back(path: Path) -> None:
+    """Raise ValueError/OSError/RuntimeError when `path` is not a complete file of its kind."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        with gzip.open(path, "rb") as handle:  # reading to the end checks the CRC and the length
+            while handle.read(1 << 20):
+                pass
+    if name.endswith((".nii", ".nrrd", ".mha", ".mhd")):
+        import SimpleITK as sitk
+
+        sitk.ReadImage(str(path))
+    elif name.endswith(".npy"):
+        import numpy as np
+
+        np.load(path, mmap_mode="r")
+    elif name.endswith(".json"):
+        import json
+
+        json.loads(path.read_text(encoding="utf-8"))
+    elif name.endswith(".png"):
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.verify()
+
+
+def verify_written(path: Path, shown: PathLike) -> None:
+    """fsync `path` and check it is complete (non-empty, and readable back as its kind when small)."""
+    _fsync(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise MVCFError(f"cannot write {shown}: the file came out empty (disk full?)")
+    if size <= READBACK_MAX_BYTES:
+        try:
+            _read_back(path)
+        except (OSError, EOFError, ValueError, RuntimeError, zlib.error, SyntaxError) as exc:
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            raise MVCFError(f"cannot write {shown}: the file came out incomplete or corrupt (disk full?): "
+                            f"{reason}") from None
+
+
+def _verify_tree(folder: Path, shown: PathLike) -> None:
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            verify_written(Path(root) / name, Path(shown) / Path(root).relative_to(folder) / name)
+
+
+@contextlib.contextmanager
+def write_errors(path: PathLike) -> Iterator[None]:
+    """OS errors (and ITK's write errors) inside the block become one MVCFError naming `path` and the cause."""
+    try:
+        yield
+    except MVCFError:
+        raise
+    except OSError as exc:
+        raise MVCFError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:
+        if "ITK" not in str(exc) and "itk" not in str(exc):
+            raise
+        raise MVCFError(f"cannot write {path}: the image writer failed (disk full or not writable?)") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same extension, so writers that pick a format by name work);
-    rename it onto `path` on success, delete it on any error."""
+    once the block is done it is verified and renamed onto `path`; on any error it is deleted."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stem, ext = _split_suffix(target.name)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=ext, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = None
     try:
-        yield tmp
-        os.replace(tmp, target)
+        with write_errors(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stem, ext = _split_suffix(target.name)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=ext, dir=target.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            yield tmp
+            verify_written(tmp, target)
+            apply_umask(tmp)
+            os.replace(tmp, target)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
@@ -52,41 +151,54 @@ def write_text(path: PathLike, text: str) -> None:
 
 @contextlib.contextmanager
 def atomic_files(folder: PathLike, names: list[str]) -> Iterator[Path]:
-    """Yield a temporary folder beside `folder`'s files; on success each of `names` written there is moved
-    into `folder` (for writers that produce several files at once, e.g. a table and its schema); on error
-    none is."""
+    """Yield a temporary folder beside `folder`'s files; on success each of `names` written there is verified
+    and moved into `folder` (for writers that produce several files at once, e.g. a table and its schema); on
+    error none is."""
     target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".files.tmp-", dir=target))
+    tmp = None
     try:
-        yield tmp
-        missing = [name for name in names if not (tmp / name).is_file()]
-        if missing:
-            raise FileNotFoundError(f"not written: {', '.join(missing)}")
-        for name in names:
-            os.replace(tmp / name, target / name)
+        with write_errors(target):
+            target.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".files.tmp-", dir=target))
+            yield tmp
+            missing = [name for name in names if not (tmp / name).is_file()]
+            if missing:
+                raise MVCFError(f"cannot write {target}: not written: {', '.join(missing)}")
+            for name in names:
+                verify_written(tmp / name, target / name)
+            for name in names:
+                os.replace(tmp / name, target / name)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; it becomes `path` on success and disappears on error.
-    With overwrite=True an existing `path` is replaced only once the new one is complete."""
+    """Yield a temporary folder beside `path`; it becomes `path` (with mvcf's output marker) on success and
+    disappears on error. With overwrite=True an existing `path` is replaced once the new one is complete and
+    verified, but only when it is mvcf's own earlier output (outputs_guard.check_output)."""
+    from mvcf.outputs_guard import check_output, write_marker
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    check_output(target, kind="folder", overwrite=overwrite)
+    tmp = None
     try:
-        yield tmp
-        if target.exists():
-            if not overwrite:
-                raise FileExistsError(f"{target} already exists")
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        with write_errors(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+            yield tmp
+            write_marker(tmp)
+            _verify_tree(tmp, target)
+            apply_umask(tmp, folder=True)
+            if target.exists():
+                check_output(target, kind="folder", overwrite=overwrite)
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

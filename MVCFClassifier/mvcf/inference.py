@@ -99,5 +99,7 @@ def forward(bundle, arrays: Sequence[np.ndarray], device: str = "cpu", batch_siz
     for array in arrays:
         if tuple(array.shape) != expected:
             raise MVCFError(f"view shape {tuple(array.shape)} does not match the model's input {expected}")
-    return forward_arrays(bundle.model, arrays, device, batch_size, logits=False, should_cancel=should_cancel,
-                          amp=False)
+    from mvcf.models.card_schema import check_probabilities
+
+    return check_probabilities(forward_arrays(bundle.model, arrays, device, batch_size, logits=False,
+                                              should_cancel=should_cancel, amp=False), f"the model {bundle.name}")

@@ -91,7 +91,10 @@ def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> Vertebr
     """A location at the centroid (LPS mm) of `label` in `mask`; the extent is the label's LPS bounding box.
 
     The mask's own geometry is used, so it need not share the CT's grid, only its physical space."""
+    from mvcf.ct_plausibility import check_vertebra_label
+
     label = int(label)
+    check_vertebra_label(label)
     kji = np.argwhere(mask.voxels == label)
     if kji.size == 0:
         present = np.unique(mask.voxels)
@@ -224,3 +227,40 @@ def _read_mask_cached(path: Path, masks: dict) -> CTImage:
     if isinstance(masks[key], MVCFError):
         raise masks[key]
     return masks[key]
+
+
+#: A vertebral body has cortical and dense trabecular bone: within BONE_RADIUS_MM of its centre, at least
+#: BONE_MIN_FRACTION of the CT lies above BONE_HU (L1-L5 of the shipped CT: 7-18 %; soft tissue 6 cm in
+#: front of L1: 0 %; air at the CT's corner: 0 %).
+BONE_HU = 200.0
+BONE_RADIUS_MM = 20.0
+BONE_MIN_FRACTION = 0.02
+
+
+def bone_fraction(ct: CTImage, center_lps: np.ndarray, radius_mm: float = BONE_RADIUS_MM) -> float:
+    """Fraction of the CT's voxels within `radius_mm` of the point that are above BONE_HU (0 outside the CT)."""
+    ijk = ct.lps_to_index(center_lps)
+    reach = radius_mm / ct.spacing
+    size = np.asarray(ct.size_ijk)
+    lo = np.clip(np.floor(ijk - reach).astype(int), 0, size)
+    hi = np.clip(np.ceil(ijk + reach).astype(int) + 1, 0, size)
+    if np.any(hi <= lo):
+        return 0.0
+    block = ct.voxels[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]
+    k, j, i = np.meshgrid(*(np.arange(lo[a], hi[a]) - ijk[a] for a in (2, 1, 0)), indexing="ij")
+    offsets = np.stack([i, j, k], axis=-1) @ (ct.direction @ np.diag(ct.spacing)).T
+    inside = np.einsum("...c,...c->...", offsets, offsets) <= radius_mm ** 2
+    return float(np.mean(block[inside] > BONE_HU)) if inside.any() else 0.0
+
+
+def require_bone(ct: CTImage, location: VertebraLocation) -> VertebraLocation:
+    """Refuse to classify a location with no vertebral bone around it (air, soft tissue, a wrong label):
+    the model would still return a probability, and it would mean nothing."""
+    fraction = bone_fraction(ct, location.center_lps)
+    if fraction < BONE_MIN_FRACTION:
+        c = location.center_lps
+        raise MVCFError(f"no vertebral bone at the location ({location.source or 'point'}, LPS {c[0]:.1f}, "
+                        f"{c[1]:.1f}, {c[2]:.1f} mm): only {100 * fraction:.1f} % of the CT within "
+                        f"{BONE_RADIUS_MM:g} mm is above {BONE_HU:g} HU (a vertebral body has far more); place "
+                        "the point or the mask label on the fractured vertebral body")
+    return location

@@ -51,6 +51,16 @@ def _path(value: Any, base: Path, what: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def _output_path(value: Any, base: Path, what: str) -> Path:
+    """An output path (heatmap file, views folder): a relative one must stay inside the file's folder (no
+    '../' escapes)."""
+    from mvcf.outputs_guard import inside_folder
+
+    path = _path(value, base, what)
+    relative = Path(str(value).strip()).expanduser()
+    return path if relative.is_absolute() else inside_folder(relative, base, what)
+
+
 def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
     """One entry (a mapping; empty/None values count as absent) -> VertebraQuery, or an MVCFError naming
     `where` (e.g. 'locations.json entry 3')."""
@@ -68,10 +78,10 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
     if len(kinds) != 1:
         raise MVCFError(f"{where} needs exactly one of {', '.join(POINT_FIELDS)} or mask, got "
                         f"{', '.join(kinds) or 'none'}")
-    heatmap = _path(given["heatmap"], base, f"{where} heatmap") if "heatmap" in given else None
+    heatmap = _output_path(given["heatmap"], base, f"{where} heatmap") if "heatmap" in given else None
     if heatmap is not None and not heatmap.name.endswith(HEATMAP_SUFFIXES):
         raise MVCFError(f"{where} heatmap must name a {', '.join(HEATMAP_SUFFIXES)} file, got {heatmap.name}")
-    views = _path(given["views"], base, f"{where} views") if "views" in given else None
+    views = _output_path(given["views"], base, f"{where} views") if "views" in given else None
     if kinds[0] == "mask":
         if "label" not in given:
             raise MVCFError(f"{where} has a mask but no label (the vertebra's label value, e.g. 31 for L1 "
@@ -85,13 +95,22 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
 
 
 def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations") -> list[VertebraQuery]:
-    """Every entry checked; an empty list or two entries writing the same heatmap file are refused."""
+    """Every entry checked; an empty list, two entries writing the same heatmap file or views folder, an
+    output that is (or holds) any entry's mask, or an existing file or folder mvcf did not write are refused
+    (mvcf.outputs_guard)."""
+    from mvcf.outputs_guard import check_output, check_outputs_distinct
+
     if not entries:
         raise MVCFError(f"{source} names no vertebra")
     queries = [parse_entry(entry, base, f"{source} entry {i + 1}") for i, entry in enumerate(entries)]
-    heatmaps = [q.heatmap.resolve() for q in queries if q.heatmap is not None]
-    if len(set(heatmaps)) != len(heatmaps):
-        raise MVCFError(f"{source}: two entries write the same heatmap file")
+    outputs = [(f"{source} entry {i + 1} ({q.name}) {field}", path, kind)
+               for i, q in enumerate(queries)
+               for field, path, kind in (("heatmap", q.heatmap, "file"), ("views", q.views, "folder"))
+               if path is not None]
+    masks = [q.mask for q in queries if q.mask is not None]
+    check_outputs_distinct([(what, path) for what, path, _ in outputs], masks)
+    for what, path, kind in outputs:
+        check_output(path, kind=kind, overwrite=True, what=what)
     return queries
 
 
@@ -117,6 +136,9 @@ def read_locations(path: Union[str, Path]) -> list[VertebraQuery]:
     path = Path(path)
     if not path.is_file():
         raise MVCFError(f"locations file not found: {path}")
+    from mvcf.limits import check_file_size
+
+    check_file_size(path, "MAX_TABLE_BYTES", "locations file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

@@ -29,7 +29,9 @@ import numpy as np
 
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
+from mvcf.cohort_checks import check_cells, summarise_rows
 from mvcf.fileio import atomic_open
+from mvcf.limits import check_file_size
 from mvcf.locate import parse_point
 
 REQUIRED_COLUMNS = ("case_id", "patient_id", "institution", "label", "ct")
@@ -39,7 +41,6 @@ _LABEL_WORDS = {
     "mvcf": 1, "malignant": 1, "1": 1,
     "ovcf": 0, "osteoporotic": 0, "0": 0,
 }
-_MAX_REASONS_SHOWN = 12
 
 
 @dataclass
@@ -81,8 +82,9 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _parse_row(row: dict[str, str], number: int, base: Path) -> CaseRecord:
+def _parse_row(row: dict[str, str], number: int, base: Path, allow_outside_root: bool = False) -> CaseRecord:
     """One row -> CaseRecord; raises MVCFError naming the first problem of this row."""
+    check_cells({k: v for k, v in row.items() if isinstance(v, str)}, base, allow_outside_root)
     values = {key: (row.get(key) or "").strip() for key in REQUIRED_COLUMNS + LOCATION_COLUMNS}
     for key in ("case_id", "patient_id", "institution", "label", "ct"):
         if not values[key]:
@@ -101,7 +103,7 @@ def _parse_row(row: dict[str, str], number: int, base: Path) -> CaseRecord:
             raise MVCFError(f"mask not found: {values['mask']}")
         try:
             record.vertebra_label = int(float(values["vertebra_label"]))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise MVCFError(f"vertebra_label {values['vertebra_label']!r} is not an integer") from None
         record.mask = mask
     if values["center_lps"]:
@@ -115,20 +117,14 @@ def _parse_row(row: dict[str, str], number: int, base: Path) -> CaseRecord:
     return record
 
 
-def _summarise(path: Path, problems: dict[int, list[str]]) -> str:
-    rows = sorted(problems)
-    shown = "; ".join(f"row {r}: {', '.join(problems[r])}" for r in rows[:_MAX_REASONS_SHOWN])
-    more = f"; ... and {len(rows) - _MAX_REASONS_SHOWN} more" if len(rows) > _MAX_REASONS_SHOWN else ""
-    numbers = ", ".join(str(r) for r in rows)
-    plural = "s" if len(rows) != 1 else ""
-    return f"manifest {path.name}: {len(rows)} bad row{plural} ({numbers}): {shown}{more}"
-
-
-def read_manifest(path: Union[str, os.PathLike]) -> list[CaseRecord]:
-    """Read and validate a manifest; one MVCFError (one line) names every bad row and why."""
+def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = False) -> list[CaseRecord]:
+    """Read and validate a manifest; one MVCFError (one line) names every bad row and why. Paths outside the
+    manifest's folder are refused unless `allow_outside_root`; the files themselves are opened by
+    mvcf.cohort_checks.check_cohort_files."""
     path = Path(path)
     if not path.is_file():
         raise MVCFError(f"manifest not found: {path}")
+    check_file_size(path, "MAX_TABLE_BYTES", "manifest")
     base = path.resolve().parent
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -157,12 +153,12 @@ def read_manifest(path: Union[str, os.PathLike]) -> list[CaseRecord]:
         if all(not (v or "").strip() for v in row.values() if isinstance(v, str)):
             continue
         try:
-            records.append(_parse_row(row, number, base))
+            records.append(_parse_row(row, number, base, allow_outside_root))
         except MVCFError as exc:
             problems[number].append(str(exc))
     check_consistency(records, problems)
     if problems:
-        raise MVCFError(_summarise(path, problems))
+        raise MVCFError(summarise_rows(path, problems))
     if not records:
         raise MVCFError(f"manifest {path.name} has no case rows")
     return records
@@ -189,12 +185,13 @@ def check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[st
 
 
 def _relative(path: Optional[Path], base: Path) -> str:
+    """Relative to the manifest's folder when inside it, else absolute (a relative path may not leave it)."""
     if path is None:
         return ""
-    try:
-        return Path(os.path.relpath(Path(path).resolve(), base)).as_posix()
-    except ValueError:  # another drive on Windows
-        return str(path)
+    resolved = Path(path).resolve()
+    if resolved != base and base not in resolved.parents:
+        return str(resolved)
+    return Path(os.path.relpath(resolved, base)).as_posix()
 
 
 def write_manifest(path: Union[str, os.PathLike], records: Sequence[CaseRecord]) -> Path:

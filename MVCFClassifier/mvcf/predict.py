@@ -60,8 +60,12 @@ def bundle_warnings(card: dict[str, Any]) -> list[str]:
 
 
 def _predict_located(ct, location, bundle, device: str) -> Prediction:
-    """predict_ct on an already loaded bundle and a resolved device."""
+    """predict_ct on an already loaded bundle and a resolved device; every classification passes here, so
+    here a location without vertebral bone is refused (mvcf.locate.require_bone)."""
+    from mvcf.locate import require_bone
     from mvcf.views import ViewSpec, build_views
+
+    require_bone(ct, location)
 
     timing: dict[str, float] = {}
     t = time.perf_counter()
@@ -133,7 +137,11 @@ def _predict_query(ct, query, bundle, device: str, masks: dict, refine: bool) ->
                                                           location=location))
         timing["heatmap"] = 1000 * (time.perf_counter() - t)
     if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
-        payload["views"] = [str(path) for path in result.view.write_volumes(query.views)]
+        from mvcf.fileio import atomic_dir
+
+        with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier views folder of mvcf
+            names = [path.name for path in result.view.write_volumes(tmp)]
+        payload["views"] = [str(Path(query.views) / name) for name in names]
     timing["total"] = 1000 * (time.perf_counter() - started)
     payload["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
     return payload

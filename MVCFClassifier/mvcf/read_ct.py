@@ -13,8 +13,10 @@ from typing import Optional, Union
 
 import numpy as np
 
+from mvcf import ct_plausibility as plausibility
 from mvcf.ctimage import CTImage
 from mvcf.errors import MVCFError
+from mvcf.limits import check_image_header
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +30,20 @@ MIN_HU = -4000.0
 MAX_HU = 40000.0
 
 
-def _read_sitk(path: Path):
+def _read_sitk(path: Path, notes: Optional[list[str]] = None):
     import SimpleITK as sitk
 
     if not path.exists():
         raise MVCFError(f"file not found: {path}")
     try:
         if path.is_dir():
-            return _read_dicom_series(path)
+            with plausibility.dicom_folder_view(path, notes) as folder:
+                try:
+                    return _read_dicom_series(folder)
+                except MVCFError as exc:
+                    raise MVCFError(str(exc).replace(str(folder), str(path))) from None
+        check_image_header(path)
+        plausibility.check_header_numbers(path)
         if path.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti(path)
         return sitk.ReadImage(str(path))
@@ -106,6 +114,7 @@ def _read_dicom_series(folder: Path):
     files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)
                        for sid in series_ids}
     series_id = max(files_by_series, key=lambda sid: len(files_by_series[sid]))
+    check_series_size(files_by_series[series_id])
     if len(series_ids) > 1:
         log.warning("%s holds %d DICOM series; reading the largest (%s, %d files)", folder,
                     len(series_ids), series_id, len(files_by_series[series_id]))
@@ -115,6 +124,14 @@ def _read_dicom_series(folder: Path):
     image = reader.Execute()
     _check_slice_positions(reader, image, folder)
     return image
+
+
+def check_series_size(files) -> None:
+    """A DICOM series' voxels from its first file's header times its number of files, before reading it."""
+    from mvcf.limits import check_count
+
+    check_count("the DICOM series' number of files", len(files), "MAX_DICOM_FILES")
+    check_image_header(files[0], slices=len(files))
 
 
 def _check_slice_positions(reader, image, folder: Path) -> None:
@@ -153,13 +170,9 @@ def _check_geometry(image, path: Path, what: str) -> None:
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
         raise MVCFError(f"{path} has a degenerate orientation matrix")
+    plausibility.check_orthonormal(direction, str(path))
     if not np.all(np.isfinite(image.GetOrigin())):
         raise MVCFError(f"{path} has a non-finite origin")
-
-
-#: Without air, a region cut out around the spine in HU still has a median of soft tissue and bone (well under
-#: this); stored values missing their rescale intercept (-1024) put soft tissue near 1060.
-UNSCALED_MEDIAN_HU = 600.0
 
 
 def _voxel_range(ct: CTImage) -> tuple[float, float]:
@@ -185,19 +198,16 @@ def validate_ct(ct: CTImage) -> list[str]:
                         f"[{MIN_SPACING_MM}, {MAX_SPACING_MM}] mm")
     if not np.all(np.isfinite(ct.direction)) or abs(abs(np.linalg.det(ct.direction)) - 1.0) > 1e-3:
         raise MVCFError(f"{name} has a degenerate orientation matrix")
+    plausibility.check_orthonormal(ct.direction, name)
+    if not np.all(np.isfinite(ct.origin)):
+        raise MVCFError(f"{name} has a non-finite origin")
     lo, hi = _voxel_range(ct)
     if hi - lo < 100:
         raise MVCFError(f"{name} is nearly constant (values {lo:g}..{hi:g}); not a CT")
     if lo < MIN_HU or hi > MAX_HU:
         raise MVCFError(f"{name} has values {lo:g}..{hi:g}, outside the Hounsfield range of a CT "
                         f"[{MIN_HU:g}, {MAX_HU:g}]")
-    warnings = []
-    if lo >= -200:
-        typical = float(np.median(ct.voxels[::4, ::4, ::4]))
-        if typical > UNSCALED_MEDIAN_HU:
-            warnings.append(f"{name}: lowest value is {lo:g} (no air at about -1000 HU) and the typical value is "
-                            f"{typical:g} (soft tissue is about 40 HU); the values may not be Hounsfield units "
-                            f"(missing rescale slope/intercept?)")
+    warnings = plausibility.value_warnings(name, ct.voxels, lo)
     return warnings
 
 
@@ -207,10 +217,13 @@ def read_ct(path: PathLike, warnings: Optional[list[str]] = None) -> CTImage:
     Voxels keep their stored type (no copy to float). Soft doubts from `validate_ct` are appended to
     `warnings` when a list is given, logged otherwise."""
     path = Path(path)
-    image = _read_sitk(path)
+    found: list[str] = []
+    image = _read_sitk(path, found)
     _check_geometry(image, path, "CT")
     ct = CTImage.from_sitk(image, source=str(path))
-    found = validate_ct(ct)
+    found += validate_ct(ct)
+    if path.is_dir():
+        found += plausibility.slice_warnings(str(path), ct.voxels)
     if warnings is not None:
         warnings.extend(found)
     for warning in found if warnings is None else ():
@@ -231,5 +244,6 @@ def read_mask(path: PathLike) -> CTImage:
         voxels = voxels.astype(np.int32)
     elif not np.issubdtype(voxels.dtype, np.integer):
         raise MVCFError(f"{path} is not a label mask: voxel type {voxels.dtype}")
+    plausibility.check_label_mask(str(path), voxels)
     mask.voxels = voxels
     return mask

@@ -32,7 +32,7 @@ class StudyConfig:
     n_folds: int = 5
     train_folds: Optional[int] = None
     external: Optional[str] = None
-    reference: str = DEFAULT_REFERENCE
+    reference: Optional[str] = None  # None: DEFAULT_REFERENCE when studied, else the first mode
     baseline: bool = True
     train: Any = None  # mvcf.train.TrainConfig
 
@@ -40,8 +40,11 @@ class StudyConfig:
         unknown = [m for m in self.modes if m not in view_modes.names()]
         if unknown or not self.modes:
             raise MVCFError(f"unknown or no study modes {unknown}; choose from {', '.join(view_modes.names())}")
-        if self.reference not in self.modes:
-            self.reference = self.modes[0]
+        if self.reference is None:
+            self.reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in self.modes else self.modes[0]
+        elif self.reference not in self.modes:
+            raise MVCFError(f"the reference {self.reference} is not among the studied modes "
+                            f"({', '.join(self.modes)}); the p-values compare every mode with it")
         if self.train is None:
             from mvcf.train import TrainConfig
 
@@ -230,24 +233,22 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
 
 
 def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequence[Any], resume: bool) -> None:
-    """The configuration and cohort a study folder belongs to; a resumed study must match them exactly."""
-    import hashlib
-
+    """The configuration and cohort a study folder belongs to; a resumed study must match them exactly. The
+    cohort is identified by its rows and by the size and modification time of every CT and mask file
+    (mvcf.cohort_checks.cohort_key), so swapped files under the same case ids are noticed."""
+    from mvcf.cohort_checks import resume_record
     from mvcf.train import changed_settings
 
-    cohort = sorted(f"{r.case_id}|{r.patient_id}|{r.institution}|{int(r.label)}" for r in records)
-    current = {"config": json.loads(json.dumps(config.to_dict(), default=str)),
-               "cohort_sha256": hashlib.sha256("\n".join(cohort).encode()).hexdigest()}
-    if resume and path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("cohort_sha256") != current["cohort_sha256"]:
-            raise MVCFError(f"cannot resume the study in {path.parent}: it was run on another cohort")
-        changed = changed_settings(saved["config"], current["config"])
-        if changed:
-            raise MVCFError(f"cannot resume the study in {path.parent}: its settings differ ({', '.join(changed)})")
+    config_dict = json.loads(json.dumps(config.to_dict(), default=str))
+    saved = resume_record(path, records, resume, "study", {"config": config_dict})
+    if saved is None:
         return
-    with atomic_open(path, "w", encoding="utf-8") as handle:
-        json.dump(current, handle, indent=2)
+    if not isinstance(saved.get("config"), dict):
+        raise MVCFError(f"cannot resume the study in {path.parent}: {path.name} is corrupt; start again in another "
+                        "--out")
+    changed = changed_settings(saved["config"], config_dict)
+    if changed:
+        raise MVCFError(f"cannot resume the study in {path.parent}: its settings differ ({', '.join(changed)})")
 
 
 def _fmt(block: dict[str, Any]) -> str:

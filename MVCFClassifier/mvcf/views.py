@@ -37,6 +37,7 @@ import numpy as np
 from mvcf import modes
 from mvcf.ctimage import CTImage
 from mvcf.errors import MVCFError
+from mvcf.limits import check_view_shape
 from mvcf.grids import PLANE_DIRECTIONS, SampleGrid
 
 __all__ = ["AIR_HU", "MODEL_WINDOWS", "PLANE_DIRECTIONS", "SampleGrid", "ViewResult", "ViewSpec", "WINDOWS",
@@ -118,6 +119,7 @@ class ViewSpec:
         object.__setattr__(self, "n_slices", n)
         object.__setattr__(self, "slice_gap_mm", gap)
         object.__setattr__(self, "windows", tuple(_window(w) for w in windows))
+        check_view_shape(self.output_shape(), f"a {self.mode} view of {self.size_px} px")
 
     @property
     def channels(self) -> int:

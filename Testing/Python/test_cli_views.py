@@ -51,7 +51,7 @@ def test_mask_label_json_and_files(tmp_path, capsys, l1_centre):
     expected = {"views.npy", "views.json", "preview.png"} | {f"{p}_{w}.nii.gz" for p in ("axial", "coronal",
                                                                                        "sagittal")
                                                             for w in ("bone", "soft")}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in out.iterdir()} == expected | {".mvcf-output"}  # + the output marker
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     assert (out / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -151,13 +151,18 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, args, patt
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):
+    """--overwrite replaces an earlier output of mvcf, never a folder of the user's."""
     out = tmp_path / "o"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     code, _, err = _run(capsys, "--ct", SAMPLE["ct"], "--point-ijk", "60,50,50", "--out", out)
     assert code == 2 and "already exists" in err and (out / "keep.txt").exists()
-    code, _, _ = _run(capsys, "--ct", SAMPLE["ct"], "--point-ijk", "60,50,50", "--out", out, "--overwrite")
-    assert code == 0 and not (out / "keep.txt").exists() and (out / "views.npy").exists()
+    code, _, err = _run(capsys, "--ct", SAMPLE["ct"], "--point-ijk", "60,50,50", "--out", out, "--overwrite")
+    assert code == 2 and "not written by mvcf" in err and (out / "keep.txt").read_text() == "mine"
+    ours = tmp_path / "ours"
+    for _ in range(2):
+        code, _, _ = _run(capsys, "--ct", SAMPLE["ct"], "--point-ijk", "60,50,50", "--out", ours, "--overwrite")
+        assert code == 0 and (ours / "views.npy").exists()
 
 
 def test_jsonl_progress_emits_a_result_event(tmp_path, capsys):

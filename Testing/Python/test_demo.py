@@ -26,3 +26,7 @@ def test_demo_writes_a_complete_report_folder(tmp_path, capsys):
     assert not (out / "cache").exists()
     assert main(["--progress", "none", "demo", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+    (out / "index.html").write_text("stale")                 # `make demo` again: its own folder is replaced
+    assert main(["--progress", "none", "demo", "--out", str(out), "--cases", "20", "--epochs", "1", "--size",
+                 "24", "--device", "cpu", "--overwrite"]) == 0
+    assert "synthetic" in (out / "index.html").read_text()

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from mvcf.ctimage import CTImage, ras_to_lps
+from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_dir, atomic_files, atomic_open
 
 
 def test_atomic_open_leaves_nothing_on_error(tmp_path):
-    target = tmp_path / "out.json"
+    target = tmp_path / "out.txt"
     with pytest.raises(RuntimeError):
         with atomic_open(target) as handle:
             handle.write("half")
@@ -38,7 +39,7 @@ def test_atomic_dir_replaces_only_when_complete(tmp_path):
 
 def test_atomic_files_move_all_or_none(tmp_path):
     (tmp_path / "t.tsv").write_text("old")
-    with pytest.raises(FileNotFoundError, match="t.schema.tsv"):
+    with pytest.raises(MVCFError, match="t.schema.tsv"):
         with atomic_files(tmp_path, ["t.tsv", "t.schema.tsv"]) as tmp:
             (tmp / "t.tsv").write_text("new")      # the writer forgot the schema
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.tsv"] and (tmp_path / "t.tsv").read_text() == "old"

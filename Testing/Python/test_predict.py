@@ -212,7 +212,7 @@ def test_all_vertebrae_failing_is_exit_2_with_their_errors(sample, capsys):
     ("[{\"point_lps\": [1, 2, 3]}]", "needs a name"),
     ("[{\"name\": \"L1\", \"point_lps\": [1, 2, 3], \"heatmap\": \"h.png\"}]", "heatmap must name"),
     ("[{\"name\": \"a\", \"point_lps\": [1, 2, 3], \"heatmap\": \"h.nii.gz\"}, "
-     "{\"name\": \"b\", \"point_lps\": [1, 2, 3], \"heatmap\": \"./h.nii.gz\"}]", "same heatmap"),
+     "{\"name\": \"b\", \"point_lps\": [1, 2, 3], \"heatmap\": \"./h.nii.gz\"}]", "write the same file"),
     ("vertebra,point_lps\nL1,\"1,2,3\"\n", "header row naming 'name'"),
     ("name,point_lps\nL1,1,2,3\n", "more cells than the header"),
 ])

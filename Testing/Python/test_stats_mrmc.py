@@ -211,15 +211,15 @@ def test_bad_reader_data_raises_one_line_error(vandyke, mutate, message):
     assert "\n" not in str(info.value)
 
 
-def test_identical_readers_and_modalities_give_a_null_result_not_nan(vandyke):
+def test_identical_readers_are_refused_not_reported_as_a_null_result(vandyke):
+    """Copies of one reader gave F = 0 on 0 df, p = 1 and CI [0, 0]: numbers for a study that has none."""
     one = vandyke[(vandyke.reader == 0) & (vandyke.modality == 0)]
     copies = pd.concat([one.assign(reader=r, modality=m) for r in range(3) for m in range(2)])
-    result = stats.mrmc(copies)
-    for key in ("rrrc", "frrc", "rrfc"):
-        assert result[key]["diff"] == 0.0 and result[key]["p"] == 1.0
-        assert result[key]["ci"] == [0.0, 0.0]
-    low, high = result["rrrc"]["modalities"][0]["ci"]
-    assert low < 0.91964573 < high
+    with pytest.raises(MVCFError, match="all 3 readers gave identical ratings") as info:
+        stats.mrmc(copies)
+    assert "\n" not in str(info.value)
+    stats.mrmc(pd.concat([copies[copies.reader < 2], vandyke[vandyke.reader == 1].assign(reader=2)
+                          .query("modality in (0, 1)")]))
 
 
 @settings(max_examples=15, deadline=None)

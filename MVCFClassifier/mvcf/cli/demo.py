@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 
@@ -11,15 +12,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = DemoConfig()
     parser.add_argument("--out", required=True, help="report folder (must not exist unless --overwrite)")
-    parser.add_argument("--cases", type=int, default=d.cases, help=f"synthetic cases (default {d.cases})")
-    parser.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per model (default {d.epochs})")
-    parser.add_argument("--size", type=int, default=d.size_px, help=f"2D/2.5D view size in px (default {d.size_px})")
-    parser.add_argument("--folds", type=int, default=d.folds, help="folds (1 = one 60/20/20 split; default 1)")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--cases", type=A.int_in(20, int(A.RANGES["cases"][1])), default=d.cases, help=f"synthetic cases (default {d.cases})")
+    parser.add_argument("--epochs", type=A.ranged("epochs"), default=d.epochs, help=f"epochs per model (default {d.epochs})")
+    parser.add_argument("--size", type=A.ranged("size"), default=d.size_px, help=f"2D/2.5D view size in px (default {d.size_px})")
+    parser.add_argument("--folds", type=A.ranged("folds"), default=d.folds, help="folds (1 = one 60/20/20 split; default 1)")
+    parser.add_argument("--seed", type=A.ranged("seed"), default=d.seed)
     from mvcf.inference import DEVICES
 
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--workers", type=int, default=d.workers, help="processes generating the cohort")
+    parser.add_argument("--workers", type=A.ranged("workers"), default=d.workers, help="processes generating the cohort")
     parser.add_argument("--full", action="store_true", help="the full study instead of the quick demo: 200 "
                         "cases, 64 px views (48 for 3d), resnet10, 30 epochs, 5 folds (about an hour on 2 cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")

@@ -5,6 +5,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mvcf.cli.train import add_manifest_root_argument
+
     parser.add_argument("--model", required=True, metavar="DIR", help="model bundle folder")
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
     parser.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
@@ -12,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--cache", metavar="DIR", help="folder for cached views (.npy)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier output folder of mvcf")
+    add_manifest_root_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
 
 
@@ -22,7 +25,8 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.progress import dumps
 
     report = evaluate(args.model, args.manifest, args.out, device=args.device, cache_dir=args.cache,
-                      overwrite=args.overwrite, on_progress=reporter.progress)
+                      overwrite=args.overwrite, on_progress=reporter.progress,
+                      allow_outside_root=args.allow_outside_root)
     if args.json:
         print(dumps(report, indent=2))
     else:

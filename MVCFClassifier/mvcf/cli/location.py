@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from mvcf.cli.args import ranged
 from mvcf.errors import MVCFError
 
 POINT_HELP = "three comma-separated numbers, e.g. -12.5,30,4"
@@ -24,7 +25,7 @@ def add_location_arguments(parser: argparse.ArgumentParser, several: bool = Fals
         where.add_argument(f"--point-{unit}", metavar="X,Y,Z" if unit != "ijk" else "I,J,K",
                            help=f"{text}; {POINT_HELP}")
     where.add_argument("--mask", metavar="PATH", help="label mask; the centre is the centroid of --label")
-    parser.add_argument("--label", type=int, action="append" if several else "store",
+    parser.add_argument("--label", type=ranged("label"), action="append" if several else "store",
                         help="label value of the vertebra in --mask (e.g. TotalSegmentator 31 = L1)"
                              + ("; repeat it to classify several vertebrae of the mask" if several else ""))
     parser.add_argument("--refine", action="store_true", help="recentre the point on the vertebral body "

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Optional, Sequence
 
-from mvcf import __version__
+from mvcf import __version__, signals
 from mvcf.errors import Cancelled, MVCFError
 from mvcf.progress import make_reporter
 
@@ -38,6 +39,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="mvcf", description="MVCF vs OVCF on CT. Research use only.")
     parser.add_argument("--version", action="version", version=f"mvcf {__version__}")
+    parser.add_argument("--max-voxels", type=int, default=None, metavar="N",
+                        help="largest CT or mask accepted, in voxels (default 2^30; same as MVCF_MAX_VOXELS; "
+                             "docs/reliability.md lists every limit)")
     parser.add_argument("--progress", choices=["tqdm", "jsonl", "none"], default="tqdm",
                         help="progress display: tqdm bar on stderr, JSON lines on stdout (child-process "
                              "protocol used by the Slicer modules), or none")
@@ -56,20 +60,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "_module", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    saved_limit = os.environ.get("MVCF_MAX_VOXELS")
+    if args.max_voxels is not None:
+        if args.max_voxels < 1:
+            parser.error("--max-voxels must be a positive number")
+        os.environ["MVCF_MAX_VOXELS"] = str(args.max_voxels)
     reporter = make_reporter(args.progress)
+    previous_handlers = signals.install()
     try:
         return int(args._module.run(args, reporter) or 0)
     except MVCFError as exc:
-        reporter.close()
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        reporter.error(message)
-        print(f"error: {message}", file=sys.stderr)
-        return 130 if isinstance(exc, Cancelled) else 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        return _fail(reporter, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                     130 if isinstance(exc, Cancelled) else 2)
+    except OSError as exc:  # the disk, the permissions, a path: the user's to fix, never a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        return _fail(reporter, f"cannot access{where}: {exc.strerror or exc}", 2)
+    except KeyboardInterrupt as exc:
+        signals.end_children()
+        return _fail(reporter, signals.describe(exc), 130)
     finally:
         reporter.close()
+        signals.restore(previous_handlers)
+        if args.max_voxels is not None and saved_limit is None:  # main() may run in-process (tests)
+            os.environ.pop("MVCF_MAX_VOXELS", None)
+        elif args.max_voxels is not None:
+            os.environ["MVCF_MAX_VOXELS"] = saved_limit
+
+
+def _fail(reporter, message: str, code: int) -> int:
+    reporter.close()
+    reporter.error(message)
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 
@@ -60,20 +61,38 @@ def queries_from_args(args: argparse.Namespace):
     return None
 
 
+def check_placement(args: argparse.Namespace) -> None:
+    """Before reading anything large: the model card is valid and the heatmap may be written where asked
+    (never over the CT, the mask or the model, never over a file mvcf did not write)."""
+    from mvcf.models.bundle import read_card
+    from mvcf.outputs_guard import check_output
+    from mvcf.inference import default_model_path
+
+    read_card(args.model if args.model is not None else default_model_path())
+    if args.heatmap is not None:
+        check_output(args.heatmap, [args.ct, args.mask, args.model], kind="file", overwrite=True,
+                     what="--heatmap")
+
+
 def run(args: argparse.Namespace, reporter) -> int:
     import time
 
     from mvcf.cli.location import query_from_args
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
+    from mvcf.outputs_guard import check_outputs_distinct
     from mvcf.predict import predict_ct
     from mvcf.progress import dumps
     from mvcf.read_ct import read_ct
 
     if args.heatmap is not None and not str(args.heatmap).endswith(HEATMAP_SUFFIXES):
         raise MVCFError("--heatmap must name a .nii.gz, .nii, .nrrd or .mha file")
+    check_placement(args)
     queries = queries_from_args(args)
     if queries is not None:
+        check_outputs_distinct([(f"{q.name} {field}", path) for q in queries
+                                for field, path in (("heatmap", q.heatmap), ("views", q.views)) if path is not None],
+                               [args.ct, args.model, args.locations])
         return run_many(args, reporter, queries)
     reporter.progress(0, 3, "reading CT")
     started = time.perf_counter()

@@ -55,8 +55,11 @@ def run(args: argparse.Namespace, reporter) -> int:
 
 def run_one(args: argparse.Namespace, reporter) -> int:
     from mvcf.progress import JsonLinesReporter
+    from mvcf.outputs_guard import check_cache_folder
     from mvcf.screen import dumps_result, screen_files, summary_text, write_outputs
 
+    if args.out is not None:  # a folder screen.tsv + screen.json go into: never an input's place
+        check_cache_folder(args.out, [args.ct, args.seg, args.model], what="--out")
     result = screen_files(args.ct, args.seg, args.numbering, args.model, args.device, args.contrast_phase,
                           on_progress=reporter.progress)
     written = write_outputs(result, args.out) if args.out is not None else ()
@@ -96,6 +99,9 @@ def read_cases(path: Path) -> list[dict[str, str]]:
     """Rows of the screening manifest, paths resolved against its folder; every bad row in one error."""
     if not path.is_file():
         raise MVCFError(f"manifest not found: {path}")
+    from mvcf.limits import check_file_size
+
+    check_file_size(path, "MAX_TABLE_BYTES", "manifest")
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
@@ -134,7 +140,11 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     from mvcf.progress import JsonLinesReporter, dumps
     from mvcf.screen import JSON_NAME, screen_files, write_outputs
 
+    from mvcf.outputs_guard import check_cache_folder
+
     cases = read_cases(args.manifest)
+    check_cache_folder(args.out, [args.manifest, args.model] + [c[k] for c in cases for k in ("ct", "seg")],
+                       what="--out")
     index, count = shard()
     mine = cases[index::count]
     out = Path(args.out)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 from mvcf.progress import dumps
 
@@ -25,9 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roc.add_argument("--score", required=True, action="append", help="score column (repeat for several models)")
     roc.add_argument("--ci-method", choices=["delong", "bootstrap"], default="delong",
                      help="AUC confidence interval: DeLong (default) or stratified percentile bootstrap")
-    roc.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    roc.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    roc.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level (default 0.05)")
+    roc.add_argument("--n-resamples", type=A.ranged("n_resamples"), default=2000, help="bootstrap resamples (default 2000)")
+    roc.add_argument("--seed", type=A.ranged("seed"), default=0, help="bootstrap seed (default 0)")
+    roc.add_argument("--alpha", type=A.ALPHA, default=0.05, help="1 - confidence level (default 0.05)")
     roc.add_argument("--json", action="store_true", help="print the result as one JSON object")
     roc.add_argument("--plot", default=None, help="write ROC curves with CI bands to this PNG")
 
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mrmc.add_argument("--positive", default=None, help="value of truth that means positive (default: 0/1)")
     mrmc.add_argument("--cov-method", choices=["jackknife", "delong"], default="jackknife",
                       help="AUC covariance estimate (default: jackknife, as OR-DBM MRMC)")
-    mrmc.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level (default 0.05)")
+    mrmc.add_argument("--alpha", type=A.ALPHA, default=0.05, help="1 - confidence level (default 0.05)")
     mrmc.add_argument("--unaided", default=None,
                       help="with --aided: the two modalities of a reader study with and without the model; "
                            "every difference is then aided minus unaided")
@@ -56,6 +57,9 @@ def _read_csv(path: str):
     file = Path(path)
     if not file.exists() or file.is_dir():
         raise MVCFError(f"CSV file not found: {file}")
+    from mvcf.limits import check_file_size
+
+    check_file_size(file, "MAX_TABLE_BYTES", "CSV file")
     try:
         return pd.read_csv(file)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -113,6 +117,10 @@ def _scores(frame: Any, columns: list[str]):
 def run_roc(args: argparse.Namespace) -> dict:
     from mvcf import stats
 
+    if args.plot:
+        from mvcf.outputs_guard import check_output
+
+        check_output(args.plot, [args.csv], kind="file", overwrite=True, what="--plot")
     frame = _read_csv(args.csv)
     truth = _truth(frame, args.truth, args.positive)
     scores = _scores(frame, args.score)

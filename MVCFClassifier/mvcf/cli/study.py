@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 
@@ -14,10 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
     parser.add_argument("--out", required=True, help="output folder (per-mode bundles, study.json, report)")
-    parser.add_argument("--modes", default=",".join(modes.names()), help="comma-separated view modes (default: all)")
-    parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="mode the p-values compare against")
+    parser.add_argument("--modes", type=A.text_list(len(modes.names())), default=",".join(modes.names()),
+                        help="comma-separated view modes (default: all)")
+    parser.add_argument("--reference", default=None, help="mode the p-values compare against (default "
+                        f"{DEFAULT_REFERENCE} when studied, else the first of --modes)")
     add_view_arguments(parser)
-    parser.add_argument("--size-3d", type=int, default=48, metavar="PX", help="cube size for 3d (default 48)")
+    parser.add_argument("--size-3d", type=A.ranged("size_3d"), default=48, metavar="PX", help="cube size for 3d (default 48)")
     add_training_arguments(parser)
     parser.add_argument("--no-baseline", action="store_true", help="leave out the logistic baseline")
     parser.add_argument("--resume", action="store_true", help="continue a cancelled or killed study in --out "
@@ -26,21 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, reporter) -> int:
-    from mvcf.cli.train import fold_arguments, train_config
+    from mvcf.cli.train import fold_arguments, read_checked_manifest, train_config
     from mvcf.cli.views import parse_windows
-    from mvcf.manifest import read_manifest
+    from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
     from mvcf.progress import dumps
     from mvcf.study import StudyConfig, comparison_rows, run_study, HEADER
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.resume:
-        raise MVCFError(f"{out} is not empty; use --resume to continue a study there, or another --out")
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    if args.reference is not None and args.reference not in modes:
+        raise MVCFError(f"--reference {args.reference} is not among --modes ({', '.join(modes)}); the p-values "
+                        "compare every mode with the reference, so it must be one of them")
     n_folds, train_folds = fold_arguments(args.folds)
     config = StudyConfig(modes=modes, size_px=args.size, size_3d_px=args.size_3d, spacing_mm=args.spacing,
                          windows=parse_windows(args.windows), n_folds=n_folds, train_folds=train_folds, external=args.external,
                          reference=args.reference, baseline=not args.no_baseline, train=train_config(args))
-    records = read_manifest(args.manifest)
+    check_run_folder(out, [args.manifest], resume=args.resume)
+    records, inputs = read_checked_manifest(args, reporter)
+    check_not_input(out, inputs, "--out")
+    check_cache_folder(args.cache, inputs)
     from mvcf.train import is_synthetic_cohort
 
     summary = run_study(records, out, config, cache_dir=args.cache, on_progress=reporter.progress,

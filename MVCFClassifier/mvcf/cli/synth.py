@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 
+from mvcf.cli import args as A
 from mvcf.progress import Reporter, dumps
 
 DIFFICULTY_CHOICES = ("easy", "standard", "hard")
@@ -13,14 +14,14 @@ DIFFICULTY_CHOICES = ("easy", "standard", "hard")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (created atomically; must not exist "
                                                      "unless --overwrite)")
-    parser.add_argument("--cases", type=int, default=200, help="number of cases (fractured vertebrae)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
+    parser.add_argument("--cases", type=A.ranged("cases"), default=200, help="number of cases (fractured vertebrae)")
+    parser.add_argument("--seed", type=A.ranged("seed"), default=0, help="random seed; the same seed gives identical files")
     parser.add_argument("--difficulty", choices=DIFFICULTY_CHOICES, default="standard",
                         help="how much the MVCF and OVCF signs overlap (docs/synthetic.md)")
-    parser.add_argument("--external-fraction", type=float, default=0.3,
+    parser.add_argument("--external-fraction", type=A.FRACTION, default=0.3,
                         help="fraction of cases acquired at the 'external' institution (0 = none)")
-    parser.add_argument("--prevalence", type=float, default=0.5, help="fraction of MVCF patients")
-    parser.add_argument("--workers", type=int, default=1, help="processes generating in parallel")
+    parser.add_argument("--prevalence", type=A.PREVALENCE, default=0.5, help="fraction of MVCF patients")
+    parser.add_argument("--workers", type=A.ranged("workers"), default=1, help="processes generating in parallel")
     parser.add_argument("--previews", action="store_true",
                         help="also write previews/*.png (axial + sagittal through the fractured vertebra)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -28,14 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    from mvcf.errors import MVCFError
     from mvcf.manifest import read_manifest
     from mvcf.synth import generate_cohort
 
-    if args.cases < 1:
-        raise MVCFError("--cases must be at least 1")
-    if args.workers < 1:
-        raise MVCFError("--workers must be at least 1")
     started = time.perf_counter()
     manifest = generate_cohort(args.out, n_cases=args.cases, seed=args.seed, difficulty=args.difficulty,
                                external_fraction=args.external_fraction, prevalence=args.prevalence,

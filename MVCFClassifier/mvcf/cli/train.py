@@ -4,15 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 def add_view_arguments(parser: argparse.ArgumentParser, default_size: int = 64) -> None:
     from mvcf.views import MODEL_WINDOWS
 
-    parser.add_argument("--size", type=int, default=default_size, metavar="PX",
+    parser.add_argument("--size", type=A.ranged("size"), default=default_size, metavar="PX",
                         help=f"view size in pixels (default {default_size})")
-    parser.add_argument("--spacing", type=float, default=1.0, metavar="MM", help="view spacing in mm (default 1)")
-    parser.add_argument("--windows", default=",".join(MODEL_WINDOWS), metavar="W[,W...]",
+    parser.add_argument("--spacing", type=A.SPACING_MM, default=1.0, metavar="MM", help="view spacing in mm (default 1)")
+    parser.add_argument("--windows", type=A.WINDOWS, default=",".join(MODEL_WINDOWS), metavar="W[,W...]",
                         help="HU windows, one input channel each: bone, soft, wide or CENTER:WIDTH "
                              f"(default {','.join(MODEL_WINDOWS)}: the fracture and lesion in the bone window, "
                              "epidural and paraspinal soft tissue in the soft-tissue window)")
@@ -23,23 +24,41 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--arch", default=DEFAULT_ARCH, choices=sorted(ARCHITECTURES),
                         help=f"network: a MONAI family and size (mvcf.models.architectures; default {DEFAULT_ARCH})")
-    parser.add_argument("--epochs", type=int, default=30, help="maximum epochs per fold (default 30)")
-    parser.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    parser.add_argument("--patience", type=int, default=8, help="early-stopping patience in epochs (default 8)")
-    parser.add_argument("--folds", type=int, default=5,
+    parser.add_argument("--epochs", type=A.ranged("epochs"), default=30, help="maximum epochs per fold (default 30)")
+    parser.add_argument("--batch-size", type=A.ranged("batch_size"), default=16, help="batch size (default 16)")
+    parser.add_argument("--lr", type=A.LEARNING_RATE, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    parser.add_argument("--patience", type=A.ranged("patience"), default=8, help="early-stopping patience in epochs (default 8)")
+    parser.add_argument("--folds", type=A.ranged("folds"), default=5,
                         help="K-fold cross-validation on the internal site; 1 = one 60/20/20 split (default 5)")
     parser.add_argument("--external", metavar="INSTITUTION",
                         help="institution held out entirely as the external test set")
     from mvcf.inference import DEVICES
 
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=A.ranged("seed"), default=0)
     parser.add_argument("--mil-pooling", default="mean", choices=["mean", "attention"],
                         help="how 2.5d-mil pools its slices (default mean: on the synthetic study attention "
                              "pooling did not transfer to the external site)")
     parser.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     parser.add_argument("--cache", metavar="DIR", help="folder for cached views (.npy), reused across runs")
+    add_manifest_root_argument(parser)
+
+
+def add_manifest_root_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-outside-root", action="store_true", help="accept relative manifest paths that "
+                        "lead outside the manifest's folder (refused by default)")
+
+
+def read_checked_manifest(args: argparse.Namespace, reporter=None, *others) -> tuple[list, list]:
+    """The manifest's records, every row's files opened and checked before anything is written, and every
+    input path of the run (for the output placement checks)."""
+    from mvcf.cohort_checks import check_cohort_files
+    from mvcf.manifest import read_manifest
+    from mvcf.outputs_guard import run_inputs
+
+    records = read_manifest(args.manifest, allow_outside_root=args.allow_outside_root)
+    check_cohort_files(records, Path(args.manifest), on_progress=reporter.progress if reporter else None)
+    return records, run_inputs(records, args.manifest, *others)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +92,6 @@ def train_config(args: argparse.Namespace):
 def run(args: argparse.Namespace, reporter) -> int:
     import torch
 
-    from mvcf.manifest import read_manifest
     from mvcf.metrics import format_auc
     from mvcf.progress import dumps
     from mvcf.train import is_synthetic_cohort, train_cohort
@@ -81,19 +99,32 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     import os
 
+    from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
+
     out = Path(args.out)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 checks and writes
-    if main_process and out.exists() and any(out.iterdir()) and not args.resume:
-        raise MVCFError(f"{out} is not empty; use --resume to continue a run there, or another --out")
-    records = read_manifest(args.manifest)
+    if main_process:
+        check_run_folder(out, [args.manifest], resume=args.resume)
+    records, inputs = read_checked_manifest(args, reporter)
+    if main_process:
+        check_not_input(out, inputs, "--out")
+        check_cache_folder(args.cache, inputs)
     from mvcf.cli.views import parse_windows
 
     spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, windows=parse_windows(args.windows))
     n_folds, train_folds = fold_arguments(args.folds)
+    config = train_config(args)
+    from mvcf.inference import resolve_device
+
+    resolve_device(args.device)  # --device cuda without one: refused before anything is written
+    if main_process:  # the last check, and the first file written: what the run folder was run on
+        from mvcf.cohort_checks import resume_record
+
+        resume_record(out / "cohort.json", records, args.resume, "run")
     if args.device != "cuda":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
-        run_ = train_cohort(records, spec, train_config(args), out_dir=out, n_folds=n_folds,
+        run_ = train_cohort(records, spec, config, out_dir=out, n_folds=n_folds,
                             train_folds=train_folds, external=args.external, cache_dir=args.cache or (out / "cache"),
                             resume=args.resume, name=args.name or f"mvcf-{args.view}",
                             on_progress=reporter.progress, on_metrics=reporter.metrics,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 
@@ -21,13 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_location_arguments(parser)
     parser.add_argument("--mode", choices=modes.names(), default=modes.DEFAULT, help="view mode (default: "
                         "%(default)s)")
-    parser.add_argument("--size", type=int, default=96, help="view size in pixels (default: %(default)s)")
-    parser.add_argument("--spacing", type=float, default=1.0, help="isotropic pixel spacing in mm "
+    parser.add_argument("--size", type=A.ranged("size"), default=96, help="view size in pixels (default: %(default)s)")
+    parser.add_argument("--spacing", type=A.SPACING_MM, default=1.0, help="isotropic pixel spacing in mm "
                         "(default: %(default)s)")
     stacked = " / ".join(m for m in modes.names() if modes.get(m).stack_defaults is not None)
-    parser.add_argument("--n-slices", type=int, help=f"slices for {stacked}")
-    parser.add_argument("--slice-gap", type=float, help=f"mm between slices for {stacked}")
-    parser.add_argument("--windows", default="bone", help="comma-separated HU windows, one channel each: "
+    parser.add_argument("--n-slices", type=A.ranged("n_slices"), help=f"slices for {stacked}")
+    parser.add_argument("--slice-gap", type=A.SLICE_GAP_MM, help=f"mm between slices for {stacked}")
+    parser.add_argument("--windows", type=A.WINDOWS, default="bone", help="comma-separated HU windows, one channel each: "
                         f"names ({', '.join(WINDOWS)}) or CENTER:WIDTH (default: %(default)s)")
     parser.add_argument("--antialias", action="store_true", help="smooth before sampling more coarsely than "
                         "the CT's voxels (Gaussian, off by default)")
@@ -98,9 +99,9 @@ def run(args, reporter) -> int:
     from mvcf.read_ct import read_ct
     from mvcf.views import ViewSpec, build_views
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise MVCFError(f"output folder {out} already exists (use --overwrite to replace it)")
+    from mvcf.outputs_guard import check_output
+
+    out = check_output(args.out, [args.ct, args.mask], kind="folder", overwrite=args.overwrite, what="--out")
     spec = ViewSpec(mode=args.mode, size_px=args.size, spacing_mm=args.spacing, n_slices=args.n_slices,
                     slice_gap_mm=args.slice_gap, windows=parse_windows(args.windows), antialias=args.antialias)
     warnings: list[str] = []
@@ -112,12 +113,9 @@ def run(args, reporter) -> int:
         reporter.log(warning, level="warning")
     payload = {**result.to_dict(), "warnings": warnings, "ct": str(args.ct), "location": location.to_dict(),
                "out": str(out)}
-    try:
-        with atomic_dir(out, overwrite=args.overwrite) as tmp:
-            payload["files"] = write_outputs(result, tmp)
-            (tmp / "views.json").write_text(dumps(payload, indent=2) + "\n", encoding="utf-8")
-    except OSError as exc:
-        raise MVCFError(f"cannot write {out}: {exc.strerror or exc}") from None
+    with atomic_dir(out, overwrite=args.overwrite) as tmp:
+        payload["files"] = write_outputs(result, tmp)
+        (tmp / "views.json").write_text(dumps(payload, indent=2) + "\n", encoding="utf-8")
     if args.json:
         print(dumps(payload))
         reporter.result(payload)

@@ -6,7 +6,6 @@ the sha256 of the weights file; any mismatch is an MVCFError with one clear line
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from typing import Any, Optional, Union
 
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_dir
+from mvcf.limits import read_bytes_bounded, sha256_stream
+from mvcf.models.card_schema import check_weights, parse_card_json, validate_card
 
 FORMAT_NAME = "mvcf-model-bundle"
 FORMAT_VERSION = 1
@@ -27,11 +28,7 @@ INTENDED_USE = ("Research use only. Not a medical device; not for diagnosis or t
 
 
 def sha256_file(path: Union[str, Path]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_stream(path)
 
 
 def software_versions() -> dict[str, str]:
@@ -130,10 +127,7 @@ def read_card(path: Union[str, Path]) -> dict[str, Any]:
     card_path = bundle_dir / CARD_FILE
     if not card_path.is_file():
         raise MVCFError(f"not a model bundle: {card_path} is missing")
-    try:
-        card = json.loads(card_path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MVCFError(f"not a model bundle: {card_path} is not valid JSON ({type(exc).__name__})") from None
+    card = parse_card_json(read_bytes_bounded(card_path, "MAX_CARD_BYTES", "model card"), str(card_path))
     if not isinstance(card, dict) or card.get("format") != FORMAT_NAME:
         raise MVCFError(f"not a model bundle: {card_path} does not declare format {FORMAT_NAME!r}")
     version = card.get("format_version")
@@ -144,7 +138,7 @@ def read_card(path: Union[str, Path]) -> dict[str, Any]:
         if key not in card:
             raise MVCFError(f"invalid model bundle: {card_path} lacks {key!r}")
     _upgrade_network(card)
-    return card
+    return validate_card(card, str(card_path))
 
 
 def _upgrade_network(card: dict[str, Any]) -> None:
@@ -160,7 +154,7 @@ def _upgrade_network(card: dict[str, Any]) -> None:
 def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
     """Verify and load a bundle. Order: card format -> weights sha256 -> safetensors parse -> network."""
     from safetensors import SafetensorError
-    from safetensors.torch import load as load_safetensors
+    from safetensors.torch import load_file
 
     from mvcf.models.networks import build_ensemble
 
@@ -169,17 +163,18 @@ def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
     weights_path = bundle_dir / WEIGHTS_FILE
     if not weights_path.is_file():
         raise MVCFError(f"invalid model bundle: {weights_path} is missing")
-    data = weights_path.read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
+    actual = sha256_stream(weights_path)
     expected = str(card["weights"].get("sha256", ""))
     if actual != expected:
         raise MVCFError(f"model weights do not match the card's sha256 (expected {expected[:12]}..., got "
                         f"{actual[:12]}...): {weights_path} was modified or corrupted")
     try:
-        state = load_safetensors(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise MVCFError(f"invalid model bundle: {weights_path} is not a safetensors file ({exc})") from None
+        state = load_file(str(weights_path))
+    except (SafetensorError, ValueError, RuntimeError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MVCFError(f"invalid model bundle: {weights_path} is not a safetensors file ({first})") from None
     model = build_ensemble(card["network"], card["ensemble_size"])
+    check_weights(state, model.state_dict(), str(weights_path))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -112,7 +112,12 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
     if n_pos < 2 or n_pos > truth_by_case.size - 2:
         raise MVCFError(f"reader study needs at least 2 positive and 2 negative cases "
                         f"(got {n_pos} of {truth_by_case.size})")
-    return {"ratings": cube.reshape(len(modalities), len(readers), len(cases)), "truth": truth_by_case,
+    cube = cube.reshape(len(modalities), len(readers), len(cases))
+    if len(readers) > 1 and np.all(cube == cube[:, :1, :]):
+        raise MVCFError(f"all {len(readers)} readers gave identical ratings in every modality: reader variability "
+                        "is zero, so the Obuchowski-Rockette F, its degrees of freedom and the CIs are undefined; "
+                        "an MRMC analysis needs independent readers (check that the reader column is right)")
+    return {"ratings": cube, "truth": truth_by_case,
             "modalities": _key(modalities), "readers": _key(readers), "cases": _key(cases)}
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_path
+from mvcf.outputs_guard import png_metadata
 
 PathLike = Union[str, os.PathLike]
 
@@ -32,7 +33,7 @@ def _save(fig: Any, path: PathLike, tight: bool = True) -> Path:
     if tight:
         fig.tight_layout()
     with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata=png_metadata())
     return target
 
 

@@ -217,7 +217,9 @@ def _run(jobs: list, workers: int, should_cancel: Optional[CancelCheck]) -> Iter
             check_cancel(should_cancel)
             yield _generate_and_write(job)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    from mvcf.signals import worker_init
+
+    with ProcessPoolExecutor(max_workers=workers, initializer=worker_init) as pool:
         futures = [pool.submit(_generate_and_write, job) for job in jobs]
         try:
             for future in futures:

@@ -1,0 +1,247 @@
+"""Where a command may write: the one check behind every output path of every command.
+
+An output is never an input of the same run (the same resolved path or the same file by device and inode, a
+folder holding an input, or a place inside an input folder) and never a foreign file or folder: `--overwrite`
+(and a heatmap written again) replaces only an earlier output of mvcf, recognised by what mvcf writes into
+it: the marker file `MARKER` in a folder, the `OUTPUT_TAG` in an image header or a PNG's text, or the card of
+a model bundle. OS errors while checking become one MVCFError line naming the path and the cause.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+from mvcf.errors import MVCFError
+
+PathLike = Union[str, os.PathLike]
+
+#: Written into every output folder (atomic_dir) so a later --overwrite can tell mvcf's output from the user's.
+MARKER = ".mvcf-output"
+#: Written into the header of every image (ITK_FileNotes) and PNG (Software) mvcf writes.
+OUTPUT_TAG = "mvcf output"
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def describe_os_error(exc: OSError) -> str:
+    """The cause of an OS error in words ('Permission denied', 'No space left on device', ...)."""
+    return exc.strerror or type(exc).__name__
+
+
+def os_error(path: PathLike, exc: OSError, action: str = "write") -> MVCFError:
+    """One line naming the path and the cause."""
+    where = exc.filename if exc.filename and action == "access" else path
+    return MVCFError(f"cannot {action} {where}: {describe_os_error(exc)}")
+
+
+def _identity(path: Path) -> Optional[tuple[int, int]]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _resolved(path: PathLike) -> Path:
+    try:
+        return Path(os.path.abspath(Path(path).expanduser())).resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop on older Pythons
+        raise MVCFError(f"cannot resolve the path {path}: {exc}") from None
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def marker_text() -> str:
+    from mvcf import __version__
+
+    return json.dumps({"program": "mvcf", "version": __version__,
+                       "note": "written by mvcf; mvcf --overwrite may replace this folder"}) + "\n"
+
+
+def write_marker(folder: Path) -> None:
+    (Path(folder) / MARKER).write_text(marker_text(), encoding="utf-8")
+
+
+def _image_tagged(path: Path) -> bool:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return False
+    return reader.HasMetaDataKey("ITK_FileNotes") and reader.GetMetaData("ITK_FileNotes").startswith(OUTPUT_TAG)
+
+
+def _png_tagged(path: Path) -> bool:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return str(image.info.get("Software", "")).startswith(OUTPUT_TAG)
+    except Exception:  # not a PNG, or unreadable: not ours
+        return False
+
+
+def is_own_output(path: PathLike) -> bool:
+    """True when `path` is something mvcf wrote earlier (its marker or tag is there)."""
+    path = Path(path)
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        if (path / MARKER).is_file():
+            return True
+        card = path / "model.json"
+        if card.is_file() and card.stat().st_size < (1 << 20):
+            try:
+                return json.loads(card.read_text(encoding="utf-8")).get("format") == "mvcf-model-bundle"
+            except (ValueError, OSError, AttributeError):
+                return False
+        return False
+    name = path.name.lower()
+    if name.endswith(IMAGE_SUFFIXES):
+        return _image_tagged(path)
+    if name.endswith(".png"):
+        return _png_tagged(path)
+    return False
+
+
+def tag_image(image) -> None:
+    """Mark a SimpleITK image about to be written as mvcf's output (NIfTI descrip, NRRD/MHA field)."""
+    image.SetMetaData("ITK_FileNotes", OUTPUT_TAG)
+
+
+def png_metadata() -> dict:
+    """matplotlib savefig(metadata=...) that marks a PNG as mvcf's output."""
+    return {"Software": OUTPUT_TAG}
+
+
+def check_not_input(output: PathLike, inputs: Iterable[PathLike], what: str = "output") -> None:
+    """Refuse an output that is, holds, or lies inside one of `inputs`."""
+    out = _resolved(output)
+    out_id = _identity(out)
+    for given in inputs:
+        if given is None:
+            continue
+        source = _resolved(given)
+        if source == out or (out_id is not None and _identity(source) == out_id):
+            raise MVCFError(f"{what} {output} is an input of this run ({given}); choose another path")
+        if _is_within(source, out):
+            raise MVCFError(f"{what} {output} holds the input {given}; replacing it would destroy that input; "
+                            "choose another path")
+        if source.is_dir() and _is_within(out, source):
+            raise MVCFError(f"{what} {output} lies inside the input folder {given}; mvcf does not write into "
+                            "its inputs; choose another path")
+
+
+def _check_parent(target: Path, what: str) -> None:
+    """The nearest existing folder above `target` must be a folder we may write into."""
+    parent = target.parent
+    while not parent.exists():
+        if parent.is_symlink():
+            raise MVCFError(f"cannot write {what} {target}: {parent} is a broken symbolic link")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MVCFError(f"cannot write {what} {target}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MVCFError(f"cannot write {what} {target}: the folder {parent} is not writable (Permission denied)")
+
+
+def check_output(path: PathLike, inputs: Iterable[PathLike] = (), *, kind: str = "folder",
+                 overwrite: bool = False, what: str = "output") -> Path:
+    """Check that a run may create `path` (a 'folder' or a 'file') before any work starts; return it.
+
+    An existing `path` is refused unless `overwrite` and it is mvcf's own earlier output of the same kind."""
+    if kind not in ("folder", "file"):
+        raise ValueError(kind)
+    if not str(path).strip():
+        raise MVCFError(f"{what} is an empty path")
+    target = Path(path)
+    check_not_input(target, inputs, what)
+    resolved = _resolved(target)
+    if resolved == resolved.parent:
+        raise MVCFError(f"{what} {path} is the root folder; choose a new folder")
+    if target.exists() or target.is_symlink():
+        if kind == "folder" and not target.is_dir():
+            raise MVCFError(f"{what} {path} is an existing file; a folder is needed here")
+        if kind == "file" and target.is_dir():
+            raise MVCFError(f"{what} {path} is an existing folder; a file name is needed here")
+        if not overwrite:
+            raise MVCFError(f"{what} {path} already exists (use --overwrite to replace an earlier output of "
+                            "mvcf, or choose another path)")
+        if not is_own_output(target):
+            raise MVCFError(f"{what} {path} exists and was not written by mvcf; it is never replaced (remove "
+                            "it yourself or choose another path)")
+    try:
+        _check_parent(resolved, what)
+    except OSError as exc:
+        raise os_error(path, exc, "access") from None
+    return target
+
+
+def check_cache_folder(path: Optional[PathLike], inputs: Iterable[PathLike] = (),
+                       what: str = "--cache") -> Optional[Path]:
+    """A folder that may exist and is written into (a view cache reused across runs, screen's --out): it
+    must be a folder and no input's place; what is written inside goes through fileio's atomic writes."""
+    if path is None:
+        return None
+    target = Path(path)
+    check_not_input(target, inputs, what)
+    if target.exists() and not target.is_dir():
+        raise MVCFError(f"{what} {path} is an existing file; a folder is needed here")
+    _check_parent(_resolved(target), what)
+    return target
+
+
+def check_outputs_distinct(outputs: Sequence[tuple[str, PathLike]], inputs: Iterable[PathLike]) -> None:
+    """Several outputs of one run (e.g. the heatmaps of a locations file): none is an input of the run, none
+    is written twice."""
+    inputs = [i for i in inputs if i is not None]
+    seen: dict[Path, str] = {}
+    for what, path in outputs:
+        check_not_input(path, inputs, what)
+        key = _resolved(path)
+        if key in seen:
+            raise MVCFError(f"{what} and {seen[key]} write the same file {path}")
+        seen[key] = what
+
+
+def inside_folder(path: PathLike, folder: PathLike, what: str) -> Path:
+    """Refuse a relative path that escapes `folder` with '..' (or a symlink); return the joined path."""
+    base = _resolved(folder)
+    joined = Path(folder) / path
+    if not _is_within(_resolved(joined), base):
+        raise MVCFError(f"{what} {path} points outside the folder {folder}; write outputs inside it or give "
+                        "an absolute path")
+    return joined
+
+
+def check_run_folder(path: PathLike, inputs: Iterable[PathLike] = (), resume: bool = False,
+                     what: str = "--out") -> Path:
+    """The working folder of train / study: new or empty, or (with `resume`) one mvcf was working in."""
+    target = Path(path)
+    check_not_input(target, inputs, what)
+    if target.exists() and not target.is_dir():
+        raise MVCFError(f"{what} {path} is an existing file; a folder is needed here")
+    try:
+        busy = target.is_dir() and any(target.iterdir())
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
+    if busy and not resume:
+        raise MVCFError(f"{target} is not empty; use --resume to continue a run there, or another {what}")
+    _check_parent(_resolved(target), what)
+    return target
+
+
+def run_inputs(records: Sequence, *others: Optional[PathLike]) -> list[Path]:
+    """Every file a cohort run reads: the manifest rows' CTs and masks and the given others."""
+    paths = [Path(p) for p in others if p is not None]
+    for record in records:
+        paths.append(Path(record.ct))
+        if getattr(record, "mask", None) is not None:
+            paths.append(Path(record.mask))
+    return list(dict.fromkeys(paths))

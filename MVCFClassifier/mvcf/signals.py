@@ -1,0 +1,83 @@
+"""SIGTERM and SIGHUP handled like SIGINT: the work is cancelled, temporary files are removed, worker processes
+are ended, and the command exits 130 with one line.
+
+Without this a `kill` (or the Slicer runner's Cancel, or a closed terminal) ended the process at once: no
+cleanup, status 143, no message, and the workers of `synth --workers N` kept running as orphans. Raising
+KeyboardInterrupt from the handler reuses every cleanup path Ctrl-C already has (atomic writes delete their
+temporary files in `finally`, training keeps its checkpoints for --resume). Workers ignore SIGINT (the
+parent decides) and die with their parent even when it is killed with SIGKILL (Linux PR_SET_PDEATHSIG).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import threading
+from typing import Optional
+
+#: The signals that cancel a command (SIGHUP: the terminal was closed).
+CANCEL_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread when a cancel signal arrives; `signal_name` says which."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(self.signal_name)
+
+
+def end_children(timeout_s: float = 5.0) -> int:
+    """Terminate (then kill) this process's multiprocessing children, e.g. a ProcessPoolExecutor's workers;
+    returns how many there were."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout_s)
+        if child.is_alive():
+            child.kill()
+            child.join(1.0)
+    return len(children)
+
+
+def _on_signal(signum: int, _frame) -> None:
+    for sig in CANCEL_SIGNALS:  # a second signal while cleaning up must not interrupt the cleanup
+        signal.signal(sig, signal.SIG_IGN)
+    end_children()
+    raise Interrupted(signum)
+
+
+def install() -> dict:
+    """Route SIGINT, SIGTERM and SIGHUP to one handler (main thread only); returns the handlers it replaced,
+    for `restore`."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, _on_signal) for sig in CANCEL_SIGNALS}
+
+
+def restore(previous: dict) -> None:
+    """Put back the handlers `install` replaced (main() also runs in-process: tests, batch scripts)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def worker_init() -> None:
+    """Initializer of worker processes: leave SIGINT to the parent and die when the parent dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in CANCEL_SIGNALS[1:]:
+        signal.signal(sig, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def describe(exc: BaseException) -> str:
+    """The one line for an interrupted command."""
+    name: Optional[str] = getattr(exc, "signal_name", None)
+    return f"interrupted ({name})" if name and name != "SIGINT" else "interrupted"

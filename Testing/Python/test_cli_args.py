@@ -1,0 +1,53 @@
+"""Argument ranges are checked at parse time: one error line, exit code 2, nothing run."""
+from __future__ import annotations
+
+import pytest
+
+from mvcf.cli.main import build_parser
+
+MANIFEST = ["--manifest", "m.csv", "--out", "o"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["synth", "--out", "o", "--cases", "1e9"], r"argument --cases: must be a whole number in \[1, 100,000\], got 1e9"),
+    (["synth", "--out", "o", "--cases", "0"], "argument --cases"),
+    (["synth", "--out", "o", "--workers", "-2"], "argument --workers"),
+    (["synth", "--out", "o", "--external-fraction", "nan"], "argument --external-fraction: must be a finite"),
+    (["train", *MANIFEST, "--patience", "-5"], r"argument --patience: must be a whole number in \[1,"),
+    (["train", *MANIFEST, "--lr", "nan"], r"argument --lr: must be a finite number in \(0, 1\], got nan"),
+    (["train", *MANIFEST, "--lr", "-1"], "argument --lr"),
+    (["train", *MANIFEST, "--epochs", "1.5"], "argument --epochs: must be a whole number"),
+    (["train", *MANIFEST, "--windows", ",".join(["bone"] * 5000)], "argument --windows: takes at most 16 entries, got 5000"),
+    (["train", *MANIFEST, "--windows", "40:-5"], "argument --windows"),
+    (["study", *MANIFEST, "--size-3d", "1024"], r"argument --size-3d: must be a whole number in \[8, 256\]"),
+    (["views", "--ct", "c", "--point-ijk", "1,2,3", "--out", "o", "--size", "100000"], "argument --size"),
+    (["views", "--ct", "c", "--point-ijk", "1,2,3", "--out", "o", "--spacing", "inf"], "argument --spacing"),
+    (["predict", "--ct", "c", "--mask", "m", "--label", "0"], "argument --label"),
+    (["stats", "roc", "--csv", "c", "--truth", "t", "--score", "s", "--n-resamples", "1e9"], "argument --n-resamples"),
+    (["stats", "mrmc", "--csv", "c", "--alpha", "2"], "argument --alpha"),
+    (["demo", "--out", "o", "--cases", "5"], r"argument --cases: must be a whole number in \[20,"),
+])
+def test_out_of_range_arguments_are_refused_at_parse_time(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_sensible_values_still_parse():
+    args = build_parser().parse_args(["train", *MANIFEST, "--lr", "3e-4", "--epochs", "1e2", "--windows",
+                                      "bone,40:400", "--patience", "3"])
+    assert args.lr == 3e-4 and args.epochs == 100 and args.windows == "bone,40:400" and args.patience == 3
+
+
+def test_a_3d_view_of_1024_px_is_refused_before_sampling():
+    from mvcf.errors import MVCFError
+    from mvcf.views import ViewSpec
+
+    with pytest.raises(MVCFError, match="MVCF_MAX_VIEW_ELEMENTS"):
+        ViewSpec(mode="3d", size_px=1024)
+    ViewSpec(mode="3d", size_px=64)

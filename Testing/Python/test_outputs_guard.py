@@ -1,0 +1,148 @@
+"""Output placement: never an input, never a foreign file, complete-then-rename, umask, OS errors as one line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mvcf.errors import MVCFError
+from mvcf.fileio import atomic_dir, atomic_path
+from mvcf.outputs_guard import (MARKER, check_cache_folder, check_output, check_outputs_distinct, inside_folder,
+                                is_own_output, tag_image)
+
+
+def _image(path):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.zeros((3, 4, 5), np.float32))
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_an_input_is_never_an_output(tmp_path):
+    ct = _image(tmp_path / "ct.nii.gz")
+    with pytest.raises(MVCFError, match="is an input of this run"):
+        check_output(ct, [ct], kind="file", overwrite=True)
+    os.link(ct, tmp_path / "hard.nii.gz")                     # same inode under another name
+    with pytest.raises(MVCFError, match="is an input of this run"):
+        check_output(tmp_path / "hard.nii.gz", [ct], kind="file", overwrite=True)
+    (tmp_path / "link.nii.gz").symlink_to(ct)
+    with pytest.raises(MVCFError, match="is an input of this run"):
+        check_output(tmp_path / "link.nii.gz", [ct], kind="file", overwrite=True)
+    with pytest.raises(MVCFError, match="holds the input"):
+        check_output(tmp_path, [ct], kind="folder", overwrite=True)
+    model = tmp_path / "model"
+    model.mkdir()
+    with pytest.raises(MVCFError, match="inside the input folder"):
+        check_output(model / "eval", [model], kind="folder")
+    assert ct.exists() and (tmp_path / "hard.nii.gz").exists()
+
+
+def test_overwrite_replaces_only_mvcf_output(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.docx").write_text("years of work")
+    with pytest.raises(MVCFError, match="already exists"):
+        check_output(foreign, overwrite=False)
+    with pytest.raises(MVCFError, match="not written by mvcf"):
+        with atomic_dir(foreign, overwrite=True) as tmp:
+            (tmp / "a").write_text("x")
+    assert (foreign / "thesis.docx").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    out = tmp_path / "out"
+    for text in ("1", "2"):                                    # a re-run replaces its own earlier output
+        with atomic_dir(out, overwrite=True) as tmp:
+            (tmp / "a.txt").write_text(text)
+    assert (out / "a.txt").read_text() == "2" and (out / MARKER).is_file() and is_own_output(out)
+    with pytest.raises(MVCFError, match="is an existing file"):
+        check_output(out / "a.txt", kind="folder", overwrite=True)
+    heat = tmp_path / "heat.nii.gz"
+    _image(heat)
+    with pytest.raises(MVCFError, match="not written by mvcf"):
+        check_output(heat, kind="file", overwrite=True)
+
+
+def test_own_image_and_png_are_recognised(tmp_path):
+    import SimpleITK as sitk
+
+    for suffix in (".nii.gz", ".nrrd", ".mha"):
+        image = sitk.GetImageFromArray(np.zeros((3, 4, 5), np.float32))
+        tag_image(image)
+        sitk.WriteImage(image, str(tmp_path / f"h{suffix}"))
+        assert is_own_output(tmp_path / f"h{suffix}")
+        assert check_output(tmp_path / f"h{suffix}", kind="file", overwrite=True)
+
+
+def test_locations_heatmap_paths(tmp_path):
+    with pytest.raises(MVCFError, match="points outside the folder"):
+        inside_folder("../escape.nii.gz", tmp_path, "heatmap")
+    assert inside_folder("sub/h.nii.gz", tmp_path, "heatmap") == tmp_path / "sub" / "h.nii.gz"
+    mask = _image(tmp_path / "seg.nii.gz")
+    with pytest.raises(MVCFError, match="is an input of this run"):
+        check_outputs_distinct([("L1 heatmap", tmp_path / "h.nii.gz"), ("L2 heatmap", mask)], [mask])
+    with pytest.raises(MVCFError, match="write the same file"):
+        check_outputs_distinct([("L1 heatmap", tmp_path / "h.nii.gz"), ("L2 heatmap", tmp_path / "h.nii.gz")], [])
+
+
+def test_os_errors_are_one_line_and_leave_nothing(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MVCFError, match=r"is a file, not a folder"):
+        check_output(tmp_path / "file" / "out", kind="folder")
+    with pytest.raises(MVCFError, match=r"cannot write .*file/out.json: (File exists|Not a directory)"):
+        with atomic_path(tmp_path / "file" / "out.json") as tmp:
+            tmp.write_text("{}")
+    with pytest.raises(MVCFError, match="is an existing file"):
+        check_cache_folder(tmp_path / "file")
+    with pytest.raises(MVCFError, match="root folder"):
+        check_output("/", kind="folder", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_read_only_folder_is_named_with_its_cause(tmp_path, monkeypatch):
+    """As root a chmod'ed folder stays writable, so the permission answer is simulated."""
+    import mvcf.outputs_guard as guard
+
+    monkeypatch.setattr(guard.os, "access", lambda path, mode: False)
+    with pytest.raises(MVCFError, match=r"the folder .* is not writable \(Permission denied\)"):
+        check_output(tmp_path / "out", kind="folder")
+
+
+def test_outputs_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.json") as tmp:
+            tmp.write_text("{}")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "x.txt").write_text("1")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_full_disk_never_leaves_a_truncated_gz(tmp_path):
+    """ITK's zlib writer ignores write errors: a file-size limit (what a full disk looks like to the writer)
+    gave a truncated .nii.gz and no error. The read-back before the rename catches it."""
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        import numpy as np, SimpleITK as sitk
+        from mvcf.errors import MVCFError
+        from mvcf.fileio import atomic_path
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
+        image = sitk.GetImageFromArray(np.random.default_rng(0).random((40, 40, 40)).astype(np.float32))
+        try:
+            with atomic_path({str(tmp_path / 'heat.nii.gz')!r}) as tmp:
+                sitk.WriteImage(image, str(tmp), True)
+        except MVCFError as exc:
+            print(exc)
+            sys.exit(2)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "heat.nii.gz" in proc.stdout and "incomplete" in proc.stdout
+    assert list(tmp_path.iterdir()) == []

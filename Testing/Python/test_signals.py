@@ -1,0 +1,108 @@
+"""SIGTERM and SIGHUP cancel like Ctrl-C: cleanup, one line, exit 130, no orphaned workers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny_cohort import make_tiny_cohort
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_synth_workers_end_with_the_parent(tmp_path, signum):
+    out = tmp_path / "cohort"
+    process = subprocess.Popen([sys.executable, "-m", "mvcf", "--progress", "none", "synth", "--out", str(out),
+                                "--cases", "60", "--workers", "2"], stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and process.poll() is None and len(workers) < 2:
+        workers = _children(process.pid)
+        time.sleep(0.1)
+    assert len(workers) >= 2, "the workers never started"
+    time.sleep(1.0)
+    process.send_signal(signum)                                  # the parent only, as `kill PID` does
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL) if process.poll() is None else None
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == f"error: interrupted ({signal.Signals(signum).name})"
+    assert "Traceback" not in stderr
+    time.sleep(0.5)
+    assert not any(_alive(w) for w in workers), "orphaned workers keep running"
+    assert list(tmp_path.iterdir()) == []                        # no cohort, no temporary folder
+
+
+@pytest.mark.slow
+def test_sigterm_in_train_exits_130_and_leaves_no_temporary_file(tmp_path):
+    manifest = make_tiny_cohort(tmp_path / "cohort", n_per_site=12)
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "mvcf", "--progress", "none", "train", "--manifest",
+                                str(manifest), "--out", str(out), "--view", "2d", "--size", "24", "--arch",
+                                "resnet10-tiny", "--epochs", "200", "--patience", "200", "--batch-size", "4",
+                                "--folds", "1", "--device", "cpu"],
+                               stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+    log = out / "folds" / "fold0" / "log.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before the signal"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "error: interrupted (SIGTERM)"
+    assert "Traceback" not in stderr
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert not (out / "model").exists()
+
+
+def test_slicer_cancel_gets_the_same_cleanup(tmp_path):
+    """The Slicer modules' Cancel (ChildRun.cancel: SIGTERM to the child's process group) ends a
+    `synth --workers 2` child with exit 130 and its error event, and nothing is left behind."""
+    from MVCFClassifierLib.process import ChildRun
+
+    out = tmp_path / "cohort"
+    run = ChildRun(python_executable=sys.executable).start(["synth", "--out", str(out), "--cases", "60",
+                                                             "--workers", "2"])
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_children(run.pid)) < 2 and run.returncode is None:
+        time.sleep(0.1)
+    workers = _children(run.pid)
+    assert len(workers) >= 2, "the workers never started"
+    time.sleep(1.0)
+    run.cancel(grace_s=20)
+    run.wait(timeout=60)
+    assert run.returncode == 130
+    assert run.error == "interrupted (SIGTERM)"
+    assert not any(_alive(w) for w in workers)
+    assert list(tmp_path.iterdir()) == []
