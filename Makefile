@@ -1,4 +1,5 @@
-# Two entry points (README quick start): `make demo` and `make test`. Both create .venv on first use.
+# Two entry points (README quick start): `make demo` and `make test`. Both create .venv on first use;
+# `make test` also installs the Debian packages its tests need.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,14 +12,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install "torch==2.13.0" -e ".[test]"
 	touch $(STAMP)
 
-.PHONY: setup demo test bench
+# Debian packages for the report/DICOM/PACS tests (Orthanc, dciodvfy, Chromium, poppler, Pango); installs only
+# what is missing, and leaves a machine without root or apt alone (those tests then skip with their reason).
+.PHONY: setup system demo test bench
+system:
+	.ci/system-packages.sh
+
 setup: $(STAMP)
 
 demo: $(STAMP)
 	# --overwrite replaces only an earlier demo_out of mvcf (its .mvcf-output marker), so a second run works.
 	$(BIN)/mvcf demo --out demo_out --overwrite
 
-test: $(STAMP)
+test: system $(STAMP)
 	$(BIN)/python -m pytest -q Testing/Python
 
 bench: $(STAMP)

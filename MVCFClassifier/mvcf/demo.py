@@ -119,7 +119,7 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
                   "heatmap": f"prediction/{heatmap.name}", "sample_ct": str(sample["ct"]),
                   "timings_s": {k: round(v, 1) for k, v in timings.items()}}
         (tmp / "demo.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
-        _write_index(tmp, result)
+        _write_index(tmp, result, ct, location, heatmap, demo_bundle.card)
         if (tmp / "cache").exists():
             import shutil
 
@@ -137,26 +137,12 @@ def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _write_index(folder: Path, result: dict[str, Any]) -> None:
-    import html
+def _write_index(folder: Path, result: dict[str, Any], ct, location, heatmap: Path, card: dict[str, Any]) -> None:
+    """The front page: mvcf.report.demo_page (key images with the heatmap, ROC curves, tables)."""
+    import SimpleITK as sitk
 
-    from mvcf import RESEARCH_USE_DISCLAIMER
+    from mvcf.ctimage import CTImage
+    from mvcf.report.demo_page import write_demo_page
 
-    rows = []
-    for name, p in result["predictions"].items():
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{p['probability_malignant']:.3f}</td>"
-                    f"<td>{p['prediction']}</td><td>{p['threshold']:.3f}</td>"
-                    f"<td>{html.escape(p['model']['name'])} ({p['model']['sha256'][:12]})</td></tr>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>MVCF demo</title></head>"
-            f"<body style='font-family:sans-serif;max-width:60em;margin:2em auto'><h1>MVCF classifier demo</h1>"
-            f"<p><strong>{html.escape(RESEARCH_USE_DISCLAIMER)}</strong></p>"
-            f"<p>Study on a synthetic cohort: <a href='study/report.html'>study/report.html</a> "
-            f"(<a href='study/report.md'>markdown</a>, <a href='study/study.json'>JSON</a>).</p>"
-            f"<h2>Prediction on a real CT (TotalSegmentator example, L1)</h2><p>This CT comes with no fracture "
-            f"label, and both models were trained on synthetic data only: these numbers demonstrate the "
-            f"software, nothing clinical.</p><table border='1' cellpadding='4'><tr><th>model</th><th>P(MVCF)</th>"
-            f"<th>call</th><th>threshold</th><th>model id</th></tr>{''.join(rows)}</table>"
-            f"<p>Grad-CAM heatmap around L1 on the CT's own voxel grid: <code>{html.escape(result['heatmap'])}</code> "
-            f"(open with the CT in Slicer or any NIfTI viewer).</p>"
-            f"<p>Timings (s): {html.escape(json.dumps(result['timings_s']))}</p></body></html>")
-    (folder / "index.html").write_text(page, encoding="utf-8")
+    heat = CTImage.from_sitk(sitk.ReadImage(str(heatmap)))
+    write_demo_page(folder, result, ct, location.center_lps, heat, card)

@@ -30,7 +30,7 @@ MIN_HU = -4000.0
 MAX_HU = 40000.0
 
 
-def _read_sitk(path: Path, notes: Optional[list[str]] = None):
+def _read_sitk(path: Path, notes: Optional[list[str]] = None, series_uid: Optional[str] = None):
     import SimpleITK as sitk
 
     if not path.exists():
@@ -39,7 +39,7 @@ def _read_sitk(path: Path, notes: Optional[list[str]] = None):
         if path.is_dir():
             with plausibility.dicom_folder_view(path, notes) as folder:
                 try:
-                    return _read_dicom_series(folder)
+                    return _read_dicom_series(folder, series_uid, notes)
                 except MVCFError as exc:
                     raise MVCFError(str(exc).replace(str(folder), str(path))) from None
         check_image_header(path)
@@ -104,22 +104,21 @@ def _check_nifti(path: Path) -> None:
             raise MVCFError(f"{path} contains NaN or infinite values")
 
 
-def _read_dicom_series(folder: Path):
-    """The largest DICOM series in `folder`, slices ordered and spaced by ImagePositionPatient."""
+def _read_dicom_series(folder: Path, series_uid: Optional[str] = None, notes: Optional[list[str]] = None):
+    """One DICOM series of `folder` (mvcf.dicom.series.choose_series: `series_uid`, else the only CT series),
+    slices ordered and spaced by ImagePositionPatient. Which series was taken goes to `notes`."""
     import SimpleITK as sitk
 
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series_ids:
-        raise MVCFError(f"no DICOM series found in folder {folder}")
-    files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)
-                       for sid in series_ids}
-    series_id = max(files_by_series, key=lambda sid: len(files_by_series[sid]))
-    check_series_size(files_by_series[series_id])
-    if len(series_ids) > 1:
-        log.warning("%s holds %d DICOM series; reading the largest (%s, %d files)", folder,
-                    len(series_ids), series_id, len(files_by_series[series_id]))
+    from mvcf.dicom.series import choose_series
+
+    choice = choose_series(folder, series_uid)
+    check_series_size(list(choice.files))
+    if choice.note and notes is not None:
+        notes.append(choice.note)
+    elif choice.note:
+        log.warning(choice.note)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files_by_series[series_id])
+    reader.SetFileNames(choice.files)
     reader.MetaDataDictionaryArrayUpdateOn()
     image = reader.Execute()
     _check_slice_positions(reader, image, folder)
@@ -211,14 +210,15 @@ def validate_ct(ct: CTImage) -> list[str]:
     return warnings
 
 
-def read_ct(path: PathLike, warnings: Optional[list[str]] = None) -> CTImage:
+def read_ct(path: PathLike, warnings: Optional[list[str]] = None, series_uid: Optional[str] = None) -> CTImage:
     """Read and validate a CT: NIfTI/NRRD/MHA file or DICOM series folder -> CTImage (voxels [k,j,i], LPS).
 
     Voxels keep their stored type (no copy to float). Soft doubts from `validate_ct` are appended to
-    `warnings` when a list is given, logged otherwise."""
+    `warnings` when a list is given, logged otherwise. A DICOM folder with several series: `series_uid`,
+    else its one CT series (which one is logged, and added to `warnings`)."""
     path = Path(path)
     found: list[str] = []
-    image = _read_sitk(path, found)
+    image = _read_sitk(path, found, series_uid)
     _check_geometry(image, path, "CT")
     ct = CTImage.from_sitk(image, source=str(path))
     found += validate_ct(ct)

@@ -221,8 +221,10 @@ def screen_files(ct_path: Union[str, Path], seg_path: Union[str, Path], numberin
                  model: Union[str, Path, None, Any] = None, device: str = "auto",
                  contrast_phase: Optional[str] = None,
                  on_progress: Optional[Callable[[int, int, str], None]] = None,
-                 should_cancel: Optional[Callable[[], bool]] = None) -> ScreenResult:
-    """read_ct + read_mask (+ segment names of a .seg.nrrd) -> screen_ct."""
+                 should_cancel: Optional[Callable[[], bool]] = None,
+                 series_uid: Optional[str] = None) -> ScreenResult:
+    """read_ct + read_mask (+ segment names of a .seg.nrrd) -> screen_ct. `series_uid`: which series of a
+    DICOM folder holding several (read_ct)."""
     from mvcf.bone_density import contrast_phase as find_phase
     from mvcf.numbering import check_numbering, segment_names
     from mvcf.read_ct import read_ct, read_mask
@@ -231,7 +233,7 @@ def screen_files(ct_path: Union[str, Path], seg_path: Union[str, Path], numberin
         numbering = check_numbering(numbering)
     warnings: list[str] = []
     t = time.perf_counter()
-    ct = read_ct(ct_path, warnings=warnings)
+    ct = read_ct(ct_path, warnings=warnings, series_uid=series_uid)
     seg = read_mask(seg_path)
     read_ms = 1000 * (time.perf_counter() - t)
     result = screen_ct(ct, seg, numbering, segment_names(seg_path), model, device,
@@ -318,10 +320,11 @@ def density_summary(rows: Sequence[dict[str, Any]]) -> str:
     return "no lumbar or lower thoracic body measurable"
 
 
-def dumps_result(result: ScreenResult) -> str:
+def dumps_result(result: ScreenResult, outputs: Optional[dict[str, Any]] = None) -> str:
+    """The result as JSON, with where the case report / DICOM outputs went when there are any."""
     from mvcf.progress import dumps
 
-    return dumps(result.to_dict(), indent=2)
+    return dumps({**result.to_dict(), **({"outputs": outputs} if outputs else {})}, indent=2)
 
 
 def load_result(path: Union[str, Path]) -> dict[str, Any]:

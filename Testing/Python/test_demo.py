@@ -20,9 +20,12 @@ def test_demo_writes_a_complete_report_folder(tmp_path, capsys):
     for name in ("study_reference_model", "embedded_demo_model"):
         assert 0.0 <= result["predictions"][name]["probability_malignant"] <= 1.0
     for path in ("index.html", "demo.json", "cohort/manifest.csv", "study/report.html", "study/report.md",
-                 "study/study.json", "prediction/heatmap_L1.nii.gz", "prediction/prediction_L1.json"):
+                 "study/study.json", "prediction/heatmap_L1.nii.gz", "prediction/prediction_L1.json",
+                 "prediction/key_L1_axial.png", "prediction/key_L1_sagittal.png"):
         assert (out / path).is_file(), path
-    assert "synthetic" in (out / "index.html").read_text()
+    index = (out / "index.html").read_text()
+    assert "synthetic" in index
+    assert index.index('src="prediction/key_L1_axial.png"') < index.index("<table")  # pictures first
     assert not (out / "cache").exists()
     assert main(["--progress", "none", "demo", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "entry)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout (several "
                         "vertebrae: {\"results\": [one object per vertebra, or its name and error]})")
+    from mvcf.cli.outputs import add_output_arguments
+
+    add_output_arguments(parser)
 
 
 def queries_from_args(args: argparse.Namespace):
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     import time
 
     from mvcf.cli.location import query_from_args
+    from mvcf.cli.outputs import check_outputs, finish_outputs, retrieve_input, write_outputs
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.outputs_guard import check_outputs_distinct
@@ -89,14 +93,16 @@ def run(args: argparse.Namespace, reporter) -> int:
         raise MVCFError("--heatmap must name a .nii.gz, .nii, .nrrd or .mha file")
     check_placement(args)
     queries = queries_from_args(args)
+    retrieve_input(args)
     if queries is not None:
         check_outputs_distinct([(f"{q.name} {field}", path) for q in queries
                                 for field, path in (("heatmap", q.heatmap), ("views", q.views)) if path is not None],
                                [args.ct, args.model, args.locations])
         return run_many(args, reporter, queries)
+    plan = check_outputs(args)
     reporter.progress(0, 3, "reading CT")
     started = time.perf_counter()
-    ct = read_ct(args.ct)
+    ct = read_ct(args.ct, series_uid=args.series_uid)
     read_ms = 1000 * (time.perf_counter() - started)
     reporter.progress(1, 3, "locating the vertebra")
     location = resolve(ct, query_from_args(args))
@@ -112,6 +118,10 @@ def run(args: argparse.Namespace, reporter) -> int:
         bundle = load_model(args.model, result.device)
         payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device,
                                                           ct=ct, location=location))
+    outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device,
+                            on_progress=lambda _done, _total, message: reporter.log(message), plan=plan)
+    if outputs:
+        payload["outputs"] = outputs
     reporter.progress(3, 3, "done")
     if args.json:
         print(dumps(payload, indent=2))
@@ -126,7 +136,7 @@ def run(args: argparse.Namespace, reporter) -> int:
             print(f"warning: {warning}")
         print(result.disclaimer)
     reporter.result(payload)
-    return 0
+    return finish_outputs(outputs, quiet=args.json)
 
 
 def run_many(args: argparse.Namespace, reporter, queries) -> int:
@@ -134,15 +144,17 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     import time
 
     from mvcf import RESEARCH_USE_DISCLAIMER
+    from mvcf.cli.outputs import check_outputs, finish_outputs, write_outputs
     from mvcf.inference import load_model, resolve_device
     from mvcf.predict import predict_many
     from mvcf.progress import dumps
     from mvcf.read_ct import read_ct
 
+    plan = check_outputs(args)
     steps = len(queries) + 2
     reporter.progress(0, steps, "reading CT")
     started = time.perf_counter()
-    ct = read_ct(args.ct)
+    ct = read_ct(args.ct, series_uid=args.series_uid)
     read_ms = 1000 * (time.perf_counter() - started)
     reporter.progress(1, steps, "loading the model")
     t = time.perf_counter()
@@ -155,6 +167,11 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
                "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
                              "total": round(1000 * (time.perf_counter() - started), 2)},
                "disclaimer": RESEARCH_USE_DISCLAIMER}
+    outputs = write_outputs(args, ct, results, bundle, device,
+                            on_progress=lambda _done, _total, message: reporter.log(message), plan=plan) \
+        if any("error" not in r for r in results) else {}
+    if outputs:
+        payload["outputs"] = outputs
     if args.json:
         print(dumps(payload, indent=2))
     else:
@@ -165,7 +182,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     if len(failed) == len(results):
         raise MVCFError(f"none of the {len(results)} vertebrae could be classified; {failed[0]['name']}: "
                         f"{failed[0]['error']}")
-    return 0
+    return finish_outputs(outputs, quiet=args.json)
 
 
 def print_many(results: list, model: dict, device: str) -> None:

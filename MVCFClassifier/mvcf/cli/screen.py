@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contrast-phase", default=None, help="the CT's contrast phase (e.g. native, "
                         "portal-venous) or TotalSegmentator's contrast_phase.json, when the file does not say")
     parser.add_argument("--json", action="store_true", help="print {\"vertebrae\": [...], ...} as JSON")
+    from mvcf.cli.outputs import add_output_arguments
+
+    add_output_arguments(parser)   # --report, --dicom-out, --send, ... (with --ct only)
 
 
 def run(args: argparse.Namespace, reporter) -> int:
@@ -43,6 +46,8 @@ def run(args: argparse.Namespace, reporter) -> int:
     if args.numbering != "auto":
         args.numbering = check_numbering(args.numbering)
     if args.manifest is not None:
+        if any(getattr(args, key, None) for key in ("report", "dicom_out", "send", "dicomweb")):
+            raise MVCFError("--report, --dicom-out, --send and --dicomweb work with --ct, not with --manifest")
         if args.ct is not None or args.seg is not None:
             raise MVCFError("give either --manifest or --ct with --seg, not both")
         if args.out is None:
@@ -54,25 +59,35 @@ def run(args: argparse.Namespace, reporter) -> int:
 
 
 def run_one(args: argparse.Namespace, reporter) -> int:
+    from mvcf.cli import outputs as case_outputs
     from mvcf.progress import JsonLinesReporter
     from mvcf.outputs_guard import check_cache_folder
     from mvcf.screen import dumps_result, screen_files, summary_text, write_outputs
 
     if args.out is not None:  # a folder screen.tsv + screen.json go into: never an input's place
         check_cache_folder(args.out, [args.ct, args.seg, args.model], what="--out")
+    case_outputs.retrieve_input(args)
+    plan = case_outputs.check_outputs(args)
     result = screen_files(args.ct, args.seg, args.numbering, args.model, args.device, args.contrast_phase,
-                          on_progress=reporter.progress)
+                          on_progress=reporter.progress, series_uid=args.series_uid)
     written = write_outputs(result, args.out) if args.out is not None else ()
+    outputs = {}
+    if plan is not None:
+        from mvcf.read_ct import read_ct
+
+        outputs = case_outputs.write_outputs(args, read_ct(args.ct, series_uid=args.series_uid), result.vertebrae,
+                                             args.model, result.device, plan=plan,
+                                             on_progress=lambda _done, _total, message: reporter.log(message))
     reporter.close()
     if isinstance(reporter, JsonLinesReporter):   # the child-process protocol: the result is its last event
-        reporter.result(result.to_dict())
+        reporter.result({**result.to_dict(), **({"outputs": outputs} if outputs else {})})
     elif args.json:
-        print(dumps_result(result))
+        print(dumps_result(result, outputs))
     else:
         print(summary_text(result))
         for path in written:
             print(f"wrote {path}")
-    return 0
+    return case_outputs.finish_outputs(outputs, quiet=args.json or isinstance(reporter, JsonLinesReporter))
 
 
 def shard() -> tuple[int, int]:

@@ -1,0 +1,63 @@
+"""`mvcf demo`'s front page (index.html) in the case-report template: pictures first (the real CT's vertebra
+with its Grad-CAM heatmap, the study's ROC curves), then the predictions, the study table and the timings."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mvcf.report import DISCLAIMER_SHORT, model_summary, render_html
+from mvcf.report.images import key_images
+
+ROC_FILES = (("study/roc_internal.png", "ROC curves, internal test (synthetic cohort)"),
+             ("study/roc_external.png", "ROC curves, external test (second synthetic institution)"))
+
+
+def _auc(value, ci) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+
+def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, card: dict[str, Any],
+                    level: str = "L1") -> Path:
+    """Write index.html (and the key images under prediction/) into the demo folder `folder`."""
+    embedded = result["predictions"]["embedded_demo_model"]
+    footer = (f"P(MVCF) {embedded['probability_malignant']:.3f} -> {embedded['prediction']} (embedded demo model)\n"
+              f"{DISCLAIMER_SHORT}")
+    figures = []
+    for image in key_images(ct, center_lps, heat, f"{level} of the real sample CT", footer):
+        name = f"prediction/key_{level}_{image.plane}.png"
+        (folder / name).write_bytes(image.png)
+        figures.append({"src": name, "caption": f"{image.caption}, Grad-CAM of the embedded demo model"})
+    figures += [{"src": src, "caption": caption} for src, caption in ROC_FILES if (folder / src).is_file()]
+    predictions = [[name.replace("_", " "), f"{p['probability_malignant']:.3f}", p["prediction"],
+                    f"{p['threshold']:.3f}", f"{p['model']['name']} {p['model']['version']} "
+                                             f"({p['model']['sha256'][:12]})"]
+                   for name, p in result["predictions"].items()]
+    study = [[name, _auc(r["internal_auc"], r["internal_auc_ci"]), _auc(r["external_auc"], r["external_auc_ci"])]
+             for name, r in result["study"].items()]
+    timings = [[stage.removesuffix("_s").replace("_", " "), f"{seconds:.1f}"]
+               for stage, seconds in result["timings_s"].items()]
+    context = {
+        "title": "MVCF classifier demo", "subtitle": "synthetic cohort, study, and a real CT",
+        "figures": figures, "vertebrae": [], "summary": None,
+        "tables": [
+            {"title": f"Prediction on a real CT (TotalSegmentator example, {level})", "columns":
+             ["model", "P(MVCF)", "call", "threshold", "model id"], "rows": predictions,
+             "note": f"This CT has no fracture label and both models were trained on synthetic data only: the "
+                     f"numbers demonstrate the software, nothing clinical. {DISCLAIMER_SHORT}"},
+            {"title": "Study (synthetic two-institution cohort)", "columns":
+             ["model", "internal test AUC (95% CI)", "external test AUC (95% CI)"], "rows": study,
+             "note": "Every view mode and the logistic baseline on identical patient-level splits; details in "
+                     "the study report."},
+            {"title": "Timings", "columns": ["stage", "seconds"], "rows": timings, "note": ""}],
+        "links": [{"href": "study/report.html", "text": "Study report (HTML)"},
+                  {"href": "study/report.md", "text": "Study report (Markdown)"},
+                  {"href": "study/study.json", "text": "Study results (JSON)"},
+                  {"href": result["heatmap"], "text": "Grad-CAM heatmap around L1 on the CT's own voxel grid (NIfTI; overlays the CT in Slicer)"},
+                  {"href": "demo.json", "text": "Everything above as JSON"}],
+        "model": model_summary(card), "source": [{"label": "CT", "value": "TotalSegmentator example CT "
+                                                   "(shipped in mvcf/resources/sample_ct, Apache-2.0)"}]}
+    out = folder / "index.html"
+    out.write_text(render_html(context), encoding="utf-8")
+    return out
