@@ -23,7 +23,7 @@ def shared_data():
 import sys as _sys
 
 # The Slicer-side adapter packages live beside the core in the module folders (as Slicer installs them).
-for _module_dir in (REPO / "MVCFClassifier", REPO / "MVCFTraining"):
+for _module_dir in (REPO / "MVCFClassifier", REPO / "MVCFTraining", REPO / "MVCFReaderStudy"):
     if str(_module_dir) not in _sys.path:
         _sys.path.insert(0, str(_module_dir))
 

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "slicer.md"
 NAMESPACES = ("util", "app", "packaging", "modules")
 SOURCES = [REPO / "MVCFClassifier" / "MVCFClassifier.py", REPO / "MVCFTraining" / "MVCFTraining.py",
+           REPO / "MVCFReaderStudy" / "MVCFReaderStudy.py", *(REPO / "MVCFReaderStudy" / "MVCFReaderStudyLib").glob("*.py"),
            *(REPO / "MVCFClassifier" / "MVCFClassifierLib").glob("*.py"),
            *(REPO / "MVCFTraining" / "MVCFTrainingLib").glob("*.py"), *(REPO / "scripts").glob("slicer_*.py")]
 

@@ -17,10 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 import update_cmake_lists  # noqa: E402
 
-MODULES = [m for m in ("MVCFClassifier", "MVCFTraining") if (REPO / m / f"{m}.py").exists()]
+MODULES = [m for m in ("MVCFClassifier", "MVCFTraining", "MVCFReaderStudy") if (REPO / m / f"{m}.py").exists()]
 HEAVY = {"torch", "monai", "pandas"}
 PACKAGE_ROOTS = {"mvcf": REPO / "MVCFClassifier", "MVCFClassifierLib": REPO / "MVCFClassifier",
-                 "MVCFTrainingLib": REPO / "MVCFTraining"}
+                 "MVCFTrainingLib": REPO / "MVCFTraining", "MVCFReaderStudyLib": REPO / "MVCFReaderStudy"}
 
 
 def cmake_sets(text: str) -> dict[str, list[str]]:
@@ -84,7 +84,7 @@ def test_the_generated_lists_are_current_and_the_check_catches_a_new_file(tmp_pa
 
 def all_module_python_files() -> list[Path]:
     files = []
-    for module in ("MVCFClassifier", "MVCFTraining"):
+    for module in ("MVCFClassifier", "MVCFTraining", "MVCFReaderStudy"):
         files += [REPO / module / p for p in module_py_files(module)] if (REPO / module).exists() else []
     return files
 
@@ -256,7 +256,7 @@ def test_top_level_cmakelists_is_a_slicer_extension_with_both_modules():
     assert "Research use only" in unquote(meta["EXTENSION_DESCRIPTION"])
     assert unquote(meta["EXTENSION_ICONURL"]).endswith("/MVCFClassifier.png")
     subdirs = re.findall(r"^add_subdirectory\((\w+)\)", text, flags=re.M)
-    assert subdirs == ["MVCFClassifier", "MVCFTraining"]
+    assert subdirs == ["MVCFClassifier", "MVCFTraining", "MVCFReaderStudy"]
     assert "find_package(Slicer REQUIRED)" in text and "${Slicer_EXTENSION_CPACK}" in text
 
 

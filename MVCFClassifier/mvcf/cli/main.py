@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "Evaluate a model bundle on a cohort manifest (metrics with CIs, plots).",
     "study": "The paper's design: 2D vs 2.5D vs 3D on identical splits, internal + external test.",
     "stats": "ROC/AUC with DeLong, operating points, calibration, reader-study (MRMC) analysis.",
+    "reader-study": "Run a blinded reader study: plan, collect, report (ORH), simulate (power).",
     "demo": "Synthetic cohort -> study -> prediction on the shipped real CT, into a report folder.",
 }
 
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "protocol used by the Slicer modules), or none")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"mvcf.cli.{name}")
+        module = importlib.import_module(f"mvcf.cli.{name.replace('-', '_')}")
         command = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(command)
         command.set_defaults(_module=module)

@@ -202,6 +202,16 @@ def mrmc(data: Any, cov_method: str = "jackknife", alpha: float = 0.05, reader: 
                         n_cases=len(design["cases"]), n_pos=int(design["truth"].sum()))
 
 
+def mrmc_arrays(ratings: np.ndarray, truth: np.ndarray, cov_method: str = "jackknife", alpha: float = 0.05,
+                modalities: Optional[list] = None, readers: Optional[list] = None) -> dict:
+    """`mrmc` on a ratings array (t, r, c) and a truth vector (c,): for simulations that skip the table."""
+    t, r, c = ratings.shape
+    aucs, cov = auc_covariance(ratings, np.asarray(truth, bool), cov_method)
+    return _or_analysis(aucs, cov, list(range(t)) if modalities is None else modalities,
+                        list(range(r)) if readers is None else readers, check_alpha(alpha), cov_method,
+                        n_cases=c, n_pos=int(np.sum(truth)))
+
+
 def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: list, alpha: float,
                  cov_method: str, n_cases: int, n_pos: int) -> dict:
     t, r = aucs.shape

@@ -1,0 +1,248 @@
+"""mvcf.reader_study without Slicer: the plan (seeded, fully crossed, key apart, nothing leaks), bad input
+on the CLI (one line, exit 2, nothing overwritten), collect's refusals, and the Roe–Metz power simulation."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reader_study_cases import reader_study_manifest, sample_ct_manifest
+
+from mvcf.errors import MVCFError
+from mvcf.reader_study.blinding import find_leaks
+from mvcf.reader_study.packages import open_package
+from mvcf.reader_study.plan import PlanSettings, make_plan, parse_groups, parse_readers
+from mvcf.reader_study.ratings import RatingsStore
+
+
+def mvcf_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mvcf", "--progress", "none", *args], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def unaided_study(tmp_path_factory):
+    """An unaided-only plan (no model needed): 2 readers x 8 cases."""
+    folder = tmp_path_factory.mktemp("rs_core")
+    manifest = reader_study_manifest(folder)
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=5), folder / "plan")
+    return folder
+
+
+def answer_all(package_dir: Path, reader: str, skip: int = 0) -> None:
+    store = RatingsStore(open_package(package_dir, reader))
+    while (step := store.next_case()) is not None and store.progress()[0] < store.progress()[1] - skip:
+        store.submit(step.case, confidence=1 + step.position % 5)
+
+
+def test_the_plan_is_seeded_fully_crossed_and_keeps_the_key_apart(unaided_study, tmp_path):
+    manifest = unaided_study / "study_manifest.csv"
+    plan = json.loads((unaided_study / "plan" / "plan.json").read_text())
+    key = json.loads((unaided_study / "plan" / "key.json").read_text())
+    assert plan["fingerprint"] == key["fingerprint"] and plan["n_cases"] == len(key["cases"]) == 8
+    assert "cases" not in plan, "the plan names no case"
+    orders = []
+    for reader in ("r1", "r2"):
+        package = open_package(unaided_study / "plan" / "packages" / reader, reader)
+        assert sorted(package.rounds[0]["cases"]) == sorted(key["cases"])  # every reader every case
+        orders.append(package.rounds[0]["cases"])
+        assert not (package.folder / "key.json").exists()
+        secrets = {c[k] for c in key["cases"].values() for k in ("case_id", "patient_id", "institution")}
+        secrets |= {Path(c["ct"]).name for c in key["cases"].values()}
+        assert find_leaks(package.folder, sorted(secrets)) == []
+        for ct in (package.folder / "cases").iterdir():  # the NIfTI header (348 bytes + extensions) too
+            header = gzip.decompress(ct.read_bytes())[:4096].lower()
+            assert not [s for s in secrets if s.lower().encode() in header], ct.name
+    assert orders[0] != orders[1]
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=5), tmp_path / "again")
+    again = [json.loads((tmp_path / "again" / "packages" / r / "package.json").read_text())["rounds"][0]["cases"]
+             for r in ("r1", "r2")]
+    assert again == orders, "same seed and manifest, same plan"
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=6), tmp_path / "other")
+    assert json.loads((tmp_path / "other" / "plan.json").read_text())["fingerprint"] != plan["fingerprint"]
+
+
+def test_the_leak_check_finds_a_planted_case_id(tmp_path):
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "K7RM3X.nii.gz").write_bytes(b"")
+    (tmp_path / "package.json").write_text(json.dumps({"note": "see CASE-1003-QZ", "center": [2024.0]}))
+    assert find_leaks(tmp_path, ["CASE-1003-QZ", "2024", "K7RM3X"]) == [
+        "cases/K7RM3X.nii.gz: file name contains 'K7RM3X'", "package.json: contains 'CASE-1003-QZ'"]
+
+
+def test_reader_and_group_specs():
+    assert parse_readers("3") == ["reader1", "reader2", "reader3"]
+    assert parse_groups(["senior:a,b", "junior:c"], ["a", "b", "c"]) == {"senior": ["a", "b"], "junior": ["c"]}
+    for bad, message in (("a,a", "twice"), ("a", "at least two"), ("a,b c", "not allowed"), ("1", "2 to 200")):
+        with pytest.raises(MVCFError, match=message):
+            parse_readers(bad)
+    with pytest.raises(MVCFError, match="two groups"):
+        parse_groups(["s:a", "j:a"], ["a", "b"])
+
+
+def test_bad_plan_input_is_one_line_exit_2_and_overwrites_nothing(unaided_study, tmp_path):
+    manifest = str(unaided_study / "study_manifest.csv")
+    existing = unaided_study / "plan"
+    before = tree_digest(existing)
+    for args, message in (
+            (["--readers", "2", "--out", str(existing)], "already exists and is not empty"),
+            (["--readers", "ann,ann", "--out", str(tmp_path / "p1")], "lists a reader twice"),
+            (["--readers", "2", "--group", "senior:nobody", "--out", str(tmp_path / "p2")], "not one of the readers"),
+            (["--readers", "2", "--rounds", "aided,aided", "--out", str(tmp_path / "p3")], "each once")):
+        result = mvcf_cli("reader-study", "plan", "--manifest", manifest, "--rounds", "unaided", *args) \
+            if "--rounds" not in args else mvcf_cli("reader-study", "plan", "--manifest", manifest, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr
+        assert "Traceback" not in result.stderr
+    assert tree_digest(existing) == before
+    assert not any((tmp_path / f"p{i}").exists() for i in (1, 2, 3))
+
+
+def test_collect_refuses_a_missing_case_a_foreign_key_and_bad_ratings(unaided_study, tmp_path):
+    import shutil
+
+    plan = tmp_path / "plan"
+    shutil.copytree(unaided_study / "plan", plan)
+    answer_all(plan / "packages" / "r1", "r1")
+    answer_all(plan / "packages" / "r2", "r2", skip=1)  # r2 has not rated the last case
+    result = mvcf_cli("reader-study", "collect", str(plan))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    missing = open_package(plan / "packages" / "r2", "r2").rounds[0]["cases"][-1]
+    assert f"reader r2 unaided: 1 of 8 cases not rated ({missing})" in result.stderr
+    assert not (plan / "readings.csv").exists()
+
+    answer_all(plan / "packages" / "r2", "r2")
+    # a key from another plan (other seed) does not match
+    other = tmp_path / "other"
+    make_plan(unaided_study / "study_manifest.csv", PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=9),
+              other)
+    result = mvcf_cli("reader-study", "collect", str(plan), "--key", str(other / "key.json"))
+    assert result.returncode == 2 and "the key does not match the plan: key study_id" in result.stderr
+    assert not (plan / "readings.csv").exists()
+
+    # a rating edited out of range after the fact, and a duplicated reading, are named
+    answers = plan / "packages" / "r1" / "answers.json"
+    original = answers.read_text()
+    data = json.loads(original)
+    data["readings"][0]["confidence"] = 7
+    data["readings"].append(dict(data["readings"][1]))
+    answers.write_text(json.dumps(data))
+    result = mvcf_cli("reader-study", "collect", str(plan))
+    assert result.returncode == 2 and "out of range" in result.stderr and "rated twice" in result.stderr
+    answers.write_text(original)
+
+    result = mvcf_cli("reader-study", "collect", str(plan))
+    assert result.returncode == 0, result.stderr
+    import pandas as pd
+
+    frame = pd.read_csv(plan / "readings.csv")
+    assert len(frame) == 16 and set(frame["modality"]) == {"unaided"}
+    assert list(frame.columns[:5]) == ["reader", "modality", "case", "truth", "rating"]
+    assert not (plan / "model_scores.csv").exists(), "no model ran for an unaided-only study"
+    # an unaided-only study still gets its report (single-modality CIs)
+    report = mvcf_cli("reader-study", "report", str(plan), "--json")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["modalities"] == ["unaided"]
+    bad = mvcf_cli("reader-study", "report", str(plan), "--group", "senior:r1,zed", "--out", str(tmp_path / "rep2"))
+    assert bad.returncode == 2 and "not one of the readers" in bad.stderr and not (tmp_path / "rep2").exists()
+
+
+def test_out_of_range_ratings_are_refused_and_nothing_is_saved(unaided_study, tmp_path):
+    import shutil
+
+    shutil.copytree(unaided_study / "plan" / "packages" / "r1", tmp_path / "r1")
+    store = RatingsStore(open_package(tmp_path / "r1", "r1"))
+    case = store.next_case().case
+    for bad in (0, 6, 3.5, "high", None):
+        with pytest.raises(MVCFError):
+            store.submit(case, confidence=bad)
+    with pytest.raises(MVCFError, match="does not ask for a probability"):
+        store.submit(case, confidence=3, probability=40)
+    with pytest.raises(MVCFError, match="planned order"):
+        store.submit(store.package.rounds[0]["cases"][1], confidence=3)
+    assert not (tmp_path / "r1" / "answers.json").exists()
+
+
+def test_roe_metz_readers_have_the_planned_auc_and_the_test_its_size():
+    from mvcf.reader_study.simulate import RoeMetz, power
+    from mvcf.stats import auc
+
+    model = RoeMetz()
+    truth = np.r_[np.ones(400, bool), np.zeros(600, bool)]
+    latent = model.ratings(truth, 40, [model.mu_for_auc(0.8), model.mu_for_auc(0.9)], np.random.default_rng(0))
+    for modality, target in enumerate((0.8, 0.9)):
+        assert np.mean([auc(truth, latent[modality, j]) for j in range(40)]) == pytest.approx(target, abs=0.015)
+    null = power([4], [80], 0.8, 0.8, n_sim=300, seed=1)["grid"][0]
+    assert 0.01 <= null["power"] <= 0.10, "under the null the ORH test rejects at about alpha"
+    grid = power([3, 8], [120], 0.78, 0.88, n_sim=150, seed=2)["grid"]
+    assert grid[1]["power"] > grid[0]["power"] > 0.2
+
+
+def test_simulate_cli(tmp_path):
+    result = mvcf_cli("reader-study", "simulate", "--readers", "3,5", "--cases", "40", "--simulations", "40",
+                      "--auc-unaided", "0.8", "--auc-aided", "0.9", "--plot", str(tmp_path / "power.png"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "power.png").stat().st_size > 5000
+    payload = json.loads(result.stdout)
+    assert [(g["readers"], g["cases"], g["n_pos"]) for g in payload["grid"]] == [(3, 40, 16), (5, 40, 16)]
+    assert payload["model"].startswith("Roe-Metz")
+    bad = mvcf_cli("reader-study", "simulate", "--auc-unaided", "1.2")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "[0.5, 1)" in bad.stderr
+
+
+def test_cropped_packages_of_a_real_ct_keep_the_vertebra_where_it_was(tmp_path):
+    from mvcf.dataset import locate_record
+    from mvcf.manifest import read_manifest
+    from mvcf.read_ct import read_ct
+
+    manifest = sample_ct_manifest(tmp_path)
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], crop_mm=100), tmp_path / "plan")
+    key = json.loads((tmp_path / "plan" / "key.json").read_text())["cases"]
+    package = open_package(tmp_path / "plan" / "packages" / "r1", "r1")
+    records = {r.case_id: r for r in read_manifest(manifest)}
+    original = read_ct(records["SAMPLE-L1"].ct)
+    for opaque, case in key.items():
+        location = locate_record(original, records[case["case_id"]])
+        cropped = read_ct(package.ct_path(opaque))
+        assert all(c < o for c, o in zip(cropped.voxels.shape, original.voxels.shape))
+        assert package.center_lps(opaque) == pytest.approx(location.center_lps, abs=1e-3)
+        ijk = np.round(original.lps_to_index(location.center_lps)).astype(int)
+        cropped_ijk = np.round(cropped.lps_to_index(original.index_to_lps(ijk))).astype(int)
+        assert cropped.voxels[tuple(cropped_ijk[::-1])] == original.voxels[tuple(ijk[::-1])]
+        extent = (np.array(cropped.size_ijk) - 1) * cropped.spacing  # first to last voxel centre
+        assert np.all(extent <= 100 + 2 * cropped.spacing + 1e-6)
+    assert find_leaks(package.folder, ["SAMPLE-L1", "example_ct", "totalseg", "Totalseg Example"]) == []
+
+
+def test_a_study_rated_on_both_scales_collects_the_confidence_as_rating(tmp_path):
+    from mvcf.reader_study.collect import collect_readings
+    from mvcf.reader_study.scale import Scale
+
+    manifest = reader_study_manifest(tmp_path, n_per_site=2)
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], scale=Scale("both")), tmp_path / "plan")
+    for reader in ("r1", "r2"):
+        store = RatingsStore(open_package(tmp_path / "plan" / "packages" / reader, reader))
+        with pytest.raises(MVCFError, match=r"a probability \(0-100\) is required"):
+            store.submit(store.next_case().case, confidence=3)
+        while (step := store.next_case()) is not None:
+            store.submit(step.case, confidence=step.position % 5 + 1, probability=12.5 * step.position)
+    readings, model, summary = collect_readings(tmp_path / "plan")
+    assert model is None and summary["ratings"] == 8
+    assert (readings["rating"] == readings["confidence"]).all()
+    assert set(readings["probability"]) <= {12.5, 25.0, 37.5, 50.0}
