@@ -35,6 +35,7 @@ SLAB_HALF_MM = 1.5
 MIN_BODY_HEIGHT_MM = 3.0
 MIN_BODY_DEPTH_MM = 10.0
 SPIKE_MM = 2.5
+CANAL_MARGIN_MM = 12.0
 #: A posterior step (see _posterior_step) marks a fragment or bulge behind the wall, not the wall itself.
 STEP_SHARE = 0.25
 FRAGMENT_SHARE = 0.65
@@ -232,19 +233,21 @@ class BodyPose:
     center_lps: np.ndarray
     axes_lps: np.ndarray
     at_edge: bool = False        # the body reaches the edge of the image (its centroid is biased)
+    depth_mm: Optional[float] = None   # antero-posterior depth of the body found on the 1 mm grid
 
 
 def locate_body(mask: CTImage, label: int, si_axis: Optional[Sequence[float]] = None,
-                points: Optional[np.ndarray] = None) -> Optional[BodyPose]:
+                points: Optional[np.ndarray] = None, start: Optional[BodyPose] = None) -> Optional[BodyPose]:
     """The body's centroid and frame, on a 1 mm grid: the body is the mask in front of the canal on the
     mid-sagittal slab; the antero-posterior axis points from its centroid to that of the posterior
-    elements. None when no body is found."""
+    elements. None when no body is found. `start` (a pose found with a nearby axis) is where the
+    iteration begins, so it usually converges in one step."""
     points = _voxel_points(mask, label) if points is None else points
     if len(points) < 20:
         return None
     si = np.asarray(si_axis, float) if si_axis is not None else principal_si_axis(points)
-    axes = _frame(si, np.array([0.0, 1.0, 0.0]))
-    center = points.mean(axis=0)
+    axes = _frame(si, start.axes_lps[:, 1] if start is not None else np.array([0.0, 1.0, 0.0]))
+    center = start.center_lps if start is not None else points.mean(axis=0)
     found = None
     for _ in range(3):
         extent = 2 * np.abs((points - center) @ axes).max(axis=0) + 4.0
@@ -267,14 +270,14 @@ def locate_body(mask: CTImage, label: int, si_axis: Optional[Sequence[float]] = 
         done = np.allclose(new_axes, axes, atol=2e-3) and np.allclose(center, body_center, atol=0.5)
         region = BodyRegion(origin=origin, spacing=spacing, direction=axes, body=body)
         axes, center = new_axes, body_center
-        found = BodyPose(center, axes, _body_at_edge(mask, region))
+        found = BodyPose(center, axes, _body_at_edge(mask, region), float((j1 - j0) * spacing[1]))
         if done:
             break
     return found
 
 
 def measure_vertebra(mask: CTImage, label: int, level: str, si_axis: Optional[Sequence[float]] = None,
-                     points: Optional[np.ndarray] = None) -> Morphometry:
+                     points: Optional[np.ndarray] = None, start: Optional[BodyPose] = None) -> Morphometry:
     """Heights of vertebra `label` of `mask`. `si_axis` (LPS, pointing superior) is the local spine axis;
     without it the vertebra's smallest principal axis is used. Never raises for a vertebra that cannot be
     measured: the Morphometry says why in `notes`."""
@@ -284,13 +287,13 @@ def measure_vertebra(mask: CTImage, label: int, level: str, si_axis: Optional[Se
         result.notes.append("empty label" if len(points) == 0 else f"only {len(points)} voxels")
         result.partial = len(points) > 0
         return result
-    pose = locate_body(mask, label, si_axis, points)
+    pose = locate_body(mask, label, si_axis, points, start)
     if pose is None:
         result.notes.append("no vertebral body found in front of the spinal canal on the mid-sagittal plane")
         return result
     axes, center = pose.axes_lps, pose.center_lps
-    extent = 2 * np.abs((points - center) @ axes).max(axis=0) + 4.0
-    occ, origin, spacing = _sample_label(mask, label, center, axes, extent, (GRID_MM, GRID_MM, GRID_MM))
+    grid_center, extent = _body_grid(points, center, axes, pose.depth_mm)
+    occ, origin, spacing = _sample_label(mask, label, grid_center, axes, extent, (GRID_MM, GRID_MM, GRID_MM))
     voxel_ap = float(np.abs(np.linalg.solve(mask.direction, axes[:, 1])) @ mask.spacing)
     run = _body_run(occ, spacing, max(FRAGMENT_MIN_MM, 1.5 * voxel_ap))
     if run is None:
@@ -311,6 +314,23 @@ def measure_vertebra(mask: CTImage, label: int, level: str, si_axis: Optional[Se
     return result
 
 
+def _body_grid(points: np.ndarray, center: np.ndarray, axes: np.ndarray,
+               depth_mm: Optional[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and extent of the fine grid: the whole vertebra left-right and cranio-caudally, but
+    antero-posteriorly only to CANAL_MARGIN_MM behind the body's posterior wall found on the 1 mm grid (the
+    canal's gap must be on the grid; the posterior elements need not be, and they are half the volume)."""
+    offsets = (points - center) @ axes
+    extent = 2 * np.abs(offsets).max(axis=0) + 4.0
+    if depth_mm is None:
+        return center, extent
+    front = float(offsets[:, 1].min()) - 2.0
+    back = min(float(offsets[:, 1].max()) + 2.0, depth_mm / 2 + CANAL_MARGIN_MM)
+    if back <= front:
+        return center, extent
+    extent[1] = back - front
+    return center + axes[:, 1] * (front + back) / 2, extent
+
+
 def _cropped(region: BodyRegion, margin: int = 2) -> BodyRegion:
     """The region cut to the body's bounding box (plus `margin` voxels), origin moved accordingly."""
     kji = np.argwhere(region.body)
@@ -325,13 +345,20 @@ def _cropped(region: BodyRegion, margin: int = 2) -> BodyRegion:
 
 def _body_at_edge(mask: CTImage, region: BodyRegion) -> bool:
     """True when the body reaches the outermost voxels of the image."""
+    to_mask = np.linalg.inv(mask.direction @ np.diag(mask.spacing))
+    linear = to_mask @ region.direction @ np.diag(region.spacing)
+    offset = to_mask @ (region.origin - mask.origin)
+    size = np.asarray(mask.size_ijk, float)
+    corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]) * \
+        (np.asarray(region.body.shape[::-1]) - 1)
+    box = corners @ linear.T + offset
+    if box.min() >= 0.0 and np.all(box.max(axis=0) <= size - 1.0):
+        return False                     # the whole grid lies inside the image: no voxel list needed
     kji = np.argwhere(region.body)
     if kji.size == 0:
         return False
-    lps = region.origin + kji[:, ::-1].astype(float) @ (region.direction @ np.diag(region.spacing)).T
-    ijk = np.linalg.solve(mask.direction @ np.diag(mask.spacing), (lps - mask.origin).T).T
-    size = np.asarray(mask.size_ijk, float)
-    return bool(np.any(ijk < 0.0) or np.any(ijk > size - 1.0))
+    ijk = kji[:, ::-1] @ linear.T + offset
+    return bool(np.any(ijk.min(axis=0) < 0.0) or np.any(ijk.max(axis=0) > size - 1.0))
 
 
 def spine_axes(centroids: dict[str, np.ndarray], order: Sequence[str]) -> dict[str, np.ndarray]:
@@ -359,14 +386,12 @@ def measure_spine(mask: CTImage, levels: dict[int, str], order: Sequence[str]) -
     points = {level: _voxel_points(mask, value, boxes[value - 1]) if boxes[value - 1] is not None
               else np.zeros((0, 3)) for value, level in levels.items()}
     rough = spine_axes({lv: p.mean(axis=0) for lv, p in points.items() if len(p)}, order)
-    bodies = {}
-    for value, level in levels.items():
-        pose = locate_body(mask, value, rough.get(level), points[level]) if len(points[level]) >= 20 else None
-        if pose is not None and not pose.at_edge:
-            bodies[level] = pose.center_lps
+    poses = {level: locate_body(mask, value, rough.get(level), points[level]) if len(points[level]) >= 20
+             else None for value, level in levels.items()}
+    bodies = {level: pose.center_lps for level, pose in poses.items() if pose is not None and not pose.at_edge}
     axes = spine_axes(bodies, order)
-    return {level: measure_vertebra(mask, value, level, axes.get(level, rough.get(level)), points[level])
-            for value, level in levels.items()}
+    return {level: measure_vertebra(mask, value, level, axes.get(level, rough.get(level)), points[level],
+                                    poses[level]) for value, level in levels.items()}
 
 
 def grade_vertebra(target: Morphometry, references: Sequence[Morphometry]) -> Grade:
