@@ -31,7 +31,7 @@ from slicer import (
 from MVCFClassifierLib.choices import DEVICES
 from MVCFClassifierLib.panel import ParameterNodePanel
 from MVCFClassifierLib.logic import (DISCLAIMER, LOCATION_SOURCES, PredictionLogic, apply_state, chosen_model_dir,
-                                     segment_ids_from_text, skipped_summary)
+                                     dicom_summary, segment_ids_from_text, skipped_summary)
 from MVCFClassifierLib import screening
 
 #: The inputs offered: the marked vertebrae, or every vertebra of a spine segmentation (screening).
@@ -74,6 +74,7 @@ class MVCFClassifierParameterNode:
     createViewsVolume: bool = True
     createHeatmap: bool = True
     outputTable: vtkMRMLTableNode
+    dicomOutput: bool = False
 
 
 class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -178,13 +179,13 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         with slicer.util.tryWithErrorDisplay(_("Failed to start the classification."), waitCursor=True):
             if p.locationSource == screening.SOURCE:
                 self._run = self.logic.applyScreen(p.inputVolume, p.inputSegmentation, self._modelDirectory(),
-                                                   p.device)
+                                                   p.device, dicom=p.dicomOutput)
             else:
                 self._run = self.logic.apply(p.inputVolume, p.locationSource, points=p.inputPoints, roi=p.inputROI,
                                          segmentation=p.inputSegmentation,
                                          segment_ids=segment_ids_from_text(p.segmentIds),
                                          model_dir=self._modelDirectory(), device=p.device,
-                                         views=p.createViewsVolume, heatmap=p.createHeatmap)
+                                         views=p.createViewsVolume, heatmap=p.createHeatmap, dicom=p.dicomOutput)
             if self._run is None:
                 self.ui.statusLabel.text = _("Packages not installed; nothing was run.")
                 return
@@ -211,7 +212,8 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
             outputs = run.finish(slicer.mrmlScene, table_node=self._parameterNode.outputTable)
             if isinstance(run, screening.ScreenRun):
                 self._parameterNode.outputTable = outputs.table_node
-                self._endRun(_("Done: {n} vertebra(e) screened.").format(n=len(outputs.rows)))
+                done = _("Done: {n} vertebra(e) screened.").format(n=len(outputs.rows))
+                self._endRun(f"{done} {dicom_summary(outputs)}".strip())
                 self.logic.showScreen(outputs)
                 return
         except Exception as exc:
@@ -221,7 +223,7 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
             return
         self._parameterNode.outputTable = outputs.table_node
         done = _("Done: {n} vertebra(e).").format(n=len(outputs.rows))
-        self._endRun(f"{done} {skipped_summary(run.targets)}".strip())
+        self._endRun(f"{done} {skipped_summary(run.targets)} {dicom_summary(outputs)}".strip())
         self.ui.resultsLabel.text = self.logic.resultsHtml(outputs.rows)
         self.logic.showResults(outputs, self._parameterNode.inputVolume)
 
@@ -239,7 +241,8 @@ class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        PredictionLogic.__init__(self, temp_root=slicer.app.temporaryPath if hasattr(slicer, "app") else None)
+        PredictionLogic.__init__(self, temp_root=slicer.app.temporaryPath if hasattr(slicer, "app") else None,
+                                 dicom_database=lambda: getattr(slicer, "dicomDatabase", None))
 
     def getParameterNode(self):
         return MVCFClassifierParameterNode(super().getParameterNode())
@@ -264,13 +267,13 @@ class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):
         if heatmaps:
             slicer.util.setSliceViewerLayers(background=ctNode, foreground=heatmaps[0], foregroundOpacity=0.4)
 
-    def applyScreen(self, ctNode, segmentationNode, model_dir: Optional[str], device: str):
+    def applyScreen(self, ctNode, segmentationNode, model_dir: Optional[str], device: str, dicom: bool = False):
         """Whole spine: one `mvcf screen` child for every vertebra segment (None when the user declined the
-        package installation)."""
-        if not self.ensure_dependencies():
+        package installation); `dicom` adds its DICOM output to Slicer's DICOM database."""
+        if not self.ready(ctNode, dicom):
             return None
         return screening.start_screen(ctNode, segmentationNode, self.python_executable, model_dir, device,
-                                      self.temp_root)
+                                      self.temp_root, dicom=self.prepare_dicom(ctNode, dicom))
 
     def showScreen(self, outputs) -> None:
         """Show the screen's table; selecting a row centres the slice views on that vertebra (GUI only)."""

@@ -79,6 +79,7 @@ class PredictionOutputs:
     rows: list[dict]
     volume_nodes: list[Any] = field(default_factory=list)
     results: list[Optional[dict]] = field(default_factory=list)
+    dicom: Any = None  # a dicom_export.DicomImport when DICOM output was asked for
 
 
 def model_dir_or_default(model_dir: Optional[str]) -> Path:
@@ -218,6 +219,18 @@ class ChildDrivenRun:
     _child: Optional[ChildRun] = None
     _child_fraction = 0.0
     message = ""
+    dicom: Any = None  # a dicom_export.DicomExport: its arguments go to the child, its results to the database
+
+    def dicom_arguments(self) -> list[str]:
+        return self.dicom.arguments() if self.dicom is not None else []
+
+    def import_dicom(self):
+        """After the child: its DICOM output into the database (None when none was asked for)."""
+        return self.dicom.import_results() if self.dicom is not None else None
+
+    def drop_dicom(self) -> None:
+        if self.dicom is not None:
+            self.dicom.cleanup()
 
     def _track(self, event: dict) -> None:
         if event.get("event") == "progress" and event.get("total"):
@@ -296,7 +309,8 @@ class PredictionRun(ChildDrivenRun):
 
     def _command(self) -> list[str]:
         return self.logic.command(["predict", "--ct", str(self.workdir / "ct.nrrd"), "--locations",
-                                   str(self.workdir / self.LOCATIONS_FILE), *self.common_args, "--json"])
+                                   str(self.workdir / self.LOCATIONS_FILE), *self.common_args,
+                                   *self.dicom_arguments(), "--json"])
 
     def _start_child(self) -> ChildRun:
         self.message = f"starting ({len(self.active)} vertebra{'e' if len(self.active) > 1 else ''})"
@@ -338,6 +352,7 @@ class PredictionRun(ChildDrivenRun):
             self._child = None
         self.message = "cancelled"
         self.cleanup()
+        self.drop_dicom()
 
     def finish(self, scene, table_node=None) -> PredictionOutputs:
         """Create the result nodes (views and heatmap volumes, then the table) under the CT's study.
@@ -365,11 +380,12 @@ class PredictionRun(ChildDrivenRun):
             volumes.place_beside(table, self.ct_node)
         except BaseException:
             _remove_nodes_added_since(scene, before)
+            self.drop_dicom()
             raise
         finally:
             self.cleanup()
         return PredictionOutputs(table_node=table, rows=self.rows, volume_nodes=volume_nodes,
-                                 results=self.results)
+                                 results=self.results, dicom=self.import_dicom())
 
     def _load_volume(self, scene, path: Path, name: str):
         """An image file the child wrote, as a volume node placed beside the CT (it keeps the file's
@@ -405,6 +421,20 @@ def _default_ensure() -> bool:
     from MVCFClassifierLib.dependencies import ensure_dependencies
 
     return ensure_dependencies()
+
+
+def _default_ensure_dicom() -> bool:
+    from MVCFClassifierLib.dependencies import ensure_dependencies, read_requirements
+    from MVCFClassifierLib.dicom_export import DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT, check_pydicom
+
+    check_pydicom()
+    return ensure_dependencies(requirements=[*read_requirements(), *DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT])
+
+
+def dicom_summary(outputs: Any) -> str:
+    """The status line's word on the DICOM output ('' when none was asked for)."""
+    found = getattr(outputs, "dicom", None)
+    return found.summary() if found is not None else ""
 
 
 def segment_ids_from_text(text: str) -> list[str]:
@@ -445,10 +475,28 @@ class PredictionLogic:
     module's Apply (installs missing packages first, after asking)."""
 
     def __init__(self, python_executable: Optional[str] = None, temp_root: Optional[str] = None,
-                 ensure_dependencies: Optional[Callable[[], bool]] = None) -> None:
+                 ensure_dependencies: Optional[Callable[[], bool]] = None,
+                 dicom_database: Optional[Callable[[], Any]] = None,
+                 ensure_dicom_dependencies: Optional[Callable[[], bool]] = None) -> None:
         self.python_executable = python_executable or slicer_python()
         self.temp_root = temp_root
         self.ensure_dependencies = ensure_dependencies or _default_ensure
+        self.dicom_database = dicom_database or (lambda: None)  # Slicer: lambda: slicer.dicomDatabase
+        self.ensure_dicom_dependencies = ensure_dicom_dependencies or _default_ensure_dicom
+
+    def ready(self, ct_node, dicom: bool = False) -> bool:
+        """Before an Apply: with `dicom`, is the CT from the DICOM database (an MVCFError if not, before any
+        question), then are the packages installed (asking first; False when the user declined)."""
+        if dicom:
+            self.prepare_dicom(ct_node, dicom).cleanup()
+        return (self.ensure_dicom_dependencies if dicom else self.ensure_dependencies)()
+
+    def prepare_dicom(self, ct_node, dicom: bool):
+        """With `dicom`: the CT's source series from the DICOM database, staged for the child (an MVCFError
+        before anything runs when the CT is not from DICOM); else None."""
+        from MVCFClassifierLib.dicom_export import DicomExport
+
+        return DicomExport.prepare(ct_node, self.dicom_database(), self.temp_root) if dicom else None
 
     def command(self, args: Sequence[str]) -> list[str]:
         """The child's command line for `mvcf <args>` (the JSON-lines progress protocol is switched on)."""
@@ -506,7 +554,7 @@ class PredictionLogic:
         return targets
 
     def start(self, ct_node, targets: list[Target], model_dir: Optional[str] = None, device: str = "auto",
-              views: bool = True, heatmap: bool = True, segmentation=None) -> PredictionRun:
+              views: bool = True, heatmap: bool = True, segmentation=None, dicom: bool = False) -> PredictionRun:
         """Write the inputs to a temporary folder and return a run ready to be polled (no child yet)."""
         if device not in DEVICES:
             raise MVCFError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
@@ -517,6 +565,7 @@ class PredictionLogic:
         if model_dir and not Path(model_dir).is_dir():
             raise MVCFError(f"model bundle folder not found: {model_dir}")
         ct = volumes.ct_image_from_volume_node(ct_node)
+        export = self.prepare_dicom(ct_node, dicom)
         workdir = Path(tempfile.mkdtemp(prefix="mvcf-predict-", dir=self.temp_root))
         try:
             write_image(ct, workdir / "ct.nrrd")
@@ -530,37 +579,40 @@ class PredictionLogic:
                     write_image(target.mask, target.mask_path, compress=True)
             common = ["--device", device] + (["--model", str(model_dir)] if model_dir else [])
             run = PredictionRun(self, ct_node, targets, workdir, common, views, heatmap)
+            run.dicom = export
             run.write_locations()
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
+            if export is not None:
+                export.cleanup()
             raise
         return run
 
     def apply(self, ct_node, source: str, points=None, roi=None, segmentation=None,
               segment_ids: Sequence[str] = (), model_dir: Optional[str] = None, device: str = "auto",
-              views: bool = True, heatmap: bool = True) -> Optional[PredictionRun]:
+              views: bool = True, heatmap: bool = True, dicom: bool = False) -> Optional[PredictionRun]:
         """The module's Apply: read the marked vertebrae, make sure the packages are installed (asking
         first), and write the inputs. None when the user declined the installation (nothing was written)."""
         if ct_node is None:
             raise MVCFError("no CT volume selected")
         targets = self.targets(ct_node, source, points=points, roi=roi, segmentation=segmentation,
                                segment_ids=segment_ids)
-        if not self.ensure_dependencies():
+        if not self.ready(ct_node, dicom):
             return None
         return self.start(ct_node, targets, model_dir=model_dir, device=device, views=views, heatmap=heatmap,
-                          segmentation=segmentation if source == "Segmentation" else None)
+                          segmentation=segmentation if source == "Segmentation" else None, dicom=dicom)
 
     def process(self, ct_node, points=None, roi=None, segmentation=None, segment_ids: Sequence[str] = (),
                 model_dir: Optional[str] = None, device: str = "auto", table_node=None, views: bool = True,
-                heatmap: bool = True, source: str = "",
-                on_event: Optional[Callable[[dict], None]] = None) -> PredictionOutputs:
+                heatmap: bool = True, source: str = "", on_event: Optional[Callable[[dict], None]] = None,
+                dicom: bool = False) -> PredictionOutputs:
         """Classify every marked vertebra and put the results in the scene; blocks (batch use)."""
         if ct_node is None:
             raise MVCFError("no CT volume given")
         targets = self.targets(ct_node, source, points=points, roi=roi, segmentation=segmentation,
                                segment_ids=segment_ids)
         run = self.start(ct_node, targets, model_dir=model_dir, device=device, views=views, heatmap=heatmap,
-                         segmentation=segmentation)
+                         segmentation=segmentation, dicom=dicom)
         try:
             run.wait(on_event)
         except BaseException:

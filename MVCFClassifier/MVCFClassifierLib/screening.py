@@ -183,6 +183,7 @@ class ScreenOutputs:
     table_node: Any
     rows: list[dict]
     result: dict
+    dicom: Any = None  # a dicom_export.DicomImport when DICOM output was asked for
 
 
 class ScreenRun(ChildDrivenRun):
@@ -235,6 +236,7 @@ class ScreenRun(ChildDrivenRun):
             self._child.cancel()
         self.message = "cancelled"
         shutil.rmtree(self.workdir, ignore_errors=True)
+        self.drop_dicom()
 
     def finish(self, scene, table_node=None) -> ScreenOutputs:
         import shutil
@@ -245,17 +247,19 @@ class ScreenRun(ChildDrivenRun):
             raise RuntimeError("finish() before the screen has ended")
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self._result is None:
+            self.drop_dicom()
             raise MVCFError(self._error or "the screen gave no result")
         vertebrae = list(self._result.get("vertebrae", []))
         table = write_screen_table(scene, vertebrae, node=table_node)
         colour_segments(self.segmentation_node, vertebrae, by=self.colour_by)
-        return ScreenOutputs(table, vertebrae, self._result)
+        return ScreenOutputs(table, vertebrae, self._result, dicom=self.import_dicom())
 
 
 def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = None,
                  model_dir: Optional[str] = None, device: str = "auto", temp_root: Optional[str] = None,
-                 colour_by: str = "grade") -> ScreenRun:
-    """Write the CT and the spine label map (segment names in the header) and return a run to poll."""
+                 colour_by: str = "grade", dicom=None) -> ScreenRun:
+    """Write the CT and the spine label map (segment names in the header) and return a run to poll;
+    `dicom` (a dicom_export.DicomExport) adds the DICOM output and its import into the database."""
     import shutil
     import tempfile
 
@@ -267,14 +271,18 @@ def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = 
         raise MVCFError("no CT volume selected")
     if model_dir and not Path(model_dir).is_dir():
         raise MVCFError(f"model bundle folder not found: {model_dir}")
-    labels, names = spine_label_map(segmentation_node, ct_node)
     workdir = Path(tempfile.mkdtemp(prefix="mvcf-screen-", dir=temp_root))
     try:
+        labels, names = spine_label_map(segmentation_node, ct_node)
         write_image(ct_image_from_volume_node(ct_node), workdir / "ct.nrrd")
         write_seg_nrrd(labels, names, workdir / "spine.seg.nrrd")
     except Exception:
         shutil.rmtree(workdir, ignore_errors=True)
+        if dicom is not None:
+            dicom.cleanup()
         raise
-    command = mvcf_command(screen_arguments(workdir / "ct.nrrd", workdir / "spine.seg.nrrd", model_dir, device),
-                           python_executable=python_executable)
-    return ScreenRun(ct_node, segmentation_node, workdir, command, colour_by)
+    command = mvcf_command(screen_arguments(workdir / "ct.nrrd", workdir / "spine.seg.nrrd", model_dir, device)
+                           + (dicom.arguments() if dicom is not None else []), python_executable=python_executable)
+    run = ScreenRun(ct_node, segmentation_node, workdir, command, colour_by)
+    run.dicom = dicom
+    return run

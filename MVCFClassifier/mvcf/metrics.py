@@ -1,6 +1,7 @@
 """One metrics summary for a set of predictions, shared by train, evaluate and study.
 
-AUC with its DeLong and bootstrap CIs, and the operating point at a frozen threshold (sensitivity,
+AUC with its DeLong and bootstrap CIs (Newcombe's score interval, with a note, where those collapse to a
+point: perfect separation or a class of one), and the operating point at a frozen threshold (sensitivity,
 specificity, PPV, NPV, accuracy, F1 with Wilson CIs), all from mvcf.stats. A set with a single class gets
 no AUC (None) and a note instead of an exception, since a small external site may hold only one class.
 """
@@ -13,7 +14,7 @@ import numpy as np
 
 def summarize(y_true: Sequence[int], prob: Sequence[float], threshold: float, n_bootstrap: int = 1000,
               seed: int = 0) -> dict[str, Any]:
-    from mvcf.stats import bootstrap_auc_ci, delong_ci, metrics_at_threshold
+    from mvcf.stats import bootstrap_auc_ci, delong_ci, metrics_at_threshold, newcombe_auc_ci
 
     y = np.asarray(y_true, dtype=int)
     p = np.asarray(prob, dtype=float)
@@ -26,13 +27,19 @@ def summarize(y_true: Sequence[int], prob: Sequence[float], threshold: float, n_
         from mvcf.stats import auc
 
         out["auc"] = float(auc(y, p))
-        out["note"] = "fewer than 2 cases of a class: no AUC confidence interval"
+        out["auc_ci_newcombe"] = list(newcombe_auc_ci(out["auc"], int(y.sum()), int((1 - y).sum())))
+        out["note"] = ("a class of one: no DeLong or bootstrap AUC interval (they need two cases of each "
+                       "class); Newcombe's score interval given instead")
     elif 0 < y.sum() < y.size:
         d = delong_ci(y, p)
         out["auc"] = d["auc"]
         out["auc_ci_delong"] = list(d["ci"])
         if n_bootstrap > 0:
             out["auc_ci_bootstrap"] = list(bootstrap_auc_ci(y, p, n_resamples=n_bootstrap, seed=seed)["ci"])
+        if d["ci"][1] - d["ci"][0] < 1e-9:
+            out["auc_ci_newcombe"] = list(newcombe_auc_ci(d["auc"], int(y.sum()), int((1 - y).sum())))
+            out["note"] = (f"{'perfect separation' if d['auc'] in (0.0, 1.0) else 'zero variance'}: the DeLong "
+                           "and bootstrap intervals collapse to a point; Newcombe's score interval given instead")
     else:
         out["auc"] = None
         out["note"] = "one class only: AUC undefined"
@@ -49,9 +56,12 @@ def _finite(value: float) -> Optional[float]:
 
 
 def format_auc(summary: dict[str, Any]) -> str:
-    """'0.912 (0.861–0.963)' or 'n/a'."""
+    """'0.912 (0.861–0.963)' (DeLong), '1.000 (0.935–1.000, Newcombe)' where DeLong is degenerate, or 'n/a'."""
     if not summary or summary.get("auc") is None:
         return "n/a"
+    if "auc_ci_newcombe" in summary:
+        low, high = summary["auc_ci_newcombe"]
+        return f"{summary['auc']:.3f} ({low:.3f}–{high:.3f}, Newcombe)"
     if "auc_ci_delong" not in summary:
         return f"{summary['auc']:.3f}"
     low, high = summary["auc_ci_delong"]

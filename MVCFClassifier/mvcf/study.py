@@ -16,6 +16,7 @@ from mvcf import modes as view_modes
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_open
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
+from mvcf.study_report import HEADER, comparison_rows, write_report  # noqa: F401  (the study's report API)
 from mvcf.views import MODEL_WINDOWS
 
 BASELINE = "baseline-logistic"
@@ -38,10 +39,11 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in view_modes.names()]
-        if unknown or not self.modes:
+        if unknown or not (self.modes or self.baseline):
             raise MVCFError(f"unknown or no study modes {unknown}; choose from {', '.join(view_modes.names())}")
         if self.reference is None:
-            self.reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in self.modes else self.modes[0]
+            self.reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in self.modes else \
+                (self.modes[0] if self.modes else BASELINE)
         elif self.reference not in self.modes:
             raise MVCFError(f"the reference {self.reference} is not among the studied modes "
                             f"({', '.join(self.modes)}); the p-values compare every mode with it")
@@ -208,6 +210,7 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
 
     summary = {
         "design": {"cases": len(records), "patients": len({r.patient_id for r in records}),
+                   "synthetic": bool((card_extra or {}).get("trained_on_synthetic_data")),
                    "external_institution": external, "n_folds": plan.n_folds, "folds_trained": len(plan.folds),
                    "internal_test_cases": sum(len(f.test) for f in plan.folds),
                    "external_test_cases": len(plan.external), "reference": config.reference,
@@ -222,7 +225,9 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
             "internal_test": _auc_block(labels, r.internal, r.threshold),
             "external_test": _auc_block(labels, r.external, r.threshold),
             "train_seconds": round(r.train_seconds, 2), "inference_ms_per_case": round(r.inference_ms, 3),
-            "parameters": r.parameters, **({"extra": r.extra} if r.extra else {})})
+            "parameters": r.parameters, **({"extra": r.extra} if r.extra else {}),
+            **_honest_blocks(labels, r)})
+    summary["design"]["run_seconds"] = round(time.perf_counter() - started, 1)
     _write_predictions(out / "predictions.csv", records, plan, results)
     with atomic_open(out / "study.json", "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2, default=float)
@@ -230,6 +235,19 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
     write_report(out, summary)
     summary["out"] = str(out)
     return summary
+
+
+def _honest_blocks(labels: dict[str, int], result: ModelResult) -> dict[str, Any]:
+    """Calibration on both test sets and threshold transfer to the external one (mvcf.study_report)."""
+    from mvcf.study_report import calibration_block, threshold_transfer
+
+    def arrays(prob: dict[str, float]):
+        ids = sorted(prob)
+        return [labels[c] for c in ids], [prob[c] for c in ids]
+
+    return {"calibration": {w: calibration_block(*arrays(getattr(result, w))) for w in ("internal", "external")},
+            "threshold_transfer": threshold_transfer(*arrays(result.external), result.threshold)
+            if result.external else {"not_estimable": "no external cases"}}
 
 
 def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequence[Any], resume: bool) -> None:
@@ -266,8 +284,9 @@ def _write_predictions(path: Path, records: Sequence[Any], plan: Any, results: S
 
 
 def write_study_plots(out: Path, labels: dict[str, int], results: Sequence[ModelResult]) -> list[str]:
-    from mvcf.stats import auc_or, default_n_bins
-    from mvcf.stats.plots import plot_calibration, plot_decision_curve, plot_roc
+    """ROC, decision curve and calibration (every model) per test set with both classes present."""
+    from mvcf.stats.plots import plot_decision_curve, plot_roc
+    from mvcf.study_report import plot_calibration_models
 
     files = []
     for which in ("internal", "external"):
@@ -278,86 +297,6 @@ def write_study_plots(out: Path, labels: dict[str, int], results: Sequence[Model
         curves = {r.name: np.array([getattr(r, which)[c] for c in common]) for r in results}
         plot_roc(out / f"roc_{which}.png", y, curves, band=False, title=f"ROC, {which} test")
         plot_decision_curve(out / f"decision_curve_{which}.png", y, curves, title=f"Decision curve, {which} test")
-        files += [f"roc_{which}.png", f"decision_curve_{which}.png"]
-        best = max(results, key=lambda r: auc_or(y, curves[r.name], 0.0))
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # statsmodels: perfect separation on tiny sets; the plot still draws
-            plot_calibration(out / f"calibration_{which}.png", y, curves[best.name],
-                             n_bins=default_n_bins(y.size), title=f"Calibration of {best.name}, {which} test")
-        files.append(f"calibration_{which}.png")
+        plot_calibration_models(out / f"calibration_{which}.png", y, curves, title=f"Calibration, {which} test")
+        files += [f"roc_{which}.png", f"decision_curve_{which}.png", f"calibration_{which}.png"]
     return files
-
-
-def _p(value: Optional[float]) -> str:
-    if value is None:
-        return "–"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def comparison_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """The comparison table: one row per model, p-values against the reference model (paired DeLong)."""
-    ref = summary["design"]["reference"]
-    p_of = {}
-    for which in ("internal", "external"):
-        for pair in summary[f"delong_{which}"]["pairs"]:
-            if ref in (pair["a"], pair["b"]):
-                other = pair["b"] if pair["a"] == ref else pair["a"]
-                p_of[(which, other)] = pair["p"]
-    rows = []
-    for m in summary["models"]:
-        ext = m["external_test"]
-        sens = ext.get("sensitivity", {}).get("value")
-        spec = ext.get("specificity", {}).get("value")
-        rows.append([m["name"] + (" (reference)" if m["name"] == ref else ""), _fmt(m["internal_test"]),
-                     _p(p_of.get(("internal", m["name"]))), _fmt(ext), _p(p_of.get(("external", m["name"]))),
-                     "–" if sens is None else f"{sens:.2f}", "–" if spec is None else f"{spec:.2f}",
-                     f"{m['train_seconds']:.0f}", f"{m['inference_ms_per_case']:.1f}", f"{m['parameters']:,}"])
-    return rows
-
-
-HEADER = ["model", "internal AUC (95% CI)", "p vs ref", "external AUC (95% CI)", "p vs ref", "ext. sens",
-          "ext. spec", "train s", "infer ms/case", "parameters"]
-
-
-def write_report(out: Path, summary: dict[str, Any]) -> None:
-    """report.md and report.html (same content; the plots beside them)."""
-    from mvcf import RESEARCH_USE_DISCLAIMER
-
-    d = summary["design"]
-    rows = comparison_rows(summary)
-    intro = (f"{d['cases']} cases ({d['patients']} patients); internal test = out-of-fold predictions over "
-             f"{d['folds_trained']} of {d['n_folds']} patient-level folds ({d['internal_test_cases']} cases); "
-             f"external test = institution '{d['external_institution']}' ({d['external_test_cases']} cases), held "
-             f"out entirely, scored by each mode's fold ensemble. AUC CIs: DeLong. p: paired DeLong test "
-             f"against the reference ({d['reference']}) on the same cases. Sensitivity/specificity at each "
-             f"model's threshold frozen from validation data (Youden).")
-    plots = summary.get("plots", [])
-    md = ["# MVCF classifier study", "", f"_{RESEARCH_USE_DISCLAIMER}_", "", intro, "",
-          "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", "## All pairwise comparisons (paired DeLong)", ""]
-    for which in ("internal", "external"):
-        for pair in summary[f"delong_{which}"]["pairs"]:
-            md.append(f"- {which}: {pair['a']} vs {pair['b']}: ΔAUC {pair['diff']:+.3f} "
-                      f"(95% CI {pair['ci'][0]:+.3f} to {pair['ci'][1]:+.3f}), p = {_p(pair['p'])}"
-                      + (f" (Holm-adjusted {_p(pair['p_holm'])})" if "p_holm" in pair else ""))
-    md += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    with atomic_open(out / "report.md", "w", encoding="utf-8") as handle:
-        handle.write("\n".join(md) + "\n")
-    import html
-
-    cells = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    pairs = "".join(f"<li>{html.escape(line[2:])}</li>" for line in md if line.startswith("- "))
-    images = "".join(f'<figure><img src="{html.escape(p)}" width="480"><figcaption>{html.escape(p)}'
-                     f"</figcaption></figure>" for p in plots)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>MVCF classifier study</title>"
-            f"<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto}}td,th{{border:1px solid #ccc;"
-            f"padding:4px 8px}}table{{border-collapse:collapse}}figure{{display:inline-block}}</style></head><body>"
-            f"<h1>MVCF classifier study</h1><p><em>{html.escape(RESEARCH_USE_DISCLAIMER)}</em></p>"
-            f"<p>{html.escape(intro)}</p><table><tr>{cells}</tr>{body}</table>"
-            f"<h2>All pairwise comparisons (paired DeLong)</h2><ul>{pairs}</ul><h2>Plots</h2>{images}</body></html>")
-    with atomic_open(out / "report.html", "w", encoding="utf-8") as handle:
-        handle.write(page)

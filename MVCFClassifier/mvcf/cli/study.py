@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="cohort manifest CSV")
     parser.add_argument("--out", required=True, help="output folder (per-mode bundles, study.json, report)")
     parser.add_argument("--modes", type=A.text_list(len(modes.names())), default=",".join(modes.names()),
-                        help="comma-separated view modes (default: all)")
+                        help="comma-separated view modes (default: all); 'none' = the logistic baseline alone")
     parser.add_argument("--reference", default=None, help="mode the p-values compare against (default "
                         f"{DEFAULT_REFERENCE} when studied, else the first of --modes)")
     add_view_arguments(parser)
@@ -36,7 +36,9 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.study import StudyConfig, comparison_rows, run_study, HEADER
 
     out = Path(args.out)
-    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip() and m.strip() != "none")
+    if not modes and args.no_baseline:
+        raise MVCFError("nothing to study: --modes none with --no-baseline")
     if args.reference is not None and args.reference not in modes:
         raise MVCFError(f"--reference {args.reference} is not among --modes ({', '.join(modes)}); the p-values "
                         "compare every mode with the reference, so it must be one of them")

@@ -103,6 +103,29 @@ def delong_ci(y_true: Any, score: Any, alpha: float = 0.05) -> dict:
             "n_pos": result["n_pos"], "n_neg": result["n_neg"]}
 
 
+def newcombe_auc_ci(auc_value: float, n_pos: int, n_neg: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Score-type CI of an AUC (Newcombe 2006, Stat Med 25:559, method 5: the interval of all theta whose
+    modified Hanley-McNeil variance, with m* = n* = (m + n)/2 - 1, keeps |AUC - theta| within z SD).
+    Unlike DeLong or the bootstrap it does not collapse to a point at AUC 0 or 1 or with one case of a class,
+    which is when the report uses it."""
+    from scipy.optimize import brentq
+
+    alpha = check_alpha(alpha)
+    if n_pos < 1 or n_neg < 1:
+        raise MVCFError("an AUC interval needs at least one case of each class")
+    z = _st.norm.ppf(1.0 - alpha / 2.0)
+    star = (n_pos + n_neg) / 2.0 - 1.0
+
+    def excess(theta: float) -> float:
+        var = theta * (1 - theta) * (1 + (star - 1) * (1 - theta) / (2 - theta) + (star - 1) * theta / (1 + theta))
+        return (auc_value - theta) ** 2 - z * z * max(var, 0.0) / (n_pos * n_neg)
+
+    eps = 1e-12
+    low = 0.0 if auc_value <= eps or excess(0.0) <= 0 else brentq(excess, 0.0, auc_value - eps)
+    high = 1.0 if auc_value >= 1 - eps or excess(1.0) <= 0 else brentq(excess, auc_value + eps, 1.0)
+    return float(low), float(high)
+
+
 def delong_test(y_true: Any, scores: Any, alpha: float = 0.05, names: Optional[Sequence[str]] = None) -> dict:
     """Paired DeLong test for every pair of k ≥ 2 models scored on the same cases.
 

@@ -7,5 +7,11 @@ from mvcf.synth.cohort import CasePlan, SyntheticCase, generate_case, generate_c
 from mvcf.synth.institutions import INSTITUTIONS, InstitutionProfile
 from mvcf.synth.signs import DIFFICULTIES, FractureSigns, sample_signs
 
-__all__ = ["CasePlan", "SyntheticCase", "generate_case", "generate_cohort", "plan_cohort", "INSTITUTIONS",
+#: Which generator made a cohort (model cards record it): bump the version when the images change.
+GENERATOR = {"version": "2",
+             "summary": "real vertebra shape templates (VerSe, TotalSegmentator, TPTBox masks), smoothly deformed; "
+                        "external site with thicker slices, softer kernel, coarse noise, HU drift and an older "
+                        "population with another tumour mix and prevalence"}
+
+__all__ = ["GENERATOR", "CasePlan", "SyntheticCase", "generate_case", "generate_cohort", "plan_cohort", "INSTITUTIONS",
            "InstitutionProfile", "DIFFICULTIES", "FractureSigns", "sample_signs"]

@@ -1,10 +1,11 @@
-"""The normal anatomy of a 3-5 vertebra thoracic or lumbar segment, drawn on a 1 mm truth grid.
+"""The normal anatomy of a 3-5 vertebra thoracolumbar segment (T9-L5), drawn on a 1 mm truth grid.
 
 Frame: x = patient left, y = posterior, z = superior (LPS), millimetres, the fractured vertebra's body centre
-near the origin. Arrays are indexed [z, y, x] like SimpleITK. Every structure is a signed-distance field
-turned into partial-volume occupancy, painted from the back (fat) to the front (bone, then the fracture
-signs of `signs.py`). Sizes follow published morphometry (Panjabi et al. 1991/1992: lumbar body width
-40-50 mm, depth 30-35 mm, height 25-28 mm; thoracic bodies smaller; discs 8-12 mm lumbar, 4-6 mm thoracic).
+near the origin. Arrays are indexed [z, y, x] like SimpleITK. Every vertebra is a real shape (templates.py:
+masks of real spines, scaled and smoothly deformed per case); its cortical shell, endplates, trabecular
+texture, disc footprint and canal follow that shape. Every structure is a signed-distance field turned into
+partial-volume occupancy, painted from the back (fat) to the front (bone, then the fracture signs of
+`signs.py`). Disc heights follow published morphometry (8-12 mm lumbar, 4-6 mm thoracic).
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from mvcf.synth.shapes import (box_sdf, capsule_sdf, ellipsoid_sdf, occupancy, paint, smooth_noise,
-                               sparse_min, superellipse_sdf)
+from mvcf.synth.shapes import capsule_sdf, ellipsoid_sdf, occupancy, paint, smooth_noise, superellipse_sdf
+from mvcf.synth.templates import PlacedShape, load_templates, place_template, templates_for
 
 if TYPE_CHECKING:
     from mvcf.synth.signs import FractureSigns
@@ -23,6 +24,7 @@ LEVELS = [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
 TRUTH_SPACING_MM = 1.0
 FOV_X_MM = 88.0
 FOV_Y_MM = (-38.0, 58.0)
+TEMPLATE_LEVELS = ("T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5")   # levels with a real template
 
 HU_FAT = -95.0
 HU_MUSCLE = 50.0
@@ -32,7 +34,6 @@ HU_AIR = -950.0
 HU_LUNG = -840.0
 HU_DISC = 88.0
 HU_NUCLEUS = 70.0
-_CORNER_MM = 2.5
 
 
 def level_label(name: str) -> int:
@@ -49,11 +50,21 @@ def _interp(index: int, at_t5: float, at_l5: float) -> float:
 class VertebraSpec:
     name: str
     center: np.ndarray          # body centre, mm in the truth frame
-    half_width: float           # a: left-right
-    half_depth: float           # b: antero-posterior
-    half_height: float          # h: cranio-caudal
+    shape: PlacedShape          # the real template, scaled and deformed for this case
     cortex_mm: float
     is_target: bool = False
+
+    @property
+    def half_width(self) -> float:    # a: left-right
+        return self.shape.half_width
+
+    @property
+    def half_depth(self) -> float:    # b: antero-posterior
+        return self.shape.half_depth
+
+    @property
+    def half_height(self) -> float:   # h: cranio-caudal
+        return self.shape.half_height
 
     @property
     def label(self) -> int:
@@ -85,31 +96,35 @@ class SpineSpec:
 
 
 def sample_spine(rng: np.random.Generator, target_name: str, n_levels: int, trabecular_hu: float,
-                 osteoporotic: bool) -> SpineSpec:
-    """Random normal anatomy around `target_name`, whose body centre sits at (x_shift, 0, 0)."""
+                 osteoporotic: bool, size: float = 1.0) -> SpineSpec:
+    """Random normal anatomy around `target_name` (levels kept within TEMPLATE_LEVELS), whose body centre
+    sits at (x_shift, 0, 0); every vertebra is a real template (one source subject where it has the level)
+    scaled by the patient's `size` and smoothly deformed."""
+    lo, hi = LEVELS.index(TEMPLATE_LEVELS[0]), LEVELS.index(TEMPLATE_LEVELS[-1])
     t_index = LEVELS.index(target_name)
     below = int(rng.integers(1, n_levels - 1)) if n_levels > 3 else 1
-    below = int(np.clip(below, n_levels - 1 - t_index, len(LEVELS) - 1 - t_index))
+    below = int(np.clip(below, n_levels - 1 - (t_index - lo), hi - t_index))
     names = [LEVELS[t_index + k] for k in range(below, below - n_levels, -1)]  # inferior to superior
-    size = rng.normal(1.0, 0.05)
+    size = size * rng.normal(1.0, 0.05)
     x_shift = float(rng.uniform(-3, 3))
     lordosis = float(rng.normal(0, 0.0015))
-    heights = [_interp(LEVELS.index(n), 9.5, 13.5) * size * rng.normal(1.0, 0.02) for n in names]
+    sources = sorted({t.source for t in load_templates() if t.level == target_name})
+    source = str(rng.choice(sources))
+    shapes = []
+    for name in names:
+        pool = templates_for(name, LEVELS, source)
+        shapes.append(place_template(rng, pool[int(rng.integers(len(pool)))], size))
+    heights = [shape.half_height for shape in shapes]
     discs = [_interp(LEVELS.index(n), 4.5, 10.0) * rng.normal(1.0, 0.08) for n in names[:-1]]
     centers = [0.0]
     for i in range(1, len(names)):
         centers.append(centers[-1] + heights[i - 1] + discs[i - 1] + heights[i])
     centers = [c - centers[below] for c in centers]
     specs, disc_heights = [], []
-    for name, zc, h in zip(names, centers, heights):
-        i = LEVELS.index(name)
+    for name, zc, shape in zip(names, centers, shapes):
         specs.append(VertebraSpec(
-            name=name,
-            center=np.array([x_shift, lordosis * zc * zc, zc]),
-            half_width=_interp(i, 14.0, 25.0) * size * rng.normal(1.0, 0.02),
-            half_depth=_interp(i, 12.5, 17.5) * size * rng.normal(1.0, 0.02),
-            half_height=h,
-            cortex_mm=float(rng.uniform(0.5, 0.8) if osteoporotic else rng.uniform(0.8, 1.2)),
+            name=name, center=np.array([x_shift, lordosis * zc * zc, zc]), shape=shape,
+            cortex_mm=float(rng.uniform(0.45, 0.7) if osteoporotic else rng.uniform(0.7, 1.0)),
             is_target=(name == target_name)))
     for lower, upper in zip(specs[:-1], specs[1:]):
         disc_heights.append(float(upper.center[2] - upper.half_height - lower.center[2] - lower.half_height))
@@ -117,7 +132,7 @@ def sample_spine(rng: np.random.Generator, target_name: str, n_levels: int, trab
     z_range = (float(bottom.center[2] - bottom.half_height - 5.0), float(top.center[2] + top.half_height + 5.0))
     return SpineSpec(vertebrae=specs, trabecular_hu=float(trabecular_hu),
                      cortex_hu=float(rng.uniform(1050, 1350) if osteoporotic else rng.uniform(1300, 1600)),
-                     texture_hu=float(rng.uniform(32, 45) if osteoporotic else rng.uniform(22, 32)),
+                     texture_hu=float(rng.uniform(65, 90) if osteoporotic else rng.uniform(55, 80)),
                      vertical_striation=float(rng.uniform(2.0, 3.0) if osteoporotic else rng.uniform(1.0, 1.6)),
                      disc_heights=disc_heights, z_range=z_range, x_shift=x_shift,
                      psoas_scale=float(rng.uniform(0.8, 1.25)), fat_hu=float(rng.normal(HU_FAT, 8)))
@@ -170,63 +185,6 @@ class RenderedCase:
     target: Optional[VertebraGeometry] = None
 
 
-def _capsule(target: np.ndarray, axes: tuple, p0, p1, radius: float, z_scale: float = 1.0) -> None:
-    """Union a capsule into `target` (z_scale > 1 makes its cross-section taller than wide)."""
-    p0 = np.array(p0, float)
-    p1 = np.array(p1, float)
-    lo = np.minimum(p0, p1) - radius * np.array([1, 1, z_scale])
-    hi = np.maximum(p0, p1) + radius * np.array([1, 1, z_scale])
-    q0 = p0 / [1, 1, z_scale]
-    q1 = p1 / [1, 1, z_scale]
-    sparse_min(target, axes, lambda X, Y, Z: capsule_sdf(X, Y, Z / z_scale, q0, q1, radius), lo, hi)
-
-
-def _posterior_elements(spec: VertebraSpec, axes: tuple, shape) -> tuple[np.ndarray, np.ndarray]:
-    """Signed distance of the pedicles and of the whole posterior arch (pedicles, laminae, spinous,
-    transverse and articular processes), in the vertebra's local frame (`axes` = local x, y, z 1-D)."""
-    a, b, h = spec.half_width, spec.half_depth, spec.half_height
-    k = a / 22.0
-    xp = 10.5 * k + 1.5
-    zp = 0.3 * h
-    r_ped = 4.2 * k
-    ped = np.full(shape, 50.0, np.float32)
-    for side in (1, -1):
-        _capsule(ped, axes, (side * (xp - 1), 0.55 * b, zp), (side * (xp + 1), b + 12 * k, zp), r_ped, 1.5)
-    arch = ped.copy()
-    yl = b + 13 * k
-    for side in (1, -1):
-        _capsule(arch, axes, (side * (xp + 1), yl, zp - 2), (side * 2.0, yl + 9 * k, -0.1 * h), 3.2 * k)
-        _capsule(arch, axes, (side * (xp + 1), yl, -0.5 * h), (side * 2.0, yl + 9 * k, -0.55 * h), 3.0 * k)
-        if spec.thoracic:
-            _capsule(arch, axes, (side * xp, yl - 2, zp), (side * (xp + 17 * k), yl + 8, zp - 1), 3.4)
-        else:
-            _capsule(arch, axes, (side * xp, yl - 3, zp), (side * (xp + 20 * k), yl - 1, zp), 3.0)
-        _capsule(arch, axes, (side * (xp + 2), yl + 1, zp), (side * (xp + 3), yl + 4, h + 3), 3.3 * k)
-        _capsule(arch, axes, (side * (xp - 1), yl + 6 * k, -0.1 * h), (side * (xp - 1.5), yl + 7 * k, -h - 4),
-                 3.0 * k)
-    if spec.thoracic:
-        _capsule(arch, axes, (0, yl + 8 * k, -0.2 * h), (0, yl + 30 * k, -1.3 * h), 3.0)
-    else:
-        lo, hi = (-2.2, yl + 7 * k, -0.55 * h), (2.2, yl + 30 * k, 0.45 * h)
-        sparse_min(arch, axes, lambda X, Y, Z: box_sdf(X, Y, Z, lo, hi) - 1.0, lo, hi)
-    return ped, arch
-
-
-def _body_sdf(spec: VertebraSpec, X, Y, Z, top, bottom, wall_shift) -> np.ndarray:
-    """Signed distance of the vertebral body: a waisted superellipse column cut by the endplate maps and
-    the (flat, slightly concave) posterior wall plus `wall_shift`."""
-    a, b, h = spec.half_width, spec.half_depth, spec.half_height
-    rho = superellipse_sdf(X, Y, a, b, 2.6) / min(a, b) + 1.0
-    waist = 1.0 - 0.07 * np.clip(1.0 - (Z / h) ** 2, 0, 1)
-    sdf = (rho - waist) * min(a, b)
-    y_post = 0.86 * b - 1.5 * np.clip(1 - (X / a) ** 2, 0, 1) + wall_shift
-    wall = np.maximum(sdf, Y - y_post) + _CORNER_MM
-    caps = np.maximum(bottom - Z, Z - top) + _CORNER_MM
-    # intersection with rounded edges where the endplates meet the walls (the ring apophysis)
-    outside = np.sqrt(np.maximum(wall, 0) ** 2 + np.maximum(caps, 0) ** 2)
-    return outside + np.minimum(np.maximum(wall, caps), 0) - _CORNER_MM
-
-
 def render_anatomy(spine: SpineSpec, signs: "FractureSigns", rng: np.random.Generator) -> RenderedCase:
     """Paint the segment on the truth grid; the target vertebra's body is deformed and decorated by
     `signs` (height loss, posterior wall, then `signs.paint`)."""
@@ -235,7 +193,7 @@ def render_anatomy(spine: SpineSpec, signs: "FractureSigns", rng: np.random.Gene
     hu = np.full(grid.shape, spine.fat_hu, dtype=np.float32)
     hu += 6.0 * smooth_noise(rng, grid.shape, 3.0)
     labels = np.zeros(grid.shape, dtype=np.uint8)
-    texture = smooth_noise(rng, grid.shape, 0.7)
+    texture = smooth_noise(rng, grid.shape, 0.9)
     vertical = smooth_noise(rng, grid.shape, (2.5, 0.6, 0.6)) if spine.vertical_striation > 1.3 else None
     x2 = grid.xs[None, None, :]
     y2 = grid.ys[None, :, None]
@@ -246,24 +204,24 @@ def render_anatomy(spine: SpineSpec, signs: "FractureSigns", rng: np.random.Gene
             _draw_disc(spec, spine.vertebrae[index + 1], grid, hu)
     for spec in spine.vertebrae:
         cx, cy, cz = spec.center
-        reach = spec.half_height + 10.0
-        k0 = int(np.searchsorted(grid.zs, cz - reach))
-        k1 = int(np.searchsorted(grid.zs, cz + reach))
+        z_lo, z_hi = spec.shape.z_extent()
+        k0 = int(np.searchsorted(grid.zs, cz + z_lo - 2.0))
+        k1 = int(np.searchsorted(grid.zs, cz + z_hi + 2.0))
         zsl = slice(k0, k1)
         X = x2 - cx
         Y = y2 - cy
         Z = grid.zs[zsl][:, None, None] - cz
         a, b, h = spec.half_width, spec.half_depth, spec.half_height
-        endplate_dip = 0.8 * np.clip(1 - ((X[0] / a) ** 2 + (Y[0] / b) ** 2), 0, 1)
-        top = (h - endplate_dip) * np.ones((ny, nx), np.float32)
-        bottom = (-h + endplate_dip) * np.ones((ny, nx), np.float32)
+        top = np.full((ny, nx), h, np.float32)
+        bottom = np.full((ny, nx), -h, np.float32)
         wall_shift = np.zeros((1, 1, 1), np.float32)
         if spec.is_target:
             top, bottom = signs.body_heights(X[0], Y[0], a, b, h, top, bottom)
             wall_shift = signs.posterior_wall_shift(X, Z, a, b, h, top)
-        body = _body_sdf(spec, X, Y, Z, top, bottom, wall_shift)
-        ped, arch = _posterior_elements(spec, (grid.xs - cx, grid.ys - cy, grid.zs[zsl] - cz), body.shape)
-        _draw_canal(spec, hu[zsl], X, Y, Z)
+        fields = spec.shape.fields(X, Y, Z, top, bottom, wall_shift, pedicles=spec.is_target)
+        body, arch = fields["body"], fields["arch"]
+        canal_y, canal_radii = _canal(spec)
+        _draw_canal(hu[zsl], X, Y, canal_y, canal_radii)
         bone = np.minimum(body, arch)
         occ = occupancy(bone)
         inner = occupancy(bone + spec.cortex_mm)
@@ -271,15 +229,16 @@ def render_anatomy(spine: SpineSpec, signs: "FractureSigns", rng: np.random.Gene
         if vertical is not None:
             slab_tex = (slab_tex + (spine.vertical_striation - 1.0) * vertical[zsl]) / spine.vertical_striation
         trab = spine.trabecular_hu + spine.texture_hu * slab_tex
-        trab = np.where(Y > 0.8 * b, trab + 60.0, trab)  # denser posterior elements
+        trab = np.where(arch < body, trab + 60.0, trab)  # denser posterior elements
         paint(hu[zsl], occ, spine.cortex_hu)
         paint(hu[zsl], inner, trab)
         labels[zsl][occ >= 0.5] = spec.label
         if spec.is_target:
+            top_s, bottom_s = spec.shape.endplates(X[0], Y[0], top, bottom)
             rendered.target = VertebraGeometry(
-                spec=spec, z_slice=zsl, X=X, Y=Y, Z=Z, top=top, bottom=bottom, body_sdf=body,
-                posterior_sdf=arch, pedicle_sdf=ped, canal_center_y=b + 9.5 * a / 22.0,
-                canal_radii=(10.5 * a / 22.0, 8.5 * a / 22.0))
+                spec=spec, z_slice=zsl, X=X, Y=Y, Z=Z, top=top_s, bottom=bottom_s, body_sdf=body,
+                posterior_sdf=arch, pedicle_sdf=fields["pedicle"], canal_center_y=canal_y,
+                canal_radii=canal_radii)
     if spine.vertebrae[0].thoracic:
         _draw_ribs(spine, grid, hu)
     signs.paint(hu[rendered.target.z_slice], rendered.target, rng)
@@ -316,30 +275,36 @@ def _draw_soft_tissue(spine: SpineSpec, grid: TruthGrid, hu: np.ndarray, rng: np
             paint(hu, occupancy(gas), HU_AIR)
 
 
+def _canal(spec: VertebraSpec) -> tuple[float, tuple[float, float]]:
+    """Centre (local y, mm) and half width / half depth of the spinal canal, from the template."""
+    m, scale = spec.shape.template.measures, spec.shape.scale
+    return (m["canal_y_mm"] * float(scale[1]),
+            (max(m["canal_width_mm"], 12.0) / 2 * float(scale[0]), max(m["canal_ap_mm"], 9.0) / 2 * float(scale[1])))
+
+
 def _draw_disc(lower: VertebraSpec, upper: VertebraSpec, grid: TruthGrid, hu: np.ndarray) -> None:
-    """The disc fills the column between two body centres; bone painted afterwards leaves the disc only
-    between the endplates, so a collapsed endplate is filled by disc, as on real CT."""
-    k0 = int(np.searchsorted(grid.zs, lower.center[2]))
-    k1 = int(np.searchsorted(grid.zs, upper.center[2]))
+    """The disc fills the column between two body centres, in the union of both bodies' axial footprints;
+    bone painted afterwards leaves the disc only between the endplates, so a collapsed endplate is filled by
+    disc, as on real CT."""
+    reach = [0.1 if v.is_target else 0.6 for v in (lower, upper)]     # a collapse is filled by disc
+    k0 = int(np.searchsorted(grid.zs, lower.center[2] + reach[0] * lower.half_height))
+    k1 = int(np.searchsorted(grid.zs, upper.center[2] - reach[1] * upper.half_height))
+    x = grid.xs[None, :]
+    y = grid.ys[:, None]
+    sdf = np.minimum(lower.shape.footprint(x - lower.center[0], y - lower.center[1]),
+                     upper.shape.footprint(x - upper.center[0], y - upper.center[1])) - 0.5
     cx, cy = (lower.center[:2] + upper.center[:2]) / 2
-    a = 1.03 * (lower.half_width + upper.half_width) / 2
-    b = 1.03 * (lower.half_depth + upper.half_depth) / 2
-    X = grid.xs[None, :] - cx
-    Y = grid.ys[:, None] - cy
-    sdf = superellipse_sdf(X, Y, a, b, 2.6)
-    sdf = np.maximum(sdf, Y - 0.9 * b)
-    nucleus = superellipse_sdf(X, Y - 0.1 * b, 0.5 * a, 0.45 * b, 2.0)
+    a = (lower.half_width + upper.half_width) / 2
+    b = (lower.half_depth + upper.half_depth) / 2
+    nucleus = superellipse_sdf(x - cx, y - cy - 0.1 * b, 0.5 * a, 0.45 * b, 2.0)
     value = np.where(nucleus < 0, HU_NUCLEUS, HU_DISC).astype(np.float32)
     paint(hu[k0:k1], occupancy(sdf)[None], value[None])
 
 
-def _draw_canal(spec: VertebraSpec, hu_slab: np.ndarray, X, Y, Z) -> None:
+def _draw_canal(hu_slab: np.ndarray, X, Y, canal_y: float, radii: tuple[float, float]) -> None:
     """Epidural fat around the thecal sac (CSF), behind the body; the arch is drawn over it."""
-    a, b = spec.half_width, spec.half_depth
-    k = a / 22.0
-    cy = b + 9.5 * k
-    canal = superellipse_sdf(X[0], Y[0] - cy, 10.5 * k, 8.5 * k, 2.0)
-    sac = superellipse_sdf(X[0], Y[0] - cy - 0.5, 7.5 * k, 6.0 * k, 2.0)
+    canal = superellipse_sdf(X[0], Y[0] - canal_y, radii[0], radii[1], 2.0)
+    sac = superellipse_sdf(X[0], Y[0] - canal_y - 0.5, 0.72 * radii[0], 0.7 * radii[1], 2.0)
     paint(hu_slab, occupancy(canal)[None], HU_FAT)
     paint(hu_slab, occupancy(sac)[None], HU_CSF)
 

@@ -19,11 +19,11 @@ from mvcf.errors import MVCFError
 from mvcf.manifest import CaseRecord, format_point, write_manifest
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
 from mvcf.synth.anatomy import level_label, render_anatomy, sample_spine
-from mvcf.synth.institutions import INSTITUTIONS, Acquired, acquire
+from mvcf.synth.institutions import INSTITUTIONS, Acquired, Population, acquire
 from mvcf.synth.signs import DIFFICULTIES, FractureSigns, sample_signs
 
-LUMBAR_TARGETS = ["T11", "T12", "L1", "L2", "L3", "L4"]
-THORACIC_TARGETS = ["T6", "T7", "T8", "T9", "T10"]
+LUMBAR_TARGETS = ["L1", "L2", "L3", "L4"]
+THORACIC_TARGETS = ["T10", "T11", "T12"]      # the levels with real templates around them (anatomy.py)
 
 
 @dataclass
@@ -48,12 +48,15 @@ class SyntheticCase:
     body_center_lps: np.ndarray  # centre of the vertebral body
 
 
-def _patient_bone(rng: np.random.Generator, label: int) -> tuple[float, bool]:
-    """Trabecular HU of the patient's spine. OVCF patients are osteoporotic (~50-110 HU); MVCF patients are
-    older adults too, a third of them osteopenic, so bone density alone does not separate the classes."""
-    if label == 0 or rng.random() < 0.35:
-        return float(rng.uniform(50, 110) if label == 0 else rng.uniform(65, 125)), True
-    return float(rng.uniform(110, 210)), False
+def _patient_bone(rng: np.random.Generator, label: int, population: Population) -> tuple[float, bool]:
+    """Trabecular HU of the patient's spine. OVCF patients are osteoporotic (~50-110 HU internally); MVCF
+    patients are older adults too, a third of them osteopenic, so bone density alone does not separate the
+    classes. The external site's older population has lower density in both classes."""
+    if label == 0:
+        return float(rng.uniform(*population.ovcf_bone_hu)), True
+    if rng.random() < population.mvcf_osteopenic:
+        return float(rng.uniform(*population.mvcf_osteopenic_hu)), True
+    return float(rng.uniform(*population.mvcf_normal_hu)), False
 
 
 def plan_cohort(n_cases: int, seed: int = 0, external_fraction: float = 0.3, prevalence: float = 0.5,
@@ -80,15 +83,16 @@ def plan_cohort(n_cases: int, seed: int = 0, external_fraction: float = 0.3, pre
         site = "external" if left["external"] > 0 and rng.random() < left["external"] / sum(left.values()) \
             else "internal"
         n_fractures = 2 if (rng.random() < multi_level_fraction and left[site] >= 2) else 1
-        label = int(rng.random() < prevalence)
-        trabecular, osteoporotic = _patient_bone(rng, label)
+        population = INSTITUTIONS[site].population
+        label = int(rng.random() < (prevalence if population.prevalence is None else population.prevalence))
+        trabecular, osteoporotic = _patient_bone(rng, label, population)
         targets = LUMBAR_TARGETS if rng.random() < 0.65 else THORACIC_TARGETS
         levels = rng.choice(targets, size=n_fractures, replace=False)
         for level in levels:
             index = len(plans)
             plans.append(CasePlan(
                 index=index, case_id=f"case{index + 1:04d}", patient_id=f"P{patient:04d}", institution=site,
-                label=label, level=str(level), n_levels=int(rng.choice([3, 4, 5], p=[0.6, 0.3, 0.1])),
+                label=label, level=str(level), n_levels=int(rng.choice([3, 4], p=[0.8, 0.2])),
                 trabecular_hu=trabecular, osteoporotic=osteoporotic))
             counts[site] += 1
     return plans
@@ -100,7 +104,7 @@ def generate_case(plan: CasePlan, seed: int = 0, difficulty: str = "standard") -
         raise MVCFError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, not {difficulty!r}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1, plan.index]))
     spine = sample_spine(rng, plan.level, plan.n_levels, plan.trabecular_hu, plan.osteoporotic)
-    signs = sample_signs(rng, plan.label, difficulty)
+    signs = sample_signs(rng, plan.label, difficulty, INSTITUTIONS[plan.institution].population)
     rendered = render_anatomy(spine, signs, rng)
     lps_offset = np.array([rng.uniform(-40, 40), rng.uniform(-40, 40), rng.uniform(-300, 100)])
     image = acquire(rendered, INSTITUTIONS[plan.institution], rng, lps_offset)

@@ -1,19 +1,37 @@
-"""Institution (scanner + protocol) profiles and the acquisition that turns the 1 mm truth into a CT.
+"""Institution profiles (scanner + protocol, and the population the site sees) and the acquisition that
+turns the 1 mm truth into a CT.
 
 Acquisition = slice-profile and in-plane blur (the reconstruction kernel), resampling to the site's voxel
-grid, correlated noise, and a per-case HU calibration offset. The internal site is a modern thin-slice
-protocol with a sharp bone kernel; the external site reconstructs thicker slices with a softer kernel,
-coarser pixels and a drifting calibration: a real domain shift that a model trained on one site meets at
+grid, correlated noise of the site's texture, a per-case HU calibration offset and the reconstructed field of
+view. The internal site is a modern thin-slice protocol with a sharp bone kernel; the external site
+reconstructs thicker slices with a softer kernel, a larger field of view (coarser pixels), coarse-grained
+low-dose noise and a drifting calibration, and serves an older population with another mix of primary
+tumours and a lower prevalence of malignancy: a real domain shift that a model trained on one site meets at
 the other (as in multi-centre CT radiomics, where kernel and slice thickness dominate feature shift).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
 
 from mvcf.synth.anatomy import TRUTH_SPACING_MM, RenderedCase
+
+
+@dataclass(frozen=True)
+class Population:
+    """Who is scanned at a site: bone density by class, and the primary-tumour mix of its MVCF patients."""
+
+    ovcf_bone_hu: tuple[float, float] = (50.0, 110.0)      # trabecular HU range of osteoporotic patients
+    mvcf_osteopenic: float = 0.35                          # fraction of MVCF patients who are osteopenic too
+    mvcf_osteopenic_hu: tuple[float, float] = (65.0, 125.0)
+    mvcf_normal_hu: tuple[float, float] = (110.0, 210.0)
+    blastic: float = 0.20                                  # prostate/breast-like sclerotic metastases
+    myeloma: float = 0.05                                  # diffuse permeative lysis, pedicles spared, few masses
+    mimic: float = 1.0                                     # x the OVCF look-alike findings (haematoma, islands...)
+    prevalence: Optional[float] = None                     # MVCF fraction; None = the cohort's --prevalence
 
 
 @dataclass(frozen=True)
@@ -25,18 +43,23 @@ class InstitutionProfile:
     noise_hu: tuple[float, float]       # noise standard deviation range
     noise_grain_mm: float               # noise correlation length (soft kernels: coarser grain)
     hu_offset: tuple[float, float]      # calibration offset: mean, per-case standard deviation
+    population: Population = Population()
     description: str = ""
 
 
 INSTITUTIONS: dict[str, InstitutionProfile] = {
     "internal": InstitutionProfile(
         name="internal", pixel_mm=(0.9, 1.1), slice_mm=(1.0, 1.25), kernel_sigma_mm=0.45,
-        noise_hu=(18.0, 28.0), noise_grain_mm=0.5, hu_offset=(0.0, 4.0),
+        noise_hu=(28.0, 40.0), noise_grain_mm=0.5, hu_offset=(0.0, 4.0),
         description="thin slices, sharp bone kernel, well calibrated"),
     "external": InstitutionProfile(
-        name="external", pixel_mm=(1.2, 1.45), slice_mm=(2.0, 3.0), kernel_sigma_mm=0.9,
-        noise_hu=(10.0, 16.0), noise_grain_mm=1.2, hu_offset=(18.0, 14.0),
-        description="thick slices, soft kernel, coarser pixels, calibration drift"),
+        name="external", pixel_mm=(1.3, 1.6), slice_mm=(2.5, 3.0), kernel_sigma_mm=1.0,
+        noise_hu=(35.0, 55.0), noise_grain_mm=1.6, hu_offset=(25.0, 18.0),
+        population=Population(ovcf_bone_hu=(45.0, 105.0), mvcf_osteopenic=0.55, mvcf_osteopenic_hu=(50.0, 115.0),
+                              mvcf_normal_hu=(90.0, 160.0), blastic=0.05, myeloma=0.40, mimic=1.8, prevalence=0.4),
+        description="thick slices, soft kernel, large field of view, coarse low-dose noise, calibration "
+                    "drift; older patients with more look-alike findings, many myeloma and few blastic "
+                    "metastases, 40 % MVCF"),
 }
 
 

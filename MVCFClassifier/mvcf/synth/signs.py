@@ -9,7 +9,7 @@ numbers and the literature behind them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from mvcf.synth.shapes import ellipsoid_sdf, occupancy, paint, smooth_noise
 
 if TYPE_CHECKING:
     from mvcf.synth.anatomy import VertebraGeometry
+    from mvcf.synth.institutions import Population
 
 DIFFICULTIES = ("easy", "standard", "hard")
 
@@ -51,6 +52,7 @@ class FractureSigns:
     haematoma_mm: float = 0.0          # mimic (OVCF): thin symmetric paravertebral soft tissue
     bone_island: bool = False          # mimic (OVCF): small dense nodule
     fat_focus: bool = False            # mimic (OVCF): well-defined lucent focus, intact cortex
+    primary: str = ""                  # MVCF: solid-lytic | blastic | myeloma (the site's tumour mix)
     extra: dict = field(default_factory=dict)
 
     def names(self) -> list[str]:
@@ -64,7 +66,7 @@ class FractureSigns:
             "cortical_breach": self.cortical_breach, "pedicle": self.pedicle_side != 0,
             "convex_wall": self.convex_wall_mm > 0, "epidural_mass": self.epidural_mass_mm > 0,
             "paraspinal_mass": self.paraspinal_mass_mm > 0, "haematoma": self.haematoma_mm > 0,
-            "bone_island": self.bone_island, "fat_focus": self.fat_focus,
+            "bone_island": self.bone_island, "fat_focus": self.fat_focus, "myeloma": self.primary == "myeloma",
         }
         return out + [name for name, on in flags.items() if on]
 
@@ -200,12 +202,17 @@ class FractureSigns:
             paint(hu, occupancy(mass) * outside_bone, float(rng.uniform(38, 58)))
 
 
-def sample_signs(rng: np.random.Generator, label: int, difficulty: str) -> FractureSigns:
-    """Draw one fracture's signs for its class (1 = MVCF, 0 = OVCF) at the given difficulty."""
+def sample_signs(rng: np.random.Generator, label: int, difficulty: str,
+                 population: Optional["Population"] = None) -> FractureSigns:
+    """Draw one fracture's signs for its class (1 = MVCF, 0 = OVCF) at the given difficulty; an MVCF's
+    primary tumour comes from the site's `population` mix (default: the internal site's)."""
+    from mvcf.synth.institutions import Population
+
     if difficulty not in _DIFFICULTY:
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}")
     knob = _DIFFICULTY[difficulty]
-    s, m = knob["strength"], knob["mimic"]
+    population = population or Population()
+    s, m = knob["strength"], knob["mimic"] * population.mimic
     signs = FractureSigns(label=label)
     if label == 0:
         signs.height_kind = str(rng.choice(["wedge", "biconcave", "crush"], p=[0.5, 0.3, 0.2]))
@@ -225,22 +232,22 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str) -> Fract
     signs.height_kind = str(rng.choice(["crush", "wedge", "biconcave", "none"], p=[0.42, 0.28, 0.15, 0.15]))
     signs.height_loss = float(rng.uniform(0.07, 0.41)) if signs.height_kind != "none" else 0.0
     occult = rng.random() < knob["occult"]
-    blastic = rng.random() < 0.15
+    draw = rng.random()
+    signs.primary = "blastic" if draw < population.blastic else \
+        "myeloma" if draw < population.blastic + population.myeloma else "solid-lytic"
+    blastic = signs.primary == "blastic"
     signs.lesion_pattern = str(rng.choice(["geographic", "moth-eaten", "permeative"], p=[0.5, 0.3, 0.2]))
     signs.lesion_hu = float(rng.uniform(550, 750) if blastic else rng.uniform(15, 50))
     if occult:
         signs.lesion_fraction = float(rng.uniform(0.04, 0.12))
         return signs
+    if signs.primary == "myeloma":
+        return _myeloma(rng, signs, s)
     signs.lesion_fraction = float(np.clip(rng.uniform(0.25, 0.7) * s, 0.1, 0.85))
     signs.cortical_breach = bool(rng.random() < min(0.95, 0.7 * s)) and not blastic
     if rng.random() < min(0.95, 0.6 * s):
         signs.pedicle_side = int(rng.choice([-1, 1]))
-    if rng.random() < min(0.95, 0.5 * s):
-        signs.convex_wall_mm = float(rng.uniform(1.5, 4.5) * s)
-    if rng.random() < min(0.95, 0.45 * s):
-        signs.epidural_mass_mm = float(rng.uniform(4, 9) * s)
-    if rng.random() < min(0.95, 0.45 * s):
-        signs.paraspinal_mass_mm = float(rng.uniform(7, 16) * s)
+    _wall_and_masses(rng, signs, s, (0.5, (1.5, 4.5)), (0.45, (4, 9)), (0.45, (7, 16)))
     hallmark = signs.cortical_breach or signs.pedicle_side or signs.epidural_mass_mm or signs.paraspinal_mass_mm
     if not hallmark and rng.random() < knob["guarantee"]:
         pick = int(rng.integers(0, 3))
@@ -251,3 +258,22 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str) -> Fract
         else:
             signs.epidural_mass_mm = float(rng.uniform(5, 9) * s)
     return signs
+
+
+def _myeloma(rng: np.random.Generator, signs: FractureSigns, s: float) -> FractureSigns:
+    """Myeloma: diffuse permeative or moth-eaten lysis through much of the body, pedicles usually spared,
+    cortex and soft tissue less often involved; with the diffuse osteopenia it resembles osteoporosis
+    (Lecouvet et al. 1997; Mulligan 2011)."""
+    signs.lesion_pattern = str(rng.choice(["permeative", "moth-eaten"], p=[0.6, 0.4]))
+    signs.lesion_fraction = float(np.clip(rng.uniform(0.3, 0.75) * s, 0.1, 0.85))
+    signs.cortical_breach = bool(rng.random() < min(0.95, 0.3 * s))
+    _wall_and_masses(rng, signs, s, (0.25, (1.5, 3.5)), (0.25, (4, 8)), (0.25, (6, 12)))
+    return signs
+
+
+def _wall_and_masses(rng: np.random.Generator, signs: FractureSigns, s: float, wall, epidural, paraspinal) -> None:
+    """Convex posterior wall, epidural and paraspinal mass, each (probability, (min, max) mm) x strength `s`."""
+    for name, (p, (low, high)) in (("convex_wall_mm", wall), ("epidural_mass_mm", epidural),
+                                   ("paraspinal_mass_mm", paraspinal)):
+        if rng.random() < min(0.95, p * s):
+            setattr(signs, name, float(rng.uniform(low, high) * s))
