@@ -1,9 +1,9 @@
 """Every manifest row checked before a command creates anything, and a resume key that covers the inputs' content.
 
 Two levels, both before train / evaluate / study write a file:
-- per cell, while the manifest is read (`check_cells`): no NUL byte, and no relative path that leads outside
-  the manifest's folder (`../..`, a symlink out) unless the user allows it (`--allow-outside-root`); an
-  absolute path is the manifest writer's explicit choice and is accepted;
+- per cell, while the manifest is read (`check_cells`, by every command that reads a manifest: train, evaluate,
+  study, screen, reader-study plan): no NUL byte, and no path outside the manifest's folder (`../..`, a
+  symlink out, an absolute path elsewhere) unless the user allows it (`--allow-outside-root`);
 - per file (`check_cohort_files`): the CT's header is readable and within the size limits (a DICOM folder
   holds a series), the mask is a label mask holding the row's label, the centre lies inside the CT.
 All bad rows are named in one line. `cohort_key` identifies the cohort by its rows and by the size and
@@ -38,22 +38,25 @@ def summarise_rows(path: Path, problems: dict[int, list[str]]) -> str:
     return f"manifest {Path(path).name}: {len(rows)} bad row{plural} ({numbers}): {shown}{more}"
 
 
-def check_cells(values: dict[str, str], base: Path, allow_outside_root: bool) -> None:
-    """Refuse a NUL byte in any cell and a path outside `base` (the manifest's folder) unless allowed."""
+def check_cells(values: dict[str, str], base: Path, allow_outside_root: bool,
+                path_columns: Sequence[str] = PATH_COLUMNS) -> None:
+    """Refuse a NUL byte in any cell and a path outside `base` (the manifest's folder), relative (`../`, a
+    symlink out) or absolute, unless allowed."""
     for key, value in values.items():
         if "\x00" in (value or ""):
             raise MVCFError(f"{key} holds a NUL byte")
     if allow_outside_root:
         return
     root = base.resolve()
-    for key in PATH_COLUMNS:
+    for key in path_columns:
         value = (values.get(key) or "").strip()
-        if not value or Path(value).is_absolute():  # an absolute path is the writer's explicit choice
+        if not value:
             continue
-        target = (base / value).resolve()
+        target = (base / value).resolve()  # an absolute value replaces base
         if target != root and root not in target.parents:
-            raise MVCFError(f"{key} {value} leads outside the manifest's folder (a relative path must stay "
-                            "inside it; give an absolute path, or allow it with --allow-outside-root)")
+            kind = "an absolute" if Path(value).is_absolute() else "a relative"
+            raise MVCFError(f"{key} {value} leads outside the manifest's folder ({kind} path; paths must stay "
+                            "inside it unless you allow it with --allow-outside-root)")
 
 
 def file_identity(path: Optional[Path]) -> str:

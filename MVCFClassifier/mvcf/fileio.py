@@ -150,15 +150,22 @@ def write_text(path: PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_files(folder: PathLike, names: list[str]) -> Iterator[Path]:
+def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `folder`'s files; on success each of `names` written there is verified
     and moved into `folder` (for writers that produce several files at once, e.g. a table and its schema); on
-    error none is."""
+    error none is. With `mark`, a new or empty `folder` gets mvcf's output marker (outputs_guard.check_output_folder);
+    with `prune` (--overwrite of a folder that guard found to be mvcf's own) the earlier files not written again
+    are removed once the new ones are in place."""
+    from mvcf.outputs_guard import MARKER, write_marker
+
     target = Path(folder)
     tmp = None
     try:
         with write_errors(target):
             target.mkdir(parents=True, exist_ok=True)
+            if mark and not any(os.scandir(target)):  # a folder this write starts is mvcf's (outputs_guard)
+                write_marker(target)
+                apply_umask(target / MARKER)
             tmp = Path(tempfile.mkdtemp(prefix=".files.tmp-", dir=target))
             yield tmp
             missing = [name for name in names if not (tmp / name).is_file()]
@@ -168,6 +175,11 @@ def atomic_files(folder: PathLike, names: list[str]) -> Iterator[Path]:
                 verify_written(tmp / name, target / name)
             for name in names:
                 os.replace(tmp / name, target / name)
+            if prune:
+                keep = set(names) | {MARKER, tmp.name}
+                for entry in os.scandir(target):
+                    if entry.name not in keep and entry.is_file(follow_symlinks=False):
+                        os.unlink(entry.path)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

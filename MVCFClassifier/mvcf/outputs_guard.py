@@ -197,6 +197,42 @@ def check_cache_folder(path: Optional[PathLike], inputs: Iterable[PathLike] = ()
     return target
 
 
+def check_output_folder(path: Optional[PathLike], inputs: Iterable[PathLike] = (), names: Iterable[str] = (),
+                        *, overwrite: bool = False, what: str = "output folder") -> Optional[Path]:
+    """A folder a command writes named files into (a case report, DICOM objects, screen.tsv, a reader study's
+    tables), through fileio.atomic_files, which marks a folder it starts. It is never an input's place; an
+    existing one is empty or mvcf's own (marked), and files of an earlier run in it (`names`, or any file
+    when `names` is empty) are replaced only with `overwrite`."""
+    if path is None:
+        return None
+    if not str(path).strip():
+        raise MVCFError(f"{what} is an empty path")
+    target = Path(path)
+    check_not_input(target, inputs, what)
+    if _resolved(target) == _resolved(target).parent:
+        raise MVCFError(f"{what} {path} is the root folder; choose a new folder")
+    if target.exists() or target.is_symlink():
+        if not target.is_dir():
+            raise MVCFError(f"{what} {path}: exists and is not a folder")
+        try:
+            entries = [e.name for e in os.scandir(target)]
+        except OSError as exc:
+            raise os_error(path, exc, "read") from None
+        if entries and MARKER not in entries:
+            raise MVCFError(f"{what} {path} holds files mvcf did not write; they are never replaced (choose a new "
+                            "or empty folder)")
+        wanted = set(names)
+        earlier = [n for n in entries if n != MARKER and (not wanted or n in wanted)]
+        if earlier and not overwrite:
+            raise MVCFError(f"{what} {path} already holds an earlier output of mvcf ({earlier[0]}); use "
+                            "--overwrite to replace it, or choose another folder")
+    try:
+        _check_parent(_resolved(target), what)
+    except OSError as exc:
+        raise os_error(path, exc, "access") from None
+    return target
+
+
 def check_outputs_distinct(outputs: Sequence[tuple[str, PathLike]], inputs: Iterable[PathLike]) -> None:
     """Several outputs of one run (e.g. the heatmaps of a locations file): none is an input of the run, none
     is written twice."""

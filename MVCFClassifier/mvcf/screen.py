@@ -274,7 +274,7 @@ def write_outputs(result: ScreenResult, out_dir: Union[str, Path]) -> tuple[Path
     from mvcf.progress import dumps
 
     out = Path(out_dir)
-    with atomic_files(out, [TABLE_NAME, JSON_NAME]) as tmp:
+    with atomic_files(out, [TABLE_NAME, JSON_NAME], mark=True) as tmp:
         (tmp / TABLE_NAME).write_text(table_tsv(result.vertebrae), encoding="utf-8")
         (tmp / JSON_NAME).write_text(dumps(result.to_dict(), indent=2), encoding="utf-8")
     return out / TABLE_NAME, out / JSON_NAME

@@ -298,13 +298,14 @@ def save_manifest_from_table(scene, table_node, manifest_path: Union[str, os.Pat
     if on_progress:
         on_progress(total, total, "writing the manifest")
     records = [_record(r, ct_paths[r.volume.GetID()], masks.get(r.number)) for r in checked]
+    # a CT loaded from elsewhere stays there (an absolute path): the user chose it in the scene
     with atomic_path(manifest_path) as tmp:
         write_manifest(tmp, records)
         try:
-            read_manifest(tmp)
+            read_manifest(tmp, allow_outside_root=True)
         except MVCFError as exc:
             raise MVCFError(str(exc).replace(tmp.name, manifest_path.name)) from None
-    return read_manifest(manifest_path)
+    return read_manifest(manifest_path, allow_outside_root=True)
 
 
 def manifest_summary(records: Sequence[CaseRecord]) -> str:

@@ -67,7 +67,7 @@ class TrainingLogic:
         from mvcf.manifest import read_manifest
         from MVCFTrainingLib.cohort import manifest_summary, manifest_table
 
-        records = read_manifest(path)
+        records = read_manifest(path, allow_outside_root=True)  # the panel shows every path it will use
         node = scene.GetFirstNodeByName("MVCF manifest")
         return manifest_summary(records), manifest_table(scene, records, node=node)
 
@@ -140,7 +140,10 @@ class TrainingLogic:
             raise ValueError("Choose a cohort manifest first.")
         settings = self.settings(parameters)
         out, resume = self.outputFolder(parameters, study)
-        args = (study_arguments if study else train_arguments)(manifest, out, settings, resume=resume)
+        # the cohort is the one the panel showed (checkManifest / saveManifest): its CTs may stay where the user
+        # loaded them from, outside the manifest's folder
+        args = (study_arguments if study else train_arguments)(manifest, out, settings, resume=resume,
+                                                               allow_outside_root=True)
         if not self.ensure_dependencies():
             return None
         if self.curves is not None:

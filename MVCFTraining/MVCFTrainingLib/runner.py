@@ -73,8 +73,11 @@ def training_arguments(config: TrainConfig) -> list[str]:
 
 
 def train_arguments(manifest: os.PathLike, out_dir: os.PathLike, settings: RunSettings,
-                    resume: bool = False) -> list[str]:
+                    resume: bool = False, allow_outside_root: bool = False) -> list[str]:
+    """`mvcf train`; `allow_outside_root` for a manifest naming files outside its folder that the user chose
+    (the Slicer panel's cohort, whose CTs stay where they were loaded from)."""
     args = ["train", "--manifest", str(manifest), "--out", str(out_dir), *settings.arguments()]
+    args += ["--allow-outside-root"] if allow_outside_root else []
     return args + ["--resume"] if resume else args
 
 
@@ -109,10 +112,11 @@ def _supported(command: str, options: Sequence[str]) -> list[str]:
 
 
 def study_arguments(manifest: os.PathLike, out_dir: os.PathLike, settings: Optional[RunSettings] = None,
-                    resume: bool = False) -> list[str]:
+                    resume: bool = False, allow_outside_root: bool = False) -> list[str]:
     """`mvcf study`: every view mode on identical splits; the settings' view is not passed, and options the
     study does not take are left out."""
     args = ["study", "--manifest", str(manifest), "--out", str(out_dir)]
+    args += _supported("study", ["--allow-outside-root"]) if allow_outside_root else []
     if settings is not None:
         options = settings.arguments()
         view_at = options.index("--view")

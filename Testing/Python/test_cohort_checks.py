@@ -48,8 +48,14 @@ def _outside(row, folder):
     row["ct"] = "../outside.nii.gz"
 
 
+def _outside_absolute(row, folder):
+    shutil.copy(folder / row["ct"], folder.parent / "outside.nii.gz")
+    row["ct"] = str(folder.parent / "outside.nii.gz")  # was accepted: only relative paths were checked
+
+
 CASES = {
     "traversal path": (_outside, "leads outside the manifest's folder"),
+    "absolute path outside": (_outside_absolute, "leads outside the manifest's folder (an absolute path"),
     "junk ct": (_junk_ct, "not a readable image"),
     "label absent": (lambda row, folder: row.update(vertebra_label="7"), "vertebra_label 7 is absent from the mask"),
     "folder of non-DICOM files": (_not_dicom, "no DICOM series"),
@@ -89,6 +95,23 @@ def test_outside_root_allowed_on_request(cohort, tmp_path):
     with pytest.raises(MVCFError, match="allow it with --allow-outside-root"):
         read_manifest(manifest)
     assert read_manifest(manifest, allow_outside_root=True)[0].ct.name == "outside.nii.gz"
+
+
+def test_absolute_paths_follow_the_root_rule(cohort, tmp_path):
+    """An absolute path outside the root needs the allowance like a `../` one; one inside it does not, and
+    write_manifest's output (absolute for files outside its folder) reads back only with the allowance."""
+    from mvcf.manifest import read_manifest, write_manifest
+
+    manifest = _copy_with(cohort, tmp_path, _outside_absolute)
+    with pytest.raises(MVCFError, match="an absolute path; paths must stay inside it"):
+        read_manifest(manifest)
+    records = read_manifest(manifest, allow_outside_root=True)
+    inside = _copy_with(cohort, tmp_path / "in", lambda row, folder: row.update(ct=str(folder / row["ct"])))
+    assert read_manifest(inside)[0].ct.is_absolute()
+    written = write_manifest(tmp_path / "elsewhere" / "manifest.csv", records)
+    with pytest.raises(MVCFError, match="leads outside the manifest's folder"):
+        read_manifest(written)
+    assert len(read_manifest(written, allow_outside_root=True)) == len(records)
 
 
 def test_out_naming_an_input_is_refused(cohort, tmp_path, capsys):

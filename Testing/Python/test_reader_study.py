@@ -114,6 +114,40 @@ def test_bad_plan_input_is_one_line_exit_2_and_overwrites_nothing(unaided_study,
     assert not any((tmp_path / f"p{i}").exists() for i in (1, 2, 3))
 
 
+def test_reader_study_outputs_are_placed_by_outputs_guard(unaided_study, tmp_path, capsys):
+    """plan / collect / report --out: never inside an input folder, never holding an input, never a folder of
+    the user's; collect and report write their own earlier tables again (and only those)."""
+    import shutil
+
+    from mvcf.cli.main import main
+
+    manifest = str(unaided_study / "study_manifest.csv")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.json").write_text("{}")
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "readings.csv").write_text("mine\n")
+    plan = tmp_path / "plan"
+    shutil.copytree(unaided_study / "plan", plan)
+    for reader in ("r1", "r2"):
+        answer_all(plan / "packages" / reader, reader)
+    cases = [(["plan", "--manifest", manifest, "--readers", "2", "--rounds", "unaided", "--model", str(bundle),
+               "--out", str(bundle / "plan")], "lies inside the input folder"),
+             (["collect", str(plan), "--out", str(users)], "holds files mvcf did not write"),
+             (["report", str(plan), "--out", str(users)], "holds files mvcf did not write"),
+             (["report", "--readings", str(plan / "packages" / "r1" / "x.csv"), "--out", str(plan / "packages")],
+              "holds the input")]
+    for args, message in cases:
+        code = main(["--progress", "none", "reader-study", *args])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
+    assert not (bundle / "plan").exists() and sorted(p.name for p in users.iterdir()) == ["readings.csv"]
+    for _ in range(2):  # collect again into the plan folder (mvcf's own): its tables are replaced
+        assert main(["--progress", "none", "reader-study", "collect", str(plan)]) == 0
+    assert (plan / "readings.csv").is_file()
+
+
 def test_collect_refuses_a_missing_case_a_foreign_key_and_bad_ratings(unaided_study, tmp_path):
     import shutil
 
@@ -212,10 +246,11 @@ def test_cropped_packages_of_a_real_ct_keep_the_vertebra_where_it_was(tmp_path):
     from mvcf.read_ct import read_ct
 
     manifest = sample_ct_manifest(tmp_path)
-    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], crop_mm=100), tmp_path / "plan")
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], crop_mm=100,
+                                     allow_outside_root=True), tmp_path / "plan")
     key = json.loads((tmp_path / "plan" / "key.json").read_text())["cases"]
     package = open_package(tmp_path / "plan" / "packages" / "r1", "r1")
-    records = {r.case_id: r for r in read_manifest(manifest)}
+    records = {r.case_id: r for r in read_manifest(manifest, allow_outside_root=True)}
     original = read_ct(records["SAMPLE-L1"].ct)
     for opaque, case in key.items():
         location = locate_record(original, records[case["case_id"]])

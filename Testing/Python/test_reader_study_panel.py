@@ -219,9 +219,10 @@ def test_the_views_are_centred_on_the_vertebra_of_a_real_ct(tmp_path):
     from mvcf.read_ct import read_ct
 
     manifest = sample_ct_manifest(tmp_path)
-    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], crop_mm=120), tmp_path / "plan")
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], crop_mm=120,
+                                     allow_outside_root=True), tmp_path / "plan")
     key = json.loads((tmp_path / "plan" / "key.json").read_text())["cases"]
-    records = {r.case_id: r for r in read_manifest(manifest)}
+    records = {r.case_id: r for r in read_manifest(manifest, allow_outside_root=True)}
     scene = slicer.vtkMRMLScene()
     views = [scene.AddNewNodeByClass("vtkMRMLSliceNode", name) for name in ("Red", "Yellow", "Green")]
     session = ReadingSession(scene, tmp_path / "plan" / "packages" / "r2", "r2", clock=ticking_clock())

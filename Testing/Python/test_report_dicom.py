@@ -413,6 +413,37 @@ def test_bad_output_requests_are_refused_before_any_work(real_ct, work, capsys):
     assert not (work / "d").exists()
 
 
+def test_report_and_dicom_out_are_placed_by_outputs_guard(real_run, real_ct, work, capsys):
+    """--report / --dicom-out never name an input (the CT's folder, a file in it, a folder holding it) nor a
+    folder of the user's; a rerun needs --overwrite, which replaces only mvcf's own earlier output."""
+    first = sorted(real_ct.iterdir())[0]
+    before = first.read_bytes()
+    users = work / "users_folder"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    cases = [(["--report", real_ct], "is an input of this run"),
+             (["--report", first], "lies inside the input folder"),
+             (["--report", real_ct / "sub"], "lies inside the input folder"),
+             (["--dicom-out", work], "holds the input"),
+             (["--report", users, "--overwrite"], "holds files mvcf did not write"),
+             (["--dicom-out", users, "--overwrite"], "holds files mvcf did not write"),
+             (["--report", work / "same", "--dicom-out", work / "same"], "write the same file"),
+             (["--report", real_run["report"]], "already holds an earlier output of mvcf"),
+             (["--dicom-out", real_run["dicom"]], "already holds an earlier output of mvcf")]
+    for extra, message in cases:
+        code, out, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, *extra)
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err, (extra, err)
+    assert first.read_bytes() == before and sorted(p.name for p in users.iterdir()) == ["notes.txt"]
+    assert not (work / "same").exists() and not (real_ct / "sub").exists()
+    folder = work / "rerun_dicom"
+    for _ in range(2):
+        code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", folder,
+                           "--overwrite")
+        assert code == 0, err
+    assert len(list(folder.glob("*.dcm"))) == 4  # the earlier run's objects were replaced, not kept beside the new ones
+    assert (folder / ".mvcf-output").is_file()
+
+
 def test_source_without_type2_patient_attributes_gets_them_empty(real_ct, work):
     """A series lacking Type 2 patient/study attributes: the outputs carry them empty, never invented; the
     user's files stay untouched."""

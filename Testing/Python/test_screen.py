@@ -354,16 +354,59 @@ def test_manifest_resumable_and_sharded(tmp_path, small_case):
     manifest.write_text(f"case_id,ct,seg\na,{ct},{seg}\nb,{ct},{tmp_path / 'missing.nii.gz'}\n")
     out = tmp_path / "out"
     env_run = subprocess.run([sys.executable, "-m", "mvcf", "--progress", "none", "screen", "--manifest",
-                              str(manifest), "--out", str(out), "--json"], capture_output=True, text=True,
+                              str(manifest), "--out", str(out), "--json", "--allow-outside-root"], capture_output=True, text=True,
                              timeout=600, env={**__import__("os").environ, "WORLD_SIZE": "2", "RANK": "1"})
     assert env_run.returncode == 2 and "file not found" in env_run.stderr       # shard 1 holds only case b
     assert (out / "errors" / "b.txt").is_file() and not (out / "a").exists()
-    run = _cli("--manifest", manifest, "--out", out, "--json")
+    run = _cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root")
     summary = json.loads(run.stdout)
     assert run.returncode == 0 and summary["screened"] == 1 and summary["failed"][0]["case_id"] == "b"
     assert (out / "a" / "screen.json").is_file() and (out / "a" / "screen.tsv").is_file()
-    again = json.loads(_cli("--manifest", manifest, "--out", out, "--json").stdout)
+    again = json.loads(_cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root").stdout)
     assert again["skipped_finished"] == 1 and again["screened"] == 0
+
+
+def test_manifest_rows_get_the_cohort_row_checks_before_anything_is_written(tmp_path, capsys):
+    """NUL bytes, `../` and absolute paths outside the manifest's folder: refused by cohort_checks, every bad
+    row in one line, before --out is created (they were screened, or failed case by case into --out)."""
+    from mvcf.cli.main import main
+
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    manifest = folder / "cases.csv"
+    manifest.write_text(f"case_id,ct,seg\na,ct\x00.nii.gz,seg.nii.gz\nb,../ct.nii.gz,seg.nii.gz\n"
+                        f"c,{CT},{SEG}\n", encoding="utf-8")
+    code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert "line 2: ct holds a NUL byte" in err and "line 3: ct ../ct.nii.gz leads outside" in err
+    assert f"line 4: ct {CT} leads outside the manifest's folder (an absolute path" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_is_never_an_input_or_a_folder_of_the_users(tmp_path, capsys):
+    """screen's --out (one CT and --manifest), --report and --dicom-out go through outputs_guard."""
+    from mvcf.cli.main import main
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "screen.tsv").write_text("my own table\n")
+    manifest = tmp_path / "m" / "cases.csv"
+    manifest.parent.mkdir()
+    manifest.write_text(f"case_id,ct,seg\na,{CT},{SEG}\n")
+    cases = [(["--ct", CT, "--seg", SEG, "--out", mine], "holds files mvcf did not write"),
+             (["--ct", CT, "--seg", SEG, "--out", mine, "--overwrite"], "holds files mvcf did not write"),
+             (["--ct", CT, "--seg", SEG, "--out", SAMPLE], "holds the input"),
+             (["--ct", CT, "--seg", SEG, "--report", SAMPLE], "holds the input"),
+             (["--ct", CT, "--seg", SEG, "--report", CT], "is an input of this run"),
+             (["--ct", CT, "--seg", SEG, "--dicom-out", SEG], "is an input of this run"),
+             (["--manifest", manifest, "--out", mine, "--allow-outside-root"], "holds files mvcf did not write")]
+    for extra, message in cases:
+        code = main(["--progress", "none", "screen", *map(str, extra)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, (extra, err)
+    assert (mine / "screen.tsv").read_text() == "my own table\n" and sorted(p.name for p in mine.iterdir()) == [
+        "screen.tsv"]
 
 
 def test_shard_environment(monkeypatch):

@@ -157,6 +157,16 @@ def test_volume_loaded_from_a_file_is_referenced_not_copied(tmp_path):
     records = save_manifest_from_table(scene, table, tmp_path / "out" / "manifest.csv")
     assert records[0].ct.resolve() == source.resolve()
     assert not (tmp_path / "out" / "images").exists() and source.read_bytes() == before
+    # the CT stays outside the manifest's folder: the core refuses it unless allowed, and the panel allows it
+    from mvcf.cli.main import build_parser
+    from MVCFTrainingLib.runner import RunSettings, study_arguments, train_arguments
+
+    with pytest.raises(MVCFError, match="leads outside the manifest's folder"):
+        read_manifest(tmp_path / "out" / "manifest.csv")
+    for arguments in (train_arguments, study_arguments):
+        parsed = build_parser().parse_args(arguments(tmp_path / "out" / "manifest.csv", tmp_path / "run",
+                                                     RunSettings(), allow_outside_root=True))
+        assert parsed.allow_outside_root
 
 
 def test_patient_in_two_institutions_and_duplicate_case_are_refused(scene, tmp_path):

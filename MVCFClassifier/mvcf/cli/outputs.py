@@ -53,6 +53,8 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dicom-out", metavar="DIR", help="write a DICOM SR (TID 1500 measurement report), the "
                        "key images as Secondary Capture and the heatmaps as Parametric Maps, new series of the "
                        "source study (DICOM input only)")
+    group.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run of mvcf "
+                       "in --report / --dicom-out (a folder mvcf did not write is never touched)")
     group.add_argument("--dicom-source", metavar="DIR", help="the DICOM series folder --ct was exported from "
                        "(e.g. a NRRD saved by Slicer): DICOM output goes into its study and references it")
     group.add_argument("--send", metavar="AET@HOST:PORT", help="C-STORE the --dicom-out files to this PACS "
@@ -87,9 +89,19 @@ class OutputPlan:
     source: Any
 
 
-def _check_folder(path: Optional[str], option: str) -> None:
-    if path is not None and Path(path).exists() and not Path(path).is_dir():
-        raise MVCFError(f"{option} {path}: exists and is not a folder")
+#: The arguments of predict / screen that name what the run reads: no output folder may be or hold one.
+INPUT_ARGUMENTS = ("ct", "mask", "seg", "model", "locations", "dicom_source", "manifest")
+
+
+def run_inputs(args: argparse.Namespace) -> list:
+    return [getattr(args, key) for key in INPUT_ARGUMENTS if getattr(args, key, None) is not None]
+
+
+def _check_folder(args: argparse.Namespace, key: str, option: str) -> None:
+    from mvcf.outputs_guard import check_output_folder
+
+    check_output_folder(getattr(args, key), run_inputs(args), overwrite=getattr(args, "overwrite", False),
+                        what=option)
 
 
 def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
@@ -107,8 +119,12 @@ def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
     if args.dicomweb and not re.match(r"^https?://[^/\s]+", args.dicomweb):
         raise MVCFError(f"--dicomweb wants an http(s) base URL such as http://pacs:8042/dicom-web, got "
                         f"{args.dicomweb!r}")
-    _check_folder(args.report, "--report")
-    _check_folder(args.dicom_out, "--dicom-out")
+    _check_folder(args, "report", "--report")
+    _check_folder(args, "dicom_out", "--dicom-out")
+    if args.report and args.dicom_out:
+        from mvcf.outputs_guard import check_outputs_distinct
+
+        check_outputs_distinct([("--report", args.report), ("--dicom-out", args.dicom_out)], [])
     if args.report:
         from mvcf.report import check_pdf
 
@@ -183,11 +199,13 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
         pngs = {name: im.png for pairs in named.values() for name, im in pairs}
         outputs["report"] = write_report(Path(args.report), context, pngs,
                                          {"results": list(results), "source": identity or {"ct": str(args.ct)},
-                                          "model": context["model"]})
+                                          "model": context["model"]},
+                                         prune=getattr(args, "overwrite", False))
     if args.dicom_out:
         progress(len(done), len(done), f"writing DICOM SR, key images and heatmaps to {args.dicom_out}")
         outputs["dicom"] = _write_dicom(Path(args.dicom_out), source, results, images, heats, bundle.identity(),
-                                        f"mvcf {__version__}", RESEARCH_USE_DISCLAIMER)
+                                        f"mvcf {__version__}", RESEARCH_USE_DISCLAIMER,
+                                        prune=getattr(args, "overwrite", False))
     if args.send or args.dicomweb:
         from mvcf.dicom.pacs import send_all
 
@@ -208,7 +226,7 @@ def _complete(result: dict[str, Any], bundle) -> dict[str, Any]:
 
 
 def _write_dicom(folder: Path, source, results, images, heats, model: dict, software: str,
-                 disclaimer: str) -> list[str]:
+                 disclaimer: str, prune: bool = False) -> list[str]:
     from mvcf.dicom.pm import build_pm
     from mvcf.dicom.sc import build_sc
     from mvcf.dicom.sr import build_sr
@@ -221,7 +239,7 @@ def _write_dicom(folder: Path, source, results, images, heats, model: dict, soft
                   model, software)
     objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc},
                **{f"PM_{ds.SOPInstanceUID}.dcm": ds for ds in pm}}
-    with atomic_files(folder, list(objects)) as tmp:
+    with atomic_files(folder, list(objects), mark=True, prune=prune) as tmp:
         for name, ds in objects.items():
             ds.save_as(tmp / name, enforce_file_format=True)
     return [str(folder / name) for name in objects]

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "(default: the whole CT)")
     plan.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the orders and opaque IDs (default 0)")
     plan.add_argument("--out", required=True, help="new folder for the plan, key and packages")
+    from mvcf.cli.train import add_manifest_root_argument
+
+    add_manifest_root_argument(plan)
 
     collect = sub.add_parser("collect", help="Merge the readers' answers with the key into long format.",
                              description="Readers' answers + key -> readings.csv (reader, modality, case, truth, "
@@ -114,7 +117,8 @@ def run_plan(args: argparse.Namespace, reporter: Any) -> int:
     settings = PlanSettings(readers=readers, rounds=parse_rounds(args.rounds), groups=parse_groups(args.group, readers),
                             washout_days=args.washout_days, seed=args.seed, scale=Scale(kind=args.scale),
                             allow_revision=args.allow_revision, model=args.model, device=args.device,
-                            heatmaps=not args.no_heatmaps, crop_mm=args.crop_mm)
+                            heatmaps=not args.no_heatmaps, crop_mm=args.crop_mm,
+                            allow_outside_root=args.allow_outside_root)
     plan = make_plan(args.manifest, settings, args.out, on_progress=reporter.progress)
     _emit(reporter, plan, False,
           f"planned study {plan['study_id']}: {len(readers)} readers x {plan['n_cases']} cases x "
@@ -126,8 +130,16 @@ def run_plan(args: argparse.Namespace, reporter: Any) -> int:
 def run_collect(args: argparse.Namespace, reporter: Any) -> int:
     from mvcf.reader_study.collect import collect_readings, write_collected
 
+    from mvcf.outputs_guard import check_output_folder, check_outputs_distinct
+    from mvcf.reader_study.collect import MODEL_SCORES_FILE, READINGS_FILE
+
+    out = Path(args.out or args.dir)
+    names = [READINGS_FILE, MODEL_SCORES_FILE]
+    # the tables of an earlier collect are written again; a folder of the user's, or an input, never is
+    check_output_folder(out, names=names, overwrite=True, what="--out")
+    check_outputs_distinct([(name, out / name) for name in names], [args.key, *(args.answers or [])])
     readings, model, summary = collect_readings(args.dir, args.key, args.answers)
-    written = write_collected(readings, model, Path(args.out or args.dir))
+    written = write_collected(readings, model, out)
     summary["written"] = [str(p) for p in written]
     _emit(reporter, summary, False, f"collected {summary['ratings']} ratings ({summary['readers']} readers x "
                                     f"{summary['cases']} cases x {len(summary['rounds'])} rounds): "
@@ -155,6 +167,14 @@ def run_report(args: argparse.Namespace, reporter: Any) -> int:
     if args.dir is None and args.readings is None:
         raise MVCFError("give the plan folder or --readings CSV")
     folder = Path(args.dir) if args.dir else None
+    out = Path(args.out) if args.out else (folder / "report" if folder else None)
+    if out is None:
+        raise MVCFError("give --out for the report folder")
+    from mvcf.outputs_guard import check_output_folder
+    from mvcf.reader_study.report import REPORT_FILES
+
+    check_output_folder(out, [p for p in (args.readings, args.model_scores) if p], list(REPORT_FILES),
+                        overwrite=True, what="--out")   # an earlier report of mvcf is written again
     readings = _read_csv(Path(args.readings) if args.readings else folder / READINGS_FILE, "readings CSV")
     missing = [c for c in ("reader", "modality", "case", "truth", "rating") if c not in readings.columns]
     if missing:
@@ -165,9 +185,6 @@ def run_report(args: argparse.Namespace, reporter: Any) -> int:
     scores_path = Path(args.model_scores) if args.model_scores else (folder / MODEL_SCORES_FILE if folder else None)
     model = _read_csv(scores_path, "model scores CSV") if scores_path and (args.model_scores or scores_path.exists()) \
         else None
-    out = Path(args.out) if args.out else (folder / "report" if folder else None)
-    if out is None:
-        raise MVCFError("give --out for the report folder")
     payload = build_report(readings, out, plan=plan, model=model, unaided=args.unaided or "unaided",
                            aided=args.aided or "aided", positive_at=args.positive_at, alpha=args.alpha,
                            title=args.title)

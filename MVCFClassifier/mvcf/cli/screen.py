@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, help="CSV of many cases (case_id, ct, seg[, numbering])")
     parser.add_argument("--out", type=Path, help="folder for screen.tsv + screen.json (with --manifest: one "
                         "sub-folder per case)")
+    from mvcf.cli.train import add_manifest_root_argument
+
+    add_manifest_root_argument(parser)
     parser.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the demo model)")
     parser.add_argument("--device", default="auto", type=check_device_name, help="auto, cpu or cuda[:N]")
     parser.add_argument("--contrast-phase", default=None, help="the CT's contrast phase (e.g. native, "
@@ -61,12 +64,12 @@ def run(args: argparse.Namespace, reporter) -> int:
 def run_one(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli import outputs as case_outputs
     from mvcf.progress import JsonLinesReporter
-    from mvcf.outputs_guard import check_cache_folder
-    from mvcf.screen import dumps_result, screen_files, summary_text, write_outputs
+    from mvcf.outputs_guard import check_output_folder
+    from mvcf.screen import JSON_NAME, TABLE_NAME, dumps_result, screen_files, summary_text, write_outputs
 
-    if args.out is not None:  # a folder screen.tsv + screen.json go into: never an input's place
-        check_cache_folder(args.out, [args.ct, args.seg, args.model], what="--out")
     case_outputs.retrieve_input(args)
+    check_output_folder(args.out, case_outputs.run_inputs(args), [TABLE_NAME, JSON_NAME], overwrite=args.overwrite,
+                        what="--out")
     plan = case_outputs.check_outputs(args)
     result = screen_files(args.ct, args.seg, args.numbering, args.model, args.device, args.contrast_phase,
                           on_progress=reporter.progress, series_uid=args.series_uid)
@@ -110,8 +113,11 @@ def shard() -> tuple[int, int]:
     return index, count
 
 
-def read_cases(path: Path) -> list[dict[str, str]]:
-    """Rows of the screening manifest, paths resolved against its folder; every bad row in one error."""
+def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, str]]:
+    """Rows of the screening manifest, paths resolved against its folder; every bad row in one error, the
+    cells checked as every manifest's are (cohort_checks.check_cells: NUL bytes, paths outside its folder)."""
+    from mvcf.cohort_checks import check_cells
+
     if not path.is_file():
         raise MVCFError(f"manifest not found: {path}")
     from mvcf.limits import check_file_size
@@ -137,6 +143,11 @@ def read_cases(path: Path) -> list[dict[str, str]]:
         if not row.get("ct") or not row.get(seg_column):
             problems.append(f"line {n}: ct and {seg_column} are required")
             continue
+        try:
+            check_cells(row, path.resolve().parent, allow_outside_root, ("ct", seg_column))
+        except MVCFError as exc:
+            problems.append(f"line {n}: {exc}")
+            continue
         cases.append({"case_id": case_id, "ct": str(path.parent / row["ct"]),
                       "seg": str(path.parent / row[seg_column]), "numbering": row.get("numbering") or "auto"})
     if problems:
@@ -155,11 +166,12 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     from mvcf.progress import JsonLinesReporter, dumps
     from mvcf.screen import JSON_NAME, screen_files, write_outputs
 
-    from mvcf.outputs_guard import check_cache_folder
+    from mvcf.outputs_guard import MARKER, check_output_folder, write_marker
 
-    cases = read_cases(args.manifest)
-    check_cache_folder(args.out, [args.manifest, args.model] + [c[k] for c in cases for k in ("ct", "seg")],
-                       what="--out")
+    cases = read_cases(args.manifest, args.allow_outside_root)
+    # a rerun resumes into its own earlier --out (finished cases are kept); a folder of the user's is refused
+    check_output_folder(args.out, [args.manifest, args.model] + [c[k] for c in cases for k in ("ct", "seg")],
+                        overwrite=True, what="--out")
     index, count = shard()
     mine = cases[index::count]
     out = Path(args.out)
@@ -167,6 +179,13 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     skipped = len(mine) - len(todo)
     device = resolve_device(args.device)
     bundle = load_model(args.model, device) if todo else None
+    if todo and not (out / MARKER).is_file():
+        from mvcf.fileio import apply_umask, write_errors
+
+        with write_errors(out):
+            out.mkdir(parents=True, exist_ok=True)
+            write_marker(out)
+            apply_umask(out / MARKER)
     done, failed = [], []
     reporter.progress(0, len(todo), f"shard {index + 1}/{count}: {len(todo)} to screen, {skipped} done before")
     for n, case in enumerate(todo, start=1):

@@ -45,8 +45,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_manifest_root_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--allow-outside-root", action="store_true", help="accept relative manifest paths that "
-                        "lead outside the manifest's folder (refused by default)")
+    parser.add_argument("--allow-outside-root", action="store_true", help="accept manifest paths (relative or "
+                        "absolute) outside the manifest's folder (refused by default)")
 
 
 def read_checked_manifest(args: argparse.Namespace, reporter=None, *others) -> tuple[list, list]:

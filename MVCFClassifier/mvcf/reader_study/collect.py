@@ -126,14 +126,12 @@ def collect_readings(plan_dir, key_path=None, answers: Optional[Sequence] = None
 
 
 def write_collected(readings, model, out_dir: Path) -> list[Path]:
-    """readings.csv (and model_scores.csv) written atomically into `out_dir`."""
-    from mvcf.fileio import atomic_path
+    """readings.csv (and model_scores.csv) written atomically into `out_dir` (both or neither)."""
+    from mvcf.fileio import atomic_files
 
-    written = []
-    for frame, name in ((readings, READINGS_FILE), (model, MODEL_SCORES_FILE)):
-        if frame is None:
-            continue
-        with atomic_path(Path(out_dir) / name) as tmp:
-            frame.to_csv(tmp, index=False)
-        written.append(Path(out_dir) / name)
-    return written
+    frames = [(frame, name) for frame, name in ((readings, READINGS_FILE), (model, MODEL_SCORES_FILE))
+              if frame is not None]
+    with atomic_files(out_dir, [name for _, name in frames], mark=True) as tmp:
+        for frame, name in frames:
+            frame.to_csv(tmp / name, index=False)
+    return [Path(out_dir) / name for _, name in frames]

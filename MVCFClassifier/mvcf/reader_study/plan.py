@@ -47,6 +47,7 @@ class PlanSettings:
     device: str = "auto"
     heatmaps: bool = True
     crop_mm: Optional[float] = None  # cube around the vertebra copied into the packages; None: the whole CT
+    allow_outside_root: bool = False  # accept manifest paths outside the manifest's folder
 
 
 def parse_readers(spec: str) -> list[str]:
@@ -119,10 +120,13 @@ def make_plan(manifest, settings: PlanSettings, out,
     from mvcf.manifest import read_manifest
     from mvcf.read_ct import read_ct
 
+    from mvcf.outputs_guard import check_output_folder, run_inputs
+
     manifest, out = Path(manifest), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MVCFError(f"{out} already exists and is not empty: a plan is never overwritten")
-    records = read_manifest(manifest)
+    records = read_manifest(manifest, allow_outside_root=settings.allow_outside_root)
+    check_output_folder(out, run_inputs(records, manifest, settings.model), what="--out")
     if len(records) < 4:
         raise MVCFError(f"manifest {manifest.name}: a reader study needs at least 4 cases (got {len(records)})")
     n_pos = sum(r.label for r in records)

@@ -162,7 +162,7 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
                "operating_points": operating, "model": model_section, "table": table, "reading_time": reading_time,
                "study_id": plan.get("study_id") if plan else None, "disclaimer": RESEARCH_USE_DISCLAIMER}
     out_dir = Path(out_dir)
-    with atomic_files(out_dir, list(REPORT_FILES)) as tmp:
+    with atomic_files(out_dir, list(REPORT_FILES), mark=True) as tmp:
         plot_reader_rocs(tmp / "roc_readers.png", frame, modalities, model, title=title)
         markdown = render_markdown(payload)
         (tmp / "report.md").write_text(markdown, encoding="utf-8")

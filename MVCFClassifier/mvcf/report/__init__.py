@@ -143,14 +143,14 @@ def write_pdf(html: str, base_dir: Path, out: Path) -> None:
 
 
 def write_report(out_dir: Path, context: dict[str, Any], pngs: dict[str, bytes], data: dict[str, Any],
-                 pdf: bool = True) -> dict[str, str]:
-    """Write report.html (+ report.pdf) + report.json + the PNGs named in `pngs` into `out_dir`, all or none
-    (other files already in the folder are left alone)."""
+                 pdf: bool = True, prune: bool = False) -> dict[str, str]:
+    """Write report.html (+ report.pdf) + report.json + the PNGs named in `pngs` into `out_dir`, all or none;
+    with `prune` (--overwrite of mvcf's own earlier report) the earlier files not written again are removed."""
     from mvcf.fileio import atomic_files
 
     out_dir = Path(out_dir)
     names = ["report.html", "report.json", *pngs] + (["report.pdf"] if pdf else [])
-    with atomic_files(out_dir, names) as tmp:
+    with atomic_files(out_dir, names, mark=True, prune=prune) as tmp:
         for name, png in pngs.items():
             (tmp / name).write_bytes(png)
         html = render_html(context)
