@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from mvcf.errors import MVCFError
-    from mvcf.models.onnx_graph import add_graph
+    from mvcf.models.bundle import add_graph
     from mvcf.inference import default_model_path
 
     for bundle in args.bundles or [default_model_path()]:

@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from mvcf.errors import MVCFError
+from mvcf.models.forward import forward_arrays  # noqa: F401  (re-exported: train, tests)
 from mvcf.progress import CancelCheck, check_cancel
 
 log = logging.getLogger(__name__)
@@ -107,24 +108,6 @@ def _open(bundle_dir: Path, device: str, backend: str):
     return load_bundle(bundle_dir, device=device)
 
 
-def forward_arrays(model, arrays: Sequence[np.ndarray], device: str = "cpu", batch_size: int = 32,
-                   logits: bool = True, should_cancel: Optional[CancelCheck] = None,
-                   amp: bool = True) -> np.ndarray:
-    """Probabilities of MVCF for a list of model inputs, `batch_size` at a time: `model` returns logits
-    (`logits=True`, a network being trained) or probabilities (an Ensemble). On CUDA `amp` runs float16
-    autocast (training's validation passes); a bundle's predictions stay float32."""
-    import torch
-
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(arrays), batch_size):
-            check_cancel(should_cancel)
-            x = torch.as_tensor(np.stack(arrays[start:start + batch_size])).to(device)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp and device.startswith("cuda")):
-                y = model(x).float()
-            out.append((torch.sigmoid(y) if logits else y).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 def chunk_size(input_shape: Sequence[int], budget_bytes: int = CHUNK_BYTES) -> int:

@@ -19,7 +19,8 @@ pytest.importorskip("onnx")
 from mvcf.errors import MVCFError  # noqa: E402
 from mvcf.models.bundle import CARD_FILE, load_bundle, save_bundle  # noqa: E402
 from mvcf.models.networks import build_ensemble, network_config  # noqa: E402
-from mvcf.models.onnx_graph import GRAPH_FILE, add_graph  # noqa: E402
+from mvcf.models.bundle import add_graph
+from mvcf.models.onnx_graph import GRAPH_FILE  # noqa: E402
 from mvcf.models.ort_backend import choose, load_ort_bundle  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-from mvcf.cli import args as A
 from mvcf.errors import MVCFError
 
 

@@ -54,7 +54,7 @@ class Bundle:
 
     def probabilities(self, batch) -> Any:
         """Probability of MVCF per case of `batch` (N, *input_shape), one float32 pass on `device`."""
-        from mvcf.inference import forward_arrays
+        from mvcf.models.forward import forward_arrays
 
         return forward_arrays(self.model, list(batch), self.device, batch_size=max(1, len(batch)), logits=False,
                               amp=False)
@@ -224,3 +224,19 @@ def export_onnx(bundle: Bundle, out_path: Union[str, Path]) -> Path:
 
     write_graph(bundle.model, bundle.card["network"]["input_shape"], bundle.sha256, out_path)
     return Path(out_path)
+
+
+def add_graph(bundle_dir: Union[str, Path]) -> dict[str, Any]:
+    """Export the graph of an existing bundle (verified as usual) into it and record it in the card.
+    Replaces an older graph; the weights are not touched. Returns the card's new `onnx` entry."""
+    from mvcf.fileio import write_text
+    from mvcf.models.onnx_graph import GRAPH_FILE, write_graph
+
+    bundle_dir = Path(bundle_dir)
+    bundle = load_bundle(bundle_dir, device="cpu")
+    entry = write_graph(bundle.model, bundle.card["network"]["input_shape"], bundle.sha256, bundle_dir / GRAPH_FILE)
+    card = json.loads((bundle_dir / CARD_FILE).read_text(encoding="utf-8"))  # as stored, not as upgraded on load
+    card.pop("onnx", None)
+    card["onnx"] = entry
+    write_text(bundle_dir / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    return entry

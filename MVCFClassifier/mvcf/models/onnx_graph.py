@@ -7,13 +7,12 @@ computed for it from the weights at export time. Before a graph is used its outp
 reproduce those probabilities to PROBE_TOLERANCE, so a graph exported from other weights, or edited, is
 refused. The weights' sha256 is also written into the graph's own metadata.
 
-Export (`write_graph`, `add_graph`) needs torch and the `onnx` package; checking and running
+Export (`write_graph`; `mvcf.models.bundle.add_graph` for an existing bundle) needs torch and the `onnx` package; checking and running
 (`check_graph`, mvcf.models.ort_backend) need only numpy and onnxruntime. The export is deterministic:
-the same weights give the same bytes, so a retrained bundle regenerates its graph with `add_graph`.
+the same weights give the same bytes, so a retrained bundle regenerates its graph with `mvcf.models.bundle.add_graph`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Union
 
@@ -63,7 +62,7 @@ def write_graph(model, input_shape: list[int], weights_sha256: str, out_path: Un
     import torch
 
     from mvcf.fileio import atomic_path
-    from mvcf.models.bundle import sha256_file
+    from mvcf.limits import sha256_stream as sha256_file
 
     out_path = Path(out_path)
     was_training = model.training
@@ -97,22 +96,6 @@ def _run(graph: bytes, batch: np.ndarray) -> np.ndarray:
 
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     return np.asarray(session.run(None, {INPUT_NAME: batch})[0], dtype=np.float32)
-
-
-def add_graph(bundle_dir: Union[str, Path]) -> dict[str, Any]:
-    """Export the graph of an existing bundle (verified as usual) into it and record it in the card.
-    Replaces an older graph; the weights are not touched. Returns the card's new `onnx` entry."""
-    from mvcf.fileio import write_text
-    from mvcf.models.bundle import CARD_FILE, load_bundle
-
-    bundle_dir = Path(bundle_dir)
-    bundle = load_bundle(bundle_dir, device="cpu")
-    entry = write_graph(bundle.model, bundle.card["network"]["input_shape"], bundle.sha256, bundle_dir / GRAPH_FILE)
-    card = json.loads((bundle_dir / CARD_FILE).read_text(encoding="utf-8"))  # as stored, not as upgraded on load
-    card.pop("onnx", None)
-    card["onnx"] = entry
-    write_text(bundle_dir / CARD_FILE, json.dumps(card, indent=2) + "\n")
-    return entry
 
 
 def check_graph(bundle_dir: Union[str, Path], card: dict[str, Any]) -> bytes:
