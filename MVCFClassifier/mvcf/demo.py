@@ -130,10 +130,14 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for m in summary["models"]:
-        out[m["name"]] = {"internal_auc": m["internal_test"].get("auc"),
-                          "internal_auc_ci": m["internal_test"].get("auc_ci_delong"),
-                          "external_auc": m["external_test"].get("auc"),
-                          "external_auc_ci": m["external_test"].get("auc_ci_delong")}
+        row = {}
+        for which, block in (("internal", m["internal_test"]), ("external", m["external_test"])):
+            # a degenerate DeLong interval is replaced by Newcombe's, and the reason travels with it
+            row[f"{which}_auc"] = block.get("auc")
+            row[f"{which}_auc_ci"] = block.get("auc_ci_newcombe") or block.get("auc_ci_delong")
+            if block.get("note"):
+                row[f"{which}_auc_note"] = block["note"]
+        out[m["name"]] = row
     return out
 
 

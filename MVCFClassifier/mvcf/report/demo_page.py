@@ -12,10 +12,11 @@ ROC_FILES = (("study/roc_internal.png", "ROC curves, internal test (synthetic co
              ("study/roc_external.png", "ROC curves, external test (second synthetic institution)"))
 
 
-def _auc(value, ci) -> str:
+def _auc(value, ci, note=None) -> str:
+    """AUC (95% CI); where the usual interval is degenerate or missing, the study's note says why."""
     if value is None:
-        return "n/a"
-    return f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+        return f"n/a ({note})" if note else "n/a"
+    return f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "") + (f" [{note}]" if note else "")
 
 
 def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, card: dict[str, Any],
@@ -34,7 +35,8 @@ def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, 
                     f"{p['threshold']:.3f}", f"{p['model']['name']} {p['model']['version']} "
                                              f"({p['model']['sha256'][:12]})"]
                    for name, p in result["predictions"].items()]
-    study = [[name, _auc(r["internal_auc"], r["internal_auc_ci"]), _auc(r["external_auc"], r["external_auc_ci"])]
+    study = [[name, _auc(r["internal_auc"], r["internal_auc_ci"], r.get("internal_auc_note")),
+              _auc(r["external_auc"], r["external_auc_ci"], r.get("external_auc_note"))]
              for name, r in result["study"].items()]
     timings = [[stage.removesuffix("_s").replace("_", " "), f"{seconds:.1f}"]
                for stage, seconds in result["timings_s"].items()]
