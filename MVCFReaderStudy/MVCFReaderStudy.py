@@ -232,6 +232,6 @@ class MVCFReaderStudyTest(ScriptedLoadableModuleTest):
         while (shown := logic.showNext()) is not None:
             self.assertGreater(shown.step.position, 1)
             logic.submit(2, None, "")
-        answers = json.loads((package / "answers.json").read_text())
+        answers = json.loads((package / "answers.json").read_text(encoding="utf-8"))
         self.assertEqual(len(answers["readings"]), 4)
         self.delayDisplay("Test passed")

@@ -107,7 +107,7 @@ def table(results: Path = RESULTS) -> str:
         path = results / f"{name}.json"
         if not path.is_file():
             continue
-        data: dict[str, Any] = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         try:
             rows = formatter(data)
         except KeyError:  # a result file of an older layout

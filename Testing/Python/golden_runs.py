@@ -78,7 +78,7 @@ def _train(work: Path) -> dict[str, Any]:
                       "--folds", "2", "--external", "B", "--device", "cpu", "--seed", "3", "--json")
     assert code == 0
     weights = out / "model" / "weights.safetensors"
-    card = json.loads((out / "model" / "model.json").read_text())
+    card = json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))
     return {"weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
             "threshold": card["threshold"]}
 

@@ -101,7 +101,7 @@ def start_orthanc(folder: Path) -> Orthanc:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"Orthanc exited: {(folder / 'orthanc.log').read_text()[-2000:]}")
+            raise RuntimeError(f"Orthanc exited: {(folder / 'orthanc.log').read_text(encoding='utf-8')[-2000:]}")
         try:
             server.get("/system")
             server.get("/dicom-web/studies")

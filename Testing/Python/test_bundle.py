@@ -30,7 +30,7 @@ def test_round_trip_gives_identical_outputs_and_a_complete_card(bundle_dir):
     bundle = load_bundle(path)
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), bundle.model(x))
-    card = json.loads((path / CARD_FILE).read_text())
+    card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
     assert card["format_version"] == FORMAT_VERSION
     assert card["weights"]["sha256"] == hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
     assert "research use only" in card["intended_use"].lower()
@@ -49,7 +49,7 @@ def test_tampered_weights_are_refused(bundle_dir):
 
 def test_wrong_format_version_is_refused(bundle_dir):
     path, _ = bundle_dir
-    card = json.loads((path / CARD_FILE).read_text())
+    card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
     card["format_version"] = FORMAT_VERSION + 1
     (path / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(MVCFError, match="format version"):
@@ -66,7 +66,7 @@ def test_pickle_disguised_as_weights_is_refused_without_unpickling(bundle_dir, t
 
     blob = pickle.dumps({"state": model.state_dict(), "payload": Payload()})
     (path / WEIGHTS_FILE).write_bytes(blob)
-    card = json.loads((path / CARD_FILE).read_text())
+    card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
     card["weights"]["sha256"] = hashlib.sha256(blob).hexdigest()  # even with a matching checksum
     (path / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(MVCFError, match="not a safetensors file"):
@@ -89,7 +89,7 @@ def test_pickle_as_card_or_as_the_bundle_itself_is_refused(bundle_dir, tmp_path)
 
 def test_weights_that_do_not_fit_the_network_are_refused(bundle_dir):
     path, _ = bundle_dir
-    card = json.loads((path / CARD_FILE).read_text())
+    card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
     card["ensemble_size"] = 3
     (path / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(MVCFError, match="do not fit"):

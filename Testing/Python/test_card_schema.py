@@ -21,7 +21,7 @@ def bundle(tmp_path):
 
 
 def _edit(bundle, change):
-    card = json.loads((bundle / "model.json").read_text())
+    card = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
     change(card)
     (bundle / "model.json").write_text(json.dumps(card))
 
@@ -49,7 +49,7 @@ def test_malformed_card_fields_are_refused(bundle, change, message):
 
 
 def test_nan_and_deep_nesting_are_refused(bundle):
-    text = (bundle / "model.json").read_text()
+    text = (bundle / "model.json").read_text(encoding="utf-8")
     card = json.loads(text)
     (bundle / "model.json").write_text(text.replace(f'"threshold": {card["threshold"]}', '"threshold": NaN'))
     with pytest.raises(MVCFError, match="NaN, which is not a number JSON allows"):

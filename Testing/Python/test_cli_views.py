@@ -32,8 +32,8 @@ def _run(capsys, *args):
 def test_sample_resources_are_shipped():
     for key in ("ct", "mask", "license", "attribution"):
         assert SAMPLE[key].is_file()
-    assert "Apache License" in SAMPLE["license"].read_text()
-    assert "TotalSegmentator" in SAMPLE["attribution"].read_text()
+    assert "Apache License" in SAMPLE["license"].read_text(encoding="utf-8")
+    assert "TotalSegmentator" in SAMPLE["attribution"].read_text(encoding="utf-8")
 
 
 def test_mask_label_json_and_files(tmp_path, capsys, l1_centre):
@@ -45,7 +45,7 @@ def test_mask_label_json_and_files(tmp_path, capsys, l1_centre):
     assert payload["mode"] == "2.5d-orthogonal" and payload["shape"] == [6, 64, 64]
     assert payload["spacing_mm"] == 1.0
     np.testing.assert_allclose(payload["center_lps"], l1_centre)
-    assert json.loads((out / "views.json").read_text())["shape"] == [6, 64, 64]
+    assert json.loads((out / "views.json").read_text(encoding="utf-8"))["shape"] == [6, 64, 64]
     array = np.load(out / "views.npy")
     assert array.shape == (6, 64, 64) and array.dtype == np.float32
     expected = {"views.npy", "views.json", "preview.png"} | {f"{p}_{w}.nii.gz" for p in ("axial", "coronal",
@@ -158,7 +158,7 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
     code, _, err = _run(capsys, "--ct", SAMPLE["ct"], "--point-ijk", "60,50,50", "--out", out)
     assert code == 2 and "already exists" in err and (out / "keep.txt").exists()
     code, _, err = _run(capsys, "--ct", SAMPLE["ct"], "--point-ijk", "60,50,50", "--out", out, "--overwrite")
-    assert code == 2 and "not written by mvcf" in err and (out / "keep.txt").read_text() == "mine"
+    assert code == 2 and "not written by mvcf" in err and (out / "keep.txt").read_text(encoding="utf-8") == "mine"
     ours = tmp_path / "ours"
     for _ in range(2):
         code, _, _ = _run(capsys, "--ct", SAMPLE["ct"], "--point-ijk", "60,50,50", "--out", ours, "--overwrite")

@@ -32,7 +32,7 @@ def cohort(tmp_path_factory):
 
 
 def _card(out):
-    return json.loads((out / "model" / "model.json").read_text())
+    return json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))
 
 
 def _bundle_agrees_on_cpu_and_cuda(bundle_dir, manifest, tmp_path):

@@ -23,7 +23,7 @@ def test_demo_writes_a_complete_report_folder(tmp_path, capsys):
                  "study/study.json", "prediction/heatmap_L1.nii.gz", "prediction/prediction_L1.json",
                  "prediction/key_L1_axial.png", "prediction/key_L1_sagittal.png"):
         assert (out / path).is_file(), path
-    index = (out / "index.html").read_text()
+    index = (out / "index.html").read_text(encoding="utf-8")
     assert "synthetic" in index
     assert index.index('src="prediction/key_L1_axial.png"') < index.index("<table")  # pictures first
     assert not (out / "cache").exists()
@@ -32,4 +32,4 @@ def test_demo_writes_a_complete_report_folder(tmp_path, capsys):
     (out / "index.html").write_text("stale")                 # `make demo` again: its own folder is replaced
     assert main(["--progress", "none", "demo", "--out", str(out), "--cases", "20", "--epochs", "1", "--size",
                  "24", "--device", "cpu", "--overwrite"]) == 0
-    assert "synthetic" in (out / "index.html").read_text()
+    assert "synthetic" in (out / "index.html").read_text(encoding="utf-8")

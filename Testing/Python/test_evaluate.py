@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
 
 def test_train_writes_bundle_logs_and_predictions(trained, capsys):
     manifest, out = trained
-    card = json.loads((out / "model" / "model.json").read_text())
+    card = json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))
     assert card["ensemble_size"] == 2 and card["view_spec"]["mode"] == "2d" and "mode" not in card["network"]
     assert card["training_data"]["per_institution"]["B"] == {"MVCF": 8, "OVCF": 8}
     assert card["training_data"]["external_institution"] == "B"
@@ -55,13 +55,13 @@ def test_evaluate_writes_metrics_plots_and_per_institution(trained, tmp_path, ca
                  "--out", str(target), "--device", "cpu", "--json"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
-    metrics = json.loads((target / "metrics.json").read_text())
+    metrics = json.loads((target / "metrics.json").read_text(encoding="utf-8"))
     assert printed["overall"]["n"] == metrics["overall"]["n"] == 32
     for key in ("auc", "auc_ci_delong", "auc_ci_bootstrap", "sensitivity", "specificity", "ppv", "npv",
                 "accuracy", "f1"):
         assert key in metrics["overall"]
     assert set(metrics["per_institution"]) == {"A", "B"}
-    assert metrics["model"]["sha256"] == json.loads((out / "model" / "model.json").read_text())["weights"]["sha256"]
+    assert metrics["model"]["sha256"] == json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))["weights"]["sha256"]
     for name in ("predictions.csv", "roc.png", "calibration.png", "decision_curve.png"):
         assert (target / name).stat().st_size > 0
     assert main(["--progress", "none", "evaluate", "--model", str(tmp_path), "--manifest", str(manifest),

@@ -22,7 +22,7 @@ def test_atomic_open_leaves_nothing_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with atomic_open(target) as handle:
         handle.write("whole")
-    assert target.read_text() == "whole" and len(list(tmp_path.iterdir())) == 1
+    assert target.read_text(encoding="utf-8") == "whole" and len(list(tmp_path.iterdir())) == 1
 
 
 def test_atomic_dir_replaces_only_when_complete(tmp_path):
@@ -33,7 +33,7 @@ def test_atomic_dir_replaces_only_when_complete(tmp_path):
         with atomic_dir(target, overwrite=True) as tmp:
             (tmp / "a.txt").write_text("2")
             raise ValueError
-    assert (target / "a.txt").read_text() == "1"
+    assert (target / "a.txt").read_text(encoding="utf-8") == "1"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
@@ -42,12 +42,12 @@ def test_atomic_files_move_all_or_none(tmp_path):
     with pytest.raises(MVCFError, match="t.schema.tsv"):
         with atomic_files(tmp_path, ["t.tsv", "t.schema.tsv"]) as tmp:
             (tmp / "t.tsv").write_text("new")      # the writer forgot the schema
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.tsv"] and (tmp_path / "t.tsv").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.tsv"] and (tmp_path / "t.tsv").read_text(encoding="utf-8") == "old"
     with atomic_files(tmp_path, ["t.tsv", "t.schema.tsv"]) as tmp:
         (tmp / "t.tsv").write_text("new")
         (tmp / "t.schema.tsv").write_text("schema")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.schema.tsv", "t.tsv"]
-    assert (tmp_path / "t.tsv").read_text() == "new"
+    assert (tmp_path / "t.tsv").read_text(encoding="utf-8") == "new"
 
 
 def test_ctimage_geometry_roundtrip_through_sitk_and_ras():

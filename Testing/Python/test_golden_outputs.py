@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 
 from golden_runs import record  # noqa: E402
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "outputs.json").read_text())
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "outputs.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

@@ -94,7 +94,7 @@ def test_write_then_read_round_trip_with_relative_paths(folder):
         CaseRecord("c2", "p2", "B", 0, folder / "imgs" / "b.nii.gz", center_lps=np.array([-1.0, 0.5, 9.25])),
     ]
     path = write_manifest(folder / "manifest.csv", records)
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert "imgs/a.nii.gz" in text and str(folder) not in text
     back = read_manifest(path)
     assert [(r.case_id, r.label, r.institution, r.vertebra_label) for r in back] == \

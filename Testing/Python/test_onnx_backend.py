@@ -108,7 +108,7 @@ def test_a_graph_that_does_not_match_its_weights_is_refused(tmp_path):
     with pytest.raises(MVCFError, match="does not match the card's sha256"):
         load_ort_bundle(a)
 
-    card = json.loads((a / CARD_FILE).read_text())  # ... and the card's graph hash edited to fit it
+    card = json.loads((a / CARD_FILE).read_text(encoding="utf-8"))  # ... and the card's graph hash edited to fit it
     card["onnx"]["sha256"] = hashlib.sha256((a / GRAPH_FILE).read_bytes()).hexdigest()
     (a / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(MVCFError, match="does not reproduce its weights' outputs"):
@@ -124,7 +124,7 @@ def test_a_graph_that_does_not_match_its_weights_is_refused(tmp_path):
 
 def test_add_graph_to_an_old_bundle_and_the_demo_graph_is_reproducible(tmp_path):
     old = _bundle(tmp_path / "old", _spec("2.5d-orthogonal", windows=("bone",)), onnx_graph=False)
-    assert not (old / GRAPH_FILE).exists() and choose("cpu", json.loads((old / CARD_FILE).read_text())) == ("torch", "cpu")
+    assert not (old / GRAPH_FILE).exists() and choose("cpu", json.loads((old / CARD_FILE).read_text(encoding="utf-8"))) == ("torch", "cpu")
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "add_onnx_graph.py"), str(old)],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
@@ -132,12 +132,12 @@ def test_add_graph_to_an_old_bundle_and_the_demo_graph_is_reproducible(tmp_path)
     # the shipped graph is what exporting the shipped weights gives (the export is deterministic)
     copy = shutil.copytree(DEMO, tmp_path / "demo")
     entry = add_graph(copy)
-    assert entry["sha256"] == json.loads((DEMO / CARD_FILE).read_text())["onnx"]["sha256"]
+    assert entry["sha256"] == json.loads((DEMO / CARD_FILE).read_text(encoding="utf-8"))["onnx"]["sha256"]
     assert (copy / GRAPH_FILE).read_bytes() == (DEMO / GRAPH_FILE).read_bytes()
 
 
 def test_backend_choice():
-    card = json.loads((DEMO / CARD_FILE).read_text())
+    card = json.loads((DEMO / CARD_FILE).read_text(encoding="utf-8"))
     assert choose("cpu", card) == ("onnxruntime", "cpu")
     assert choose("cpu", card, "torch") == ("torch", "cpu")
     assert choose("cpu", {k: v for k, v in card.items() if k != "onnx"}) == ("torch", "cpu")

@@ -137,7 +137,7 @@ def test_locations_views_folders_are_guarded_too(inputs, capsys, tmp_path):
         locations.write_text(json.dumps([{"name": "L1", "mask": "seg.nii.gz", "label": 31, "views": views}]))
         code, _, err = _run(capsys, "predict", "--ct", ct, "--locations", locations)
         assert code == 2 and _one_line(err) and message in err, err
-    assert (mine / "notes.txt").read_text() == "mine"
+    assert (mine / "notes.txt").read_text(encoding="utf-8") == "mine"
     locations.write_text(json.dumps([{"name": "L1", "mask": "seg.nii.gz", "label": 31, "views": "v1"}]))
     for _ in range(2):
         code, out, err = _run(capsys, "predict", "--ct", ct, "--locations", locations, "--json")

@@ -51,13 +51,13 @@ def test_overwrite_replaces_only_mvcf_output(tmp_path):
     with pytest.raises(MVCFError, match="not written by mvcf"):
         with atomic_dir(foreign, overwrite=True) as tmp:
             (tmp / "a").write_text("x")
-    assert (foreign / "thesis.docx").read_text() == "years of work"
+    assert (foreign / "thesis.docx").read_text(encoding="utf-8") == "years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
     out = tmp_path / "out"
     for text in ("1", "2"):                                    # a re-run replaces its own earlier output
         with atomic_dir(out, overwrite=True) as tmp:
             (tmp / "a.txt").write_text(text)
-    assert (out / "a.txt").read_text() == "2" and (out / MARKER).is_file() and is_own_output(out)
+    assert (out / "a.txt").read_text(encoding="utf-8") == "2" and (out / MARKER).is_file() and is_own_output(out)
     with pytest.raises(MVCFError, match="is an existing file"):
         check_output(out / "a.txt", kind="folder", overwrite=True)
     heat = tmp_path / "heat.nii.gz"

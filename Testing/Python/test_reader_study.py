@@ -53,8 +53,8 @@ def answer_all(package_dir: Path, reader: str, skip: int = 0) -> None:
 
 def test_the_plan_is_seeded_fully_crossed_and_keeps_the_key_apart(unaided_study, tmp_path):
     manifest = unaided_study / "study_manifest.csv"
-    plan = json.loads((unaided_study / "plan" / "plan.json").read_text())
-    key = json.loads((unaided_study / "plan" / "key.json").read_text())
+    plan = json.loads((unaided_study / "plan" / "plan.json").read_text(encoding="utf-8"))
+    key = json.loads((unaided_study / "plan" / "key.json").read_text(encoding="utf-8"))
     assert plan["fingerprint"] == key["fingerprint"] and plan["n_cases"] == len(key["cases"]) == 8
     assert "cases" not in plan, "the plan names no case"
     orders = []
@@ -71,11 +71,11 @@ def test_the_plan_is_seeded_fully_crossed_and_keeps_the_key_apart(unaided_study,
             assert not [s for s in secrets if s.lower().encode() in header], ct.name
     assert orders[0] != orders[1]
     make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=5), tmp_path / "again")
-    again = [json.loads((tmp_path / "again" / "packages" / r / "package.json").read_text())["rounds"][0]["cases"]
+    again = [json.loads((tmp_path / "again" / "packages" / r / "package.json").read_text(encoding="utf-8"))["rounds"][0]["cases"]
              for r in ("r1", "r2")]
     assert again == orders, "same seed and manifest, same plan"
     make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=6), tmp_path / "other")
-    assert json.loads((tmp_path / "other" / "plan.json").read_text())["fingerprint"] != plan["fingerprint"]
+    assert json.loads((tmp_path / "other" / "plan.json").read_text(encoding="utf-8"))["fingerprint"] != plan["fingerprint"]
 
 
 def test_the_leak_check_finds_a_planted_case_id(tmp_path):
@@ -172,7 +172,7 @@ def test_collect_refuses_a_missing_case_a_foreign_key_and_bad_ratings(unaided_st
 
     # a rating edited out of range after the fact, and a duplicated reading, are named
     answers = plan / "packages" / "r1" / "answers.json"
-    original = answers.read_text()
+    original = answers.read_text(encoding="utf-8")
     data = json.loads(original)
     data["readings"][0]["confidence"] = 7
     data["readings"].append(dict(data["readings"][1]))
@@ -248,7 +248,7 @@ def test_cropped_packages_of_a_real_ct_keep_the_vertebra_where_it_was(tmp_path):
     manifest = sample_ct_manifest(tmp_path)
     make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], crop_mm=100,
                                      allow_outside_root=True), tmp_path / "plan")
-    key = json.loads((tmp_path / "plan" / "key.json").read_text())["cases"]
+    key = json.loads((tmp_path / "plan" / "key.json").read_text(encoding="utf-8"))["cases"]
     package = open_package(tmp_path / "plan" / "packages" / "r1", "r1")
     records = {r.case_id: r for r in read_manifest(manifest, allow_outside_root=True)}
     original = read_ct(records["SAMPLE-L1"].ct)

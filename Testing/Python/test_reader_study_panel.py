@@ -41,7 +41,7 @@ def study(tmp_path_factory):
     settings = PlanSettings(readers=["ann", "ben", "cy"], groups={"senior": ["ann", "ben"], "junior": ["cy"]},
                             seed=3, device="cpu")
     make_plan(manifest, settings, folder / "plan")
-    key = json.loads((folder / "plan" / "key.json").read_text())
+    key = json.loads((folder / "plan" / "key.json").read_text(encoding="utf-8"))
     return {"folder": folder, "plan": folder / "plan", "key": key, "manifest": manifest}
 
 
@@ -82,7 +82,7 @@ def test_a_package_loads_its_cases_in_the_planned_order(study, tmp_path):
         session.submit(confidence=1 + len(seen) % 5)
     assert seen == planned and len(seen) == 16
     assert session.finished and scene.GetFirstNodeByName(CT_NODE_NAME) is None
-    others = [(r["name"], c) for r in json.loads((plan / "packages" / "ann" / "package.json").read_text())["rounds"]
+    others = [(r["name"], c) for r in json.loads((plan / "packages" / "ann" / "package.json").read_text(encoding="utf-8"))["rounds"]
               for c in r["cases"]]
     assert others != planned and sorted(others) == sorted(planned), "own order per reader, same cases"
 
@@ -118,7 +118,7 @@ def test_a_rating_is_saved_after_each_case_and_survives_a_crash(study, tmp_path,
     for k in range(3):
         shown = session.show_next()
         session.submit(confidence=k + 1, note=f"note {k}")
-        saved = json.loads(answers.read_text())["readings"]
+        saved = json.loads(answers.read_text(encoding="utf-8"))["readings"]
         assert [r["case"] for r in saved] == order[:k + 1], "saved before the next case loads"
         assert saved[-1]["reading_time_s"] == pytest.approx(7.0)
     shown = session.show_next()  # the reader is looking at case 4 when Slicer dies
@@ -132,7 +132,7 @@ def test_a_rating_is_saved_after_each_case_and_survives_a_crash(study, tmp_path,
     with pytest.raises((OSError, MVCFError), match="power cut"):
         session.submit(confidence=5)
     monkeypatch.undo()
-    assert [r["case"] for r in json.loads(answers.read_text())["readings"]] == order[:3]
+    assert [r["case"] for r in json.loads(answers.read_text(encoding="utf-8"))["readings"]] == order[:3]
     assert not [p for p in package.iterdir() if p.name.startswith(".answers")], "no temporary file left"
 
     resumed = ReadingSession(slicer.vtkMRMLScene(), package, "ann", clock=ticking_clock())
@@ -207,7 +207,7 @@ def test_wrong_reader_washout_and_out_of_range_ratings_are_refused(study, tmp_pa
     with pytest.raises(MVCFError, match="this package is for reader 'ann', not 'ben'"):
         ReadingSession(slicer.vtkMRMLScene(), plan / "packages" / "ann", "ben")
     # answers written for another reader's package are refused, not overwritten
-    stray = json.loads((plan / "packages" / "ann" / "package.json").read_text())
+    stray = json.loads((plan / "packages" / "ann" / "package.json").read_text(encoding="utf-8"))
     (plan / "packages" / "cy" / "answers.json").write_text(json.dumps(
         {"study_id": stray["study_id"], "fingerprint": stray["fingerprint"], "reader": "ann", "readings": []}))
     before = (plan / "packages" / "cy" / "answers.json").read_bytes()
@@ -233,7 +233,7 @@ def test_the_views_are_centred_on_the_vertebra_of_a_real_ct(tmp_path):
     manifest = sample_ct_manifest(tmp_path)
     make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], crop_mm=120,
                                      allow_outside_root=True), tmp_path / "plan")
-    key = json.loads((tmp_path / "plan" / "key.json").read_text())["cases"]
+    key = json.loads((tmp_path / "plan" / "key.json").read_text(encoding="utf-8"))["cases"]
     records = {r.case_id: r for r in read_manifest(manifest, allow_outside_root=True)}
     scene = slicer.vtkMRMLScene()
     views = [scene.AddNewNodeByClass("vtkMRMLSliceNode", name) for name in ("Red", "Yellow", "Green")]
@@ -285,7 +285,7 @@ def test_revision_only_when_the_plan_allows_it_and_within_the_round(tmp_path):
     session.submit(confidence=2)
     assert session.can_revise
     assert session.revise_last(confidence=4)["confidence"] == 4
-    answers = json.loads((tmp_path / "plan" / "packages" / "r1" / "answers.json").read_text())
+    answers = json.loads((tmp_path / "plan" / "packages" / "r1" / "answers.json").read_text(encoding="utf-8"))
     assert answers["readings"][0]["confidence"] == 4 and "revised_at" in answers["readings"][0]
     with pytest.raises(MVCFError, match="out of range"):
         session.revise_last(confidence=9)
@@ -364,7 +364,7 @@ def test_a_van_dyke_shaped_study_through_the_panel_gives_the_published_table(tmp
     make_plan(manifest, PlanSettings(readers=readers, groups={"seniors": ["0", "1"], "juniors": ["2", "3", "4"]},
                                      seed=7, heatmaps=False, device="cpu"), tmp_path / "plan")
     plan = tmp_path / "plan"
-    key = json.loads((plan / "key.json").read_text())["cases"]
+    key = json.loads((plan / "key.json").read_text(encoding="utf-8"))["cases"]
     published = pd.read_csv(vandyke).set_index(["reader", "modality", "case"])["rating"]
 
     def answer(reader, shown):
@@ -376,7 +376,7 @@ def test_a_van_dyke_shaped_study_through_the_panel_gives_the_published_table(tmp
     assert mvcf_cli("reader-study", "collect", str(plan)).returncode == 0
     result = mvcf_cli("reader-study", "report", str(plan), "--title", "Van Dyke-shaped study")
     assert result.returncode == 0, result.stderr
-    report = json.loads((plan / "report" / "report.json").read_text())
+    report = json.loads((plan / "report" / "report.json").read_text(encoding="utf-8"))
     rrrc = report["sections"]["all readers"]["analysis"]["rrrc"]
     # Published (OR-DBM MRMC / RJafroc / MRMCaov): F = 4.46 on (1, 15.26) df, p = 0.0517, difference 0.0438
     assert rrrc["F"] == pytest.approx(4.456, abs=5e-3)
@@ -391,6 +391,6 @@ def test_a_van_dyke_shaped_study_through_the_panel_gives_the_published_table(tmp
     assert table[("all readers", "unaided")]["ci"] == pytest.approx([0.82522360, 0.96885048], abs=1e-6)
     assert table[("seniors", "unaided")]["auc"] == pytest.approx((0.91964573 + 0.85877617) / 2, abs=1e-7)
     assert table[("juniors", "aided")]["auc"] == pytest.approx((0.92173913 + 0.99935588 + 0.92995169) / 3, abs=1e-7)
-    markdown = (plan / "report" / "report.md").read_text()
+    markdown = (plan / "report" / "report.md").read_text(encoding="utf-8")
     assert "| seniors | 2 | aided |" in markdown and "| juniors | 3 | unaided |" in markdown
     assert "F = 4.456 on (1, 15.26) df" in markdown

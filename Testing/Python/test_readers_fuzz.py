@@ -209,7 +209,7 @@ def test_damaged_manifests(originals, tmp_path_factory, capsys, monkeypatch):
     def run(data):
         work = _workdir(tmp_path_factory, originals, ["niigz", "nrrd", "mask", "manifest"])
         manifest = work / "manifest.csv"
-        lines = manifest.read_text().splitlines()
+        lines = manifest.read_text(encoding="utf-8").splitlines()
         if data.draw(st.booleans()):
             row = data.draw(st.integers(1, len(lines) - 1))
             cells = lines[row].split(",", len(columns) - 1)
@@ -235,7 +235,7 @@ def test_damaged_locations_files(originals, tmp_path_factory, capsys):
         work = _workdir(tmp_path_factory, originals, ["niigz", "mask", "locations"])
         where = work / "where.json"
         if data.draw(st.booleans()):
-            entries = json.loads(where.read_text())
+            entries = json.loads(where.read_text(encoding="utf-8"))
             entry = entries[data.draw(st.integers(0, 1))]
             entry[data.draw(st.sampled_from(["name", "mask", "label", "heatmap", "point_ijk", "point_lps", "box"]))] \
                 = data.draw(JSON_VALUES)
@@ -260,7 +260,7 @@ def test_damaged_model_cards(originals, tmp_path_factory, capsys):
         work = _workdir(tmp_path_factory, originals, ["niigz", "model"])
         card_path = work / "demo_model" / "model.json"
         if data.draw(st.booleans()):
-            card = json.loads(card_path.read_text())
+            card = json.loads(card_path.read_text(encoding="utf-8"))
             path = data.draw(st.sampled_from(fields)).split(".")
             holder = card if len(path) == 1 else card[path[0]]
             holder[path[-1]] = data.draw(JSON_VALUES)

@@ -291,7 +291,7 @@ def test_retrieve_study_by_wado_rs_then_predict(orthanc, real_ct, work, capsys):
     assert code == 0, err
     uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in fetched.glob("*.dcm")}
     assert {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in real_ct.iterdir()} <= uids
-    report = json.loads((work / "fetched_report" / "report.json").read_text())
+    report = json.loads((work / "fetched_report" / "report.json").read_text(encoding="utf-8"))
     assert report["source"]["series_instance_uid"] == first.SeriesInstanceUID
     code, _, err = run(capsys, "predict", "--ct", work / "never_fetched", "--retrieve-study", "1.2.3.4",
                        "--retrieve-from", orthanc.dicomweb, "--point-ijk", BODY_IJK)
@@ -392,7 +392,7 @@ def test_a_folder_with_several_series_reads_the_one_ct_or_the_uid_given(real_run
     code, out, err = run(capsys, "predict", "--ct", mixed, "--series-uid", series_uid, "--point-ijk", BODY_IJK,
                          "--report", work / "mixed_report", "--json")
     assert code == 0, err
-    report = json.loads((work / "mixed_report" / "report.json").read_text())
+    report = json.loads((work / "mixed_report" / "report.json").read_text(encoding="utf-8"))
     assert report["source"]["series_instance_uid"] == series_uid
     code, _, err = run(capsys, "predict", "--ct", mixed, "--series-uid", "1.2.3", "--point-ijk", BODY_IJK)
     assert code == 2 and "has no series 1.2.3" in err

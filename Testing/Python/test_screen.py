@@ -103,7 +103,7 @@ def test_verse_mask_read_with_level_names():
     assert found.name == "verse"
     assert list(found.levels.values()) == ["T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
     centroids = {e["label"]: e for e in json.loads(
-        shared("verse_sample/sub-verse004_seg-subreg_ctd.json").read_text())[1:]}
+        shared("verse_sample/sub-verse004_seg-subreg_ctd.json").read_text(encoding="utf-8"))[1:]}
     # VerSe's own centroid file agrees on which label is the most caudal (L5 = 24): largest Y (I axis)
     assert max(centroids, key=lambda k: centroids[k]["Y"]) == found.label_of("L5")
     measured = morphometry.measure_spine(mask, found.levels, numbering.LEVEL_ORDER)
@@ -123,7 +123,7 @@ def test_sample_heights_close_to_totalsegmentator_spine_report(sample_screen):
     slice of largest height spread; we measure the shipped `total` mask on the mid-sagittal plane. Every
     height within 2 mm is not reachable here (TotalSegmentator's own rule on the shipped masks is 3 mm off
     at worst): docs/screening.md gives every number."""
-    report = json.loads(shared("totalsegmentator/spine_report/spine_report.json").read_text())["results"]
+    report = json.loads(shared("totalsegmentator/spine_report/spine_report.json").read_text(encoding="utf-8"))["results"]
     rows = _rows(sample_screen)
     diffs = []
     for level in ("L1", "L2", "L3", "L4", "L5"):
@@ -322,9 +322,9 @@ def test_cli_json_and_outputs(tmp_path, small_case):
                 "trabecular_hu", "probability_malignant", "prediction"):
         assert key in l3 and l3[key] is not None
     assert payload["numbering"] == "totalsegmentator" and "disclaimer" in payload
-    tsv = (tmp_path / "out" / "screen.tsv").read_text().splitlines()
+    tsv = (tmp_path / "out" / "screen.tsv").read_text(encoding="utf-8").splitlines()
     assert tsv[0].split("\t")[:3] == ["level", "label", "status"] and len(tsv) == 1 + len(payload["vertebrae"])
-    assert json.loads((tmp_path / "out" / "screen.json").read_text())["columns"]["genant_grade"]
+    assert json.loads((tmp_path / "out" / "screen.json").read_text(encoding="utf-8"))["columns"]["genant_grade"]
 
 
 def test_cli_bad_input_one_line(tmp_path):
@@ -405,7 +405,7 @@ def test_out_is_never_an_input_or_a_folder_of_the_users(tmp_path, capsys):
         code = main(["--progress", "none", "screen", *map(str, extra)])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and message in err, (extra, err)
-    assert (mine / "screen.tsv").read_text() == "my own table\n" and sorted(p.name for p in mine.iterdir()) == [
+    assert (mine / "screen.tsv").read_text(encoding="utf-8") == "my own table\n" and sorted(p.name for p in mine.iterdir()) == [
         "screen.tsv"]
 
 

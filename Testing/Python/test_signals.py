@@ -18,7 +18,7 @@ def _children(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
+                stat = (entry / "stat").read_text(encoding="utf-8")
             except OSError:
                 continue
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
@@ -28,7 +28,7 @@ def _children(pid: int) -> list[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
     return state != "Z"
@@ -73,7 +73,7 @@ def test_sigterm_in_train_exits_130_and_leaves_no_temporary_file(tmp_path):
     log = out / "folds" / "fold0" / "log.csv"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+        if log.is_file() and len(log.read_text(encoding="utf-8").splitlines()) >= 2:
             break
         time.sleep(0.05)
     assert process.poll() is None, "training ended before the signal"

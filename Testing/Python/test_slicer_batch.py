@@ -58,7 +58,7 @@ def test_batch_writes_one_tsv_row_per_vertebra_and_case(tmp_path):
     out = tmp_path / "out" / "results.tsv"
     assert batch.main(["--cases", str(cases), "--out", str(out), "--labels", "L2=30",
                        "--model", str(not_a_bundle), "--device", "cpu"]) == 0
-    lines = out.read_text().splitlines()
+    lines = out.read_text(encoding="utf-8").splitlines()
     header = lines[0].split("\t")
     assert header[:3] == ["case", "vertebra", "probability_malignant"]
     rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]

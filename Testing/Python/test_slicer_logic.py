@@ -124,7 +124,7 @@ def test_cancel_kills_the_child_and_adds_no_node(scene, sample, tmp_path):
     lg = SleepingLogic(temp_root=str(tmp_path))
     run = lg.start(ct_node, lg.targets(ct_node, points=points), views=False, heatmap=True)
     assert (run.workdir / "ct.nrrd").is_file()
-    entries = json.loads((run.workdir / "locations.json").read_text())
+    entries = json.loads((run.workdir / "locations.json").read_text(encoding="utf-8"))
     assert [(e["name"], Path(e["heatmap"]).name) for e in entries] == [("L1", "heatmap_0.nii.gz"),
                                                                       ("L2", "heatmap_1.nii.gz")]
     np.testing.assert_allclose(entries[1]["point_lps"], l1_point_ras(sample[1], "L2") * [-1, -1, 1], atol=1e-6)
@@ -255,7 +255,7 @@ def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, samp
     lg = logic.PredictionLogic(temp_root=str(tmp_path))
     (target,) = lg.targets(ct_node, points=points)
     run = lg.start(ct_node, [target], views=True, heatmap=True)
-    entry = json.loads((run.workdir / run.LOCATIONS_FILE).read_text())[0]
+    entry = json.loads((run.workdir / run.LOCATIONS_FILE).read_text(encoding="utf-8"))[0]
     assert Path(entry["views"]).name == "views_0" and Path(entry["heatmap"]).name == "heatmap_0.nii.gz"
     spec = ViewSpec(mode="2.5d-adjacent", size_px=48, spacing_mm=1.0, n_slices=3, slice_gap_mm=2.0,
                     windows=("bone", "soft"))

@@ -79,7 +79,7 @@ def test_the_generated_lists_are_current_and_the_check_catches_a_new_file(tmp_pa
     (module / "MVCFClassifierLib" / "new_step.py").write_text("")
     assert update_cmake_lists.run(["MVCFClassifier"], check=True) == 1
     update_cmake_lists.run(["MVCFClassifier"], check=False)
-    assert "MVCFClassifierLib/new_step.py" in (module / "CMakeLists.txt").read_text()
+    assert "MVCFClassifierLib/new_step.py" in (module / "CMakeLists.txt").read_text(encoding="utf-8")
 
 
 def all_module_python_files() -> list[Path]:

@@ -179,10 +179,10 @@ def test_tsv_export_through_the_storage_node_reads_back(scene, tmp_path):
     written = tables.save_table_tsv(node, target)
     assert written == [target, tmp_path / "out" / "results.schema.tsv"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["results.schema.tsv", "results.tsv"]
-    lines = target.read_text().splitlines()
+    lines = target.read_text(encoding="utf-8").splitlines()
     assert lines[0].split("\t") == [c[0] for c in COLUMNS]
     assert lines[1].split("\t")[:3] == ["L1", "0.25", "OVCF"]
-    schema = (tmp_path / "out" / "results.schema.tsv").read_text()
+    schema = (tmp_path / "out" / "results.schema.tsv").read_text(encoding="utf-8")
     assert "probability of a malignant fracture" in schema
 
     storage = slicer.vtkMRMLTableStorageNode()

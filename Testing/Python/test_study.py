@@ -33,7 +33,7 @@ def test_study_compares_modes_and_baseline_on_identical_cases(tmp_path, capsys):
     with open(out / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 32 and all(r["baseline-logistic"] and r["3d"] for r in rows)
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "p vs ref" in report and "Research use only" in report
     assert (out / "report.html").is_file() and (out / "roc_external.png").is_file()
 

@@ -93,7 +93,7 @@ def test_report_has_no_silent_nan_or_zero_width_interval(tmp_path):
     summary = _summary(tmp_path)
     json.dumps(summary, allow_nan=False)          # study.json must be strict JSON: no NaN anywhere
     write_report(tmp_path, summary)
-    text = (tmp_path / "report.md").read_text()
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert not re.search(r"\bnan\b", text, re.IGNORECASE)
     for line in text.splitlines():
         for low, high in re.findall(r"\((\d\.\d+)–(\d\.\d+)", line):

@@ -54,7 +54,7 @@ def test_cohort_files_manifest_and_bitwise_reproducibility(cohort, tmp_path):
     again = generate_cohort(tmp_path / "again", n_cases=8, seed=5, external_fraction=0.25)
     for a, b in zip(records, read_manifest(again)):
         assert _digest(a.ct) == _digest(b.ct) and _digest(a.mask) == _digest(b.mask)
-    assert (cohort.parent / "manifest.csv").read_text() == again.read_text()
+    assert (cohort.parent / "manifest.csv").read_text(encoding="utf-8") == again.read_text(encoding="utf-8")
 
 
 def test_case_geometry_orientation_and_centre(cohort):

@@ -12,7 +12,7 @@ from mvcf.synth.templates import TEMPLATE_FILE, load_templates, place_template, 
 def test_templates_cover_t9_to_l5_and_every_source_is_attributed():
     templates = load_templates()
     assert {t.level for t in templates} == {"T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"}
-    attribution = (TEMPLATE_FILE.parent / "ATTRIBUTION.md").read_text()
+    attribution = (TEMPLATE_FILE.parent / "ATTRIBUTION.md").read_text(encoding="utf-8")
     for source, licence in (("verse004", "CC BY-SA 4.0"), ("totalseg-example", "Apache-2.0"),
                             ("tptbox-ct22", "Apache-2.0")):
         assert any(t.source == source for t in templates)
@@ -42,7 +42,7 @@ def test_placed_template_varies_smoothly_and_keeps_the_shape():
 def test_synthetic_normal_vertebrae_fall_in_the_real_range(shared_data):
     from mvcf.synth.measures import measure_neighbours
 
-    real = json.loads((shared_data("totalsegmentator") / "spine_report" / "spine_report.json").read_text())["results"]
+    real = json.loads((shared_data("totalsegmentator") / "spine_report" / "spine_report.json").read_text(encoding="utf-8"))["results"]
     rows = [m for plan in plan_cohort(3, seed=5, external_fraction=0.5) for m in measure_neighbours(generate_case(plan, 5))]
     assert rows
     for m in rows:
@@ -57,7 +57,7 @@ def test_measures_of_the_real_ct_agree_with_its_spine_report(shared_data):
     from mvcf.synth.measures import vertebra_measures
 
     folder = shared_data("totalsegmentator")
-    report = json.loads((folder / "spine_report" / "spine_report.json").read_text())["results"]
+    report = json.loads((folder / "spine_report" / "spine_report.json").read_text(encoding="utf-8"))["results"]
     m = vertebra_measures(read_ct(folder / "example_ct.nii.gz", warnings=[]),
                           read_mask(folder / "spine_report" / "totalseg.nii.gz"), 30)   # L2
     assert abs(m["body_height_mm"] - report["vertebrae_L2_height_middle_mm"]) < 5

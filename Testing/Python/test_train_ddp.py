@@ -23,7 +23,7 @@ def test_two_process_ddp_on_cpu_writes_one_bundle(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
-    card = json.loads((out / "model" / "model.json").read_text())
+    card = json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))
     assert card["training"]["distributed_backend"] == "gloo"
     assert card["training"]["world_size"] == 2
     assert card["training_data"]["cases"] == 24

@@ -24,7 +24,7 @@ def _train(manifest, out, *extra):
 
 
 def _sha(out):
-    return json.loads((out / "model" / "model.json").read_text())["weights"]["sha256"]
+    return json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))["weights"]["sha256"]
 
 
 @pytest.mark.slow
@@ -39,7 +39,7 @@ def test_killed_then_resumed_run_has_the_uninterrupted_weights(tmp_path):
     log = killed / "folds" / "fold0" / "log.csv"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if log.is_file() and len(log.read_text().splitlines()) >= 3:   # header + 2 epochs done
+        if log.is_file() and len(log.read_text(encoding="utf-8").splitlines()) >= 3:   # header + 2 epochs done
             break
         time.sleep(0.05)
     assert process.poll() is None, "training finished before it could be killed"

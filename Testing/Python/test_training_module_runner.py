@@ -107,7 +107,7 @@ def test_cancel_kills_the_process_tree(child_script, tmp_path):
             router(event)
         time.sleep(0.05)
     assert progress and pid_file.exists()
-    grandchild = int(pid_file.read_text())
+    grandchild = int(pid_file.read_text(encoding="utf-8"))
     child = run.pid
     assert _alive(grandchild) and _alive(child)
     run.cancel(grace_s=2.0)

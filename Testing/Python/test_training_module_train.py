@@ -121,7 +121,7 @@ def test_train_cancel_resume_and_results(scene_cohort, tmp_path):
     from MVCFTrainingLib.batch import save_result_tables
 
     tsv, schema = save_result_tables("train", out, result, tmp_path / "tables")
-    header = tsv.read_text().splitlines()[0].split("\t")
+    header = tsv.read_text(encoding="utf-8").splitlines()[0].split("\t")
     assert header[:3] == ["model", "split", "institution"] and "auc_ci_low" in header and schema.is_file()
 
 
