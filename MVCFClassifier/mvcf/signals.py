@@ -44,8 +44,15 @@ def end_children(timeout_s: float = 5.0) -> int:
 def _on_signal(signum: int, _frame) -> None:
     for sig in CANCEL_SIGNALS:  # a second signal while cleaning up must not interrupt the cleanup
         signal.signal(sig, signal.SIG_IGN)
+    # The worker pool's own helper threads see their workers vanish once end_children() has ended them and
+    # may die with an exception; the run is being cancelled, so that is expected, not a second error to print.
+    threading.excepthook = _quiet_after_cancel
     end_children()
     raise Interrupted(signum)
+
+
+def _quiet_after_cancel(args) -> None:
+    """threading.excepthook once a cancel signal arrived: helper threads end without a traceback."""
 
 
 def install() -> dict:
