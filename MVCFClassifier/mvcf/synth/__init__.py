@@ -8,10 +8,12 @@ from mvcf.synth.institutions import INSTITUTIONS, InstitutionProfile
 from mvcf.synth.signs import DIFFICULTIES, FractureSigns, sample_signs
 
 #: Which generator made a cohort (model cards record it): bump the version when the images change.
-GENERATOR = {"version": "2",
+GENERATOR = {"version": "3",
              "summary": "real vertebra shape templates (VerSe, TotalSegmentator, TPTBox masks), smoothly deformed; "
                         "external site with thicker slices, softer kernel, coarse noise, HU drift and an older "
-                        "population with another tumour mix and prevalence"}
+                        "population with another tumour mix and prevalence; v3: the internal site a clean protocol and an "
+                        "oncology population with advanced lytic metastases found early, the external site thicker "
+                        "slices (3-4 mm), a larger HU drift, osteopenic patients, myeloma and subtler metastases"}
 
 __all__ = ["GENERATOR", "CasePlan", "SyntheticCase", "generate_case", "generate_cohort", "plan_cohort", "INSTITUTIONS",
            "InstitutionProfile", "DIFFICULTIES", "FractureSigns", "sample_signs"]

@@ -31,6 +31,10 @@ class Population:
     blastic: float = 0.20                                  # prostate/breast-like sclerotic metastases
     myeloma: float = 0.05                                  # diffuse permeative lysis, pedicles spared, few masses
     mimic: float = 1.0                                     # x the OVCF look-alike findings (haematoma, islands...)
+    strength: float = 1.0                                  # x the malignant signs (how advanced at presentation)
+    occult: float = 1.0                                    # x the fraction of MVCFs with nothing but a small lesion
+    mvcf_collapse: float = 1.0                             # x the height loss of MVCFs (surveillance finds them early)
+    ovcf_collapse: float = 1.0                             # x the height loss of OVCFs (scanned soon after the fall)
     prevalence: Optional[float] = None                     # MVCF fraction; None = the cohort's --prevalence
 
 
@@ -50,16 +54,21 @@ class InstitutionProfile:
 INSTITUTIONS: dict[str, InstitutionProfile] = {
     "internal": InstitutionProfile(
         name="internal", pixel_mm=(0.9, 1.1), slice_mm=(1.0, 1.25), kernel_sigma_mm=0.45,
-        noise_hu=(28.0, 40.0), noise_grain_mm=0.5, hu_offset=(0.0, 4.0),
-        description="thin slices, sharp bone kernel, well calibrated"),
+        noise_hu=(22.0, 32.0), noise_grain_mm=0.5, hu_offset=(0.0, 3.0),
+        population=Population(ovcf_bone_hu=(45.0, 105.0), mvcf_osteopenic=0.15, mvcf_normal_hu=(120.0, 220.0),
+                              blastic=0.15, myeloma=0.05, mimic=0.7, strength=1.25, occult=0.5,
+                              mvcf_collapse=0.7),
+        description="thin slices, sharp bone kernel, well calibrated; a tertiary spine-oncology centre whose "
+                    "MVCF patients present with advanced, mostly osteolytic solid-tumour metastases"),
     "external": InstitutionProfile(
-        name="external", pixel_mm=(1.3, 1.6), slice_mm=(2.5, 3.0), kernel_sigma_mm=1.0,
-        noise_hu=(35.0, 55.0), noise_grain_mm=1.6, hu_offset=(25.0, 18.0),
-        population=Population(ovcf_bone_hu=(45.0, 105.0), mvcf_osteopenic=0.55, mvcf_osteopenic_hu=(50.0, 115.0),
-                              mvcf_normal_hu=(90.0, 160.0), blastic=0.05, myeloma=0.40, mimic=1.8, prevalence=0.4),
+        name="external", pixel_mm=(1.4, 1.7), slice_mm=(3.0, 4.0), kernel_sigma_mm=1.2,
+        noise_hu=(40.0, 60.0), noise_grain_mm=1.8, hu_offset=(25.0, 30.0),
+        population=Population(ovcf_bone_hu=(40.0, 100.0), mvcf_osteopenic=0.6, mvcf_osteopenic_hu=(45.0, 105.0),
+                              mvcf_normal_hu=(85.0, 150.0), blastic=0.15, myeloma=0.35, mimic=1.8, strength=0.9,
+                              occult=1.5, ovcf_collapse=0.95, prevalence=0.4),
         description="thick slices, soft kernel, large field of view, coarse low-dose noise, calibration "
-                    "drift; older patients with more look-alike findings, many myeloma and few blastic "
-                    "metastases, 40 % MVCF"),
+                    "drift; older, osteopenic patients with more look-alike findings, many myeloma, earlier and "
+                    "subtler metastases, 40 % MVCF"),
 }
 
 

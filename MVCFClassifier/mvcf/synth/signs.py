@@ -206,17 +206,17 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str,
                  population: Optional["Population"] = None) -> FractureSigns:
     """Draw one fracture's signs for its class (1 = MVCF, 0 = OVCF) at the given difficulty; an MVCF's
     primary tumour comes from the site's `population` mix (default: the internal site's)."""
-    from mvcf.synth.institutions import Population
+    from mvcf.synth.institutions import INSTITUTIONS
 
     if difficulty not in _DIFFICULTY:
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}")
     knob = _DIFFICULTY[difficulty]
-    population = population or Population()
-    s, m = knob["strength"], knob["mimic"] * population.mimic
+    population = population or INSTITUTIONS["internal"].population
+    s, m = knob["strength"] * population.strength, knob["mimic"] * population.mimic
     signs = FractureSigns(label=label)
     if label == 0:
         signs.height_kind = str(rng.choice(["wedge", "biconcave", "crush"], p=[0.5, 0.3, 0.2]))
-        signs.height_loss = float(rng.uniform(0.15, 0.45))
+        signs.height_loss = float(rng.uniform(0.15, 0.45)) * population.ovcf_collapse
         if rng.random() < 0.6:
             signs.sclerotic_band_hu = float(rng.uniform(180, 380))
             signs.sclerotic_band_mm = float(rng.uniform(3, 7))
@@ -230,8 +230,8 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str,
         signs.fat_focus = bool(rng.random() < min(0.9, 0.12 * m))
         return signs
     signs.height_kind = str(rng.choice(["crush", "wedge", "biconcave", "none"], p=[0.42, 0.28, 0.15, 0.15]))
-    signs.height_loss = float(rng.uniform(0.07, 0.41)) if signs.height_kind != "none" else 0.0
-    occult = rng.random() < knob["occult"]
+    signs.height_loss = float(rng.uniform(0.07, 0.41)) * population.mvcf_collapse if signs.height_kind != "none" else 0.0
+    occult = rng.random() < min(0.9, knob["occult"] * population.occult)
     draw = rng.random()
     signs.primary = "blastic" if draw < population.blastic else \
         "myeloma" if draw < population.blastic + population.myeloma else "solid-lytic"
@@ -265,6 +265,8 @@ def _myeloma(rng: np.random.Generator, signs: FractureSigns, s: float) -> Fractu
     cortex and soft tissue less often involved; with the diffuse osteopenia it resembles osteoporosis
     (Lecouvet et al. 1997; Mulligan 2011)."""
     signs.lesion_pattern = str(rng.choice(["permeative", "moth-eaten"], p=[0.6, 0.4]))
+    signs.height_kind = str(rng.choice(["wedge", "biconcave", "crush"], p=[0.4, 0.4, 0.2]))
+    signs.height_loss = float(rng.uniform(0.15, 0.45))
     signs.lesion_fraction = float(np.clip(rng.uniform(0.3, 0.75) * s, 0.1, 0.85))
     signs.cortical_breach = bool(rng.random() < min(0.95, 0.3 * s))
     _wall_and_masses(rng, signs, s, (0.25, (1.5, 3.5)), (0.25, (4, 8)), (0.25, (6, 12)))
