@@ -34,7 +34,6 @@ class Population:
     strength: float = 1.0                                  # x the malignant signs (how advanced at presentation)
     occult: float = 1.0                                    # x the fraction of MVCFs with nothing but a small lesion
     mvcf_collapse: float = 1.0                             # x the height loss of MVCFs (surveillance finds them early)
-    ovcf_collapse: float = 1.0                             # x the height loss of OVCFs (scanned soon after the fall)
     prevalence: Optional[float] = None                     # MVCF fraction; None = the cohort's --prevalence
 
 
@@ -61,14 +60,13 @@ INSTITUTIONS: dict[str, InstitutionProfile] = {
         description="thin slices, sharp bone kernel, well calibrated; a tertiary spine-oncology centre whose "
                     "MVCF patients present with advanced, mostly osteolytic solid-tumour metastases"),
     "external": InstitutionProfile(
-        name="external", pixel_mm=(1.4, 1.7), slice_mm=(3.0, 4.0), kernel_sigma_mm=1.2,
-        noise_hu=(40.0, 60.0), noise_grain_mm=1.8, hu_offset=(25.0, 30.0),
+        name="external", pixel_mm=(1.3, 1.6), slice_mm=(2.5, 3.5), kernel_sigma_mm=1.0,
+        noise_hu=(35.0, 55.0), noise_grain_mm=1.6, hu_offset=(25.0, 20.0),
         population=Population(ovcf_bone_hu=(40.0, 100.0), mvcf_osteopenic=0.6, mvcf_osteopenic_hu=(45.0, 105.0),
-                              mvcf_normal_hu=(85.0, 150.0), blastic=0.15, myeloma=0.35, mimic=1.8, strength=0.9,
-                              occult=1.5, ovcf_collapse=0.95, prevalence=0.4),
+                              mvcf_normal_hu=(85.0, 150.0), blastic=0.15, myeloma=0.15, mimic=1.2, prevalence=0.4),
         description="thick slices, soft kernel, large field of view, coarse low-dose noise, calibration "
-                    "drift; older, osteopenic patients with more look-alike findings, many myeloma, earlier and "
-                    "subtler metastases, 40 % MVCF"),
+                    "drift; older, osteopenic patients with more look-alike findings, more myeloma (collapsing like "
+                    "osteoporosis), less advanced metastases than the oncology centre's, 40 % MVCF"),
 }
 
 

@@ -216,7 +216,7 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str,
     signs = FractureSigns(label=label)
     if label == 0:
         signs.height_kind = str(rng.choice(["wedge", "biconcave", "crush"], p=[0.5, 0.3, 0.2]))
-        signs.height_loss = float(rng.uniform(0.15, 0.45)) * population.ovcf_collapse
+        signs.height_loss = float(rng.uniform(0.15, 0.45))
         if rng.random() < 0.6:
             signs.sclerotic_band_hu = float(rng.uniform(180, 380))
             signs.sclerotic_band_mm = float(rng.uniform(3, 7))
