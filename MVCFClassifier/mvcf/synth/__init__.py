@@ -11,9 +11,10 @@ from mvcf.synth.signs import DIFFICULTIES, FractureSigns, sample_signs
 GENERATOR = {"version": "3",
              "summary": "real vertebra shape templates (VerSe, TotalSegmentator, TPTBox masks), smoothly deformed; "
                         "external site with thicker slices, softer kernel, coarse noise, HU drift and an older "
-                        "population with another tumour mix and prevalence; v3: the internal site a clean protocol and an "
-                        "oncology population with advanced lytic metastases found early, the external site thicker "
-                        "slices (3-4 mm), a larger HU drift, osteopenic patients, myeloma and subtler metastases"}
+                        "population with another tumour mix and prevalence; v3: the internal site a clean protocol and "
+                        "an oncology population with advanced lytic metastases found with little collapse, the "
+                        "external site osteopenic "
+                        "patients, a larger HU drift, myeloma collapsing like osteoporosis, less advanced metastases"}
 
 __all__ = ["GENERATOR", "CasePlan", "SyntheticCase", "generate_case", "generate_cohort", "plan_cohort", "INSTITUTIONS",
            "InstitutionProfile", "DIFFICULTIES", "FractureSigns", "sample_signs"]
