@@ -30,8 +30,8 @@ from slicer import (
 
 from MVCFClassifierLib.choices import DEVICES
 from MVCFClassifierLib.panel import ParameterNodePanel
-from MVCFClassifierLib.logic import (DISCLAIMER, LOCATION_SOURCES, PredictionLogic, apply_state, chosen_model_dir,
-                                     dicom_summary, segment_ids_from_text, skipped_summary)
+from MVCFClassifierLib.logic import (APPLY_POLL_MS, DISCLAIMER, LOCATION_SOURCES, PredictionLogic, apply_state,
+                                     chosen_model_dir, dicom_summary, segment_ids_from_text, skipped_summary)
 from MVCFClassifierLib import screening
 
 #: The inputs offered: the marked vertebrae, or every vertebra of a spine segmentation (screening).
@@ -93,7 +93,7 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         self.loadPanel("UI/MVCFClassifier.ui")
         self.logic = MVCFClassifierLogic()
 
-        self._timer = self.pollTimer(self.onTimer)
+        self._timer = self.pollTimer(self.onTimer, APPLY_POLL_MS)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.inputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)",
@@ -199,6 +199,7 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
             self.ui.progressBar.value = 0
             self.ui.resultsLabel.text = ""
             self._timer.start()
+            self.onTimer()  # the request goes out now, not one tick later
 
     def onTimer(self) -> None:
         run = self._run

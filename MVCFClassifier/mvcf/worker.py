@@ -58,6 +58,22 @@ class Worker:
         self.model, self.device, self.backend = model, device, backend
         self.idle_exit_s = idle_exit_s
         self.served = 0
+        self._ct: Optional[tuple[tuple, Any]] = None  # (file identity, CTImage) of the last CT read
+
+    def read_ct(self, path: str, series_uid: Optional[str] = None):
+        """read_ct, memoised for the last CT file: the same file (path, size and modification time, ns)
+        is read and validated once. DICOM folders are always read again (a file may change inside)."""
+        from mvcf.read_ct import read_ct
+
+        resolved = Path(path).resolve()
+        if not resolved.is_file():
+            return read_ct(path, series_uid=series_uid)
+        stat = resolved.stat()
+        key = (str(resolved), stat.st_size, stat.st_mtime_ns, series_uid)
+        if self._ct is None or self._ct[0] != key:
+            self._ct = None  # the old CT's memory goes before the new one is read
+            self._ct = (key, read_ct(path, series_uid=series_uid))
+        return self._ct[1]
 
     def load(self) -> None:
         """Load the default bundle now (so the first request pays only the work) and say ready."""
@@ -145,7 +161,8 @@ class Worker:
         payload, _, _ = predict_ct_file(ct, queries, request.get("model", self.model), device,
                                      request.get("backend", self.backend),
                                      refine=bool(request.get("refine", False)),
-                                     on_progress=_Tagged(self.channel, request.get("id")).progress)
+                                     on_progress=_Tagged(self.channel, request.get("id")).progress,
+                                     read=self.read_ct)
         return payload
 
 
