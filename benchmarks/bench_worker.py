@@ -68,7 +68,7 @@ def _applies(heatmap: bool, repeats: int, tmp) -> dict:
     first, second, third = [], [], []
     for _ in range(repeats):
         logic = PredictionLogic(python_executable=sys.executable, temp_root=str(tmp), warm_worker=True,
-                                ensure_dependencies=lambda: True)
+                                ensure_dependencies=lambda **_: True)
         logic.worker.env = {"OMP_NUM_THREADS": "1"}
         try:
             for times in (first, second, third):

@@ -432,18 +432,25 @@ class PredictionRun(ChildDrivenRun):
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _default_ensure() -> bool:
+def _requirements(torch: bool) -> list[str]:
+    from MVCFClassifierLib.dependencies import read_requirements, torch_free_requirements
+
+    return read_requirements() if torch else torch_free_requirements()
+
+
+def _default_ensure(torch: bool = True) -> bool:
     from MVCFClassifierLib.dependencies import ensure_dependencies
 
-    return ensure_dependencies()
+    return ensure_dependencies(requirements=_requirements(torch), torch=torch)
 
 
-def _default_ensure_dicom() -> bool:
-    from MVCFClassifierLib.dependencies import ensure_dependencies, read_requirements
+def _default_ensure_dicom(torch: bool = True) -> bool:
+    from MVCFClassifierLib.dependencies import ensure_dependencies
     from MVCFClassifierLib.dicom_export import DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT, check_pydicom
 
     check_pydicom()
-    return ensure_dependencies(requirements=[*read_requirements(), *DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT])
+    return ensure_dependencies(requirements=[*_requirements(torch), *DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT],
+                               torch=torch)
 
 
 def dicom_summary(outputs: Any) -> str:
@@ -514,12 +521,19 @@ class PredictionLogic:
         if self.ct_files is not None:
             self.ct_files.clear()
 
-    def ready(self, ct_node, dicom: bool = False) -> bool:
+    def ready(self, ct_node, dicom: bool = False, torch: bool = True) -> bool:
         """Before an Apply: with `dicom`, is the CT from the DICOM database (an MVCFError if not, before any
-        question), then are the packages installed (asking first; False when the user declined)."""
+        question), then are the packages installed (asking first; False when the user declined). Without
+        `torch` (dependencies.classification_needs_torch) only what the ONNX Runtime path needs."""
+        from MVCFClassifierLib.dependencies import torch_installed
+
         if dicom:
             self.prepare_dicom(ct_node, dicom).cleanup()
-        return (self.ensure_dicom_dependencies if dicom else self.ensure_dependencies)()
+        had_torch = torch_installed()
+        ok = (self.ensure_dicom_dependencies if dicom else self.ensure_dependencies)(torch=torch)
+        if ok and not had_torch and self.worker is not None and torch_installed():
+            self.worker.stop()  # started before torch was installed: the next request gets a fresh one
+        return ok
 
     def prepare_dicom(self, ct_node, dicom: bool):
         """With `dicom`: the CT's source series from the DICOM database, staged for the child (an MVCFError
@@ -634,7 +648,9 @@ class PredictionLogic:
             raise MVCFError("no CT volume selected")
         targets = self.targets(ct_node, source, points=points, roi=roi, segmentation=segmentation,
                                segment_ids=segment_ids)
-        if not self.ready(ct_node, dicom):
+        from MVCFClassifierLib.dependencies import classification_needs_torch
+
+        if not self.ready(ct_node, dicom, torch=classification_needs_torch(heatmap, model_dir, device)):
             return None
         return self.start(ct_node, targets, model_dir=model_dir, device=device, views=views, heatmap=heatmap,
                           segmentation=segmentation if source == "Segmentation" else None, dicom=dicom)
