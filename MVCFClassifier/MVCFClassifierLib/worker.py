@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from MVCFClassifierLib.process import ChildRun, mvcf_command
+from MVCFClassifierLib.process import ChildRun, RunOutcome, mvcf_command
 
 DEFAULT_IDLE_EXIT_S = 900.0
 
@@ -62,7 +62,17 @@ class WorkerRequest:
         return self.returncode is not None and not self.events
 
     def error_line(self) -> str:
-        return self.error or f"the prediction worker gave no answer (code {self.returncode})"
+        return self.error or f"the worker gave no answer (code {self.returncode})"
+
+    def outcome(self) -> RunOutcome:
+        """How the request ended, as ChildRun.outcome() says it for a child (call once finished())."""
+        if self.returncode is None:
+            raise RuntimeError("the request is still running")
+        if self.cancelled:
+            return RunOutcome("cancelled", self.returncode, None, "cancelled by the user")
+        if self.returncode == 0:
+            return RunOutcome("succeeded", 0, self.result)
+        return RunOutcome("failed", self.returncode, self.result, self.error_line())
 
     def wait_event(self, timeout: float) -> None:
         """Block until the worker says something (or `timeout` s): see ChildRun.wait_event."""
