@@ -102,10 +102,9 @@ def _many(repeats: int) -> dict:
         single = median_time(lambda: request(entries[:1]), repeats)
     finally:
         worker.stop()
-    times = many.runs_s
-    return {"vertebrae": 17, "warm_request_s": round(statistics.median(times), 3),
-            "runs_s": [round(t, 3) for t in times], "one_vertebra_warm_request_s": round(single.median_s, 3),
-            "target_s": 1.0, "meets_target": statistics.median(times) <= 1.0}
+    return {"vertebrae": 17, "warm_request_s": round(many.median_s, 3), "runs_s": [round(t, 3) for t in many.runs_s],
+            "one_vertebra_warm_request_s": round(single.median_s, 3), "target_s": 1.0,
+            "meets_target": many.median_s <= 1.0}
 
 
 def main(argv=None) -> int:
