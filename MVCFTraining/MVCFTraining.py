@@ -173,7 +173,7 @@ class MVCFTrainingWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKOb
             if kind == "mrmc":
                 started = self.logic.startReaderStudy(path_text(p.readerCsv), self.onProgress, self.onLog)
             elif kind == "evaluate":
-                started = self.logic.startEvaluation(slicer.mrmlScene, p, self.onProgress, self.onLog) is not None
+                started = self.logic.startEvaluation(p, self.onProgress, self.onLog) is not None
             else:
                 out = self.logic.startTraining(slicer.mrmlScene, p, study=(kind == "study"),
                                                on_progress=self.onProgress, on_log=self.onLog)

@@ -165,7 +165,7 @@ class TrainingLogic:
             return Path(chosen)
         return trained
 
-    def startEvaluation(self, scene, parameters, on_progress: Optional[ProgressHandler] = None,
+    def startEvaluation(self, parameters, on_progress: Optional[ProgressHandler] = None,
                         on_log: Optional[LogHandler] = None,
                         now: Callable[[], str] = lambda: time.strftime("%Y%m%d-%H%M%S")) -> Optional[Path]:
         """`mvcf evaluate` of evaluationBundle() on the manifest, as a request to the module's warm worker

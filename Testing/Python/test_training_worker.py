@@ -52,7 +52,7 @@ def test_two_evaluations_share_one_worker_and_show_their_metrics(cohort):
     try:
         outs, reports = [], []
         for stamp in ("first", "second"):
-            out = logic.startEvaluation(scene, p, now=lambda: stamp)
+            out = logic.startEvaluation(p, now=lambda: stamp)
             assert logic.buttonStates(p)["evaluate"].text == "Cancel"
             outcome = logic.wait(timeout=300)
             assert outcome.status == "succeeded", outcome.error
@@ -79,23 +79,22 @@ def test_a_bad_evaluation_fails_alone_and_cancel_and_scene_close_end_the_worker(
     logic, scene = _logic(), slicer.vtkMRMLScene()
     try:
         bad = _parameters(tmp_path / "missing.csv", bundle)
-        logic.startEvaluation(scene, bad, now=lambda: "bad")
+        logic.startEvaluation(bad, now=lambda: "bad")
         outcome = logic.wait(timeout=300)
         assert outcome.status == "failed" and "missing.csv" in outcome.error and "\n" not in outcome.error
         pid = logic.worker.pid
         assert pid is not None
-        logic.startEvaluation(scene, _parameters(manifest, bundle), now=lambda: "cancelled")
+        logic.startEvaluation(_parameters(manifest, bundle), now=lambda: "cancelled")
         logic.cancel()
         assert not logic.worker.alive
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
         assert logic.poll() is False and logic.lastOutcome.status == "cancelled"
-        logic.startEvaluation(scene, _parameters(manifest, bundle), now=lambda: "again")
+        logic.startEvaluation(_parameters(manifest, bundle), now=lambda: "again")
         assert logic.wait(timeout=300).status == "succeeded" and logic.worker.starts == 2
         logic.close(scene_only=True)  # scene close
         assert not logic.worker.alive
     finally:
         logic.close()
     with pytest.raises(ValueError, match="No model to evaluate"):
-        TrainingLogic(ensure_dependencies=lambda: True).startEvaluation(
-            scene, _parameters(manifest, tmp_path / "not-a-bundle"))
+        TrainingLogic(ensure_dependencies=lambda: True).startEvaluation(_parameters(manifest, tmp_path / "x"))
