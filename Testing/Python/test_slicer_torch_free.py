@@ -58,17 +58,11 @@ def test_without_torch_only_the_onnx_runtime_packages_are_asked_for(monkeypatch)
 
 
 def test_the_apply_asks_for_torch_only_with_a_heatmap(tmp_path):
-    slicer = pytest.importorskip("slicer")
-    import numpy as np
-    import vtk
+    from test_slicer_first_run import blank_ct_and_point
 
     from MVCFClassifierLib.logic import PredictionLogic
-    from MVCFClassifierLib.volumes import volume_node_from_array
 
-    scene = slicer.vtkMRMLScene()
-    ct = volume_node_from_array(scene, np.zeros((8, 8, 8), np.int16), np.eye(4), "ct")
-    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "p")
-    points.AddControlPoint(vtk.vtkVector3d(3.0, 3.0, 3.0), "L1")
+    ct, points = blank_ct_and_point()
     calls: list = []
     logic = PredictionLogic(temp_root=str(tmp_path), ensure_dependencies=lambda **kw: calls.append(kw) or False)
     for heatmap in (False, True):
