@@ -221,6 +221,19 @@ def test_genant_grade_matches_drawn_height_loss_on_synthetic_cases():
     assert overall["exact"] >= 0.75, result["cases"]
 
 
+def test_agreement_ceiling_grades_against_the_same_case_drawn_intact():
+    """The ceiling in docs/screening.md: the same case drawn again without collapse (same random draws) is
+    the reference, so the measured loss follows the drawn one closely (the intact heights are the target's
+    own, not a neighbour's)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from genant_agreement import agreement
+
+    result = agreement(2, seed=5, ceiling=True)
+    assert result["ceiling_own_intact_heights"]["graded"] == 2
+    for case in result["cases"]:
+        assert abs(case["loss_vs_intact"] - case["drawn_loss"]) < 0.08, case
+
+
 # --- bone density ----------------------------------------------------------------------------------------
 
 def _erode(mask: np.ndarray, steps: int) -> np.ndarray:
