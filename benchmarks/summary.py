@@ -101,7 +101,7 @@ def bf16_decision(d: dict) -> str:
 def _demo(d: dict) -> list[Row]:
     cpu = f", {d['cpu_s'][0] / 60:.1f} CPU-min" if d.get("cpu_s") else ""
     stages = (d.get("stages_s") or [{}])[0]
-    split = "; " + ", ".join(f"{k.replace('_s', '').replace('_', ' ')} {v:.0f} s" for k, v in stages.items()) \
+    split = "; " + ", ".join(f"{k.replace('_s', '').replace('_', ' ')} {_s(v)}" for k, v in stages.items()) \
         if stages else ""
     return [("`mvcf demo`", f"{_s(d['median_s'])}{cpu}, {d.get('peak_rss_mib', 0):.0f} MiB{split}", "budget 300 s",
              f"{d['ratio_to_budget']:.2f}×", "≤ 5 min", _met(d["meets_target"]))]
