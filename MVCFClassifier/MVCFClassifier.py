@@ -30,8 +30,8 @@ from slicer import (
 
 from MVCFClassifierLib.choices import DEVICES
 from MVCFClassifierLib.panel import ParameterNodePanel
-from MVCFClassifierLib.logic import (DISCLAIMER, LOCATION_SOURCES, PredictionLogic, apply_state, chosen_model_dir,
-                                     dicom_summary, segment_ids_from_text, skipped_summary)
+from MVCFClassifierLib.logic import (APPLY_POLL_MS, DISCLAIMER, LOCATION_SOURCES, PredictionLogic, apply_state,
+                                     chosen_model_dir, dicom_summary, segment_ids_from_text, skipped_summary)
 from MVCFClassifierLib import screening
 
 #: The inputs offered: the marked vertebrae, or every vertebra of a spine segmentation (screening).
@@ -75,6 +75,7 @@ class MVCFClassifierParameterNode:
     createHeatmap: bool = True
     outputTable: vtkMRMLTableNode
     dicomOutput: bool = False
+    colourSegmentsBy: Annotated[str, Choice(list(screening.COLOUR_BY))] = screening.COLOUR_BY[0]
 
 
 class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -86,6 +87,7 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._run = None
+        self._screen = None   # the last whole-spine result, recoloured when "Colour segments by" changes
         self._timer = None
 
     def setup(self) -> None:
@@ -93,7 +95,7 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         self.loadPanel("UI/MVCFClassifier.ui")
         self.logic = MVCFClassifierLogic()
 
-        self._timer = self.pollTimer(self.onTimer)
+        self._timer = self.pollTimer(self.onTimer, APPLY_POLL_MS)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.inputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)",
@@ -142,6 +144,8 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         if wholeSpine:
             self.ui.inputSegmentationSelector.visible = self.ui.label_inputSegmentationSelector.visible = True
         self.ui.modelDirectoryPathLineEdit.enabled = not p.useDemoModel
+        self.ui.colourSegmentsByComboBox.visible = self.ui.label_colourSegmentsByComboBox.visible = wholeSpine
+        self._recolourScreen(p.colourSegmentsBy)
         wantedSegments = segment_ids_from_text(p.segmentIds)
         if (self.ui.segmentsSelector.currentNode() is p.inputSegmentation and p.inputSegmentation
                 and list(self.ui.segmentsSelector.selectedSegmentIDs()) != wantedSegments):
@@ -153,6 +157,16 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
                                  p.inputROI, p.inputSegmentation)
         self.ui.applyButton.enabled = ready
         self.ui.applyButton.toolTip = tip
+
+    def _recolourScreen(self, by: str) -> None:
+        """The last screen's segments follow the "Colour segments by" choice without a new Apply."""
+        screen = self._screen
+        if screen is None or screen.colour_by == by:
+            return
+        if screen.segmentation_node is None or screen.segmentation_node.GetScene() is not slicer.mrmlScene:
+            self._screen = None   # the segmentation was deleted or the scene closed
+            return
+        screen.recolour(by)
 
     def _modelDirectory(self) -> Optional[str]:
         return chosen_model_dir(self._parameterNode.useDemoModel, self._parameterNode.modelDirectory)
@@ -183,7 +197,7 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         with slicer.util.tryWithErrorDisplay(_("Failed to start the classification."), waitCursor=True):
             if p.locationSource == screening.SOURCE:
                 self._run = self.logic.applyScreen(p.inputVolume, p.inputSegmentation, self._modelDirectory(),
-                                                   p.device, dicom=p.dicomOutput)
+                                                   p.device, dicom=p.dicomOutput, colour_by=p.colourSegmentsBy)
             else:
                 self._run = self.logic.apply(p.inputVolume, p.locationSource, points=p.inputPoints, roi=p.inputROI,
                                          segmentation=p.inputSegmentation,
@@ -199,6 +213,7 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
             self.ui.progressBar.value = 0
             self.ui.resultsLabel.text = ""
             self._timer.start()
+            self.onTimer()  # the request goes out now, not one tick later
 
     def onTimer(self) -> None:
         run = self._run
@@ -219,6 +234,7 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
                 done = _("Done: {n} vertebra(e) screened.").format(n=len(outputs.rows))
                 self._endRun(f"{done} {dicom_summary(outputs)}".strip())
                 self.logic.showScreen(outputs)
+                self._screen = outputs
                 return
         except Exception as exc:
             run.cancel()
@@ -272,13 +288,16 @@ class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):
         if heatmaps:
             slicer.util.setSliceViewerLayers(background=ctNode, foreground=heatmaps[0], foregroundOpacity=0.4)
 
-    def applyScreen(self, ctNode, segmentationNode, model_dir: Optional[str], device: str, dicom: bool = False):
+    def applyScreen(self, ctNode, segmentationNode, model_dir: Optional[str], device: str, dicom: bool = False,
+                    colour_by: str = "grade"):
         """Whole spine: one `mvcf screen` child for every vertebra segment (None when the user declined the
-        package installation); `dicom` adds its DICOM output to Slicer's DICOM database."""
+        package installation); `dicom` adds its DICOM output to Slicer's DICOM database; the segments are
+        coloured by `colour_by` ("grade" or "probability")."""
+        screening.check_colour_by(colour_by)
         if not self.ready(ctNode, dicom):
             return None
         return screening.start_screen(ctNode, segmentationNode, self.python_executable, model_dir, device,
-                                      self.temp_root, dicom=self.prepare_dicom(ctNode, dicom))
+                                      self.temp_root, colour_by=colour_by, dicom=self.prepare_dicom(ctNode, dicom))
 
     def showScreen(self, outputs) -> None:
         """Show the screen's table; selecting a row centres the slice views on that vertebra (GUI only)."""

@@ -90,6 +90,7 @@ class MVCFTrainingWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKOb
         self.ui.saveManifestButton.connect("clicked(bool)", self.onSaveManifest)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
         self.ui.studyButton.connect("clicked(bool)", self.onStudyButton)
+        self.ui.evaluateButton.connect("clicked(bool)", self.onEvaluateButton)
         self.ui.saveBundleButton.connect("clicked(bool)", self.onSaveBundle)
         self.ui.useInClassifierButton.connect("clicked(bool)", self.onUseInClassifier)
         self.ui.readerStudyButton.connect("clicked(bool)", self.onReaderStudyButton)
@@ -99,10 +100,15 @@ class MVCFTrainingWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKOb
 
     def cleanup(self) -> None:
         if self.logic is not None:
-            self.logic.cancel()
+            self.logic.close()
         if self._timer is not None:
             self._timer.stop()
         self.removeObservers()
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self.logic is not None:
+            self.logic.close(scene_only=True)
+        ParameterNodePanel.onSceneStartClose(self, caller, event)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -110,7 +116,7 @@ class MVCFTrainingWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKOb
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         states = self.logic.buttonStates(self._parameterNode)
         for kind, button in (("train", self.ui.trainButton), ("study", self.ui.studyButton),
-                             ("mrmc", self.ui.readerStudyButton)):
+                             ("evaluate", self.ui.evaluateButton), ("mrmc", self.ui.readerStudyButton)):
             button.text, button.enabled = states[kind].text, states[kind].enabled
         self.ui.saveManifestButton.enabled = states["saveManifest"].enabled
         self.ui.saveBundleButton.enabled = states["saveBundle"].enabled
@@ -154,6 +160,9 @@ class MVCFTrainingWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKOb
     def onReaderStudyButton(self) -> None:
         self._startOrCancel("mrmc")
 
+    def onEvaluateButton(self) -> None:
+        self._startOrCancel("evaluate")
+
     def _startOrCancel(self, kind: str) -> None:
         if self.logic.running:
             self.logic.cancel()
@@ -163,6 +172,8 @@ class MVCFTrainingWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTKOb
             p = self._parameterNode
             if kind == "mrmc":
                 started = self.logic.startReaderStudy(path_text(p.readerCsv), self.onProgress, self.onLog)
+            elif kind == "evaluate":
+                started = self.logic.startEvaluation(p, self.onProgress, self.onLog) is not None
             else:
                 out = self.logic.startTraining(slicer.mrmlScene, p, study=(kind == "study"),
                                                on_progress=self.onProgress, on_log=self.onLog)

@@ -12,25 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 from procs import REPO, machine
-from report import emit
+from report import emit, median_time
 
 sys.path[:0] = [str(REPO / "MVCFClassifier")]
 LABELS = [31, 30, 29, 28, 27, 26, 32, 33]
-
-
-def _median(fn, repeats: int) -> tuple[float, object]:
-    fn()
-    times, out = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), out
 
 
 def main(argv=None) -> int:
@@ -64,12 +52,14 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        batched_s, batched = _median(lambda: predict_many(ct, queries, bundle, "cpu"), args.repeats)
-        single_s, single = _median(lambda: [r for q in queries for r in predict_many(ct, [q], bundle, "cpu")],
-                                   args.repeats)
+        timed = median_time(lambda: predict_many(ct, queries, bundle, "cpu"), args.repeats, warmup=1)
+        batched_s, batched = timed.median_s, timed.result
+        timed = median_time(lambda: [r for q in queries for r in predict_many(ct, [q], bundle, "cpu")],
+                            args.repeats, warmup=1)
+        single_s, single = timed.median_s, timed.result
         views = np.stack([build_views(ct, loc, ViewSpec.from_dict(bundle.view_spec)).array for loc in locations])
-        fwd_batch_s, _ = _median(lambda: forward(bundle, views), args.repeats)
-        fwd_single_s, _ = _median(lambda: [forward(bundle, v[None]) for v in views], args.repeats)
+        fwd_batch_s = median_time(lambda: forward(bundle, views), args.repeats, warmup=1).median_s
+        fwd_single_s = median_time(lambda: [forward(bundle, v[None]) for v in views], args.repeats, warmup=1).median_s
         diff = max(abs(a["probability_malignant"] - b["probability_malignant"]) for a, b in zip(batched, single))
         results[backend] = {"batched_s": round(batched_s, 4), "one_by_one_s": round(single_s, 4),
                             "ratio_one_by_one_over_batched": round(single_s / batched_s, 2),

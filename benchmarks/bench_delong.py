@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 
 import numpy as np
 
-from report import emit
+from report import emit, median_time
 
 
 def baseline_delong(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,15 +36,6 @@ def baseline_delong(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, 
         aucs.append(v10[-1].mean())
     cov = np.cov(np.array(v10)) / m + np.cov(np.array(v01)) / n
     return np.array(aucs), cov
-
-
-def best_of(repeats: int, fn):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def main() -> int:
@@ -67,9 +57,13 @@ def main() -> int:
     scores = latent[None, :] + rng.normal(scale=np.linspace(0.3, 2.0, args.models)[:, None], size=(args.models, args.cases))
     scores[-1] = np.round(scores[-1], 1)  # one model with many ties
 
-    ours_s, ours = best_of(args.repeats, lambda: delong_cov(truth, scores))
-    base_s, (base_aucs, base_cov) = best_of(args.repeats, lambda: baseline_delong(truth, scores))
-    sk_s, sk_aucs = best_of(args.repeats, lambda: [roc_auc_score(truth, s) for s in scores])
+    def best_of(fn):
+        timing = median_time(fn, args.repeats)
+        return timing.min_s, timing.result
+
+    ours_s, ours = best_of(lambda: delong_cov(truth, scores))
+    base_s, (base_aucs, base_cov) = best_of(lambda: baseline_delong(truth, scores))
+    sk_s, sk_aucs = best_of(lambda: [roc_auc_score(truth, s) for s in scores])
     result = {
         "benchmark": "delong", "cases": args.cases, "models": args.models, "n_pos": int(truth.sum()),
         "repeats": args.repeats, "ours_s": ours_s, "baseline_searchsorted_s": base_s, "sklearn_auc_loop_s": sk_s,

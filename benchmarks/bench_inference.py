@@ -11,25 +11,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from report import emit
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - started))
-    return statistics.median(times)
+from report import emit, median_time
 
 
 def main(argv=None) -> int:
@@ -62,9 +50,9 @@ def main(argv=None) -> int:
         tx = torch.from_numpy(x)
         with torch.inference_mode():
             eager = bundle.model(tx).numpy()
-            eager_ms = _median_ms(lambda: bundle.model(tx), args.repeats)
+            eager_ms = 1000 * median_time(lambda: bundle.model(tx), args.repeats, warmup=1).median_s
         onnx_out = session.run(None, {"view": x})[0]
-        onnx_ms = _median_ms(lambda: session.run(None, {"view": x}), args.repeats)
+        onnx_ms = 1000 * median_time(lambda: session.run(None, {"view": x}), args.repeats, warmup=1).median_s
         results[f"batch_{batch}"] = {"torch_eager_ms": round(eager_ms, 3), "onnxruntime_ms": round(onnx_ms, 3),
                                      "ratio_eager_over_onnx": round(eager_ms / onnx_ms, 3),
                                      "max_abs_diff": float(np.abs(eager - onnx_out).max())}

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
 from procs import REPO, machine
-from report import emit
+from report import emit, median_time
 
 sys.path[:0] = [str(REPO / "MVCFClassifier")]
 
@@ -66,16 +65,12 @@ def main(argv=None) -> int:
     from mvcf.stats.mrmc import auc_covariance, mrmc, ratings_array
 
     data = study(args.readers, args.cases)
-    times = []
-    for _ in range(args.repeats):
-        started = time.perf_counter()
-        result = mrmc(data, cov_method="jackknife")
-        times.append(time.perf_counter() - started)
+    timing = median_time(lambda: mrmc(data, cov_method="jackknife"), args.repeats)
+    result, times = timing.result, timing.runs_s
     design = ratings_array(data)
     _, ours_cov = auc_covariance(design["ratings"], design["truth"], "jackknife")
-    started = time.perf_counter()
-    base_cov = baseline_jackknife(design["ratings"], design["truth"])
-    baseline_s = time.perf_counter() - started
+    base = median_time(lambda: baseline_jackknife(design["ratings"], design["truth"]), 1)
+    base_cov, baseline_s = base.result, base.median_s
     ours_s = min(times)
     payload = {"benchmark": "MRMC (Obuchowski-Rockette, jackknife) 10 readers x 2 modalities x 500 cases",
                "readers": args.readers, "modalities": 2, "cases": args.cases,

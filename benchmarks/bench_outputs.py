@@ -14,19 +14,17 @@ import argparse
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from report import emit
+from report import emit, median_time
 
 # The test helper that writes a CTImage as a plain CT series (the benchmark needs the same input the tests use).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing" / "Python"))
 
 
 def _timed(fn):
-    started = time.perf_counter()
-    value = fn()
-    return value, round(time.perf_counter() - started, 3)
+    timing = median_time(fn, 1)
+    return timing.result, round(timing.median_s, 3)
 
 
 def _baseline_sr(source, results, model):

@@ -14,23 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 
-from report import emit
-
-
-def _median_ms(fn, repeats: int, sync) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        sync()
-        times.append(1000 * (time.perf_counter() - started))
-    return statistics.median(times)
+from report import emit, median_time
 
 
 def _time_case(mode: str, shape: tuple[int, ...], batch: int, arch: str, device: str, repeats: int) -> dict:
@@ -62,8 +48,8 @@ def _time_case(mode: str, shape: tuple[int, ...], batch: int, arch: str, device:
         with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
             model(x)
 
-    return {"train_step_ms": round(_median_ms(train_step, repeats, sync), 2),
-            "inference_batch_ms": round(_median_ms(infer, repeats, sync), 2)}
+    return {"train_step_ms": round(1000 * median_time(train_step, repeats, warmup=1, sync=sync).median_s, 2),
+            "inference_batch_ms": round(1000 * median_time(infer, repeats, warmup=1, sync=sync).median_s, 2)}
 
 
 def main(argv=None) -> int:

@@ -13,12 +13,11 @@ each mode's own float32 (for bf16). bf16 runs only where the CPU has it (avx512_
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 from procs import REPO, machine
-from report import emit
+from report import Timing, emit
 
 sys.path[:0] = [str(REPO / "MVCFClassifier")]
 SHAPES = {"2d": (2, 64, 64), "2.5d-adjacent": (6, 64, 64), "2.5d-orthogonal": (6, 64, 64),
@@ -65,15 +64,15 @@ def main(argv=None) -> int:
             return time.perf_counter() - started
 
         kinds = [False, True] if bf16 else [False]
-        times: dict[bool, list[float]] = {k: [] for k in kinds}
+        times = {k: Timing() for k in kinds}
         for kind in kinds:
             step(kind)
         for _ in range(args.repeats):
-            for kind in kinds:
-                times[kind].append(step(kind))
-        entry = {"input_shape": list(shape), "fp32_samples_per_s": round(BATCH / statistics.median(times[False]), 2)}
+            for kind in kinds:  # interleaved, so a busy moment hits both
+                times[kind].runs_s.append(step(kind))
+        entry = {"input_shape": list(shape), "fp32_samples_per_s": round(BATCH / times[False].median_s, 2)}
         if bf16:
-            entry["bf16_samples_per_s"] = round(BATCH / statistics.median(times[True]), 2)
+            entry["bf16_samples_per_s"] = round(BATCH / times[True].median_s, 2)
             entry["ratio_bf16_over_fp32"] = round(entry["bf16_samples_per_s"] / entry["fp32_samples_per_s"], 2)
         results[mode] = entry
     base = results["2.5d-orthogonal"]["fp32_samples_per_s"]

@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 import numpy as np
 
-from report import emit
+from report import emit, median_time
 
 SHAPE_IJK = (512, 512, 400)  # the slice count is --slices
 SPACING = (0.78125, 0.78125, 1.25)
@@ -87,16 +85,6 @@ def baseline_crop(volume, affine, grids):
     return out
 
 
-def timed(fn, repeats):
-    times = []
-    result = None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return result, times
-
-
 def _centre(ct, affine):
     """The baseline grid point nearest a point in the bright "vertebra" band; with an odd view size every
     view grid point then lies on the baseline's 1 mm grid, so the outputs compare voxel by voxel."""
@@ -111,18 +99,20 @@ def compare(slices: int, args) -> dict:
     from mvcf.views import ViewSpec, build_views
 
     ct = synthetic_ct(slices)
-    (volume, affine), base_times = timed(lambda: baseline_volume(ct), args.baseline_repeats)
+    base = median_time(lambda: baseline_volume(ct), args.baseline_repeats)
+    (volume, affine), base_times = base.result, base.runs_s
     location = locate.from_point(ct, _centre(ct, affine), "lps")
     results = {}
     for mode in MODES:
         spec = ViewSpec(mode=mode, size_px=SIZE, windows=("bone",))
-        ours, our_times = timed(lambda: build_views(ct, location, spec), args.repeats)
+        timing = median_time(lambda: build_views(ct, location, spec), args.repeats)
+        ours, our_times = timing.result, timing.runs_s
         crops = baseline_crop(volume, affine, ours.grids)
         flat_base = np.concatenate([c.ravel() for c in crops])
         flat_ours = np.concatenate([g.ravel() for g in _per_grid(ours)])
         max_diff = float(np.abs(flat_base - flat_ours).max())
-        baseline_s = statistics.median(base_times)  # the crop itself (a slice) is left out: conservative
-        ours_s = statistics.median(our_times)
+        baseline_s = base.median_s  # the crop itself (a slice) is left out: conservative
+        ours_s = timing.median_s
         results[mode] = {"shape": list(ours.shape), "ours_ms": round(ours_s * 1000, 3),
                          "ours_ms_min": round(min(our_times) * 1000, 3),
                          "baseline_ms": round(baseline_s * 1000, 1), "ratio": round(baseline_s / ours_s, 1),

@@ -23,8 +23,8 @@ def child_env(threads: Optional[int] = None) -> dict:
 
 
 def run_measured(argv: Sequence[str], env: Optional[dict] = None) -> dict:
-    """Wall seconds, peak RSS (MiB, the child's own, from os.wait4; POSIX) and exit code of one child; its
-    stdout is kept."""
+    """Wall seconds, CPU seconds (user + system), peak RSS (MiB, the child's own, from os.wait4; POSIX) and
+    exit code of one child; its stdout is kept."""
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_{os.getpid()}_{time.monotonic_ns()}.out"
     with open(out_path, "w+") as out, open(os.devnull, "w") as null:
         started = time.perf_counter()
@@ -37,7 +37,8 @@ def run_measured(argv: Sequence[str], env: Optional[dict] = None) -> dict:
         text = out.read()
     out_path.unlink(missing_ok=True)
     rss_kib = usage.ru_maxrss if sys.platform != "darwin" else usage.ru_maxrss / 1024
-    return {"wall_s": wall, "peak_rss_mib": round(rss_kib / 1024, 1), "returncode": proc.returncode, "stdout": text}
+    return {"wall_s": wall, "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "peak_rss_mib": round(rss_kib / 1024, 1),
+            "returncode": proc.returncode, "stdout": text}
 
 
 def medians(runs: list[dict]) -> dict:

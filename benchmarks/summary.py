@@ -44,6 +44,11 @@ def _worker(d: dict) -> list[Row]:
             r = a["ratio_second_over_first"]
             rows.append((f"warm worker: second Apply, L1, {label}", _s(a["second_apply_s"]),
                          f"first Apply {_s(a['first_apply_s'])}", f"{r:.3f}×", "≤ 0.1×", _met(r <= 0.1)))
+    e = d.get("training_evaluation")
+    if isinstance(e, dict):
+        rows.append((f"warm worker: Training module's second Evaluate model ({e['cases']} cases)",
+                     _s(e["second_evaluation_s"]), f"first evaluation {_s(e['first_evaluation_s'])}",
+                     f"{e['ratio_second_over_first']:.2f}×", "–", "–"))
     m = d["seventeen_vertebrae"]
     rows.append(("warm worker: 17 vertebrae, one request", _s(m["warm_request_s"]),
                  f"1 vertebra {_s(m['one_vertebra_warm_request_s'])}",
@@ -69,6 +74,10 @@ def _views(d: dict) -> list[Row]:
     return rows
 
 
+#: bf16 autocast would be worth its risk to the AUC only if it were clearly faster in every mode.
+BF16_WORTH = 1.2
+
+
 def _train(d: dict) -> list[Row]:
     rows = []
     for mode, m in d["modes"].items():
@@ -78,8 +87,23 @@ def _train(d: dict) -> list[Row]:
     return rows
 
 
+def bf16_decision(d: dict) -> str:
+    """Whether CPU training should use bf16 autocast, from the interleaved fp32/bf16 throughput figures."""
+    ratios = [m["ratio_bf16_over_fp32"] for m in d.get("modes", {}).values() if "ratio_bf16_over_fp32" in m]
+    if not ratios:
+        return "bf16 autocast: not measured (this CPU has no bf16 instructions); CPU training is float32."
+    verdict = (f"worth an AUC check (every mode ≥ {BF16_WORTH}×)" if min(ratios) >= BF16_WORTH else
+               f"CPU training stays float32: bf16 is not clearly faster in every mode (needs ≥ {BF16_WORTH}×), so "
+               "it is not worth a change in the AUC, and `mvcf train` has no bf16 option")
+    return f"bf16 autocast vs float32, same run, interleaved steps: {min(ratios):.2f}–{max(ratios):.2f}×; {verdict}."
+
+
 def _demo(d: dict) -> list[Row]:
-    return [("`mvcf demo`", f"{_s(d['median_s'])}, {d.get('peak_rss_mib', 0):.0f} MiB", "budget 300 s",
+    cpu = f", {d['cpu_s'][0] / 60:.1f} CPU-min" if d.get("cpu_s") else ""
+    stages = (d.get("stages_s") or [{}])[0]
+    split = "; " + ", ".join(f"{k.replace('_s', '').replace('_', ' ')} {_s(v)}" for k, v in stages.items()) \
+        if stages else ""
+    return [("`mvcf demo`", f"{_s(d['median_s'])}{cpu}, {d.get('peak_rss_mib', 0):.0f} MiB{split}", "budget 300 s",
              f"{d['ratio_to_budget']:.2f}×", "≤ 5 min", _met(d["meets_target"]))]
 
 
@@ -116,6 +140,9 @@ def table(results: Path = RESULTS) -> str:
         load = data.get("load_average_1min", data.get("load_average_1min_at_end"))
         if load is not None:
             loads.append(float(load))
+    train = results / "bench_train_throughput.json"
+    if train.is_file():
+        lines += ["", bf16_decision(json.loads(train.read_text(encoding="utf-8")))]
     if loads:
         lines.append("")
         lines.append(f"1-minute load average when the benchmarks ended: {min(loads):.1f}–{max(loads):.1f} "

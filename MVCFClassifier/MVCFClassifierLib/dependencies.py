@@ -22,6 +22,10 @@ REQUIREMENTS = Path(__file__).resolve().parent.parent / "Resources" / "requireme
 #: license-files packaging change); users there recovered with `<2.13`. Lift it once that issue is closed.
 TORCH_REQUIREMENT = ">=2.1,<2.13"
 REQUESTER = "MVCFClassifier"
+#: What classifying through the bundle's ONNX graph needs from requirements.txt (numpy and SimpleITK come with
+#: Slicer): no torch, no MONAI. torch and the rest are installed when a heatmap, a bundle without a graph, a
+#: GPU that only torch can drive, or training first needs them.
+TORCH_FREE_PACKAGES = ("onnxruntime", "scipy")
 # Slicer's own copies must never be replaced by pip; torch is PyTorchUtils' business.
 NEVER_PIP = ("torch", "SimpleITK", "numpy")
 
@@ -60,6 +64,38 @@ def unmet_requirements(requirements: Optional[Sequence[str]] = None) -> list[str
     """The requirements (default: Resources/requirements.txt) that are missing or too old."""
     requirements = read_requirements() if requirements is None else list(requirements)
     return [r for r in requirements if not _satisfied(r)]
+
+
+def torch_free_requirements(requirements: Optional[Sequence[str]] = None) -> list[str]:
+    """The requirements (default: Resources/requirements.txt) an ONNX Runtime classification needs."""
+    requirements = read_requirements() if requirements is None else list(requirements)
+    return [r for r in requirements if _name_and_spec(r)[0].lower() in TORCH_FREE_PACKAGES]
+
+
+def classification_needs_torch(heatmap: bool, model_dir: Optional[str] = None, device: str = "auto") -> bool:
+    """Whether an Apply must have torch: a Grad-CAM heatmap, a bundle without an ONNX graph (or one whose
+    card cannot be read: the run will say why), or a GPU that the installed ONNX Runtime cannot use (the pip
+    build is CPU-only; mvcf.models.ort_backend.choose then picks torch on CUDA). Decided without torch."""
+    if heatmap:
+        return True
+    from mvcf.inference import default_model_path
+    from mvcf.models import ort_backend
+    from mvcf.models.bundle import read_card
+
+    try:
+        card = read_card(Path(model_dir) if model_dir else default_model_path())
+    except MVCFError:
+        return True
+    if not ort_backend.has_graph(card):
+        return True
+    if device == "cpu":
+        return False
+    if not (device.startswith("cuda") or ort_backend.cuda_devices_by_driver() > 0):
+        return False
+    try:
+        return not ort_backend.ort_has_cuda()
+    except ImportError:  # not installed yet: the build pip installs has no CUDA provider
+        return True
 
 
 def torch_installed() -> bool:
@@ -123,15 +159,16 @@ def _pip_ensure(requirements: list[str], requester: str = REQUESTER) -> None:
 def ensure_dependencies(confirm: Optional[Confirm] = None,
                         install_torch: Optional[Callable[[], None]] = None,
                         pip_ensure: Optional[Callable[[list[str]], None]] = None,
-                        requirements: Optional[Sequence[str]] = None, requester: str = REQUESTER) -> bool:
-    """Make torch and the requirements (default: Resources/requirements.txt) importable, asking once
-    before installing anything.
+                        requirements: Optional[Sequence[str]] = None, requester: str = REQUESTER,
+                        torch: bool = True) -> bool:
+    """Make torch (unless `torch` is False) and the requirements (default: Resources/requirements.txt)
+    importable, asking once before installing anything.
 
     Returns True when everything is in place, False when the user declined (nothing is installed then).
     The callables default to Slicer's dialog, PyTorchUtils and slicer.packaging.pip_ensure.
     """
     requirements = read_requirements() if requirements is None else list(requirements)
-    need_torch = not torch_installed()
+    need_torch = torch and not torch_installed()
     unmet = [r for r in unmet_requirements(requirements) if _name_and_spec(r)[0] not in NEVER_PIP]
     if not need_torch and not unmet:
         return True
@@ -146,7 +183,7 @@ def ensure_dependencies(confirm: Optional[Confirm] = None,
     if unmet:
         (pip_ensure or (lambda items: _pip_ensure(items, requester)))(unmet)
     still = [r for r in unmet_requirements(requirements) if _name_and_spec(r)[0] not in NEVER_PIP]
-    if still or not torch_installed():
+    if still or (torch and not torch_installed()):
         raise MVCFError("package installation did not complete (" + ", ".join(still or ["torch"]) +
                         "); restart Slicer and try again")
     return True

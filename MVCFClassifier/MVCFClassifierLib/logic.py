@@ -212,6 +212,11 @@ def results_html(rows: Sequence[dict]) -> str:
     return "".join(lines)
 
 
+#: How often the module panel polls a run: a warm Apply takes a few tens of ms, so a coarse tick would be most
+#: of what the user waits for (a poll that finds nothing costs microseconds).
+APPLY_POLL_MS = 20
+
+
 class ChildDrivenRun:
     """Drives one child run for an Apply: `poll()` without blocking or `wait()`, tracking its progress in
     `_child_fraction` and `message`. Subclasses provide `finished`, `_start_child()` and `_collect(child)`."""
@@ -283,6 +288,7 @@ class PredictionRun(ChildDrivenRun):
         self.common_args = common_args
         self.want_views = want_views
         self.want_heatmap = want_heatmap
+        self.ct_path = workdir / "ct.nrrd"  # the warm worker's runs read the logic's CTFileCache file instead
         self.results: list[Optional[dict]] = []
         self.rows: list[dict] = []
         self.cancelled = False
@@ -308,7 +314,7 @@ class PredictionRun(ChildDrivenRun):
         return write_locations(self.workdir / self.LOCATIONS_FILE, queries)
 
     def _command(self) -> list[str]:
-        return self.logic.command(["predict", "--ct", str(self.workdir / "ct.nrrd"), "--locations",
+        return self.logic.command(["predict", "--ct", str(self.ct_path), "--locations",
                                    str(self.workdir / self.LOCATIONS_FILE), *self.common_args,
                                    *self.dicom_arguments(), "--json"])
 
@@ -319,7 +325,7 @@ class PredictionRun(ChildDrivenRun):
             # goes through a one-off `mvcf predict` child, which takes the --dicom-out/--dicom-source options
             options = dict(zip(self.common_args[::2], self.common_args[1::2]))
             self._child = self.logic.worker.submit({  # type: ignore[assignment]
-                "command": "predict", "ct": str(self.workdir / "ct.nrrd"),
+                "command": "predict", "ct": str(self.ct_path),
                 "locations": str(self.workdir / self.LOCATIONS_FILE), "device": options.get("--device", "auto"),
                 **({"model": options["--model"]} if "--model" in options else {})})
         else:
@@ -426,18 +432,25 @@ class PredictionRun(ChildDrivenRun):
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _default_ensure() -> bool:
+def _requirements(torch: bool) -> list[str]:
+    from MVCFClassifierLib.dependencies import read_requirements, torch_free_requirements
+
+    return read_requirements() if torch else torch_free_requirements()
+
+
+def _default_ensure(torch: bool = True) -> bool:
     from MVCFClassifierLib.dependencies import ensure_dependencies
 
-    return ensure_dependencies()
+    return ensure_dependencies(requirements=_requirements(torch), torch=torch)
 
 
-def _default_ensure_dicom() -> bool:
-    from MVCFClassifierLib.dependencies import ensure_dependencies, read_requirements
+def _default_ensure_dicom(torch: bool = True) -> bool:
+    from MVCFClassifierLib.dependencies import ensure_dependencies
     from MVCFClassifierLib.dicom_export import DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT, check_pydicom
 
     check_pydicom()
-    return ensure_dependencies(requirements=[*read_requirements(), *DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT])
+    return ensure_dependencies(requirements=[*_requirements(torch), *DICOM_REQUIREMENTS, PYDICOM_REQUIREMENT],
+                               torch=torch)
 
 
 def dicom_summary(outputs: Any) -> str:
@@ -493,22 +506,34 @@ class PredictionLogic:
         self.dicom_database = dicom_database or (lambda: None)  # Slicer: lambda: slicer.dicomDatabase
         self.ensure_dicom_dependencies = ensure_dicom_dependencies or _default_ensure_dicom
         self.worker = None
+        self.ct_files = None
         if warm_worker:  # one `mvcf worker` child kept between Applies (ended by Cancel and close_worker)
-            from MVCFClassifierLib.worker import WarmWorker
+            from MVCFClassifierLib.worker import CTFileCache, WarmWorker
 
             self.worker = WarmWorker(self.python_executable, cwd=temp_root)
+            self.ct_files = CTFileCache(temp_root)
 
     def close_worker(self) -> None:
-        """End the warm worker, if any (scene close, module cleanup); the next Apply starts a fresh one."""
+        """End the warm worker, if any (scene close, module cleanup), and delete its CT file; the next Apply
+        starts a fresh one."""
         if self.worker is not None:
             self.worker.stop()
+        if self.ct_files is not None:
+            self.ct_files.clear()
 
-    def ready(self, ct_node, dicom: bool = False) -> bool:
+    def ready(self, ct_node, dicom: bool = False, torch: bool = True) -> bool:
         """Before an Apply: with `dicom`, is the CT from the DICOM database (an MVCFError if not, before any
-        question), then are the packages installed (asking first; False when the user declined)."""
+        question), then are the packages installed (asking first; False when the user declined). Without
+        `torch` (dependencies.classification_needs_torch) only what the ONNX Runtime path needs."""
+        from MVCFClassifierLib.dependencies import torch_installed
+
         if dicom:
             self.prepare_dicom(ct_node, dicom).cleanup()
-        return (self.ensure_dicom_dependencies if dicom else self.ensure_dependencies)()
+        had_torch = torch_installed()
+        ok = (self.ensure_dicom_dependencies if dicom else self.ensure_dependencies)(torch=torch)
+        if ok and not had_torch and self.worker is not None and torch_installed():
+            self.worker.stop()  # started before torch was installed: the next request gets a fresh one
+        return ok
 
     def prepare_dicom(self, ct_node, dicom: bool):
         """With `dicom`: the CT's source series from the DICOM database, staged for the child (an MVCFError
@@ -583,11 +608,16 @@ class PredictionLogic:
             raise MVCFError("no vertebra to classify: " + skipped_summary(targets))
         if model_dir and not Path(model_dir).is_dir():
             raise MVCFError(f"model bundle folder not found: {model_dir}")
-        ct = volumes.ct_image_from_volume_node(ct_node)
+        warm = self.ct_files is not None and not dicom  # what PredictionRun sends to the warm worker
+        ct = None if warm else volumes.ct_image_from_volume_node(ct_node)
         export = self.prepare_dicom(ct_node, dicom)
         workdir = Path(tempfile.mkdtemp(prefix="mvcf-predict-", dir=self.temp_root))
         try:
-            write_image(ct, workdir / "ct.nrrd")
+            if ct is not None:
+                write_image(ct, workdir / "ct.nrrd")
+            else:  # written once per volume state, read once by the worker
+                ct_path = self.ct_files.ct_path(
+                    ct_node, lambda path: write_image(volumes.ct_image_from_volume_node(ct_node), path))
             for index, target in enumerate(targets):
                 if target.segment_id and not target.skipped:
                     if target.mask is None:
@@ -599,6 +629,8 @@ class PredictionLogic:
             common = ["--device", device] + (["--model", str(model_dir)] if model_dir else [])
             run = PredictionRun(self, ct_node, targets, workdir, common, views, heatmap)
             run.dicom = export
+            if ct is None:
+                run.ct_path = ct_path
             run.write_locations()
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -616,7 +648,9 @@ class PredictionLogic:
             raise MVCFError("no CT volume selected")
         targets = self.targets(ct_node, source, points=points, roi=roi, segmentation=segmentation,
                                segment_ids=segment_ids)
-        if not self.ready(ct_node, dicom):
+        from MVCFClassifierLib.dependencies import classification_needs_torch
+
+        if not self.ready(ct_node, dicom, torch=classification_needs_torch(heatmap, model_dir, device)):
             return None
         return self.start(ct_node, targets, model_dir=model_dir, device=device, views=views, heatmap=heatmap,
                           segmentation=segmentation if source == "Segmentation" else None, dicom=dicom)

@@ -110,6 +110,7 @@ class ChildRun:
         self._cwd = cwd
         self._proc: Optional[subprocess.Popen] = None
         self._events: "queue.Queue[dict]" = queue.Queue()
+        self._held: list[dict] = []  # taken off the queue by wait_event(), handed out by the next poll()
         self._stderr: deque[str] = deque(maxlen=200)
         self._threads: list[threading.Thread] = []
         self.started_at: Optional[float] = None
@@ -168,12 +169,22 @@ class ChildRun:
 
     def poll(self) -> list[dict]:
         """Events that arrived since the last call; never blocks."""
-        events = []
+        events, self._held = self._held, []
         while True:
             try:
                 events.append(self._events.get_nowait())
             except queue.Empty:
                 return events
+
+    def wait_event(self, timeout: float) -> None:
+        """Block until an event is there for the next poll(), or `timeout` seconds (so a blocking wait
+        wakes when the answer arrives, not on the next tick of a sleep)."""
+        if self._held or self.finished():
+            return
+        try:
+            self._held.append(self._events.get(timeout=timeout))
+        except queue.Empty:
+            pass
 
     @property
     def pid(self) -> Optional[int]:
@@ -252,7 +263,7 @@ class ChildRun:
             if deadline is not None and time.monotonic() > deadline:
                 self.cancel()
                 raise TimeoutError(f"{' '.join(self.command[:6])} did not finish in {timeout} s")
-            time.sleep(interval)
+            self.wait_event(interval)
 
 
 #: The earlier name, kept for code written against it.

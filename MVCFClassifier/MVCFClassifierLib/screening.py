@@ -37,6 +37,8 @@ TABLE_COLUMNS = [
 #: Segment colours (RGB 0..1) by Genant grade; grey for not graded.
 GRADE_COLOURS = {0: (0.30, 0.69, 0.29), 1: (1.00, 0.85, 0.20), 2: (1.00, 0.50, 0.05), 3: (0.85, 0.10, 0.10)}
 UNGRADED_COLOUR = (0.6, 0.6, 0.6)
+#: What the segments can be coloured by (the panel's "Colour segments by" choice).
+COLOUR_BY = ("grade", "probability")
 
 
 def vertebra_segments(segmentation_node) -> dict[str, str]:
@@ -136,9 +138,8 @@ def probability_colour(probability: float) -> tuple[float, float, float]:
 
 def colour_segments(segmentation_node, vertebrae: Sequence[dict], by: str = "grade") -> dict[str, tuple]:
     """Colour each vertebra's segment by Genant grade (green/yellow/orange/red, grey not graded) or by
-    P(MVCF) (blue-white-red); returns {level: colour}."""
-    if by not in ("grade", "probability"):
-        raise MVCFError(f"colour by 'grade' or 'probability', not {by!r}")
+    P(MVCF) (blue-white-red); returns {level: colour}. Called again with the other `by`, it recolours."""
+    check_colour_by(by)
     segments = vertebra_segments(segmentation_node)
     segmentation = segmentation_node.GetSegmentation()
     colours = {}
@@ -154,6 +155,12 @@ def colour_segments(segmentation_node, vertebrae: Sequence[dict], by: str = "gra
         segmentation.GetSegment(segment_id).SetColor(*colour)
         colours[row["level"]] = colour
     return colours
+
+
+def check_colour_by(by: str) -> str:
+    if by not in COLOUR_BY:
+        raise MVCFError(f"colour segments by 'grade' or 'probability', not {by!r}")
+    return by
 
 
 def row_center_ras(row: dict) -> Optional[np.ndarray]:
@@ -184,6 +191,14 @@ class ScreenOutputs:
     rows: list[dict]
     result: dict
     dicom: Any = None  # a dicom_export.DicomImport when DICOM output was asked for
+    segmentation_node: Any = None
+    colour_by: str = COLOUR_BY[0]
+
+    def recolour(self, by: str) -> dict[str, tuple]:
+        """Colour the screened segments by `by` ("grade" or "probability") now; returns {level: colour}."""
+        colours = colour_segments(self.segmentation_node, self.rows, by=by)
+        self.colour_by = by
+        return colours
 
 
 class ScreenRun(ChildDrivenRun):
@@ -251,8 +266,10 @@ class ScreenRun(ChildDrivenRun):
             raise MVCFError(self._error or "the screen gave no result")
         vertebrae = list(self._result.get("vertebrae", []))
         table = write_screen_table(scene, vertebrae, node=table_node)
-        colour_segments(self.segmentation_node, vertebrae, by=self.colour_by)
-        return ScreenOutputs(table, vertebrae, self._result, dicom=self.import_dicom())
+        outputs = ScreenOutputs(table, vertebrae, self._result, dicom=self.import_dicom(),
+                                segmentation_node=self.segmentation_node)
+        outputs.recolour(self.colour_by)
+        return outputs
 
 
 def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = None,
@@ -269,6 +286,7 @@ def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = 
 
     if ct_node is None:
         raise MVCFError("no CT volume selected")
+    check_colour_by(colour_by)
     if model_dir and not Path(model_dir).is_dir():
         raise MVCFError(f"model bundle folder not found: {model_dir}")
     workdir = Path(tempfile.mkdtemp(prefix="mvcf-screen-", dir=temp_root))

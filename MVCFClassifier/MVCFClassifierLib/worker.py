@@ -8,10 +8,15 @@ children under pytest.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
-from MVCFClassifierLib.process import ChildRun, mvcf_command
+import numpy as np
+
+from MVCFClassifierLib.process import ChildRun, RunOutcome, mvcf_command
 
 DEFAULT_IDLE_EXIT_S = 900.0
 
@@ -57,9 +62,30 @@ class WorkerRequest:
         return self.returncode is not None and not self.events
 
     def error_line(self) -> str:
-        return self.error or f"the prediction worker gave no answer (code {self.returncode})"
+        return self.error or f"the worker gave no answer (code {self.returncode})"
 
-    #: ChildRun's blocking loop works on anything with finished(), poll(), returncode, cancel() and command.
+    def outcome(self) -> RunOutcome:
+        """How the request ended, as ChildRun.outcome() says it for a child (call once finished())."""
+        if self.returncode is None:
+            raise RuntimeError("the request is still running")
+        if self.cancelled:
+            return RunOutcome("cancelled", self.returncode, None, "cancelled by the user")
+        if self.returncode == 0:
+            return RunOutcome("succeeded", 0, self.result)
+        return RunOutcome("failed", self.returncode, self.result, self.error_line())
+
+    def wait_event(self, timeout: float) -> None:
+        """Block until the worker says something (or `timeout` s): see ChildRun.wait_event."""
+        if self.events or self.returncode is not None:
+            return
+        child = self.worker.child
+        if child is not None:
+            child.wait_event(timeout)
+        else:
+            time.sleep(timeout)
+
+    #: ChildRun's blocking loop works on anything with finished(), poll(), wait_event(), returncode, cancel()
+    #: and command.
     wait = ChildRun.wait
 
     def cancel(self) -> None:
@@ -156,3 +182,48 @@ class WarmWorker:
         child, self.child = self.child, None
         if child is not None:
             child.cancel()
+
+
+class CTFileCache:
+    """The CT the warm worker reads, written once per volume: a later Apply on the same volume node with
+    the same voxels (its image data's modification time) and the same world geometry reuses the file, and
+    the worker reuses what it read from it (mvcf.worker.Worker.read_ct). A changed volume gets a file of a
+    new name, so the worker can never serve the old one. `clear()` deletes the folder (scene close)."""
+
+    def __init__(self, temp_root: Optional[str] = None) -> None:
+        self.temp_root = temp_root
+        self.folder: Optional[Path] = None
+        self.key: Optional[tuple] = None
+        self.path: Optional[Path] = None
+        self.writes = 0
+
+    @staticmethod
+    def identity(ct_node) -> Optional[tuple]:
+        from MVCFClassifierLib.volumes import world_ijk_to_ras
+
+        image = ct_node.GetImageData() if ct_node is not None else None
+        if image is None:
+            return None
+        return (ct_node.GetID(), image.GetMTime(), tuple(np.round(world_ijk_to_ras(ct_node), 9).ravel()))
+
+    def ct_path(self, ct_node, write: Callable[[Path], None]) -> Path:
+        """The CT file of `ct_node`; `write(path)` writes it when there is no current one (its errors,
+        e.g. a volume without voxels, pass through)."""
+        key = self.identity(ct_node)
+        if key is not None and key == self.key and self.path is not None and self.path.is_file():
+            return self.path
+        if self.folder is None or not self.folder.is_dir():
+            self.folder = Path(tempfile.mkdtemp(prefix="mvcf-ct-", dir=self.temp_root))
+        old, self.key, self.path = self.path, None, None
+        if old is not None:
+            old.unlink(missing_ok=True)
+        self.writes += 1
+        path = self.folder / f"ct_{self.writes}.nrrd"
+        write(path)
+        self.key, self.path = key, path
+        return path
+
+    def clear(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder = self.key = self.path = None

@@ -84,6 +84,18 @@ def _three_heights(heights: np.ndarray, y0: int, y1: int) -> np.ndarray:
     return np.array(out)
 
 
+def _padded_box(body: np.ndarray) -> tuple[slice, ...]:
+    """The body's bounding box grown by one background voxel on each side. The distance transform inside
+    it equals the whole region's: a body voxel's nearest background voxel outside the box is never nearer
+    than its clamp onto the box's background border. It is ~5x smaller than the region, whose z margin
+    reaches the neighbours."""
+    found = np.argwhere(body)
+    if len(found) == 0:
+        return tuple(slice(None) for _ in body.shape)
+    lo, hi = found.min(axis=0) - 1, found.max(axis=0) + 2
+    return tuple(slice(max(int(a), 0), int(b)) for a, b in zip(lo, hi))
+
+
 def measure_body(ct, mask, label: int) -> BodyMeasures:
     """The two baseline features of vertebra `label` (CTImage ct, CTImage mask)."""
     from scipy import ndimage
@@ -102,12 +114,14 @@ def measure_body(ct, mask, label: int) -> BodyMeasures:
     reference = float(np.mean(neighbours)) if neighbours else float(three.max())
     body = labels == label
     body[:, y1:, :] = False
-    core = ndimage.distance_transform_edt(body) > 3.0
+    box = _padded_box(body)
+    depth = ndimage.distance_transform_edt(body[box])
+    core = depth > 3.0
     if core.sum() < 20:
-        core = ndimage.distance_transform_edt(body) > 1.5
+        core = depth > 1.5
     if not core.any():
         raise MVCFError(f"vertebra {label}: the body is too thin to measure its trabecular density")
-    return BodyMeasures(trabecular_hu=float(hu[core].mean()),
+    return BodyMeasures(trabecular_hu=float(hu[box][core].mean()),
                         height_loss=float(np.clip(1.0 - three.min() / max(reference, 1e-6), -1.0, 1.0)),
                         heights_mm=tuple(float(v) for v in three), reference_mm=reference)
 

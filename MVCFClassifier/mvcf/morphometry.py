@@ -25,10 +25,9 @@ from mvcf.ctimage import CTImage
 #: < 20 % normal (0), 20-25 % mild (1), 25-40 % moderate (2), > 40 % severe (3).
 GENANT_LIMITS = (0.20, 0.25, 0.40)
 GENANT_NAMES = ("normal", "mild", "moderate", "severe")
-#: A neighbour is a reference only when it is not itself deformed by this much (its own ratio).
-REFERENCE_MAX_OWN_LOSS = 0.20
-#: Per-position losses within this fraction of the largest one count as uniform ("crush").
-UNIFORM_SHARE = 0.8
+#: A neighbour is a reference only when its own shape is not deformed by this much (1 - min/max of its own
+#: heights; Genant's moderate limit: real normal bodies reach 20 % by their natural wedging alone).
+REFERENCE_MAX_OWN_LOSS = 0.25
 
 GRID_MM = 0.5
 SLAB_HALF_MM = 1.5
@@ -90,8 +89,8 @@ class Grade:
     """Height-loss ratios and the Genant grade of one vertebra."""
 
     loss_own: Optional[float]                 # 1 - smallest / tallest of its own three heights
-    loss_neighbours: Optional[float]          # largest per-position loss against the neighbours' heights
-    losses_by_position: Optional[tuple[float, float, float]]
+    loss_neighbours: Optional[float]          # 1 - its tallest height / mean tallest height of the neighbours
+    losses_by_position: Optional[tuple[float, float, float]]   # 1 - H / neighbours' mean H, per position
     height_loss: Optional[float]              # the larger of the two: what is graded
     grade: Optional[int]
     shape: str                                # normal | wedge | biconcave | crush | "" (not graded)
@@ -397,10 +396,12 @@ def measure_spine(mask: CTImage, levels: dict[int, str], order: Sequence[str]) -
 def grade_vertebra(target: Morphometry, references: Sequence[Morphometry]) -> Grade:
     """Height-loss ratios and Genant grade of `target` against its own heights and its neighbours'.
 
-    loss_own = 1 - min(Ha, Hm, Hp) / max(Ha, Hm, Hp); loss_neighbours = the largest of 1 - H_x / mean(H_x
-    of the usable neighbours) over x = anterior, middle, posterior (a neighbour is usable when measured
-    and its own loss is < 20 %). The graded height loss is the larger of the two (Genant: reduction against
-    the vertebra's expected height, judged from its own shape and its neighbours')."""
+    Genant's semi-quantitative reading judges a wedge or biconcave deformity against the vertebra's own
+    tallest height and a crush (the whole body lower) against the adjacent vertebrae: loss_own = 1 -
+    min(Ha, Hm, Hp) / max(Ha, Hm, Hp); loss_neighbours = 1 - max(Ha, Hm, Hp) / mean(max(Ha, Hm, Hp) of the
+    usable neighbours) (measured, own loss < REFERENCE_MAX_OWN_LOSS). Tallest against tallest, not height by
+    height: adjacent normal bodies differ in shape (thoracic wedging, lumbar lordosis) far more than in
+    size. The graded height loss is the larger of the two."""
     if not target.measured:
         return Grade(None, None, None, None, None, "", "")
     h = np.asarray(target.heights_mm, float)
@@ -412,9 +413,8 @@ def grade_vertebra(target: Morphometry, references: Sequence[Morphometry]) -> Gr
     reference = "own heights"
     if usable:
         ref = np.mean([r.heights_mm for r in usable], axis=0)
-        by_position = 1.0 - h / ref
-        losses_by_position = tuple(float(v) for v in by_position)
-        loss_nb = float(by_position.max())
+        losses_by_position = tuple(float(v) for v in 1.0 - h / ref)
+        loss_nb = float(1.0 - h.max() / np.mean([max(r.heights_mm) for r in usable]))  # type: ignore[arg-type]
         reference = "+".join(r.level for r in usable)
     candidates = [v for v in (loss_own, loss_nb) if v is not None]
     loss = max(candidates) if candidates else None
@@ -423,10 +423,9 @@ def grade_vertebra(target: Morphometry, references: Sequence[Morphometry]) -> Gr
     grade = genant_grade(loss)
     shape = "normal"
     if grade > 0:
-        per = np.asarray(losses_by_position if losses_by_position is not None and loss_nb is not None
-                         and loss_nb >= (loss_own or 0) else 1.0 - h / h.max())
-        if per.min() >= UNIFORM_SHARE * per.max():
-            shape = "crush"
+        per = 1.0 - h / h.max()
+        if loss_nb is not None and loss_nb >= (loss_own or 0) or per.max() <= 0:
+            shape = "crush"           # lower than its neighbours rather than misshapen
         else:
             shape = ("wedge", "biconcave", "crush")[int(np.argmax(per))]
     return Grade(loss_own, loss_nb, losses_by_position, float(loss), grade, shape, reference)

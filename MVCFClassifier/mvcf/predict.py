@@ -201,17 +201,19 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
                     device: str = "auto", backend: str = "auto", refine: bool = False,
                     on_progress: Optional[Callable[[int, int, str], None]] = None,
                     should_cancel: Optional[Callable[[], bool]] = None,
-                    series_uid: Optional[str] = None) -> tuple[dict[str, Any], Any, Any]:
+                    series_uid: Optional[str] = None,
+                    read: Optional[Callable[..., Any]] = None) -> tuple[dict[str, Any], Any, Any]:
     """Read a CT, load the bundle (memoised) and classify every query: the payload of `mvcf predict
     --locations` ({"results", "timing_ms", "disclaimer"}), the bundle that ran and the CTImage. Progress:
-    reading, loading, then one step per vertebra. The call behind the CLI and the warm worker (mvcf.worker)."""
+    reading, loading, then one step per vertebra. The call behind the CLI and the warm worker (mvcf.worker,
+    whose `read` is read_ct memoised per file)."""
     from mvcf.read_ct import read_ct
 
     steps = len(queries) + 2
     progress = on_progress or (lambda done, total, message: None)
     progress(0, steps, "reading CT")
     started = time.perf_counter()
-    ct = read_ct(ct_path, series_uid=series_uid)
+    ct = (read or read_ct)(ct_path, series_uid=series_uid)
     read_ms = 1000 * (time.perf_counter() - started)
     progress(1, steps, "loading the model")
     t = time.perf_counter()

@@ -33,7 +33,7 @@ COLUMNS: dict[str, str] = {
     "height_posterior_mm": "posterior body height (mm)",
     "depth_mm": "antero-posterior depth of the body on the mid-sagittal plane (mm)",
     "loss_own": "1 - smallest / tallest of the vertebra's own three heights",
-    "loss_neighbours": "largest of 1 - height / mean height of the usable neighbours at the same position",
+    "loss_neighbours": "1 - tallest own height / mean tallest height of the usable neighbours",
     "height_loss": "the larger of the two losses: what is graded",
     "genant_grade": "Genant semi-quantitative grade: 0 < 20 %, 1 20-25 %, 2 25-40 %, 3 > 40 % height loss",
     "shape": "normal | wedge (anterior) | biconcave (middle) | crush (posterior or uniform)",

@@ -9,7 +9,11 @@ mvcf.progress protocol, each tagged with the request's `id`:
     <- {"event": "progress", "id": "1", "done": 1, "total": 3, "message": "loading the model"}
     <- {"event": "result", "id": "1", "results": [...], "timing_ms": {...}, "disclaimer": "..."}
        (the payload of `mvcf predict --locations`), or {"event": "error", "id": "1", "message": "..."}
-    -> {"id": "2", "command": "ping"}      <- {"event": "pong", "id": "2"}
+    -> {"id": "2", "command": "evaluate", "model": "bundle", "manifest": "cohort.csv", "out": "folder"}
+       (optional "device", "cache", "overwrite", "allow_outside_root": as for `mvcf evaluate`)
+    <- progress events, then {"event": "result", "id": "2", "report": {...}} (what `mvcf evaluate --json`
+       prints; torch and MONAI are imported by the first evaluate request and stay loaded)
+    -> {"id": "3", "command": "ping"}      <- {"event": "pong", "id": "3"}
     -> {"command": "shutdown"}             <- {"event": "exit", "reason": "shutdown"}
 
 On start it loads the bundle and says {"event": "ready", "pid", "model", "backend", "device", "load_ms"}
@@ -58,6 +62,22 @@ class Worker:
         self.model, self.device, self.backend = model, device, backend
         self.idle_exit_s = idle_exit_s
         self.served = 0
+        self._ct: Optional[tuple[tuple, Any]] = None  # (file identity, CTImage) of the last CT read
+
+    def read_ct(self, path: str, series_uid: Optional[str] = None):
+        """read_ct, memoised for the last CT file: the same file (path, size and modification time, ns)
+        is read and validated once. DICOM folders are always read again (a file may change inside)."""
+        from mvcf.read_ct import read_ct
+
+        resolved = Path(path).resolve()
+        if not resolved.is_file():
+            return read_ct(path, series_uid=series_uid)
+        stat = resolved.stat()
+        key = (str(resolved), stat.st_size, stat.st_mtime_ns, series_uid)
+        if self._ct is None or self._ct[0] != key:
+            self._ct = None  # the old CT's memory goes before the new one is read
+            self._ct = (key, read_ct(path, series_uid=series_uid))
+        return self._ct[1]
 
     def load(self) -> None:
         """Load the default bundle now (so the first request pays only the work) and say ready."""
@@ -111,8 +131,11 @@ class Worker:
             elif command == "predict":
                 self.channel.emit("result", id=request_id, **self.predict(request))
                 self.served += 1
+            elif command == "evaluate":
+                self.channel.emit("result", id=request_id, report=self.evaluate(request))
+                self.served += 1
             else:
-                raise MVCFError(f"unknown command {command!r}; one of predict, ping, shutdown")
+                raise MVCFError(f"unknown command {command!r}; one of predict, evaluate, ping, shutdown")
         except MVCFError as exc:
             self.channel.emit("error", id=request_id, message=(str(exc).splitlines() or ["error"])[0])
         except Exception as exc:  # noqa: BLE001 - a bug in one request must not end the worker
@@ -129,10 +152,7 @@ class Worker:
         ct = request.get("ct")
         if not isinstance(ct, str) or not ct:
             raise MVCFError("predict needs 'ct': the path of a CT file or DICOM folder")
-        unknown = set(request) - {"id", "command", "ct", "locations", "base", "model", "device", "backend",
-                                  "refine"}
-        if unknown:
-            raise MVCFError(f"unknown request field(s): {', '.join(sorted(unknown))}")
+        _only_fields(request, {"ct", "locations", "base", "model", "device", "backend", "refine"})
         device = request.get("device", self.device)
         check_device_name(device if isinstance(device, str) else repr(device))
         locations = request.get("locations")
@@ -145,8 +165,32 @@ class Worker:
         payload, _, _ = predict_ct_file(ct, queries, request.get("model", self.model), device,
                                      request.get("backend", self.backend),
                                      refine=bool(request.get("refine", False)),
-                                     on_progress=_Tagged(self.channel, request.get("id")).progress)
+                                     on_progress=_Tagged(self.channel, request.get("id")).progress,
+                                     read=self.read_ct)
         return payload
+
+
+    def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`mvcf evaluate` in this process: a bundle on a cohort manifest, written to `out`."""
+        from mvcf.evaluate import evaluate
+        from mvcf.inference import check_device_name
+
+        _only_fields(request, {"model", "manifest", "out", "device", "cache", "overwrite", "allow_outside_root"})
+        for name in ("model", "manifest", "out"):
+            if not isinstance(request.get(name), str) or not request[name]:
+                raise MVCFError(f"evaluate needs '{name}': a path")
+        device = request.get("device", self.device)
+        check_device_name(device if isinstance(device, str) else repr(device))
+        return evaluate(request["model"], request["manifest"], request["out"], device=device,
+                        cache_dir=request.get("cache"), overwrite=bool(request.get("overwrite", False)),
+                        on_progress=_Tagged(self.channel, request.get("id")).progress,
+                        allow_outside_root=bool(request.get("allow_outside_root", False)))
+
+
+def _only_fields(request: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(request) - {"id", "command"} - allowed
+    if unknown:
+        raise MVCFError(f"unknown request field(s): {', '.join(sorted(unknown))}")
 
 
 def main(model: Optional[str], device: str, backend: str, idle_exit_s: float) -> int:

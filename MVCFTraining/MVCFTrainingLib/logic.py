@@ -17,8 +17,8 @@ from MVCFClassifierLib.process import ChildRun, RunOutcome
 from MVCFTrainingLib.runner import (EventRouter, LogHandler, ProgressHandler, RunSettings, module_training,
                                     mrmc_arguments, resumable, study_arguments, train_arguments)
 
-KINDS = ("train", "study", "mrmc")
-IDLE_LABELS = {"train": "Train", "study": "Run study", "mrmc": "Run MRMC analysis"}
+KINDS = ("train", "study", "evaluate", "mrmc")
+IDLE_LABELS = {"train": "Train", "study": "Run study", "evaluate": "Evaluate model", "mrmc": "Run MRMC analysis"}
 
 
 def path_text(path) -> str:
@@ -53,6 +53,8 @@ class TrainingLogic:
         self.lastOutcome: Optional[RunOutcome] = None
         self.lastResult: Optional[dict] = None
         self.lastRunFolder: Optional[Path] = None
+        self.lastEvaluation: Optional[Path] = None
+        self.worker = None  # MVCFClassifierLib.worker.WarmWorker: evaluations share one `mvcf worker` child
 
     @staticmethod
     def disclaimer() -> str:
@@ -155,6 +157,50 @@ class TrainingLogic:
                                 on_log=on_log))
         return out
 
+    @staticmethod
+    def evaluationBundle(parameters, trained: Optional[Path] = None) -> Optional[Path]:
+        """The bundle Evaluate runs: the bundle folder field when it holds a bundle, else the last trained one."""
+        chosen = path_text(getattr(parameters, "bundleFolder", None))
+        if chosen and (Path(chosen) / "model.json").is_file():
+            return Path(chosen)
+        return trained
+
+    def startEvaluation(self, parameters, on_progress: Optional[ProgressHandler] = None,
+                        on_log: Optional[LogHandler] = None,
+                        now: Callable[[], str] = lambda: time.strftime("%Y%m%d-%H%M%S")) -> Optional[Path]:
+        """`mvcf evaluate` of evaluationBundle() on the manifest, as a request to the module's warm worker
+        (started by the first evaluation: torch and the bundle stay loaded, so later evaluations pay only
+        the work). Writes a new time-stamped folder beside the manifest; returns it, or None when the user
+        declined the package installation."""
+        from MVCFClassifierLib.worker import WarmWorker
+
+        if self.running:
+            raise ValueError("A run is already in progress; cancel it first.")
+        manifest = path_text(parameters.manifestPath)
+        if not manifest:
+            raise ValueError("Choose a cohort manifest first.")
+        bundle = self.evaluationBundle(parameters, self.trainedBundle())
+        if bundle is None:
+            raise ValueError("No model to evaluate: train one, or set the bundle folder to a model bundle.")
+        if not self.ensure_dependencies():
+            return None
+        out = Path(manifest).resolve().parent / "mvcf_runs" / f"evaluate-{now()}"
+        if self.worker is None:
+            self.worker = WarmWorker(self.python_executable, args=["--device", "cpu"])
+        self.kind, self.lastOutcome, self.lastResult, self.lastEvaluation = "evaluate", None, None, out
+        self.router = EventRouter(on_progress=on_progress, on_result=self._keepResult, on_log=on_log)
+        self.run = self.worker.submit({"command": "evaluate", "model": str(bundle), "manifest": manifest,
+                                       "out": str(out), "device": parameters.device, "allow_outside_root": True})
+        return out
+
+    def close(self, scene_only: bool = False) -> None:
+        """End the warm worker and cancel the run: any run (module cleanup), or with `scene_only` (scene
+        close) only an evaluation, whose results belong to the scene; training and studies go on."""
+        if not scene_only or self.kind == "evaluate":
+            self.cancel()
+        if self.worker is not None:
+            self.worker.stop()
+
     def startReaderStudy(self, csv_path: str, on_progress: Optional[ProgressHandler] = None,
                          on_log: Optional[LogHandler] = None) -> bool:
         """Start `mvcf stats mrmc`; False when the user declined the package installation."""
@@ -215,6 +261,16 @@ class TrainingLogic:
             p.readerTable, p.readerAnalysisTable = reader, analysis
             means = ", ".join(f"{m}: {auc:.3f}" for m, auc in ((self.lastResult or {}).get("mean_auc") or {}).items())
             return f"Reader study: mean AUC per modality {means}; see '{analysis.GetName()}'."
+        if kind == "evaluate":
+            report = (self.lastResult or {}).get("report") or {}
+            table, chart = results.show_evaluation_results(scene, report, metrics_node=p.metricsTable,
+                                                           roc_chart=p.rocChart)
+            p.metricsTable = table
+            if chart is not None:
+                p.rocChart = chart
+            return (f"Evaluation finished: AUC {report.get('overall', {}).get('auc', float('nan')):.3f} on "
+                    f"{report.get('overall', {}).get('n', 0)} cases; results in {self.lastEvaluation}. "
+                    f"{self.disclaimer()}")
         if kind == "study":
             table, chart = results.show_study_results(scene, self.lastResult or {}, table_node=p.studyTable,
                                                       roc_chart=p.rocChart)
@@ -254,8 +310,9 @@ class TrainingLogic:
         others wait; a run needs its input file; saving needs a finished bundle and a target folder."""
         p = parameters
         running = self.running
-        needs = {"train": bool(p and path_text(p.manifestPath)), "study": bool(p and path_text(p.manifestPath)),
-                 "mrmc": bool(p and path_text(p.readerCsv))}
+        has_manifest = bool(p and path_text(p.manifestPath))
+        needs = {"train": has_manifest, "study": has_manifest, "mrmc": bool(p and path_text(p.readerCsv)),
+                 "evaluate": has_manifest and self.evaluationBundle(p, self.trainedBundle()) is not None}
         states = {}
         for kind in KINDS:
             mine = running and self.kind == kind

@@ -108,7 +108,7 @@ def roc_curves_from_predictions(path: Union[str, os.PathLike], model: str = "") 
     """One ROC curve per prediction set (internal_test, external_test) that has both classes."""
     by_set: dict[str, list[dict[str, str]]] = defaultdict(list)
     for row in read_predictions(path):
-        by_set[row["set"]].append(row)
+        by_set[row.get("set") or "evaluation"].append(row)  # evaluate's file has no set column
     curves = []
     for split, members in by_set.items():
         truth = [_truth(r) for r in members]
@@ -128,6 +128,20 @@ def show_training_results(scene, run_dir: Union[str, os.PathLike], metrics_node=
         curves = roc_curves_from_predictions(run_dir / "predictions.csv")
         if curves:
             chart = show_roc_curves(scene, curves, name=f"{name} ROC", chart=roc_chart)
+    return table, chart
+
+
+def show_evaluation_results(scene, report: dict[str, Any], metrics_node=None, roc_chart=None, name: str = "MVCF"):
+    """Metrics table (overall, then per institution) + ROC chart of one `mvcf evaluate` report (its
+    predictions.csv in report["out"]); returns (metrics table node, ROC chart node or None)."""
+    model = str((report.get("model") or {}).get("name", "model"))
+    rows = [metrics_row(model, "evaluation", "all", report.get("overall") or {})]
+    rows += [metrics_row(model, "evaluation", site, summary)
+             for site, summary in sorted((report.get("per_institution") or {}).items())]
+    table = show_metrics_table(scene, rows, node=metrics_node, name=f"{name} evaluation metrics")
+    predictions = Path(str(report.get("out", ""))) / "predictions.csv"
+    curves = roc_curves_from_predictions(predictions, model) if predictions.is_file() else []
+    chart = show_roc_curves(scene, curves, name=f"{name} evaluation ROC", chart=roc_chart) if curves else None
     return table, chart
 
 

@@ -65,17 +65,25 @@ def test_the_training_logic_installs_through_the_shared_installer(monkeypatch, t
     assert calls == [{"requester": "MVCFTraining"}]
 
 
-def test_the_classifier_apply_asks_before_writing_anything(tmp_path):
+def blank_ct_and_point():
+    """A slicer-core scene's 8^3 blank CT node and a point list with one point (nothing to classify in it:
+    for the checks that run before any child)."""
     slicer = pytest.importorskip("slicer")
     import vtk
 
-    from MVCFClassifierLib.logic import PredictionLogic
     from MVCFClassifierLib.volumes import volume_node_from_array
 
     scene = slicer.vtkMRMLScene()
     ct = volume_node_from_array(scene, np.zeros((8, 8, 8), np.int16), np.eye(4), "ct")
     points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "p")
     points.AddControlPoint(vtk.vtkVector3d(3.0, 3.0, 3.0), "L1")
+    return ct, points
+
+
+def test_the_classifier_apply_asks_before_writing_anything(tmp_path):
+    from MVCFClassifierLib.logic import PredictionLogic
+
+    ct, points = blank_ct_and_point()
     asked: list = []
     logic = PredictionLogic(temp_root=str(tmp_path), ensure_dependencies=declined_install(asked))
     assert logic.apply(ct, "Point list", points=points) is None

@@ -98,7 +98,10 @@ def test_whole_spine_run_in_a_child_fills_the_table(spine):
 
     scene, ct_node, seg_node, _, _ = spine
     events = []
-    run = screening.start_screen(ct_node, seg_node, python_executable=sys.executable, device="cpu")
+    with pytest.raises(MVCFError, match="colour segments by"):
+        screening.start_screen(ct_node, seg_node, python_executable=sys.executable, colour_by="size")
+    run = screening.start_screen(ct_node, seg_node, python_executable=sys.executable, device="cpu",
+                                 colour_by="probability")
     run.wait(events.append)
     assert run.finished and run.fraction == 1.0
     assert any(e.get("event") == "progress" for e in events)
@@ -106,6 +109,23 @@ def test_whole_spine_run_in_a_child_fills_the_table(spine):
     levels = [r["level"] for r in tables.table_rows(outputs.table_node)]
     assert levels == ["T12", "L1", "L2", "L3", "L4", "L5"]        # S1 is only L5's neighbour
     assert not run.workdir.exists()
+    # coloured by P(MVCF) as asked; the panel's switch recolours the same segments by grade, and back
+    segments = screening.vertebra_segments(seg_node)
+    segmentation = seg_node.GetSegmentation()
+
+    def colour(level):
+        return tuple(segmentation.GetSegment(segments[level]).GetColor())
+
+    by_row = {r["level"]: r for r in outputs.rows}
+    assert outputs.colour_by == "probability"
+    assert colour("L1") == pytest.approx(screening.probability_colour(by_row["L1"]["probability_malignant"]))
+    outputs.recolour("grade")
+    assert outputs.colour_by == "grade"
+    for level in ("L1", "L2", "L3", "L4", "L5"):
+        assert colour(level) == pytest.approx(screening.GRADE_COLOURS[by_row[level]["genant_grade"]])
+    assert colour("T12") == pytest.approx(screening.UNGRADED_COLOUR)            # partial: not graded
+    outputs.recolour("probability")
+    assert colour("L3") == pytest.approx(screening.probability_colour(by_row["L3"]["probability_malignant"]))
     cancelled = screening.start_screen(ct_node, seg_node, python_executable=sys.executable, device="cpu")
     cancelled.poll()
     cancelled.cancel()

@@ -186,3 +186,57 @@ def test_the_classifier_logic_keeps_one_worker_between_applies(tmp_path):
     finally:
         lg.close_worker()
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_a_changed_volume_is_written_again_and_the_worker_reads_the_new_voxels(tmp_path):
+    """The warm path writes the CT once per volume state (CTFileCache) and the worker reads each file once
+    (Worker.read_ct): a second Apply reuses both, an edit of the voxels or of the geometry does not."""
+    slicer = pytest.importorskip("slicer")
+    from slicer.util import arrayFromVolume, arrayFromVolumeModified
+    from test_slicer_logic import scene_with_sample
+
+    from mvcf.read_ct import read_ct, read_mask
+    from MVCFClassifierLib import logic
+
+    scene = slicer.vtkMRMLScene()
+    ct_node, points = scene_with_sample(scene, (read_ct(PATHS["ct"]), read_mask(PATHS["mask"])))
+    lg = logic.PredictionLogic(python_executable=sys.executable, temp_root=str(tmp_path), warm_worker=True)
+    lg.worker.env = ENV
+
+    def apply() -> tuple[float, dict]:
+        outputs = lg.process(ct_node, points=points, device="cpu", views=False, heatmap=False)
+        assert outputs.rows[0]["status"] == "ok", outputs.rows[0]
+        return outputs.rows[0]["probability_malignant"], lg.worker.current.result
+
+    try:
+        first, _ = apply()
+        path = lg.ct_files.path
+        again, _ = apply()
+        assert again == first and lg.ct_files.writes == 1 and lg.ct_files.path == path
+        arrayFromVolume(ct_node)[:] += 300  # brighter bone everywhere: a different probability
+        arrayFromVolumeModified(ct_node)
+        brighter, _ = apply()
+        assert lg.ct_files.writes == 2 and lg.ct_files.path != path and not path.exists()
+        assert brighter != pytest.approx(first, abs=1e-6)
+        assert read_ct(lg.ct_files.path).voxels.max() == arrayFromVolume(ct_node).max()
+        ct_node.SetSpacing(*[2 * s for s in ct_node.GetSpacing()])  # geometry alone also counts
+        apply()
+        assert lg.ct_files.writes == 3 and lg.worker.starts == 1
+    finally:
+        lg.close_worker()
+    assert not list(Path(tmp_path).iterdir())
+
+
+def test_the_worker_reads_a_ct_file_once_until_it_changes(tmp_path):
+    import shutil
+
+    copy = tmp_path / "ct.nii.gz"
+    shutil.copy(PATHS["ct"], copy)
+    worker = Worker(io.StringIO())
+    first = worker.read_ct(str(copy))
+    assert worker.read_ct(str(copy)) is first
+    os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))  # the same bytes, but touched: read again
+    second = worker.read_ct(str(copy))
+    assert second is not first and (second.voxels == first.voxels).all()
+    with pytest.raises(Exception, match="missing"):
+        worker.read_ct(str(tmp_path / "missing.nii.gz"))

@@ -1,7 +1,8 @@
-"""`mvcf worker`: a warm prediction worker speaking JSON lines on stdin/stdout (protocol: mvcf.worker).
+"""`mvcf worker`: a warm prediction and evaluation worker speaking JSON lines on stdin/stdout (protocol:
+mvcf.worker).
 
-The Slicer module keeps one alive between Applies so that only the first pays the start-up and the
-model loading; later requests pay only the work.
+The Slicer modules keep one alive (the Classifier between Applies, the Training module between
+evaluations) so that only the first request pays the start-up and the model loading.
 """
 from __future__ import annotations
 

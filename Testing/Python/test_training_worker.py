@@ -1,0 +1,100 @@
+"""The Training module's evaluation runs in the same warm `mvcf worker` as the Classifier's Applies: two
+evaluations in one process (torch and the bundle loaded once), the results into a slicer-core scene, a bad
+request fails alone, Cancel and scene close end the worker (issue 11)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+slicer = pytest.importorskip("slicer")
+pytest.importorskip("torch")
+
+from mvcf.inference import default_model_path  # noqa: E402
+from MVCFClassifierLib.worker import WarmWorker  # noqa: E402
+from MVCFTrainingLib.logic import TrainingLogic  # noqa: E402
+from tiny_cohort import make_tiny_cohort  # noqa: E402
+
+ENV = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluation")
+    manifest = make_tiny_cohort(root / "cohort", n_per_site=4)
+    bundle = root / "bundle"
+    shutil.copytree(default_model_path(), bundle)
+    return manifest, bundle
+
+
+def _parameters(manifest: Path, bundle: Path, **overrides) -> SimpleNamespace:
+    fields = dict(manifestPath=manifest, bundleFolder=bundle, device="cpu", readerCsv=Path("."),
+                  cohortTable=None, outputFolder=Path("."), metricsTable=None, rocChart=None)
+    return SimpleNamespace(**{**fields, **overrides})
+
+
+def _logic() -> TrainingLogic:
+    logic = TrainingLogic(ensure_dependencies=lambda: True, python_executable=sys.executable)
+    logic.worker = WarmWorker(sys.executable, args=["--device", "cpu"], env=ENV)
+    return logic
+
+
+def test_two_evaluations_share_one_worker_and_show_their_metrics(cohort):
+    manifest, bundle = cohort
+    logic, scene = _logic(), slicer.vtkMRMLScene()
+    p = _parameters(manifest, bundle)
+    assert logic.buttonStates(p)["evaluate"].enabled and logic.buttonStates(p)["evaluate"].text == "Evaluate model"
+    try:
+        outs, reports = [], []
+        for stamp in ("first", "second"):
+            out = logic.startEvaluation(p, now=lambda: stamp)
+            assert logic.buttonStates(p)["evaluate"].text == "Cancel"
+            outcome = logic.wait(timeout=300)
+            assert outcome.status == "succeeded", outcome.error
+            status = logic.showResults(scene, p)
+            assert "Evaluation finished" in status and "on 8 cases" in status and str(out) in status
+            outs.append(out)
+            reports.append(json.loads((out / "metrics.json").read_text(encoding="utf-8")))
+        assert logic.worker.starts == 1 and logic.worker.alive
+        assert outs[0] != outs[1] and outs[0].parent == manifest.resolve().parent / "mvcf_runs"
+        assert reports[0]["overall"] == reports[1]["overall"] and reports[0]["overall"]["n"] == 8
+        assert (outs[0] / "predictions.csv").read_text() == (outs[1] / "predictions.csv").read_text()
+        table = p.metricsTable
+        assert table.GetNumberOfRows() == 3  # all, A, B
+        assert [table.GetCellText(r, 2) for r in range(3)] == ["all", "A", "B"]
+        assert p.rocChart is not None and p.rocChart.GetNumberOfPlotSeriesNodes() == 2  # the ROC and chance
+        assert float(table.GetCellText(0, 6)) == pytest.approx(reports[0]["overall"]["auc"], abs=1e-3)
+    finally:
+        logic.close()
+    assert not logic.worker.alive
+
+
+def test_a_bad_evaluation_fails_alone_and_cancel_and_scene_close_end_the_worker(cohort, tmp_path):
+    manifest, bundle = cohort
+    logic, scene = _logic(), slicer.vtkMRMLScene()
+    try:
+        bad = _parameters(tmp_path / "missing.csv", bundle)
+        logic.startEvaluation(bad, now=lambda: "bad")
+        outcome = logic.wait(timeout=300)
+        assert outcome.status == "failed" and "missing.csv" in outcome.error and "\n" not in outcome.error
+        pid = logic.worker.pid
+        assert pid is not None
+        logic.startEvaluation(_parameters(manifest, bundle), now=lambda: "cancelled")
+        logic.cancel()
+        assert not logic.worker.alive
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        assert logic.poll() is False and logic.lastOutcome.status == "cancelled"
+        logic.startEvaluation(_parameters(manifest, bundle), now=lambda: "again")
+        assert logic.wait(timeout=300).status == "succeeded" and logic.worker.starts == 2
+        logic.close(scene_only=True)  # scene close
+        assert not logic.worker.alive
+    finally:
+        logic.close()
+    with pytest.raises(ValueError, match="No model to evaluate"):
+        TrainingLogic(ensure_dependencies=lambda: True).startEvaluation(_parameters(manifest, tmp_path / "x"))
