@@ -205,20 +205,21 @@ def test_genant_limits():
         [0, 0, 1, 1, 2, 2, 3, 3]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: not met on the vertebra-template generator (8 cases, seed 5: 62 % "
-                   "exact; 60 cases, seed 3: 45 % exact, 13 two grades off; graded against the vertebra's own "
-                   "intact heights, which no reader has, 78 %, 2 off): docs/screening.md")
+@pytest.mark.xfail(strict=True, reason="issue 12: not met on the vertebra-template generator v3 (60 cases, seed 3: "
+                   "57 % exact, 11 two grades off; graded against the vertebra's own intact heights, which no "
+                   "reader has, 78 %, 3 off): docs/screening.md")
 def test_genant_grade_matches_drawn_height_loss_on_synthetic_cases():
-    """A small cohort here (CI time); scripts/genant_agreement.py runs the large one for docs/screening.md.
-    Strict: the day the grading meets this again, the mark must go."""
+    """The issue's criterion (exact agreement >= 90 %, never two grades off) on a cohort small enough for CI;
+    scripts/genant_agreement.py runs the large one for docs/screening.md. Strict: the day the grading meets
+    it, the mark must go."""
     sys.path.insert(0, str(REPO / "scripts"))
     from genant_agreement import agreement
 
-    result = agreement(8, seed=5)
+    result = agreement(12, seed=5)
     overall = result["all"]
     assert overall["graded"] == overall["n"]
     assert overall["more_than_one_off"] == 0, result["cases"]
-    assert overall["exact"] >= 0.75, result["cases"]
+    assert overall["exact"] >= 0.90, result["cases"]
 
 
 def test_agreement_ceiling_grades_against_the_same_case_drawn_intact():
