@@ -279,7 +279,8 @@ class PredictionRun(ChildDrivenRun):
     LOCATIONS_FILE = "locations.json"
 
     def __init__(self, logic: "PredictionLogic", ct_node, targets: list[Target], workdir: Path,
-                 common_args: list[str], want_views: bool, want_heatmap: bool) -> None:
+                 common_args: list[str], want_views: bool, want_heatmap: bool,
+                 ct_path: Optional[Path] = None) -> None:
         self.logic = logic
         self.ct_node = ct_node
         self.targets = targets
@@ -288,7 +289,7 @@ class PredictionRun(ChildDrivenRun):
         self.common_args = common_args
         self.want_views = want_views
         self.want_heatmap = want_heatmap
-        self.ct_path = workdir / "ct.nrrd"  # the warm worker's runs read the logic's CTFileCache file instead
+        self.ct_path = ct_path or workdir / "ct.nrrd"  # a warm worker's run reads the logic's CTFileCache file
         self.results: list[Optional[dict]] = []
         self.rows: list[dict] = []
         self.cancelled = False
@@ -613,11 +614,12 @@ class PredictionLogic:
         export = self.prepare_dicom(ct_node, dicom)
         workdir = Path(tempfile.mkdtemp(prefix="mvcf-predict-", dir=self.temp_root))
         try:
-            if ct is not None:
-                write_image(ct, workdir / "ct.nrrd")
-            else:  # written once per volume state, read once by the worker
+            if warm:  # written once per volume state, read once by the worker
                 ct_path = self.ct_files.ct_path(
                     ct_node, lambda path: write_image(volumes.ct_image_from_volume_node(ct_node), path))
+            else:
+                ct_path = workdir / "ct.nrrd"
+                write_image(ct, ct_path)
             for index, target in enumerate(targets):
                 if target.segment_id and not target.skipped:
                     if target.mask is None:
@@ -627,10 +629,8 @@ class PredictionLogic:
                     target.mask_path = workdir / f"mask_{index}.nrrd"
                     write_image(target.mask, target.mask_path, compress=True)
             common = ["--device", device] + (["--model", str(model_dir)] if model_dir else [])
-            run = PredictionRun(self, ct_node, targets, workdir, common, views, heatmap)
+            run = PredictionRun(self, ct_node, targets, workdir, common, views, heatmap, ct_path=ct_path)
             run.dicom = export
-            if ct is None:
-                run.ct_path = ct_path
             run.write_locations()
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -144,8 +144,15 @@ class Worker:
                               .splitlines()[0])
         return None
 
-    def predict(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _device(self, request: dict[str, Any]) -> str:
+        """The request's device (default: the worker's), checked by name."""
         from mvcf.inference import check_device_name
+
+        device = request.get("device", self.device)
+        check_device_name(device if isinstance(device, str) else repr(device))
+        return device
+
+    def predict(self, request: dict[str, Any]) -> dict[str, Any]:
         from mvcf.locations_file import parse_entries, read_locations
         from mvcf.predict import predict_ct_file
 
@@ -153,8 +160,7 @@ class Worker:
         if not isinstance(ct, str) or not ct:
             raise MVCFError("predict needs 'ct': the path of a CT file or DICOM folder")
         _only_fields(request, {"ct", "locations", "base", "model", "device", "backend", "refine"})
-        device = request.get("device", self.device)
-        check_device_name(device if isinstance(device, str) else repr(device))
+        device = self._device(request)
         locations = request.get("locations")
         if isinstance(locations, str):
             queries = read_locations(locations)
@@ -169,18 +175,15 @@ class Worker:
                                      read=self.read_ct)
         return payload
 
-
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         """`mvcf evaluate` in this process: a bundle on a cohort manifest, written to `out`."""
         from mvcf.evaluate import evaluate
-        from mvcf.inference import check_device_name
 
         _only_fields(request, {"model", "manifest", "out", "device", "cache", "overwrite", "allow_outside_root"})
         for name in ("model", "manifest", "out"):
             if not isinstance(request.get(name), str) or not request[name]:
                 raise MVCFError(f"evaluate needs '{name}': a path")
-        device = request.get("device", self.device)
-        check_device_name(device if isinstance(device, str) else repr(device))
+        device = self._device(request)
         return evaluate(request["model"], request["manifest"], request["out"], device=device,
                         cache_dir=request.get("cache"), overwrite=bool(request.get("overwrite", False)),
                         on_progress=_Tagged(self.channel, request.get("id")).progress,
