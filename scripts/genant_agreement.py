@@ -32,20 +32,12 @@ def _measure(case) -> dict:
 def _intact_case(plan, seed: int, difficulty: str):
     """The same case drawn again without the collapse: the generator's random draws are unchanged (the
     signs are sampled as before, then their height loss set to 0), so only the target's endplates differ."""
-    from mvcf.synth import cohort
+    from mvcf.synth import generate_case
 
-    sample = cohort.sample_signs
-
-    def no_collapse(*args, **kwargs):
-        signs = sample(*args, **kwargs)
+    def no_collapse(signs) -> None:
         signs.height_loss = 0.0
-        return signs
 
-    cohort.sample_signs = no_collapse
-    try:
-        return cohort.generate_case(plan, seed, difficulty)
-    finally:
-        cohort.sample_signs = sample
+    return generate_case(plan, seed, difficulty, edit_signs=no_collapse)
 
 
 def agreement(n_cases: int, seed: int, difficulty: str = "standard", ceiling: bool = False) -> dict:

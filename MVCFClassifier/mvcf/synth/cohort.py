@@ -11,7 +11,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 
@@ -98,13 +98,18 @@ def plan_cohort(n_cases: int, seed: int = 0, external_fraction: float = 0.3, pre
     return plans
 
 
-def generate_case(plan: CasePlan, seed: int = 0, difficulty: str = "standard") -> SyntheticCase:
-    """Draw one case from its plan: anatomy, signs, acquisition at the plan's institution."""
+def generate_case(plan: CasePlan, seed: int = 0, difficulty: str = "standard",
+                  edit_signs: Optional[Callable[[FractureSigns], None]] = None) -> SyntheticCase:
+    """Draw one case from its plan: anatomy, signs, acquisition at the plan's institution. `edit_signs`
+    changes the drawn signs in place before rendering (every random draw stays the same), e.g. the same
+    case without its collapse (scripts/genant_agreement.py --ceiling)."""
     if difficulty not in DIFFICULTIES:
         raise MVCFError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, not {difficulty!r}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1, plan.index]))
     spine = sample_spine(rng, plan.level, plan.n_levels, plan.trabecular_hu, plan.osteoporotic)
     signs = sample_signs(rng, plan.label, difficulty, INSTITUTIONS[plan.institution].population)
+    if edit_signs is not None:
+        edit_signs(signs)
     rendered = render_anatomy(spine, signs, rng)
     lps_offset = np.array([rng.uniform(-40, 40), rng.uniform(-40, 40), rng.uniform(-300, 100)])
     image = acquire(rendered, INSTITUTIONS[plan.institution], rng, lps_offset)
