@@ -13,8 +13,8 @@ GENERATOR = {"version": "3",
                         "external site with thicker slices, softer kernel, coarse noise, HU drift and an older "
                         "population with another tumour mix and prevalence; v3: the internal site a clean protocol and "
                         "an oncology population with advanced lytic metastases found with little collapse, the "
-                        "external site osteopenic "
-                        "patients, a larger HU drift, myeloma collapsing like osteoporosis, less advanced metastases"}
+                        "external site osteopenic patients, a larger HU drift, myeloma collapsing like "
+                        "osteoporosis, less advanced metastases"}
 
 __all__ = ["GENERATOR", "CasePlan", "SyntheticCase", "generate_case", "generate_cohort", "plan_cohort", "INSTITUTIONS",
            "InstitutionProfile", "DIFFICULTIES", "FractureSigns", "sample_signs"]
