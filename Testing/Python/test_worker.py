@@ -240,3 +240,28 @@ def test_the_worker_reads_a_ct_file_once_until_it_changes(tmp_path):
     assert second is not first and (second.voxels == first.voxels).all()
     with pytest.raises(Exception, match="missing"):
         worker.read_ct(str(tmp_path / "missing.nii.gz"))
+
+
+def test_bad_evaluate_requests_give_one_line_errors_and_write_nothing(tmp_path):
+    """The evaluate request is checked like predict's: each bad one is an error event naming what is wrong,
+    the worker serves the next line, and no output folder is left behind."""
+    out = io.StringIO()
+    folder = tmp_path / "out"
+    requests = [{"id": 1, "command": "evaluate", "manifest": "m.csv", "out": str(folder)},
+                {"id": 2, "command": "evaluate", "model": "b", "manifest": "m.csv", "out": str(folder),
+                 "colour": "red"},
+                {"id": 3, "command": "evaluate", "model": "b", "manifest": "m.csv", "out": str(folder),
+                 "device": "tpu"},
+                {"id": 4, "command": "evaluate", "model": str(tmp_path / "no_bundle"),
+                 "manifest": str(tmp_path / "missing.csv"), "out": str(folder), "device": "cpu"},
+                {"id": 5, "command": "ping"}, {"command": "shutdown"}]
+    lines = io.StringIO("\n".join(json.dumps(r) for r in requests))
+    assert Worker(out, idle_exit_s=30).serve(lines) == "shutdown"
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["error", "error", "error", "error", "pong", "exit"]
+    assert "'model'" in events[0]["message"]
+    assert "colour" in events[1]["message"]
+    assert "tpu" in events[2]["message"]
+    assert events[3]["id"] == 4 and "model bundle not found" in events[3]["message"] and "no_bundle" in events[3]["message"]
+    assert all("\n" not in e.get("message", "") for e in events)
+    assert not folder.exists()
