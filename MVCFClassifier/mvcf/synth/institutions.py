@@ -63,7 +63,8 @@ INSTITUTIONS: dict[str, InstitutionProfile] = {
         name="external", pixel_mm=(1.3, 1.6), slice_mm=(2.5, 3.5), kernel_sigma_mm=1.0,
         noise_hu=(35.0, 55.0), noise_grain_mm=1.6, hu_offset=(25.0, 20.0),
         population=Population(ovcf_bone_hu=(40.0, 100.0), mvcf_osteopenic=0.45, mvcf_osteopenic_hu=(45.0, 105.0),
-                              mvcf_normal_hu=(95.0, 170.0), blastic=0.15, myeloma=0.15, mimic=1.0, prevalence=0.4),
+                              mvcf_normal_hu=(95.0, 170.0), blastic=0.15, myeloma=0.15, mimic=1.0, mvcf_collapse=0.85,
+                              prevalence=0.4),
         description="thick slices, soft kernel, large field of view, coarse low-dose noise, calibration "
                     "drift; older, osteopenic patients with more look-alike findings, more myeloma (collapsing like "
                     "osteoporosis), less advanced metastases than the oncology centre's, 40 % MVCF"),
