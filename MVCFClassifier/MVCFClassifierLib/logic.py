@@ -279,8 +279,7 @@ class PredictionRun(ChildDrivenRun):
     LOCATIONS_FILE = "locations.json"
 
     def __init__(self, logic: "PredictionLogic", ct_node, targets: list[Target], workdir: Path,
-                 common_args: list[str], want_views: bool, want_heatmap: bool,
-                 ct_path: Optional[Path] = None) -> None:
+                 common_args: list[str], want_views: bool, want_heatmap: bool, ct_path: Path) -> None:
         self.logic = logic
         self.ct_node = ct_node
         self.targets = targets
@@ -289,7 +288,7 @@ class PredictionRun(ChildDrivenRun):
         self.common_args = common_args
         self.want_views = want_views
         self.want_heatmap = want_heatmap
-        self.ct_path = ct_path or workdir / "ct.nrrd"  # a warm worker's run reads the logic's CTFileCache file
+        self.ct_path = ct_path  # in workdir, or the logic's CTFileCache file for a warm worker
         self.results: list[Optional[dict]] = []
         self.rows: list[dict] = []
         self.cancelled = False
