@@ -124,7 +124,7 @@ def sample_spine(rng: np.random.Generator, target_name: str, n_levels: int, trab
     for name, zc, shape in zip(names, centers, shapes):
         specs.append(VertebraSpec(
             name=name, center=np.array([x_shift, lordosis * zc * zc, zc]), shape=shape,
-            cortex_mm=float(rng.uniform(0.45, 0.7) if osteoporotic else rng.uniform(0.7, 1.0)),
+            cortex_mm=float(rng.uniform(0.2, 0.35) if osteoporotic else rng.uniform(0.3, 0.5)),
             is_target=(name == target_name)))
     for lower, upper in zip(specs[:-1], specs[1:]):
         disc_heights.append(float(upper.center[2] - upper.half_height - lower.center[2] - lower.half_height))

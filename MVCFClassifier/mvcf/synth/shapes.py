@@ -1,7 +1,7 @@
 """Signed-distance primitives, soft occupancy and smooth noise: the drawing tools of the generator.
 
 Distances are in millimetres on the 1 mm truth grid (negative inside). `occupancy` turns a signed distance
-into a partial-volume fraction, so a 0.7 mm cortex renders as a faint, thin shell instead of aliasing.
+into a partial-volume fraction, so a 0.4 mm cortex renders as a faint, thin shell instead of aliasing.
 """
 from __future__ import annotations
 

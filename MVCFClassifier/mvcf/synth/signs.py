@@ -229,20 +229,20 @@ def sample_signs(rng: np.random.Generator, label: int, difficulty: str,
         signs.bone_island = bool(rng.random() < min(0.9, 0.1 * m))
         signs.fat_focus = bool(rng.random() < min(0.9, 0.12 * m))
         return signs
-    signs.height_kind = str(rng.choice(["crush", "wedge", "biconcave", "none"], p=[0.42, 0.28, 0.15, 0.15]))
-    signs.height_loss = float(rng.uniform(0.07, 0.41)) * population.mvcf_collapse if signs.height_kind != "none" else 0.0
     occult = rng.random() < min(0.9, knob["occult"] * population.occult)
     draw = rng.random()
     signs.primary = "blastic" if draw < population.blastic else \
         "myeloma" if draw < population.blastic + population.myeloma else "solid-lytic"
     blastic = signs.primary == "blastic"
-    signs.lesion_pattern = str(rng.choice(["geographic", "moth-eaten", "permeative"], p=[0.5, 0.3, 0.2]))
     signs.lesion_hu = float(rng.uniform(550, 750) if blastic else rng.uniform(15, 50))
+    if signs.primary == "myeloma" and not occult:
+        return _myeloma(rng, signs, s)
+    signs.height_kind = str(rng.choice(["crush", "wedge", "biconcave", "none"], p=[0.42, 0.28, 0.15, 0.15]))
+    signs.height_loss = float(rng.uniform(0.07, 0.41)) * population.mvcf_collapse if signs.height_kind != "none" else 0.0
+    signs.lesion_pattern = str(rng.choice(["geographic", "moth-eaten", "permeative"], p=[0.5, 0.3, 0.2]))
     if occult:
         signs.lesion_fraction = float(rng.uniform(0.04, 0.12))
         return signs
-    if signs.primary == "myeloma":
-        return _myeloma(rng, signs, s)
     signs.lesion_fraction = float(np.clip(rng.uniform(0.25, 0.7) * s, 0.1, 0.85))
     signs.cortical_breach = bool(rng.random() < min(0.95, 0.7 * s)) and not blastic
     if rng.random() < min(0.95, 0.6 * s):
