@@ -50,12 +50,17 @@ def test_heatmap_never_replaces_the_ct_or_the_mask(inputs, capsys):
     assert (_sha(ct), _sha(mask)) == before
 
 
-def test_views_out_never_replaces_an_input(inputs, capsys, tmp_path):
+def test_views_out_never_replaces_an_input(inputs, capsys, tmp_path, monkeypatch):
     ct, mask = inputs
     for out in (ct, tmp_path):
         code, _, err = _run(capsys, "views", "--ct", ct, "--mask", mask, "--label", L1, "--out", out, "--overwrite")
         assert code == 2 and _one_line(err) and ("is an input" in err or "holds the input" in err)
     assert ct.is_file() and mask.is_file() and not list(tmp_path.glob(".*"))
+    # "..": a folder of someone else's files that holds no input (wherever the checkout itself lies)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "cwd").mkdir(parents=True)
+    (elsewhere / "notes.txt").write_text("not mvcf's\n")
+    monkeypatch.chdir(elsewhere / "cwd")
     code, _, err = _run(capsys, "views", "--ct", ct, "--point-ijk", "50,50,50", "--out", "..", "--overwrite")
     assert code == 2 and _one_line(err) and "not written by mvcf" in err
 
