@@ -1,4 +1,6 @@
-"""Grad-CAM heatmaps (monai.visualize) placed back in the CT: a volume covering the vertebra, on the CT's lattice.
+"""Heatmaps placed back in the CT: a volume covering the vertebra, on the CT's lattice. Two methods:
+Grad-CAM (monai.visualize; the default, one backward pass) and 3D occlusion sensitivity (mvcf.occlusion; one
+forward pass per block of the patient the view touches, model-agnostic), chosen with `method`.
 
 The map is computed at the layer the network's description names (`gradcam_layer` in the card's network
 config, e.g. a ResNet's third residual stage) of each ensemble member, for the class the model calls (MVCF:
@@ -7,6 +9,9 @@ view, averaged over members and scaled to [0, 1]. Where it lands in CT space is 
 (`mvcf.modes.ViewMode.heatmap_image`): a 2D axial map spread through the vertebra's height, a bag's maps
 interpolated between its slices, the orthogonal planes back-projected through a cube and combined, a 3D
 view's cube; then resampled onto the CT's own voxel lattice (docs/screening.md, "Heatmaps").
+
+Occlusion needs no placement rule: its blocks already lie in physical space, and it is zero wherever the
+model never looked.
 
 `heatmap_for(bundle, view, ...)` works on a view already built (e.g. `Prediction.view`), so predicting and
 explaining one vertebra builds its view once; `explain(ct, location, ...)` builds it itself.
@@ -24,6 +29,15 @@ from mvcf.errors import MVCFError
 from mvcf.manifest import CLASS_NAMES
 
 log = logging.getLogger(__name__)
+
+#: The heatmap methods, the default first (docs/screening.md, "Heatmaps", compares them per mode).
+METHODS = ("gradcam", "occlusion")
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise MVCFError(f"unknown heatmap method {method!r}; choose one of {', '.join(METHODS)}")
+    return method
 
 
 def _wrap(member):
@@ -107,17 +121,20 @@ def on_ct_lattice(image, ct):
     reference.SetDirection(tuple(float(v) for v in ct.direction.ravel()))
     source = CTImage(np.asarray(image.voxels, np.float32), image.spacing, image.origin, image.direction)
     out = sitk.Resample(source.to_sitk(), reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return CTImage.from_sitk(out, source="gradcam")
+    return CTImage.from_sitk(out, source=image.source or "heatmap")
 
 
 def heatmap_image(view, heat: np.ndarray, ct=None, location=None):
-    """The heatmap as a volume covering the vertebra in physical space (how is the view mode's decision,
+    """The Grad-CAM map as a volume covering the vertebra in physical space (how is the view mode's decision,
     `ViewMode.heatmap_image`), on the CT's voxel lattice when `ct` is given."""
     depth = _depth_mm(location)
     mode = view.spec.view_mode
     image = mode.heatmap_image(view, heat) if depth is None else mode.heatmap_image(view, heat, depth_mm=depth)
-    if ct is None:
-        return image
+    return image if ct is None else placed_on(image, ct)
+
+
+def placed_on(image, ct):
+    """A map in physical space on the CT's lattice (on_ct_lattice), scaled back to [0, 1]."""
     placed = on_ct_lattice(image, ct)
     peak = float(placed.voxels.max())
     if peak > 0:   # linear resampling onto a coarser lattice lowers the peak: back to [0, 1]
@@ -126,26 +143,34 @@ def heatmap_image(view, heat: np.ndarray, ct=None, location=None):
 
 
 def heatmap_for(bundle, view, device: str = "cpu", target: str = "call", probability: Optional[float] = None,
-                ct=None, location=None):
-    """The Grad-CAM heatmap (CTImage) of an already built view (mvcf.views.ViewResult); with `ct` on its
-    lattice, with `location` spread through the vertebra's own height. Grad-CAM needs the torch network: a
-    bundle that classified on ONNX Runtime is loaded again for torch."""
+                ct=None, location=None, method: str = "gradcam"):
+    """The heatmap (CTImage) of an already built view (mvcf.views.ViewResult) by `method` (METHODS); with
+    `ct` on its lattice, with `location` (Grad-CAM) spread through the vertebra's own height. Grad-CAM needs
+    the torch network: a bundle that classified on ONNX Runtime is loaded again for torch; occlusion runs on
+    the bundle as it is."""
     from mvcf.inference import load_model
 
+    if check_method(method) == "occlusion":
+        from mvcf.occlusion import occlusion_map
+
+        image = occlusion_map(load_model(bundle, device, backend="auto"), view, target=target,
+                              probability=probability)
+        return image if ct is None else placed_on(image, ct)
     bundle = load_model(bundle, device)
     return heatmap_image(view, grad_cam(bundle, view.array, device, target, probability), ct, location)
 
 
-def explain(ct, location, model: Union[str, Path, None, Any] = None, device: str = "cpu", target: str = "call"):
+def explain(ct, location, model: Union[str, Path, None, Any] = None, device: str = "cpu", target: str = "call",
+            method: str = "gradcam"):
     """(heatmap CTImage on the CT's lattice, ViewResult) for the vertebra at `location` of `ct`. An all-zero
-    heatmap means Grad-CAM found no positive evidence for `target` (ReLU of the weighted activations); it is
-    reported, not replaced by something else."""
+    heatmap means no positive evidence for `target` was found (Grad-CAM: ReLU of the weighted activations;
+    occlusion: no hidden block lowered its probability); it is reported, not replaced by something else."""
     from mvcf.inference import load_model
     from mvcf.views import ViewSpec, build_views
 
     bundle = load_model(model, device)
     view = build_views(ct, location, ViewSpec.from_dict(bundle.view_spec))
-    return heatmap_for(bundle, view, device, target, ct=ct, location=location), view
+    return heatmap_for(bundle, view, device, target, ct=ct, location=location, method=method), view
 
 
 def write_image(image, out_path: Union[str, Path], target: str = "call") -> Path:
@@ -161,21 +186,21 @@ def write_image(image, out_path: Union[str, Path], target: str = "call") -> Path
     with atomic_path(out_path) as tmp:
         sitk.WriteImage(written, str(tmp), True)
     if not np.any(image.voxels > 0):
-        log.warning("Grad-CAM found no positive evidence for the %s class in %s: the heatmap is empty", target,
-                    out_path)
+        log.warning("no positive evidence for the %s class in %s: the heatmap is empty", target, out_path)
     return Path(out_path)
 
 
 def write_heatmap(ct, location, model: Union[str, Path, None, Any], out_path: Union[str, Path],
-                  device: str = "cpu", target: str = "call") -> Path:
-    """Build the view, compute its Grad-CAM heatmap and write it (see write_image)."""
-    image, _ = explain(ct, location, model, device, target)
+                  device: str = "cpu", target: str = "call", method: str = "gradcam") -> Path:
+    """Build the view, compute its heatmap and write it (see write_image)."""
+    image, _ = explain(ct, location, model, device, target, method)
     return write_image(image, out_path, target)
 
 
 def write_prediction_heatmap(bundle, prediction, out_path: Union[str, Path], device: str = "cpu",
-                             target: str = "call", ct=None, location=None) -> Path:
+                             target: str = "call", ct=None, location=None, method: str = "gradcam") -> Path:
     """The heatmap of a Prediction (mvcf.predict) from the view and probability it already holds (on the
     lattice of `ct` and through the height of `location` when given)."""
-    image = heatmap_for(bundle, prediction.view, device, target, prediction.probability_malignant, ct, location)
+    image = heatmap_for(bundle, prediction.view, device, target, prediction.probability_malignant, ct, location,
+                        method)
     return write_image(image, out_path, target)

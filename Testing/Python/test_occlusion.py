@@ -1,0 +1,153 @@
+"""3D occlusion sensitivity (mvcf.occlusion): every input element knows where in the patient it was sampled,
+hiding a block changes exactly the elements inside it, and a network that reads one spot of the patient gets a
+map that is hot there and zero where it never looked, in every view mode."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mvcf import modes
+from mvcf.locate import from_mask
+from mvcf.read_ct import read_ct, read_mask
+from mvcf.resources import sample_ct_paths
+from mvcf.views import ViewSpec, build_views
+
+torch = pytest.importorskip("torch")
+
+SPECS = {"2d": {}, "2.5d-adjacent": {}, "2.5d-orthogonal": {}, "2.5d-mil": {"n_slices": 6}, "3d": {"size_px": 20}}
+
+
+@pytest.fixture(scope="module")
+def l1():
+    paths = sample_ct_paths()
+    ct = read_ct(paths["ct"])
+    return ct, from_mask(ct, read_mask(paths["mask"]), 31)
+
+
+def _view(l1, mode):
+    ct, location = l1
+    spec = ViewSpec(mode=mode, **{"size_px": 32, "spacing_mm": 1.5, "windows": ("bone", "soft"), **SPECS[mode]})
+    return build_views(ct, location, spec)
+
+
+@pytest.mark.parametrize("mode", modes.names())
+def test_every_element_knows_where_it_was_sampled(l1, mode):
+    from mvcf.occlusion import sample_positions
+
+    view = _view(l1, mode)
+    positions = sample_positions(view)
+    assert positions.shape == (3,) + view.array.shape
+    for axis in range(3):
+        stacks = view.spec.view_mode.grid_stacks(positions[axis], view.spec.channels)
+        for grid, stack in zip(view.grids, stacks):
+            k, j, i = (np.asarray(v) for v in (grid.size[2] - 1, grid.size[1] // 3, grid.size[0] - 2))
+            expected = grid.index_to_lps(np.array([i, j, k], float))[axis]
+            assert stack.shape[1:] == tuple(grid.size[::-1])
+            np.testing.assert_allclose(stack[:, k, j, i], expected, atol=1e-3)
+
+
+class SpotReader(torch.nn.Module):
+    """Recognises this view's own content within `radius` mm of one point: logit 4 for the view itself,
+    lower the more the samples near the point change. A known answer for occlusion: only blocks that hide
+    samples near the point may score, and the map must be hottest there."""
+
+    def __init__(self, view, point_lps, radius: float) -> None:
+        super().__init__()
+        near = np.zeros(view.array.shape, np.float32)
+        for grid, stack in zip(view.grids, view.spec.view_mode.grid_stacks(near, view.spec.channels)):
+            i, j, k = np.meshgrid(*(np.arange(n) for n in grid.size), indexing="ij")
+            lps = grid.index_to_lps(np.stack([i.ravel(), j.ravel(), k.ravel()], axis=1))
+            inside = (np.linalg.norm(lps - point_lps, axis=1) <= radius).reshape(grid.size).transpose(2, 1, 0)
+            stack[:, inside] = 1.0
+        assert near.sum() > 0, "the spot must lie on the view"
+        self.register_buffer("near", torch.as_tensor(near))
+        self.register_buffer("original", torch.as_tensor(view.array))
+
+    def forward(self, x):
+        change = ((x - self.original) * self.near).pow(2).flatten(1).sum(1) / self.near.sum()
+        return 4.0 - 40.0 * change
+
+
+def _bundle(tmp_path, view, network):
+    from mvcf.models.bundle import Bundle
+    from mvcf.models.networks import Ensemble
+
+    card = {"name": "spot-reader", "threshold": 0.5, "view_spec": view.spec.to_dict(),
+            "network": {"input_shape": list(view.array.shape)}}
+    return Bundle(path=tmp_path, card=card, model=Ensemble([network]).eval())
+
+
+@pytest.mark.parametrize("mode", modes.names())
+def test_a_network_that_reads_one_spot_gets_a_map_hot_there_and_zero_elsewhere(l1, mode, tmp_path):
+    from mvcf.explain import heatmap_for
+    from mvcf.occlusion import BLOCK_MM
+
+    ct, location = l1
+    view = _view(l1, mode)
+    spot = np.asarray(view.center_lps, float) + np.array([9.0, -7.5, 0.0])      # left, anterior, in the axial plane
+    radius = 3.0
+    bundle = _bundle(tmp_path, view, SpotReader(view, spot, radius))
+    image = heatmap_for(bundle, view, "cpu", target="MVCF", ct=ct, method="occlusion")
+    np.testing.assert_allclose(image.spacing, ct.spacing)
+    assert float(image.voxels.max()) == pytest.approx(1.0)
+    k, j, i = np.indices(image.voxels.shape)
+    ijk = np.stack([i.ravel(), j.ravel(), k.ravel()], axis=1).astype(float)
+    lps = image.origin + (ijk * image.spacing) @ image.direction.T
+    distance = np.linalg.norm(lps - spot, axis=1).reshape(image.voxels.shape)
+    hottest = distance.ravel()[np.argmax(image.voxels)]
+    assert hottest <= BLOCK_MM / 2 + ct.spacing.max()
+    reach = radius + BLOCK_MM * np.sqrt(3) + ct.spacing.max()     # a block must touch the spot to score
+    assert float(image.voxels[distance > reach].max(initial=0.0)) == 0.0
+    assert float(image.voxels[distance < radius].min()) > 0.3
+
+
+def test_blocks_the_view_never_sampled_score_zero_and_scores_are_what_hiding_does(l1):
+    """The trained demo model (2.5D orthogonal planes) on the real sample CT's L1: a block off all three
+    planes is never evaluated and scores 0; a block on them scores the drop its hiding causes."""
+    from mvcf.inference import forward_checked, load_model
+    from mvcf.occlusion import BLOCK_MM, _blocks, occlusion_scores, sample_positions
+
+    ct, location = l1
+    bundle = load_model(None, "cpu")
+    view = build_views(ct, location, ViewSpec.from_dict(bundle.view_spec))
+    p0 = float(forward_checked(bundle, [view.array]).probabilities[0])
+    scores, lattice = occlusion_scores(bundle, view, target="MVCF", probability=p0)
+    positions = sample_positions(view)
+    assert lattice.name == "occlusion" and scores.shape == lattice.size[::-1]
+    centres = lattice.index_to_lps(np.stack(np.meshgrid(*(np.arange(n) for n in lattice.size), indexing="ij"),
+                                            axis=-1).reshape(-1, 3).astype(float)).reshape(*lattice.size, 3)
+    off = np.abs(centres - np.asarray(view.center_lps)).min(axis=-1) > BLOCK_MM / 2 + 1e-6   # off all three planes
+    assert off.any() and np.all(scores.transpose(2, 1, 0)[off] == 0)
+    assert scores.max() > 0
+    (i, j, k), mask = max(_blocks(positions, lattice, BLOCK_MM / 2), key=lambda b: scores[b[0][2], b[0][1], b[0][0]])
+    fill = view.array.mean(axis=(1, 2), keepdims=True)
+    hidden = np.where(mask, np.broadcast_to(fill, view.array.shape), view.array)
+    p = float(forward_checked(bundle, [hidden]).probabilities[0])
+    assert scores[k, j, i] == pytest.approx(p0 - p, abs=1e-5)
+
+
+def test_occlusion_runs_on_onnx_runtime_and_agrees_with_torch(l1):
+    pytest.importorskip("onnxruntime")
+    from mvcf.explain import heatmap_for
+    from mvcf.inference import default_model_path, load_model
+
+    ct, location = l1
+    torch_bundle = load_model(None, "cpu", "torch")
+    if not (default_model_path() / "model.onnx").is_file():
+        pytest.skip("the embedded bundle has no ONNX graph")
+    ort_bundle = load_model(None, "cpu", "onnxruntime")
+    view = build_views(ct, location, ViewSpec.from_dict(torch_bundle.view_spec))
+    maps = [heatmap_for(b, view, "cpu", method="occlusion").voxels for b in (torch_bundle, ort_bundle)]
+    np.testing.assert_allclose(maps[0], maps[1], atol=2e-3)
+
+
+def test_unknown_method_and_bad_lattice_are_refused(l1, tmp_path):
+    from mvcf.errors import MVCFError
+    from mvcf.explain import heatmap_for
+    from mvcf.occlusion import block_lattice, sample_positions
+
+    view = _view(l1, "2d")
+    with pytest.raises(MVCFError, match="unknown heatmap method 'lime'; choose one of gradcam, occlusion"):
+        heatmap_for(None, view, method="lime")
+    with pytest.raises(MVCFError, match="0 < stride <= block size"):
+        block_lattice(sample_positions(view), view.center_lps, 4.0, 6.0)
