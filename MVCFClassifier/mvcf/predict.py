@@ -124,9 +124,11 @@ def _failure(name: str, exc: BaseException, heatmap: Any, started: float) -> dic
 
 def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] = None, device: str = "auto",
                  refine: bool = False, on_progress: Optional[Callable[[int, int, str], None]] = None,
-                 should_cancel: Optional[Callable[[], bool]] = None, backend: str = "auto") -> list[dict[str, Any]]:
+                 should_cancel: Optional[Callable[[], bool]] = None, backend: str = "auto",
+                 heatmap_method: str = "gradcam") -> list[dict[str, Any]]:
     """Classify several vertebrae (mvcf.locate.VertebraQuery) of one CTImage with one bundle load and one
-    batched forward pass (chunked to a memory bound, mvcf.inference.forward_checked).
+    batched forward pass (chunked to a memory bound, mvcf.inference.forward_checked); the heatmaps that
+    queries ask for by `heatmap_method` (mvcf.explain.METHODS).
 
     Returns one dict per query, in order: `name` and the fields of Prediction.to_dict() (plus `heatmap`
     when the query asks for one), or `name`, `error` (one line) and `timing_ms` when that vertebra failed
@@ -136,11 +138,13 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     from dataclasses import replace
 
     from mvcf.errors import Cancelled
+    from mvcf.explain import check_method
     from mvcf.fileio import atomic_dir
     from mvcf.locate import require_bone, resolve
     from mvcf.progress import check_cancel
     from mvcf.views import ViewSpec, build_views
 
+    check_method(heatmap_method)
     bundle = load_model(model, device, backend)
     spec = ViewSpec.from_dict(bundle.view_spec)
     total = len(queries)
@@ -178,7 +182,8 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
                     check_cancel(should_cancel)
                     payload["heatmap"] = str(write_prediction_heatmap(done.bundle, result, query.heatmap,
                                                                       device=done.bundle.device, ct=ct,
-                                                                      location=location))
+                                                                      location=location,
+                                                                      method=heatmap_method))
                     timing["heatmap"] = 1000 * (time.perf_counter() - started)
                 if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
                     with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier mvcf views folder
@@ -202,7 +207,8 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
                     on_progress: Optional[Callable[[int, int, str], None]] = None,
                     should_cancel: Optional[Callable[[], bool]] = None,
                     series_uid: Optional[str] = None,
-                    read: Optional[Callable[..., Any]] = None) -> tuple[dict[str, Any], Any, Any]:
+                    read: Optional[Callable[..., Any]] = None,
+                    heatmap_method: str = "gradcam") -> tuple[dict[str, Any], Any, Any]:
     """Read a CT, load the bundle (memoised) and classify every query: the payload of `mvcf predict
     --locations` ({"results", "timing_ms", "disclaimer"}), the bundle that ran and the CTImage. Progress:
     reading, loading, then one step per vertebra. The call behind the CLI and the warm worker (mvcf.worker,
@@ -220,7 +226,8 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
     bundle = load_model(model, device, backend)
     load_ms = 1000 * (time.perf_counter() - t)
     results = predict_many(ct, queries, bundle, bundle.device, refine=refine, should_cancel=should_cancel,
-                           on_progress=lambda done, _total, message: progress(2 + done, steps, message))
+                           on_progress=lambda done, _total, message: progress(2 + done, steps, message),
+                           heatmap_method=heatmap_method)
     payload = {"results": results,
                "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
                              "total": round(1000 * (time.perf_counter() - started), 2)},

@@ -159,7 +159,7 @@ class Worker:
         ct = request.get("ct")
         if not isinstance(ct, str) or not ct:
             raise MVCFError("predict needs 'ct': the path of a CT file or DICOM folder")
-        _only_fields(request, {"ct", "locations", "base", "model", "device", "backend", "refine"})
+        _only_fields(request, {"ct", "locations", "base", "model", "device", "backend", "refine", "heatmap_method"})
         device = self._device(request)
         locations = request.get("locations")
         if isinstance(locations, str):
@@ -172,7 +172,7 @@ class Worker:
                                      request.get("backend", self.backend),
                                      refine=bool(request.get("refine", False)),
                                      on_progress=_Tagged(self.channel, request.get("id")).progress,
-                                     read=self.read_ct)
+                                     read=self.read_ct, heatmap_method=str(request.get("heatmap_method", "gradcam")))
         return payload
 
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:

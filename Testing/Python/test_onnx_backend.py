@@ -234,3 +234,20 @@ def test_help_and_argument_errors_import_nothing_heavy():
     for argv in (["--help"], ["predict", "--ct"], ["predict", "--help"], ["worker", "--idle-exit", "x"]):
         assert _modules_after(*argv) in ("HEAVY= CODE=0", "HEAVY= CODE=2"), argv
         assert _modules_after(*argv, lines="IO=") == "IO=", argv
+
+
+def test_an_occlusion_heatmap_needs_no_torch(tmp_path):
+    """3D occlusion runs on the bundle's own engine: with an ONNX graph, a heatmap without torch."""
+    import SimpleITK as sitk
+
+    where = ["--ct", str(SAMPLE / "example_ct.nii.gz"), "--mask", str(SAMPLE / "totalseg.nii.gz"), "--label", "31"]
+    heat = tmp_path / "h.nii.gz"
+    assert _modules_after("predict", *where, "--heatmap", str(heat), "--heatmap-method", "occlusion") == \
+        "HEAVY= CODE=0"
+    image = sitk.ReadImage(str(heat))
+    ct = sitk.ReadImage(str(SAMPLE / "example_ct.nii.gz"))
+    np.testing.assert_allclose(image.GetSpacing(), ct.GetSpacing())
+    assert float(sitk.GetArrayViewFromImage(image).max()) == pytest.approx(1.0)
+    bad = tmp_path / "bad.nii.gz"
+    assert _modules_after("predict", *where, "--heatmap", str(bad), "--heatmap-method", "lime") == "HEAVY= CODE=2"
+    assert not bad.exists()

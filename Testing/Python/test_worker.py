@@ -63,6 +63,18 @@ def test_the_worker_answers_two_requests_in_one_process(worker):
     assert worker.ready["backend"] == "onnxruntime" and worker.ready["pid"] == pid
 
 
+def test_the_worker_writes_an_occlusion_heatmap(worker, tmp_path):
+    heat = tmp_path / "l1.nii.gz"
+    request = {**_predict(), "locations": [{**_entries(31)[0], "heatmap": str(heat)}], "heatmap_method": "occlusion"}
+    done = worker.submit(request)
+    _wait(done)
+    assert done.returncode == 0, done.error
+    assert done.result["results"][0]["heatmap"] == str(heat) and heat.is_file()
+    bad = worker.submit({**request, "heatmap_method": "lime"})
+    _wait(bad)
+    assert "unknown heatmap method 'lime'" in bad.error and worker.starts == 1
+
+
 def test_a_bad_request_gives_an_error_event_and_the_worker_lives_on(worker, tmp_path):
     bad = worker.submit({"command": "predict", "ct": str(tmp_path / "missing.nii.gz"), "locations": _entries(31)})
     _wait(bad)

@@ -37,9 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="engine for the network: auto = ONNX Runtime when the bundle has an ONNX graph "
                              "(no torch import; fast start), else torch")
-    parser.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write a Grad-CAM heatmap on the view grid "
+    parser.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write a heatmap on the CT's lattice "
                         "(overlays the CT in any viewer); one vertebra only (with --locations: a heatmap per "
                         "entry)")
+    parser.add_argument("--heatmap-method", default="gradcam", metavar="{gradcam,occlusion}",
+                        help="gradcam (default: one backward pass, placed by the view mode) or occlusion (3D "
+                             "occlusion sensitivity: one forward pass per 8 mm block the view touches, any "
+                             "backend; docs/screening.md, Heatmaps)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout (several "
                         "vertebrae: {\"results\": [one object per vertebra, or its name and error]})")
     from mvcf.cli.outputs import add_output_arguments
@@ -91,8 +95,11 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.progress import dumps
     from mvcf.read_ct import read_ct
 
+    from mvcf.explain import check_method
+
     if args.heatmap is not None and not str(args.heatmap).endswith(HEATMAP_SUFFIXES):
         raise MVCFError("--heatmap must name a .nii.gz, .nii, .nrrd or .mha file")
+    check_method(args.heatmap_method)
     check_placement(args)
     queries = queries_from_args(args)
     retrieve_input(args)
@@ -117,9 +124,10 @@ def run(args: argparse.Namespace, reporter) -> int:
         from mvcf.explain import write_prediction_heatmap
         from mvcf.inference import load_model
 
-        bundle = load_model(args.model, result.device)
+        bundle = load_model(args.model, result.device, args.backend if args.heatmap_method == "occlusion" else
+                            "torch")
         payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device,
-                                                          ct=ct, location=location))
+                                                          ct=ct, location=location, method=args.heatmap_method))
     outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device,
                             on_progress=lambda _done, _total, message: reporter.log(message), plan=plan)
     if outputs:
@@ -151,7 +159,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     plan = check_outputs(args)
     payload, bundle, ct = predict_ct_file(args.ct, queries, args.model, args.device, args.backend,
                                           refine=args.refine, on_progress=reporter.progress,
-                                          series_uid=args.series_uid)
+                                          series_uid=args.series_uid, heatmap_method=args.heatmap_method)
     results = payload["results"]
     outputs = write_outputs(args, ct, results, bundle, bundle.device,
                             on_progress=lambda _done, _total, message: reporter.log(message), plan=plan) \
