@@ -28,7 +28,7 @@ from slicer import (
     vtkMRMLTableNode,
 )
 
-from MVCFClassifierLib.choices import DEVICES
+from MVCFClassifierLib.choices import DEVICES, HEATMAP_METHODS
 from MVCFClassifierLib.panel import ParameterNodePanel
 from MVCFClassifierLib.logic import (APPLY_POLL_MS, DISCLAIMER, LOCATION_SOURCES, PredictionLogic, apply_state,
                                      chosen_model_dir, dicom_summary, segment_ids_from_text, skipped_summary)
@@ -73,6 +73,7 @@ class MVCFClassifierParameterNode:
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     createViewsVolume: bool = True
     createHeatmap: bool = True
+    heatmapMethod: Annotated[str, Choice(list(HEATMAP_METHODS))] = HEATMAP_METHODS[0]
     outputTable: vtkMRMLTableNode
     dicomOutput: bool = False
     colourSegmentsBy: Annotated[str, Choice(list(screening.COLOUR_BY))] = screening.COLOUR_BY[0]
@@ -203,7 +204,8 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
                                          segmentation=p.inputSegmentation,
                                          segment_ids=segment_ids_from_text(p.segmentIds),
                                          model_dir=self._modelDirectory(), device=p.device,
-                                         views=p.createViewsVolume, heatmap=p.createHeatmap, dicom=p.dicomOutput)
+                                         views=p.createViewsVolume, heatmap=p.createHeatmap, dicom=p.dicomOutput,
+                                         heatmap_method=p.heatmapMethod)
             if self._run is None:
                 self.ui.statusLabel.text = _("Packages not installed; nothing was run.")
                 return

@@ -1,7 +1,9 @@
-"""The option lists the Slicer panels offer (view modes, network presets, devices), each read from the core
-so that a mode or a network registered there appears in both modules without an edit here. torch-free."""
+"""The option lists the Slicer panels offer (view modes, network presets, devices, heatmap methods), each read
+from the core so that a mode or a network registered there appears in both modules without an edit here.
+torch-free."""
 from __future__ import annotations
 
+from mvcf.explain import METHODS as HEATMAP_METHODS  # noqa: F401  (re-exported: gradcam, occlusion)
 from mvcf.inference import DEVICES  # noqa: F401  (re-exported: the devices the core accepts)
 
 

@@ -327,7 +327,8 @@ class PredictionRun(ChildDrivenRun):
             self._child = self.logic.worker.submit({  # type: ignore[assignment]
                 "command": "predict", "ct": str(self.ct_path),
                 "locations": str(self.workdir / self.LOCATIONS_FILE), "device": options.get("--device", "auto"),
-                **({"model": options["--model"]} if "--model" in options else {})})
+                **({"model": options["--model"]} if "--model" in options else {}),
+                **({"heatmap_method": options["--heatmap-method"]} if "--heatmap-method" in options else {})})
         else:
             self._child = ChildRun(self._command(), cwd=str(self.workdir)).start()
         self._child_fraction = 0.0
@@ -598,10 +599,14 @@ class PredictionLogic:
         return targets
 
     def start(self, ct_node, targets: list[Target], model_dir: Optional[str] = None, device: str = "auto",
-              views: bool = True, heatmap: bool = True, segmentation=None, dicom: bool = False) -> PredictionRun:
+              views: bool = True, heatmap: bool = True, segmentation=None, dicom: bool = False,
+              heatmap_method: str = "gradcam") -> PredictionRun:
         """Write the inputs to a temporary folder and return a run ready to be polled (no child yet)."""
+        from mvcf.explain import check_method
+
         if device not in DEVICES:
             raise MVCFError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        check_method(heatmap_method)
         if not targets:
             raise MVCFError("no vertebra to classify")
         if all(target.skipped for target in targets):
@@ -627,7 +632,8 @@ class PredictionLogic:
                         target.mask = markups.segment_labelmap(segmentation, target.segment_id, ct_node)
                     target.mask_path = workdir / f"mask_{index}.nrrd"
                     write_image(target.mask, target.mask_path, compress=True)
-            common = ["--device", device] + (["--model", str(model_dir)] if model_dir else [])
+            common = ["--device", device] + (["--model", str(model_dir)] if model_dir else []) + \
+                (["--heatmap-method", heatmap_method] if heatmap and heatmap_method != "gradcam" else [])
             run = PredictionRun(self, ct_node, targets, workdir, common, views, heatmap, ct_path=ct_path)
             run.dicom = export
             run.write_locations()
@@ -640,7 +646,8 @@ class PredictionLogic:
 
     def apply(self, ct_node, source: str, points=None, roi=None, segmentation=None,
               segment_ids: Sequence[str] = (), model_dir: Optional[str] = None, device: str = "auto",
-              views: bool = True, heatmap: bool = True, dicom: bool = False) -> Optional[PredictionRun]:
+              views: bool = True, heatmap: bool = True, dicom: bool = False,
+              heatmap_method: str = "gradcam") -> Optional[PredictionRun]:
         """The module's Apply: read the marked vertebrae, make sure the packages are installed (asking
         first), and write the inputs. None when the user declined the installation (nothing was written)."""
         if ct_node is None:
@@ -649,22 +656,24 @@ class PredictionLogic:
                                segment_ids=segment_ids)
         from MVCFClassifierLib.dependencies import classification_needs_torch
 
-        if not self.ready(ct_node, dicom, torch=classification_needs_torch(heatmap, model_dir, device)):
+        if not self.ready(ct_node, dicom, torch=classification_needs_torch(heatmap, model_dir, device,
+                                                                           heatmap_method)):
             return None
         return self.start(ct_node, targets, model_dir=model_dir, device=device, views=views, heatmap=heatmap,
-                          segmentation=segmentation if source == "Segmentation" else None, dicom=dicom)
+                          segmentation=segmentation if source == "Segmentation" else None, dicom=dicom,
+                          heatmap_method=heatmap_method)
 
     def process(self, ct_node, points=None, roi=None, segmentation=None, segment_ids: Sequence[str] = (),
                 model_dir: Optional[str] = None, device: str = "auto", table_node=None, views: bool = True,
                 heatmap: bool = True, source: str = "", on_event: Optional[Callable[[dict], None]] = None,
-                dicom: bool = False) -> PredictionOutputs:
+                dicom: bool = False, heatmap_method: str = "gradcam") -> PredictionOutputs:
         """Classify every marked vertebra and put the results in the scene; blocks (batch use)."""
         if ct_node is None:
             raise MVCFError("no CT volume given")
         targets = self.targets(ct_node, source, points=points, roi=roi, segmentation=segmentation,
                                segment_ids=segment_ids)
         run = self.start(ct_node, targets, model_dir=model_dir, device=device, views=views, heatmap=heatmap,
-                         segmentation=segmentation, dicom=dicom)
+                         segmentation=segmentation, dicom=dicom, heatmap_method=heatmap_method)
         try:
             run.wait(on_event)
         except BaseException:

@@ -243,6 +243,26 @@ def test_full_prediction_on_the_sample_ct(scene, sample, tmp_path, bundle_dir):
     np.testing.assert_allclose(volumes.ct_image_from_volume_node(views[0]).spacing, [1.5, 1.5, 3.0])
 
 
+def test_the_heatmap_method_reaches_the_child_and_the_warm_worker(scene, sample, tmp_path):
+    ct_node, points = scene_with_sample(scene, sample)
+    lg = logic.PredictionLogic(temp_root=str(tmp_path))
+    targets = lg.targets(ct_node, points=points)
+    with pytest.raises(MVCFError, match="unknown heatmap method 'lime'"):
+        lg.start(ct_node, targets, heatmap=True, heatmap_method="lime")
+    assert not list(tmp_path.iterdir())
+    plain = lg.start(ct_node, targets, heatmap=True)
+    assert "--heatmap-method" not in plain._command()
+    run = lg.start(ct_node, targets, heatmap=True, heatmap_method="occlusion")
+    command = run._command()
+    assert command[command.index("--heatmap-method") + 1] == "occlusion"
+    submitted: list = []
+    lg.worker = type("Worker", (), {"submit": lambda self, request: submitted.append(request) or request})()
+    run._start_child()
+    assert submitted[0]["heatmap_method"] == "occlusion"
+    for r in (plain, run):
+        r.cleanup()
+
+
 def test_model_input_and_heatmap_files_become_volume_nodes_on_the_ct(scene, sample, tmp_path):
     """The model-input volumes and the heatmap file the child wrote land in the scene with the geometry of
     the grid they were sampled on, so they overlay the CT; nothing is rebuilt on the Slicer side."""

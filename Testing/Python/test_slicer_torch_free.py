@@ -29,13 +29,13 @@ def test_only_a_heatmap_a_graphless_bundle_or_a_gpu_onnx_runtime_cannot_drive_ne
     needs = dependencies.classification_needs_torch
     monkeypatch.setattr(ort_backend, "cuda_devices_by_driver", lambda: 0)
     assert not needs(False, None, "cpu") and not needs(False, None, "auto")
-    assert needs(True, None, "cpu")
+    assert needs(True, None, "cpu") and not needs(True, None, "cpu", "occlusion")
     graphless = tmp_path / "bundle"
     shutil.copytree(default_model_path(), graphless)
     card = json.loads((graphless / CARD_FILE).read_text(encoding="utf-8"))
     card.pop("onnx")
     (graphless / CARD_FILE).write_text(json.dumps(card), encoding="utf-8")
-    assert needs(False, str(graphless), "cpu")
+    assert needs(False, str(graphless), "cpu") and needs(True, str(graphless), "cpu", "occlusion")
     assert needs(False, str(tmp_path / "no-bundle-here"), "cpu")  # the run itself says what is wrong
     monkeypatch.setattr(ort_backend, "cuda_devices_by_driver", lambda: 1)
     monkeypatch.setattr(ort_backend, "ort_has_cuda", lambda: False)
@@ -67,7 +67,9 @@ def test_the_apply_asks_for_torch_only_with_a_heatmap(tmp_path):
     logic = PredictionLogic(temp_root=str(tmp_path), ensure_dependencies=lambda **kw: calls.append(kw) or False)
     for heatmap in (False, True):
         assert logic.apply(ct, "Point list", points=points, device="cpu", views=heatmap, heatmap=heatmap) is None
-    assert calls == [{"torch": False}, {"torch": True}] and not list(tmp_path.iterdir())
+    assert logic.apply(ct, "Point list", points=points, device="cpu", heatmap=True,
+                       heatmap_method="occlusion") is None
+    assert calls == [{"torch": False}, {"torch": True}, {"torch": False}] and not list(tmp_path.iterdir())
 
 
 # A child Python that can import only the standard library, mvcf, Slicer's numpy and SimpleITK, and the
@@ -114,3 +116,7 @@ def test_a_python_with_only_onnx_runtime_and_scipy_classifies_a_vertebra(tmp_pat
                              capture_output=True, text=True, env=env)
     assert blocked.returncode != 0 and "torch" in blocked.stderr, "the blocker must really block torch"
     assert not (tmp_path / "h.nii.gz").exists()
+    occlusion = subprocess.run([sys.executable, "-c", ONLY, names, *argv, "--heatmap", str(tmp_path / "o.nii.gz"),
+                                "--heatmap-method", "occlusion"], capture_output=True, text=True, env=env)
+    assert occlusion.returncode == 0, occlusion.stderr[-2000:]
+    assert json.loads(occlusion.stdout)["heatmap"] == str(tmp_path / "o.nii.gz") and (tmp_path / "o.nii.gz").is_file()
