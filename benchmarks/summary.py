@@ -119,9 +119,16 @@ def _mrmc(d: dict) -> list[Row]:
              "–", "–")]
 
 
+def _heatmap(d: dict) -> list[Row]:
+    return [(f"occlusion heatmap, L1, {name} ({r['occlusion_blocks']} blocks)", f"{r['occlusion_ms'] / 1000:.3g} s",
+             f"Grad-CAM {r['gradcam_ms']:.0f} ms", f"{r['ratio_occlusion_over_gradcam']:.0f}× slower", "–", "–")
+            for name, r in d["results"].items() if "gradcam_ms" in r]
+
+
 FORMATTERS: dict[str, Callable[[dict], list[Row]]] = {
     "bench_cold_predict": _cold, "bench_worker": _worker, "bench_batched": _batched, "bench_views": _views,
-    "bench_train_throughput": _train, "bench_demo": _demo, "bench_delong": _delong, "bench_mrmc": _mrmc}
+    "bench_train_throughput": _train, "bench_demo": _demo, "bench_delong": _delong, "bench_mrmc": _mrmc,
+    "bench_heatmap": _heatmap}
 
 
 def table(results: Path = RESULTS) -> str:

@@ -1,14 +1,15 @@
 """How much of each view mode's heatmap lies inside the lesion the synthetic generator drew.
 
-    python scripts/heatmap_in_lesion.py --models demo_out/study --cases 12 --seed 11 --out heatmap_in_lesion.json
+    python scripts/heatmap_in_lesion.py --models demo_out/study --cases 12 --seed 11 [--methods gradcam,occlusion]
+        [--out heatmap_in_lesion.json]
 
 `--models` is a folder with one model bundle per view mode (`<mode>/model`, e.g. the study folder `mvcf demo`
 writes). MVCF cases are generated in memory (mvcf.synth); the tumour's occupancy (the weight the generator
 paints the lesion with, 0..1) is captured while the case is drawn and sampled on the CT's voxels. For each
 mode and case: share = sum(heatmap * lesion) / sum(heatmap) over the CT lattice ("| vertebra": the heatmap
 inside the vertebra label only), against the share of a uniform map over the vertebra label,
-sum(vertebra * lesion) / sum(vertebra). The orthogonal mode is scored with both ways of combining its
-three back-projections. Results in docs/screening.md.
+sum(vertebra * lesion) / sum(vertebra). Each `--methods` entry (mvcf.explain.METHODS) is scored; Grad-CAM of
+the orthogonal mode with both ways of combining its three back-projections. Results in docs/screening.md.
 """
 from __future__ import annotations
 
@@ -83,7 +84,7 @@ def lesion_on_ct(case, store: dict) -> np.ndarray:
     return out
 
 
-def measure(models: Path, n_cases: int, seed: int) -> dict:
+def measure(models: Path, n_cases: int, seed: int, methods: tuple[str, ...] = ("gradcam",)) -> dict:
     from mvcf.ctimage import CTImage
     from mvcf.explain import heatmap_for
     from mvcf.inference import load_model
@@ -119,19 +120,21 @@ def measure(models: Path, n_cases: int, seed: int) -> dict:
                "signs": case.signs.names(), "uniform_over_vertebra": uniform}
         for mode, bundle in bundles.items():
             view = build_views(ct, location, ViewSpec.from_dict(bundle.view_spec))
-            variants = ("geometric", "mean") if bundle.mode == "2.5d-orthogonal" else ("",)
-            for combine in variants:
-                name = f"{mode} [{combine}]" if combine else mode
-                if combine:
-                    modes.get("2.5d-orthogonal").combine = combine
-                heat = heatmap_for(bundle, view, "cpu", target="MVCF", ct=ct, location=location)
-                block = _block_of(ct, heat)
-                values, in_lesion, in_vertebra = heat.voxels, lesion[block], vertebra[block]
-                total, inside = float(values.sum()), float((values * in_vertebra).sum())
-                row[name] = float((values * in_lesion).sum() / total) if total > 0 else None
-                row[name + " | vertebra"] = float((values * in_vertebra * in_lesion).sum() / inside) \
-                    if inside > 0 else None
-            modes.get("2.5d-orthogonal").combine = "geometric"
+            for method in methods:
+                orthogonal = method == "gradcam" and bundle.mode == "2.5d-orthogonal"
+                for combine in ("geometric", "mean") if orthogonal else ("",):
+                    name = f"{mode} [{combine}]" if combine else mode
+                    name = name if method == "gradcam" else f"{name} [{method}]"
+                    if combine:
+                        modes.get("2.5d-orthogonal").combine = combine
+                    heat = heatmap_for(bundle, view, "cpu", target="MVCF", ct=ct, location=location, method=method)
+                    block = _block_of(ct, heat)
+                    values, in_lesion, in_vertebra = heat.voxels, lesion[block], vertebra[block]
+                    total, inside = float(values.sum()), float((values * in_vertebra).sum())
+                    row[name] = float((values * in_lesion).sum() / total) if total > 0 else None
+                    row[name + " | vertebra"] = float((values * in_vertebra * in_lesion).sum() / inside) \
+                        if inside > 0 else None
+                modes.get("2.5d-orthogonal").combine = "geometric"
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {}
@@ -158,9 +161,10 @@ def main(argv=None) -> int:
     parser.add_argument("--models", type=Path, required=True)
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--methods", default="gradcam", help="comma list of heatmap methods (gradcam, occlusion)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    result = measure(args.models, args.cases, args.seed)
+    result = measure(args.models, args.cases, args.seed, tuple(args.methods.split(",")))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result["summary"], indent=2))
