@@ -228,6 +228,7 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
             "parameters": r.parameters, **({"extra": r.extra} if r.extra else {}),
             **_honest_blocks(labels, r)})
     summary["design"]["run_seconds"] = round(time.perf_counter() - started, 1)
+    summary["design"]["resumed"] = bool(resume)
     _write_predictions(out / "predictions.csv", records, plan, results)
     with atomic_open(out / "study.json", "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2, default=float)

@@ -236,7 +236,9 @@ def design_text(summary: dict[str, Any]) -> str:
     else:
         internal = (f"internal test = out-of-fold predictions over {d['folds_trained']} of {d['n_folds']} "
                     f"patient-level folds ({d['internal_test_cases']} cases)")
-    run = f" Run time {d['run_seconds'] / 60:.1f} min." if d.get("run_seconds") is not None else ""
+    run = "" if d.get("run_seconds") is None else f" Run time {d['run_seconds'] / 60:.1f} min" + (
+        " (a resumed run: the time of this run only; models finished before were read back)." if d.get("resumed")
+        else ".")
     return (f"{d['cases']} cases ({d['patients']} patients); {internal}; external test = institution "
             f"'{d['external_institution']}' ({d['external_test_cases']} cases), held out entirely, scored by each "
             f"model's fold ensemble (mean probability of the fold models). AUC CIs: DeLong (Newcombe's score "

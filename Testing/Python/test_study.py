@@ -73,6 +73,9 @@ def test_cancelled_study_resumes_to_the_uninterrupted_result(tmp_path):
     resumed = run_study(records, tmp_path / "run", config(), resume=True)
     assert _auc_table(resumed) == _auc_table(reference)
     assert resumed["delong_external"] == reference["delong_external"]
+    assert resumed["design"]["resumed"] and not reference["design"]["resumed"]
+    assert "a resumed run: the time of this run only" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    assert "resumed" not in (tmp_path / "full" / "report.md").read_text(encoding="utf-8")
 
 
 def test_study_cli_refuses_a_used_folder_without_resume(tmp_path, capsys):
