@@ -40,6 +40,15 @@ def check_method(method: str) -> str:
     return method
 
 
+#: How reports and DICOM objects name each method.
+METHOD_LABELS = {"gradcam": "Grad-CAM", "occlusion": "Occlusion sensitivity"}
+
+
+def method_of(image) -> str:
+    """Which method made a heatmap CTImage ('gradcam' or 'occlusion'), from the `source` each one sets."""
+    return "occlusion" if getattr(image, "source", "") == "occlusion" else "gradcam"
+
+
 def _wrap(member):
     import torch
     import torch.nn as nn

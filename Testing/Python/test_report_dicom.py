@@ -145,6 +145,26 @@ def test_heatmap_parametric_map_overlays_the_source(real_run, real_ct):
     assert derived <= {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in real_ct.iterdir()}
 
 
+def test_an_occlusion_run_labels_its_heatmaps_as_occlusion(real_ct, work, capsys):
+    """--heatmap-method occlusion reaches the report's key images and the DICOM objects, and says so."""
+    report, dicom = work / "occlusion_report", work / "occlusion_dicom"
+    code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--heatmap-method", "occlusion",
+                       "--report", report, "--dicom-out", dicom, "--json")
+    assert code == 0, err
+    (path,) = dicom.glob("PM_*.dcm")
+    pm = pydicom.dcmread(path)
+    assert pm.ContentLabel == "OCCLUSION" and "Occlusion sensitivity heatmap" in pm.ContentDescription
+    mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    assert mapping.LUTLabel == "OCCLUSION"
+    assert all("Occlusion sensitivity overlay" in pydicom.dcmread(p).DerivationDescription for p in dicom.glob("SC_*.dcm"))
+    if shutil.which("dciodvfy") is not None:
+        for p in sorted(dicom.glob("*.dcm")):
+            check = subprocess.run(["dciodvfy", str(p)], capture_output=True, text=True)
+            assert not [x for x in (check.stdout + check.stderr).splitlines() if x.startswith("Error")], p.name
+    code, out, err = run(capsys, "screen", "--ct", real_ct, "--seg", real_ct, "--heatmap-method", "lime")
+    assert code == 2 and out == "" and "unknown heatmap method 'lime'" in err and err.count("\n") == 1
+
+
 def _nonblank_png(path: Path) -> float:
     from PIL import Image
 

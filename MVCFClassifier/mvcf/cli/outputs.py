@@ -2,8 +2,8 @@
 fetched from a PACS). `mvcf predict` and `mvcf screen` call the same functions, in this order:
 
     add_output_arguments(parser)
-        adds --series-uid, --retrieve-study UID, --retrieve-from URL, --report DIR, --include-identifiers,
-        --dicom-out DIR, --send AET@HOST:PORT, --calling-aet AET, --dicomweb URL.
+        adds --heatmap-method, --series-uid, --retrieve-study UID, --retrieve-from URL, --report DIR,
+        --include-identifiers, --dicom-out DIR, --send AET@HOST:PORT, --calling-aet AET, --dicomweb URL.
     retrieve_input(args)
         first of all: with --retrieve-study/--retrieve-from, fetches that study by WADO-RS into the --ct
         folder; then read the CT with read_ct(args.ct, series_uid=args.series_uid).
@@ -40,6 +40,11 @@ from mvcf.errors import MVCFError
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heatmap-method", default="gradcam", metavar="{gradcam,occlusion}",
+                        help="how every heatmap of this run is made (--heatmap, report, DICOM): gradcam "
+                             "(default: one backward pass, placed by the view mode) or occlusion (3D occlusion "
+                             "sensitivity: one forward pass per 8 mm block the view touches, any backend; "
+                             "docs/screening.md, Heatmaps)")
     group = parser.add_argument_group("report, DICOM and PACS")
     group.add_argument("--series-uid", metavar="UID", help="with a DICOM folder holding several series: the "
                        "SeriesInstanceUID to read (default: the folder's one CT series)")
@@ -109,7 +114,9 @@ def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
     nothing); None when no output was asked for."""
     from mvcf.dicom.pacs import parse_ae
     from mvcf.dicom.source import load_source
+    from mvcf.explain import check_method
 
+    check_method(getattr(args, "heatmap_method", "gradcam"))
     if not _requested(args):
         return None
     if (args.send or args.dicomweb) and not args.dicom_out:
@@ -183,7 +190,8 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
         r = results[index]
         name = _name(r, index)
         progress(step, len(done), f"key images of {name}")
-        heat, _ = explain(ct, from_point(ct, r["center_lps"], "lps"), bundle, device)
+        heat, _ = explain(ct, from_point(ct, r["center_lps"], "lps"), bundle, device,
+                          method=getattr(args, "heatmap_method", "gradcam"))
         heats[index] = heat
         footer = (f"P(MVCF) {r['probability_malignant']:.3f} -> {r['prediction']} (threshold {r['threshold']:.3f})\n"
                   f"{DISCLAIMER_SHORT}")

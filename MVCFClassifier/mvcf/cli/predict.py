@@ -40,10 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmap", metavar="OUT.nii.gz", help="also write a heatmap on the CT's lattice "
                         "(overlays the CT in any viewer); one vertebra only (with --locations: a heatmap per "
                         "entry)")
-    parser.add_argument("--heatmap-method", default="gradcam", metavar="{gradcam,occlusion}",
-                        help="gradcam (default: one backward pass, placed by the view mode) or occlusion (3D "
-                             "occlusion sensitivity: one forward pass per 8 mm block the view touches, any "
-                             "backend; docs/screening.md, Heatmaps)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout (several "
                         "vertebrae: {\"results\": [one object per vertebra, or its name and error]})")
     from mvcf.cli.outputs import add_output_arguments

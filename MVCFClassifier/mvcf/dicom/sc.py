@@ -28,7 +28,7 @@ def build_sc(source: DicomSource, images: Sequence[tuple[Any, Sequence[float]]],
         sc.BurnedInAnnotation = "YES"
         sc.Laterality = ""  # Type 2C: the spine is not a paired structure
         sc.ImageType = ["DERIVED", "SECONDARY"]
-        sc.DerivationDescription = f"{image.caption}; Grad-CAM overlay"[:1024]
+        sc.DerivationDescription = f"{image.caption}; {image.overlay} overlay"[:1024]
         sc.ImageComments = comment[:10240]
         reference = Dataset()
         reference.ReferencedSOPClassUID = nearest.SOPClassUID

@@ -1,4 +1,4 @@
-"""Key images of one vertebra: a CT plane through the body centre (axial and mid-sagittal) with the Grad-CAM
+"""Key images of one vertebra: a CT plane through the body centre (axial and mid-sagittal) with the heatmap
 heatmap as a colour overlay and a colour bar, rendered with matplotlib (Agg) to PNG bytes and an RGB array
 (the same picture goes into the HTML/PDF report and into the DICOM Secondary Capture)."""
 from __future__ import annotations
@@ -27,6 +27,7 @@ class KeyImage:
     png: bytes
     rgb: np.ndarray          # (rows, columns, 3) uint8
     orientation: tuple[str, str]
+    overlay: str = "Grad-CAM"    # the heatmap method's label (mvcf.explain.METHOD_LABELS)
 
 
 def plane_arrays(ct: CTImage, center_lps, plane: str, heat: Optional[CTImage] = None):
@@ -46,7 +47,7 @@ def plane_arrays(ct: CTImage, center_lps, plane: str, heat: Optional[CTImage] = 
 
 
 def render(hu: np.ndarray, heatmap: Optional[np.ndarray], title: str, footer: str, orientation: tuple[str, str],
-           dpi: int = 100) -> tuple[bytes, np.ndarray]:
+           dpi: int = 100, overlay: str = "Grad-CAM") -> tuple[bytes, np.ndarray]:
     """One key image (CT in a bone window, heatmap overlay with a colour bar) -> (PNG bytes, RGB array)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -65,7 +66,7 @@ def render(hu: np.ndarray, heatmap: Optional[np.ndarray], title: str, footer: st
         layer = ax.imshow(shown, cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.55, extent=extent,
                           interpolation="bilinear")
         bar = fig.colorbar(layer, cax=cax)
-        bar.set_label("Grad-CAM (relative)", color="white", fontsize=8)
+        bar.set_label(f"{overlay} (relative)", color="white", fontsize=8)
     else:
         cax.text(0.5, 0.5, "no heatmap", rotation=90, color="white", ha="center", va="center", fontsize=8)
         cax.set_xticks([])
@@ -88,12 +89,16 @@ def render(hu: np.ndarray, heatmap: Optional[np.ndarray], title: str, footer: st
 
 def key_images(ct: CTImage, center_lps, heat: Optional[CTImage], name: str, footer: str) -> list[KeyImage]:
     """The axial and mid-sagittal key images of the vertebra `name` centred at `center_lps` (LPS mm)."""
+    from mvcf.explain import METHOD_LABELS, method_of
+
+    overlay = METHOD_LABELS[method_of(heat)]
     out = []
     for plane, (orientation, what) in PLANES.items():
         hu, heatmap = plane_arrays(ct, center_lps, plane, heat)
         title = f"{name}: {what}"
-        png, rgb = render(hu, heatmap, title, footer, orientation)
-        caption = title + (" (Grad-CAM found no positive evidence for the call here)"
+        png, rgb = render(hu, heatmap, title, footer, orientation, overlay=overlay)
+        caption = title + (f" ({overlay} found no positive evidence for the call here)"
                            if heatmap is not None and float(heatmap.max()) < OVERLAY_FLOOR else "")
-        out.append(KeyImage(plane=plane, caption=caption, png=png, rgb=rgb, orientation=orientation))
+        out.append(KeyImage(plane=plane, caption=caption, png=png, rgb=rgb, orientation=orientation,
+                            overlay=overlay))
     return out
