@@ -17,6 +17,7 @@ hundred); `heatmap_in_lesion.py` and docs/screening.md ("Heatmaps") compare it w
 """
 from __future__ import annotations
 
+import logging
 from typing import Iterator, Optional
 
 import numpy as np
@@ -26,9 +27,16 @@ from mvcf.grids import PLANE_DIRECTIONS, SampleGrid
 from mvcf.manifest import CLASS_NAMES
 from mvcf.progress import CancelCheck, check_cancel
 
+log = logging.getLogger(__name__)
+
 #: Block edge and lattice step (mm): a block about the size of a small lytic lesion, overlapping by half.
 BLOCK_MM = 8.0
 STRIDE_MM = 4.0
+#: Bounds on one map: forward passes (blocks) and the bytes of the per-axis block masks (lattice lines x
+#: input elements). A larger view first drops the overlap (stride = block: 8x fewer blocks for a cube);
+#: beyond that it is refused rather than run for an hour.
+MAX_BLOCKS = 8192
+MAX_MASK_BYTES = 1 << 29
 
 
 def sample_positions(view) -> np.ndarray:
@@ -63,6 +71,26 @@ def block_lattice(positions: np.ndarray, center_lps: np.ndarray, block_mm: float
     size = tuple(int(2 * n - 1) for n in half_count)
     return SampleGrid.centered("occlusion", np.asarray(center_lps, float), PLANE_DIRECTIONS["axial"],
                                (stride_mm,) * 3, size)
+
+
+def choose_lattice(positions: np.ndarray, center_lps: np.ndarray, block_mm: float,
+                   stride_mm: float) -> tuple[SampleGrid, list[str]]:
+    """The block lattice within MAX_BLOCKS and MAX_MASK_BYTES (block_lattice, without overlap when the
+    overlapping one would exceed them), and the warnings that say so; MVCFError when even that is too large."""
+    lattice = block_lattice(positions, center_lps, block_mm, stride_mm)
+    warnings = []
+
+    def too_large(grid: SampleGrid) -> bool:
+        return int(np.prod(grid.size)) > MAX_BLOCKS or sum(grid.size) * positions[0].size > MAX_MASK_BYTES
+
+    if too_large(lattice) and stride_mm < block_mm:
+        warnings.append(f"occlusion: {int(np.prod(lattice.size)):,} overlapping blocks for a view of "
+                        f"{positions[0].size:,} samples; blocks {block_mm:g} mm apart instead of {stride_mm:g}")
+        lattice = block_lattice(positions, center_lps, block_mm, block_mm)
+    if too_large(lattice):
+        raise MVCFError(f"this view ({positions[0].size:,} samples) is too large for an occlusion map "
+                        f"({int(np.prod(lattice.size)):,} blocks of {block_mm:g} mm); use the gradcam heatmap")
+    return lattice, warnings
 
 
 def _blocks(positions: np.ndarray, lattice: SampleGrid, half: float) -> Iterator[tuple[tuple[int, int, int],
@@ -101,7 +129,9 @@ def occlusion_scores(bundle, view, block_mm: float = BLOCK_MM, stride_mm: float 
         raise MVCFError(f"occlusion target must be 'call', 'MVCF' or 'OVCF', got {target!r}")
     sign = 1.0 if target == CLASS_NAMES[1] else -1.0
     positions = sample_positions(view)
-    lattice = block_lattice(positions, np.asarray(view.center_lps, float), block_mm, stride_mm)
+    lattice, warnings = choose_lattice(positions, np.asarray(view.center_lps, float), block_mm, stride_mm)
+    for warning in warnings:
+        log.warning("%s", warning)
     channel_axis = 1 if view.spec.view_mode.bag else 0
     other = tuple(a for a in range(array.ndim) if a != channel_axis)
     fill = np.broadcast_to(array.mean(axis=other, keepdims=True), array.shape)

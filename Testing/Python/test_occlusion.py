@@ -151,3 +151,22 @@ def test_unknown_method_and_bad_lattice_are_refused(l1, tmp_path):
         heatmap_for(None, view, method="lime")
     with pytest.raises(MVCFError, match="0 < stride <= block size"):
         block_lattice(sample_positions(view), view.center_lps, 4.0, 6.0)
+
+
+def test_a_large_view_drops_the_overlap_then_is_refused(l1):
+    """A 96^3 cube would take 23^3 overlapping blocks: the lattice loses its overlap (13^3) and says so; a
+    cube too large even then is refused with one line instead of running for an hour."""
+    from mvcf.errors import MVCFError
+    from mvcf.occlusion import MAX_BLOCKS, choose_lattice, sample_positions
+
+    ct, location = l1
+    small = sample_positions(build_views(ct, location, ViewSpec(mode="3d", size_px=20, windows=("bone",))))
+    lattice, warnings = choose_lattice(small, location.center_lps, 8.0, 4.0)
+    assert warnings == [] and tuple(lattice.spacing) == (4.0, 4.0, 4.0)
+    big = sample_positions(build_views(ct, location, ViewSpec(mode="3d", size_px=96, windows=("bone",))))
+    lattice, warnings = choose_lattice(big, location.center_lps, 8.0, 4.0)
+    assert tuple(lattice.spacing) == (8.0, 8.0, 8.0) and lattice.size == (13, 13, 13)
+    assert len(warnings) == 1 and "12,167 overlapping blocks" in warnings[0]
+    assert int(np.prod(lattice.size)) <= MAX_BLOCKS
+    with pytest.raises(MVCFError, match="too large for an occlusion map .* use the gradcam heatmap"):
+        choose_lattice(big, location.center_lps, 2.0, 2.0)
