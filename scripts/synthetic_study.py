@@ -1,15 +1,19 @@
 #!/usr/bin/env python
 """The README's synthetic results, from one command: cohort -> study -> docs.
 
-    python scripts/synthetic_study.py --work runs/synth_study [--seed 0] [--modes all|none|2d,...] [--docs]
+    python scripts/synthetic_study.py --work runs/synth_study [--seed 0|0-7|0,3] [--modes all|none|2d,...] [--docs]
 
 1. `mvcf synth --cases 320 --seed S --external-fraction 0.5 --difficulty standard` (160 internal, 160 external
    cases), unless the cohort is already in --work;
 2. `mvcf study` on it: 5-fold patient-level cross-validation over every internal case, the external site
    scored by each model's fold ensemble, 64 px views (48^3 for 3d) in the bone and soft-tissue windows,
    resnet10-tiny, --epochs (default 12) on the CPU with --threads (default 2), and the logistic baseline;
-3. with --docs (seed 0 only): copies report.md, study.json and the plots into docs/study_synthetic_standard/
-   and rewrites the README's results table (between its marker comments) from study.json.
+3. with --docs: copies report.md, study.json and the plots into docs/study_synthetic_standard/ (seed 0),
+   its seedN/ (other seeds), all_modes/[seedN/] (`--modes all`), replacing only the files of that folder; the
+   seed-0 study of 2D and 2.5D-orthogonal (the README's design) also rewrites the README's results table
+   (between its marker comments) from study.json.
+
+`--seed` takes one seed, a range (0-7) or a list (0,3,5): one run after the other, each as above.
 
 The run time is printed and written into the report. `--modes none` runs the baseline alone (seconds after
 the cohort): what the generator is calibrated on (docs/synthetic.md).
@@ -60,47 +64,85 @@ def update_readme(summary: dict) -> None:
     readme.write_text(head + BEGIN + "\n" + readme_table(summary) + "\n" + END + tail, encoding="utf-8")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder for the cohort and the study")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cases", type=int, default=320)
-    parser.add_argument("--modes", default="all", help="'all', 'none' (baseline only) or a comma list")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--workers", type=int, default=2, help="processes generating the cohort")
-    parser.add_argument("--docs", action="store_true", help="copy the report into docs/ and update the README")
-    parser.add_argument("--progress", default="tqdm", choices=("tqdm", "jsonl", "none"))
-    args = parser.parse_args(argv)
+def parse_seeds(text: str) -> list[int]:
+    """'3' -> [3], '0-7' -> [0, ..., 7], '0,3,5' -> [0, 3, 5]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            seeds += list(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise SystemExit(f"error: --seed takes N, N-M or N,M,..., got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise SystemExit(f"error: --seed takes non-negative seeds, got {text!r}")
+    return seeds
+
+
+def docs_folder(seed: int, modes: str) -> Path:
+    """Where --docs puts one study: the root for seed 0, seedN/ for others, under all_modes/ for --modes all."""
+    base = DOCS / "all_modes" if modes == "all" else DOCS
+    return base if seed == 0 else base / f"seed{seed}"
+
+
+def write_docs(study: Path, summary: dict, seed: int, modes: str) -> Path:
+    """Copy one study's report, JSON and plots into its docs folder, replacing that folder's files only (the
+    other seeds' and designs' subfolders stay); the README table for the seed-0 two-mode study."""
+    folder = docs_folder(seed, modes)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if old.is_file():
+            old.unlink()
+    for name in ["report.md", "study.json"] + [p for p in summary.get("plots", [])] + \
+            [p.name for p in study.glob("*.png")]:
+        if (study / name).is_file():
+            shutil.copy2(study / name, folder / name)
+    if seed == 0 and modes == README_MODES:
+        update_readme(summary)
+    return folder
+
+
+#: The design the README's table shows (the paper's contrast: 2D against 2.5D orthogonal planes).
+README_MODES = "2d,2.5d-orthogonal"
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> None:
     started = time.perf_counter()
-    cohort = args.work / f"cohort_seed{args.seed}"
+    cohort = args.work / f"cohort_seed{seed}"
     if not (cohort / "manifest.csv").is_file():
-        _mvcf("synth", "--out", str(cohort), "--cases", str(args.cases), "--seed", str(args.seed),
+        _mvcf("synth", "--out", str(cohort), "--cases", str(args.cases), "--seed", str(seed),
               "--external-fraction", "0.5", "--difficulty", "standard", "--workers", str(args.workers))
     synth_seconds = time.perf_counter() - started
-    study = args.work / f"study_seed{args.seed}_{args.modes.replace(',', '+')}"
+    study = args.work / f"study_seed{seed}_{args.modes.replace(',', '+')}"
     modes = [] if args.modes == "all" else ["--modes", args.modes]
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     _mvcf("--progress", args.progress, "study", "--manifest", str(cohort / "manifest.csv"), "--out", str(study), *modes,
           "--size", "64", "--size-3d", "48", "--windows", "bone,soft", "--arch", "resnet10-tiny", "--epochs",
-          str(args.epochs), "--folds", "5", "--external", "external", "--device", "cpu", "--seed", str(args.seed),
+          str(args.epochs), "--folds", "5", "--external", "external", "--device", "cpu", "--seed", str(seed),
           *(["--resume"] if (study / "study_config.json").is_file() else []))
     summary = json.loads((study / "study.json").read_text(encoding="utf-8"))
+    print(f"seed {seed}:")
     print(readme_table(summary))
     print(f"cohort {synth_seconds / 60:.1f} min, whole run {(time.perf_counter() - started) / 60:.1f} min")
     if args.docs:
-        if args.seed != 0:
-            raise SystemExit("--docs documents the seed-0 study only")
-        if DOCS.exists():
-            shutil.rmtree(DOCS)
-        DOCS.mkdir(parents=True)
-        for name in ["report.md", "study.json"] + [p for p in summary.get("plots", [])] + \
-                [p.name for p in study.glob("*.png")]:
-            if (study / name).is_file():
-                shutil.copy2(study / name, DOCS / name)
-        update_readme(summary)
+        print(f"docs: {write_docs(study, summary, seed, args.modes)}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for the cohorts and the studies")
+    parser.add_argument("--seed", default="0", help="a seed, a range N-M or a list N,M,...")
+    parser.add_argument("--cases", type=int, default=320)
+    parser.add_argument("--modes", default="all", help="'all', 'none' (baseline only) or a comma list")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=2, help="processes generating the cohort")
+    parser.add_argument("--docs", action="store_true", help="copy the reports into docs/ (and the README table)")
+    parser.add_argument("--progress", default="tqdm", choices=("tqdm", "jsonl", "none"))
+    args = parser.parse_args(argv)
+    for seed in parse_seeds(args.seed):
+        run_seed(args, seed)
     return 0
 
 
