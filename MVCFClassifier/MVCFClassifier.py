@@ -145,6 +145,7 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         if wholeSpine:
             self.ui.inputSegmentationSelector.visible = self.ui.label_inputSegmentationSelector.visible = True
         self.ui.modelDirectoryPathLineEdit.enabled = not p.useDemoModel
+        self.ui.heatmapMethodComboBox.enabled = p.createHeatmap and not wholeSpine
         self.ui.colourSegmentsByComboBox.visible = self.ui.label_colourSegmentsByComboBox.visible = wholeSpine
         self._recolourScreen(p.colourSegmentsBy)
         wantedSegments = segment_ids_from_text(p.segmentIds)
