@@ -12,8 +12,9 @@ Why not `monai.visualize.OcclusionSensitivity`: it occludes pixels of the networ
 time, whereas a lesion in the patient hides from the axial, coronal and sagittal planes of a 2.5D view at
 once (the three are channels of one input), and from a stack's slices together; only a block in physical
 space is the same occluder for every mode. It needs no gradients, so it explains an ONNX bundle too.
-Cost: one forward pass per block that touches the view (a 2D slice about 50-150, a 3D cube several
-hundred); `heatmap_in_lesion.py` and docs/screening.md ("Heatmaps") compare it with Grad-CAM per mode.
+Cost: one forward pass per block that touches the view (64 px views at 1 mm: 225 for a slice or a 3-slice
+stack, about 1,200-1,600 for three planes, a 48^3 cube or a 16-slice bag; benchmarks/bench_heatmap.py);
+scripts/heatmap_in_lesion.py and docs/screening.md ("Heatmaps") compare it with Grad-CAM per mode.
 """
 from __future__ import annotations
 
