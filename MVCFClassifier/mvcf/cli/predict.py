@@ -84,14 +84,13 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     from mvcf.cli.location import query_from_args
     from mvcf.cli.outputs import check_outputs, finish_outputs, retrieve_input, write_outputs
+    from mvcf.explain import check_method
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.outputs_guard import check_outputs_distinct
     from mvcf.predict import predict_ct
     from mvcf.progress import dumps
     from mvcf.read_ct import read_ct
-
-    from mvcf.explain import check_method
 
     if args.heatmap is not None and not str(args.heatmap).endswith(HEATMAP_SUFFIXES):
         raise MVCFError("--heatmap must name a .nii.gz, .nii, .nrrd or .mha file")
