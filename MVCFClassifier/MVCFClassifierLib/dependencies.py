@@ -75,9 +75,9 @@ def torch_free_requirements(requirements: Optional[Sequence[str]] = None) -> lis
 def classification_needs_torch(heatmap: bool, model_dir: Optional[str] = None, device: str = "auto",
                                heatmap_method: str = "gradcam") -> bool:
     """Whether an Apply must have torch: a Grad-CAM heatmap (an occlusion heatmap runs on the bundle's own
-    engine), a bundle without an ONNX graph (or one whose
-    card cannot be read: the run will say why), or a GPU that the installed ONNX Runtime cannot use (the pip
-    build is CPU-only; mvcf.models.ort_backend.choose then picks torch on CUDA). Decided without torch."""
+    engine), a bundle without an ONNX graph (or one whose card cannot be read: the run will say why), or a
+    GPU that the installed ONNX Runtime cannot use (the pip build is CPU-only; mvcf.models.ort_backend.choose
+    then picks torch on CUDA). Decided without torch."""
     if heatmap and heatmap_method == "gradcam":
         return True
     from mvcf.inference import default_model_path
