@@ -41,7 +41,8 @@ from mvcf.errors import MVCFError
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heatmap-method", default="gradcam", metavar="{gradcam,occlusion}",
-                        help="how every heatmap of this run is made (--heatmap, report, DICOM): gradcam "
+                        help="how every heatmap this run writes is made (predict's --heatmap, the report's key "
+                             "images, DICOM Parametric Maps): gradcam "
                              "(default: one backward pass, placed by the view mode) or occlusion (3D occlusion "
                              "sensitivity: one forward pass per 8 mm block the view touches, any backend; "
                              "docs/screening.md, Heatmaps)")
