@@ -4,7 +4,8 @@ A cube of the patient (`block_mm`, axis-aligned in LPS, centres on a lattice `st
 centre) is hidden from every sampled plane, slice or cube of the view that passes through it: the input
 samples whose physical positions lie in the block take the view's mean value of their channel (MONAI's
 "mean_img" fill), and the fall in the probability of the class the model calls is the block's score (a rise
-counts as 0: the map shows evidence *for* the call, as Grad-CAM's ReLU does). A block that no sample lies in
+counts as 0: the map shows evidence *for* the call, as Grad-CAM's ReLU does; so does a fall below MIN_SCORE,
+float noise). A block that no sample lies in
 leaves the input unchanged and scores 0 without a forward pass, so the map of a plane-based mode is zero
 wherever the model never looked. Each point of the map is the mean score of the blocks that contain it.
 
@@ -38,6 +39,9 @@ STRIDE_MM = 4.0
 #: beyond that it is refused rather than run for an hour.
 MAX_BLOCKS = 8192
 MAX_MASK_BYTES = 1 << 29
+#: A block's score below this (a fall of 0.01 percentage points) is float noise, not evidence: without it a view
+#: whose hidden blocks change nothing would be scaled from rounding errors up to a full-scale map.
+MIN_SCORE = 1e-4
 
 
 def sample_positions(view) -> np.ndarray:
@@ -144,7 +148,8 @@ def occlusion_scores(bundle, view, block_mm: float = BLOCK_MM, stride_mm: float 
         hidden = [np.where(mask, fill, array) for _, mask in chunk]
         p = forward_checked(bundle, hidden, batch_size=batch_size, should_cancel=should_cancel).probabilities
         for ((i, j, k), _), value in zip(chunk, p):
-            scores[k, j, i] = max(0.0, sign * (probability - float(value)))
+            score = sign * (probability - float(value))
+            scores[k, j, i] = score if score >= MIN_SCORE else 0.0
         if progress is not None:
             progress(min(start + batch_size, len(blocks)), len(blocks))
     return scores, lattice

@@ -246,6 +246,20 @@ def check_outputs_distinct(outputs: Sequence[tuple[str, PathLike]], inputs: Iter
         seen[key] = what
 
 
+def check_outside_folders(outputs: Sequence[tuple[str, Optional[PathLike]]],
+                          folders: Sequence[tuple[str, Optional[PathLike]]]) -> None:
+    """No output of a run lies inside a folder that the same run writes as a whole (a report or DICOM folder is
+    replaced in one step, so a heatmap written into it first would be lost)."""
+    for folder_what, folder in folders:
+        if folder is None:
+            continue
+        base = _resolved(folder)
+        for what, path in outputs:
+            if path is not None and _is_within(_resolved(path), base):
+                raise MVCFError(f"{what} {path} lies inside {folder_what} {folder}, which this run writes as a "
+                                "whole; put it outside that folder")
+
+
 def inside_folder(path: PathLike, folder: PathLike, what: str) -> Path:
     """Refuse a relative path that escapes `folder` with '..' (or a symlink); return the joined path."""
     base = _resolved(folder)

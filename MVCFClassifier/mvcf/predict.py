@@ -184,6 +184,7 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
                                                                       device=done.bundle.device, ct=ct,
                                                                       location=location,
                                                                       method=heatmap_method))
+                    payload["heatmap_method"] = heatmap_method
                     timing["heatmap"] = 1000 * (time.perf_counter() - started)
                 if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
                     with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier mvcf views folder

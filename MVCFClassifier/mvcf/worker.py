@@ -172,7 +172,7 @@ class Worker:
                                      request.get("backend", self.backend),
                                      refine=bool(request.get("refine", False)),
                                      on_progress=_Tagged(self.channel, request.get("id")).progress,
-                                     read=self.read_ct, heatmap_method=str(request.get("heatmap_method", "gradcam")))
+                                     read=self.read_ct, heatmap_method=_heatmap_method(request))
         return payload
 
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -208,3 +208,13 @@ def main(model: Optional[str], device: str, backend: str, idle_exit_s: float) ->
         return 2
     worker.serve(sys.stdin)
     return 0
+
+
+def _heatmap_method(request: dict[str, Any]) -> str:
+    """A request's heatmap method: absent or null is the default (gradcam); anything but a name is refused."""
+    method = request.get("heatmap_method")
+    if method is None:
+        return "gradcam"
+    if not isinstance(method, str):
+        raise MVCFError(f"heatmap_method must be a name (gradcam or occlusion), got {method!r}")
+    return method

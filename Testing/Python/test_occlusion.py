@@ -170,3 +170,18 @@ def test_a_large_view_drops_the_overlap_then_is_refused(l1):
     assert int(np.prod(lattice.size)) <= MAX_BLOCKS
     with pytest.raises(MVCFError, match="too large for an occlusion map .* use the gradcam heatmap"):
         choose_lattice(big, location.center_lps, 2.0, 2.0)
+
+
+def test_a_view_whose_hiding_changes_nothing_gives_an_empty_map_not_scaled_noise(l1, tmp_path):
+    """A uniform region: the mean fill equals the samples up to float rounding, so every score is noise;
+    the map must be empty (and say so), not that noise scaled to 1 (found by a hostile-input sweep)."""
+    from mvcf.ctimage import CTImage
+    from mvcf.explain import heatmap_for
+    from mvcf.inference import load_model
+
+    ct, location = l1
+    flat = CTImage(np.full(ct.voxels.shape, 500.0, np.float32), ct.spacing, ct.origin, ct.direction)
+    bundle = load_model(None, "cpu")
+    view = build_views(flat, location, ViewSpec.from_dict(bundle.view_spec))
+    image = heatmap_for(bundle, view, "cpu", ct=flat, method="occlusion")
+    assert float(image.voxels.max()) == 0.0

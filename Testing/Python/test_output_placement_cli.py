@@ -157,3 +157,18 @@ def test_screen_out_is_never_an_input(inputs, capsys, tmp_path):
         code, _, err = _run(capsys, "screen", "--ct", ct, "--seg", mask, "--out", out)
         assert code == 2 and _one_line(err) and ("is an input" in err or "holds the input" in err), err
     assert _sha(ct) == _sha(SAMPLE["ct"]) and _sha(mask) == _sha(SAMPLE["mask"])
+
+
+def test_a_heatmap_inside_the_report_folder_is_refused(tmp_path, capsys):
+    """The report folder is written as a whole (replaced with --overwrite): a heatmap put inside it first
+    would be lost while the run reports it (found by a hostile-input sweep)."""
+    from mvcf.cli.main import main
+    from mvcf.resources import sample_ct_paths
+
+    sample = sample_ct_paths()
+    report = tmp_path / "report"
+    code = main(["--progress", "none", "predict", "--ct", str(sample["ct"]), "--mask", str(sample["mask"]),
+                 "--label", "31", "--report", str(report), "--heatmap", str(report / "heat.nii.gz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "lies inside --report" in err and err.count("\n") == 1
+    assert not report.exists()

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.explain import check_method
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
-    from mvcf.outputs_guard import check_outputs_distinct
+    from mvcf.outputs_guard import check_outputs_distinct, check_outside_folders
     from mvcf.predict import predict_ct
     from mvcf.progress import dumps
     from mvcf.read_ct import read_ct
@@ -97,6 +97,9 @@ def run(args: argparse.Namespace, reporter) -> int:
     check_method(args.heatmap_method)
     check_placement(args)
     queries = queries_from_args(args)
+    outputs_of_run = [("--heatmap", args.heatmap)] if queries is None else \
+        [(f"{q.name} {field}", path) for q in queries for field, path in (("heatmap", q.heatmap), ("views", q.views))]
+    check_outside_folders(outputs_of_run, [("--report", args.report), ("--dicom-out", args.dicom_out)])
     retrieve_input(args)
     if queries is not None:
         check_outputs_distinct([(f"{q.name} {field}", path) for q in queries
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace, reporter) -> int:
                             "torch")
         payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device,
                                                           ct=ct, location=location, method=args.heatmap_method))
+        payload["heatmap_method"] = args.heatmap_method
     outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device,
                             on_progress=lambda _done, _total, message: reporter.log(message), plan=plan)
     if outputs:
