@@ -51,3 +51,16 @@ def test_a_3d_view_of_1024_px_is_refused_before_sampling():
     with pytest.raises(MVCFError, match="MVCF_MAX_VIEW_ELEMENTS"):
         ViewSpec(mode="3d", size_px=1024)
     ViewSpec(mode="3d", size_px=64)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["screen", "--ct", "c", "--seg", "s", "--device", "foo"], "--device must be auto, cpu or cuda, got 'foo'"),
+])
+def test_a_core_check_used_as_an_argument_type_is_one_line_too(argv, message, capsys):
+    """A type= that is one of the core's checks raises MVCFError, which argparse does not catch: main() must
+    still give one error line and exit 2, not a traceback (`mvcf screen --device foo` gave one)."""
+    from mvcf.cli.main import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: {message}\n" and captured.out == ""

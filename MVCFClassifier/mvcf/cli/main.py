@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except MVCFError as exc:  # a core check used as an argument's type= (check_device_name, ...) refused it
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     if getattr(args, "_module", None) is None:
         parser.print_help(sys.stderr)
         return 2
