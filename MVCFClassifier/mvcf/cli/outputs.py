@@ -40,7 +40,9 @@ from mvcf.errors import MVCFError
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--heatmap-method", default="gradcam", metavar="{gradcam,occlusion}",
+    from mvcf.explain import check_method
+
+    parser.add_argument("--heatmap-method", default="gradcam", type=check_method, metavar="{gradcam,occlusion}",
                         help="how every heatmap this run writes is made (predict's --heatmap, the report's key "
                              "images, DICOM Parametric Maps): gradcam "
                              "(default: one backward pass, placed by the view mode) or occlusion (3D occlusion "
@@ -115,9 +117,6 @@ def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
     nothing); None when no output was asked for."""
     from mvcf.dicom.pacs import parse_ae
     from mvcf.dicom.source import load_source
-    from mvcf.explain import check_method
-
-    check_method(getattr(args, "heatmap_method", "gradcam"))
     if not _requested(args):
         return None
     if (args.send or args.dicomweb) and not args.dicom_out:

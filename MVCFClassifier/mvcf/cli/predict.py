@@ -84,7 +84,6 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     from mvcf.cli.location import query_from_args
     from mvcf.cli.outputs import check_outputs, finish_outputs, retrieve_input, write_outputs
-    from mvcf.explain import check_method
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.outputs_guard import check_outputs_distinct, check_outside_folders
@@ -94,17 +93,15 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     if args.heatmap is not None and not str(args.heatmap).endswith(HEATMAP_SUFFIXES):
         raise MVCFError("--heatmap must name a .nii.gz, .nii, .nrrd or .mha file")
-    check_method(args.heatmap_method)
     check_placement(args)
     queries = queries_from_args(args)
-    outputs_of_run = [("--heatmap", args.heatmap)] if queries is None else \
-        [(f"{q.name} {field}", path) for q in queries for field, path in (("heatmap", q.heatmap), ("views", q.views))]
-    check_outside_folders(outputs_of_run, [("--report", args.report), ("--dicom-out", args.dicom_out)])
+    per_vertebra = [] if queries is None else [(f"{q.name} {field}", path) for q in queries for field, path in
+                                               (("heatmap", q.heatmap), ("views", q.views)) if path is not None]
+    check_outside_folders(per_vertebra if queries is not None else [("--heatmap", args.heatmap)],
+                          [("--report", args.report), ("--dicom-out", args.dicom_out)])
     retrieve_input(args)
     if queries is not None:
-        check_outputs_distinct([(f"{q.name} {field}", path) for q in queries
-                                for field, path in (("heatmap", q.heatmap), ("views", q.views)) if path is not None],
-                               [args.ct, args.model, args.locations])
+        check_outputs_distinct(per_vertebra, [args.ct, args.model, args.locations])
         return run_many(args, reporter, queries)
     plan = check_outputs(args)
     reporter.progress(0, 3, "reading CT")
