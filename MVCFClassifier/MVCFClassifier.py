@@ -145,7 +145,8 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         if wholeSpine:
             self.ui.inputSegmentationSelector.visible = self.ui.label_inputSegmentationSelector.visible = True
         self.ui.modelDirectoryPathLineEdit.enabled = not p.useDemoModel
-        self.ui.heatmapMethodComboBox.enabled = p.createHeatmap and not wholeSpine
+        # a screen makes heatmaps only for its DICOM output
+        self.ui.heatmapMethodComboBox.enabled = p.dicomOutput if wholeSpine else p.createHeatmap
         self.ui.colourSegmentsByComboBox.visible = self.ui.label_colourSegmentsByComboBox.visible = wholeSpine
         self._recolourScreen(p.colourSegmentsBy)
         wantedSegments = segment_ids_from_text(p.segmentIds)
@@ -198,8 +199,9 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Failed to start the classification."), waitCursor=True):
             if p.locationSource == screening.SOURCE:
-                self._run = self.logic.applyScreen(p.inputVolume, p.inputSegmentation, self._modelDirectory(),
-                                                   p.device, dicom=p.dicomOutput, colour_by=p.colourSegmentsBy)
+                self._run = self.logic.apply_screen(p.inputVolume, p.inputSegmentation, self._modelDirectory(),
+                                                   p.device, dicom=p.dicomOutput, colour_by=p.colourSegmentsBy,
+                                                   heatmap_method=p.heatmapMethod)
             else:
                 self._run = self.logic.apply(p.inputVolume, p.locationSource, points=p.inputPoints, roi=p.inputROI,
                                          segmentation=p.inputSegmentation,
@@ -290,17 +292,6 @@ class MVCFClassifierLogic(ScriptedLoadableModuleLogic, PredictionLogic):
         heatmaps = [n for n in outputs.volume_nodes if n.GetName().endswith("heatmap")]
         if heatmaps:
             slicer.util.setSliceViewerLayers(background=ctNode, foreground=heatmaps[0], foregroundOpacity=0.4)
-
-    def applyScreen(self, ctNode, segmentationNode, model_dir: Optional[str], device: str, dicom: bool = False,
-                    colour_by: str = "grade"):
-        """Whole spine: one `mvcf screen` child for every vertebra segment (None when the user declined the
-        package installation); `dicom` adds its DICOM output to Slicer's DICOM database; the segments are
-        coloured by `colour_by` ("grade" or "probability")."""
-        screening.check_colour_by(colour_by)
-        if not self.ready(ctNode, dicom):
-            return None
-        return screening.start_screen(ctNode, segmentationNode, self.python_executable, model_dir, device,
-                                      self.temp_root, colour_by=colour_by, dicom=self.prepare_dicom(ctNode, dicom))
 
     def showScreen(self, outputs) -> None:
         """Show the screen's table; selecting a row centres the slice views on that vertebra (GUI only)."""

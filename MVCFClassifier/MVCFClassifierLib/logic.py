@@ -663,6 +663,25 @@ class PredictionLogic:
                           segmentation=segmentation if source == "Segmentation" else None, dicom=dicom,
                           heatmap_method=heatmap_method)
 
+    def apply_screen(self, ct_node, segmentation_node, model_dir: Optional[str] = None, device: str = "auto",
+                     dicom: bool = False, colour_by: str = "grade", heatmap_method: str = "gradcam"):
+        """The module's Apply for a whole spine: one `mvcf screen` child for every vertebra segment
+        (screening.ScreenRun; None when the user declined the package installation). `dicom` adds its DICOM
+        output to Slicer's DICOM database, with heatmaps made by `heatmap_method`: its only heatmaps, so
+        torch is asked for only when they need it (dependencies.classification_needs_torch). The segments
+        are coloured by `colour_by` ("grade" or "probability")."""
+        from MVCFClassifierLib import screening
+        from MVCFClassifierLib.dependencies import classification_needs_torch
+        from mvcf.explain import check_method
+
+        screening.check_colour_by(colour_by)
+        check_method(heatmap_method)
+        if not self.ready(ct_node, dicom, torch=classification_needs_torch(dicom, model_dir, device, heatmap_method)):
+            return None
+        return screening.start_screen(ct_node, segmentation_node, self.python_executable, model_dir, device,
+                                      self.temp_root, colour_by=colour_by, dicom=self.prepare_dicom(ct_node, dicom),
+                                      heatmap_method=heatmap_method)
+
     def process(self, ct_node, points=None, roi=None, segmentation=None, segment_ids: Sequence[str] = (),
                 model_dir: Optional[str] = None, device: str = "auto", table_node=None, views: bool = True,
                 heatmap: bool = True, source: str = "", on_event: Optional[Callable[[dict], None]] = None,

@@ -15,6 +15,7 @@ import numpy as np
 from MVCFClassifierLib.logic import ChildDrivenRun
 from mvcf.ctimage import CTImage, lps_to_ras
 from mvcf.errors import MVCFError
+from mvcf.explain import check_method
 
 #: Table columns (name, type, description): what the reader needs on one screen.
 TABLE_COLUMNS = [
@@ -87,10 +88,12 @@ def spine_label_map(segmentation_node, reference_volume_node) -> tuple[CTImage, 
 
 
 def screen_arguments(ct_path: Path, seg_path: Path, model_dir: Optional[str] = None,
-                     device: str = "auto") -> list[str]:
-    """`mvcf screen` arguments of the child run (the JSON-lines protocol is added by mvcf_command)."""
+                     device: str = "auto", heatmap_method: str = "gradcam") -> list[str]:
+    """`mvcf screen` arguments of the child run (the JSON-lines protocol is added by mvcf_command);
+    `heatmap_method` makes the heatmaps of its DICOM output (the default, Grad-CAM, is not spelled out)."""
     args = ["screen", "--ct", str(ct_path), "--seg", str(seg_path), "--device", device]
-    return args + (["--model", str(model_dir)] if model_dir else [])
+    return (args + (["--model", str(model_dir)] if model_dir else [])
+            + (["--heatmap-method", check_method(heatmap_method)] if heatmap_method != "gradcam" else []))
 
 
 def write_seg_nrrd(labels: CTImage, names: dict[int, str], path: Path) -> Path:
@@ -274,9 +277,10 @@ class ScreenRun(ChildDrivenRun):
 
 def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = None,
                  model_dir: Optional[str] = None, device: str = "auto", temp_root: Optional[str] = None,
-                 colour_by: str = "grade", dicom=None) -> ScreenRun:
+                 colour_by: str = "grade", dicom=None, heatmap_method: str = "gradcam") -> ScreenRun:
     """Write the CT and the spine label map (segment names in the header) and return a run to poll;
-    `dicom` (a dicom_export.DicomExport) adds the DICOM output and its import into the database."""
+    `dicom` (a dicom_export.DicomExport) adds the DICOM output and its import into the database, with its
+    heatmaps made by `heatmap_method` (only the DICOM output has heatmaps, so without it the method is moot)."""
     import shutil
     import tempfile
 
@@ -287,6 +291,7 @@ def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = 
     if ct_node is None:
         raise MVCFError("no CT volume selected")
     check_colour_by(colour_by)
+    check_method(heatmap_method)
     if model_dir and not Path(model_dir).is_dir():
         raise MVCFError(f"model bundle folder not found: {model_dir}")
     workdir = Path(tempfile.mkdtemp(prefix="mvcf-screen-", dir=temp_root))
@@ -299,7 +304,8 @@ def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = 
         if dicom is not None:
             dicom.cleanup()
         raise
-    command = mvcf_command(screen_arguments(workdir / "ct.nrrd", workdir / "spine.seg.nrrd", model_dir, device)
+    method = heatmap_method if dicom is not None else "gradcam"
+    command = mvcf_command(screen_arguments(workdir / "ct.nrrd", workdir / "spine.seg.nrrd", model_dir, device, method)
                            + (dicom.arguments() if dicom is not None else []), python_executable=python_executable)
     run = ScreenRun(ct_node, segmentation_node, workdir, command, colour_by)
     run.dicom = dicom

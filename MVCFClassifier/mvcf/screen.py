@@ -62,6 +62,7 @@ class ScreenResult:
     threshold: float
     device: str
     contrast_phase: Optional[str]
+    backend: str = "torch"      # the engine that ran the network (torch or onnxruntime)
     warnings: list[str] = field(default_factory=list)
     timing_ms: dict[str, float] = field(default_factory=dict)
     disclaimer: str = RESEARCH_USE_DISCLAIMER
@@ -96,10 +97,11 @@ def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
 def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optional[dict[int, str]] = None,
               model: Union[str, Path, None, Any] = None, device: str = "auto", contrast: Optional[str] = None,
               on_progress: Optional[Callable[[int, int, str], None]] = None,
-              should_cancel: Optional[Callable[[], bool]] = None) -> ScreenResult:
+              should_cancel: Optional[Callable[[], bool]] = None, backend: str = "auto") -> ScreenResult:
     """Screen every vertebra of `seg` (a label map on `ct`'s grid). `numbering` is 'auto' or one of
     mvcf.numbering.NUMBERINGS; `names` the segment names (label value -> name) where the file has them;
-    `contrast` the CT's contrast phase, if known (mvcf.bone_density.contrast_phase)."""
+    `contrast` the CT's contrast phase, if known (mvcf.bone_density.contrast_phase); `backend` as
+    mvcf.inference.load_model's (auto: ONNX Runtime when the bundle has a graph, so no torch is needed)."""
     from mvcf import bone_density, morphometry
     from mvcf import numbering as numbering_module
     from mvcf import inference
@@ -120,8 +122,8 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
     empty = {v: lv for v, lv in scheme.levels.items() if v not in present}
     if not present:
         raise MVCFError("the label map has no vertebra labels with voxels in it")
-    device = inference.resolve_device(device)
-    bundle = inference.load_model(model, device)
+    bundle = inference.load_model(model, device, backend)
+    device = bundle.device
     steps = 4
     progress = on_progress or (lambda done, total, message: None)
     progress(0, steps, "measuring vertebral bodies")
@@ -206,7 +208,8 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
     progress(steps, steps, "done")
     return ScreenResult(ct=ct.source, segmentation=seg.source, numbering=scheme.name,
                         numbering_reason=scheme.reason, vertebrae=ordered, model=bundle.identity(),
-                        threshold=float(threshold), device=device, contrast_phase=contrast, warnings=warnings,
+                        threshold=float(threshold), device=device, contrast_phase=contrast,
+                        backend=bundle.backend, warnings=warnings,
                         timing_ms={k: round(v, 1) for k, v in timing.items()})
 
 
@@ -222,7 +225,7 @@ def screen_files(ct_path: Union[str, Path], seg_path: Union[str, Path], numberin
                  contrast_phase: Optional[str] = None,
                  on_progress: Optional[Callable[[int, int, str], None]] = None,
                  should_cancel: Optional[Callable[[], bool]] = None,
-                 series_uid: Optional[str] = None) -> ScreenResult:
+                 series_uid: Optional[str] = None, backend: str = "auto") -> ScreenResult:
     """read_ct + read_mask (+ segment names of a .seg.nrrd) -> screen_ct. `series_uid`: which series of a
     DICOM folder holding several (read_ct)."""
     from mvcf.bone_density import contrast_phase as find_phase
@@ -237,7 +240,7 @@ def screen_files(ct_path: Union[str, Path], seg_path: Union[str, Path], numberin
     seg = read_mask(seg_path)
     read_ms = 1000 * (time.perf_counter() - t)
     result = screen_ct(ct, seg, numbering, segment_names(seg_path), model, device,
-                       find_phase(ct_path, contrast_phase), on_progress, should_cancel)
+                       find_phase(ct_path, contrast_phase), on_progress, should_cancel, backend)
     result.warnings = warnings + result.warnings
     result.timing_ms = {"read": round(read_ms, 1), **result.timing_ms,
                         "total": round(read_ms + result.timing_ms["total"], 1)}
@@ -303,7 +306,7 @@ def summary_text(result: ScreenResult) -> str:
                  f"P(MVCF) >= {result.threshold:.2f}): {', '.join(flagged) or 'none'}")
     lines.append(f"bone density: {density_summary(result.vertebrae)}")
     lines.append(f"model {result.model.get('name', '')} {result.model.get('version', '')}; device "
-                 f"{result.device}; {result.timing_ms.get('total', 0):.0f} ms")
+                 f"{result.device} ({result.backend}); {result.timing_ms.get('total', 0):.0f} ms")
     lines.extend(f"warning: {w}" for w in result.warnings)
     lines.append(result.disclaimer)
     return "\n".join(lines)

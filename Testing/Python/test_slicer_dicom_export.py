@@ -185,6 +185,22 @@ def test_the_whole_spine_screen_gets_the_dicom_arguments_and_cancel_removes_the_
                                               str(tmp_path))
     run = screening.start_screen(node, segmentation, sys.executable, device="cpu", temp_root=str(tmp_path),
                                  dicom=export)
-    assert run.command[-4:] == export.arguments() and run.dicom is export
+    assert run.command[-4:] == export.arguments() and run.dicom is export and "--heatmap-method" not in run.command
     run.cancel()
     assert not export.root.exists() and not run.workdir.exists()
+    # the panel's heatmap method reaches the child with the DICOM output; torch only for Grad-CAM's
+    from MVCFClassifierLib.logic import PredictionLogic
+
+    database = StandInDatabase(tmp_path / "db", sorted(series.iterdir()))
+    calls: list = []
+    logic = PredictionLogic(temp_root=str(tmp_path), dicom_database=lambda: database,
+                            ensure_dicom_dependencies=lambda **kw: calls.append(kw) or False)
+    for method in ("gradcam", "occlusion"):
+        assert logic.apply_screen(node, segmentation, device="cpu", dicom=True, heatmap_method=method) is None
+    assert calls == [{"torch": True}, {"torch": False}]
+    export = dicom_export.DicomExport.prepare(node, database, str(tmp_path))
+    run = screening.start_screen(node, segmentation, sys.executable, device="cpu", temp_root=str(tmp_path),
+                                 dicom=export, heatmap_method="occlusion")
+    command = run.command
+    run.cancel()
+    assert command[command.index("--heatmap-method") + 1] == "occlusion" and command[-4:] == export.arguments()

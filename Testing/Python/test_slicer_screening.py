@@ -90,7 +90,32 @@ def test_label_map_names_and_screen_from_the_scene(spine, tmp_path):
 
 def test_child_arguments():
     args = screening.screen_arguments("ct.nrrd", "seg.seg.nrrd", None, "cpu")
-    assert args[:3] == ["screen", "--ct", "ct.nrrd"] and "--model" not in args
+    assert args[:3] == ["screen", "--ct", "ct.nrrd"] and "--model" not in args and "--heatmap-method" not in args
+    args = screening.screen_arguments("ct.nrrd", "seg.seg.nrrd", None, "cpu", "occlusion")
+    assert args[-2:] == ["--heatmap-method", "occlusion"]
+    with pytest.raises(MVCFError, match="heatmap method"):
+        screening.screen_arguments("ct.nrrd", "seg.seg.nrrd", None, "cpu", "lime")
+
+
+def test_the_whole_spine_apply_asks_for_torch_only_for_grad_cam_dicom_heatmaps(spine, tmp_path):
+    """A screen runs its network on ONNX Runtime; only the heatmaps of its DICOM output may need torch. Without
+    DICOM output the method is moot: the child is not even told it."""
+    from MVCFClassifierLib.logic import PredictionLogic
+
+    _, ct_node, seg_node, _, _ = spine
+    calls: list = []
+    logic = PredictionLogic(temp_root=str(tmp_path), ensure_dependencies=lambda **kw: calls.append(kw) or False)
+    assert logic.apply_screen(ct_node, seg_node, device="cpu") is None
+    assert logic.apply_screen(ct_node, seg_node, device="cpu", heatmap_method="occlusion") is None
+    assert calls == [{"torch": False}, {"torch": False}] and not list(tmp_path.iterdir())
+    with pytest.raises(MVCFError, match="heatmap method"):
+        logic.apply_screen(ct_node, seg_node, heatmap_method="lime")
+    run = screening.start_screen(ct_node, seg_node, device="cpu", temp_root=str(tmp_path),
+                                 heatmap_method="occlusion")
+    try:
+        assert "--heatmap-method" not in run.command
+    finally:
+        run.cancel()
 
 
 def test_whole_spine_run_in_a_child_fills_the_table(spine):

@@ -120,3 +120,22 @@ def test_a_python_with_only_onnx_runtime_and_scipy_classifies_a_vertebra(tmp_pat
                                 "--heatmap-method", "occlusion"], capture_output=True, text=True, env=env)
     assert occlusion.returncode == 0, occlusion.stderr[-2000:]
     assert json.loads(occlusion.stdout)["heatmap"] == str(tmp_path / "o.nii.gz") and (tmp_path / "o.nii.gz").is_file()
+
+
+def test_a_python_with_only_onnx_runtime_and_scipy_screens_a_whole_spine(tmp_path):
+    """`mvcf screen` (the Classifier's whole-spine Apply) runs its network on ONNX Runtime too, with the
+    same probabilities as torch; before, it resolved the device through torch and stopped with a traceback."""
+    names = ",".join([*(r.split(">")[0] for r in dependencies.torch_free_requirements()), "numpy", "SimpleITK"])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(REPO / "MVCFClassifier"), os.environ.get("PYTHONPATH", "")])}
+    argv = ["--progress", "none", "screen", "--ct", str(SAMPLE / "example_ct.nii.gz"), "--seg",
+            str(SAMPLE / "totalseg.nii.gz"), "--device", "cpu", "--json"]
+    only = subprocess.run([sys.executable, "-c", ONLY, names, *argv], capture_output=True, text=True, env=env)
+    assert only.returncode == 0, only.stderr[-2000:]
+    full = subprocess.run([sys.executable, "-m", "mvcf", *argv, "--backend", "torch"], capture_output=True,
+                          text=True, env=env)
+    light, heavy = json.loads(only.stdout), json.loads(full.stdout)
+    assert (light["backend"], heavy["backend"]) == ("onnxruntime", "torch")
+    probabilities = [[(v["level"], v["probability_malignant"]) for v in r["vertebrae"]] for r in (light, heavy)]
+    assert [lv for lv, _ in probabilities[0]] == [lv for lv, _ in probabilities[1]] and len(probabilities[0]) >= 5
+    assert [p for _, p in probabilities[0]] == pytest.approx([p for _, p in probabilities[1]], abs=1e-3)

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_manifest_root_argument(parser)
     parser.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the demo model)")
     parser.add_argument("--device", default="auto", type=check_device_name, help="auto, cpu or cuda[:N]")
+    from mvcf.inference import BACKENDS
+
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="engine for the network: auto = ONNX Runtime when the bundle has an ONNX graph "
+                             "(no torch import), else torch")
     parser.add_argument("--contrast-phase", default=None, help="the CT's contrast phase (e.g. native, "
                         "portal-venous) or TotalSegmentator's contrast_phase.json, when the file does not say")
     parser.add_argument("--json", action="store_true", help="print {\"vertebrae\": [...], ...} as JSON")
@@ -48,6 +53,9 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     if args.numbering != "auto":
         args.numbering = check_numbering(args.numbering)
+    from mvcf.cli.outputs import warn_unused_heatmap_method
+
+    warn_unused_heatmap_method(args)
     if args.manifest is not None:
         if any(getattr(args, key, None) for key in ("report", "dicom_out", "send", "dicomweb")):
             raise MVCFError("--report, --dicom-out, --send and --dicomweb work with --ct, not with --manifest")
@@ -72,7 +80,7 @@ def run_one(args: argparse.Namespace, reporter) -> int:
                         what="--out")
     plan = case_outputs.check_outputs(args)
     result = screen_files(args.ct, args.seg, args.numbering, args.model, args.device, args.contrast_phase,
-                          on_progress=reporter.progress, series_uid=args.series_uid)
+                          on_progress=reporter.progress, series_uid=args.series_uid, backend=args.backend)
     written = write_outputs(result, args.out) if args.out is not None else ()
     outputs = {}
     if plan is not None:
@@ -162,7 +170,7 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     """Screen the shard's cases not done yet, each into OUT/<case_id>/ atomically; errors into
     OUT/errors/<case_id>.txt (retried on the next run)."""
     from mvcf.fileio import atomic_dir, write_text
-    from mvcf.inference import load_model, resolve_device
+    from mvcf.inference import load_model
     from mvcf.progress import JsonLinesReporter, dumps
     from mvcf.screen import JSON_NAME, screen_files, write_outputs
 
@@ -177,8 +185,8 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     out = Path(args.out)
     todo = [c for c in mine if not (out / c["case_id"] / JSON_NAME).is_file()]
     skipped = len(mine) - len(todo)
-    device = resolve_device(args.device)
-    bundle = load_model(args.model, device) if todo else None
+    bundle = load_model(args.model, args.device, args.backend) if todo else None
+    device = bundle.device if bundle is not None else args.device
     if todo and not (out / MARKER).is_file():
         from mvcf.fileio import apply_umask, write_errors
 
@@ -191,7 +199,8 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     for n, case in enumerate(todo, start=1):
         try:
             numbering = case["numbering"] if args.numbering == "auto" else args.numbering
-            result = screen_files(case["ct"], case["seg"], numbering, bundle, device, args.contrast_phase)
+            result = screen_files(case["ct"], case["seg"], numbering, bundle, device, args.contrast_phase,
+                                  backend=args.backend)
             with atomic_dir(out / case["case_id"]) as tmp:
                 write_outputs(result, tmp)
             done.append(case["case_id"])
