@@ -2,6 +2,10 @@
 benchmarks/summary.py writes the markdown table (results/summary.md) that the README quotes.
 
     python benchmarks/run_all.py [name ...]     # e.g. bench_views; default: all bench_*.py
+    python benchmarks/run_all.py --models demo_out/study bench_heatmap   # also the study models' rows
+
+`--models DIR` (one `<mode>/model` bundle per view mode, as `mvcf demo` writes) goes to the benchmarks that
+take it (bench_heatmap); without it they time the embedded bundle only, and say so.
 
 The benchmarks import this checkout's `mvcf` (PYTHONPATH is set for them).
 """
@@ -15,7 +19,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def main(names: list[str]) -> int:
+#: the benchmarks that time one bundle per view mode when given `--models DIR`
+TAKES_MODELS = ("bench_heatmap",)
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all bench_*.py)")
+    parser.add_argument("--models", type=Path, help="folder of <mode>/model bundles for " + ", ".join(TAKES_MODELS))
+    args = parser.parse_args(argv)
+    if args.models is not None and not args.models.is_dir():
+        print(f"error: --models folder not found: {args.models}", file=sys.stderr)
+        return 2
+    names = args.names
     scripts = sorted(HERE.glob("bench_*.py"))
     if names:
         scripts = [s for s in scripts if s.stem in names]
@@ -27,7 +45,14 @@ def main(names: list[str]) -> int:
                                                         os.environ.get("PYTHONPATH", "")])}
     for script in scripts:
         print(f"== {script.stem}", flush=True)
-        proc = subprocess.run([sys.executable, str(script), "--out", str(results / f"{script.stem}.json")], env=env)
+        extra = []
+        if script.stem in TAKES_MODELS:
+            if args.models is not None:
+                extra = ["--models", str(args.models.resolve())]
+            else:
+                print(f"{script.stem}: the embedded bundle only (give --models DIR for one bundle per view mode)")
+        proc = subprocess.run([sys.executable, str(script), "--out", str(results / f"{script.stem}.json"), *extra],
+                              env=env)
         if proc.returncode != 0:
             failed.append(script.stem)
     subprocess.run([sys.executable, str(HERE / "summary.py")], env=env)

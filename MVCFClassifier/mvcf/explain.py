@@ -19,7 +19,7 @@ explaining one vertebra builds its view once; `explain(ct, location, ...)` build
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import logging
 
@@ -27,8 +27,12 @@ import numpy as np
 
 from mvcf.errors import MVCFError
 from mvcf.manifest import CLASS_NAMES
+from mvcf.progress import CancelCheck
 
 log = logging.getLogger(__name__)
+
+#: progress(blocks done, blocks) of a heatmap that takes many forward passes (occlusion).
+Progress = Callable[[int, int], None]
 
 #: The heatmap methods, the default first (docs/screening.md, "Heatmaps", compares them per mode).
 METHODS = ("gradcam", "occlusion")
@@ -152,34 +156,37 @@ def placed_on(image, ct):
 
 
 def heatmap_for(bundle, view, device: str = "cpu", target: str = "call", probability: Optional[float] = None,
-                ct=None, location=None, method: str = "gradcam"):
+                ct=None, location=None, method: str = "gradcam", progress: Optional[Progress] = None,
+                should_cancel: Optional[CancelCheck] = None):
     """The heatmap (CTImage) of an already built view (mvcf.views.ViewResult) by `method` (METHODS); with
     `ct` on its lattice, with `location` (Grad-CAM) spread through the vertebra's own height. Grad-CAM needs
     the torch network: a bundle that classified on ONNX Runtime is loaded again for torch; occlusion runs on
-    the bundle as it is."""
+    the bundle as it is, calling `progress(blocks done, blocks)` after each batch of forward passes (it
+    takes up to seconds per vertebra; Grad-CAM's one backward pass reports nothing)."""
     from mvcf.inference import load_model
 
     if check_method(method) == "occlusion":
         from mvcf.occlusion import occlusion_map
 
         image = occlusion_map(load_model(bundle, device, backend="auto"), view, target=target,
-                              probability=probability)
+                              probability=probability, should_cancel=should_cancel, progress=progress)
         return image if ct is None else placed_on(image, ct)
     bundle = load_model(bundle, device)
     return heatmap_image(view, grad_cam(bundle, view.array, device, target, probability), ct, location)
 
 
 def explain(ct, location, model: Union[str, Path, None, Any] = None, device: str = "cpu", target: str = "call",
-            method: str = "gradcam"):
+            method: str = "gradcam", progress: Optional[Progress] = None):
     """(heatmap CTImage on the CT's lattice, ViewResult) for the vertebra at `location` of `ct`. An all-zero
     heatmap means no positive evidence for `target` was found (Grad-CAM: ReLU of the weighted activations;
     occlusion: no hidden block lowered its probability); it is reported, not replaced by something else."""
     from mvcf.inference import load_model
     from mvcf.views import ViewSpec, build_views
 
-    bundle = load_model(model, device)
+    bundle = load_model(model, device, backend="torch" if check_method(method) == "gradcam" else "auto")
     view = build_views(ct, location, ViewSpec.from_dict(bundle.view_spec))
-    return heatmap_for(bundle, view, device, target, ct=ct, location=location, method=method), view
+    return heatmap_for(bundle, view, device, target, ct=ct, location=location, method=method,
+                       progress=progress), view
 
 
 def write_image(image, out_path: Union[str, Path], target: str = "call") -> Path:
@@ -207,9 +214,11 @@ def write_heatmap(ct, location, model: Union[str, Path, None, Any], out_path: Un
 
 
 def write_prediction_heatmap(bundle, prediction, out_path: Union[str, Path], device: str = "cpu",
-                             target: str = "call", ct=None, location=None, method: str = "gradcam") -> Path:
+                             target: str = "call", ct=None, location=None, method: str = "gradcam",
+                             progress: Optional[Progress] = None,
+                             should_cancel: Optional[CancelCheck] = None) -> Path:
     """The heatmap of a Prediction (mvcf.predict) from the view and probability it already holds (on the
-    lattice of `ct` and through the height of `location` when given)."""
+    lattice of `ct` and through the height of `location` when given); `progress` as heatmap_for's."""
     image = heatmap_for(bundle, prediction.view, device, target, prediction.probability_malignant, ct, location,
-                        method)
+                        method, progress, should_cancel)
     return write_image(image, out_path, target)

@@ -179,11 +179,16 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
                 if query.heatmap is not None:
                     from mvcf.explain import write_prediction_heatmap
 
+                    def blocks(n: int, of: int, index: int = index, name: str = query.name) -> None:
+                        if on_progress is not None:
+                            on_progress(index, total, f"{name}: occlusion heatmap {n}/{of} blocks")
+
                     check_cancel(should_cancel)
                     payload["heatmap"] = str(write_prediction_heatmap(done.bundle, result, query.heatmap,
                                                                       device=done.bundle.device, ct=ct,
-                                                                      location=location,
-                                                                      method=heatmap_method))
+                                                                      location=location, method=heatmap_method,
+                                                                      progress=blocks,
+                                                                      should_cancel=should_cancel))
                     payload["heatmap_method"] = heatmap_method
                     timing["heatmap"] = 1000 * (time.perf_counter() - started)
                 if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT

@@ -13,6 +13,7 @@ JSON line on stdout:
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 from typing import IO, Any, Callable, Optional, Protocol
@@ -150,6 +151,26 @@ def make_reporter(kind: str) -> Reporter:
     if kind == "none":
         return NullReporter()
     return TqdmReporter()
+
+
+class ReporterLogHandler(logging.Handler):
+    """The core's logged warnings (`logging.getLogger("mvcf...")`) as the command's own: a `log` event in
+    the JSON-lines protocol, else a `warning: ...` line on stderr (above a tqdm bar, not through it). Without
+    it Python's last-resort handler prints them bare, and `--progress none` would not change that."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__(logging.WARNING)
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message, level = record.getMessage(), record.levelname.lower()
+            if isinstance(self.reporter, (JsonLinesReporter, TqdmReporter)):
+                self.reporter.log(message, level)
+            else:
+                print(f"{level}: {message}", file=sys.stderr)
+        except Exception:  # a logging failure must never end the command
+            self.handleError(record)
 
 
 def check_cancel(should_cancel: Optional[CancelCheck]) -> None:

@@ -64,3 +64,32 @@ def test_a_core_check_used_as_an_argument_type_is_one_line_too(argv, message, ca
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.err == f"error: {message}\n" and captured.out == ""
+
+
+@pytest.mark.parametrize("progress", ["none", "jsonl"])
+def test_a_heatmap_method_nothing_uses_is_said_and_core_warnings_carry_the_prefix(progress, capsys):
+    """`--heatmap-method occlusion` without --heatmap, --report or --dicom-out changes nothing: the run says
+    so, as a `warning:` line (or a JSON-lines log event for the Slicer child), whatever --progress is; the
+    core's logged warnings come the same way (before, Python printed them bare, and not with a prefix)."""
+    import json
+    import logging
+
+    from mvcf.cli.main import main
+    from mvcf.resources import sample_ct_paths
+
+    ct = str(sample_ct_paths()["ct"])
+    handlers = list(logging.getLogger("mvcf").handlers)
+    assert main(["--progress", progress, "predict", "--ct", ct, "--point-lps", "5.7,-111.9,382.6",
+                 "--heatmap-method", "occlusion"]) == 0
+    captured = capsys.readouterr()
+    said = "--heatmap-method occlusion has no effect: this run writes no heatmap"
+    if progress == "none":
+        assert f"warning: {said}" in captured.err
+    else:
+        events = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+        assert any(e["event"] == "log" and e["level"] == "warning" and said in e["message"] for e in events)
+        assert events[-1]["event"] == "result"
+    assert logging.getLogger("mvcf").handlers == handlers   # main() leaves no handler behind
+    assert main(["--progress", progress, "predict", "--ct", ct, "--point-lps", "5.7,-111.9,382.6",
+                 "--heatmap-method", "gradcam"]) == 0
+    assert "has no effect" not in "".join(capsys.readouterr())

@@ -185,3 +185,30 @@ def test_a_view_whose_hiding_changes_nothing_gives_an_empty_map_not_scaled_noise
     view = build_views(flat, location, ViewSpec.from_dict(bundle.view_spec))
     image = heatmap_for(bundle, view, "cpu", ct=flat, method="occlusion")
     assert float(image.voxels.max()) == 0.0
+
+
+def test_an_occlusion_heatmap_reports_its_blocks_and_can_be_cancelled(l1, tmp_path):
+    """Occlusion takes up to seconds per vertebra (a forward pass per block): predict_many says how far it
+    is, per vertebra, and a Cancel during it stops it before the file is written."""
+    from mvcf.errors import Cancelled
+    from mvcf.locate import VertebraQuery
+    from mvcf.predict import predict_many
+
+    ct, _ = l1
+    paths = sample_ct_paths()
+    query = VertebraQuery(name="L1", mask=str(paths["mask"]), label=31, heatmap=str(tmp_path / "L1.nii.gz"))
+    events: list = []
+    [result] = predict_many(ct, [query], None, "cpu", heatmap_method="occlusion",
+                            on_progress=lambda done, total, message: events.append((done, total, message)))
+    blocks = [m for _, _, m in events if m.startswith("L1: occlusion heatmap ")]
+    assert result["heatmap_method"] == "occlusion" and len(blocks) >= 2
+    counts = [tuple(int(v) for v in m.split()[-2].split("/")) for m in blocks]
+    assert counts[-1][0] == counts[-1][1] > 32 and [c[0] for c in counts] == sorted(c[0] for c in counts)
+    assert all((done, total) == (0, 1) for done, total, m in events if m in blocks)
+    seen: list = []
+    query = VertebraQuery(name="L1", mask=str(paths["mask"]), label=31, heatmap=str(tmp_path / "again.nii.gz"))
+    with pytest.raises(Cancelled):
+        predict_many(ct, [query], None, "cpu", heatmap_method="occlusion",
+                     on_progress=lambda done, total, message: seen.append(message),
+                     should_cancel=lambda: any("occlusion heatmap" in m for m in seen))
+    assert not (tmp_path / "again.nii.gz").exists()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from typing import Optional, Sequence
 
 from mvcf import __version__, signals
 from mvcf.errors import Cancelled, MVCFError
-from mvcf.progress import make_reporter
+from mvcf.progress import ReporterLogHandler, make_reporter
 
 COMMANDS: dict[str, str] = {
     "synth": "Generate a synthetic two-institution OVCF/MVCF cohort (NIfTI + manifest.csv).",
@@ -72,6 +73,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error("--max-voxels must be a positive number")
         os.environ["MVCF_MAX_VOXELS"] = str(args.max_voxels)
     reporter = make_reporter(args.progress)
+    core_log, handler = logging.getLogger("mvcf"), ReporterLogHandler(reporter)
+    if getattr(args._module, "LOG_TO_REPORTER", True):  # the worker owns its stdout protocol itself
+        core_log.addHandler(handler)
     previous_handlers = signals.install()
     try:
         return int(args._module.run(args, reporter) or 0)
@@ -85,6 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signals.end_children()
         return _fail(reporter, signals.describe(exc), 130)
     finally:
+        core_log.removeHandler(handler)
         reporter.close()
         signals.restore(previous_handlers)
         if args.max_voxels is not None and saved_limit is None:  # main() may run in-process (tests)

@@ -112,6 +112,18 @@ def _check_folder(args: argparse.Namespace, key: str, option: str) -> None:
                         what=option)
 
 
+def warn_unused_heatmap_method(args: argparse.Namespace, heatmaps: bool = False) -> None:
+    """A `--heatmap-method` other than the default that nothing in this run uses (no --heatmap or
+    per-vertebra heatmap: `heatmaps`, no --report, no --dicom-out) is said, not silently dropped."""
+    import logging
+
+    method = getattr(args, "heatmap_method", "gradcam")
+    if method != "gradcam" and not (heatmaps or getattr(args, "report", None) or getattr(args, "dicom_out", None)):
+        logging.getLogger("mvcf.cli").warning(
+            "--heatmap-method %s has no effect: this run writes no heatmap (give --heatmap, --report or "
+            "--dicom-out)", method)
+
+
 def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
     """Every refusal that can come before any work (call it before the prediction, so a bad request costs
     nothing); None when no output was asked for."""
@@ -166,6 +178,18 @@ def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]
                         f"{exc.strerror or exc}") from None
 
 
+def _quarters(callback: Callable[[int, int], None]) -> Callable[[int, int], None]:
+    """`callback` at each quarter of the work only: these messages become log lines, one per batch would flood."""
+    last = [0]
+
+    def report(done: int, total: int) -> None:
+        quarter = 4 * done // max(total, 1)
+        if quarter > last[0]:
+            last[0] = quarter
+            callback(done, total)
+    return report
+
+
 def _write(args, ct, results, model, device, on_progress, source) -> dict[str, Any]:
     from mvcf import RESEARCH_USE_DISCLAIMER, __version__
     from mvcf.explain import explain
@@ -175,7 +199,8 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
     from mvcf.report.images import key_images
 
     progress = on_progress or (lambda done, total, message: None)
-    bundle = load_model(model, device)
+    method = getattr(args, "heatmap_method", "gradcam")
+    bundle = load_model(model, device, backend="torch" if method == "gradcam" else "auto")
     results = [_complete(r, bundle) for r in results]
     done = [i for i, r in enumerate(results)
             if "error" not in r and r.get("probability_malignant") is not None and r.get("center_lps") is not None]
@@ -190,8 +215,9 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
         r = results[index]
         name = _name(r, index)
         progress(step, len(done), f"key images of {name}")
-        heat, _ = explain(ct, from_point(ct, r["center_lps"], "lps"), bundle, device,
-                          method=getattr(args, "heatmap_method", "gradcam"))
+        heat, _ = explain(ct, from_point(ct, r["center_lps"], "lps"), bundle, device, method=method,
+                          progress=_quarters(lambda n, of, step=step, name=name: progress(
+                              step, len(done), f"key images of {name}: occlusion heatmap {n}/{of} blocks")))
         heats[index] = heat
         footer = (f"P(MVCF) {r['probability_malignant']:.3f} -> {r['prediction']} (threshold {r['threshold']:.3f})\n"
                   f"{DISCLAIMER_SHORT}")

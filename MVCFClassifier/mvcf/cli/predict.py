@@ -83,7 +83,8 @@ def run(args: argparse.Namespace, reporter) -> int:
     import time
 
     from mvcf.cli.location import query_from_args
-    from mvcf.cli.outputs import check_outputs, finish_outputs, retrieve_input, write_outputs
+    from mvcf.cli.outputs import check_outputs, finish_outputs, retrieve_input, warn_unused_heatmap_method, \
+        write_outputs
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.outputs_guard import check_outputs_distinct, check_outside_folders
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace, reporter) -> int:
                                                (("heatmap", q.heatmap), ("views", q.views)) if path is not None]
     check_outside_folders(per_vertebra if queries is not None else [("--heatmap", args.heatmap)],
                           [("--report", args.report), ("--dicom-out", args.dicom_out)])
+    warn_unused_heatmap_method(args, args.heatmap is not None
+                               or any(q.heatmap is not None for q in queries or []))
     retrieve_input(args)
     if queries is not None:
         check_outputs_distinct(per_vertebra, [args.ct, args.model, args.locations])
@@ -121,8 +124,10 @@ def run(args: argparse.Namespace, reporter) -> int:
 
         bundle = load_model(args.model, result.device, args.backend if args.heatmap_method == "occlusion" else
                             "torch")
-        payload["heatmap"] = str(write_prediction_heatmap(bundle, result, args.heatmap, device=result.device,
-                                                          ct=ct, location=location, method=args.heatmap_method))
+        payload["heatmap"] = str(write_prediction_heatmap(
+            bundle, result, args.heatmap, device=result.device, ct=ct, location=location,
+            method=args.heatmap_method,
+            progress=lambda done, total: reporter.progress(2, 3, f"occlusion heatmap: {done}/{total} blocks")))
         payload["heatmap_method"] = args.heatmap_method
     outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device,
                             on_progress=lambda _done, _total, message: reporter.log(message), plan=plan)

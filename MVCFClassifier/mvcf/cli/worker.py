@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 
+#: mvcf.cli.main routes the core's logged warnings through the reporter; the worker's stdout is its protocol
+#: (mvcf.worker), where a line without a request id would be noise, so its warnings stay on stderr.
+LOG_TO_REPORTER = False
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR", help="model bundle loaded at start (default: the embedded demo "
