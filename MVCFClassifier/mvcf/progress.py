@@ -155,20 +155,21 @@ def make_reporter(kind: str) -> Reporter:
 
 class ReporterLogHandler(logging.Handler):
     """The core's logged warnings (`logging.getLogger("mvcf...")`) as the command's own: a `log` event in
-    the JSON-lines protocol, else a `warning: ...` line on stderr (above a tqdm bar, not through it). Without
-    it Python's last-resort handler prints them bare, and `--progress none` would not change that."""
+    the JSON-lines protocol (or of one worker request: anything with the Reporter's `log`), else a
+    `warning: ...` line on stderr (above a tqdm bar, not through it). Without it Python's last-resort
+    handler prints them bare, and `--progress none` would not change that."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Any) -> None:
         super().__init__(logging.WARNING)
         self.reporter = reporter
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message, level = record.getMessage(), record.levelname.lower()
-            if isinstance(self.reporter, (JsonLinesReporter, TqdmReporter)):
-                self.reporter.log(message, level)
-            else:
+            if isinstance(self.reporter, NullReporter):   # drops logs, but a warning must still be seen
                 print(f"{level}: {message}", file=sys.stderr)
+            else:
+                self.reporter.log(message, level)
         except Exception:  # a logging failure must never end the command
             self.handleError(record)
 

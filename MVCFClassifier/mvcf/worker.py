@@ -7,6 +7,7 @@ mvcf.progress protocol, each tagged with the request's `id`:
        (`locations`: a locations file, or its entries inline as a list; optional "model", "device",
         "backend", "refine": as for `mvcf predict`)
     <- {"event": "progress", "id": "1", "done": 1, "total": 3, "message": "loading the model"}
+    <- {"event": "log", "id": "1", "level": "warning", "message": "..."}   (what the core logged meanwhile)
     <- {"event": "result", "id": "1", "results": [...], "timing_ms": {...}, "disclaimer": "..."}
        (the payload of `mvcf predict --locations`), or {"event": "error", "id": "1", "message": "..."}
     -> {"id": "2", "command": "evaluate", "model": "bundle", "manifest": "cohort.csv", "out": "folder"}
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Optional
 
@@ -51,6 +53,9 @@ class _Tagged:
 
     def progress(self, done: int, total: int, message: str = "") -> None:
         self.channel.emit("progress", id=self.id, done=int(done), total=int(total), message=message)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.channel.emit("log", id=self.id, level=level, message=message)
 
 
 class Worker:
@@ -129,10 +134,14 @@ class Worker:
             if command == "ping":
                 self.channel.emit("pong", id=request_id, served=self.served)
             elif command == "predict":
-                self.channel.emit("result", id=request_id, **self.predict(request))
+                with _warnings_to(_Tagged(self.channel, request_id)):
+                    payload = self.predict(request)
+                self.channel.emit("result", id=request_id, **payload)
                 self.served += 1
             elif command == "evaluate":
-                self.channel.emit("result", id=request_id, report=self.evaluate(request))
+                with _warnings_to(_Tagged(self.channel, request_id)):
+                    report = self.evaluate(request)
+                self.channel.emit("result", id=request_id, report=report)
                 self.served += 1
             else:
                 raise MVCFError(f"unknown command {command!r}; one of predict, evaluate, ping, shutdown")
@@ -188,6 +197,20 @@ class Worker:
                         cache_dir=request.get("cache"), overwrite=bool(request.get("overwrite", False)),
                         on_progress=_Tagged(self.channel, request.get("id")).progress,
                         allow_outside_root=bool(request.get("allow_outside_root", False)))
+
+
+@contextmanager
+def _warnings_to(tagged: _Tagged):
+    """The core's logged warnings during one request become that request's `log` events (the Slicer panel
+    shows them), instead of bare lines on the worker's stderr."""
+    from mvcf.progress import ReporterLogHandler
+
+    core, handler = logging.getLogger("mvcf"), ReporterLogHandler(tagged)
+    core.addHandler(handler)
+    try:
+        yield
+    finally:
+        core.removeHandler(handler)
 
 
 def _only_fields(request: dict[str, Any], allowed: set[str]) -> None:

@@ -67,9 +67,10 @@ def test_the_worker_writes_an_occlusion_heatmap(worker, tmp_path):
     heat = tmp_path / "l1.nii.gz"
     request = {**_predict(), "locations": [{**_entries(31)[0], "heatmap": str(heat)}], "heatmap_method": "occlusion"}
     done = worker.submit(request)
-    _wait(done)
+    events = _wait(done)
     assert done.returncode == 0, done.error
     assert done.result["results"][0]["heatmap"] == str(heat) and heat.is_file()
+    assert any("occlusion heatmap" in e.get("message", "") for e in events if e["event"] == "progress")
     bad = worker.submit({**request, "heatmap_method": "lime"})
     _wait(bad)
     assert "unknown heatmap method 'lime'" in bad.error and worker.starts == 1
@@ -277,3 +278,27 @@ def test_bad_evaluate_requests_give_one_line_errors_and_write_nothing(tmp_path):
     assert events[3]["id"] == 4 and "model bundle not found" in events[3]["message"] and "no_bundle" in events[3]["message"]
     assert all("\n" not in e.get("message", "") for e in events)
     assert not folder.exists()
+
+
+def test_a_core_warning_during_a_request_is_that_requests_log_event(monkeypatch):
+    """What the core logs while a request runs (an empty heatmap, a view too large for overlapping occlusion
+    blocks, a CUDA fallback) reaches the panel as that request's warning, not a bare line on stderr."""
+    import logging
+
+    import mvcf.predict
+
+    def fake(*_args, **_kwargs):
+        logging.getLogger("mvcf.occlusion").warning("occlusion: too many blocks, overlap dropped")
+        return {"results": []}, None, None
+
+    monkeypatch.setattr(mvcf.predict, "predict_ct_file", fake)
+    out = io.StringIO()
+    lines = io.StringIO("\n".join([json.dumps({"id": 4, "command": "predict", "ct": "x", "locations": _entries(31)}),
+                                   json.dumps({"command": "shutdown"})]))
+    handlers = list(logging.getLogger("mvcf").handlers)
+    assert Worker(out, idle_exit_s=30).serve(lines) == "shutdown"
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert events[0] == {"event": "log", "id": 4, "level": "warning",
+                         "message": "occlusion: too many blocks, overlap dropped"}
+    assert events[1]["event"] == "result" and events[1]["id"] == 4
+    assert logging.getLogger("mvcf").handlers == handlers

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 #: mvcf.cli.main routes the core's logged warnings through the reporter; the worker's stdout is its protocol
-#: (mvcf.worker), where a line without a request id would be noise, so its warnings stay on stderr.
+#: (mvcf.worker), where a line without a request id would be noise: it tags each request's warnings itself.
 LOG_TO_REPORTER = False
 
 
