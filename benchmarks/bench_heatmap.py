@@ -44,7 +44,11 @@ def main(argv=None) -> int:
     if (default_model_path() / "model.onnx").is_file():
         bundles["embedded demo (onnxruntime)"] = load_model(None, "cpu", "onnxruntime")
     if args.models is not None:
-        for card in sorted(args.models.glob("*/model/model.json")):
+        cards = sorted(args.models.glob("*/model/model.json"))
+        if not cards:   # a wrong folder must not silently rewrite the JSON without the study rows
+            print(f"error: --models {args.models}: no <mode>/model/model.json bundle in it", file=sys.stderr)
+            return 2
+        for card in cards:
             bundles[card.parent.parent.name] = load_model(card.parent, "cpu", "torch")
     results = {}
     for name, bundle in bundles.items():

@@ -31,10 +31,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--models", type=Path, help="folder of <mode>/model bundles for " + ", ".join(TAKES_MODELS))
     args = parser.parse_args(argv)
     if args.models is not None and not args.models.is_dir():
-        print(f"error: --models folder not found: {args.models}", file=sys.stderr)
+        print(f"error: --models is not a folder: {args.models}", file=sys.stderr)
         return 2
     names = args.names
     scripts = sorted(HERE.glob("bench_*.py"))
+    unknown = sorted(set(names) - {s.stem for s in scripts})
+    if unknown:   # a typo must not run nothing and still rewrite the summary
+        print(f"error: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(s.stem for s in scripts)}",
+              file=sys.stderr)
+        return 2
     if names:
         scripts = [s for s in scripts if s.stem in names]
     results = HERE / "results"

@@ -15,6 +15,7 @@ in memory and, when CUDA runs out of memory, moves the bundle to the CPU and fin
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -38,8 +39,8 @@ OOM_WARNING = "CUDA ran out of memory; the model was moved to the CPU and the re
 
 def check_device_name(name: str) -> str:
     """`name` when it is a device this software can be asked for (also 'cuda:N'); MVCFError otherwise."""
-    if name not in DEVICES and not str(name).startswith("cuda:"):
-        raise MVCFError(f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}, got {name!r}")
+    if name not in DEVICES and not re.fullmatch(r"cuda:\d+", str(name)):
+        raise MVCFError(f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}[:N], got {name!r}")
     return name
 
 

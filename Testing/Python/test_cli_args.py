@@ -54,7 +54,8 @@ def test_a_3d_view_of_1024_px_is_refused_before_sampling():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["screen", "--ct", "c", "--seg", "s", "--device", "foo"], "--device must be auto, cpu or cuda, got 'foo'"),
+    (["screen", "--ct", "c", "--seg", "s", "--device", "foo"], "--device must be auto, cpu or cuda[:N], got 'foo'"),
+    (["screen", "--ct", "c", "--seg", "s", "--device", "cuda:x"], "--device must be auto, cpu or cuda[:N], got 'cuda:x'"),
 ])
 def test_a_core_check_used_as_an_argument_type_is_one_line_too(argv, message, capsys):
     """A type= that is one of the core's checks raises MVCFError, which argparse does not catch: main() must
@@ -93,3 +94,15 @@ def test_a_heatmap_method_nothing_uses_is_said_and_core_warnings_carry_the_prefi
     assert main(["--progress", progress, "predict", "--ct", ct, "--point-lps", "5.7,-111.9,382.6",
                  "--heatmap-method", "gradcam"]) == 0
     assert "has no effect" not in "".join(capsys.readouterr())
+
+
+def test_an_option_prefix_is_not_another_option(capsys):
+    """`mvcf screen --heatmap X` (screen has no --heatmap) was read as `--heatmap-method X` by argparse's prefix
+    matching and refused as an unknown heatmap method; prefixes are off."""
+    from mvcf.cli.main import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["screen", "--ct", "c", "--seg", "s", "--heatmap", "h.nii.gz"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert err.startswith("error: unrecognized arguments: --heatmap h.nii.gz") and "heatmap method" not in err

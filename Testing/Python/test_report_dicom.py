@@ -151,6 +151,7 @@ def test_an_occlusion_run_labels_its_heatmaps_as_occlusion(real_ct, work, capsys
     code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--heatmap-method", "occlusion",
                        "--report", report, "--dicom-out", dicom, "--json")
     assert code == 0, err
+    assert json.loads((report / "report.json").read_text(encoding="utf-8"))["heatmap_method"] == "occlusion"
     (path,) = dicom.glob("PM_*.dcm")
     pm = pydicom.dcmread(path)
     assert pm.ContentLabel == "OCCLUSION" and "Occlusion sensitivity heatmap" in pm.ContentDescription

@@ -394,6 +394,14 @@ def test_manifest_resumable_and_sharded(tmp_path, small_case):
     assert (out / "a" / "screen.json").is_file() and (out / "a" / "screen.tsv").is_file()
     again = json.loads(_cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root").stdout)
     assert again["skipped_finished"] == 1 and again["screened"] == 0
+    assert again["skipped_with_another_model"] == 0 and again["model"]["sha256"] and again["backend"]
+    # a finished case screened with other weights is kept on a rerun, and the rerun says so
+    finished = json.loads((out / "a" / "screen.json").read_text(encoding="utf-8"))
+    finished["model"]["sha256"] = "0" * 64
+    (out / "a" / "screen.json").write_text(json.dumps(finished), encoding="utf-8")
+    rerun = _cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root")
+    assert json.loads(rerun.stdout)["skipped_with_another_model"] == 1
+    assert "warning: 1 finished case(s)" in rerun.stderr and "screened with another model (e.g. a)" in rerun.stderr
 
 
 def test_manifest_rows_get_the_cohort_row_checks_before_anything_is_written(tmp_path, capsys):

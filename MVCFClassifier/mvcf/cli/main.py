@@ -40,7 +40,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog="mvcf", description="MVCF vs OVCF on CT. Research use only.")
+    # allow_abbrev=False: a prefix must not silently become another option (screen's `--heatmap X` was read
+    # as `--heatmap-method X`)
+    parser = OneLineErrorParser(prog="mvcf", description="MVCF vs OVCF on CT. Research use only.",
+                                allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"mvcf {__version__}")
     parser.add_argument("--max-voxels", type=int, default=None, metavar="N",
                         help="largest CT or mask accepted, in voxels (default 2^30; same as MVCF_MAX_VOXELS; "
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"mvcf.cli.{name.replace('-', '_')}")
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
         module.add_arguments(command)
         command.set_defaults(_module=module)
     return parser

@@ -112,16 +112,17 @@ def _check_folder(args: argparse.Namespace, key: str, option: str) -> None:
                         what=option)
 
 
-def warn_unused_heatmap_method(args: argparse.Namespace, heatmaps: bool = False) -> None:
-    """A `--heatmap-method` other than the default that nothing in this run uses (no --heatmap or
-    per-vertebra heatmap: `heatmaps`, no --report, no --dicom-out) is said, not silently dropped."""
+def warn_unused_heatmap_method(args: argparse.Namespace, heatmaps: Optional[bool] = None) -> None:
+    """A `--heatmap-method` other than the default that nothing in this run uses (no --report, no
+    --dicom-out and, for a command that has them (`heatmaps` not None), no --heatmap or per-vertebra
+    heatmap) is said, not silently dropped; the hint names only the command's own options."""
     import logging
 
     method = getattr(args, "heatmap_method", "gradcam")
     if method != "gradcam" and not (heatmaps or getattr(args, "report", None) or getattr(args, "dicom_out", None)):
         logging.getLogger("mvcf.cli").warning(
-            "--heatmap-method %s has no effect: this run writes no heatmap (give --heatmap, --report or "
-            "--dicom-out)", method)
+            "--heatmap-method %s has no effect: this run writes no heatmap (give %s)", method,
+            "--report or --dicom-out" if heatmaps is None else "--heatmap, --report or --dicom-out")
 
 
 def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
@@ -233,7 +234,7 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
         pngs = {name: im.png for pairs in named.values() for name, im in pairs}
         outputs["report"] = write_report(Path(args.report), context, pngs,
                                          {"results": list(results), "source": identity or {"ct": str(args.ct)},
-                                          "model": context["model"]},
+                                          "model": context["model"], "heatmap_method": method},
                                          prune=getattr(args, "overwrite", False))
     if args.dicom_out:
         progress(len(done), len(done), f"writing DICOM SR, key images and heatmaps to {args.dicom_out}")

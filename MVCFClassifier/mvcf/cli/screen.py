@@ -55,7 +55,14 @@ def run(args: argparse.Namespace, reporter) -> int:
         args.numbering = check_numbering(args.numbering)
     from mvcf.cli.outputs import warn_unused_heatmap_method
 
-    warn_unused_heatmap_method(args)
+    if args.manifest is None:
+        warn_unused_heatmap_method(args)
+    elif args.heatmap_method != "gradcam":
+        import logging
+
+        logging.getLogger("mvcf.cli").warning("--heatmap-method %s has no effect with --manifest: its heatmaps "
+                                              "belong to --report and --dicom-out, which need --ct",
+                                              args.heatmap_method)
     if args.manifest is not None:
         if any(getattr(args, key, None) for key in ("report", "dicom_out", "send", "dicomweb")):
             raise MVCFError("--report, --dicom-out, --send and --dicomweb work with --ct, not with --manifest")
@@ -119,6 +126,25 @@ def shard() -> tuple[int, int]:
         raise MVCFError(f"shard {index} of {count} is not a valid shard (check RANK/WORLD_SIZE or "
                         f"SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)")
     return index, count
+
+
+def _screened_with_another_model(out: Path, finished: list[dict[str, str]], bundle) -> list[str]:
+    """The finished cases (kept on a rerun) whose screen.json names other weights than `bundle`'s."""
+    import json
+
+    from mvcf.screen import JSON_NAME
+
+    if bundle is None:
+        return []
+    stale = []
+    for case in finished:
+        try:
+            model = json.loads((out / case["case_id"] / JSON_NAME).read_text(encoding="utf-8")).get("model") or {}
+        except (OSError, ValueError):
+            continue
+        if model.get("sha256") != bundle.sha256:
+            stale.append(case["case_id"])
+    return stale
 
 
 def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, str]]:
@@ -185,8 +211,16 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     out = Path(args.out)
     todo = [c for c in mine if not (out / c["case_id"] / JSON_NAME).is_file()]
     skipped = len(mine) - len(todo)
-    bundle = load_model(args.model, args.device, args.backend) if todo else None
+    bundle = load_model(args.model, args.device, args.backend) if mine else None
     device = bundle.device if bundle is not None else args.device
+    stale = _screened_with_another_model(out, [c for c in mine if c not in todo], bundle)
+    if stale:
+        import logging
+
+        logging.getLogger("mvcf.cli").warning(
+            "%d finished case(s) in %s were screened with another model (e.g. %s) and are kept as they are; "
+            "delete their folders, or use another --out, to screen them with %s %s", len(stale), out, stale[0],
+            bundle.name, bundle.version)
     if todo and not (out / MARKER).is_file():
         from mvcf.fileio import apply_umask, write_errors
 
@@ -212,7 +246,9 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
             write_text(out / "errors" / f"{case['case_id']}.txt", failed[-1]["error"] + "\n")
         reporter.progress(n, len(todo), f"{case['case_id']} ({n}/{len(todo)})")
     summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
-               "skipped_finished": skipped, "failed": failed, "out": str(out)}
+               "skipped_finished": skipped, "skipped_with_another_model": len(stale), "failed": failed,
+               "out": str(out), "model": bundle.identity() if bundle is not None else None,
+               "backend": bundle.backend if bundle is not None else None}
     reporter.close()
     if args.json:
         print(dumps(summary, indent=2))
