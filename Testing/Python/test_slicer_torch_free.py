@@ -100,24 +100,29 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_python_with_only_onnx_runtime_and_scipy_classifies_a_vertebra(tmp_path):
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+    [str(REPO / "MVCFClassifier"), os.environ.get("PYTHONPATH", "")])}
+
+
+def _torch_free(argv: list[str]) -> subprocess.CompletedProcess:
+    """`mvcf <argv>` in a child Python that can import only the torch-free requirements (ONLY)."""
     names = ",".join([*(r.split(">")[0] for r in dependencies.torch_free_requirements()), "numpy", "SimpleITK"])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(REPO / "MVCFClassifier"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", ONLY, names, *argv], capture_output=True, text=True, env=ENV)
+
+
+def test_a_python_with_only_onnx_runtime_and_scipy_classifies_a_vertebra(tmp_path):
     argv = ["--progress", "none", "predict", "--ct", str(SAMPLE / "example_ct.nii.gz"), "--mask",
             str(SAMPLE / "totalseg.nii.gz"), "--label", "31", "--json"]
-    only = subprocess.run([sys.executable, "-c", ONLY, names, *argv], capture_output=True, text=True, env=env)
+    only = _torch_free(argv)
     assert only.returncode == 0, only.stderr[-2000:]
-    everything = subprocess.run([sys.executable, "-m", "mvcf", *argv], capture_output=True, text=True, env=env)
+    everything = subprocess.run([sys.executable, "-m", "mvcf", *argv], capture_output=True, text=True, env=ENV)
     light, full = json.loads(only.stdout), json.loads(everything.stdout)
     assert light["backend"] == "onnxruntime"
     assert light["probability_malignant"] == full["probability_malignant"]
-    blocked = subprocess.run([sys.executable, "-c", ONLY, names, *argv[:-1], "--heatmap", str(tmp_path / "h.nii.gz")],
-                             capture_output=True, text=True, env=env)
+    blocked = _torch_free([*argv[:-1], "--heatmap", str(tmp_path / "h.nii.gz")])
     assert blocked.returncode != 0 and "torch" in blocked.stderr, "the blocker must really block torch"
     assert not (tmp_path / "h.nii.gz").exists()
-    occlusion = subprocess.run([sys.executable, "-c", ONLY, names, *argv, "--heatmap", str(tmp_path / "o.nii.gz"),
-                                "--heatmap-method", "occlusion"], capture_output=True, text=True, env=env)
+    occlusion = _torch_free([*argv, "--heatmap", str(tmp_path / "o.nii.gz"), "--heatmap-method", "occlusion"])
     assert occlusion.returncode == 0, occlusion.stderr[-2000:]
     assert json.loads(occlusion.stdout)["heatmap"] == str(tmp_path / "o.nii.gz") and (tmp_path / "o.nii.gz").is_file()
 
@@ -125,15 +130,12 @@ def test_a_python_with_only_onnx_runtime_and_scipy_classifies_a_vertebra(tmp_pat
 def test_a_python_with_only_onnx_runtime_and_scipy_screens_a_whole_spine(tmp_path):
     """`mvcf screen` (the Classifier's whole-spine Apply) runs its network on ONNX Runtime too, with the
     same probabilities as torch; before, it resolved the device through torch and stopped with a traceback."""
-    names = ",".join([*(r.split(">")[0] for r in dependencies.torch_free_requirements()), "numpy", "SimpleITK"])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(REPO / "MVCFClassifier"), os.environ.get("PYTHONPATH", "")])}
     argv = ["--progress", "none", "screen", "--ct", str(SAMPLE / "example_ct.nii.gz"), "--seg",
             str(SAMPLE / "totalseg.nii.gz"), "--device", "cpu", "--json"]
-    only = subprocess.run([sys.executable, "-c", ONLY, names, *argv], capture_output=True, text=True, env=env)
+    only = _torch_free(argv)
     assert only.returncode == 0, only.stderr[-2000:]
     full = subprocess.run([sys.executable, "-m", "mvcf", *argv, "--backend", "torch"], capture_output=True,
-                          text=True, env=env)
+                          text=True, env=ENV)
     light, heavy = json.loads(only.stdout), json.loads(full.stdout)
     assert (light["backend"], heavy["backend"]) == ("onnxruntime", "torch")
     probabilities = [[(v["level"], v["probability_malignant"]) for v in r["vertebrae"]] for r in (light, heavy)]
