@@ -147,6 +147,20 @@ def test_backend_choice():
         choose("cpu", card, "tensorrt")
 
 
+def test_onnxruntime_on_cuda_without_a_gpu_names_the_missing_gpu_not_a_package(monkeypatch):
+    """With no CUDA device at all, advising onnxruntime-gpu or --backend torch sends the user the wrong way."""
+    from mvcf.models import ort_backend
+
+    card = json.loads((DEMO / CARD_FILE).read_text(encoding="utf-8"))
+    monkeypatch.setattr(ort_backend, "ort_has_cuda", lambda: False)
+    monkeypatch.setattr(ort_backend, "cuda_devices_by_driver", lambda: 0)
+    with pytest.raises(MVCFError, match="no CUDA device is available"):
+        choose("cuda", card, "onnxruntime")
+    monkeypatch.setattr(ort_backend, "cuda_devices_by_driver", lambda: 1)
+    with pytest.raises(MVCFError, match="no CUDA provider .*onnxruntime-gpu"):
+        choose("cuda", card, "onnxruntime")
+
+
 PROBE = """
 import sys
 from mvcf.cli.main import main

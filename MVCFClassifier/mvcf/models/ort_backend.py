@@ -121,6 +121,8 @@ def choose(device: str, card: Optional[dict[str, Any]], backend: str = "auto") -
     if backend == "onnxruntime":
         if device == "auto":
             return "onnxruntime", "cpu"
+        if cuda_devices_by_driver() == 0:   # neither engine can help: say what is really missing
+            raise MVCFError("--device cuda asked for, but no CUDA device is available (use --device cpu or auto)")
         raise MVCFError("--backend onnxruntime --device cuda: this onnxruntime has no CUDA provider "
                         "(install onnxruntime-gpu, or use --backend torch)")
     return "torch", device
