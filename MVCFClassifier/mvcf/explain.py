@@ -44,6 +44,12 @@ def check_method(method: str) -> str:
     return method
 
 
+def engine_for(method: str, backend: str = "auto") -> str:
+    """The backend to load a bundle on for a heatmap by `method`: Grad-CAM needs the torch network's
+    gradients; occlusion only forward passes, so the caller's own choice (ONNX Runtime needs no torch)."""
+    return "torch" if check_method(method) == "gradcam" else backend
+
+
 #: How reports and DICOM objects name each method.
 METHOD_LABELS = {"gradcam": "Grad-CAM", "occlusion": "Occlusion sensitivity"}
 
@@ -165,13 +171,13 @@ def heatmap_for(bundle, view, device: str = "cpu", target: str = "call", probabi
     takes up to seconds per vertebra; Grad-CAM's one backward pass reports nothing)."""
     from mvcf.inference import load_model
 
-    if check_method(method) == "occlusion":
+    bundle = load_model(bundle, device, engine_for(method))
+    if method == "occlusion":
         from mvcf.occlusion import occlusion_map
 
-        image = occlusion_map(load_model(bundle, device, backend="auto"), view, target=target,
-                              probability=probability, should_cancel=should_cancel, progress=progress)
+        image = occlusion_map(bundle, view, target=target, probability=probability, should_cancel=should_cancel,
+                              progress=progress)
         return image if ct is None else placed_on(image, ct)
-    bundle = load_model(bundle, device)
     return heatmap_image(view, grad_cam(bundle, view.array, device, target, probability), ct, location)
 
 
@@ -183,7 +189,7 @@ def explain(ct, location, model: Union[str, Path, None, Any] = None, device: str
     from mvcf.inference import load_model
     from mvcf.views import ViewSpec, build_views
 
-    bundle = load_model(model, device, backend="torch" if check_method(method) == "gradcam" else "auto")
+    bundle = load_model(model, device, backend=engine_for(method))
     view = build_views(ct, location, ViewSpec.from_dict(bundle.view_spec))
     return heatmap_for(bundle, view, device, target, ct=ct, location=location, method=method,
                        progress=progress), view

@@ -16,7 +16,8 @@ import json
 import logging
 import sys
 import threading
-from typing import IO, Any, Callable, Optional, Protocol
+from contextlib import contextmanager
+from typing import IO, Any, Callable, Iterator, Optional, Protocol
 
 from mvcf.errors import Cancelled
 
@@ -172,6 +173,18 @@ class ReporterLogHandler(logging.Handler):
                 self.reporter.log(message, level)
         except Exception:  # a logging failure must never end the command
             self.handleError(record)
+
+
+@contextmanager
+def warnings_to(reporter: Any) -> Iterator[None]:
+    """While the block runs, the core's logged warnings go to `reporter` (ReporterLogHandler): a command's
+    reporter in mvcf.cli.main, one request's tagged events in the worker."""
+    core, handler = logging.getLogger("mvcf"), ReporterLogHandler(reporter)
+    core.addHandler(handler)
+    try:
+        yield
+    finally:
+        core.removeHandler(handler)
 
 
 def check_cancel(should_cancel: Optional[CancelCheck]) -> None:

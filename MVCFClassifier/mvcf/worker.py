@@ -33,12 +33,11 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Optional
 
 from mvcf.errors import MVCFError
-from mvcf.progress import JsonLinesReporter
+from mvcf.progress import JsonLinesReporter, warnings_to
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +133,12 @@ class Worker:
             if command == "ping":
                 self.channel.emit("pong", id=request_id, served=self.served)
             elif command == "predict":
-                with _warnings_to(_Tagged(self.channel, request_id)):
+                with warnings_to(_Tagged(self.channel, request_id)):
                     payload = self.predict(request)
                 self.channel.emit("result", id=request_id, **payload)
                 self.served += 1
             elif command == "evaluate":
-                with _warnings_to(_Tagged(self.channel, request_id)):
+                with warnings_to(_Tagged(self.channel, request_id)):
                     report = self.evaluate(request)
                 self.channel.emit("result", id=request_id, report=report)
                 self.served += 1
@@ -197,20 +196,6 @@ class Worker:
                         cache_dir=request.get("cache"), overwrite=bool(request.get("overwrite", False)),
                         on_progress=_Tagged(self.channel, request.get("id")).progress,
                         allow_outside_root=bool(request.get("allow_outside_root", False)))
-
-
-@contextmanager
-def _warnings_to(tagged: _Tagged):
-    """The core's logged warnings during one request become that request's `log` events (the Slicer panel
-    shows them), instead of bare lines on the worker's stderr."""
-    from mvcf.progress import ReporterLogHandler
-
-    core, handler = logging.getLogger("mvcf"), ReporterLogHandler(tagged)
-    core.addHandler(handler)
-    try:
-        yield
-    finally:
-        core.removeHandler(handler)
 
 
 def _only_fields(request: dict[str, Any], allowed: set[str]) -> None:

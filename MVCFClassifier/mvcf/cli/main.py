@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
+from contextlib import nullcontext
 from typing import Optional, Sequence
 
 from mvcf import __version__, signals
 from mvcf.errors import Cancelled, MVCFError
-from mvcf.progress import ReporterLogHandler, make_reporter
+from mvcf.progress import make_reporter, warnings_to
 
 COMMANDS: dict[str, str] = {
     "synth": "Generate a synthetic two-institution OVCF/MVCF cohort (NIfTI + manifest.csv).",
@@ -76,12 +76,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error("--max-voxels must be a positive number")
         os.environ["MVCF_MAX_VOXELS"] = str(args.max_voxels)
     reporter = make_reporter(args.progress)
-    core_log, handler = logging.getLogger("mvcf"), ReporterLogHandler(reporter)
-    if getattr(args._module, "LOG_TO_REPORTER", True):  # the worker owns its stdout protocol itself
-        core_log.addHandler(handler)
+    # the worker routes its warnings itself: its stdout is the request protocol
+    logged = warnings_to(reporter) if getattr(args._module, "LOG_TO_REPORTER", True) else nullcontext()
     previous_handlers = signals.install()
     try:
-        return int(args._module.run(args, reporter) or 0)
+        with logged:
+            return int(args._module.run(args, reporter) or 0)
     except MVCFError as exc:
         return _fail(reporter, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                      130 if isinstance(exc, Cancelled) else 2)
@@ -92,7 +92,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signals.end_children()
         return _fail(reporter, signals.describe(exc), 130)
     finally:
-        core_log.removeHandler(handler)
         reporter.close()
         signals.restore(previous_handlers)
         if args.max_voxels is not None and saved_limit is None:  # main() may run in-process (tests)

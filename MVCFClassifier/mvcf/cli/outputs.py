@@ -112,17 +112,16 @@ def _check_folder(args: argparse.Namespace, key: str, option: str) -> None:
                         what=option)
 
 
-def warn_unused_heatmap_method(args: argparse.Namespace, heatmaps: Optional[bool] = None) -> None:
+def warn_unused_heatmap_method(args: argparse.Namespace, hint: str, heatmaps: bool = False) -> None:
     """A `--heatmap-method` other than the default that nothing in this run uses (no --report, no
-    --dicom-out and, for a command that has them (`heatmaps` not None), no --heatmap or per-vertebra
-    heatmap) is said, not silently dropped; the hint names only the command's own options."""
+    --dicom-out, no other heatmap: `heatmaps`) is said, not silently dropped; `hint` names the command's
+    own options that would use it."""
     import logging
 
     method = getattr(args, "heatmap_method", "gradcam")
     if method != "gradcam" and not (heatmaps or getattr(args, "report", None) or getattr(args, "dicom_out", None)):
-        logging.getLogger("mvcf.cli").warning(
-            "--heatmap-method %s has no effect: this run writes no heatmap (give %s)", method,
-            "--report or --dicom-out" if heatmaps is None else "--heatmap, --report or --dicom-out")
+        logging.getLogger("mvcf.cli").warning("--heatmap-method %s has no effect: this run writes no heatmap "
+                                              "(give %s)", method, hint)
 
 
 def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
@@ -193,7 +192,7 @@ def _quarters(callback: Callable[[int, int], None]) -> Callable[[int, int], None
 
 def _write(args, ct, results, model, device, on_progress, source) -> dict[str, Any]:
     from mvcf import RESEARCH_USE_DISCLAIMER, __version__
-    from mvcf.explain import explain
+    from mvcf.explain import engine_for, explain
     from mvcf.inference import load_model
     from mvcf.locate import from_point
     from mvcf.report import DISCLAIMER_SHORT, case_context, source_rows, write_report
@@ -201,7 +200,7 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
 
     progress = on_progress or (lambda done, total, message: None)
     method = getattr(args, "heatmap_method", "gradcam")
-    bundle = load_model(model, device, backend="torch" if method == "gradcam" else "auto")
+    bundle = load_model(model, device, backend=engine_for(method))
     results = [_complete(r, bundle) for r in results]
     done = [i for i, r in enumerate(results)
             if "error" not in r and r.get("probability_malignant") is not None and r.get("center_lps") is not None]

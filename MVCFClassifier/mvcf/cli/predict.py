@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, reporter) -> int:
                                                (("heatmap", q.heatmap), ("views", q.views)) if path is not None]
     check_outside_folders(per_vertebra if queries is not None else [("--heatmap", args.heatmap)],
                           [("--report", args.report), ("--dicom-out", args.dicom_out)])
-    warn_unused_heatmap_method(args, args.heatmap is not None
+    warn_unused_heatmap_method(args, "--heatmap, --report or --dicom-out", args.heatmap is not None
                                or any(q.heatmap is not None for q in queries or []))
     retrieve_input(args)
     if queries is not None:
@@ -119,11 +119,10 @@ def run(args: argparse.Namespace, reporter) -> int:
                         "total": round(1000 * (time.perf_counter() - started), 2)}
     payload = result.to_dict()
     if args.heatmap:
-        from mvcf.explain import write_prediction_heatmap
+        from mvcf.explain import engine_for, write_prediction_heatmap
         from mvcf.inference import load_model
 
-        bundle = load_model(args.model, result.device, args.backend if args.heatmap_method == "occlusion" else
-                            "torch")
+        bundle = load_model(args.model, result.device, engine_for(args.heatmap_method, args.backend))
         payload["heatmap"] = str(write_prediction_heatmap(
             bundle, result, args.heatmap, device=result.device, ct=ct, location=location,
             method=args.heatmap_method,

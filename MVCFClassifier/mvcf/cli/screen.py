@@ -55,14 +55,6 @@ def run(args: argparse.Namespace, reporter) -> int:
         args.numbering = check_numbering(args.numbering)
     from mvcf.cli.outputs import warn_unused_heatmap_method
 
-    if args.manifest is None:
-        warn_unused_heatmap_method(args)
-    elif args.heatmap_method != "gradcam":
-        import logging
-
-        logging.getLogger("mvcf.cli").warning("--heatmap-method %s has no effect with --manifest: its heatmaps "
-                                              "belong to --report and --dicom-out, which need --ct",
-                                              args.heatmap_method)
     if args.manifest is not None:
         if any(getattr(args, key, None) for key in ("report", "dicom_out", "send", "dicomweb")):
             raise MVCFError("--report, --dicom-out, --send and --dicomweb work with --ct, not with --manifest")
@@ -70,9 +62,11 @@ def run(args: argparse.Namespace, reporter) -> int:
             raise MVCFError("give either --manifest or --ct with --seg, not both")
         if args.out is None:
             raise MVCFError("--manifest needs --out (one folder per case is written there)")
+        warn_unused_heatmap_method(args, "--report or --dicom-out, which need --ct instead of --manifest")
         return run_manifest(args, reporter)
     if args.ct is None or args.seg is None:
         raise MVCFError("give --ct and --seg (or --manifest)")
+    warn_unused_heatmap_method(args, "--report or --dicom-out")
     return run_one(args, reporter)
 
 
