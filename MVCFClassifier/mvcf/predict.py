@@ -133,13 +133,12 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     Returns one dict per query, in order: `name` and the fields of Prediction.to_dict() (plus `heatmap`
     when the query asks for one), or `name`, `error` (one line) and `timing_ms` when that vertebra failed
     (unreadable mask, absent label, point outside the CT, heatmap not writable): one failure never loses
-    the others. A bad bundle fails the whole call (MVCFError), as does cancellation (Cancelled).
+    the others. A bad bundle fails the whole call (MVCFError), as does cancellation (Cancelled), which also
+    removes the heatmaps and views folders this call had written already.
     Each vertebra's `inference` time is its share of the batched pass."""
     from dataclasses import replace
 
-    from mvcf.errors import Cancelled
     from mvcf.explain import check_method
-    from mvcf.fileio import atomic_dir
     from mvcf.locate import require_bone, resolve
     from mvcf.progress import check_cancel
     from mvcf.views import ViewSpec, build_views
@@ -166,46 +165,76 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
             results[index] = _failure(query.name, exc, query.heatmap, started)
     check_cancel(should_cancel)
     if ready:
-        t = time.perf_counter()
-        done = forward_checked(bundle, [view.array for _, _, view, _ in ready], should_cancel=should_cancel)
-        synchronize(done.bundle.device)
-        share = 1000 * (time.perf_counter() - t) / len(ready)
-        for (index, location, view, timing), probability in zip(ready, done.probabilities):
-            query, started = queries[index], time.perf_counter()
-            timing["inference"] = share
-            result = _prediction(done.bundle, view, probability, timing, done.warnings)
-            payload = {"name": query.name, **result.to_dict()}
-            try:
-                if query.heatmap is not None:
-                    from mvcf.explain import write_prediction_heatmap
-
-                    def blocks(n: int, of: int, index: int = index, name: str = query.name) -> None:
-                        if on_progress is not None:
-                            on_progress(index, total, f"{name}: occlusion heatmap {n}/{of} blocks")
-
-                    check_cancel(should_cancel)
-                    payload["heatmap"] = str(write_prediction_heatmap(done.bundle, result, query.heatmap,
-                                                                      device=done.bundle.device, ct=ct,
-                                                                      location=location, method=heatmap_method,
-                                                                      progress=blocks,
-                                                                      should_cancel=should_cancel))
-                    payload["heatmap_method"] = heatmap_method
-                    timing["heatmap"] = 1000 * (time.perf_counter() - started)
-                if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
-                    with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier mvcf views folder
-                        names = [path.name for path in result.view.write_volumes(tmp)]
-                    payload["views"] = [str(Path(query.views) / name) for name in names]
-            except Cancelled:
-                raise
-            except (MVCFError, OSError) as exc:
-                results[index] = _failure(query.name, exc, query.heatmap or query.views, started)
-                continue
-            timing["total"] = sum(timing.values())
-            payload["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
-            results[index] = payload
+        written: list[Path] = []
+        try:
+            _classify_ready(bundle, ct, queries, ready, results, written, total, on_progress, should_cancel,
+                            heatmap_method)
+        except BaseException:   # cancelled or interrupted: none of this call's outputs stays behind
+            _remove(written)
+            raise
     if on_progress is not None:
         on_progress(total, total, "done")
     return [r for r in results if r is not None]
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    import shutil
+
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _classify_ready(bundle: Any, ct: Any, queries: Sequence[Any], ready: list, results: list,
+                    written: list[Path], total: int, on_progress: Optional[Callable[[int, int, str], None]],
+                    should_cancel: Optional[Callable[[], bool]], heatmap_method: str) -> None:
+    """predict_many's batched pass over the located vertebrae, then each one's heatmap and views files (their
+    paths appended to `written` as they appear)."""
+    from mvcf.errors import Cancelled
+    from mvcf.fileio import atomic_dir
+    from mvcf.progress import check_cancel
+
+    t = time.perf_counter()
+    done = forward_checked(bundle, [view.array for _, _, view, _ in ready], should_cancel=should_cancel)
+    synchronize(done.bundle.device)
+    share = 1000 * (time.perf_counter() - t) / len(ready)
+    for (index, location, view, timing), probability in zip(ready, done.probabilities):
+        query, started = queries[index], time.perf_counter()
+        timing["inference"] = share
+        result = _prediction(done.bundle, view, probability, timing, done.warnings)
+        payload = {"name": query.name, **result.to_dict()}
+        try:
+            if query.heatmap is not None:
+                from mvcf.explain import write_prediction_heatmap
+
+                def blocks(n: int, of: int, index: int = index, name: str = query.name) -> None:
+                    if on_progress is not None:
+                        on_progress(index, total, f"{name}: occlusion heatmap {n}/{of} blocks")
+
+                check_cancel(should_cancel)
+                payload["heatmap"] = str(write_prediction_heatmap(done.bundle, result, query.heatmap,
+                                                                  device=done.bundle.device, ct=ct,
+                                                                  location=location, method=heatmap_method,
+                                                                  progress=blocks,
+                                                                  should_cancel=should_cancel))
+                written.append(Path(payload["heatmap"]))
+                payload["heatmap_method"] = heatmap_method
+                timing["heatmap"] = 1000 * (time.perf_counter() - started)
+            if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
+                with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier mvcf views folder
+                    names = [path.name for path in result.view.write_volumes(tmp)]
+                written.append(Path(query.views))
+                payload["views"] = [str(Path(query.views) / name) for name in names]
+        except Cancelled:
+            raise
+        except (MVCFError, OSError) as exc:
+            results[index] = _failure(query.name, exc, query.heatmap or query.views, started)
+            continue
+        timing["total"] = sum(timing.values())
+        payload["timing_ms"] = {k: round(v, 2) for k, v in timing.items()}
+        results[index] = payload
 
 
 def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Union[str, Path, None, Any] = None,

@@ -175,6 +175,22 @@ class ReporterLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def emit_result(reporter: Any, payload: dict, as_json: bool, text: Callable[[], None],
+                indent: Optional[int] = 2) -> bool:
+    """Say a command's result once, in the form its reader asked for: with `--progress jsonl` only the
+    `result` event (stdout is the protocol there, so neither pretty JSON nor text may share it), else the JSON
+    on stdout with `--json`, else `text()` for people (after the bar is gone). True when it went as an event."""
+    reporter.close()
+    if reporter.result(payload):
+        return True
+    if as_json:
+        print(dumps(payload, indent=indent))
+    else:
+        text()
+    sys.stdout.flush()
+    return False
+
+
 @contextmanager
 def warnings_to(reporter: Any) -> Iterator[None]:
     """While the block runs, the core's logged warnings go to `reporter` (ReporterLogHandler): a command's

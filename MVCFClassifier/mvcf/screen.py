@@ -323,11 +323,9 @@ def density_summary(rows: Sequence[dict[str, Any]]) -> str:
     return "no lumbar or lower thoracic body measurable"
 
 
-def dumps_result(result: ScreenResult, outputs: Optional[dict[str, Any]] = None) -> str:
-    """The result as JSON, with where the case report / DICOM outputs went when there are any."""
-    from mvcf.progress import dumps
-
-    return dumps({**result.to_dict(), **({"outputs": outputs} if outputs else {})}, indent=2)
+def result_payload(result: ScreenResult, outputs: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The result as `--json` prints it, with where the case report / DICOM outputs went when there are any."""
+    return {**result.to_dict(), **({"outputs": outputs} if outputs else {})}
 
 
 def load_result(path: Union[str, Path]) -> dict[str, Any]:

@@ -106,3 +106,34 @@ def test_an_option_prefix_is_not_another_option(capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 2
     assert err.startswith("error: unrecognized arguments: --heatmap h.nii.gz") and "heatmap method" not in err
+
+
+@pytest.mark.parametrize("json_flag", [False, True])
+def test_jsonl_stdout_holds_only_events_and_one_result(json_flag, tmp_path, capsys):
+    """With --progress jsonl stdout is the child-process protocol: every line one event, the result once, as
+    the last event, with or without --json (pretty JSON and the text for people used to land there too);
+    without jsonl the same runs still print their JSON or their text."""
+    import json
+
+    from mvcf.cli.main import main
+    from mvcf.resources import sample_ct_paths
+
+    ct = str(sample_ct_paths()["ct"])
+    runs = {"predict": ["predict", "--ct", ct, "--point-lps", "5.7,-111.9,382.6", "--device", "cpu"],
+            "views": ["views", "--ct", ct, "--point-ijk", "60,50,50", "--mode", "2d", "--size", "16",
+                      "--out", str(tmp_path / "views")],
+            "synth": ["synth", "--out", str(tmp_path / "cohort"), "--cases", "2", "--seed", "1"]}
+    for name, argv in runs.items():
+        argv = argv + (["--json"] if json_flag else [])
+        assert main(["--progress", "jsonl", *argv]) == 0, name
+        lines = capsys.readouterr().out.splitlines()
+        events = [json.loads(line) for line in lines]
+        assert all("event" in e for e in events), name
+        assert [e["event"] for e in events].count("result") == 1 and events[-1]["event"] == "result", name
+        argv = [a if a not in (str(tmp_path / "views"), str(tmp_path / "cohort")) else a + "_again" for a in argv]
+        assert main(["--progress", "none", *argv]) == 0, name
+        out = capsys.readouterr().out
+        if json_flag:
+            assert "event" not in json.loads(out), name
+        else:
+            assert out.strip() and not out.lstrip().startswith("{"), name

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     from mvcf.demo import DemoConfig, run_demo
     from mvcf import RESEARCH_USE_DISCLAIMER
-    from mvcf.progress import dumps
+    from mvcf.progress import emit_result
 
     if args.cases < 20:
         raise MVCFError("--cases must be at least 20 (two institutions, two classes, patient-level folds)")
@@ -44,10 +44,7 @@ def run(args: argparse.Namespace, reporter) -> int:
                             folds=args.folds, device=args.device, workers=args.workers)
     result = run_demo(Path(args.out), config, overwrite=args.overwrite, on_progress=reporter.progress,
                       on_log=reporter.log)
-    if args.json:
-        print(dumps(result, indent=2))
-    else:
-        reporter.close()
+    def text() -> None:
         print(f"demo report: {Path(args.out) / 'index.html'} (study: {Path(args.out) / result['report']})")
         for name, r in result["study"].items():
             ext = "n/a" if r["external_auc"] is None else f"{r['external_auc']:.3f}"
@@ -56,5 +53,6 @@ def run(args: argparse.Namespace, reporter) -> int:
             print(f"  L1 of the real sample CT, {name}: P(MVCF) = {p['probability_malignant']:.3f} -> "
                   f"{p['prediction']}")
         print(RESEARCH_USE_DISCLAIMER)
-    reporter.result(result)
+
+    emit_result(reporter, result, args.json, text)
     return 0

@@ -22,17 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.evaluate import evaluate
     from mvcf.metrics import format_auc
-    from mvcf.progress import dumps
+    from mvcf.progress import emit_result
 
     report = evaluate(args.model, args.manifest, args.out, device=args.device, cache_dir=args.cache,
                       overwrite=args.overwrite, on_progress=reporter.progress,
                       allow_outside_root=args.allow_outside_root)
-    if args.json:
-        print(dumps(report, indent=2))
-    else:
-        reporter.log(f"AUC {format_auc(report['overall'])} on {report['overall']['n']} cases; "
-                     f"results in {report['out']}")
+    def text() -> None:
+        print(f"AUC {format_auc(report['overall'])} on {report['overall']['n']} cases; results in {report['out']}")
         for site, summary in report.get("per_institution", {}).items():
-            reporter.log(f"  {site}: AUC {format_auc(summary)} (n={summary['n']})")
-    reporter.result(report)
+            print(f"  {site}: AUC {format_auc(summary)} (n={summary['n']})")
+
+    emit_result(reporter, report, args.json, text)
     return 0

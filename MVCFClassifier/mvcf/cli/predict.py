@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.outputs_guard import check_outputs_distinct, check_outside_folders
     from mvcf.predict import predict_ct
-    from mvcf.progress import dumps
+    from mvcf.progress import emit_result
     from mvcf.read_ct import read_ct
 
     if args.heatmap is not None and not str(args.heatmap).endswith(HEATMAP_SUFFIXES):
@@ -133,10 +133,8 @@ def run(args: argparse.Namespace, reporter) -> int:
     if outputs:
         payload["outputs"] = outputs
     reporter.progress(3, 3, "done")
-    if args.json:
-        print(dumps(payload, indent=2))
-    else:
-        reporter.close()
+
+    def text() -> None:
         print(f"probability_malignant: {result.probability_malignant:.3f}")
         print(f"prediction: {result.prediction} (threshold {result.threshold:.3f})")
         print(f"model: {result.model['name']} {result.model['version']} sha256 {result.model['sha256'][:12]}")
@@ -145,8 +143,9 @@ def run(args: argparse.Namespace, reporter) -> int:
         for warning in result.warnings:
             print(f"warning: {warning}")
         print(result.disclaimer)
-    reporter.result(payload)
-    return finish_outputs(outputs, quiet=args.json)
+
+    as_event = emit_result(reporter, payload, args.json, text)
+    return finish_outputs(outputs, quiet=args.json or as_event)
 
 
 def run_many(args: argparse.Namespace, reporter, queries) -> int:
@@ -154,7 +153,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     (mvcf.predict.predict_ct_file, the same call as the warm worker's)."""
     from mvcf.cli.outputs import check_outputs, finish_outputs, write_outputs
     from mvcf.predict import predict_ct_file
-    from mvcf.progress import dumps
+    from mvcf.progress import emit_result
 
     plan = check_outputs(args)
     payload, bundle, ct = predict_ct_file(args.ct, queries, args.model, args.device, args.backend,
@@ -166,17 +165,13 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
         if any("error" not in r for r in results) else {}
     if outputs:
         payload["outputs"] = outputs
-    if args.json:
-        print(dumps(payload, indent=2))
-    else:
-        reporter.close()
-        print_many(results, bundle.identity(), bundle.device)
-    reporter.result(payload)
+    as_event = emit_result(reporter, payload, args.json,
+                           lambda: print_many(results, bundle.identity(), bundle.device))
     failed = [r for r in results if "error" in r]
     if len(failed) == len(results):
         raise MVCFError(f"none of the {len(results)} vertebrae could be classified; {failed[0]['name']}: "
                         f"{failed[0]['error']}")
-    return finish_outputs(outputs, quiet=args.json)
+    return finish_outputs(outputs, quiet=args.json or as_event)
 
 
 def print_many(results: list, model: dict, device: str) -> None:

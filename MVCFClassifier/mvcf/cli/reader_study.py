@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from mvcf.cli.args import float_in, int_in
 from mvcf.errors import MVCFError
-from mvcf.progress import dumps
+from mvcf.progress import emit_result
 
 
 def _ints(text: str) -> list[int]:
@@ -98,13 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _emit(reporter: Any, payload: dict, as_json: bool, text: str) -> None:
-    if reporter.result(payload):
-        pass  # a machine reader got the result as an event on stdout
-    elif as_json:
-        print(dumps(payload))
-    else:
-        print(text)
-    sys.stdout.flush()
+    emit_result(reporter, payload, as_json, lambda: print(text), indent=None)
 
 
 def run_plan(args: argparse.Namespace, reporter: Any) -> int:

@@ -72,9 +72,9 @@ def run(args: argparse.Namespace, reporter) -> int:
 
 def run_one(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli import outputs as case_outputs
-    from mvcf.progress import JsonLinesReporter
+    from mvcf.progress import emit_result
     from mvcf.outputs_guard import check_output_folder
-    from mvcf.screen import JSON_NAME, TABLE_NAME, dumps_result, screen_files, summary_text, write_outputs
+    from mvcf.screen import JSON_NAME, TABLE_NAME, result_payload, screen_files, summary_text, write_outputs
 
     case_outputs.retrieve_input(args)
     check_output_folder(args.out, case_outputs.run_inputs(args), [TABLE_NAME, JSON_NAME], overwrite=args.overwrite,
@@ -90,16 +90,13 @@ def run_one(args: argparse.Namespace, reporter) -> int:
         outputs = case_outputs.write_outputs(args, read_ct(args.ct, series_uid=args.series_uid), result.vertebrae,
                                              args.model, result.device, plan=plan,
                                              on_progress=lambda _done, _total, message: reporter.log(message))
-    reporter.close()
-    if isinstance(reporter, JsonLinesReporter):   # the child-process protocol: the result is its last event
-        reporter.result({**result.to_dict(), **({"outputs": outputs} if outputs else {})})
-    elif args.json:
-        print(dumps_result(result, outputs))
-    else:
+    def text() -> None:
         print(summary_text(result))
         for path in written:
             print(f"wrote {path}")
-    return case_outputs.finish_outputs(outputs, quiet=args.json or isinstance(reporter, JsonLinesReporter))
+
+    as_event = emit_result(reporter, result_payload(result, outputs), args.json, text)
+    return case_outputs.finish_outputs(outputs, quiet=args.json or as_event)
 
 
 def shard() -> tuple[int, int]:
@@ -191,7 +188,7 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     OUT/errors/<case_id>.txt (retried on the next run)."""
     from mvcf.fileio import atomic_dir, write_text
     from mvcf.inference import load_model
-    from mvcf.progress import JsonLinesReporter, dumps
+    from mvcf.progress import emit_result
     from mvcf.screen import JSON_NAME, screen_files, write_outputs
 
     from mvcf.outputs_guard import MARKER, check_output_folder, write_marker
@@ -243,16 +240,13 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
                "skipped_finished": skipped, "skipped_with_another_model": len(stale), "failed": failed,
                "out": str(out), "model": bundle.identity() if bundle is not None else None,
                "backend": bundle.backend if bundle is not None else None}
-    reporter.close()
-    if args.json:
-        print(dumps(summary, indent=2))
-    else:
+    def text() -> None:
         print(f"shard {index + 1}/{count}: screened {len(done)}, skipped {skipped} finished, failed "
               f"{len(failed)} of {len(mine)} cases -> {out}")
         for item in failed:
             print(f"{item['case_id']}: error: {item['error']}")
-    if isinstance(reporter, JsonLinesReporter):
-        reporter.result(summary)
+
+    emit_result(reporter, summary, args.json, text)
     if failed and not done and not skipped:
         raise MVCFError(f"none of the {len(mine)} cases could be screened; {failed[0]['case_id']}: "
                         f"{failed[0]['error']}")

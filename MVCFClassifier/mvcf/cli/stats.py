@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 from mvcf.cli import args as A
 from mvcf.errors import MVCFError
-from mvcf.progress import dumps
+from mvcf.progress import emit_result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -230,11 +229,5 @@ def run(args: argparse.Namespace, reporter: Any) -> int:
         payload = run_mrmc(args)
         printer = _print_mrmc
     payload = _finite(payload)
-    if reporter.result(payload):
-        pass   # a machine reader got the result as an event on stdout
-    elif args.json:
-        print(dumps(payload))
-    else:
-        printer(payload)
-    sys.stdout.flush()
+    emit_result(reporter, payload, args.json, lambda: printer(payload), indent=None)
     return 0

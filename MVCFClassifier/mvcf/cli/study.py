@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli.train import fold_arguments, read_checked_manifest, train_config
     from mvcf.cli.views import parse_windows
     from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
-    from mvcf.progress import dumps
+    from mvcf.progress import emit_result
     from mvcf.study import StudyConfig, comparison_rows, run_study, HEADER
 
     out = Path(args.out)
@@ -55,13 +55,11 @@ def run(args: argparse.Namespace, reporter) -> int:
     summary = run_study(records, out, config, cache_dir=args.cache, on_progress=reporter.progress,
                         card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)},
                         on_metrics=reporter.metrics, on_log=reporter.log, resume=args.resume)
-    if args.json:
-        print(dumps(summary, indent=2))
-    else:
-        reporter.close()
+    def text() -> None:
         print(" | ".join(HEADER))
         for row in comparison_rows(summary):
             print(" | ".join(row))
         print(f"report: {out / 'report.html'}")
-    reporter.result(summary)
+
+    emit_result(reporter, summary, args.json, text)
     return 0

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from mvcf.cli import args as A
-from mvcf.progress import Reporter, dumps
+from mvcf.progress import Reporter, emit_result
 
 DIFFICULTY_CHOICES = ("easy", "standard", "hard")
 
@@ -45,8 +44,6 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     payload = {"manifest": str(manifest), "cases": len(records),
                "patients": len({r.patient_id for r in records}), "counts": counts, "seed": args.seed,
                "difficulty": args.difficulty, "seconds": round(time.perf_counter() - started, 2)}
-    reporter.log(f"wrote {len(records)} cases to {manifest}")
-    if args.json:
-        print(dumps(payload), file=sys.stdout)
-    reporter.result(payload)
+    emit_result(reporter, payload, args.json, lambda: print(f"wrote {len(records)} cases to {manifest}"),
+                indent=None)
     return 0

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     import torch
 
     from mvcf.metrics import format_auc
-    from mvcf.progress import dumps
+    from mvcf.progress import emit_result
     from mvcf.train import is_synthetic_cohort, train_cohort
     from mvcf.views import ViewSpec
 
@@ -141,11 +141,10 @@ def run(args: argparse.Namespace, reporter) -> int:
                "log": str(out / "log.csv"), "predictions": str(out / "predictions.csv")}
     if not main_process:
         return 0
-    if args.json:
-        print(dumps(payload, indent=2))
-    else:
-        reporter.log(f"model bundle: {run_.bundle_path}")
-        reporter.log(f"internal test AUC {format_auc(metrics['internal_test'])}; "
-                     f"external test AUC {format_auc(metrics['external_test'])}; threshold {run_.threshold:.3f}")
-    reporter.result(payload)
+    def text() -> None:
+        print(f"model bundle: {run_.bundle_path}")
+        print(f"internal test AUC {format_auc(metrics['internal_test'])}; "
+              f"external test AUC {format_auc(metrics['external_test'])}; threshold {run_.threshold:.3f}")
+
+    emit_result(reporter, payload, args.json, text)
     return 0

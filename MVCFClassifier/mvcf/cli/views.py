@@ -95,7 +95,7 @@ def run(args, reporter) -> int:
     from mvcf.cli.location import query_from_args
     from mvcf.fileio import atomic_dir
     from mvcf.locate import resolve
-    from mvcf.progress import dumps
+    from mvcf.progress import dumps, emit_result
     from mvcf.read_ct import read_ct
     from mvcf.views import ViewSpec, build_views
 
@@ -116,9 +116,7 @@ def run(args, reporter) -> int:
     with atomic_dir(out, overwrite=args.overwrite) as tmp:
         payload["files"] = write_outputs(result, tmp)
         (tmp / "views.json").write_text(dumps(payload, indent=2) + "\n", encoding="utf-8")
-    if args.json:
-        print(dumps(payload))
-        reporter.result(payload)
-    else:
-        reporter.log(f"{result.mode} views {list(result.shape)} at {result.spacing_mm:g} mm -> {out}")
+    emit_result(reporter, payload, args.json,
+                lambda: print(f"{result.mode} views {list(result.shape)} at {result.spacing_mm:g} mm -> {out}"),
+                indent=None)
     return 0
