@@ -9,6 +9,9 @@ JSON line on stdout:
     {"event": "log", "level": "warning", "message": "..."}
     {"event": "result", ...the command's JSON result}
     {"event": "error", "message": "...one line..."}
+
+and nothing else: every command's result goes through `emit_result`, so neither `--json`'s pretty JSON nor
+the text for people ever shares stdout with the events.
 """
 from __future__ import annotations
 

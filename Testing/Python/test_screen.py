@@ -357,6 +357,24 @@ def test_cli_json_and_outputs(tmp_path, small_case):
     assert json.loads((tmp_path / "out" / "screen.json").read_text(encoding="utf-8"))["columns"]["genant_grade"]
 
 
+def test_an_interrupted_report_leaves_no_table_either(tmp_path, small_case, monkeypatch, capsys):
+    """Ctrl-C (or a failure) while the case report or DICOM objects are written: the run exits 130 and --out
+    gets no screen.tsv/screen.json (the table was written first before, and stayed)."""
+    from mvcf.cli import outputs as case_outputs
+    from mvcf.cli.main import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(case_outputs, "write_outputs", interrupted)
+    ct, seg = small_case
+    out = tmp_path / "out"
+    code = main(["--progress", "none", "screen", "--ct", str(ct), "--seg", str(seg), "--out", str(out),
+                 "--report", str(tmp_path / "report")])
+    assert code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
+    assert not (out / "screen.tsv").exists() and not (out / "screen.json").exists()
+
+
 def test_cli_bad_input_one_line(tmp_path):
     import SimpleITK as sitk
 

@@ -82,7 +82,6 @@ def run_one(args: argparse.Namespace, reporter) -> int:
     plan = case_outputs.check_outputs(args)
     result = screen_files(args.ct, args.seg, args.numbering, args.model, args.device, args.contrast_phase,
                           on_progress=reporter.progress, series_uid=args.series_uid, backend=args.backend)
-    written = write_outputs(result, args.out) if args.out is not None else ()
     outputs = {}
     if plan is not None:
         from mvcf.read_ct import read_ct
@@ -90,6 +89,8 @@ def run_one(args: argparse.Namespace, reporter) -> int:
         outputs = case_outputs.write_outputs(args, read_ct(args.ct, series_uid=args.series_uid), result.vertebrae,
                                              args.model, result.device, plan=plan,
                                              on_progress=lambda _done, _total, message: reporter.log(message))
+    # the table last: a report or DICOM output that fails or is interrupted leaves no table behind either
+    written = write_outputs(result, args.out) if args.out is not None else ()
     def text() -> None:
         print(summary_text(result))
         for path in written:
