@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -66,11 +66,33 @@ class ScreenResult:
     warnings: list[str] = field(default_factory=list)
     timing_ms: dict[str, float] = field(default_factory=dict)
     disclaimer: str = RESEARCH_USE_DISCLAIMER
+    #: the CT and label map it was computed on, for the overview picture; not serialised
+    images: Optional[tuple[CTImage, CTImage]] = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, images=None))
+        del data["images"]
         data["columns"] = COLUMNS
         return data
+
+    def overview_png(self) -> Optional[bytes]:
+        """The whole-spine overview (mvcf.report.overview) as PNG bytes, None without images or vertebrae."""
+        import importlib.util
+        import logging
+
+        if self.images is None or not self.vertebrae:
+            return None
+        if importlib.util.find_spec("matplotlib") is None:
+            logging.getLogger("mvcf.screen").warning("no %s: it needs matplotlib (pip install matplotlib)",
+                                                     OVERVIEW_NAME)
+            return None
+        from mvcf.report import DISCLAIMER_SHORT
+        from mvcf.report.overview import spine_overview
+
+        picture = spine_overview(*self.images, self.vertebrae,
+                                 f"{Path(self.ct).name}: model {self.model.get('name', '')} "
+                                 f"{self.model.get('version', '')}, threshold {self.threshold:.3f}\n{DISCLAIMER_SHORT}")
+        return picture[0] if picture is not None else None
 
 
 def check_same_grid(ct: CTImage, seg: CTImage) -> None:
@@ -210,7 +232,7 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
                         numbering_reason=scheme.reason, vertebrae=ordered, model=bundle.identity(),
                         threshold=float(threshold), device=device, contrast_phase=contrast,
                         backend=bundle.backend, warnings=warnings,
-                        timing_ms={k: round(v, 1) for k, v in timing.items()})
+                        timing_ms={k: round(v, 1) for k, v in timing.items()}, images=(ct, seg))
 
 
 def _blank_row(level: str, label: Optional[int], status: str, note: str) -> dict[str, Any]:
@@ -269,18 +291,27 @@ def table_tsv(rows: Sequence[dict[str, Any]]) -> str:
 
 TABLE_NAME = "screen.tsv"
 JSON_NAME = "screen.json"
+OVERVIEW_NAME = "screen_overview.png"
+#: every file write_outputs may write into a screen's folder
+OUTPUT_NAMES = (TABLE_NAME, JSON_NAME, OVERVIEW_NAME)
 
 
-def write_outputs(result: ScreenResult, out_dir: Union[str, Path]) -> tuple[Path, Path]:
-    """screen.tsv and screen.json in `out_dir`, both or neither (fileio.atomic_files)."""
+def write_outputs(result: ScreenResult, out_dir: Union[str, Path],
+                  overview: Optional[bytes] = None) -> tuple[Path, ...]:
+    """screen.tsv, screen.json and (when the result has its images) screen_overview.png in `out_dir`, all or
+    none (fileio.atomic_files); `overview`: the PNG already rendered (ScreenResult.overview_png)."""
     from mvcf.fileio import atomic_files
     from mvcf.progress import dumps
 
     out = Path(out_dir)
-    with atomic_files(out, [TABLE_NAME, JSON_NAME], mark=True) as tmp:
+    overview = overview if overview is not None else result.overview_png()
+    names = [TABLE_NAME, JSON_NAME] + ([OVERVIEW_NAME] if overview is not None else [])
+    with atomic_files(out, names, mark=True) as tmp:
         (tmp / TABLE_NAME).write_text(table_tsv(result.vertebrae), encoding="utf-8")
         (tmp / JSON_NAME).write_text(dumps(result.to_dict(), indent=2), encoding="utf-8")
-    return out / TABLE_NAME, out / JSON_NAME
+        if overview is not None:
+            (tmp / OVERVIEW_NAME).write_bytes(overview)
+    return tuple(out / name for name in names)
 
 
 def summary_text(result: ScreenResult) -> str:

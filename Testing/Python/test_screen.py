@@ -318,6 +318,55 @@ def test_screen_sample_ct_every_vertebra_one_batch(sample_run):
         assert row["flagged"] == (row["genant_grade"] >= 1 and row["probability_malignant"] >= result.threshold)
 
 
+def _pixels_of(rgb: np.ndarray, colour: str) -> int:
+    target = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb.astype(int) - target).max(axis=-1) <= 12).sum())
+
+
+def test_overview_outlines_every_screened_vertebra_in_its_grade_colour(sample_screen):
+    """The overview picture: each located vertebra lies in the curved sagittal plane (its label is sampled
+    there), outlines take the grade's colour (the sample's L4 is grade 1), and a flagged row is drawn in the
+    flag colour, which is absent otherwise; the result itself is not changed by rendering it."""
+    import copy
+
+    from mvcf.report.overview import FLAG_COLOUR, GRADE_COLOURS, curved_sagittal, render_overview
+
+    rows = sample_screen.vertebrae
+    hu, labels = curved_sagittal(*sample_screen.images, rows)
+    assert hu.shape == labels.shape and float(hu.max()) > 300          # bone on the plane
+    assert {r["label"] for r in rows if r["status"] in ("measured", "partial")} <= set(np.unique(labels).tolist())
+    before = copy.deepcopy(rows)
+    _, plain = render_overview(hu, labels, rows, "t", "f")
+    assert rows == before
+    assert _pixels_of(plain, GRADE_COLOURS[0]) > 200 and _pixels_of(plain, GRADE_COLOURS[1]) > 50
+    legend = {c: _pixels_of(plain, c) for c in (FLAG_COLOUR, GRADE_COLOURS[3])}   # no grade 3 outline yet
+    flagged = [dict(r, flagged=True, genant_grade=3) if r["level"] == "L2" else r for r in rows]
+    _, marked = render_overview(hu, labels, flagged, "t", "f")
+    assert _pixels_of(marked, FLAG_COLOUR) > legend[FLAG_COLOUR] + 50
+    assert _pixels_of(marked, GRADE_COLOURS[3]) > legend[GRADE_COLOURS[3]] + 100
+    assert sample_screen.to_dict().keys() == json.loads(json.dumps(sample_screen.to_dict())).keys()
+    assert "images" not in sample_screen.to_dict()
+
+
+def test_overview_plane_follows_a_scoliotic_spine():
+    """Three bodies 25 mm apart left to right (a scoliosis no straight sagittal plane cuts through): the
+    curved plane passes through each one."""
+    from mvcf.report.overview import curved_sagittal
+
+    voxels = np.full((60, 60, 60), -100.0, dtype=np.float32)
+    seg = np.zeros((60, 60, 60), dtype=np.int16)
+    rows = []
+    for n, (label, x) in enumerate(((27, 5), (28, 30), (29, 55))):
+        z = 8 + 20 * n
+        voxels[z:z + 10, 25:35, x - 3:x + 3] = 300.0
+        seg[z:z + 10, 25:35, x - 3:x + 3] = label
+        rows.append({"level": f"L{5 - n}", "label": label, "center_lps": [float(x), 30.0, float(z + 5)]})
+    ct = CTImage(voxels=voxels, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0))
+    hu, labels = curved_sagittal(ct, CTImage(voxels=seg, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)), rows)
+    assert {27, 28, 29} <= set(np.unique(labels).tolist())
+    assert float(hu.max()) > 250
+
+
 def test_missing_and_empty_levels_are_rows_not_errors(tmp_path):
     import SimpleITK as sitk
 
@@ -355,6 +404,9 @@ def test_cli_json_and_outputs(tmp_path, small_case):
     tsv = (tmp_path / "out" / "screen.tsv").read_text(encoding="utf-8").splitlines()
     assert tsv[0].split("\t")[:3] == ["level", "label", "status"] and len(tsv) == 1 + len(payload["vertebrae"])
     assert json.loads((tmp_path / "out" / "screen.json").read_text(encoding="utf-8"))["columns"]["genant_grade"]
+    from mvcf.outputs_guard import is_own_output
+
+    assert is_own_output(tmp_path / "out" / "screen_overview.png")   # tagged, so --overwrite may replace it
 
 
 def test_an_interrupted_report_leaves_no_table_either(tmp_path, small_case, monkeypatch, capsys):
@@ -410,6 +462,7 @@ def test_manifest_resumable_and_sharded(tmp_path, small_case):
     summary = json.loads(run.stdout)
     assert run.returncode == 0 and summary["screened"] == 1 and summary["failed"][0]["case_id"] == "b"
     assert (out / "a" / "screen.json").is_file() and (out / "a" / "screen.tsv").is_file()
+    assert (out / "a" / "screen_overview.png").is_file()
     again = json.loads(_cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root").stdout)
     assert again["skipped_finished"] == 1 and again["screened"] == 0
     assert again["skipped_with_another_model"] == 0 and again["model"]["sha256"] and again["backend"]

@@ -167,12 +167,15 @@ def _slug(text: str) -> str:
 
 def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]], model: Any = None,
                   device: str = "cpu", on_progress: Optional[Callable[[int, int, str], None]] = None,
-                  plan: Optional[OutputPlan] = None) -> dict[str, Any]:
+                  plan: Optional[OutputPlan] = None,
+                  figures: Sequence[tuple[str, bytes, str]] = ()) -> dict[str, Any]:
+    """The case report, DICOM objects and PACS sends the arguments ask for; `figures`: (file name, PNG,
+    caption) of pictures of the whole case shown above the vertebrae in the report (screen's overview)."""
     plan = plan or check_outputs(args)
     if plan is None:
         return {}
     try:
-        return _write(args, ct, results, model, device, on_progress, plan.source)
+        return _write(args, ct, results, model, device, on_progress, plan.source, figures)
     except OSError as exc:
         raise MVCFError(f"cannot write {getattr(exc, 'filename', None) or 'the outputs'}: "
                         f"{exc.strerror or exc}") from None
@@ -190,7 +193,7 @@ def _quarters(callback: Callable[[int, int], None]) -> Callable[[int, int], None
     return report
 
 
-def _write(args, ct, results, model, device, on_progress, source) -> dict[str, Any]:
+def _write(args, ct, results, model, device, on_progress, source, figures=()) -> dict[str, Any]:
     from mvcf import RESEARCH_USE_DISCLAIMER, __version__
     from mvcf.explain import engine_for, explain
     from mvcf.inference import load_model
@@ -230,7 +233,9 @@ def _write(args, ct, results, model, device, on_progress, source) -> dict[str, A
                          for im in ims] for index, ims in images.items()}
         shown = {index: [{"src": name, "caption": im.caption} for name, im in pairs] for index, pairs in named.items()}
         context = case_context(results, shown, bundle.card, source_rows(identity, str(args.ct)))
-        pngs = {name: im.png for pairs in named.values() for name, im in pairs}
+        context["figures"] = [{"src": name, "caption": caption} for name, _, caption in figures]
+        pngs = {name: png for name, png, _ in figures}
+        pngs.update({name: im.png for pairs in named.values() for name, im in pairs})
         outputs["report"] = write_report(Path(args.report), context, pngs,
                                          {"results": list(results), "source": identity or {"ct": str(args.ct)},
                                           "model": context["model"], "heatmap_method": method},

@@ -4,8 +4,8 @@
     mvcf screen --manifest CASES.csv --out DIR          (many CTs: resumable, one folder per case, shardable)
 
 The manifest has a header with `case_id`, `ct` and `seg` (or `mask`), optionally `numbering`; paths are
-relative to the CSV. Each finished case is OUT/<case_id>/ (screen.tsv + screen.json, written atomically);
-finished cases are skipped on a rerun. Shards: torchrun's RANK / WORLD_SIZE or a Slurm array's
+relative to the CSV. Each finished case is OUT/<case_id>/ (screen.tsv + screen.json + screen_overview.png,
+written atomically); finished cases are skipped on a rerun. Shards: torchrun's RANK / WORLD_SIZE or a Slurm array's
 SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT (offset by SLURM_ARRAY_TASK_MIN) pick every n-th case.
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--numbering", default="auto", help="label numbering: auto (from the file), "
                         + ", ".join(NUMBERINGS))
     parser.add_argument("--manifest", type=Path, help="CSV of many cases (case_id, ct, seg[, numbering])")
-    parser.add_argument("--out", type=Path, help="folder for screen.tsv + screen.json (with --manifest: one "
-                        "sub-folder per case)")
+    parser.add_argument("--out", type=Path, help="folder for screen.tsv + screen.json + screen_overview.png (with "
+                        "--manifest: one sub-folder per case)")
     from mvcf.cli.train import add_manifest_root_argument
 
     add_manifest_root_argument(parser)
@@ -74,23 +74,24 @@ def run_one(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli import outputs as case_outputs
     from mvcf.progress import emit_result
     from mvcf.outputs_guard import check_output_folder
-    from mvcf.screen import JSON_NAME, TABLE_NAME, result_payload, screen_files, summary_text, write_outputs
+    from mvcf.screen import OUTPUT_NAMES, OVERVIEW_NAME, result_payload, screen_files, summary_text, write_outputs
 
     case_outputs.retrieve_input(args)
-    check_output_folder(args.out, case_outputs.run_inputs(args), [TABLE_NAME, JSON_NAME], overwrite=args.overwrite,
+    check_output_folder(args.out, case_outputs.run_inputs(args), OUTPUT_NAMES, overwrite=args.overwrite,
                         what="--out")
     plan = case_outputs.check_outputs(args)
     result = screen_files(args.ct, args.seg, args.numbering, args.model, args.device, args.contrast_phase,
                           on_progress=reporter.progress, series_uid=args.series_uid, backend=args.backend)
     outputs = {}
+    overview = result.overview_png() if args.out is not None or args.report else None
     if plan is not None:
-        from mvcf.read_ct import read_ct
-
-        outputs = case_outputs.write_outputs(args, read_ct(args.ct, series_uid=args.series_uid), result.vertebrae,
-                                             args.model, result.device, plan=plan,
+        figures = [(OVERVIEW_NAME, overview, "Every screened vertebra outlined in its Genant grade's colour, "
+                    "with trabecular HU and P(MVCF); curved sagittal reformat along the spine")] if overview else []
+        outputs = case_outputs.write_outputs(args, result.images[0], result.vertebrae, args.model, result.device,
+                                             plan=plan, figures=figures,
                                              on_progress=lambda _done, _total, message: reporter.log(message))
     # the table last: a report or DICOM output that fails or is interrupted leaves no table behind either
-    written = write_outputs(result, args.out) if args.out is not None else ()
+    written = write_outputs(result, args.out, overview) if args.out is not None else ()
     def text() -> None:
         print(summary_text(result))
         for path in written:
