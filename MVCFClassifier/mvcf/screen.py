@@ -75,8 +75,9 @@ class ScreenResult:
         data["columns"] = COLUMNS
         return data
 
-    def overview_png(self) -> Optional[bytes]:
-        """The whole-spine overview (mvcf.report.overview) as PNG bytes, None without images or vertebrae."""
+    def overview(self) -> Optional[Any]:
+        """The whole-spine overview picture (mvcf.report.overview, a KeyImage), None without images, without
+        a located vertebra or without matplotlib (said in a warning)."""
         import importlib.util
         import logging
 
@@ -89,10 +90,9 @@ class ScreenResult:
         from mvcf.report import DISCLAIMER_SHORT
         from mvcf.report.overview import spine_overview
 
-        picture = spine_overview(*self.images, self.vertebrae,
-                                 f"{Path(self.ct).name}: model {self.model.get('name', '')} "
-                                 f"{self.model.get('version', '')}, threshold {self.threshold:.3f}\n{DISCLAIMER_SHORT}")
-        return picture[0] if picture is not None else None
+        return spine_overview(*self.images, self.vertebrae,
+                              f"{Path(self.ct).name}: model {self.model.get('name', '')} "
+                              f"{self.model.get('version', '')}, threshold {self.threshold:.3f}\n{DISCLAIMER_SHORT}")
 
 
 def check_same_grid(ct: CTImage, seg: CTImage) -> None:
@@ -296,21 +296,20 @@ OVERVIEW_NAME = "screen_overview.png"
 OUTPUT_NAMES = (TABLE_NAME, JSON_NAME, OVERVIEW_NAME)
 
 
-def write_outputs(result: ScreenResult, out_dir: Union[str, Path],
-                  overview: Optional[bytes] = None) -> tuple[Path, ...]:
+def write_outputs(result: ScreenResult, out_dir: Union[str, Path], overview: Optional[Any] = None) -> tuple[Path, ...]:
     """screen.tsv, screen.json and (when the result has its images) screen_overview.png in `out_dir`, all or
-    none (fileio.atomic_files); `overview`: the PNG already rendered (ScreenResult.overview_png)."""
+    none (fileio.atomic_files); `overview`: the picture already rendered (ScreenResult.overview)."""
     from mvcf.fileio import atomic_files
     from mvcf.progress import dumps
 
     out = Path(out_dir)
-    overview = overview if overview is not None else result.overview_png()
+    overview = overview if overview is not None else result.overview()
     names = [TABLE_NAME, JSON_NAME] + ([OVERVIEW_NAME] if overview is not None else [])
     with atomic_files(out, names, mark=True) as tmp:
         (tmp / TABLE_NAME).write_text(table_tsv(result.vertebrae), encoding="utf-8")
         (tmp / JSON_NAME).write_text(dumps(result.to_dict(), indent=2), encoding="utf-8")
         if overview is not None:
-            (tmp / OVERVIEW_NAME).write_bytes(overview)
+            (tmp / OVERVIEW_NAME).write_bytes(overview.png)
     return tuple(out / name for name in names)
 
 

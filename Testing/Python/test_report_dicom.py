@@ -342,7 +342,9 @@ def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
     source = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.iterdir())]
     arrived = _arrived(orthanc, study_uid, source[0].SeriesInstanceUID)
     _check_references(arrived, {ds.SOPInstanceUID for ds in source}, source[0].FrameOfReferenceUID)
-    assert len(arrived["SC"]) == 2 * len(classified) and len(arrived["PM"]) == len(classified)
+    assert len(arrived["SC"]) == 2 * len(classified) + 1 and len(arrived["PM"]) == len(classified)
+    overview = [sc for sc in arrived["SC"] if "Genant grade outline" in sc.DerivationDescription]
+    assert len(overview) == 1 and overview[0].InstanceNumber == 1 and overview[0].PatientOrientation == ["P", "F"]
     sr = hd.sr.Comprehensive3DSR.from_dataset(arrived["SR"][0])
     groups = {g.tracking_identifier: g for g in sr.content.get_image_measurement_groups()}
     for r in classified:
@@ -356,6 +358,7 @@ def test_sample_ct_as_dicom_every_vertebra_to_orthanc(orthanc, work, capsys):
             assert hu == pytest.approx(r["trabecular_hu"])
     html = (work / "sample_report" / "report.html").read_text(encoding="utf-8")
     assert all(f"<h2>{r['level']}" in html for r in classified) and "Genant grade" in html
+    assert '<img src="screen_overview.png"' in html and (work / "sample_report" / "screen_overview.png").is_file()
 
 
 def test_screening_fields_go_into_the_sr_and_the_report(real_run, real_ct):

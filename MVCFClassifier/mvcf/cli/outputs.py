@@ -168,9 +168,10 @@ def _slug(text: str) -> str:
 def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]], model: Any = None,
                   device: str = "cpu", on_progress: Optional[Callable[[int, int, str], None]] = None,
                   plan: Optional[OutputPlan] = None,
-                  figures: Sequence[tuple[str, bytes, str]] = ()) -> dict[str, Any]:
-    """The case report, DICOM objects and PACS sends the arguments ask for; `figures`: (file name, PNG,
-    caption) of pictures of the whole case shown above the vertebrae in the report (screen's overview)."""
+                  figures: Sequence[tuple[str, Any, Sequence[float]]] = ()) -> dict[str, Any]:
+    """The case report, DICOM objects and PACS sends the arguments ask for; `figures`: (file name, KeyImage,
+    centre LPS mm) of pictures of the whole case (screen's overview), shown above the vertebrae in the report
+    and the first Secondary Capture of the DICOM output."""
     plan = plan or check_outputs(args)
     if plan is None:
         return {}
@@ -233,8 +234,8 @@ def _write(args, ct, results, model, device, on_progress, source, figures=()) ->
                          for im in ims] for index, ims in images.items()}
         shown = {index: [{"src": name, "caption": im.caption} for name, im in pairs] for index, pairs in named.items()}
         context = case_context(results, shown, bundle.card, source_rows(identity, str(args.ct)))
-        context["figures"] = [{"src": name, "caption": caption} for name, _, caption in figures]
-        pngs = {name: png for name, png, _ in figures}
+        context["figures"] = [{"src": name, "caption": image.caption} for name, image, _ in figures]
+        pngs = {name: image.png for name, image, _ in figures}
         pngs.update({name: im.png for pairs in named.values() for name, im in pairs})
         outputs["report"] = write_report(Path(args.report), context, pngs,
                                          {"results": list(results), "source": identity or {"ct": str(args.ct)},
@@ -244,7 +245,8 @@ def _write(args, ct, results, model, device, on_progress, source, figures=()) ->
         progress(len(done), len(done), f"writing DICOM SR, key images and heatmaps to {args.dicom_out}")
         outputs["dicom"] = _write_dicom(Path(args.dicom_out), source, results, images, heats, bundle.identity(),
                                         f"mvcf {__version__}", RESEARCH_USE_DISCLAIMER,
-                                        prune=getattr(args, "overwrite", False))
+                                        prune=getattr(args, "overwrite", False),
+                                        figures=[(image, centre) for _, image, centre in figures])
     if args.send or args.dicomweb:
         from mvcf.dicom.pacs import send_all
 
@@ -265,15 +267,15 @@ def _complete(result: dict[str, Any], bundle) -> dict[str, Any]:
 
 
 def _write_dicom(folder: Path, source, results, images, heats, model: dict, software: str,
-                 disclaimer: str, prune: bool = False) -> list[str]:
+                 disclaimer: str, prune: bool = False, figures: Sequence[tuple[Any, Sequence[float]]] = ()) -> list[str]:
     from mvcf.dicom.pm import build_pm
     from mvcf.dicom.sc import build_sc
     from mvcf.dicom.sr import build_sr
     from mvcf.fileio import atomic_files
 
     sr = build_sr(source, results, model, software_version=software)
-    sc = build_sc(source, [(im, results[index]["center_lps"]) for index, ims in images.items() for im in ims],
-                  comment=disclaimer)
+    sc = build_sc(source, [*figures, *[(im, results[index]["center_lps"]) for index, ims in images.items()
+                                       for im in ims]], comment=disclaimer)
     pm = build_pm(source, [(heat, _name(results[index], index)) for index, heat in heats.items()],
                   model, software)
     objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc},

@@ -83,10 +83,11 @@ def run_one(args: argparse.Namespace, reporter) -> int:
     result = screen_files(args.ct, args.seg, args.numbering, args.model, args.device, args.contrast_phase,
                           on_progress=reporter.progress, series_uid=args.series_uid, backend=args.backend)
     outputs = {}
-    overview = result.overview_png() if args.out is not None or args.report else None
+    overview = result.overview() if args.out is not None or plan is not None else None
     if plan is not None:
-        figures = [(OVERVIEW_NAME, overview, "Every screened vertebra outlined in its Genant grade's colour, "
-                    "with trabecular HU and P(MVCF); curved sagittal reformat along the spine")] if overview else []
+        from mvcf.report.overview import overview_centre
+
+        figures = [(OVERVIEW_NAME, overview, overview_centre(result.vertebrae))] if overview is not None else []
         outputs = case_outputs.write_outputs(args, result.images[0], result.vertebrae, args.model, result.device,
                                              plan=plan, figures=figures,
                                              on_progress=lambda _done, _total, message: reporter.log(message))

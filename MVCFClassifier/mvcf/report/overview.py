@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from mvcf.ctimage import CTImage
+from mvcf.report.images import KeyImage
 
 PIXEL_MM = 0.75
 #: Field around the body centroids: cranio-caudal margin, anterior and posterior reach (mm).
@@ -158,13 +159,23 @@ def render_overview(hu: np.ndarray, labels: np.ndarray, rows: Sequence[dict[str,
     return buffer.getvalue(), rgb
 
 
+CAPTION = ("Every screened vertebra outlined in its Genant grade's colour, with trabecular HU and P(MVCF); "
+           "sagittal reformat curved along the spine")
+
+
 def spine_overview(ct: CTImage, seg: CTImage, rows: Sequence[dict[str, Any]], footer: str,
-                   title: str = "Whole-spine screen: Genant grade (outline colour) and P(MVCF)"
-                   ) -> Optional[tuple[bytes, np.ndarray]]:
-    """The overview of a screen's `rows` (mvcf.screen) on its CT and label map -> (PNG, RGB), or None when no
-    vertebra could be located."""
+                   title: str = "Whole-spine screen: Genant grade (outline colour) and P(MVCF)") -> Optional[KeyImage]:
+    """The overview of a screen's `rows` (mvcf.screen) on its CT and label map, as a key image (PNG for the
+    folder and the report, RGB for a DICOM Secondary Capture), or None when no vertebra could be located."""
     sampled = curved_sagittal(ct, seg, rows)
     if sampled is None:
         return None
-    hu, labels = sampled
-    return render_overview(hu, labels, rows, title, footer)
+    png, rgb = render_overview(*sampled, rows, title, footer)
+    return KeyImage(plane="sagittal", caption=CAPTION, png=png, rgb=rgb, orientation=("P", "F"),
+                    overlay="Genant grade outline")
+
+
+def overview_centre(rows: Sequence[dict[str, Any]]) -> Optional[list[float]]:
+    """Where the overview is 'at' for a DICOM reference: the middle located vertebra's centroid."""
+    centres = _centres(rows)
+    return [float(v) for v in centres[len(centres) // 2]] if len(centres) else None
