@@ -82,6 +82,7 @@ def run_one(args: argparse.Namespace, reporter) -> int:
     plan = case_outputs.check_outputs(args)
     result = screen_files(args.ct, args.seg, args.numbering, args.model, args.device, args.contrast_phase,
                           on_progress=reporter.progress, series_uid=args.series_uid, backend=args.backend)
+    reporter.close()   # the screen's bar is done: the outputs' messages below are lines of their own
     outputs = {}
     overview = result.overview() if args.out is not None or plan is not None else None
     if plan is not None:
