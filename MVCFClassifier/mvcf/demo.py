@@ -2,7 +2,9 @@
 
 synthetic two-institution cohort -> study (every view mode + the logistic baseline, identical splits)
 -> prediction on the shipped real CT (TotalSegmentator example, L1 = label 31) with the study's reference
-model and with the embedded demo bundle, plus a Grad-CAM heatmap -> one report folder (index.html).
+model and with the embedded demo bundle, plus a Grad-CAM heatmap, and the whole-spine screen of that CT
+(every vertebra of its TotalSegmentator mask: heights, Genant grade, HU, P(MVCF), the overview picture)
+-> one report folder (index.html).
 The defaults are deliberately small (cohort, view size, epochs); `DemoConfig` and the CLI options scale
 it up to the full study.
 """
@@ -49,6 +51,8 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
     from mvcf.predict import predict_ct
     from mvcf.read_ct import read_ct, read_mask
     from mvcf.resources import sample_ct_paths
+    from mvcf.screen import screen_ct
+    from mvcf.screen import write_outputs as write_screen
     from mvcf.study import StudyConfig, run_study
     from mvcf.synth import generate_cohort
     from mvcf.train import TrainConfig
@@ -94,10 +98,11 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
 
         check_cancel(should_cancel)
         started = time.perf_counter()
-        log("3/3 predicting L1 of the shipped real CT (TotalSegmentator example)")
+        log("3/3 predicting L1 of the shipped real CT (TotalSegmentator example) and screening its whole spine")
         sample = sample_ct_paths()
         ct = read_ct(sample["ct"])
-        location = from_mask(ct, read_mask(sample["mask"]), SAMPLE_LABEL)
+        seg = read_mask(sample["mask"])
+        location = from_mask(ct, seg, SAMPLE_LABEL)
         reference = summary["design"]["reference"]
         device = resolve_device(config.device)
         demo_bundle = load_model(default_model_path(), device)
@@ -112,11 +117,17 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
                                            device=device, ct=ct, location=location)
         (tmp / "prediction" / "prediction_L1.json").write_text(json.dumps(predictions, indent=2) + "\n",
                                                                encoding="utf-8")
-        stage("prediction")(1, 1, "done")
         timings["prediction_s"] = time.perf_counter() - started
+        check_cancel(should_cancel)
+        started = time.perf_counter()
+        screened = screen_ct(ct, seg, model=demo_bundle, device=device, should_cancel=should_cancel)
+        screen_files = write_screen(screened, tmp / "screen")
+        stage("prediction")(1, 1, "done")
+        timings["whole_spine_screen_s"] = time.perf_counter() - started
         result = {"out": str(out), "config": asdict(config), "manifest": "cohort/manifest.csv",
                   "report": "study/report.html", "study": _brief(summary), "predictions": predictions,
                   "heatmap": f"prediction/{heatmap.name}", "sample_ct": str(sample["ct"]),
+                  "screen": _screen_brief(screened, [f"screen/{p.name}" for p in screen_files]),
                   "timings_s": {k: round(v, 1) for k, v in timings.items()}}
         (tmp / "demo.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
         _write_index(tmp, result, ct, location, heatmap, demo_bundle.card)
@@ -125,6 +136,16 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
 
             shutil.rmtree(tmp / "cache")
     return result
+
+
+def _screen_brief(result: Any, files: list[str]) -> dict[str, Any]:
+    """What demo.json and the front page say of the whole-spine screen (the table itself is screen/)."""
+    keys = ("level", "status", "height_anterior_mm", "height_middle_mm", "height_posterior_mm", "genant_grade",
+            "shape", "trabecular_hu", "density", "probability_malignant", "prediction", "flagged")
+    rows = [{k: r.get(k) for k in keys} for r in result.vertebrae]
+    return {"files": files, "threshold": result.threshold, "vertebrae": rows,
+            "collapsed": [r["level"] for r in rows if (r["genant_grade"] or 0) >= 1],
+            "flagged": [r["level"] for r in rows if r["flagged"]]}
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:

@@ -21,8 +21,13 @@ def test_demo_writes_a_complete_report_folder(tmp_path, capsys):
         assert 0.0 <= result["predictions"][name]["probability_malignant"] <= 1.0
     for path in ("index.html", "demo.json", "cohort/manifest.csv", "study/report.html", "study/report.md",
                  "study/study.json", "prediction/heatmap_L1.nii.gz", "prediction/prediction_L1.json",
-                 "prediction/key_L1_axial.png", "prediction/key_L1_sagittal.png"):
+                 "prediction/key_L1_axial.png", "prediction/key_L1_sagittal.png", "screen/screen.tsv",
+                 "screen/screen_overview.png"):
         assert (out / path).is_file(), path
+    screen = result["screen"]
+    assert [r["level"] for r in screen["vertebrae"]] == ["T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    assert screen["vertebrae"][2]["probability_malignant"] == pytest.approx(
+        result["predictions"]["embedded_demo_model"]["probability_malignant"], abs=1e-3)   # L1: the same model
     index = (out / "index.html").read_text(encoding="utf-8")
     assert "synthetic" in index
     assert index.index('src="prediction/key_L1_axial.png"') < index.index("<table")  # pictures first

@@ -52,6 +52,11 @@ def run(args: argparse.Namespace, reporter) -> int:
         for name, p in result["predictions"].items():
             print(f"  L1 of the real sample CT, {name}: P(MVCF) = {p['probability_malignant']:.3f} -> "
                   f"{p['prediction']}")
+        screen = result.get("screen")
+        if screen:
+            print(f"  whole spine of the real sample CT: {len(screen['vertebrae'])} levels; collapsed (Genant >= 1): "
+                  f"{', '.join(screen['collapsed']) or 'none'}; flagged: {', '.join(screen['flagged']) or 'none'} "
+                  f"({Path(args.out) / 'screen'})")
         print(RESEARCH_USE_DISCLAIMER)
 
     emit_result(reporter, result, args.json, text)

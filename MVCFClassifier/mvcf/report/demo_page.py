@@ -19,6 +19,23 @@ def _auc(value, ci, note=None) -> str:
     return f"{value:.3f}" + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "") + (f" [{note}]" if note else "")
 
 
+def _screen_table(screen: dict[str, Any]) -> dict[str, Any]:
+    def number(value, fmt):
+        return "-" if value is None else fmt.format(value)
+
+    rows = [[r["level"], r["status"], number(r["height_anterior_mm"], "{:.1f}"), number(r["height_middle_mm"], "{:.1f}"),
+             number(r["height_posterior_mm"], "{:.1f}"),
+             "-" if r["genant_grade"] is None else f"{r['genant_grade']} {r['shape']}",
+             number(r["trabecular_hu"], "{:.0f}"), number(r["probability_malignant"], "{:.3f}"),
+             r["prediction"] or "-", "yes" if r["flagged"] else ""] for r in screen["vertebrae"]]
+    return {"title": "Whole-spine screen of the real CT (TotalSegmentator mask, embedded demo model)",
+            "columns": ["level", "status", "Ha mm", "Hm mm", "Hp mm", "Genant grade", "trabecular HU", "P(MVCF)",
+                        "call", "flagged"], "rows": rows,
+            "note": f"Flagged = Genant grade >= 1 and P(MVCF) >= the threshold ({screen['threshold']:.3f}). "
+                    f"Heights, grade and HU are measurements (docs/screening.md); P(MVCF) is the demo model's. "
+                    f"{DISCLAIMER_SHORT}"}
+
+
 def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, card: dict[str, Any],
                     level: str = "L1") -> Path:
     """Write index.html (and the key images under prediction/) into the demo folder `folder`."""
@@ -30,6 +47,11 @@ def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, 
         name = f"prediction/key_{level}_{image.plane}.png"
         (folder / name).write_bytes(image.png)
         figures.append({"src": name, "caption": f"{image.caption}, Grad-CAM of the embedded demo model"})
+    screen = result.get("screen") or {}
+    overview = next((f for f in screen.get("files", []) if f.endswith(".png")), None)
+    if overview is not None:
+        figures.append({"src": overview, "caption": "Whole-spine screen of the same CT (embedded demo model): "
+                                                    "each vertebra outlined in its Genant grade's colour"})
     figures += [{"src": src, "caption": caption} for src, caption in ROC_FILES if (folder / src).is_file()]
     predictions = [[name.replace("_", " "), f"{p['probability_malignant']:.3f}", p["prediction"],
                     f"{p['threshold']:.3f}", f"{p['model']['name']} {p['model']['version']} "
@@ -48,6 +70,7 @@ def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, 
              ["model", "P(MVCF)", "call", "threshold", "model id"], "rows": predictions,
              "note": f"This CT has no fracture label and both models were trained on synthetic data only: the "
                      f"numbers demonstrate the software, nothing clinical. {DISCLAIMER_SHORT}"},
+            *([_screen_table(screen)] if screen else []),
             {"title": "Study (synthetic two-institution cohort)", "columns":
              ["model", "internal test AUC (95% CI)", "external test AUC (95% CI)"], "rows": study,
              "note": "Every view mode and the logistic baseline on identical patient-level splits; details in "
@@ -57,6 +80,7 @@ def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, 
                   {"href": "study/report.md", "text": "Study report (Markdown)"},
                   {"href": "study/study.json", "text": "Study results (JSON)"},
                   {"href": result["heatmap"], "text": "Grad-CAM heatmap around L1 on the CT's own voxel grid (NIfTI; overlays the CT in Slicer)"},
+                  *[{"href": f, "text": f"Whole-spine screen: {f.split('/')[-1]}"} for f in screen.get("files", [])],
                   {"href": "demo.json", "text": "Everything above as JSON"}],
         "model": model_summary(card), "source": [{"label": "CT", "value": "TotalSegmentator example CT "
                                                    "(shipped in mvcf/resources/sample_ct, Apache-2.0)"}]}
