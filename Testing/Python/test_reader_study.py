@@ -238,6 +238,15 @@ def test_simulate_cli(tmp_path):
     assert payload["model"].startswith("Roe-Metz")
     bad = mvcf_cli("reader-study", "simulate", "--auc-unaided", "1.2")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "[0.5, 1)" in bad.stderr
+    again = mvcf_cli("reader-study", "simulate", "--readers", "3", "--cases", "20", "--simulations", "10",
+                     "--plot", str(tmp_path / "power.png"))
+    assert again.returncode == 0, again.stderr           # its own earlier plot is replaced
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG not mvcf's")
+    refused = mvcf_cli("reader-study", "simulate", "--readers", "3", "--cases", "20", "--simulations", "10",
+                       "--plot", str(photo))
+    assert refused.returncode == 2 and "was not written by mvcf" in refused.stderr
+    assert photo.read_bytes() == b"\x89PNG not mvcf's"     # a file of the user's is never replaced
 
 
 def test_cropped_packages_of_a_real_ct_keep_the_vertebra_where_it_was(tmp_path):

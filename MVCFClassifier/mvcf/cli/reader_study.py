@@ -194,6 +194,10 @@ def run_simulate(args: argparse.Namespace, reporter: Any) -> int:
 
     if args.plot and not str(args.plot).lower().endswith(".png"):
         raise MVCFError(f"--plot must end in .png: {args.plot}")
+    if args.plot:   # before the simulations: a plot mvcf wrote earlier is replaced, a file of the user's never
+        from mvcf.outputs_guard import check_output
+
+        check_output(args.plot, [], kind="file", overwrite=True, what="--plot")
     model = RoeMetz(var_r=args.var_r, var_tr=args.var_tr, var_c=args.var_c, var_tc=args.var_tc,
                     var_rc=args.var_rc, var_e=args.var_e)
     result = power(args.readers, args.cases, args.auc_unaided, args.auc_aided, prevalence=args.prevalence,
