@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Sequence, Union
 
 from mvcf.errors import MVCFError
 
@@ -114,12 +114,67 @@ def write_errors(path: PathLike) -> Iterator[None]:
         raise MVCFError(f"cannot write {path}: the image writer failed (disk full or not writable?)") from None
 
 
+def missing_folders(folder: PathLike) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first: what a write that fails or is
+    cancelled must take away again (remove_empty_folders), so it leaves no empty folder behind."""
+    missing, current = [], Path(os.path.abspath(folder))
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    return missing
+
+
+def remove_empty_folders(folders: Sequence[Path]) -> None:
+    """Remove `folders` (deepest first) as long as they are empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+class RunOutputs:
+    """The files and folders one run writes one after another (a heatmap and views per vertebra), so that a
+    cancelled run takes away those it had finished too, with the folders it created for them. Name every
+    path before the run starts (the folders missing then are the run's), tell each one once it is written;
+    `remove()` deletes only what this run wrote, never an earlier file it did not get to replace."""
+
+    def __init__(self, paths: Sequence[PathLike] = ()) -> None:
+        self._created: list[list[Path]] = [missing_folders(Path(p).parent) for p in paths if p is not None]
+        self._written: list[Path] = []
+
+    def wrote(self, path: PathLike) -> None:
+        self._written.append(Path(path))
+
+    def remove(self) -> None:
+        for path in reversed(self._written):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self._written.clear()
+        for folders in self._created:
+            remove_empty_folders(folders)
+
+
+@contextlib.contextmanager
+def undone_on_failure(outputs: RunOutputs) -> Iterator[RunOutputs]:
+    """A run's block whose outputs come all or none: a cancel, Ctrl-C or error that leaves the block removes
+    what `outputs` was told of (a failure the block handles itself, such as one vertebra's, does not)."""
+    try:
+        yield outputs
+    except BaseException:
+        outputs.remove()
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same extension, so writers that pick a format by name work);
     once the block is done it is verified and renamed onto `path`; on any error it is deleted."""
     target = Path(path)
     tmp = None
+    created = missing_folders(target.parent)
     try:
         with write_errors(target):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +186,11 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             verify_written(tmp, target)
             apply_umask(tmp)
             os.replace(tmp, target)
+    except BaseException:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+        remove_empty_folders(created)
+        raise
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
@@ -160,12 +220,14 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
 
     target = Path(folder)
     tmp = None
+    created, marked = missing_folders(target), False
     try:
         with write_errors(target):
             target.mkdir(parents=True, exist_ok=True)
             if mark and not any(os.scandir(target)):  # a folder this write starts is mvcf's (outputs_guard)
                 write_marker(target)
                 apply_umask(target / MARKER)
+                marked = True
             tmp = Path(tempfile.mkdtemp(prefix=".files.tmp-", dir=target))
             yield tmp
             missing = [name for name in names if not (tmp / name).is_file()]
@@ -180,6 +242,13 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
                 for entry in os.scandir(target):
                     if entry.name not in keep and entry.is_file(follow_symlinks=False):
                         os.unlink(entry.path)
+    except BaseException:   # failed or cancelled: the folder is as it was (a folder it started is gone)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if marked and {e.name for e in os.scandir(target)} == {MARKER}:
+            (target / MARKER).unlink()
+        remove_empty_folders(created)
+        raise
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -195,6 +264,7 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     target = Path(path)
     check_output(target, kind="folder", overwrite=overwrite)
     tmp = None
+    created = missing_folders(target.parent)
     try:
         with write_errors(target):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +281,11 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, target)
+    except BaseException:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        remove_empty_folders(created)
+        raise
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -125,7 +125,7 @@ def _failure(name: str, exc: BaseException, heatmap: Any, started: float) -> dic
 def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] = None, device: str = "auto",
                  refine: bool = False, on_progress: Optional[Callable[[int, int, str], None]] = None,
                  should_cancel: Optional[Callable[[], bool]] = None, backend: str = "auto",
-                 heatmap_method: str = "gradcam") -> list[dict[str, Any]]:
+                 heatmap_method: str = "gradcam", outputs: Optional[Any] = None) -> list[dict[str, Any]]:
     """Classify several vertebrae (mvcf.locate.VertebraQuery) of one CTImage with one bundle load and one
     batched forward pass (chunked to a memory bound, mvcf.inference.forward_checked); the heatmaps that
     queries ask for by `heatmap_method` (mvcf.explain.METHODS).
@@ -134,11 +134,13 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     when the query asks for one), or `name`, `error` (one line) and `timing_ms` when that vertebra failed
     (unreadable mask, absent label, point outside the CT, heatmap not writable): one failure never loses
     the others. A bad bundle fails the whole call (MVCFError), as does cancellation (Cancelled), which also
-    removes the heatmaps and views folders this call had written already.
+    removes the heatmaps and views folders this call had written already (with the folders it made for them;
+    `outputs`: the caller's fileio.RunOutputs when its own later writes are to be undone with them).
     Each vertebra's `inference` time is its share of the batched pass."""
     from dataclasses import replace
 
     from mvcf.explain import check_method
+    from mvcf.fileio import RunOutputs, undone_on_failure
     from mvcf.locate import require_bone, resolve
     from mvcf.progress import check_cancel
     from mvcf.views import ViewSpec, build_views
@@ -165,33 +167,20 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
             results[index] = _failure(query.name, exc, query.heatmap, started)
     check_cancel(should_cancel)
     if ready:
-        written: list[Path] = []
-        try:
+        written = outputs if outputs is not None else RunOutputs([p for q in queries for p in (q.heatmap, q.views)])
+        with undone_on_failure(written):   # cancelled or interrupted: none of this call's outputs stays behind
             _classify_ready(bundle, ct, queries, ready, results, written, total, on_progress, should_cancel,
                             heatmap_method)
-        except BaseException:   # cancelled or interrupted: none of this call's outputs stays behind
-            _remove(written)
-            raise
     if on_progress is not None:
         on_progress(total, total, "done")
     return [r for r in results if r is not None]
 
 
-def _remove(paths: Sequence[Path]) -> None:
-    import shutil
-
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
 def _classify_ready(bundle: Any, ct: Any, queries: Sequence[Any], ready: list, results: list,
-                    written: list[Path], total: int, on_progress: Optional[Callable[[int, int, str], None]],
+                    written: Any, total: int, on_progress: Optional[Callable[[int, int, str], None]],
                     should_cancel: Optional[Callable[[], bool]], heatmap_method: str) -> None:
     """predict_many's batched pass over the located vertebrae, then each one's heatmap and views files (their
-    paths appended to `written` as they appear)."""
+    paths told to `written`, a fileio.RunOutputs, as they appear)."""
     from mvcf.errors import Cancelled
     from mvcf.fileio import atomic_dir
     from mvcf.progress import check_cancel
@@ -219,13 +208,13 @@ def _classify_ready(bundle: Any, ct: Any, queries: Sequence[Any], ready: list, r
                                                                   location=location, method=heatmap_method,
                                                                   progress=blocks,
                                                                   should_cancel=should_cancel))
-                written.append(Path(payload["heatmap"]))
+                written.wrote(payload["heatmap"])
                 payload["heatmap_method"] = heatmap_method
                 timing["heatmap"] = 1000 * (time.perf_counter() - started)
             if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
                 with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier mvcf views folder
                     names = [path.name for path in result.view.write_volumes(tmp)]
-                written.append(Path(query.views))
+                written.wrote(query.views)
                 payload["views"] = [str(Path(query.views) / name) for name in names]
         except Cancelled:
             raise
@@ -243,11 +232,11 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
                     should_cancel: Optional[Callable[[], bool]] = None,
                     series_uid: Optional[str] = None,
                     read: Optional[Callable[..., Any]] = None,
-                    heatmap_method: str = "gradcam") -> tuple[dict[str, Any], Any, Any]:
+                    heatmap_method: str = "gradcam", outputs: Optional[Any] = None) -> tuple[dict[str, Any], Any, Any]:
     """Read a CT, load the bundle (memoised) and classify every query: the payload of `mvcf predict
     --locations` ({"results", "timing_ms", "disclaimer"}), the bundle that ran and the CTImage. Progress:
     reading, loading, then one step per vertebra. The call behind the CLI and the warm worker (mvcf.worker,
-    whose `read` is read_ct memoised per file)."""
+    whose `read` is read_ct memoised per file); `outputs` as predict_many's."""
     from mvcf.read_ct import read_ct
 
     steps = len(queries) + 2
@@ -262,7 +251,7 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
     load_ms = 1000 * (time.perf_counter() - t)
     results = predict_many(ct, queries, bundle, bundle.device, refine=refine, should_cancel=should_cancel,
                            on_progress=lambda done, _total, message: progress(2 + done, steps, message),
-                           heatmap_method=heatmap_method)
+                           heatmap_method=heatmap_method, outputs=outputs)
     payload = {"results": results,
                "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
                              "total": round(1000 * (time.perf_counter() - started), 2)},

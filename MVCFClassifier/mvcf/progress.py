@@ -135,6 +135,9 @@ class TqdmReporter(_ForPeople):
 
 
 class NullReporter(_ForPeople):
+    """`--progress none`: no bar, no metrics, no info lines; warnings and errors are still `level: ...` lines
+    on stderr (dropping them would hide what the user must know, e.g. a view padded with air)."""
+
     def progress(self, done: int, total: int, message: str = "") -> None:
         pass
 
@@ -142,7 +145,8 @@ class NullReporter(_ForPeople):
         pass
 
     def log(self, message: str, level: str = "info") -> None:
-        pass
+        if level != "info":
+            print(f"{level}: {message}", file=sys.stderr)
 
     def close(self) -> None:
         pass
@@ -169,11 +173,7 @@ class ReporterLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message, level = record.getMessage(), record.levelname.lower()
-            if isinstance(self.reporter, NullReporter):   # drops logs, but a warning must still be seen
-                print(f"{level}: {message}", file=sys.stderr)
-            else:
-                self.reporter.log(message, level)
+            self.reporter.log(record.getMessage(), record.levelname.lower())
         except Exception:  # a logging failure must never end the command
             self.handleError(record)
 

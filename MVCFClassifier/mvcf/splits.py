@@ -127,7 +127,8 @@ def make_splits(records: Sequence[Any], n_folds: int = 5, external: Optional[str
     labels = np.array([label_of(r) for r in internal])
     for cls, name in ((0, "OVCF"), (1, "MVCF")):
         if int((labels == cls).sum()) < n_folds:
-            raise MVCFError(f"only {int((labels == cls).sum())} internal {name} cases: too few for {n_folds} folds")
+            raise MVCFError(f"only {int((labels == cls).sum())} internal {name} cases: too few for {n_folds} folds"
+                            + (f" (--folds 1 trains one of {n_folds} folds)" if train_folds == 1 else ""))
     case_ids = [str(_get(r, "case_id")) for r in internal]
     groups = [str(_get(r, "patient_id")) for r in internal]
     parts = _stratified_group_parts(case_ids, labels, groups, n_folds, seed)

@@ -166,11 +166,11 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
 
     log = on_log or (lambda message: None)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_or_write_run_config(out / "study_config.json", config, records, resume)
     external = config.external if config.external is not None else default_external(records)
     plan = make_splits(records, n_folds=config.n_folds, external=external, seed=config.train.seed,
-                       train_folds=config.train_folds)
+                       train_folds=config.train_folds)   # its refusals before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    _check_or_write_run_config(out / "study_config.json", config, records, resume)
     labels = {r.case_id: int(r.label) for r in records}
     specs = {mode: config.spec(mode) for mode in config.modes}
     n_modes = len(config.modes)

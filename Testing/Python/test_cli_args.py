@@ -101,10 +101,8 @@ def test_an_option_prefix_is_not_another_option(capsys):
     matching and refused as an unknown heatmap method; prefixes are off."""
     from mvcf.cli.main import main
 
-    with pytest.raises(SystemExit) as stopped:
-        main(["screen", "--ct", "c", "--seg", "s", "--heatmap", "h.nii.gz"])
+    assert main(["screen", "--ct", "c", "--seg", "s", "--heatmap", "h.nii.gz"]) == 2
     err = capsys.readouterr().err
-    assert stopped.value.code == 2
     assert err.startswith("error: unrecognized arguments: --heatmap h.nii.gz") and "heatmap method" not in err
 
 
@@ -137,3 +135,43 @@ def test_jsonl_stdout_holds_only_events_and_one_result(json_flag, tmp_path, caps
             assert "event" not in json.loads(out), name
         else:
             assert out.strip() and not out.lstrip().startswith("{"), name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--progress", "jsonl", "synth", "--out", "o", "--cases", "0"], "argument --cases"),
+    (["--progress=jsonl", "stats"], "stats"),
+    (["--progress", "jsonl", "--max-voxels", "0", "views", "--ct", "c", "--out", "o", "--point-ijk", "1,1,1"],
+     "--max-voxels must be a positive number"),
+    (["--progress", "jsonl"], "no command given"),
+])
+def test_a_usage_error_is_an_error_event_under_jsonl(argv, message, capsys):
+    """argparse's refusals come before the command's reporter exists: under jsonl they are still the
+    protocol's `error` event (the Slicer child showed nothing), and one line on stderr."""
+    import json
+
+    from mvcf.cli.main import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines()]
+    assert [e["event"] for e in events] == ["error"] and message in events[0]["message"]
+    assert [line for line in captured.err.splitlines() if line.startswith("error:")], captured.err
+    assert main([a for a in argv if "jsonl" not in a and a != "--progress"]) == 2
+    assert capsys.readouterr().out == ""               # without jsonl stdout stays empty
+
+
+def test_a_cancel_while_the_commands_load_is_one_line_and_130(monkeypatch, capsys):
+    """Ctrl-C in the first half second (the command modules still importing) ended with a KeyboardInterrupt
+    traceback and no event; the handlers are now installed first."""
+    import json
+
+    from mvcf.cli import main as cli_main
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted)
+    assert cli_main.main(["--progress", "jsonl", "views"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "error: interrupted\n"
+    assert [json.loads(line)["event"] for line in captured.out.splitlines()] == ["error"]

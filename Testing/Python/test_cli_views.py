@@ -184,3 +184,13 @@ def test_console_script_in_a_child_process(tmp_path):
                           "--point-ijk", "1,1,1", "--out", str(tmp_path / "p")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: file not found") and "Traceback" not in bad.stderr
+
+
+def test_progress_none_still_shows_the_views_warnings(tmp_path, capsys):
+    """`--progress none` hides progress, not warnings: a view padded with air says so on stderr (it was
+    dropped; tqdm, jsonl and --json showed it)."""
+    code = main(["--progress", "none", "views", "--ct", str(SAMPLE["ct"]), "--mask", str(SAMPLE["mask"]),
+                 "--label", "31", "--mode", "2d", "--size", "512", "--out", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert any(line.startswith("warning: the view region extends") for line in captured.err.splitlines()), captured.err

@@ -216,7 +216,8 @@ def test_an_occlusion_heatmap_reports_its_blocks_and_can_be_cancelled(l1, tmp_pa
 
 def test_a_cancel_after_some_vertebrae_leaves_none_of_the_runs_outputs(l1, tmp_path):
     """Cancel (or Ctrl-C) in the middle of several vertebrae: the heatmaps and views folders finished before
-    it are removed too, so a cancelled run leaves nothing; an unrelated file of the user's next to them stays."""
+    it are removed too, with the folders the run made for them, so a cancelled run leaves nothing; an
+    unrelated file of the user's next to them stays."""
     from mvcf.errors import Cancelled
     from mvcf.locate import VertebraQuery
     from mvcf.predict import predict_many
@@ -224,8 +225,8 @@ def test_a_cancel_after_some_vertebrae_leaves_none_of_the_runs_outputs(l1, tmp_p
     ct, _ = l1
     mask = str(sample_ct_paths()["mask"])
     (tmp_path / "mine.txt").write_text("mine", encoding="utf-8")
-    queries = [VertebraQuery(name=name, mask=mask, label=label, heatmap=str(tmp_path / f"{name}.nii.gz"),
-                             views=str(tmp_path / f"{name}_views"))
+    queries = [VertebraQuery(name=name, mask=mask, label=label, heatmap=str(tmp_path / "new" / f"{name}.nii.gz"),
+                             views=str(tmp_path / "views" / "deep" / f"{name}_views"))
                for name, label in (("L1", 31), ("L2", 30))]
     seen: list = []
     with pytest.raises(Cancelled):

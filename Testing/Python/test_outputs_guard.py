@@ -146,3 +146,29 @@ def test_full_disk_never_leaves_a_truncated_gz(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "heat.nii.gz" in proc.stdout and "incomplete" in proc.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("writer", ["atomic_path", "atomic_files", "atomic_dir"])
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_a_failed_or_cancelled_write_leaves_no_folder_it_made(tmp_path, writer, failure):
+    """A write that fails or is cancelled leaves the disk as it was: none of the folders it created (here two
+    levels), no marker in an empty folder it started (a cancelled report left an empty marked folder)."""
+    from mvcf import fileio
+
+    nested = tmp_path / "a" / "b"
+    target = {"atomic_path": nested / "x.txt", "atomic_files": nested / "report", "atomic_dir": nested / "d"}[writer]
+    with pytest.raises(failure):
+        if writer == "atomic_files":
+            with fileio.atomic_files(target, ["x.txt"], mark=True) as tmp:
+                (tmp / "x.txt").write_text("x", encoding="utf-8")
+                raise failure
+        else:
+            with getattr(fileio, writer)(target) as tmp:
+                (tmp / "x.txt" if writer == "atomic_dir" else tmp).write_text("x", encoding="utf-8")
+                raise failure
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()                   # a folder that was there before stays, empty or not
+    with pytest.raises(failure):
+        with fileio.atomic_files(tmp_path / "mine", ["x.txt"], mark=True):
+            raise failure
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"] and list((tmp_path / "mine").iterdir()) == []

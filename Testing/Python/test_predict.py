@@ -232,9 +232,8 @@ def test_several_vertebra_options_that_do_not_fit_together(sample, tmp_path, cap
                             tmp_path / "h.nii.gz"], "--heatmap names one")):
         code, out, err = run_cli(capsys, "--ct", sample["ct"], *args)
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
-    with pytest.raises(SystemExit) as exited:  # argparse: the vertebra options exclude each other
-        run_cli(capsys, "--ct", sample["ct"], "--locations", locations, "--mask", sample["mask"])
-    assert exited.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    code, _, err = run_cli(capsys, "--ct", sample["ct"], "--locations", locations, "--mask", sample["mask"])
+    assert code == 2 and "not allowed with" in err   # argparse: the vertebra options exclude each other
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json"]
 
 
@@ -267,3 +266,30 @@ def test_location_warnings_come_first_in_the_prediction(sample):
     location = replace(from_mask(ct, read_mask(sample["mask"]), 31), warnings=["refine: location kept"])
     warnings = predict_ct(ct, location, device="cpu").warnings
     assert warnings[0] == "refine: location kept" and any("synthetic" in w for w in warnings[1:])
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_an_interrupted_report_takes_the_finished_heatmaps_away_too(sample, tmp_path, monkeypatch, capsys, several):
+    """Ctrl-C while the case report is written, after the heatmaps (and views) were: exit 130 and nothing of
+    the run is left, neither the heatmaps nor the folders made for them (the sweep found them left)."""
+    from mvcf.cli import outputs as case_outputs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(case_outputs, "_write", interrupted)
+    (tmp_path / "mine.txt").write_text("mine", encoding="utf-8")
+    if several:
+        locations = tmp_path / "vertebrae.csv"
+        locations.write_text("name,mask,label,heatmap,views\n"
+                             f"L1,{sample['mask']},31,{tmp_path / 'new' / 'L1.nii.gz'},{tmp_path / 'v' / 'L1'}\n"
+                             f"L2,{sample['mask']},30,{tmp_path / 'new' / 'L2.nii.gz'},{tmp_path / 'v' / 'L2'}\n")
+        where = ["--locations", str(locations)]
+        left = ["mine.txt", "vertebrae.csv"]
+    else:
+        where = ["--mask", str(sample["mask"]), "--label", "31", "--heatmap", str(tmp_path / "new" / "h.nii.gz")]
+        left = ["mine.txt"]
+    code = main(["--progress", "none", "predict", "--ct", str(sample["ct"]), *where, "--device", "cpu",
+                 "--report", str(tmp_path / "report")])
+    assert code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == left

@@ -96,3 +96,21 @@ def test_bad_window_is_one_line_error_and_no_output(tmp_path, capsys, command):
     assert capsys.readouterr().err.strip().splitlines() == ["error: unknown window 'lung'; named windows: bone, "
                                                             "soft, wide (or give center,width)"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["study", "train"])
+@pytest.mark.parametrize("extra, message", [
+    (["--folds", "5"], "too few for 5 folds"),
+    (["--folds", "1"], "(--folds 1 trains one of 5 folds)"),
+    (["--external", "nosuch"], "external institution 'nosuch' not in the manifest"),
+])
+def test_a_split_refusal_writes_nothing_so_the_corrected_rerun_works(tmp_path, capsys, command, extra, message):
+    """Too few cases for the folds, or an unknown --external: one line, exit 2 and --out not created, so the
+    corrected command runs into the same folder (before, cohort.json / study_config.json were already
+    written and the rerun was refused as a used folder)."""
+    manifest = make_tiny_cohort(tmp_path / "cohort", n_per_site=3)
+    out = tmp_path / "out"
+    code = main(["--progress", "none", command, "--manifest", str(manifest), "--out", str(out), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()

@@ -32,11 +32,21 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class UsageError(SystemExit):
+    """A usage error argparse found (exit code 2); main() also sends it as the JSON-lines `error` event."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse whose usage errors are one `error: ...` line and exit code 2."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+        line = f"{message} (see '{self.prog} --help')"
+        print(f"error: {line}", file=sys.stderr)
+        raise UsageError(line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,25 +70,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _wants_jsonl(argv: Sequence[str]) -> bool:
+    """`--progress jsonl` among the arguments, read before argparse: its usage errors are events too."""
+    argv = list(argv)
+    return "--progress=jsonl" in argv or any(a == "--progress" and b == "jsonl" for a, b in zip(argv, argv[1:]))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # first of all: a Ctrl-C or SIGTERM while the command modules import is one line and exit 130 too
+    previous_handlers = signals.install()
     try:
+        return _main(argv)
+    finally:
+        signals.restore(previous_handlers)
+
+
+def _main(argv: list[str]) -> int:
+    early = make_reporter("jsonl" if _wants_jsonl(argv) else "none")   # until the command's own exists
+    try:
+        parser = build_parser()
         args = parser.parse_args(argv)
+        if getattr(args, "_module", None) is None:
+            parser.print_help(sys.stderr)
+            return _fail(early, "no command given (see 'mvcf --help')", 2)
+        if args.max_voxels is not None and args.max_voxels < 1:
+            parser.error("--max-voxels must be a positive number")
+    except UsageError as exc:    # its line is on stderr already
+        early.error(exc.message)
+        return 2
     except MVCFError as exc:  # a core check used as an argument's type= (check_device_name, ...) refused it
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    if getattr(args, "_module", None) is None:
-        parser.print_help(sys.stderr)
-        return 2
+        return _fail(early, str(exc).splitlines()[0], 2)
+    except KeyboardInterrupt as exc:
+        return _fail(early, signals.describe(exc), 130)
     saved_limit = os.environ.get("MVCF_MAX_VOXELS")
     if args.max_voxels is not None:
-        if args.max_voxels < 1:
-            parser.error("--max-voxels must be a positive number")
         os.environ["MVCF_MAX_VOXELS"] = str(args.max_voxels)
     reporter = make_reporter(args.progress)
     # the worker routes its warnings itself: its stdout is the request protocol
     logged = warnings_to(reporter) if getattr(args._module, "LOG_TO_REPORTER", True) else nullcontext()
-    previous_handlers = signals.install()
     try:
         with logged:
             return int(args._module.run(args, reporter) or 0)
@@ -93,7 +123,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(reporter, signals.describe(exc), 130)
     finally:
         reporter.close()
-        signals.restore(previous_handlers)
         if args.max_voxels is not None and saved_limit is None:  # main() may run in-process (tests)
             os.environ.pop("MVCF_MAX_VOXELS", None)
         elif args.max_voxels is not None:

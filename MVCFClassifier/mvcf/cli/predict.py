@@ -88,6 +88,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.outputs_guard import check_outputs_distinct, check_outside_folders
+    from mvcf.fileio import RunOutputs, undone_on_failure
     from mvcf.predict import predict_ct
     from mvcf.progress import emit_result
     from mvcf.read_ct import read_ct
@@ -118,18 +119,22 @@ def run(args: argparse.Namespace, reporter) -> int:
     result.timing_ms = {"read_ct": round(read_ms, 2), **result.timing_ms,
                         "total": round(1000 * (time.perf_counter() - started), 2)}
     payload = result.to_dict()
-    if args.heatmap:
-        from mvcf.explain import engine_for, write_prediction_heatmap
-        from mvcf.inference import load_model
+    written = RunOutputs([args.heatmap])
+    with undone_on_failure(written):
+        if args.heatmap:
+            from mvcf.explain import engine_for, write_prediction_heatmap
+            from mvcf.inference import load_model
 
-        bundle = load_model(args.model, result.device, engine_for(args.heatmap_method, args.backend))
-        payload["heatmap"] = str(write_prediction_heatmap(
-            bundle, result, args.heatmap, device=result.device, ct=ct, location=location,
-            method=args.heatmap_method,
-            progress=lambda done, total: reporter.progress(2, 3, f"occlusion heatmap: {done}/{total} blocks")))
-        payload["heatmap_method"] = args.heatmap_method
-    outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model, result.device,
-                            on_progress=lambda _done, _total, message: reporter.log(message), plan=plan)
+            bundle = load_model(args.model, result.device, engine_for(args.heatmap_method, args.backend))
+            payload["heatmap"] = str(write_prediction_heatmap(
+                bundle, result, args.heatmap, device=result.device, ct=ct, location=location,
+                method=args.heatmap_method,
+                progress=lambda done, total: reporter.progress(2, 3, f"occlusion heatmap: {done}/{total} blocks")))
+            written.wrote(payload["heatmap"])
+            payload["heatmap_method"] = args.heatmap_method
+        outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model,
+                                result.device, plan=plan,
+                                on_progress=lambda _done, _total, message: reporter.log(message))
     if outputs:
         payload["outputs"] = outputs
     reporter.progress(3, 3, "done")
@@ -152,17 +157,21 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     """Several vertebrae: read the CT and load the bundle once, then classify them all in one batched pass
     (mvcf.predict.predict_ct_file, the same call as the warm worker's)."""
     from mvcf.cli.outputs import check_outputs, finish_outputs, write_outputs
+    from mvcf.fileio import RunOutputs, undone_on_failure
     from mvcf.predict import predict_ct_file
     from mvcf.progress import emit_result
 
     plan = check_outputs(args)
-    payload, bundle, ct = predict_ct_file(args.ct, queries, args.model, args.device, args.backend,
-                                          refine=args.refine, on_progress=reporter.progress,
-                                          series_uid=args.series_uid, heatmap_method=args.heatmap_method)
-    results = payload["results"]
-    outputs = write_outputs(args, ct, results, bundle, bundle.device,
-                            on_progress=lambda _done, _total, message: reporter.log(message), plan=plan) \
-        if any("error" not in r for r in results) else {}
+    written = RunOutputs([p for q in queries for p in (q.heatmap, q.views)])
+    with undone_on_failure(written):   # a Cancel during the report takes the heatmaps and views away too
+        payload, bundle, ct = predict_ct_file(args.ct, queries, args.model, args.device, args.backend,
+                                              refine=args.refine, on_progress=reporter.progress,
+                                              series_uid=args.series_uid, heatmap_method=args.heatmap_method,
+                                              outputs=written)
+        results = payload["results"]
+        outputs = write_outputs(args, ct, results, bundle, bundle.device,
+                                on_progress=lambda _done, _total, message: reporter.log(message), plan=plan) \
+            if any("error" not in r for r in results) else {}
     if outputs:
         payload["outputs"] = outputs
     as_event = emit_result(reporter, payload, args.json,

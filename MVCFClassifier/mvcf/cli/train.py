@@ -117,6 +117,10 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.inference import resolve_device
 
     resolve_device(args.device)  # --device cuda without one: refused before anything is written
+    from mvcf.splits import make_splits
+
+    # the splits' refusals (too few cases per class, an unknown --external) also come before the first write
+    plan = make_splits(records, n_folds=n_folds, external=args.external, seed=config.seed, train_folds=train_folds)
     if main_process:  # the last check, and the first file written: what the run folder was run on
         from mvcf.cohort_checks import resume_record
 
@@ -124,8 +128,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     if args.device != "cuda":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
-        run_ = train_cohort(records, spec, config, out_dir=out, n_folds=n_folds,
-                            train_folds=train_folds, external=args.external, cache_dir=args.cache or (out / "cache"),
+        run_ = train_cohort(records, spec, config, out_dir=out, plan=plan, cache_dir=args.cache or (out / "cache"),
                             resume=args.resume, name=args.name or f"mvcf-{args.view}",
                             on_progress=reporter.progress, on_metrics=reporter.metrics,
                             card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)})
