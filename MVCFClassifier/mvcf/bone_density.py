@@ -24,6 +24,7 @@ from typing import Optional, Union
 import numpy as np
 
 from mvcf.ctimage import CTImage
+from mvcf.errors import MVCFError
 
 EROSION_MM = 3.0
 MIN_VOXELS = 20
@@ -31,6 +32,10 @@ OSTEOPOROSIS_HU = 110.0     # Pickhardt 2013: > 90 % specific at L1
 LOW_DENSITY_HU = 160.0      # Pickhardt 2013: 90 % sensitive at L1
 CATEGORIES = ("osteoporosis likely", "low density", "normal density")
 NATIVE_PHASES = ("native", "non-contrast", "noncontrast", "none", "unenhanced")
+#: Phase names --contrast-phase accepts (after lower-casing, '_' and ' ' read as '-'): the native ones, the
+#: phases of TotalSegmentator's contrast_phase.json and the usual CT protocol names.
+ENHANCED_PHASES = ("contrast", "enhanced", "arterial", "arterial-early", "arterial-late", "early-arterial",
+                   "late-arterial", "portal-venous", "venous", "nephrographic", "delayed", "excretory")
 
 
 @dataclass
@@ -83,10 +88,7 @@ def contrast_phase(ct_path: Union[str, Path, None], given: Optional[str] = None)
     a DICOM series is asked for ContrastBolusAgent (0018,0010) and a NIfTI/NRRD file for a BIDS sidecar
     (<name>.json with ContrastBolusIngredient or ContrastBolusAgent)."""
     if given:
-        path = Path(given)
-        if path.suffix.lower() == ".json" and path.is_file():
-            return str(_read_json(path).get("phase") or "") or None
-        return given.strip().lower()
+        return check_contrast_phase(given)
     if ct_path is None:
         return None
     path = Path(ct_path)
@@ -101,6 +103,25 @@ def contrast_phase(ct_path: Union[str, Path, None], given: Optional[str] = None)
                 agent = data.get("ContrastBolusIngredient") or data.get("ContrastBolusAgent")
                 return "contrast" if agent and str(agent).strip().lower() not in NATIVE_PHASES else None
     return None
+
+
+def check_contrast_phase(given: str) -> str:
+    """A phase name (NATIVE_PHASES, ENHANCED_PHASES) or TotalSegmentator's contrast_phase.json -> the phase
+    in canonical spelling; anything else is one MVCFError line (a typo must not label a CT 'enhanced')."""
+    path = Path(given)
+    if path.suffix.lower() == ".json":
+        if not path.is_file():
+            raise MVCFError(f"--contrast-phase: file not found: {given}")
+        phase = _read_json(path).get("phase")
+        if not isinstance(phase, str) or not phase.strip():
+            raise MVCFError(f"--contrast-phase: {given} has no \"phase\" (TotalSegmentator's contrast_phase.json "
+                            "has one, e.g. \"native\")")
+        given = phase
+    name = "-".join(given.strip().lower().replace("_", " ").replace("-", " ").split())
+    if name not in NATIVE_PHASES + ENHANCED_PHASES:
+        raise MVCFError(f"--contrast-phase: unknown phase {given!r}; give one of "
+                        f"{', '.join(NATIVE_PHASES + ENHANCED_PHASES)}, or TotalSegmentator's contrast_phase.json")
+    return name
 
 
 def contrast_warning(phase: Optional[str]) -> Optional[str]:

@@ -126,7 +126,9 @@ def _header_geometry(path: Path):
         from mvcf.ct_plausibility import dicom_folder_view
 
         with dicom_folder_view(path) as folder:
-            ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+            from mvcf.dicom.series import gdcm_series_ids
+
+            ids = gdcm_series_ids(folder)
             if not ids:
                 raise MVCFError("no DICOM series in the ct folder")
             files = max((sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), i) for i in ids), key=len)

@@ -175,3 +175,13 @@ def test_a_cancel_while_the_commands_load_is_one_line_and_130(monkeypatch, capsy
     captured = capsys.readouterr()
     assert captured.err == "error: interrupted\n"
     assert [json.loads(line)["event"] for line in captured.out.splitlines()] == ["error"]
+
+
+def test_a_folder_without_dicom_is_one_line_without_itk_noise(tmp_path, capfd):
+    """ITK printed its own four-line 'No Series were found' warning (C-level stderr) before mvcf's line."""
+    from mvcf.cli.main import main
+
+    (tmp_path / "notes.txt").write_text("not DICOM", encoding="utf-8")
+    assert main(["--progress", "none", "predict", "--ct", str(tmp_path), "--point-lps", "1,2,3"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "DICOM" in err and "WARNING" not in err, err

@@ -301,6 +301,24 @@ def test_contrast_phase_from_sidecar_and_given(tmp_path):
     assert "contrast-enhanced" in contrast_warning("contrast")
     assert contrast_phase(ct, shared("totalsegmentator/spine_report/contrast_phase.json")) == "native"
     assert contrast_warning("native") is None
+    assert contrast_phase(ct, "Portal_Venous") == "portal-venous" and contrast_phase(ct, " NATIVE ") == "native"
+
+
+@pytest.mark.parametrize("given, message", [
+    ("weird", "unknown phase 'weird'"),
+    ("cases.csv", "unknown phase 'cases.csv'"),
+    ("absent.json", "file not found"),
+    ("bad.json", 'has no "phase"'),
+])
+def test_an_unknown_contrast_phase_is_refused_before_the_screen(tmp_path, capsys, given, message):
+    """A typo, another file or a JSON without a phase used to label the CT 'contrast-enhanced (weird)'."""
+    from mvcf.cli.main import main
+
+    (tmp_path / "bad.json").write_text('{"phase": 3}', encoding="utf-8")
+    code = main(["--progress", "none", "screen", "--ct", str(CT), "--seg", str(SEG), "--contrast-phase",
+                 str(tmp_path / given) if given.endswith(".json") else given])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
 
 
 # --- the screen --------------------------------------------------------------------------------------------

@@ -18,6 +18,12 @@ from pathlib import Path
 from mvcf.errors import MVCFError
 
 
+def _contrast_phase(value: str) -> str:
+    from mvcf.bone_density import check_contrast_phase
+
+    return check_contrast_phase(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from mvcf.inference import check_device_name
     from mvcf.numbering import NUMBERINGS
@@ -40,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="engine for the network: auto = ONNX Runtime when the bundle has an ONNX graph "
                              "(no torch import), else torch")
-    parser.add_argument("--contrast-phase", default=None, help="the CT's contrast phase (e.g. native, "
+    parser.add_argument("--contrast-phase", default=None, type=_contrast_phase, help="the CT's contrast phase (e.g. native, "
                         "portal-venous) or TotalSegmentator's contrast_phase.json, when the file does not say")
     parser.add_argument("--json", action="store_true", help="print {\"vertebrae\": [...], ...} as JSON")
     from mvcf.cli.outputs import add_output_arguments

@@ -39,12 +39,25 @@ def _describe(uid: str, files, header: dict[str, str]) -> str:
     return f"{uid or '(blank UID)'} ({header.get('0008|0060', '?')}, {what}, {len(files)} files)"
 
 
+def gdcm_series_ids(folder: Path) -> tuple[str, ...]:
+    """The series UIDs SimpleITK finds in `folder`, without ITK's own 'No Series were found' warning on
+    stderr (the caller says what is wrong in its one error line)."""
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
 def choose_series(folder: Path, series_uid: Optional[str] = None) -> SeriesChoice:
     """The series of `folder` to read: `series_uid` when given, else the only series, else the only CT one.
     Several CT series and no `series_uid` is an MVCFError that lists them."""
     import SimpleITK as sitk
 
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series_ids = gdcm_series_ids(folder)
     if not series_ids:
         raise MVCFError(f"no DICOM series found in folder {folder}")
     files = {sid: tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid)) for sid in series_ids}
