@@ -165,3 +165,23 @@ def test_mrmc_text_output_with_one_modality(tmp_path, capsys):
     assert code == 0, err
     assert "Cov1 n/a" in out and "random readers, random cases:" in out
     assert "modality 0: 0.8970 (0.8252, 0.9689)" in out
+
+
+def test_a_degenerate_roc_says_why_and_gives_newcombe(tmp_path, capsys):
+    """A constant score and a perfectly separating one: DeLong's intervals collapse to a point, and the paired
+    test has no variance. The output says so (Newcombe's score interval instead; p n/a, not p 0)."""
+    path = tmp_path / "c.csv"
+    path.write_text("y,s,u\n1,0.5,0.9\n1,0.5,0.8\n0,0.5,0.1\n0,0.5,0.2\n", encoding="utf-8")
+    code, out, err = _run(["--progress", "none", "stats", "roc", "--csv", str(path), "--truth", "y", "--score", "s",
+                           "--score", "u", "--json"], capsys)
+    assert code == 0, err
+    payload = json.loads(out)
+    constant, perfect = payload["scores"]
+    assert constant["ci"] == [0.5, 0.5] and "constant score" in constant["note"]
+    assert constant["ci_newcombe"][0] < 0.5 < constant["ci_newcombe"][1]
+    assert "perfect separation" in perfect["note"] and perfect["ci_newcombe"][0] < 1.0 == perfect["ci_newcombe"][1]
+    (pair,) = payload["comparisons"]
+    assert pair["p"] is None and pair["p_holm"] is None and "no test possible" in pair["note"]
+    code, out, _ = _run(["--progress", "none", "stats", "roc", "--csv", str(path), "--truth", "y", "--score", "s",
+                         "--score", "u"], capsys)
+    assert "[newcombe]; zero variance" in out and "p n/a; the paired DeLong variance is zero" in out

@@ -129,13 +129,24 @@ def run_roc(args: argparse.Namespace) -> dict:
             ci = stats.bootstrap_auc_ci(truth, score, n_resamples=args.n_resamples, seed=args.seed, alpha=args.alpha)
         else:
             ci = stats.delong_ci(truth, score, alpha=args.alpha)
-        entries.append({"name": name, "auc": ci["auc"], "ci": list(ci["ci"]), "ci_method": ci["method"]})
+        entry = {"name": name, "auc": ci["auc"], "ci": list(ci["ci"]), "ci_method": ci["method"]}
+        if ci["ci"][1] - ci["ci"][0] < 1e-9:   # never a zero-width interval without its reason (as the study report)
+            entry["ci_newcombe"] = list(stats.newcombe_auc_ci(ci["auc"], int(truth.sum()), int((~truth).sum()),
+                                                              alpha=args.alpha))
+            entry["note"] = (f"{'perfect separation' if ci['auc'] in (0.0, 1.0) else 'zero variance (a constant score)'}"
+                             f": the {ci['method']} interval collapses to a point; Newcombe's score interval given "
+                             "instead")
+        entries.append(entry)
     comparisons = []
     if len(scores) > 1:
         test = stats.delong_test(truth, list(scores.values()), alpha=args.alpha, names=list(scores))
         comparisons = [{"a": p["a"], "b": p["b"], "diff": p["diff"], "z": p["z"], "p": p["p"],
                         "p_holm": p["p_holm"], "ci": list(p["ci"]), "method": "delong-paired"}
                        for p in test["pairs"]]
+        for c in comparisons:
+            if c["z"] is None or not math.isfinite(c["z"]):   # the paired variance is zero: there is no test, and p = 0 would claim one
+                c.update(p=None, p_holm=None, note="the paired DeLong variance is zero (each score is constant "
+                                                   "or separates the classes perfectly): no test possible")
     payload = {"n_pos": int(truth.sum()), "n_neg": int((~truth).sum()), "alpha": args.alpha,
                "scores": entries, "comparisons": comparisons}
     if args.plot:
@@ -189,10 +200,14 @@ def _fmt_ci(ci: Any) -> str:
 def _print_roc(payload: dict) -> None:
     print(f"{payload['n_pos']} positive, {payload['n_neg']} negative cases")
     for entry in payload["scores"]:
-        print(f"{entry['name']}: AUC {_num(entry['auc'])} {_fmt_ci(entry['ci'])} [{entry['ci_method']}]")
+        if "ci_newcombe" in entry:
+            print(f"{entry['name']}: AUC {_num(entry['auc'])} {_fmt_ci(entry['ci_newcombe'])} [newcombe]; "
+                  f"{entry['note']}")
+        else:
+            print(f"{entry['name']}: AUC {_num(entry['auc'])} {_fmt_ci(entry['ci'])} [{entry['ci_method']}]")
     for c in payload["comparisons"]:
         print(f"{c['a']} - {c['b']}: diff {_num(c['diff'], '+.4f')} {_fmt_ci(c['ci'])}, z {_num(c['z'], '.3f')}, "
-              f"p {_num(c['p'], '.4g')}")
+              f"p {_num(c['p'], '.4g')}" + (f"; {c['note']}" if "note" in c else ""))
 
 
 def _print_mrmc(payload: dict) -> None:
