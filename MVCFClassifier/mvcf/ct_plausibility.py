@@ -97,7 +97,10 @@ def _check_qform_sform(path: Path, header) -> None:
     """Both set and more than QFORM_SFORM_TOL_MM apart anywhere in the volume: two geometries, one is wrong."""
     if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
         return
-    q, s = header.get_qform(), header.get_sform()
+    try:
+        q, s = header.get_qform(), header.get_sform()
+    except ValueError as exc:   # nibabel: quaternion b, c, d with b^2 + c^2 + d^2 > 1 ("w2 should be positive")
+        raise MVCFError(f"{path}: its NIfTI qform quaternion is invalid ({exc}); the header is damaged") from None
     shape = [max(1, int(n)) for n in header.get_data_shape()[:3]] + [1] * (3 - len(header.get_data_shape()[:3]))
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
                         for k in (0, shape[2] - 1)])

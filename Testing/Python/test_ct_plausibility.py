@@ -128,3 +128,17 @@ def test_dicom_folder_with_symlink_loops_is_read(tmp_path):
     ct = read_ct(series, warnings=warnings)
     assert ct.size_ijk[2] == 20
     assert any("skipped 3 symbolic link" in w for w in warnings)
+
+
+def test_an_impossible_qform_quaternion_is_one_line(tmp_path):
+    """b^2 + c^2 + d^2 > 1 has no rotation: nibabel raised ValueError ('w2 should be positive') through to a
+    traceback (found by the damaged-file fuzz in one test order)."""
+    nifti = nib.Nifti1Image(_body().T, np.eye(4))
+    nifti.set_qform(np.eye(4), code=1)
+    nifti.set_sform(np.eye(4), code=1)
+    nib.save(nifti, str(tmp_path / "q.nii"))
+    raw = bytearray((tmp_path / "q.nii").read_bytes())
+    struct.pack_into("<fff", raw, 256, 0.8, 0.8, 0.8)       # quatern_b, c, d
+    (tmp_path / "bad.nii").write_bytes(bytes(raw))
+    with pytest.raises(MVCFError, match="qform quaternion is invalid"):
+        read_ct(tmp_path / "bad.nii")

@@ -106,7 +106,7 @@ def test_jsonl_progress_emits_the_result_event(roc_csv, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--truth", "y", "--score", "text"], "must be numeric"),
+    (["--truth", "y", "--score", "text"], "must be finite numbers"),
     (["--truth", "y", "--score", "nope"], "not in the CSV"),
     (["--truth", "label", "--score", "m2d"], "must be 0/1"),
     (["--truth", "label", "--positive", "OVCF", "--score", "m2d", "--positive", "absent"], "no row has"),

@@ -198,7 +198,7 @@ def test_records_input_and_string_labels(vandyke):
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.drop(columns="rating"), "missing column"),
     (lambda d: d.drop(index=7), "unbalanced reader design"),
-    (lambda d: d.assign(rating=d.rating.astype(object).where(d.index != 3, "high")), "must be numeric"),
+    (lambda d: d.assign(rating=d.rating.astype(object).where(d.index != 3, "high")), "must be finite numbers.*row 5 with 'high'"),
     (lambda d: d.assign(rating=d.rating.where(d.index != 3, np.nan)), "missing values"),
     (lambda d: d.assign(truth=0), "at least 2 positive"),
     (lambda d: d.assign(truth=d.truth.where(d.index != 0, 1)), "conflicting truth"),

@@ -93,8 +93,7 @@ def _truth(frame: Any, column: str, positive: Any):
 
 
 def _scores(frame: Any, columns: list[str]):
-    import numpy as np
-    import pandas as pd
+    from mvcf.stats._validate import numeric_column
 
     out = {}
     for column in columns:
@@ -102,14 +101,7 @@ def _scores(frame: Any, columns: list[str]):
             raise MVCFError(f"score column '{column}' not in the CSV")
         if column in out:
             raise MVCFError(f"score column '{column}' given twice")
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if values.isna().any():
-            bad = frame.loc[values.isna(), column].iloc[0]
-            raise MVCFError(f"score column '{column}' must be numeric (found {bad!r})")
-        array = values.to_numpy(float)
-        if not np.all(np.isfinite(array)):
-            raise MVCFError(f"score column '{column}' has infinite values")
-        out[column] = array
+        out[column] = numeric_column(frame, column, "score column")
     return out
 
 

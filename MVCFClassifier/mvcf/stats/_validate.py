@@ -21,6 +21,22 @@ def as_scores(values: Any, name: str = "score") -> np.ndarray:
     return array
 
 
+def numeric_column(frame: Any, column: str, what: str) -> np.ndarray:
+    """A CSV column (pandas) as finite floats; a blank cell, a word or an infinity is one line naming the
+    first offending row (a data row number, header = row 1) and what is there."""
+    import pandas as pd
+
+    values = pd.to_numeric(frame[column], errors="coerce")
+    array = values.to_numpy(float)
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raw = frame[column].iloc[int(bad[0])]
+        found = "an empty cell" if pd.isna(raw) else f"{str(raw)[:40]!r}"
+        raise MVCFError(f"{what} '{column}' must be finite numbers: {bad.size} row(s) are not, the first is "
+                        f"row {int(bad[0]) + 2} with {found}")
+    return array
+
+
 def as_truth(values: Any, name: str = "truth", need_both: bool = True) -> np.ndarray:
     """A boolean array (True = positive) from 0/1, booleans, or ±1... only 0/1-like values are accepted."""
     array = np.asarray(values)

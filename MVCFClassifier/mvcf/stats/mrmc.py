@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats as _st
 
 from mvcf.errors import MVCFError
-from mvcf.stats._validate import check_alpha
+from mvcf.stats._validate import check_alpha, numeric_column
 from mvcf.stats.roc import _delong_cov, _structural_components
 
 COLUMNS = ("reader", "modality", "case", "truth", "rating")
@@ -73,13 +73,7 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
     for col in (reader, modality, case, truth, rating):
         if frame[col].isna().any():
             raise MVCFError(f"column '{col}' has missing values")
-    scores = pd.to_numeric(frame[rating], errors="coerce")
-    if scores.isna().any():
-        bad = frame.loc[scores.isna(), rating].iloc[0]
-        raise MVCFError(f"column '{rating}' must be numeric (found {bad!r})")
-    if not np.all(np.isfinite(scores.to_numpy(float))):
-        raise MVCFError(f"column '{rating}' has infinite values")
-    frame[rating] = scores.astype(float)
+    frame[rating] = numeric_column(frame, rating, "column")
     if positive is not None:
         frame[truth] = frame[truth].astype(str) == str(positive)
     else:
