@@ -128,10 +128,11 @@ def run_collect(args: argparse.Namespace, reporter: Any) -> int:
 
     out = Path(args.out or args.dir)
     names = [READINGS_FILE, MODEL_SCORES_FILE]
+    readings, model, summary = collect_readings(args.dir, args.key, args.answers)   # reads only: not a plan, said first
     # the tables of an earlier collect are written again; a folder of the user's, or an input, never is
-    check_output_folder(out, names=names, overwrite=True, what="--out")
+    check_output_folder(out, names=names, overwrite=True,
+                        what="--out" if args.out else "the plan folder (where readings.csv goes without --out)")
     check_outputs_distinct([(name, out / name) for name in names], [args.key, *(args.answers or [])])
-    readings, model, summary = collect_readings(args.dir, args.key, args.answers)
     written = write_collected(readings, model, out)
     summary["written"] = [str(p) for p in written]
     _emit(reporter, summary, False, f"collected {summary['ratings']} ratings ({summary['readers']} readers x "
