@@ -94,10 +94,11 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
                          unit=POINT_FIELDS[kinds[0]], heatmap=heatmap, views=views)
 
 
-def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations") -> list[VertebraQuery]:
+def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations",
+                  inputs: Sequence[Any] = ()) -> list[VertebraQuery]:
     """Every entry checked; an empty list, two entries writing the same heatmap file or views folder, an
-    output that is (or holds) any entry's mask, or an existing file or folder mvcf did not write are refused
-    (mvcf.outputs_guard)."""
+    output that is (or holds) any entry's mask or one of the run's other `inputs` (the CT, the model), or an
+    existing file or folder mvcf did not write are refused (mvcf.outputs_guard)."""
     from mvcf.outputs_guard import check_output, check_outputs_distinct
 
     if not entries:
@@ -110,7 +111,7 @@ def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations")
     masks = [q.mask for q in queries if q.mask is not None]
     check_outputs_distinct([(what, path) for what, path, _ in outputs], masks)
     for what, path, kind in outputs:
-        check_output(path, kind=kind, overwrite=True, what=what)
+        check_output(path, [*inputs, *masks], kind=kind, overwrite=True, what=what)
     return queries
 
 
@@ -131,8 +132,9 @@ def _csv_rows(text: str, source: str) -> list[dict]:
     return rows
 
 
-def read_locations(path: Union[str, Path]) -> list[VertebraQuery]:
-    """Read and check a locations file (JSON if it starts with '[' or '{', else CSV with a header)."""
+def read_locations(path: Union[str, Path], inputs: Sequence[Any] = ()) -> list[VertebraQuery]:
+    """Read and check a locations file (JSON if it starts with '[' or '{', else CSV with a header);
+    `inputs`: the run's other inputs, which no heatmap or views path may be."""
     path = Path(path)
     if not path.is_file():
         raise MVCFError(f"locations file not found: {path}")
@@ -153,7 +155,7 @@ def read_locations(path: Union[str, Path]) -> list[VertebraQuery]:
                             '[{"name": "L1", "mask": "seg.nii.gz", "label": 31}]')
     else:
         entries = _csv_rows(text, str(path))
-    return parse_entries(entries, path.resolve().parent, path.name)
+    return parse_entries(entries, path.resolve().parent, path.name, [path, *inputs])
 
 
 def write_locations(path: Union[str, Path], queries: Sequence[VertebraQuery]) -> Path:

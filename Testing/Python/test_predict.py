@@ -293,3 +293,11 @@ def test_an_interrupted_report_takes_the_finished_heatmaps_away_too(sample, tmp_
                  "--report", str(tmp_path / "report")])
     assert code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
     assert sorted(p.name for p in tmp_path.iterdir()) == left
+
+
+def test_a_locations_heatmap_that_names_the_ct_is_called_an_input(sample, tmp_path, capsys):
+    """It was refused as 'not written by mvcf', true but beside the point: it is this run's input."""
+    locations = tmp_path / "v.csv"
+    locations.write_text(f"name,mask,label,heatmap\nL1,{sample['mask']},31,{sample['ct']}\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--locations", locations)
+    assert code == 2 and out == "" and "is an input of this run" in err and err.count("\n") == 1, err

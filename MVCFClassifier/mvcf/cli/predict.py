@@ -60,7 +60,7 @@ def queries_from_args(args: argparse.Namespace):
     if args.locations is not None:
         if labels:
             raise MVCFError("--label applies only with --mask (a locations file gives each entry its label)")
-        return read_locations(args.locations)
+        return read_locations(args.locations, [p for p in (args.ct, args.model) if p is not None])
     if several:
         return [query_from_args(args, label) for label in labels]
     return None
