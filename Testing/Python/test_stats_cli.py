@@ -183,5 +183,29 @@ def test_a_degenerate_roc_says_why_and_gives_newcombe(tmp_path, capsys):
     (pair,) = payload["comparisons"]
     assert pair["p"] is None and pair["p_holm"] is None and "no test possible" in pair["note"]
     code, out, _ = _run(["--progress", "none", "stats", "roc", "--csv", str(path), "--truth", "y", "--score", "s",
-                         "--score", "u"], capsys)
+                         "--score", "u", "--plot", str(tmp_path / "roc.png")], capsys)
     assert "[newcombe]; zero variance" in out and "p n/a; the paired DeLong variance is zero" in out
+    assert code == 0 and (tmp_path / "roc.png").stat().st_size > 5000   # its legend gives Newcombe's too
+
+
+def test_the_roc_legend_never_shows_a_point_interval(monkeypatch, tmp_path):
+    """Perfect separation: the legend says Newcombe's interval, not '1.000 (1.000-1.000)' (the demo's ROC
+    plots showed that for a 3D model)."""
+    from matplotlib.axes import Axes
+
+    from mvcf.stats.plots import plot_roc
+
+    labels: list = []
+    plot = Axes.plot
+
+    def spy(self, *args, **kwargs):
+        labels.append(kwargs.get("label"))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    plot_roc(tmp_path / "r.png", np.array([1, 1, 0, 0, 1, 0]), {"perfect": np.array([0.9, 0.8, 0.1, 0.2, 0.7, 0.3]),
+                                                                  "noisy": np.array([0.9, 0.2, 0.1, 0.8, 0.7, 0.3])})
+    perfect = next(label for label in labels if label and label.startswith("perfect"))
+    noisy = next(label for label in labels if label and label.startswith("noisy"))
+    assert perfect.endswith(", Newcombe)") and "(1.000–1.000" not in perfect
+    assert "Newcombe" not in noisy
