@@ -1,6 +1,7 @@
 """The shared plumbing: atomic writes, CTImage geometry, CLI error contract, child-process protocol."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -106,3 +107,15 @@ def test_cli_parser_and_core_import_do_not_load_heavy_libraries():
             "print(sorted(m for m in ('torch', 'monai', 'matplotlib', 'pandas', 'sklearn') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_an_ascii_terminal_gets_escapes_not_a_crash():
+    """A summary with an en dash (format_auc's intervals) on an ASCII stdout ended a finished `mvcf train` with
+    UnicodeEncodeError; main() lets such streams print escapes."""
+    code = ("from mvcf.cli.main import _never_fail_on_encoding\n"
+            "_never_fail_on_encoding()\n"
+            "print('AUC 0.912 (0.861\\u20130.963)')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONUTF8": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode("ascii").strip() == "AUC 0.912 (0.861\\u20130.963)"

@@ -72,7 +72,7 @@ def test_locations_heatmaps_stay_inside_and_never_hit_a_mask(inputs, capsys, tmp
         ([{"name": "L1", "mask": "seg.nii.gz", "label": 31},
           {"name": "L2", "mask": "seg.nii.gz", "label": 30, "heatmap": "seg.nii.gz"}], "is an input of this run"),
         ([{"name": "L1", "point_ijk": [50, 50, 50], "heatmap": "../escape.nii.gz"}], "points outside the folder"),
-        ([{"name": "L1", "point_ijk": [50, 50, 50], "heatmap": "ct.nii.gz"}], "not written by mvcf"),
+        ([{"name": "L1", "point_ijk": [50, 50, 50], "heatmap": "ct.nii.gz"}], "is an input of this run"),
     ]:
         locations.write_text(json.dumps(entries))
         code, _, err = _run(capsys, "predict", "--ct", ct, "--locations", locations)

@@ -20,7 +20,8 @@ def test_two_process_ddp_on_cpu_writes_one_bundle(tmp_path):
                "-m", "mvcf.cli.main", "--progress", "none", "train", "--manifest", str(manifest),
                "--out", str(out), "--view", "2d", "--size", "24", "--arch", "resnet10-tiny", "--epochs", "2",
                "--batch-size", "4", "--folds", "2", "--external", "B", "--device", "cpu", "--seed", "2"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+    # utf-8 explicitly: an earlier test (VTK) may have set this process's locale to C, i.e. ASCII
+    done = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]
     card = json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))

@@ -76,8 +76,21 @@ def _wants_jsonl(argv: Sequence[str]) -> bool:
     return "--progress=jsonl" in argv or any(a == "--progress" and b == "jsonl" for a, b in zip(argv, argv[1:]))
 
 
+def _never_fail_on_encoding() -> None:
+    """On a terminal or pipe that is not UTF-8 (an ASCII locale), characters such as the en dash of a CI
+    print as escapes instead of ending a finished run with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding != "utf8" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):   # a stream that cannot be reconfigured: leave it
+                pass
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _never_fail_on_encoding()
     # first of all: a Ctrl-C or SIGTERM while the command modules import is one line and exit 130 too
     previous_handlers = signals.install()
     try:
