@@ -143,9 +143,8 @@ def _screen_brief(result: Any, files: list[str]) -> dict[str, Any]:
     keys = ("level", "status", "height_anterior_mm", "height_middle_mm", "height_posterior_mm", "genant_grade",
             "shape", "trabecular_hu", "density", "probability_malignant", "prediction", "flagged")
     rows = [{k: r.get(k) for k in keys} for r in result.vertebrae]
-    return {"files": files, "threshold": result.threshold, "vertebrae": rows,
-            "collapsed": [r["level"] for r in rows if (r["genant_grade"] or 0) >= 1],
-            "flagged": [r["level"] for r in rows if r["flagged"]]}
+    return {"files": files, "threshold": result.threshold, "vertebrae": rows, "collapsed": result.collapsed,
+            "flagged": result.flagged}
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:

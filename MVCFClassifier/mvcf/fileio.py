@@ -173,7 +173,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same extension, so writers that pick a format by name work);
     once the block is done it is verified and renamed onto `path`; on any error it is deleted."""
     target = Path(path)
-    tmp = None
+    tmp, done = None, False
     created = missing_folders(target.parent)
     try:
         with write_errors(target):
@@ -186,14 +186,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             verify_written(tmp, target)
             apply_umask(tmp)
             os.replace(tmp, target)
-    except BaseException:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
-        remove_empty_folders(created)
-        raise
+            done = True
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
+        if not done:   # failed or cancelled: no folder this write made stays behind
+            remove_empty_folders(created)
 
 
 @contextlib.contextmanager
@@ -219,8 +217,8 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
     from mvcf.outputs_guard import MARKER, write_marker
 
     target = Path(folder)
-    tmp = None
-    created, marked = missing_folders(target), False
+    tmp, marked, done = None, False, False
+    created = missing_folders(target)
     try:
         with write_errors(target):
             target.mkdir(parents=True, exist_ok=True)
@@ -242,16 +240,14 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
                 for entry in os.scandir(target):
                     if entry.name not in keep and entry.is_file(follow_symlinks=False):
                         os.unlink(entry.path)
-    except BaseException:   # failed or cancelled: the folder is as it was (a folder it started is gone)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if marked and {e.name for e in os.scandir(target)} == {MARKER}:
-            (target / MARKER).unlink()
-        remove_empty_folders(created)
-        raise
+            done = True
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+        if not done:   # failed or cancelled: the folder is as it was (a folder it started is gone)
+            if marked and {e.name for e in os.scandir(target)} == {MARKER}:
+                (target / MARKER).unlink()
+            remove_empty_folders(created)
 
 
 @contextlib.contextmanager
@@ -263,7 +259,7 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
 
     target = Path(path)
     check_output(target, kind="folder", overwrite=overwrite)
-    tmp = None
+    tmp, done = None, False
     created = missing_folders(target.parent)
     try:
         with write_errors(target):
@@ -281,11 +277,9 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, target)
-    except BaseException:
-        if tmp is not None and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        remove_empty_folders(created)
-        raise
+            done = True
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            remove_empty_folders(created)

@@ -14,7 +14,7 @@ import numpy as np
 
 def summarize(y_true: Sequence[int], prob: Sequence[float], threshold: float, n_bootstrap: int = 1000,
               seed: int = 0) -> dict[str, Any]:
-    from mvcf.stats import bootstrap_auc_ci, delong_ci, metrics_at_threshold, newcombe_auc_ci
+    from mvcf.stats import bootstrap_auc_ci, delong_ci, metrics_at_threshold, newcombe_auc_ci, point_interval_fallback
 
     y = np.asarray(y_true, dtype=int)
     p = np.asarray(prob, dtype=float)
@@ -36,10 +36,11 @@ def summarize(y_true: Sequence[int], prob: Sequence[float], threshold: float, n_
         out["auc_ci_delong"] = list(d["ci"])
         if n_bootstrap > 0:
             out["auc_ci_bootstrap"] = list(bootstrap_auc_ci(y, p, n_resamples=n_bootstrap, seed=seed)["ci"])
-        if d["ci"][1] - d["ci"][0] < 1e-9:
-            out["auc_ci_newcombe"] = list(newcombe_auc_ci(d["auc"], int(y.sum()), int((1 - y).sum())))
-            out["note"] = (f"{'perfect separation' if d['auc'] in (0.0, 1.0) else 'zero variance'}: the DeLong "
-                           "and bootstrap intervals collapse to a point; Newcombe's score interval given instead")
+        fallback = point_interval_fallback(d["auc"], d["ci"], int(y.sum()), int((1 - y).sum()))
+        if fallback is not None:
+            out["auc_ci_newcombe"] = list(fallback[0])
+            out["note"] = (f"{fallback[1]}: the DeLong and bootstrap intervals collapse to a point; Newcombe's "
+                           "score interval given instead")
     else:
         out["auc"] = None
         out["note"] = "one class only: AUC undefined"

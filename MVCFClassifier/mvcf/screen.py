@@ -75,6 +75,16 @@ class ScreenResult:
         data["columns"] = COLUMNS
         return data
 
+    @property
+    def collapsed(self) -> list[str]:
+        """Levels graded >= 1 (Genant), cranio-caudal."""
+        return [r["level"] for r in self.vertebrae if (r["genant_grade"] or 0) >= 1]
+
+    @property
+    def flagged(self) -> list[str]:
+        """Levels collapsed and at or above the model's threshold."""
+        return [r["level"] for r in self.vertebrae if r["flagged"]]
+
     def overview(self) -> Optional[Any]:
         """The whole-spine overview picture (mvcf.report.overview, a KeyImage), None without images, without
         a located vertebra or without matplotlib (said in a warning)."""
@@ -296,14 +306,18 @@ OVERVIEW_NAME = "screen_overview.png"
 OUTPUT_NAMES = (TABLE_NAME, JSON_NAME, OVERVIEW_NAME)
 
 
-def write_outputs(result: ScreenResult, out_dir: Union[str, Path], overview: Optional[Any] = None) -> tuple[Path, ...]:
+#: write_outputs' default: render the overview there (a caller that rendered it already passes it, or None)
+RENDER_OVERVIEW = object()
+
+
+def write_outputs(result: ScreenResult, out_dir: Union[str, Path], overview: Any = RENDER_OVERVIEW) -> tuple[Path, ...]:
     """screen.tsv, screen.json and (when the result has its images) screen_overview.png in `out_dir`, all or
-    none (fileio.atomic_files); `overview`: the picture already rendered (ScreenResult.overview)."""
+    none (fileio.atomic_files); `overview`: the picture already rendered (ScreenResult.overview; None: none)."""
     from mvcf.fileio import atomic_files
     from mvcf.progress import dumps
 
     out = Path(out_dir)
-    overview = overview if overview is not None else result.overview()
+    overview = result.overview() if overview is RENDER_OVERVIEW else overview
     names = [TABLE_NAME, JSON_NAME] + ([OVERVIEW_NAME] if overview is not None else [])
     with atomic_files(out, names, mark=True) as tmp:
         (tmp / TABLE_NAME).write_text(table_tsv(result.vertebrae), encoding="utf-8")
@@ -330,10 +344,8 @@ def summary_text(result: ScreenResult) -> str:
         p = f"{r['probability_malignant']:8.3f}" if r["probability_malignant"] is not None else "       -"
         call = (r["prediction"] or "-") + ("  <- FLAG" if r["flagged"] else "")
         lines.append(f"{r['level']:<6}{''.join(h)}{loss}  {grade:<14}{hu}  {p}  {call}")
-    flagged = [r["level"] for r in result.vertebrae if r["flagged"]]
-    graded = [r["level"] for r in result.vertebrae if (r["genant_grade"] or 0) >= 1]
-    lines.append(f"collapsed (Genant >= 1): {', '.join(graded) or 'none'}; flagged (collapsed and "
-                 f"P(MVCF) >= {result.threshold:.2f}): {', '.join(flagged) or 'none'}")
+    lines.append(f"collapsed (Genant >= 1): {', '.join(result.collapsed) or 'none'}; flagged (collapsed and "
+                 f"P(MVCF) >= {result.threshold:.2f}): {', '.join(result.flagged) or 'none'}")
     lines.append(f"bone density: {density_summary(result.vertebrae)}")
     lines.append(f"model {result.model.get('name', '')} {result.model.get('version', '')}; device "
                  f"{result.device} ({result.backend}); {result.timing_ms.get('total', 0):.0f} ms")

@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="engine for the network: auto = ONNX Runtime when the bundle has an ONNX graph "
                              "(no torch import), else torch")
-    parser.add_argument("--contrast-phase", default=None, type=_contrast_phase, help="the CT's contrast phase (e.g. native, "
-                        "portal-venous) or TotalSegmentator's contrast_phase.json, when the file does not say")
+    parser.add_argument("--contrast-phase", default=None, type=_contrast_phase,
+                        help="the CT's contrast phase (e.g. native, portal-venous) or TotalSegmentator's "
+                             "contrast_phase.json, when the file does not say")
     parser.add_argument("--json", action="store_true", help="print {\"vertebrae\": [...], ...} as JSON")
     from mvcf.cli.outputs import add_output_arguments
 

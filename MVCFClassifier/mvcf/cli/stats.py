@@ -122,12 +122,13 @@ def run_roc(args: argparse.Namespace) -> dict:
         else:
             ci = stats.delong_ci(truth, score, alpha=args.alpha)
         entry = {"name": name, "auc": ci["auc"], "ci": list(ci["ci"]), "ci_method": ci["method"]}
-        if ci["ci"][1] - ci["ci"][0] < 1e-9:   # never a zero-width interval without its reason (as the study report)
-            entry["ci_newcombe"] = list(stats.newcombe_auc_ci(ci["auc"], int(truth.sum()), int((~truth).sum()),
-                                                              alpha=args.alpha))
-            entry["note"] = (f"{'perfect separation' if ci['auc'] in (0.0, 1.0) else 'zero variance (a constant score)'}"
-                             f": the {ci['method']} interval collapses to a point; Newcombe's score interval given "
-                             "instead")
+        fallback = stats.point_interval_fallback(ci["auc"], ci["ci"], int(truth.sum()), int((~truth).sum()),
+                                                 alpha=args.alpha)
+        if fallback is not None:   # never a zero-width interval without its reason (as the study report)
+            interval, reason = fallback
+            entry["ci_newcombe"] = list(interval)
+            entry["note"] = (f"{reason}{' (a constant score)' if reason == 'zero variance' else ''}: the "
+                             f"{ci['method']} interval collapses to a point; Newcombe's score interval given instead")
         entries.append(entry)
     comparisons = []
     if len(scores) > 1:
@@ -136,7 +137,8 @@ def run_roc(args: argparse.Namespace) -> dict:
                         "p_holm": p["p_holm"], "ci": list(p["ci"]), "method": "delong-paired"}
                        for p in test["pairs"]]
         for c in comparisons:
-            if c["z"] is None or not math.isfinite(c["z"]):   # the paired variance is zero: there is no test, and p = 0 would claim one
+            # the paired variance is zero: there is no test, and p = 0 would claim one
+            if c["z"] is None or not math.isfinite(c["z"]):
                 c.update(p=None, p_holm=None, note="the paired DeLong variance is zero (each score is constant "
                                                    "or separates the classes perfectly): no test possible")
     payload = {"n_pos": int(truth.sum()), "n_neg": int((~truth).sum()), "alpha": args.alpha,

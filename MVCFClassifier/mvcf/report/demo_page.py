@@ -23,8 +23,8 @@ def _screen_table(screen: dict[str, Any]) -> dict[str, Any]:
     def number(value, fmt):
         return "-" if value is None else fmt.format(value)
 
-    rows = [[r["level"], r["status"], number(r["height_anterior_mm"], "{:.1f}"), number(r["height_middle_mm"], "{:.1f}"),
-             number(r["height_posterior_mm"], "{:.1f}"),
+    heights = ("height_anterior_mm", "height_middle_mm", "height_posterior_mm")
+    rows = [[r["level"], r["status"], *(number(r[key], "{:.1f}") for key in heights),
              "-" if r["genant_grade"] is None else f"{r['genant_grade']} {r['shape']}",
              number(r["trabecular_hu"], "{:.0f}"), number(r["probability_malignant"], "{:.3f}"),
              r["prediction"] or "-", "yes" if r["flagged"] else ""] for r in screen["vertebrae"]]

@@ -51,7 +51,6 @@ def render(hu: np.ndarray, heatmap: Optional[np.ndarray], title: str, footer: st
     """One key image (CT in a bone window, heatmap overlay with a colour bar) -> (PNG bytes, RGB array)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from PIL import Image
 
     center, width = BONE_WINDOW
     fig = Figure(figsize=(4.6, 4.2), dpi=dpi, facecolor="black")
@@ -80,10 +79,25 @@ def render(hu: np.ndarray, heatmap: Optional[np.ndarray], title: str, footer: st
     ax.text(15, hu.shape[0] * PIXEL_MM - 7, "20 mm", color="white", ha="center", va="bottom", fontsize=7)
     fig.text(0.02, 0.95, title, color="white", fontsize=10, va="center")
     fig.text(0.02, 0.04, footer, color="#ffcc66", fontsize=6.5, va="center", linespacing=1.3)
+    return canvas_png(fig)
+
+
+def canvas_png(fig, tag: bool = False) -> tuple[bytes, np.ndarray]:
+    """A drawn Agg figure -> (PNG bytes, RGB array) from the one canvas (no second render); `tag` marks the PNG
+    as mvcf's output (outputs_guard.png_metadata), for a file a later --overwrite may replace."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    info = PngInfo()
+    if tag:
+        from mvcf.outputs_guard import png_metadata
+
+        for key, value in png_metadata().items():
+            info.add_text(key, value)
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=3)  # the drawn canvas: no second render
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=3, pnginfo=info)
     return buffer.getvalue(), rgb
 
 

@@ -9,13 +9,12 @@ in the picture, while the antero-posterior axis is the CT's own and the lordosis
 """
 from __future__ import annotations
 
-import io
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from mvcf.ctimage import CTImage
-from mvcf.report.images import KeyImage
+from mvcf.report.images import KeyImage, canvas_png
 
 PIXEL_MM = 0.75
 #: Field around the body centroids: cranio-caudal margin, anterior and posterior reach (mm).
@@ -92,9 +91,6 @@ def render_overview(hu: np.ndarray, labels: np.ndarray, rows: Sequence[dict[str,
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
     from matplotlib.transforms import blended_transform_factory
-    from PIL import Image
-
-    from mvcf.outputs_guard import png_metadata
 
     height_mm, width_mm = hu.shape[0] * PIXEL_MM, hu.shape[1] * PIXEL_MM
     image_w_in = 3.2
@@ -146,17 +142,7 @@ def render_overview(hu: np.ndarray, labels: np.ndarray, rows: Sequence[dict[str,
                frameon=False, labelcolor="white", handlelength=1.2, columnspacing=0.8)
     fig.text(0.02, 1 - 0.22 / fig_h, title, color="white", fontsize=10, va="center")
     fig.text(0.02, 0.2 / fig_h, footer, color="#ffcc66", fontsize=6.5, va="center", linespacing=1.3)
-    fig.canvas.draw()
-    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    buffer = io.BytesIO()
-    image = Image.fromarray(rgb)
-    from PIL.PngImagePlugin import PngInfo
-
-    info = PngInfo()
-    for key, value in png_metadata().items():
-        info.add_text(key, value)
-    image.save(buffer, format="PNG", compress_level=3, pnginfo=info)
-    return buffer.getvalue(), rgb
+    return canvas_png(fig, tag=True)
 
 
 CAPTION = ("Every screened vertebra outlined in its Genant grade's colour, with trabecular HU and P(MVCF); "

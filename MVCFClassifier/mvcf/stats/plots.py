@@ -53,7 +53,7 @@ def plot_roc(path: PathLike, y_true: Any, scores: Any, band: bool = True, n_resa
     """ROC curve(s) with AUC and DeLong CI in the legend (Newcombe's where DeLong collapses to a point), a
     stratified-bootstrap sensitivity band, and operating points {label: threshold} marked on the first curve
     ("positive when score >= threshold")."""
-    from mvcf.stats.roc import delong_ci, newcombe_auc_ci, roc_curve_band
+    from mvcf.stats.roc import delong_ci, point_interval_fallback, roc_curve_band
 
     curves = _as_curves(y_true, scores)
     fig = _figure()
@@ -62,13 +62,9 @@ def plot_roc(path: PathLike, y_true: Any, scores: Any, band: bool = True, n_resa
     for index, (name, score) in enumerate(curves.items()):
         ci = delong_ci(truth, score, alpha=alpha)
         data = roc_curve_band(truth, score, n_resamples=n_resamples if band else 1, seed=seed, alpha=alpha)
-        low, high = ci["ci"]
-        if high - low < 1e-9:   # a point interval (perfect separation): the report's rule, Newcombe's instead
-            low, high = newcombe_auc_ci(ci["auc"], int(np.sum(truth.astype(bool))),
-                                        int(np.sum(~truth.astype(bool))), alpha=alpha)
-            label = f"{name}: AUC {ci['auc']:.3f} ({low:.3f}–{high:.3f}, Newcombe)"
-        else:
-            label = f"{name}: AUC {ci['auc']:.3f} ({low:.3f}–{high:.3f})"
+        fallback = point_interval_fallback(ci["auc"], ci["ci"], ci["n_pos"], ci["n_neg"], alpha=alpha)
+        (low, high), source = (fallback[0], ", Newcombe") if fallback is not None else (ci["ci"], "")
+        label = f"{name}: AUC {ci['auc']:.3f} ({low:.3f}–{high:.3f}{source})"
         (line,) = ax.plot(data["fpr"], data["tpr"], label=label)
         if band:
             ax.fill_between(data["grid_fpr"], data["tpr_low"], data["tpr_high"], color=line.get_color(),

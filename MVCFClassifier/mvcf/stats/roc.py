@@ -126,6 +126,17 @@ def newcombe_auc_ci(auc_value: float, n_pos: int, n_neg: int, alpha: float = 0.0
     return float(low), float(high)
 
 
+def point_interval_fallback(auc_value: float, ci: Sequence[float], n_pos: int, n_neg: int,
+                            alpha: float = 0.05) -> Optional[tuple[tuple[float, float], str]]:
+    """Where an AUC interval (DeLong, bootstrap) collapses to a point: Newcombe's score interval and why it
+    collapsed ('perfect separation' at AUC 0 or 1, else 'zero variance'); None for an interval of width. The
+    one rule behind every table, summary and plot legend that must never show a zero-width interval."""
+    if ci[1] - ci[0] >= 1e-9:
+        return None
+    reason = "perfect separation" if auc_value in (0.0, 1.0) else "zero variance"
+    return newcombe_auc_ci(auc_value, n_pos, n_neg, alpha), reason
+
+
 def delong_test(y_true: Any, scores: Any, alpha: float = 0.05, names: Optional[Sequence[str]] = None) -> dict:
     """Paired DeLong test for every pair of k ≥ 2 models scored on the same cases.
 
