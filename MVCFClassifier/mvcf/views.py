@@ -118,7 +118,14 @@ class ViewSpec:
         object.__setattr__(self, "spacing_mm", spacing)
         object.__setattr__(self, "n_slices", n)
         object.__setattr__(self, "slice_gap_mm", gap)
-        object.__setattr__(self, "windows", tuple(_window(w) for w in windows))
+        resolved = tuple(_window(w) for w in windows)
+        repeated = sorted({w for w in resolved if resolved.count(w) > 1})
+        if repeated:
+            names = {v: k for k, v in WINDOWS.items()}
+            shown = ", ".join(names.get(w, f"{w[0]:g}:{w[1]:g}") for w in repeated)
+            raise MVCFError(f"window {shown} is given more than once; each window is one channel, and a repeat "
+                            f"would only copy it")
+        object.__setattr__(self, "windows", resolved)
         check_view_shape(self.output_shape(), f"a {self.mode} view of {self.size_px} px")
 
     @property

@@ -134,6 +134,7 @@ def test_partly_outside_warns_but_succeeds(tmp_path, capsys):
     (["--ct", "{ct}", "--mask", "{mask}"], "--mask needs --label"),
     (["--ct", "{ct}", "--point-ijk", "60,50,50", "--label", "3"], "--label applies only with --mask"),
     (["--ct", "{ct}", "--point-ijk", "60,50,50", "--windows", "lung?"], "unknown window"),
+    (["--ct", "{ct}", "--point-ijk", "60,50,50", "--windows", "bone,400:1800"], "window bone is given more than once"),
     (["--ct", "{ct}", "--point-ijk", "60,50,50", "--mode", "2d", "--n-slices", "3"], "n_slices"),
     (["--ct", "{corrupt}", "--point-ijk", "1,1,1"], "corrupt"),
 ])

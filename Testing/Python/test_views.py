@@ -71,6 +71,9 @@ def test_spec_json_round_trip_and_validation():
                 dict(windows=((40, -1),))]:
         with pytest.raises(MVCFError):
             ViewSpec(**bad)
+    for repeated in [("bone", "bone"), ("bone", (400, 1800)), ((40, 400), "soft", "bone")]:
+        with pytest.raises(MVCFError, match="given more than once"):
+            ViewSpec(windows=repeated)
     with pytest.raises(MVCFError, match="unknown view spec field"):
         ViewSpec.from_dict({"mode": "2d", "size": 3})
 
