@@ -136,7 +136,8 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     the others. A bad bundle fails the whole call (MVCFError), as does cancellation (Cancelled), which also
     removes the heatmaps and views folders this call had written already (with the folders it made for them;
     `outputs`: the caller's fileio.RunOutputs when its own later writes are to be undone with them).
-    Each vertebra's `inference` time is its share of the batched pass."""
+    Each vertebra's `inference` time is its share of the batched pass. Progress counts one step per vertebra
+    located, then one per heatmap, so the count never goes back while a heatmap is computed."""
     from dataclasses import replace
 
     from mvcf.explain import check_method
@@ -149,13 +150,14 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     bundle = load_model(model, device, backend)
     spec = ViewSpec.from_dict(bundle.view_spec)
     total = len(queries)
+    steps = total + sum(q.heatmap is not None for q in queries)
     masks: dict[str, Any] = {}
     results: list[Optional[dict[str, Any]]] = [None] * total
     ready: list[tuple[int, Any, Any, dict[str, float]]] = []
     for index, query in enumerate(queries):
         check_cancel(should_cancel)
         if on_progress is not None:
-            on_progress(index, total, f"{query.name} ({index + 1}/{total})")
+            on_progress(index, steps, f"{query.name} ({index + 1}/{total})")
         started = time.perf_counter()
         try:
             location = require_bone(ct, resolve(ct, replace(query, refine=query.refine or refine), masks))
@@ -169,18 +171,19 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     if ready:
         written = outputs if outputs is not None else RunOutputs([p for q in queries for p in (q.heatmap, q.views)])
         with undone_on_failure(written):   # cancelled or interrupted: none of this call's outputs stays behind
-            _classify_ready(bundle, ct, queries, ready, results, written, total, on_progress, should_cancel,
+            _classify_ready(bundle, ct, queries, ready, results, written, steps, on_progress, should_cancel,
                             heatmap_method)
     if on_progress is not None:
-        on_progress(total, total, "done")
+        on_progress(steps, steps, "done")
     return [r for r in results if r is not None]
 
 
 def _classify_ready(bundle: Any, ct: Any, queries: Sequence[Any], ready: list, results: list,
-                    written: Any, total: int, on_progress: Optional[Callable[[int, int, str], None]],
+                    written: Any, steps: int, on_progress: Optional[Callable[[int, int, str], None]],
                     should_cancel: Optional[Callable[[], bool]], heatmap_method: str) -> None:
     """predict_many's batched pass over the located vertebrae, then each one's heatmap and views files (their
-    paths told to `written`, a fileio.RunOutputs, as they appear)."""
+    paths told to `written`, a fileio.RunOutputs, as they appear). The heatmap of the r-th query that asks
+    for one is progress step len(queries) + r of `steps`."""
     from mvcf.errors import Cancelled
     from mvcf.fileio import atomic_dir
     from mvcf.progress import check_cancel
@@ -198,9 +201,11 @@ def _classify_ready(bundle: Any, ct: Any, queries: Sequence[Any], ready: list, r
             if query.heatmap is not None:
                 from mvcf.explain import write_prediction_heatmap
 
-                def blocks(n: int, of: int, index: int = index, name: str = query.name) -> None:
+                step = len(queries) + sum(q.heatmap is not None for q in queries[:index])
+
+                def blocks(n: int, of: int, step: int = step, name: str = query.name) -> None:
                     if on_progress is not None:
-                        on_progress(index, total, f"{name}: occlusion heatmap {n}/{of} blocks")
+                        on_progress(step, steps, f"{name}: occlusion heatmap {n}/{of} blocks")
 
                 check_cancel(should_cancel)
                 payload["heatmap"] = str(write_prediction_heatmap(done.bundle, result, query.heatmap,
@@ -235,11 +240,11 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
                     heatmap_method: str = "gradcam", outputs: Optional[Any] = None) -> tuple[dict[str, Any], Any, Any]:
     """Read a CT, load the bundle (memoised) and classify every query: the payload of `mvcf predict
     --locations` ({"results", "timing_ms", "disclaimer"}), the bundle that ran and the CTImage. Progress:
-    reading, loading, then one step per vertebra. The call behind the CLI and the warm worker (mvcf.worker,
+    reading, loading, then predict_many's steps (one per vertebra, one per heatmap). The call behind the CLI and the warm worker (mvcf.worker,
     whose `read` is read_ct memoised per file); `outputs` as predict_many's."""
     from mvcf.read_ct import read_ct
 
-    steps = len(queries) + 2
+    steps = len(queries) + sum(q.heatmap is not None for q in queries) + 2
     progress = on_progress or (lambda done, total, message: None)
     progress(0, steps, "reading CT")
     started = time.perf_counter()
@@ -250,7 +255,7 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
     bundle = load_model(model, device, backend)
     load_ms = 1000 * (time.perf_counter() - t)
     results = predict_many(ct, queries, bundle, bundle.device, refine=refine, should_cancel=should_cancel,
-                           on_progress=lambda done, _total, message: progress(2 + done, steps, message),
+                           on_progress=lambda done, total, message: progress(2 + done, 2 + total, message),
                            heatmap_method=heatmap_method, outputs=outputs)
     payload = {"results": results,
                "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),

@@ -204,7 +204,8 @@ def test_an_occlusion_heatmap_reports_its_blocks_and_can_be_cancelled(l1, tmp_pa
     assert result["heatmap_method"] == "occlusion" and len(blocks) >= 2
     counts = [tuple(int(v) for v in m.split()[-2].split("/")) for m in blocks]
     assert counts[-1][0] == counts[-1][1] > 32 and [c[0] for c in counts] == sorted(c[0] for c in counts)
-    assert all((done, total) == (0, 1) for done, total, m in events if m in blocks)
+    assert all((done, total) == (1, 2) for done, total, m in events if m in blocks)  # located, then heatmap
+    assert [d for d, _, _ in events] == sorted(d for d, _, _ in events) and {t for _, t, _ in events} == {2}
     seen: list = []
     query = VertebraQuery(name="L1", mask=str(paths["mask"]), label=31, heatmap=str(tmp_path / "again.nii.gz"))
     with pytest.raises(Cancelled):
@@ -229,9 +230,16 @@ def test_a_cancel_after_some_vertebrae_leaves_none_of_the_runs_outputs(l1, tmp_p
                              views=str(tmp_path / "views" / "deep" / f"{name}_views"))
                for name, label in (("L1", 31), ("L2", 30))]
     seen: list = []
+    events: list = []
+
+    def on_progress(done: int, total: int, message: str) -> None:
+        seen.append(message)
+        events.append((done, total))
+
     with pytest.raises(Cancelled):
-        predict_many(ct, queries, None, "cpu", heatmap_method="occlusion",
-                     on_progress=lambda done, total, message: seen.append(message),
+        predict_many(ct, queries, None, "cpu", heatmap_method="occlusion", on_progress=on_progress,
                      should_cancel=lambda: any(m.startswith("L2: occlusion heatmap") for m in seen))
     assert any(m.startswith("L2: occlusion heatmap") for m in seen)   # L1 was finished when it stopped
+    assert events == sorted(events) and {t for _, t in events} == {4}   # 2 located + 2 heatmaps: never back
+    assert {d for (d, _), m in zip(events, seen) if m.startswith("L2: occlusion")} == {3}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
