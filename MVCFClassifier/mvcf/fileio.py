@@ -143,8 +143,18 @@ class RunOutputs:
         self._created: list[list[Path]] = [missing_folders(Path(p).parent) for p in paths if p is not None]
         self._written: list[Path] = []
 
+    def expect(self, path: PathLike) -> None:
+        """Name one more path the run will write, before anything is written there (a report's folder)."""
+        self._created.append(missing_folders(Path(path).parent))
+
     def wrote(self, path: PathLike) -> None:
         self._written.append(Path(path))
+
+    def keep(self) -> None:
+        """From here on what the run wrote stays, cancelled or not (it is being sent to a PACS, which keeps
+        what it received: the local files are the record of it)."""
+        self._written.clear()
+        self._created.clear()
 
     def remove(self) -> None:
         for path in reversed(self._written):

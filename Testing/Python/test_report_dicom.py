@@ -546,3 +546,23 @@ def test_screening_rows_through_write_outputs(real_run, real_ct, work):
     assert "not classified" in html and "a screening note" in html and "140 HU" in html
     summary = html[html.index("<h2>Summary</h2>"):html.index("<h2>T12")]
     assert all(level in summary for level in ("T12", "L1", "L2")) and "Genant grade" in summary
+
+
+def test_an_interrupt_while_the_dicom_objects_are_written_takes_the_finished_report_away_too(
+        real_ct, work, capsys, monkeypatch):
+    """Ctrl-C (or Cancel) after the report is written, while the DICOM objects are: the run exits 130 and
+    leaves neither the report, nor the heatmap written before it, nor the folders it made for them; a
+    file of the user's beside them stays."""
+    from mvcf.cli import outputs as case_outputs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(case_outputs, "_write_dicom", interrupted)
+    base = work / "interrupted"
+    base.mkdir()
+    (base / "mine.txt").write_text("mine", encoding="utf-8")
+    code, out, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--heatmap",
+                         base / "maps" / "L1.nii.gz", "--report", base / "report", "--dicom-out", base / "dicom")
+    assert code == 130 and err.strip().splitlines()[-1] == "error: interrupted"
+    assert sorted(p.name for p in base.iterdir()) == ["mine.txt"]

@@ -552,3 +552,21 @@ def test_shard_environment(monkeypatch):
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(MVCFError, match="not a valid shard"):
         shard()
+
+
+def test_an_interrupt_while_the_table_is_written_takes_the_report_away_too(tmp_path, small_case, monkeypatch,
+                                                                          capsys):
+    """Ctrl-C while screen.tsv is written, after the case report is done: exit 130, and neither the table
+    nor the report stays (a run's outputs come all or none)."""
+    import mvcf.screen
+    from mvcf.cli.main import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mvcf.screen, "write_outputs", interrupted)
+    ct, seg = small_case
+    code = main(["--progress", "none", "screen", "--ct", str(ct), "--seg", str(seg), "--out", str(tmp_path / "out"),
+                 "--report", str(tmp_path / "deep" / "report")])
+    assert code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == []

@@ -11,7 +11,7 @@ fetched from a PACS). `mvcf predict` and `mvcf screen` call the same functions, 
         before the prediction: every refusal that needs no results (bad --send or URL, a report or DICOM
         folder that is a file, a NIfTI or blank-UID source for DICOM output, a missing extra). None when
         no output was asked for.
-    write_outputs(args, ct, results, model=None, device="cpu", on_progress=None, plan=None) -> dict
+    write_outputs(args, ct, results, model=None, device="cpu", on_progress=None, plan=None, undo=None) -> dict
         ct: the CTImage the results come from. results: one dict per vertebra as `mvcf predict` emits
         them (name, probability_malignant, prediction, threshold, model{name,version,sha256}, center_lps,
         warnings; or name + error), optionally with level, height_*_mm, genant_grade and trabecular_hu,
@@ -21,7 +21,9 @@ fetched from a PACS). `mvcf predict` and `mvcf screen` call the same functions, 
         bundle), for the heatmaps. plan: check_outputs' result (checked again when None). Returns
         {"report": {html, pdf, json}, "dicom": [paths], "sent": [{to, ok, files, attempts, error}],
         "dicom_dir"}, keys only for what was asked, {} when nothing was. Refusals and unwritable folders
-        are MVCFError (one line).
+        are MVCFError (one line). A cancel or error before the PACS send removes the report and DICOM
+        files already written (and, with `undo`, the caller's fileio.RunOutputs, what it holds too); once
+        the send starts, every file stays.
     finish_outputs(outputs, quiet=False) -> int
         prints where the outputs went (unless quiet, e.g. with --json), one `error:` line on stderr per
         failed send (the files stay), and returns the exit code: 2 if a send failed, else 0.
@@ -168,15 +170,20 @@ def _slug(text: str) -> str:
 def write_outputs(args: argparse.Namespace, ct, results: Sequence[dict[str, Any]], model: Any = None,
                   device: str = "cpu", on_progress: Optional[Callable[[int, int, str], None]] = None,
                   plan: Optional[OutputPlan] = None,
-                  figures: Sequence[tuple[str, Any, Sequence[float]]] = ()) -> dict[str, Any]:
+                  figures: Sequence[tuple[str, Any, Sequence[float]]] = (),
+                  undo: Optional[Any] = None) -> dict[str, Any]:
     """The case report, DICOM objects and PACS sends the arguments ask for; `figures`: (file name, KeyImage,
     centre LPS mm) of pictures of the whole case (screen's overview), shown above the vertebrae in the report
-    and the first Secondary Capture of the DICOM output."""
+    and the first Secondary Capture of the DICOM output. The report and DICOM files are told to `undo` (a
+    fileio.RunOutputs; a new one when None), so the run's outputs come all or none up to the PACS send."""
+    from mvcf.fileio import RunOutputs, undone_on_failure
+
     plan = plan or check_outputs(args)
     if plan is None:
         return {}
     try:
-        return _write(args, ct, results, model, device, on_progress, plan.source, figures)
+        with undone_on_failure(undo if undo is not None else RunOutputs()) as written:
+            return _write(args, ct, results, model, device, on_progress, plan.source, figures, written)
     except OSError as exc:
         raise MVCFError(f"cannot write {getattr(exc, 'filename', None) or 'the outputs'}: "
                         f"{exc.strerror or exc}") from None
@@ -194,7 +201,29 @@ def _quarters(callback: Callable[[int, int], None]) -> Callable[[int, int], None
     return report
 
 
-def _write(args, ct, results, model, device, on_progress, source, figures=()) -> dict[str, Any]:
+def _filled(undo: Any, folder: Path, write: Callable[[], Any]) -> Any:
+    """`write()`, which fills `folder` (a report, a DICOM series): every file it put there, new or replacing
+    an earlier one, is told to `undo` (mvcf's output marker too, where this write put it there)."""
+    import os
+
+    from mvcf.outputs_guard import MARKER
+
+    def files() -> dict[str, tuple[int, int]]:
+        if not folder.is_dir():
+            return {}
+        return {e.name: (e.stat().st_ino, e.stat().st_mtime_ns) for e in os.scandir(folder)
+                if e.is_file(follow_symlinks=False)}
+
+    undo.expect(folder / MARKER)
+    before = files()
+    result = write()
+    for name, identity in files().items():
+        if before.get(name) != identity:
+            undo.wrote(folder / name)
+    return result
+
+
+def _write(args, ct, results, model, device, on_progress, source, figures, undo) -> dict[str, Any]:
     from mvcf import RESEARCH_USE_DISCLAIMER, __version__
     from mvcf.explain import engine_for, explain
     from mvcf.inference import load_model
@@ -237,20 +266,21 @@ def _write(args, ct, results, model, device, on_progress, source, figures=()) ->
         context["figures"] = [{"src": name, "caption": image.caption} for name, image, _ in figures]
         pngs = {name: image.png for name, image, _ in figures}
         pngs.update({name: im.png for pairs in named.values() for name, im in pairs})
-        outputs["report"] = write_report(Path(args.report), context, pngs,
-                                         {"results": list(results), "source": identity or {"ct": str(args.ct)},
-                                          "model": context["model"], "heatmap_method": method},
-                                         prune=getattr(args, "overwrite", False))
+        outputs["report"] = _filled(undo, Path(args.report), lambda: write_report(
+            Path(args.report), context, pngs,
+            {"results": list(results), "source": identity or {"ct": str(args.ct)}, "model": context["model"],
+             "heatmap_method": method}, prune=getattr(args, "overwrite", False)))
     if args.dicom_out:
         progress(len(done), len(done), f"writing DICOM SR, key images and heatmaps to {args.dicom_out}")
-        outputs["dicom"] = _write_dicom(Path(args.dicom_out), source, results, images, heats, bundle.identity(),
-                                        f"mvcf {__version__}", RESEARCH_USE_DISCLAIMER,
-                                        prune=getattr(args, "overwrite", False),
-                                        figures=[(image, centre) for _, image, centre in figures])
+        outputs["dicom"] = _filled(undo, Path(args.dicom_out), lambda: _write_dicom(
+            Path(args.dicom_out), source, results, images, heats, bundle.identity(), f"mvcf {__version__}",
+            RESEARCH_USE_DISCLAIMER, prune=getattr(args, "overwrite", False),
+            figures=[(image, centre) for _, image, centre in figures]))
     if args.send or args.dicomweb:
         from mvcf.dicom.pacs import send_all
 
         progress(len(done), len(done), "sending to the PACS")
+        undo.keep()
         outputs["sent"] = [s.to_dict() for s in send_all([Path(p) for p in outputs["dicom"]], args.send,
                                                           args.dicomweb, args.calling_aet)]
         outputs["dicom_dir"] = str(args.dicom_out)

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace, reporter) -> int:
             written.wrote(payload["heatmap"])
             payload["heatmap_method"] = args.heatmap_method
         outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model,
-                                result.device, plan=plan,
+                                result.device, plan=plan, undo=written,
                                 on_progress=lambda _done, _total, message: reporter.log(message))
     if outputs:
         payload["outputs"] = outputs
@@ -170,7 +170,8 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
                                               outputs=written)
         results = payload["results"]
         outputs = write_outputs(args, ct, results, bundle, bundle.device,
-                                on_progress=lambda _done, _total, message: reporter.log(message), plan=plan) \
+                                on_progress=lambda _done, _total, message: reporter.log(message), plan=plan,
+                                undo=written) \
             if any("error" not in r for r in results) else {}
     if outputs:
         payload["outputs"] = outputs

@@ -79,6 +79,7 @@ def run(args: argparse.Namespace, reporter) -> int:
 
 def run_one(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli import outputs as case_outputs
+    from mvcf.fileio import RunOutputs, undone_on_failure
     from mvcf.progress import emit_result
     from mvcf.outputs_guard import check_output_folder
     from mvcf.screen import OUTPUT_NAMES, OVERVIEW_NAME, result_payload, screen_files, summary_text, write_outputs
@@ -92,15 +93,17 @@ def run_one(args: argparse.Namespace, reporter) -> int:
     reporter.close()   # the screen's bar is done: the outputs' messages below are lines of their own
     outputs = {}
     overview = result.overview() if args.out is not None or plan is not None else None
-    if plan is not None:
-        from mvcf.report.overview import overview_centre
+    undo = RunOutputs()
+    with undone_on_failure(undo):   # a cancel while the table is written takes the report and DICOM away too
+        if plan is not None:
+            from mvcf.report.overview import overview_centre
 
-        figures = [(OVERVIEW_NAME, overview, overview_centre(result.vertebrae))] if overview is not None else []
-        outputs = case_outputs.write_outputs(args, result.images[0], result.vertebrae, args.model, result.device,
-                                             plan=plan, figures=figures,
-                                             on_progress=lambda _done, _total, message: reporter.log(message))
-    # the table last: a report or DICOM output that fails or is interrupted leaves no table behind either
-    written = write_outputs(result, args.out, overview) if args.out is not None else ()
+            figures = [(OVERVIEW_NAME, overview, overview_centre(result.vertebrae))] if overview is not None else []
+            outputs = case_outputs.write_outputs(args, result.images[0], result.vertebrae, args.model,
+                                                 result.device, plan=plan, figures=figures, undo=undo,
+                                                 on_progress=lambda _done, _total, message: reporter.log(message))
+        # the table last: a report or DICOM output that fails or is interrupted leaves no table behind either
+        written = write_outputs(result, args.out, overview) if args.out is not None else ()
     def text() -> None:
         print(summary_text(result))
         for path in written:
