@@ -125,10 +125,17 @@ def _heatmap(d: dict) -> list[Row]:
             for name, r in d["results"].items() if "gradcam_ms" in r]
 
 
+def _overview(d: dict) -> list[Row]:
+    t = d["seconds"]
+    return [(f"whole-spine overview picture, sample CT ({d['located']} vertebrae)", _s(t["overview"]["median_s"]),
+             f"the screen itself {_s(t['screen_baseline']['median_s'])}", f"{d['ratio_overview_over_screen']:.2f}×",
+             "–", "–")]
+
+
 FORMATTERS: dict[str, Callable[[dict], list[Row]]] = {
     "bench_cold_predict": _cold, "bench_worker": _worker, "bench_batched": _batched, "bench_views": _views,
     "bench_train_throughput": _train, "bench_demo": _demo, "bench_delong": _delong, "bench_mrmc": _mrmc,
-    "bench_heatmap": _heatmap}
+    "bench_heatmap": _heatmap, "bench_overview": _overview}
 
 
 def table(results: Path = RESULTS) -> str:
