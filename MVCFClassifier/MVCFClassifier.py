@@ -239,6 +239,10 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
                 done = _("Done: {n} vertebra(e) screened.").format(n=len(outputs.rows))
                 self._endRun(f"{done} {dicom_summary(outputs)}".strip())
                 self.logic.showScreen(outputs)
+                self.showPicture(self.ui.resultsLabel, outputs.overview_png, _(
+                    "Whole-spine overview: each vertebra outlined in its Genant grade's colour and labelled with "
+                    "level, grade, trabecular HU and P(MVCF). Research use only; demo weights are trained on "
+                    "synthetic data."))
                 self._screen = outputs
                 return
         except Exception as exc:

@@ -33,6 +33,20 @@ class ParameterNodePanel:
         timer.connect("timeout()", callback)
         return timer
 
+    @staticmethod
+    def showPicture(label, png: bytes, tooltip: str = "", min_width: int = 240) -> bool:
+        """Show PNG bytes in a QLabel, scaled down to the label's width (never below `min_width`); False
+        when they are not a readable PNG. Setting the label's text later clears the picture."""
+        import qt
+
+        pixmap = qt.QPixmap()
+        if not png or not pixmap.loadFromData(qt.QByteArray(png), "PNG"):
+            return False
+        label.setPixmap(pixmap.scaledToWidth(min(pixmap.width(), max(min_width, label.width)),
+                                             qt.Qt.SmoothTransformation))
+        label.toolTip = tooltip
+        return True
+
     def enter(self) -> None:
         self.initializeParameterNode()
 

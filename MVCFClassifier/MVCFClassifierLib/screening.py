@@ -40,6 +40,8 @@ GRADE_COLOURS = {0: (0.30, 0.69, 0.29), 1: (1.00, 0.85, 0.20), 2: (1.00, 0.50, 0
 UNGRADED_COLOUR = (0.6, 0.6, 0.6)
 #: What the segments can be coloured by (the panel's "Colour segments by" choice).
 COLOUR_BY = ("grade", "probability")
+#: the child's --out inside the run's temporary folder: its overview picture is read from there for the panel
+OUT_FOLDER = "out"
 
 
 def vertebra_segments(segmentation_node) -> dict[str, str]:
@@ -88,11 +90,12 @@ def spine_label_map(segmentation_node, reference_volume_node) -> tuple[CTImage, 
 
 
 def screen_arguments(ct_path: Path, seg_path: Path, model_dir: Optional[str] = None,
-                     device: str = "auto", heatmap_method: str = "gradcam") -> list[str]:
+                     device: str = "auto", heatmap_method: str = "gradcam", out: Optional[Path] = None) -> list[str]:
     """`mvcf screen` arguments of the child run (the JSON-lines protocol is added by mvcf_command);
-    `heatmap_method` makes the heatmaps of its DICOM output (the default, Grad-CAM, is not spelled out)."""
+    `heatmap_method` makes the heatmaps of its DICOM output (the default, Grad-CAM, is not spelled out);
+    `out`: the folder its table and whole-spine overview picture go to."""
     args = ["screen", "--ct", str(ct_path), "--seg", str(seg_path), "--device", device]
-    return (args + (["--model", str(model_dir)] if model_dir else [])
+    return (args + (["--model", str(model_dir)] if model_dir else []) + (["--out", str(out)] if out else [])
             + (["--heatmap-method", check_method(heatmap_method)] if heatmap_method != "gradcam" else []))
 
 
@@ -196,6 +199,7 @@ class ScreenOutputs:
     dicom: Any = None  # a dicom_export.DicomImport when DICOM output was asked for
     segmentation_node: Any = None
     colour_by: str = COLOUR_BY[0]
+    overview_png: Optional[bytes] = None   # the whole-spine overview picture (mvcf.report.overview), for the panel
 
     def recolour(self, by: str) -> dict[str, tuple]:
         """Colour the screened segments by `by` ("grade" or "probability") now; returns {level: colour}."""
@@ -263,6 +267,10 @@ class ScreenRun(ChildDrivenRun):
             raise MVCFError("the screen was cancelled; nothing was added to the scene")
         if not self._done:
             raise RuntimeError("finish() before the screen has ended")
+        from mvcf.screen import OVERVIEW_NAME
+
+        picture = self.workdir / OUT_FOLDER / OVERVIEW_NAME
+        overview = picture.read_bytes() if self._result is not None and picture.is_file() else None
         shutil.rmtree(self.workdir, ignore_errors=True)
         if self._result is None:
             self.drop_dicom()
@@ -270,7 +278,7 @@ class ScreenRun(ChildDrivenRun):
         vertebrae = list(self._result.get("vertebrae", []))
         table = write_screen_table(scene, vertebrae, node=table_node)
         outputs = ScreenOutputs(table, vertebrae, self._result, dicom=self.import_dicom(),
-                                segmentation_node=self.segmentation_node)
+                                segmentation_node=self.segmentation_node, overview_png=overview)
         outputs.recolour(self.colour_by)
         return outputs
 
@@ -305,7 +313,8 @@ def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = 
             dicom.cleanup()
         raise
     method = heatmap_method if dicom is not None else "gradcam"
-    command = mvcf_command(screen_arguments(workdir / "ct.nrrd", workdir / "spine.seg.nrrd", model_dir, device, method)
+    command = mvcf_command(screen_arguments(workdir / "ct.nrrd", workdir / "spine.seg.nrrd", model_dir, device, method,
+                                            out=workdir / OUT_FOLDER)
                            + (dicom.arguments() if dicom is not None else []), python_executable=python_executable)
     run = ScreenRun(ct_node, segmentation_node, workdir, command, colour_by)
     run.dicom = dicom

@@ -95,6 +95,8 @@ def test_child_arguments():
     assert args[-2:] == ["--heatmap-method", "occlusion"]
     with pytest.raises(MVCFError, match="heatmap method"):
         screening.screen_arguments("ct.nrrd", "seg.seg.nrrd", None, "cpu", "lime")
+    args = screening.screen_arguments("ct.nrrd", "seg.seg.nrrd", None, "cpu", out="w/out")
+    assert args[-2:] == ["--out", "w/out"]
 
 
 def test_the_whole_spine_apply_asks_for_torch_only_for_grad_cam_dicom_heatmaps(spine, tmp_path):
@@ -134,6 +136,13 @@ def test_whole_spine_run_in_a_child_fills_the_table(spine):
     levels = [r["level"] for r in tables.table_rows(outputs.table_node)]
     assert levels == ["T12", "L1", "L2", "L3", "L4", "L5"]        # S1 is only L5's neighbour
     assert not run.workdir.exists()
+    # the panel shows the whole-spine overview the child drew (read before its folder went)
+    import io
+
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(outputs.overview_png))
+    assert picture.format == "PNG" and picture.mode in ("RGB", "RGBA") and min(picture.size) > 200
     # coloured by P(MVCF) as asked; the panel's switch recolours the same segments by grade, and back
     segments = screening.vertebra_segments(seg_node)
     segmentation = seg_node.GetSegmentation()
