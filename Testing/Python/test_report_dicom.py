@@ -566,3 +566,21 @@ def test_an_interrupt_while_the_dicom_objects_are_written_takes_the_finished_rep
                          base / "maps" / "L1.nii.gz", "--report", base / "report", "--dicom-out", base / "dicom")
     assert code == 130 and err.strip().splitlines()[-1] == "error: interrupted"
     assert sorted(p.name for p in base.iterdir()) == ["mine.txt"]
+
+
+def test_an_interrupt_during_the_pacs_send_keeps_every_file(real_ct, work, capsys, monkeypatch):
+    """Once the send has started the local files are the record of what the PACS may hold: a Ctrl-C then
+    exits 130 and leaves the heatmap, the report and the DICOM objects in place."""
+    import mvcf.dicom.pacs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mvcf.dicom.pacs, "send_all", interrupted)
+    base = work / "interrupted_send"
+    code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--heatmap",
+                       base / "maps" / "L1.nii.gz", "--report", base / "report", "--dicom-out", base / "dicom",
+                       "--send", f"NOBODY@127.0.0.1:{free_port()}")
+    assert code == 130 and err.strip().splitlines()[-1] == "error: interrupted"
+    assert (base / "maps" / "L1.nii.gz").is_file() and (base / "report" / "report.html").is_file()
+    assert len(list((base / "dicom").glob("*.dcm"))) == 4
