@@ -208,6 +208,8 @@ def _classify_ready(bundle: Any, ct: Any, queries: Sequence[Any], ready: list, r
                         on_progress(step, steps, f"{name}: occlusion heatmap {n}/{of} blocks")
 
                 check_cancel(should_cancel)
+                if on_progress is not None:
+                    on_progress(step, steps, f"{query.name}: heatmap ({heatmap_method})")
                 payload["heatmap"] = str(write_prediction_heatmap(done.bundle, result, query.heatmap,
                                                                   device=done.bundle.device, ct=ct,
                                                                   location=location, method=heatmap_method,

@@ -363,8 +363,10 @@ def test_one_child_classifies_every_target_and_a_failing_one_keeps_the_others(sc
     assert run.finished and len(lg.commands) == 1
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     progress = [(e["done"], e["total"], e["message"]) for e in events if e.get("event") == "progress"]
-    assert progress == [(0, 5, "reading CT"), (1, 5, "loading the model"), (2, 5, "vertebrae_L1 (1/3)"),
-                        (3, 5, "vertebrae_L2 (2/3)"), (4, 5, "outside (3/3)"), (5, 5, "done")]
+    assert progress == [(0, 8, "reading CT"), (1, 8, "loading the model"), (2, 8, "vertebrae_L1 (1/3)"),
+                        (3, 8, "vertebrae_L2 (2/3)"), (4, 8, "outside (3/3)"),   # then one step per heatmap
+                        (5, 8, "vertebrae_L1: heatmap (gradcam)"), (6, 8, "vertebrae_L2: heatmap (gradcam)"),
+                        (8, 8, "done")]
     assert run.message == "done: 2 of 3 classified"
 
     outputs = run.finish(scene)
