@@ -101,6 +101,10 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
 
+    from mvcf.cli.views import parse_windows
+
+    # a bad view (size, spacing, a window given twice) is refused before the manifest's cases are read
+    spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, windows=parse_windows(args.windows))
     out = Path(args.out)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 checks and writes
     if main_process:
@@ -109,9 +113,6 @@ def run(args: argparse.Namespace, reporter) -> int:
     if main_process:
         check_not_input(out, inputs, "--out")
         check_cache_folder(args.cache, inputs)
-    from mvcf.cli.views import parse_windows
-
-    spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, windows=parse_windows(args.windows))
     n_folds, train_folds = fold_arguments(args.folds)
     config = train_config(args)
     from mvcf.inference import resolve_device
