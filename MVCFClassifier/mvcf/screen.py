@@ -77,13 +77,11 @@ class ScreenResult:
 
     @property
     def collapsed(self) -> list[str]:
-        """Levels graded >= 1 (Genant), cranio-caudal."""
-        return [r["level"] for r in self.vertebrae if (r["genant_grade"] or 0) >= 1]
+        return collapsed_levels(self.vertebrae)
 
     @property
     def flagged(self) -> list[str]:
-        """Levels collapsed and at or above the model's threshold."""
-        return [r["level"] for r in self.vertebrae if r["flagged"]]
+        return flagged_levels(self.vertebrae)
 
     def overview(self) -> Optional[Any]:
         """The whole-spine overview picture (mvcf.report.overview, a KeyImage), None without images, without
@@ -103,6 +101,16 @@ class ScreenResult:
         return spine_overview(*self.images, self.vertebrae,
                               f"{Path(self.ct).name}: model {self.model.get('name', '')} "
                               f"{self.model.get('version', '')}, threshold {self.threshold:.3f}\n{DISCLAIMER_SHORT}")
+
+
+def collapsed_levels(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Levels graded >= 1 (Genant), in the table's order (cranio-caudal)."""
+    return [r["level"] for r in rows if (r.get("genant_grade") or 0) >= 1]
+
+
+def flagged_levels(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Levels collapsed and at or above the model's threshold."""
+    return [r["level"] for r in rows if r.get("flagged")]
 
 
 def check_same_grid(ct: CTImage, seg: CTImage) -> None:
@@ -354,15 +362,23 @@ def summary_text(result: ScreenResult) -> str:
     return "\n".join(lines)
 
 
-def density_summary(rows: Sequence[dict[str, Any]]) -> str:
-    """The exam-level reading: L1 where measured (the level the thresholds come from), else the nearest."""
+#: where the exam's bone density is read: L1 (the level the thresholds come from), else the nearest measured
+EXAM_DENSITY_LEVELS = ("L1", "L2", "T12", "L3", "T11", "L4")
+
+
+def exam_density(rows: Sequence[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The row the exam-level bone density is read from (EXAM_DENSITY_LEVELS), None when none is measured."""
     by_level = {r["level"]: r for r in rows if r.get("trabecular_hu") is not None}
-    for level in ("L1", "L2", "T12", "L3", "T11", "L4"):
-        if level in by_level:
-            r = by_level[level]
-            return f"{level} {r['trabecular_hu']:.0f} HU: {r['density']}" + \
-                ("" if level == "L1" else " (L1 not measurable; thresholds are for L1)")
-    return "no lumbar or lower thoracic body measurable"
+    return next((by_level[level] for level in EXAM_DENSITY_LEVELS if level in by_level), None)
+
+
+def density_summary(rows: Sequence[dict[str, Any]]) -> str:
+    """The exam-level reading in words."""
+    r = exam_density(rows)
+    if r is None:
+        return "no lumbar or lower thoracic body measurable"
+    return f"{r['level']} {r['trabecular_hu']:.0f} HU: {r['density']}" + \
+        ("" if r["level"] == "L1" else " (L1 not measurable; thresholds are for L1)")
 
 
 def result_payload(result: ScreenResult, outputs: Optional[dict[str, Any]] = None) -> dict[str, Any]:

@@ -476,11 +476,22 @@ def test_manifest_resumable_and_sharded(tmp_path, small_case):
                              timeout=600, env={**__import__("os").environ, "WORLD_SIZE": "2", "RANK": "1"})
     assert env_run.returncode == 2 and "file not found" in env_run.stderr       # shard 1 holds only case b
     assert (out / "errors" / "b.txt").is_file() and not (out / "a").exists()
+    index = (out / "screen_index.tsv").read_text(encoding="utf-8").splitlines()   # the whole manifest, on disk
+    assert [line.split("\t")[:2] for line in index[1:]] == [["b", "failed"], ["a", "pending"]]
     run = _cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root")
     summary = json.loads(run.stdout)
     assert run.returncode == 0 and summary["screened"] == 1 and summary["failed"][0]["case_id"] == "b"
     assert (out / "a" / "screen.json").is_file() and (out / "a" / "screen.tsv").is_file()
     assert (out / "a" / "screen_overview.png").is_file()
+    assert summary["index"] == str(out / "screen_index.tsv")
+    assert summary["index_counts"] == {"cases": 2, "screened": 1, "flagged": 0, "collapsed": 0,
+                                       "osteoporosis_likely": 0, "failed": 1, "pending": 0}
+    first = json.loads((out / "screen_index.json").read_text(encoding="utf-8"))["cases"][0]
+    case_a = json.loads((out / "a" / "screen.json").read_text(encoding="utf-8"))
+    assert first["case_id"] == "a" and first["status"] == "screened" and first["priority"] == 4
+    assert first["measured"] == sum(r["status"] == "measured" for r in case_a["vertebrae"]) >= 3
+    assert first["density_level"] == "L2" and first["trabecular_hu"] == next(
+        r["trabecular_hu"] for r in case_a["vertebrae"] if r["level"] == "L2")     # L1 is cut: the next level
     again = json.loads(_cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root").stdout)
     assert again["skipped_finished"] == 1 and again["screened"] == 0
     assert again["skipped_with_another_model"] == 0 and again["model"]["sha256"] and again["backend"]
@@ -502,12 +513,13 @@ def test_manifest_rows_get_the_cohort_row_checks_before_anything_is_written(tmp_
     folder.mkdir()
     manifest = folder / "cases.csv"
     manifest.write_text(f"case_id,ct,seg\na,ct\x00.nii.gz,seg.nii.gz\nb,../ct.nii.gz,seg.nii.gz\n"
-                        f"c,{CT},{SEG}\n", encoding="utf-8")
+                        f"c,{CT},{SEG}\nerrors,ct.nii.gz,seg.nii.gz\n", encoding="utf-8")
     code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
     assert "line 2: ct holds a NUL byte" in err and "line 3: ct ../ct.nii.gz leads outside" in err
     assert f"line 4: ct {CT} leads outside the manifest's folder (an absolute path" in err
+    assert "line 5: case_id 'errors' is the name of a file or folder the run writes into --out" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -570,3 +582,60 @@ def test_an_interrupt_while_the_table_is_written_takes_the_report_away_too(tmp_p
                  "--report", str(tmp_path / "deep" / "report")])
     assert code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == []
+
+
+def _screened(rows: list) -> dict:
+    return {"vertebrae": rows, "model": {"name": "m", "version": "1", "sha256": "ab" * 32}, "warnings": [],
+            "contrast_phase": None}
+
+
+def _vertebra(level, grade=0, p=0.1, flagged=False, hu=150.0, status="measured"):
+    return {"level": level, "genant_grade": grade, "probability_malignant": p, "flagged": flagged,
+            "trabecular_hu": hu, "density": "low density" if hu > 110 else "osteoporosis likely",
+            "osteoporosis_flag": hu <= 110, "status": status}
+
+
+def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
+    """The exam-level index of a manifest screen: flagged cases first (the more malignant-looking collapse
+    first), then collapsed ones (worse grade first), then osteoporosis likely, then the rest; failed and
+    pending cases last. Built from the folders on disk, so any shard or rerun writes the same index."""
+    from mvcf.cli.screen import RESERVED_NAMES
+    from mvcf.screen_index import INDEX_JSON, INDEX_TSV, index_rows, write_index
+
+    cases = {
+        "plain": [_vertebra("L1"), _vertebra("L2")],
+        "porotic": [_vertebra("T12", hu=150.0), _vertebra("L1", hu=95.0)],
+        "mild": [_vertebra("L1", grade=1, p=0.2)],
+        "severe": [_vertebra("L1", grade=3, p=0.3)],
+        "flag_low": [_vertebra("L1", grade=2, p=0.7, flagged=True)],
+        "flag_high": [_vertebra("T12", grade=1, p=0.95, flagged=True), _vertebra("L1", grade=2, p=0.4)],
+        "thoracic": [_vertebra("T11", hu=100.0)],          # no L1-L4: the exam's density is read at T11
+    }
+    for case_id, rows in cases.items():
+        (tmp_path / case_id).mkdir()
+        (tmp_path / case_id / "screen.json").write_text(json.dumps(_screened(rows)), encoding="utf-8")
+    (tmp_path / "errors").mkdir()
+    (tmp_path / "errors" / "broken.txt").write_text("cannot read the CT\nmore\n", encoding="utf-8")
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "screen.json").write_text("{not json", encoding="utf-8")
+    ids = ["waiting", "broken", "garbled", *cases]
+    rows = index_rows(tmp_path, ids)
+    assert [r["case_id"] for r in rows] == ["flag_high", "flag_low", "severe", "mild", "porotic", "thoracic",
+                                            "plain", "broken", "garbled", "waiting"]
+    by_id = {r["case_id"]: r for r in rows}
+    assert by_id["flag_high"]["flagged"] == ["T12"] and by_id["flag_high"]["collapsed"] == ["T12", "L1"]
+    assert by_id["flag_high"]["max_probability_collapsed"] == 0.95 and by_id["flag_high"]["worst_grade"] == 2
+    assert by_id["porotic"]["density_level"] == "L1" and by_id["porotic"]["osteoporosis_flag"] is True
+    assert by_id["thoracic"]["density_level"] == "T11" and by_id["thoracic"]["priority"] == 3
+    assert by_id["plain"]["priority"] == 4 and by_id["plain"]["osteoporosis_flag"] is False
+    assert by_id["broken"]["error"] == "cannot read the CT" and by_id["waiting"]["status"] == "pending"
+    assert by_id["garbled"]["status"] == "failed" and "cannot be read" in by_id["garbled"]["error"]
+    assert by_id["plain"]["model"] == "m 1 " + "ab" * 6
+    (tsv, _), counts = write_index(tmp_path, ids)
+    assert counts == {"cases": 10, "screened": 7, "flagged": 2, "collapsed": 4, "osteoporosis_likely": 2,
+                      "failed": 2, "pending": 1}
+    lines = tsv.read_text(encoding="utf-8").splitlines()
+    assert lines[0].split("\t")[:3] == ["case_id", "status", "priority"] and len(lines) == 11
+    assert lines[1].split("\t")[3] == "T12" and all(line.count("\t") == lines[0].count("\t") for line in lines)
+    assert json.loads((tmp_path / INDEX_JSON).read_text(encoding="utf-8"))["disclaimer"]
+    assert {INDEX_TSV, INDEX_JSON, "errors"} == set(RESERVED_NAMES)   # no case folder can take their names

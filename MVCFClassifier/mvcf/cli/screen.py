@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         + ", ".join(NUMBERINGS))
     parser.add_argument("--manifest", type=Path, help="CSV of many cases (case_id, ct, seg[, numbering])")
     parser.add_argument("--out", type=Path, help="folder for screen.tsv + screen.json + screen_overview.png (with "
-                        "--manifest: one sub-folder per case)")
+                        "--manifest: one sub-folder per case, and screen_index.tsv/.json, every case in one table, "
+                        "those to read first at the top)")
     from mvcf.cli.train import add_manifest_root_argument
 
     add_manifest_root_argument(parser)
@@ -152,6 +153,10 @@ def _screened_with_another_model(out: Path, finished: list[dict[str, str]], bund
     return stale
 
 
+#: what `--manifest` writes into --out besides the case folders, so no case_id may take these names
+RESERVED_NAMES = ("errors", "screen_index.tsv", "screen_index.json")
+
+
 def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, str]]:
     """Rows of the screening manifest, paths resolved against its folder; every bad row in one error, the
     cells checked as every manifest's are (cohort_checks.check_cells: NUL bytes, paths outside its folder)."""
@@ -175,6 +180,10 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
         case_id = row.get("case_id", "")
         if not case_id or "/" in case_id or "\\" in case_id or case_id.startswith("."):
             problems.append(f"line {n}: case_id {case_id!r} must be a plain name")
+            continue
+        if case_id in RESERVED_NAMES:
+            problems.append(f"line {n}: case_id {case_id!r} is the name of a file or folder the run writes "
+                            f"into --out ({', '.join(RESERVED_NAMES)})")
             continue
         if case_id in seen:
             problems.append(f"line {n}: case_id {case_id!r} repeats")
@@ -250,15 +259,26 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
             failed.append({"case_id": case["case_id"], "error": str(exc).splitlines()[0]})
             write_text(out / "errors" / f"{case['case_id']}.txt", failed[-1]["error"] + "\n")
         reporter.progress(n, len(todo), f"{case['case_id']} ({n}/{len(todo)})")
+    index, index_counts = None, None
+    if out.is_dir():   # every case of the manifest as it stands on disk, whichever shard screened it
+        from mvcf.screen_index import write_index
+
+        (index, _), index_counts = write_index(out, [c["case_id"] for c in cases])
     summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
                "skipped_finished": skipped, "skipped_with_another_model": len(stale), "failed": failed,
                "out": str(out), "model": bundle.identity() if bundle is not None else None,
-               "backend": bundle.backend if bundle is not None else None}
+               "backend": bundle.backend if bundle is not None else None,
+               "index": str(index) if index is not None else None, "index_counts": index_counts}
     def text() -> None:
         print(f"shard {index + 1}/{count}: screened {len(done)}, skipped {skipped} finished, failed "
               f"{len(failed)} of {len(mine)} cases -> {out}")
         for item in failed:
             print(f"{item['case_id']}: error: {item['error']}")
+        if index is not None:
+            c = index_counts
+            print(f"index of all {c['cases']} cases, those to read first at the top: {index} ({c['flagged']} "
+                  f"flagged, {c['collapsed']} with a collapse, {c['osteoporosis_likely']} osteoporosis likely; "
+                  f"{c['failed']} failed, {c['pending']} not screened yet)")
 
     emit_result(reporter, summary, args.json, text)
     if failed and not done and not skipped:

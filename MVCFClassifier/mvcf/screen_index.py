@@ -1,0 +1,139 @@
+"""The archive-level index of a `mvcf screen --manifest` run: one row per manifest case (screened, failed or
+not yet screened), the cases a reader should open first at the top (the exam-level flag that cleared
+products such as Nanox HealthVCF give, plus what only this product adds: whether a collapse looks malignant).
+
+Built from what is on disk (each case's screen.json, errors/<case_id>.txt), not from one process's memory,
+so every shard and every rerun rewrites the same complete index: `write_index(out_dir, case_ids)`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from mvcf.screen import JSON_NAME, collapsed_levels, exam_density, flagged_levels
+
+INDEX_TSV = "screen_index.tsv"
+INDEX_JSON = "screen_index.json"
+
+#: Why a case is read first: the order of the index (a smaller number first).
+PRIORITIES = {1: "flagged: a collapsed vertebra at or above the model's threshold",
+              2: "collapsed (Genant grade >= 1), none flagged",
+              3: "no collapse; bone density says osteoporosis likely",
+              4: "none of these"}
+
+#: Index columns and what they hold (written into screen_index.json for whoever reads the TSV).
+INDEX_COLUMNS = {
+    "case_id": "the manifest's case_id (its folder in --out)",
+    "status": "screened | failed (see error; retried by the next run) | pending (not screened yet: another "
+              "shard's case, or a run that was stopped)",
+    "priority": "; ".join(f"{k} {v}" for k, v in PRIORITIES.items()) + "; empty unless screened",
+    "flagged": "levels graded >= 1 with P(MVCF) >= the model's threshold",
+    "collapsed": "levels with Genant grade >= 1",
+    "worst_grade": "the highest Genant grade of the case",
+    "max_probability_collapsed": "the highest P(MVCF) among the collapsed levels (research use only)",
+    "density_level": "where the exam's bone density is read: L1, else L2, T12, L3, T11, L4",
+    "trabecular_hu": "trabecular HU at that level",
+    "density": "osteoporosis likely | low density | normal density (Pickhardt 2013 L1 thresholds)",
+    "osteoporosis_flag": "trabecular HU <= 110 at that level",
+    "vertebrae": "rows of the case's table (measured or not)",
+    "measured": "vertebrae measured (not partial, missing or empty)",
+    "contrast_phase": "the CT's contrast phase when known (enhanced phases raise trabecular HU)",
+    "model": "the model that screened it: name, version, first 12 hex digits of its weights' sha256",
+    "error": "why the case failed (first line)",
+}
+TSV_COLUMNS = tuple(INDEX_COLUMNS)
+
+
+def case_row(case_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The index row of one screened case, from its screen.json payload (mvcf.screen.ScreenResult.to_dict)."""
+    rows = payload.get("vertebrae") or []
+    collapsed, flagged = collapsed_levels(rows), flagged_levels(rows)
+    grades = [r["genant_grade"] for r in rows if r.get("genant_grade") is not None]
+    probabilities = [r["probability_malignant"] for r in rows
+                     if r["level"] in collapsed and r.get("probability_malignant") is not None]
+    density = exam_density(rows)
+    osteoporosis = bool(density and density.get("osteoporosis_flag"))
+    model = payload.get("model") or {}
+    return {"case_id": case_id, "status": "screened",
+            "priority": 1 if flagged else 2 if collapsed else 3 if osteoporosis else 4,
+            "flagged": flagged, "collapsed": collapsed, "worst_grade": max(grades) if grades else None,
+            "max_probability_collapsed": round(max(probabilities), 4) if probabilities else None,
+            "density_level": density["level"] if density else None,
+            "trabecular_hu": density["trabecular_hu"] if density else None,
+            "density": density.get("density") if density else None,
+            "osteoporosis_flag": osteoporosis if density else None,
+            "vertebrae": len(rows), "measured": sum(r.get("status") == "measured" for r in rows),
+            "contrast_phase": payload.get("contrast_phase"),
+            "model": " ".join(v for v in (model.get("name"), model.get("version"), (model.get("sha256") or "")[:12])
+                              if v),
+            "warnings": list(payload.get("warnings") or []), "error": None}
+
+
+def _unscreened(case_id: str, status: str, error: Optional[str] = None) -> dict[str, Any]:
+    return {**{name: None for name in INDEX_COLUMNS}, "case_id": case_id, "status": status, "flagged": [],
+            "collapsed": [], "warnings": [], "error": error}
+
+
+def index_rows(out_dir: Union[str, Path], case_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Every case of the manifest as it stands in `out_dir`, sorted: screened by priority (within one, the
+    higher P(MVCF) of a collapse, then the worse grade, first), then failed, then pending."""
+    out = Path(out_dir)
+    rows = []
+    for case_id in case_ids:
+        result, error = out / case_id / JSON_NAME, out / "errors" / f"{case_id}.txt"
+        if result.is_file():
+            try:
+                rows.append(case_row(case_id, json.loads(result.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                rows.append(_unscreened(case_id, "failed", f"its {JSON_NAME} cannot be read ({exc})"))
+        elif error.is_file():
+            text = error.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            rows.append(_unscreened(case_id, "failed", text[0] if text else "failed"))
+        else:
+            rows.append(_unscreened(case_id, "pending"))
+    order = {"screened": 0, "failed": 1, "pending": 2}
+    return sorted(rows, key=lambda r: (order[r["status"]], r["priority"] or 9,
+                                       -(r["max_probability_collapsed"] or 0.0), -(r["worst_grade"] or 0)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def index_tsv(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["\t".join(TSV_COLUMNS)]
+    lines += ["\t".join(_cell(r.get(name)).replace("\t", " ").replace("\n", " ") for name in TSV_COLUMNS)
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many cases are screened, flagged, collapsed (flagged included), failed and pending."""
+    return {"cases": len(rows), "screened": sum(r["status"] == "screened" for r in rows),
+            "flagged": sum(bool(r["flagged"]) for r in rows), "collapsed": sum(bool(r["collapsed"]) for r in rows),
+            "osteoporosis_likely": sum(bool(r.get("osteoporosis_flag")) for r in rows),
+            "failed": sum(r["status"] == "failed" for r in rows),
+            "pending": sum(r["status"] == "pending" for r in rows)}
+
+
+def write_index(out_dir: Union[str, Path], case_ids: Sequence[str]) -> tuple[tuple[Path, Path], dict[str, int]]:
+    """screen_index.tsv and screen_index.json in `out_dir` (both or neither), and the counts."""
+    from mvcf import RESEARCH_USE_DISCLAIMER
+    from mvcf.fileio import atomic_files
+    from mvcf.progress import dumps
+
+    out = Path(out_dir)
+    rows = index_rows(out, case_ids)
+    summary = counts(rows)
+    with atomic_files(out, [INDEX_TSV, INDEX_JSON], mark=True) as tmp:
+        (tmp / INDEX_TSV).write_text(index_tsv(rows), encoding="utf-8")
+        (tmp / INDEX_JSON).write_text(dumps({"counts": summary, "cases": rows, "columns": INDEX_COLUMNS,
+                                             "disclaimer": RESEARCH_USE_DISCLAIMER}, indent=2), encoding="utf-8")
+    return (out / INDEX_TSV, out / INDEX_JSON), summary
