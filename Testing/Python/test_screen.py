@@ -495,6 +495,10 @@ def test_manifest_resumable_and_sharded(tmp_path, small_case):
     again = json.loads(_cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root").stdout)
     assert again["skipped_finished"] == 1 and again["screened"] == 0
     assert again["skipped_with_another_model"] == 0 and again["model"]["sha256"] and again["backend"]
+    text = _cli("--manifest", manifest, "--out", out, "--allow-outside-root")      # the summary for people
+    assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr
+    assert "shard 1/1: screened 0, skipped 1 finished, failed 1 of 2 cases" in text.stdout
+    assert f"index of all 2 cases, those to read first at the top: {out / 'screen_index.tsv'}" in text.stdout
     # a finished case screened with other weights is kept on a rerun, and the rerun says so
     finished = json.loads((out / "a" / "screen.json").read_text(encoding="utf-8"))
     finished["model"]["sha256"] = "0" * 64

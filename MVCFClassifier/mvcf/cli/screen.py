@@ -259,24 +259,24 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
             failed.append({"case_id": case["case_id"], "error": str(exc).splitlines()[0]})
             write_text(out / "errors" / f"{case['case_id']}.txt", failed[-1]["error"] + "\n")
         reporter.progress(n, len(todo), f"{case['case_id']} ({n}/{len(todo)})")
-    index, index_counts = None, None
+    index_path, index_counts = None, None
     if out.is_dir():   # every case of the manifest as it stands on disk, whichever shard screened it
         from mvcf.screen_index import write_index
 
-        (index, _), index_counts = write_index(out, [c["case_id"] for c in cases])
+        (index_path, _), index_counts = write_index(out, [c["case_id"] for c in cases])
     summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
                "skipped_finished": skipped, "skipped_with_another_model": len(stale), "failed": failed,
                "out": str(out), "model": bundle.identity() if bundle is not None else None,
                "backend": bundle.backend if bundle is not None else None,
-               "index": str(index) if index is not None else None, "index_counts": index_counts}
+               "index": str(index_path) if index_path is not None else None, "index_counts": index_counts}
     def text() -> None:
         print(f"shard {index + 1}/{count}: screened {len(done)}, skipped {skipped} finished, failed "
               f"{len(failed)} of {len(mine)} cases -> {out}")
         for item in failed:
             print(f"{item['case_id']}: error: {item['error']}")
-        if index is not None:
+        if index_path is not None:
             c = index_counts
-            print(f"index of all {c['cases']} cases, those to read first at the top: {index} ({c['flagged']} "
+            print(f"index of all {c['cases']} cases, those to read first at the top: {index_path} ({c['flagged']} "
                   f"flagged, {c['collapsed']} with a collapse, {c['osteoporosis_likely']} osteoporosis likely; "
                   f"{c['failed']} failed, {c['pending']} not screened yet)")
 
