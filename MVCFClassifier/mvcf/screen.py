@@ -298,12 +298,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def table_tsv(rows: Sequence[dict[str, Any]]) -> str:
+def table_tsv(rows: Sequence[dict[str, Any]], columns: Sequence[str] = tuple(COLUMNS)) -> str:
+    """A TSV of `rows` (the screen's table, or another of the same kind of cells: the archive index)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(list(COLUMNS))
+    writer.writerow(list(columns))
     for row in rows:
-        writer.writerow([_cell(row.get(name)) for name in COLUMNS])
+        writer.writerow([_cell(row.get(name)) for name in columns])
     return buffer.getvalue()
 
 

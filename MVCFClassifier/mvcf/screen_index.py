@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from mvcf.screen import JSON_NAME, collapsed_levels, exam_density, flagged_levels
+from mvcf.screen import JSON_NAME, collapsed_levels, exam_density, flagged_levels, table_tsv
 
 INDEX_TSV = "screen_index.tsv"
 INDEX_JSON = "screen_index.json"
@@ -97,21 +97,8 @@ def index_rows(out_dir: Union[str, Path], case_ids: Sequence[str]) -> list[dict[
                                        -(r["max_probability_collapsed"] or 0.0), -(r["worst_grade"] or 0)))
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
 def index_tsv(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["\t".join(TSV_COLUMNS)]
-    lines += ["\t".join(_cell(r.get(name)).replace("\t", " ").replace("\n", " ") for name in TSV_COLUMNS)
-              for r in rows]
-    return "\n".join(lines) + "\n"
+    return table_tsv(rows, TSV_COLUMNS)
 
 
 def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
