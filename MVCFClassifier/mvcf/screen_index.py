@@ -45,6 +45,20 @@ INDEX_COLUMNS = {
 TSV_COLUMNS = tuple(INDEX_COLUMNS)
 
 
+def finished_result(path: Union[str, Path]) -> Optional[dict[str, Any]]:
+    """A case's screen.json payload when it is one (a JSON object whose `vertebrae` is a list of objects),
+    else None: a missing, truncated or foreign file means the case is not finished and is screened again."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("vertebrae"), list) \
+            or not all(isinstance(r, dict) and "level" in r for r in payload["vertebrae"]) \
+            or not isinstance(payload.get("model") or {}, dict):
+        return None
+    return payload
+
+
 def case_row(case_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The index row of one screened case, from its screen.json payload (mvcf.screen.ScreenResult.to_dict)."""
     rows = payload.get("vertebrae") or []
@@ -76,25 +90,29 @@ def _unscreened(case_id: str, status: str, error: Optional[str] = None) -> dict[
 
 
 def index_rows(out_dir: Union[str, Path], case_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Every case of the manifest as it stands in `out_dir`, sorted: screened by priority (within one, the
-    higher P(MVCF) of a collapse, then the worse grade, first), then failed, then pending."""
+    """Every case of the manifest as it stands in `out_dir`, sorted: screened by priority (flagged ones with
+    the higher P(MVCF) of a collapse first, collapsed ones with the worse grade first), then failed, then
+    pending."""
     out = Path(out_dir)
     rows = []
     for case_id in case_ids:
         result, error = out / case_id / JSON_NAME, out / "errors" / f"{case_id}.txt"
-        if result.is_file():
-            try:
-                rows.append(case_row(case_id, json.loads(result.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                rows.append(_unscreened(case_id, "failed", f"its {JSON_NAME} cannot be read ({exc})"))
+        payload = finished_result(result) if result.is_file() else None
+        if payload is not None:
+            rows.append(case_row(case_id, payload))
+        elif result.is_file():
+            rows.append(_unscreened(case_id, "failed", f"its {JSON_NAME} is not a screen result (damaged?); "
+                                                       f"the next run screens the case again"))
         elif error.is_file():
             text = error.read_text(encoding="utf-8", errors="replace").strip().splitlines()
             rows.append(_unscreened(case_id, "failed", text[0] if text else "failed"))
         else:
             rows.append(_unscreened(case_id, "pending"))
     order = {"screened": 0, "failed": 1, "pending": 2}
-    return sorted(rows, key=lambda r: (order[r["status"]], r["priority"] or 9,
-                                       -(r["max_probability_collapsed"] or 0.0), -(r["worst_grade"] or 0)))
+    def key(r: dict[str, Any]) -> tuple:
+        p, grade = r["max_probability_collapsed"] or 0.0, r["worst_grade"] or 0
+        return (order[r["status"]], r["priority"] or 9, *((-grade, -p) if r["priority"] == 2 else (-p, -grade)))
+    return sorted(rows, key=key)
 
 
 def index_tsv(rows: Sequence[dict[str, Any]]) -> str:

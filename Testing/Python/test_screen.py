@@ -506,6 +506,13 @@ def test_manifest_resumable_and_sharded(tmp_path, small_case):
     rerun = _cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root")
     assert json.loads(rerun.stdout)["skipped_with_another_model"] == 1
     assert "warning: 1 finished case(s)" in rerun.stderr and "screened with another model (e.g. a)" in rerun.stderr
+    # a damaged screen.json, or a case folder without one, is not a finished case: screened again, replaced
+    for damage in (lambda: (out / "a" / "screen.json").write_text('{"vertebrae": [1]}', encoding="utf-8"),
+                   lambda: (out / "a" / "screen.json").unlink()):
+        damage()
+        repaired = _cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root")
+        assert json.loads(repaired.stdout)["screened"] == 1, repaired.stderr
+        assert json.loads((out / "a" / "screen.json").read_text(encoding="utf-8"))["vertebrae"][0]["level"]
 
 
 def test_manifest_rows_get_the_cohort_row_checks_before_anything_is_written(tmp_path, capsys):
@@ -517,13 +524,24 @@ def test_manifest_rows_get_the_cohort_row_checks_before_anything_is_written(tmp_
     folder.mkdir()
     manifest = folder / "cases.csv"
     manifest.write_text(f"case_id,ct,seg\na,ct\x00.nii.gz,seg.nii.gz\nb,../ct.nii.gz,seg.nii.gz\n"
-                        f"c,{CT},{SEG}\nerrors,ct.nii.gz,seg.nii.gz\n", encoding="utf-8")
+                        f"c,{CT},{SEG}\nerrors,ct.nii.gz,seg.nii.gz\nScreen_Index.TSV,ct.nii.gz,seg.nii.gz\n"
+                        f"\"new\nline\",ct.nii.gz,seg.nii.gz\n{'é' * 101},ct.nii.gz,seg.nii.gz\n"
+                        f"CaseA,ct.nii.gz,seg.nii.gz\ncasea,ct.nii.gz,seg.nii.gz\n", encoding="utf-8")
     code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
     assert "line 2: ct holds a NUL byte" in err and "line 3: ct ../ct.nii.gz leads outside" in err
     assert f"line 4: ct {CT} leads outside the manifest's folder (an absolute path" in err
     assert "line 5: case_id 'errors' is the name of a file or folder the run writes into --out" in err
+    assert "line 6: case_id 'Screen_Index.TSV' is the name of a file" in err
+    assert err.count("\n") == 1 and "8 bad row(s)" in err and err.rstrip().endswith("...")  # the first 5 named
+    manifest.write_text(f"case_id,ct,seg\n\"new\nline\",ct.nii.gz,seg.nii.gz\n{'é' * 101},ct.nii.gz,seg.nii.gz\n"
+                        f"CaseA,ct.nii.gz,seg.nii.gz\ncasea,ct.nii.gz,seg.nii.gz\n", encoding="utf-8")
+    code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "case_id 'new\\nline' holds a control character" in err
+    assert "is 202 bytes long; a folder name takes at most 200" in err
+    assert "case_id 'casea' repeats (letter case aside" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -610,6 +628,7 @@ def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
         "plain": [_vertebra("L1"), _vertebra("L2")],
         "porotic": [_vertebra("T12", hu=150.0), _vertebra("L1", hu=95.0)],
         "mild": [_vertebra("L1", grade=1, p=0.2)],
+        "mild_likelier": [_vertebra("L1", grade=1, p=0.58)],   # below the threshold: the grade orders these
         "severe": [_vertebra("L1", grade=3, p=0.3)],
         "flag_low": [_vertebra("L1", grade=2, p=0.7, flagged=True)],
         "flag_high": [_vertebra("T12", grade=1, p=0.95, flagged=True), _vertebra("L1", grade=2, p=0.4)],
@@ -620,12 +639,13 @@ def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
         (tmp_path / case_id / "screen.json").write_text(json.dumps(_screened(rows)), encoding="utf-8")
     (tmp_path / "errors").mkdir()
     (tmp_path / "errors" / "broken.txt").write_text("cannot read the CT\nmore\n", encoding="utf-8")
-    (tmp_path / "garbled").mkdir()
-    (tmp_path / "garbled" / "screen.json").write_text("{not json", encoding="utf-8")
-    ids = ["waiting", "broken", "garbled", *cases]
+    for name, text in (("garbled", "{not json"), ("foreign", "[]"), ("odd", '{"vertebrae": [1, 2]}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "screen.json").write_text(text, encoding="utf-8")
+    ids = ["waiting", "broken", "garbled", "foreign", "odd", *cases]
     rows = index_rows(tmp_path, ids)
-    assert [r["case_id"] for r in rows] == ["flag_high", "flag_low", "severe", "mild", "porotic", "thoracic",
-                                            "plain", "broken", "garbled", "waiting"]
+    assert [r["case_id"] for r in rows] == ["flag_high", "flag_low", "severe", "mild_likelier", "mild", "porotic",
+                                            "thoracic", "plain", "broken", "garbled", "foreign", "odd", "waiting"]
     by_id = {r["case_id"]: r for r in rows}
     assert by_id["flag_high"]["flagged"] == ["T12"] and by_id["flag_high"]["collapsed"] == ["T12", "L1"]
     assert by_id["flag_high"]["max_probability_collapsed"] == 0.95 and by_id["flag_high"]["worst_grade"] == 2
@@ -633,13 +653,42 @@ def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
     assert by_id["thoracic"]["density_level"] == "T11" and by_id["thoracic"]["priority"] == 3
     assert by_id["plain"]["priority"] == 4 and by_id["plain"]["osteoporosis_flag"] is False
     assert by_id["broken"]["error"] == "cannot read the CT" and by_id["waiting"]["status"] == "pending"
-    assert by_id["garbled"]["status"] == "failed" and "cannot be read" in by_id["garbled"]["error"]
+    for name in ("garbled", "foreign", "odd"):   # not a screen result: failed, and screened again next time
+        assert by_id[name]["status"] == "failed" and "the next run screens the case again" in by_id[name]["error"]
     assert by_id["plain"]["model"] == "m 1 " + "ab" * 6
     (tsv, _), counts = write_index(tmp_path, ids)
-    assert counts == {"cases": 10, "screened": 7, "flagged": 2, "collapsed": 4, "osteoporosis_likely": 2,
-                      "failed": 2, "pending": 1}
+    assert counts == {"cases": 13, "screened": 8, "flagged": 2, "collapsed": 5, "osteoporosis_likely": 2,
+                      "failed": 4, "pending": 1}
     lines = tsv.read_text(encoding="utf-8").splitlines()
-    assert lines[0].split("\t")[:3] == ["case_id", "status", "priority"] and len(lines) == 11
+    assert lines[0].split("\t")[:3] == ["case_id", "status", "priority"] and len(lines) == 14
     assert lines[1].split("\t")[3] == "T12" and all(line.count("\t") == lines[0].count("\t") for line in lines)
     assert json.loads((tmp_path / INDEX_JSON).read_text(encoding="utf-8"))["disclaimer"]
     assert {INDEX_TSV, INDEX_JSON, "errors"} == set(RESERVED_NAMES)   # no case folder can take their names
+
+
+def test_an_interrupted_manifest_run_still_writes_the_index(tmp_path, small_case, monkeypatch, capsys):
+    """Ctrl-C, or the SIGTERM of a Slurm time limit, in the middle of a manifest: exit 130, and the index says
+    where the archive stands (the finished case screened, the rest pending) instead of being missing or stale."""
+    import mvcf.screen
+    from mvcf.cli.main import main
+
+    real, calls = mvcf.screen.screen_files, []
+
+    def second_is_interrupted(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mvcf.screen, "screen_files", second_is_interrupted)
+    ct, seg = small_case
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case_id,ct,seg\nfirst,{ct},{seg}\nsecond,{ct},{seg}\nthird,{ct},{seg}\n")
+    out = tmp_path / "out"
+    code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(out),
+                 "--allow-outside-root"])
+    assert code == 130 and capsys.readouterr().err.strip().splitlines()[-1] == "error: interrupted"
+    index = json.loads((out / "screen_index.json").read_text(encoding="utf-8"))
+    assert [(r["case_id"], r["status"]) for r in index["cases"]] == \
+        [("first", "screened"), ("second", "pending"), ("third", "pending")]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".mvcf-output"]

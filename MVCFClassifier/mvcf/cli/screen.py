@@ -6,7 +6,8 @@
 The manifest has a header with `case_id`, `ct` and `seg` (or `mask`), optionally `numbering`; paths are
 relative to the CSV. Each finished case is OUT/<case_id>/ (screen.tsv + screen.json + screen_overview.png,
 written atomically); finished cases are skipped on a rerun. Shards: torchrun's RANK / WORLD_SIZE or a Slurm array's
-SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT (offset by SLURM_ARRAY_TASK_MIN) pick every n-th case.
+SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT (offset by SLURM_ARRAY_TASK_MIN) pick every n-th case. Every
+run rewrites OUT/screen_index.tsv/.json: all cases of the manifest, those to read first at the top.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import argparse
 import csv
 import os
 from pathlib import Path
+from typing import Optional
 
 from mvcf.errors import MVCFError
 
@@ -134,27 +136,20 @@ def shard() -> tuple[int, int]:
     return index, count
 
 
-def _screened_with_another_model(out: Path, finished: list[dict[str, str]], bundle) -> list[str]:
-    """The finished cases (kept on a rerun) whose screen.json names other weights than `bundle`'s."""
-    import json
-
-    from mvcf.screen import JSON_NAME
-
+def _screened_with_another_model(finished: dict[str, dict], bundle) -> list[str]:
+    """The finished cases (kept on a rerun; case_id -> screen.json payload) screened with other weights
+    than `bundle`'s."""
     if bundle is None:
         return []
-    stale = []
-    for case in finished:
-        try:
-            model = json.loads((out / case["case_id"] / JSON_NAME).read_text(encoding="utf-8")).get("model") or {}
-        except (OSError, ValueError):
-            continue
-        if model.get("sha256") != bundle.sha256:
-            stale.append(case["case_id"])
-    return stale
+    return [case_id for case_id, payload in finished.items()
+            if (payload.get("model") or {}).get("sha256") != bundle.sha256]
 
 
-#: what `--manifest` writes into --out besides the case folders, so no case_id may take these names
+#: what `--manifest` writes into --out besides the case folders, so no case_id may take these names (in any
+#: letter case: archives live on shares whose file systems ignore it)
 RESERVED_NAMES = ("errors", "screen_index.tsv", "screen_index.json")
+#: a case_id is a folder name, and the run adds temporary suffixes to it: file systems allow 255 bytes
+MAX_CASE_ID_BYTES = 200
 
 
 def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, str]]:
@@ -181,13 +176,21 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
         if not case_id or "/" in case_id or "\\" in case_id or case_id.startswith("."):
             problems.append(f"line {n}: case_id {case_id!r} must be a plain name")
             continue
-        if case_id in RESERVED_NAMES:
-            problems.append(f"line {n}: case_id {case_id!r} is the name of a file or folder the run writes "
-                            f"into --out ({', '.join(RESERVED_NAMES)})")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in case_id):
+            problems.append(f"line {n}: case_id {case_id!r} holds a control character (tab, newline, ...)")
             continue
-        if case_id in seen:
-            problems.append(f"line {n}: case_id {case_id!r} repeats")
-        seen.add(case_id)
+        if len(case_id.encode("utf-8")) > MAX_CASE_ID_BYTES:
+            problems.append(f"line {n}: case_id {case_id[:40]!r}... is {len(case_id.encode('utf-8'))} bytes long; "
+                            f"a folder name takes at most {MAX_CASE_ID_BYTES}")
+            continue
+        if case_id.casefold() in RESERVED_NAMES:
+            problems.append(f"line {n}: case_id {case_id!r} is the name of a file or folder the run writes "
+                            f"into --out ({', '.join(RESERVED_NAMES)}, in any letter case)")
+            continue
+        if case_id.casefold() in seen:
+            problems.append(f"line {n}: case_id {case_id!r} repeats (letter case aside: the folders would be "
+                            f"one on file systems that ignore it)")
+        seen.add(case_id.casefold())
         if not row.get("ct") or not row.get(seg_column):
             problems.append(f"line {n}: ct and {seg_column} are required")
             continue
@@ -206,6 +209,22 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
     return cases
 
 
+def _write_index(out: Path, case_ids: list[str]) -> tuple[tuple[Optional[Path], Optional[Path]], Optional[dict]]:
+    """The archive index of every manifest case as it stands on disk, whichever shard screened it; nothing
+    when --out was never made. A failure to write it is a warning, so it never hides the run's own error."""
+    import logging
+
+    from mvcf.screen_index import write_index
+
+    if not out.is_dir():
+        return (None, None), None
+    try:
+        return write_index(out, case_ids)
+    except (MVCFError, OSError) as exc:
+        logging.getLogger("mvcf.cli").warning("the archive index in %s was not written: %s", out, exc)
+        return (None, None), None
+
+
 def run_manifest(args: argparse.Namespace, reporter) -> int:
     """Screen the shard's cases not done yet, each into OUT/<case_id>/ atomically; errors into
     OUT/errors/<case_id>.txt (retried on the next run)."""
@@ -213,6 +232,7 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     from mvcf.inference import load_model
     from mvcf.progress import emit_result
     from mvcf.screen import JSON_NAME, screen_files, write_outputs
+    from mvcf.screen_index import finished_result
 
     from mvcf.outputs_guard import MARKER, check_output_folder, write_marker
 
@@ -223,11 +243,13 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     index, count = shard()
     mine = cases[index::count]
     out = Path(args.out)
-    todo = [c for c in mine if not (out / c["case_id"] / JSON_NAME).is_file()]
+    finished = {c["case_id"]: finished_result(out / c["case_id"] / JSON_NAME) for c in mine}
+    finished = {case_id: payload for case_id, payload in finished.items() if payload is not None}
+    todo = [c for c in mine if c["case_id"] not in finished]   # a damaged screen.json is screened again
     skipped = len(mine) - len(todo)
     bundle = load_model(args.model, args.device, args.backend) if mine else None
     device = bundle.device if bundle is not None else args.device
-    stale = _screened_with_another_model(out, [c for c in mine if c not in todo], bundle)
+    stale = _screened_with_another_model(finished, bundle)
     if stale:
         import logging
 
@@ -244,31 +266,34 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
             apply_umask(out / MARKER)
     done, failed = [], []
     reporter.progress(0, len(todo), f"shard {index + 1}/{count}: {len(todo)} to screen, {skipped} done before")
-    for n, case in enumerate(todo, start=1):
-        try:
-            numbering = case["numbering"] if args.numbering == "auto" else args.numbering
-            result = screen_files(case["ct"], case["seg"], numbering, bundle, device, args.contrast_phase,
-                                  backend=args.backend)
-            with atomic_dir(out / case["case_id"]) as tmp:
-                write_outputs(result, tmp)
-            done.append(case["case_id"])
-            error_file = out / "errors" / f"{case['case_id']}.txt"
-            if error_file.exists():
-                error_file.unlink()
-        except MVCFError as exc:
-            failed.append({"case_id": case["case_id"], "error": str(exc).splitlines()[0]})
-            write_text(out / "errors" / f"{case['case_id']}.txt", failed[-1]["error"] + "\n")
-        reporter.progress(n, len(todo), f"{case['case_id']} ({n}/{len(todo)})")
-    index_path, index_counts = None, None
-    if out.is_dir():   # every case of the manifest as it stands on disk, whichever shard screened it
-        from mvcf.screen_index import write_index
-
-        (index_path, _), index_counts = write_index(out, [c["case_id"] for c in cases])
+    index_paths, index_counts = (None, None), None
+    try:
+        for n, case in enumerate(todo, start=1):
+            try:
+                numbering = case["numbering"] if args.numbering == "auto" else args.numbering
+                result = screen_files(case["ct"], case["seg"], numbering, bundle, device, args.contrast_phase,
+                                      backend=args.backend)
+                # overwrite: an unfinished or damaged earlier folder of this run's (never a folder of the user's)
+                with atomic_dir(out / case["case_id"], overwrite=True) as tmp:
+                    write_outputs(result, tmp)
+                done.append(case["case_id"])
+                error_file = out / "errors" / f"{case['case_id']}.txt"
+                if error_file.exists():
+                    error_file.unlink()
+            except MVCFError as exc:
+                failed.append({"case_id": case["case_id"], "error": str(exc).splitlines()[0]})
+                write_text(out / "errors" / f"{case['case_id']}.txt", failed[-1]["error"] + "\n")
+            reporter.progress(n, len(todo), f"{case['case_id']} ({n}/{len(todo)})")
+    finally:   # finished, failed, cancelled or stopped by Slurm's SIGTERM: the index says where the archive is
+        index_paths, index_counts = _write_index(out, [c["case_id"] for c in cases])
+    index_path = index_paths[0]
     summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
                "skipped_finished": skipped, "skipped_with_another_model": len(stale), "failed": failed,
                "out": str(out), "model": bundle.identity() if bundle is not None else None,
                "backend": bundle.backend if bundle is not None else None,
-               "index": str(index_path) if index_path is not None else None, "index_counts": index_counts}
+               "index": str(index_path) if index_path is not None else None,
+               "index_json": str(index_paths[1]) if index_paths[1] is not None else None,
+               "index_counts": index_counts}
     def text() -> None:
         print(f"shard {index + 1}/{count}: screened {len(done)}, skipped {skipped} finished, failed "
               f"{len(failed)} of {len(mine)} cases -> {out}")
