@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from mvcf.screen import JSON_NAME, collapsed_levels, exam_density, flagged_levels, table_tsv
+from mvcf.screen import JSON_NAME, OVERVIEW_NAME, collapsed_levels, exam_density, flagged_levels, table_tsv
 
 INDEX_TSV = "screen_index.tsv"
 INDEX_JSON = "screen_index.json"
+INDEX_HTML = "screen_index.html"
+INDEX_NAMES = (INDEX_TSV, INDEX_JSON, INDEX_HTML)
 
 #: Why a case is read first: the order of the index (a smaller number first).
 PRIORITIES = {1: "flagged: a collapsed vertebra at or above the model's threshold",
@@ -40,7 +42,9 @@ INDEX_COLUMNS = {
     "measured": "vertebrae measured (not partial, missing or empty)",
     "contrast_phase": "the CT's contrast phase when known (enhanced phases raise trabecular HU)",
     "model": "the model that screened it: name, version, first 12 hex digits of its weights' sha256",
+    "overview": "the case's whole-spine overview picture, relative to --out (when it has one)",
     "error": "why the case failed (first line)",
+    "error_file": "the failed case's error file, relative to --out (the next run retries the case)",
 }
 TSV_COLUMNS = tuple(INDEX_COLUMNS)
 
@@ -81,7 +85,7 @@ def case_row(case_id: str, payload: dict[str, Any]) -> dict[str, Any]:
             "contrast_phase": payload.get("contrast_phase"),
             "model": " ".join(v for v in (model.get("name"), model.get("version"), (model.get("sha256") or "")[:12])
                               if v),
-            "warnings": list(payload.get("warnings") or []), "error": None}
+            "warnings": list(payload.get("warnings") or []), "error": None, "error_file": None}
 
 
 def _unscreened(case_id: str, status: str, error: Optional[str] = None) -> dict[str, Any]:
@@ -99,13 +103,16 @@ def index_rows(out_dir: Union[str, Path], case_ids: Sequence[str]) -> list[dict[
         result, error = out / case_id / JSON_NAME, out / "errors" / f"{case_id}.txt"
         payload = finished_result(result) if result.is_file() else None
         if payload is not None:
-            rows.append(case_row(case_id, payload))
+            picture = out / case_id / OVERVIEW_NAME
+            rows.append(case_row(case_id, payload)
+                        | {"overview": f"{case_id}/{OVERVIEW_NAME}" if picture.is_file() else None})
         elif result.is_file():
             rows.append(_unscreened(case_id, "failed", f"its {JSON_NAME} is not a screen result (damaged?); "
                                                        f"the next run screens the case again"))
         elif error.is_file():
             text = error.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            rows.append(_unscreened(case_id, "failed", text[0] if text else "failed"))
+            rows.append(_unscreened(case_id, "failed", text[0] if text else "failed")
+                        | {"error_file": f"errors/{case_id}.txt"})
         else:
             rows.append(_unscreened(case_id, "pending"))
     order = {"screened": 0, "failed": 1, "pending": 2}
@@ -119,6 +126,55 @@ def index_tsv(rows: Sequence[dict[str, Any]]) -> str:
     return table_tsv(rows, TSV_COLUMNS)
 
 
+#: row colours of the HTML index, by priority (screened) or status
+_SHADES = {1: "#f8d0cc", 2: "#fde3c2", 3: "#fdf3c4", 4: "#ffffff", "failed": "#dddddd", "pending": "#f2f2f2"}
+
+
+def index_html(rows: Sequence[dict[str, Any]], summary: dict[str, int]) -> str:
+    """The index as a page to look through: one row per case in the index's order, its overview picture
+    beside it (loaded lazily, so an archive of thousands of cases still opens), the disclaimer on top."""
+    from html import escape
+    from urllib.parse import quote
+
+    from mvcf import RESEARCH_USE_DISCLAIMER
+
+    def cell(value: Any) -> str:
+        return escape(", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else str(value))
+
+    body = []
+    for n, r in enumerate(rows, start=1):
+        shade = _SHADES[r["priority"]] if r["status"] == "screened" else _SHADES[r["status"]]
+        density = "" if r.get("density_level") is None else \
+            f"{r['density_level']} {r['trabecular_hu']:.0f} HU, {r['density']}"
+        p = "" if r.get("max_probability_collapsed") is None else f"{r['max_probability_collapsed']:.3f}"
+        why = PRIORITIES[r["priority"]] if r["status"] == "screened" else r["status"]
+        picture = ""
+        if r.get("overview"):
+            src = quote(r["overview"])
+            picture = f'<a href="{src}"><img src="{src}" loading="lazy" alt="overview of {cell(r["case_id"])}"></a>'
+        name = cell(r["case_id"])   # linked to its folder, a failed case to its error file
+        if r["status"] == "screened":
+            name = f'<a href="{quote(r["case_id"])}/">{name}</a>'
+        elif r["status"] == "failed" and r.get("error_file"):
+            name = f'<a href="{quote(r["error_file"])}">{name}</a>'
+        body.append(f'<tr style="background:{shade}"><td>{n}</td><td>{name}</td><td>{escape(why)}</td>'
+                    f'<td>{cell(r["flagged"])}</td>'
+                    f'<td>{cell(r["collapsed"])}</td><td>{cell(r.get("worst_grade"))}</td><td>{p}</td>'
+                    f'<td>{escape(density)}</td><td>{picture}</td><td>{cell(r.get("error"))}</td></tr>')
+    tally = (f"{summary['cases']} cases: {summary['flagged']} flagged, {summary['collapsed']} with a collapse, "
+             f"{summary['osteoporosis_likely']} osteoporosis likely; {summary['failed']} failed, "
+             f"{summary['pending']} not screened yet")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mvcf screen: archive index"
+            "</title><style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left}"
+            "img{height:180px}.disclaimer{font-weight:bold;color:#a00}</style></head><body>"
+            f"<h1>Archive screen</h1><p class=\"disclaimer\">{escape(RESEARCH_USE_DISCLAIMER)}</p>"
+            f"<p>{escape(tally)}. The cases to read first are at the top.</p><table><thead><tr><th>#</th>"
+            "<th>case</th><th>why here</th><th>flagged</th><th>collapsed</th><th>worst grade</th>"
+            "<th>highest P(MVCF) of a collapse</th><th>bone density</th><th>overview</th><th>error</th></tr>"
+            f"</thead><tbody>{''.join(body)}</tbody></table></body></html>\n")
+
+
 def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
     """How many cases are screened, flagged, collapsed (flagged included), failed and pending."""
     return {"cases": len(rows), "screened": sum(r["status"] == "screened" for r in rows),
@@ -128,8 +184,8 @@ def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
             "pending": sum(r["status"] == "pending" for r in rows)}
 
 
-def write_index(out_dir: Union[str, Path], case_ids: Sequence[str]) -> tuple[tuple[Path, Path], dict[str, int]]:
-    """screen_index.tsv and screen_index.json in `out_dir` (both or neither), and the counts."""
+def write_index(out_dir: Union[str, Path], case_ids: Sequence[str]) -> tuple[tuple[Path, Path, Path], dict[str, int]]:
+    """screen_index.tsv, .json and .html in `out_dir` (all or none), and the counts."""
     from mvcf import RESEARCH_USE_DISCLAIMER
     from mvcf.fileio import atomic_files
     from mvcf.progress import dumps
@@ -137,8 +193,9 @@ def write_index(out_dir: Union[str, Path], case_ids: Sequence[str]) -> tuple[tup
     out = Path(out_dir)
     rows = index_rows(out, case_ids)
     summary = counts(rows)
-    with atomic_files(out, [INDEX_TSV, INDEX_JSON], mark=True) as tmp:
+    with atomic_files(out, list(INDEX_NAMES), mark=True) as tmp:
         (tmp / INDEX_TSV).write_text(index_tsv(rows), encoding="utf-8")
         (tmp / INDEX_JSON).write_text(dumps({"counts": summary, "cases": rows, "columns": INDEX_COLUMNS,
                                              "disclaimer": RESEARCH_USE_DISCLAIMER}, indent=2), encoding="utf-8")
-    return (out / INDEX_TSV, out / INDEX_JSON), summary
+        (tmp / INDEX_HTML).write_text(index_html(rows, summary), encoding="utf-8")
+    return tuple(out / name for name in INDEX_NAMES), summary

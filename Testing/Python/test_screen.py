@@ -622,7 +622,7 @@ def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
     first), then collapsed ones (worse grade first), then osteoporosis likely, then the rest; failed and
     pending cases last. Built from the folders on disk, so any shard or rerun writes the same index."""
     from mvcf.cli.screen import RESERVED_NAMES
-    from mvcf.screen_index import INDEX_JSON, INDEX_TSV, index_rows, write_index
+    from mvcf.screen_index import INDEX_JSON, INDEX_NAMES, INDEX_TSV, index_rows, write_index
 
     cases = {
         "plain": [_vertebra("L1"), _vertebra("L2")],
@@ -634,9 +634,11 @@ def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
         "flag_high": [_vertebra("T12", grade=1, p=0.95, flagged=True), _vertebra("L1", grade=2, p=0.4)],
         "thoracic": [_vertebra("T11", hu=100.0)],          # no L1-L4: the exam's density is read at T11
     }
+    cases['<i>odd & "name"'] = [_vertebra("L1")]          # escaped in the page, quoted in its links
     for case_id, rows in cases.items():
         (tmp_path / case_id).mkdir()
         (tmp_path / case_id / "screen.json").write_text(json.dumps(_screened(rows)), encoding="utf-8")
+    (tmp_path / "flag_high" / "screen_overview.png").write_bytes(b"\x89PNG")
     (tmp_path / "errors").mkdir()
     (tmp_path / "errors" / "broken.txt").write_text("cannot read the CT\nmore\n", encoding="utf-8")
     for name, text in (("garbled", "{not json"), ("foreign", "[]"), ("odd", '{"vertebrae": [1, 2]}')):
@@ -645,7 +647,8 @@ def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
     ids = ["waiting", "broken", "garbled", "foreign", "odd", *cases]
     rows = index_rows(tmp_path, ids)
     assert [r["case_id"] for r in rows] == ["flag_high", "flag_low", "severe", "mild_likelier", "mild", "porotic",
-                                            "thoracic", "plain", "broken", "garbled", "foreign", "odd", "waiting"]
+                                            "thoracic", "plain", '<i>odd & "name"', "broken", "garbled", "foreign",
+                                            "odd", "waiting"]
     by_id = {r["case_id"]: r for r in rows}
     assert by_id["flag_high"]["flagged"] == ["T12"] and by_id["flag_high"]["collapsed"] == ["T12", "L1"]
     assert by_id["flag_high"]["max_probability_collapsed"] == 0.95 and by_id["flag_high"]["worst_grade"] == 2
@@ -656,14 +659,50 @@ def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
     for name in ("garbled", "foreign", "odd"):   # not a screen result: failed, and screened again next time
         assert by_id[name]["status"] == "failed" and "the next run screens the case again" in by_id[name]["error"]
     assert by_id["plain"]["model"] == "m 1 " + "ab" * 6
-    (tsv, _), counts = write_index(tmp_path, ids)
-    assert counts == {"cases": 13, "screened": 8, "flagged": 2, "collapsed": 5, "osteoporosis_likely": 2,
+    (tsv, _, _), counts = write_index(tmp_path, ids)
+    assert counts == {"cases": 14, "screened": 9, "flagged": 2, "collapsed": 5, "osteoporosis_likely": 2,
                       "failed": 4, "pending": 1}
+    assert by_id["flag_high"]["overview"] == "flag_high/screen_overview.png" and by_id["plain"]["overview"] is None
     lines = tsv.read_text(encoding="utf-8").splitlines()
-    assert lines[0].split("\t")[:3] == ["case_id", "status", "priority"] and len(lines) == 14
+    assert lines[0].split("\t")[:3] == ["case_id", "status", "priority"] and len(lines) == 15
     assert lines[1].split("\t")[3] == "T12" and all(line.count("\t") == lines[0].count("\t") for line in lines)
     assert json.loads((tmp_path / INDEX_JSON).read_text(encoding="utf-8"))["disclaimer"]
-    assert {INDEX_TSV, INDEX_JSON, "errors"} == set(RESERVED_NAMES)   # no case folder can take their names
+    assert {*INDEX_NAMES, "errors"} == set(RESERVED_NAMES)   # no case folder can take their names
+    # the page to look through: the same order, the picture beside its case, names escaped, the disclaimer
+    from html.parser import HTMLParser
+
+    from mvcf import RESEARCH_USE_DISCLAIMER
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links, self.images, self.open = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            if tag == "a" and not attrs["href"].endswith(".png"):
+                self.links.append(attrs["href"])
+            if tag == "img":
+                self.images.append(attrs)
+            if tag in ("table", "tr", "td", "a"):
+                self.open.append(tag)
+
+        def handle_endtag(self, tag):
+            if tag in ("table", "tr", "td", "a"):
+                assert self.open.pop() == tag
+
+    html = (tmp_path / "screen_index.html").read_text(encoding="utf-8")
+    page = Page()
+    page.feed(html)
+    from urllib.parse import unquote
+
+    assert [unquote(link) for link in page.links] == [f"{r['case_id']}/" for r in rows if r["status"] == "screened"] \
+        + ["errors/broken.txt"] and not page.open     # a damaged case has no error file; a pending one no link
+    assert page.images == [{"src": "flag_high/screen_overview.png", "loading": "lazy", "alt": "overview of flag_high"}]
+    assert "<i>odd" not in html and "&lt;i&gt;odd &amp; &quot;name&quot;" in html
+    from html import escape
+
+    assert escape(RESEARCH_USE_DISCLAIMER) in html
 
 
 def test_an_interrupted_manifest_run_still_writes_the_index(tmp_path, small_case, monkeypatch, capsys):

@@ -147,7 +147,7 @@ def _screened_with_another_model(finished: dict[str, dict], bundle) -> list[str]
 
 #: what `--manifest` writes into --out besides the case folders, so no case_id may take these names (in any
 #: letter case: archives live on shares whose file systems ignore it)
-RESERVED_NAMES = ("errors", "screen_index.tsv", "screen_index.json")
+RESERVED_NAMES = ("errors", "screen_index.tsv", "screen_index.json", "screen_index.html")
 #: a case_id is a folder name, and the run adds temporary suffixes to it: file systems allow 255 bytes
 MAX_CASE_ID_BYTES = 200
 
@@ -209,7 +209,7 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
     return cases
 
 
-def _write_index(out: Path, case_ids: list[str]) -> tuple[tuple[Optional[Path], Optional[Path]], Optional[dict]]:
+def _write_index(out: Path, case_ids: list[str]) -> tuple[tuple[Optional[Path], ...], Optional[dict]]:
     """The archive index of every manifest case as it stands on disk, whichever shard screened it; nothing
     when --out was never made. A failure to write it is a warning, so it never hides the run's own error."""
     import logging
@@ -217,12 +217,12 @@ def _write_index(out: Path, case_ids: list[str]) -> tuple[tuple[Optional[Path], 
     from mvcf.screen_index import write_index
 
     if not out.is_dir():
-        return (None, None), None
+        return (None, None, None), None
     try:
         return write_index(out, case_ids)
     except (MVCFError, OSError) as exc:
         logging.getLogger("mvcf.cli").warning("the archive index in %s was not written: %s", out, exc)
-        return (None, None), None
+        return (None, None, None), None
 
 
 def run_manifest(args: argparse.Namespace, reporter) -> int:
@@ -266,7 +266,7 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
             apply_umask(out / MARKER)
     done, failed = [], []
     reporter.progress(0, len(todo), f"shard {index + 1}/{count}: {len(todo)} to screen, {skipped} done before")
-    index_paths, index_counts = (None, None), None
+    index_paths, index_counts = (None, None, None), None
     try:
         for n, case in enumerate(todo, start=1):
             try:
@@ -293,6 +293,7 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
                "backend": bundle.backend if bundle is not None else None,
                "index": str(index_path) if index_path is not None else None,
                "index_json": str(index_paths[1]) if index_paths[1] is not None else None,
+               "index_html": str(index_paths[2]) if index_paths[2] is not None else None,
                "index_counts": index_counts}
     def text() -> None:
         print(f"shard {index + 1}/{count}: screened {len(done)}, skipped {skipped} finished, failed "
@@ -303,7 +304,7 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
             c = index_counts
             print(f"index of all {c['cases']} cases, those to read first at the top: {index_path} ({c['flagged']} "
                   f"flagged, {c['collapsed']} with a collapse, {c['osteoporosis_likely']} osteoporosis likely; "
-                  f"{c['failed']} failed, {c['pending']} not screened yet)")
+                  f"{c['failed']} failed, {c['pending']} not screened yet); to look through: {index_paths[2]}")
 
     emit_result(reporter, summary, args.json, text)
     if failed and not done and not skipped:
