@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 from mvcf.errors import MVCFError
 
@@ -143,12 +143,12 @@ class RunOutputs:
         self._created: list[list[Path]] = [missing_folders(Path(p).parent) for p in paths if p is not None]
         self._written: list[Path] = []
 
-    def expect(self, path: PathLike) -> None:
-        """Name one more path the run will write, before anything is written there (a report's folder)."""
-        self._created.append(missing_folders(Path(path).parent))
-
     def wrote(self, path: PathLike) -> None:
         self._written.append(Path(path))
+
+    def made(self, folders: Sequence[Path]) -> None:
+        """Folders (deepest first) a write of this run created, removed again when the run is undone."""
+        self._created.append(list(folders))
 
     def keep(self) -> None:
         """From here on what the run wrote stays, cancelled or not (it is being sent to a PACS, which keeps
@@ -218,12 +218,14 @@ def write_text(path: PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: bool = False) -> Iterator[Path]:
+def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: bool = False,
+                 undo: Optional[RunOutputs] = None) -> Iterator[Path]:
     """Yield a temporary folder beside `folder`'s files; on success each of `names` written there is verified
     and moved into `folder` (for writers that produce several files at once, e.g. a table and its schema); on
     error none is. With `mark`, a new or empty `folder` gets mvcf's output marker (outputs_guard.check_output_folder);
     with `prune` (--overwrite of a folder that guard found to be mvcf's own) the earlier files not written again
-    are removed once the new ones are in place."""
+    are removed once the new ones are in place. `undo` (a run's RunOutputs) is told what the write put there:
+    the files, the marker when it made one, the folders it created."""
     from mvcf.outputs_guard import MARKER, write_marker
 
     target = Path(folder)
@@ -251,6 +253,10 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
                     if entry.name not in keep and entry.is_file(follow_symlinks=False):
                         os.unlink(entry.path)
             done = True
+            if undo is not None:
+                undo.made(created)
+                for name in [*names, *([MARKER] if marked else [])]:
+                    undo.wrote(target / name)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

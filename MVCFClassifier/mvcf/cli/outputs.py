@@ -201,28 +201,6 @@ def _quarters(callback: Callable[[int, int], None]) -> Callable[[int, int], None
     return report
 
 
-def _filled(undo: Any, folder: Path, write: Callable[[], Any]) -> Any:
-    """`write()`, which fills `folder` (a report, a DICOM series): every file it put there, new or replacing
-    an earlier one, is told to `undo` (mvcf's output marker too, where this write put it there)."""
-    import os
-
-    from mvcf.outputs_guard import MARKER
-
-    def files() -> dict[str, tuple[int, int]]:
-        if not folder.is_dir():
-            return {}
-        return {e.name: (e.stat().st_ino, e.stat().st_mtime_ns) for e in os.scandir(folder)
-                if e.is_file(follow_symlinks=False)}
-
-    undo.expect(folder / MARKER)
-    before = files()
-    result = write()
-    for name, identity in files().items():
-        if before.get(name) != identity:
-            undo.wrote(folder / name)
-    return result
-
-
 def _write(args, ct, results, model, device, on_progress, source, figures, undo) -> dict[str, Any]:
     from mvcf import RESEARCH_USE_DISCLAIMER, __version__
     from mvcf.explain import engine_for, explain
@@ -266,16 +244,16 @@ def _write(args, ct, results, model, device, on_progress, source, figures, undo)
         context["figures"] = [{"src": name, "caption": image.caption} for name, image, _ in figures]
         pngs = {name: image.png for name, image, _ in figures}
         pngs.update({name: im.png for pairs in named.values() for name, im in pairs})
-        outputs["report"] = _filled(undo, Path(args.report), lambda: write_report(
-            Path(args.report), context, pngs,
-            {"results": list(results), "source": identity or {"ct": str(args.ct)}, "model": context["model"],
-             "heatmap_method": method}, prune=getattr(args, "overwrite", False)))
+        outputs["report"] = write_report(Path(args.report), context, pngs,
+                                         {"results": list(results), "source": identity or {"ct": str(args.ct)},
+                                          "model": context["model"], "heatmap_method": method},
+                                         prune=getattr(args, "overwrite", False), undo=undo)
     if args.dicom_out:
         progress(len(done), len(done), f"writing DICOM SR, key images and heatmaps to {args.dicom_out}")
-        outputs["dicom"] = _filled(undo, Path(args.dicom_out), lambda: _write_dicom(
-            Path(args.dicom_out), source, results, images, heats, bundle.identity(), f"mvcf {__version__}",
-            RESEARCH_USE_DISCLAIMER, prune=getattr(args, "overwrite", False),
-            figures=[(image, centre) for _, image, centre in figures]))
+        outputs["dicom"] = _write_dicom(Path(args.dicom_out), source, results, images, heats, bundle.identity(),
+                                        f"mvcf {__version__}", RESEARCH_USE_DISCLAIMER,
+                                        prune=getattr(args, "overwrite", False),
+                                        figures=[(image, centre) for _, image, centre in figures], undo=undo)
     if args.send or args.dicomweb:
         from mvcf.dicom.pacs import send_all
 
@@ -297,7 +275,8 @@ def _complete(result: dict[str, Any], bundle) -> dict[str, Any]:
 
 
 def _write_dicom(folder: Path, source, results, images, heats, model: dict, software: str,
-                 disclaimer: str, prune: bool = False, figures: Sequence[tuple[Any, Sequence[float]]] = ()) -> list[str]:
+                 disclaimer: str, prune: bool = False, figures: Sequence[tuple[Any, Sequence[float]]] = (),
+                 undo: Any = None) -> list[str]:
     from mvcf.dicom.pm import build_pm
     from mvcf.dicom.sc import build_sc
     from mvcf.dicom.sr import build_sr
@@ -310,7 +289,7 @@ def _write_dicom(folder: Path, source, results, images, heats, model: dict, soft
                   model, software)
     objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc},
                **{f"PM_{ds.SOPInstanceUID}.dcm": ds for ds in pm}}
-    with atomic_files(folder, list(objects), mark=True, prune=prune) as tmp:
+    with atomic_files(folder, list(objects), mark=True, prune=prune, undo=undo) as tmp:
         for name, ds in objects.items():
             ds.save_as(tmp / name, enforce_file_format=True)
     return [str(folder / name) for name in objects]

@@ -143,14 +143,15 @@ def write_pdf(html: str, base_dir: Path, out: Path) -> None:
 
 
 def write_report(out_dir: Path, context: dict[str, Any], pngs: dict[str, bytes], data: dict[str, Any],
-                 pdf: bool = True, prune: bool = False) -> dict[str, str]:
+                 pdf: bool = True, prune: bool = False, undo: Any = None) -> dict[str, str]:
     """Write report.html (+ report.pdf) + report.json + the PNGs named in `pngs` into `out_dir`, all or none;
-    with `prune` (--overwrite of mvcf's own earlier report) the earlier files not written again are removed."""
+    with `prune` (--overwrite of mvcf's own earlier report) the earlier files not written again are removed;
+    `undo`: the run's fileio.RunOutputs, told what was written (fileio.atomic_files)."""
     from mvcf.fileio import atomic_files
 
     out_dir = Path(out_dir)
     names = ["report.html", "report.json", *pngs] + (["report.pdf"] if pdf else [])
-    with atomic_files(out_dir, names, mark=True, prune=prune) as tmp:
+    with atomic_files(out_dir, names, mark=True, prune=prune, undo=undo) as tmp:
         for name, png in pngs.items():
             (tmp / name).write_bytes(png)
         html = render_html(context)
