@@ -122,6 +122,11 @@ def _failure(name: str, exc: BaseException, heatmap: Any, started: float) -> dic
             "timing_ms": {"total": round(1000 * (time.perf_counter() - started), 2)}}
 
 
+def progress_steps(queries: Sequence[Any]) -> int:
+    """predict_many's progress steps for `queries`: one per vertebra located, one per heatmap asked for."""
+    return len(queries) + sum(q.heatmap is not None for q in queries)
+
+
 def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] = None, device: str = "auto",
                  refine: bool = False, on_progress: Optional[Callable[[int, int, str], None]] = None,
                  should_cancel: Optional[Callable[[], bool]] = None, backend: str = "auto",
@@ -150,7 +155,7 @@ def predict_many(ct, queries: Sequence[Any], model: Union[str, Path, None, Any] 
     bundle = load_model(model, device, backend)
     spec = ViewSpec.from_dict(bundle.view_spec)
     total = len(queries)
-    steps = total + sum(q.heatmap is not None for q in queries)
+    steps = progress_steps(queries)
     masks: dict[str, Any] = {}
     results: list[Optional[dict[str, Any]]] = [None] * total
     ready: list[tuple[int, Any, Any, dict[str, float]]] = []
@@ -242,11 +247,11 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
                     heatmap_method: str = "gradcam", outputs: Optional[Any] = None) -> tuple[dict[str, Any], Any, Any]:
     """Read a CT, load the bundle (memoised) and classify every query: the payload of `mvcf predict
     --locations` ({"results", "timing_ms", "disclaimer"}), the bundle that ran and the CTImage. Progress:
-    reading, loading, then predict_many's steps (one per vertebra, one per heatmap). The call behind the CLI and the warm worker (mvcf.worker,
-    whose `read` is read_ct memoised per file); `outputs` as predict_many's."""
+    reading, loading, then predict_many's steps (one per vertebra, one per heatmap). The call behind the CLI
+    and the warm worker (mvcf.worker, whose `read` is read_ct memoised per file); `outputs` as predict_many's."""
     from mvcf.read_ct import read_ct
 
-    steps = len(queries) + sum(q.heatmap is not None for q in queries) + 2
+    steps = progress_steps(queries) + 2
     progress = on_progress or (lambda done, total, message: None)
     progress(0, steps, "reading CT")
     started = time.perf_counter()

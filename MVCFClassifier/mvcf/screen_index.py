@@ -17,6 +17,16 @@ INDEX_TSV = "screen_index.tsv"
 INDEX_JSON = "screen_index.json"
 INDEX_HTML = "screen_index.html"
 INDEX_NAMES = (INDEX_TSV, INDEX_JSON, INDEX_HTML)
+#: where a failed case's error goes (retried by the next run)
+ERRORS_FOLDER = "errors"
+#: what `--manifest` writes into --out besides the case folders, so no case_id may take these names (in any
+#: letter case: archives live on shares whose file systems ignore it)
+RESERVED_NAMES = (ERRORS_FOLDER, *INDEX_NAMES)
+
+
+def error_file(case_id: str) -> str:
+    """A failed case's error file, relative to --out."""
+    return f"{ERRORS_FOLDER}/{case_id}.txt"
 
 #: Why a case is read first: the order of the index (a smaller number first).
 PRIORITIES = {1: "flagged: a collapsed vertebra at or above the model's threshold",
@@ -100,8 +110,8 @@ def index_rows(out_dir: Union[str, Path], case_ids: Sequence[str]) -> list[dict[
     out = Path(out_dir)
     rows = []
     for case_id in case_ids:
-        result, error = out / case_id / JSON_NAME, out / "errors" / f"{case_id}.txt"
-        payload = finished_result(result) if result.is_file() else None
+        result, error = out / case_id / JSON_NAME, out / error_file(case_id)
+        payload = finished_result(result)
         if payload is not None:
             picture = out / case_id / OVERVIEW_NAME
             rows.append(case_row(case_id, payload)
@@ -112,7 +122,7 @@ def index_rows(out_dir: Union[str, Path], case_ids: Sequence[str]) -> list[dict[
         elif error.is_file():
             text = error.read_text(encoding="utf-8", errors="replace").strip().splitlines()
             rows.append(_unscreened(case_id, "failed", text[0] if text else "failed")
-                        | {"error_file": f"errors/{case_id}.txt"})
+                        | {"error_file": error_file(case_id)})
         else:
             rows.append(_unscreened(case_id, "pending"))
     order = {"screened": 0, "failed": 1, "pending": 2}

@@ -17,8 +17,8 @@ fetched from a PACS). `mvcf predict` and `mvcf screen` call the same functions, 
         warnings; or name + error), optionally with level, height_*_mm, genant_grade and trabecular_hu,
         which the report and the SR then show. Screening rows may leave out threshold and model (the
         bundle's are used) and give `notes` for warnings; a row whose probability_malignant or
-        center_lps is None is "not classified": its measurements are still reported, without key images. model: the bundle folder, a loaded Bundle or None (demo
-        bundle), for the heatmaps. plan: check_outputs' result (checked again when None). Returns
+        center_lps is None is "not classified": its measurements are still reported, without key images.
+        model: the bundle folder, a loaded Bundle or None (demo bundle), for the heatmaps. plan: check_outputs' result (checked again when None). Returns
         {"report": {html, pdf, json}, "dicom": [paths], "sent": [{to, ok, files, attempts, error}],
         "dicom_dir"}, keys only for what was asked, {} when nothing was. Refusals and unwritable folders
         are MVCFError (one line). A cancel or error before the PACS send removes the report and DICOM

@@ -15,7 +15,7 @@ import argparse
 import csv
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 from mvcf.errors import MVCFError
 
@@ -145,9 +145,6 @@ def _screened_with_another_model(finished: dict[str, dict], bundle) -> list[str]
             if (payload.get("model") or {}).get("sha256") != bundle.sha256]
 
 
-#: what `--manifest` writes into --out besides the case folders, so no case_id may take these names (in any
-#: letter case: archives live on shares whose file systems ignore it)
-RESERVED_NAMES = ("errors", "screen_index.tsv", "screen_index.json", "screen_index.html")
 #: a case_id is a folder name, and the run adds temporary suffixes to it: file systems allow 255 bytes
 MAX_CASE_ID_BYTES = 200
 
@@ -156,6 +153,7 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
     """Rows of the screening manifest, paths resolved against its folder; every bad row in one error, the
     cells checked as every manifest's are (cohort_checks.check_cells: NUL bytes, paths outside its folder)."""
     from mvcf.cohort_checks import check_cells
+    from mvcf.screen_index import RESERVED_NAMES
 
     if not path.is_file():
         raise MVCFError(f"manifest not found: {path}")
@@ -209,20 +207,22 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
     return cases
 
 
-def _write_index(out: Path, case_ids: list[str]) -> tuple[tuple[Optional[Path], ...], Optional[dict]]:
-    """The archive index of every manifest case as it stands on disk, whichever shard screened it; nothing
-    when --out was never made. A failure to write it is a warning, so it never hides the run's own error."""
+def _write_index(out: Path, case_ids: list[str]) -> dict[str, Any]:
+    """The archive index of every manifest case as it stands on disk, whichever shard screened it, as the
+    summary's `index`, `index_json`, `index_html` and `index_counts` (None when --out was never made). A
+    failure to write it is a warning, so it never hides the run's own error."""
     import logging
 
     from mvcf.screen_index import write_index
 
-    if not out.is_dir():
-        return (None, None, None), None
-    try:
-        return write_index(out, case_ids)
-    except (MVCFError, OSError) as exc:
-        logging.getLogger("mvcf.cli").warning("the archive index in %s was not written: %s", out, exc)
-        return (None, None, None), None
+    paths, counts = (None, None, None), None
+    if out.is_dir():
+        try:
+            paths, counts = write_index(out, case_ids)
+        except (MVCFError, OSError) as exc:
+            logging.getLogger("mvcf.cli").warning("the archive index in %s was not written: %s", out, exc)
+    keys = ("index", "index_json", "index_html")
+    return {**{key: str(p) if p is not None else None for key, p in zip(keys, paths)}, "index_counts": counts}
 
 
 def run_manifest(args: argparse.Namespace, reporter) -> int:
@@ -232,7 +232,7 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     from mvcf.inference import load_model
     from mvcf.progress import emit_result
     from mvcf.screen import JSON_NAME, screen_files, write_outputs
-    from mvcf.screen_index import finished_result
+    from mvcf.screen_index import error_file, finished_result
 
     from mvcf.outputs_guard import MARKER, check_output_folder, write_marker
 
@@ -266,7 +266,6 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
             apply_umask(out / MARKER)
     done, failed = [], []
     reporter.progress(0, len(todo), f"shard {index + 1}/{count}: {len(todo)} to screen, {skipped} done before")
-    index_paths, index_counts = (None, None, None), None
     try:
         for n, case in enumerate(todo, start=1):
             try:
@@ -277,34 +276,28 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
                 with atomic_dir(out / case["case_id"], overwrite=True) as tmp:
                     write_outputs(result, tmp)
                 done.append(case["case_id"])
-                error_file = out / "errors" / f"{case['case_id']}.txt"
-                if error_file.exists():
-                    error_file.unlink()
+                (out / error_file(case["case_id"])).unlink(missing_ok=True)
             except MVCFError as exc:
                 failed.append({"case_id": case["case_id"], "error": str(exc).splitlines()[0]})
-                write_text(out / "errors" / f"{case['case_id']}.txt", failed[-1]["error"] + "\n")
+                write_text(out / error_file(case["case_id"]), failed[-1]["error"] + "\n")
             reporter.progress(n, len(todo), f"{case['case_id']} ({n}/{len(todo)})")
     finally:   # finished, failed, cancelled or stopped by Slurm's SIGTERM: the index says where the archive is
-        index_paths, index_counts = _write_index(out, [c["case_id"] for c in cases])
-    index_path = index_paths[0]
+        archive = _write_index(out, [c["case_id"] for c in cases])
     summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
                "skipped_finished": skipped, "skipped_with_another_model": len(stale), "failed": failed,
                "out": str(out), "model": bundle.identity() if bundle is not None else None,
-               "backend": bundle.backend if bundle is not None else None,
-               "index": str(index_path) if index_path is not None else None,
-               "index_json": str(index_paths[1]) if index_paths[1] is not None else None,
-               "index_html": str(index_paths[2]) if index_paths[2] is not None else None,
-               "index_counts": index_counts}
+               "backend": bundle.backend if bundle is not None else None, **archive}
     def text() -> None:
         print(f"shard {index + 1}/{count}: screened {len(done)}, skipped {skipped} finished, failed "
               f"{len(failed)} of {len(mine)} cases -> {out}")
         for item in failed:
             print(f"{item['case_id']}: error: {item['error']}")
-        if index_path is not None:
-            c = index_counts
-            print(f"index of all {c['cases']} cases, those to read first at the top: {index_path} ({c['flagged']} "
-                  f"flagged, {c['collapsed']} with a collapse, {c['osteoporosis_likely']} osteoporosis likely; "
-                  f"{c['failed']} failed, {c['pending']} not screened yet); to look through: {index_paths[2]}")
+        if archive["index"] is not None:
+            c = archive["index_counts"]
+            print(f"index of all {c['cases']} cases, those to read first at the top: {archive['index']} "
+                  f"({c['flagged']} flagged, {c['collapsed']} with a collapse, {c['osteoporosis_likely']} osteoporosis "
+                  f"likely; {c['failed']} failed, {c['pending']} not screened yet); to look through: "
+                  f"{archive['index_html']}")
 
     emit_result(reporter, summary, args.json, text)
     if failed and not done and not skipped:
