@@ -103,8 +103,11 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     from mvcf.cli.views import parse_windows
 
-    # a bad view (size, spacing, a window given twice) is refused before the manifest's cases are read
+    # bad arguments (a view's size, spacing or repeated window, the folds, the training settings) are refused
+    # before the manifest's cases are read
     spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, windows=parse_windows(args.windows))
+    n_folds, train_folds = fold_arguments(args.folds)
+    config = train_config(args)
     out = Path(args.out)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 checks and writes
     if main_process:
@@ -113,8 +116,6 @@ def run(args: argparse.Namespace, reporter) -> int:
     if main_process:
         check_not_input(out, inputs, "--out")
         check_cache_folder(args.cache, inputs)
-    n_folds, train_folds = fold_arguments(args.folds)
-    config = train_config(args)
     from mvcf.inference import resolve_device
 
     resolve_device(args.device)  # --device cuda without one: refused before anything is written
