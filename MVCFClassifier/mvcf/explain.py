@@ -195,8 +195,9 @@ def explain(ct, location, model: Union[str, Path, None, Any] = None, device: str
                        progress=progress), view
 
 
-def write_image(image, out_path: Union[str, Path], target: str = "call") -> Path:
-    """Write a heatmap (values 0..1, LPS geometry) to a NIfTI/NRRD/MHA file, atomically."""
+def write_image(image, out_path: Union[str, Path], target: str = "call", undo=None) -> Path:
+    """Write a heatmap (values 0..1, LPS geometry) to a NIfTI/NRRD/MHA file, atomically; `undo`: the run's
+    fileio.RunOutputs (fileio.atomic_path)."""
     import SimpleITK as sitk
 
     from mvcf.fileio import atomic_path
@@ -205,7 +206,7 @@ def write_image(image, out_path: Union[str, Path], target: str = "call") -> Path
     image.voxels = image.voxels.astype(np.float32)
     written = image.to_sitk()
     tag_image(written)
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path, undo) as tmp:
         sitk.WriteImage(written, str(tmp), True)
     if not np.any(image.voxels > 0):
         log.warning("no positive evidence for the %s class in %s: the heatmap is empty", target, out_path)
@@ -222,9 +223,10 @@ def write_heatmap(ct, location, model: Union[str, Path, None, Any], out_path: Un
 def write_prediction_heatmap(bundle, prediction, out_path: Union[str, Path], device: str = "cpu",
                              target: str = "call", ct=None, location=None, method: str = "gradcam",
                              progress: Optional[Progress] = None,
-                             should_cancel: Optional[CancelCheck] = None) -> Path:
+                             should_cancel: Optional[CancelCheck] = None, undo=None) -> Path:
     """The heatmap of a Prediction (mvcf.predict) from the view and probability it already holds (on the
-    lattice of `ct` and through the height of `location` when given); `progress` as heatmap_for's."""
+    lattice of `ct` and through the height of `location` when given); `progress` as heatmap_for's, `undo`
+    as write_image's."""
     image = heatmap_for(bundle, prediction.view, device, target, prediction.probability_malignant, ct, location,
                         method, progress, should_cancel)
-    return write_image(image, out_path, target)
+    return write_image(image, out_path, target, undo)

@@ -137,11 +137,15 @@ class RunOutputs:
     """The files and folders one run writes one after another (a heatmap and views per vertebra), so that a
     cancelled run takes away those it had finished too, with the folders it created for them. Name every
     path before the run starts (the folders missing then are the run's), tell each one once it is written;
-    `remove()` deletes only what this run wrote, never an earlier file it did not get to replace."""
+    `remove()` deletes only what this run wrote, never an earlier file it did not get to replace. An earlier
+    output the run replaces (--overwrite) is set aside, not deleted: `remove()` puts it back, and it is
+    deleted only when the run's outermost `undone_on_failure` block ends well (or at `keep()`)."""
 
     def __init__(self, paths: Sequence[PathLike] = ()) -> None:
         self._created: list[list[Path]] = [missing_folders(Path(p).parent) for p in paths if p is not None]
         self._written: list[Path] = []
+        self._aside: list[tuple[Path, Path]] = []
+        self._depth = 0
 
     def wrote(self, path: PathLike) -> None:
         self._written.append(Path(path))
@@ -150,38 +154,74 @@ class RunOutputs:
         """Folders (deepest first) a write of this run created, removed again when the run is undone."""
         self._created.append(list(folders))
 
+    def set_aside(self, path: PathLike) -> None:
+        """Move the earlier output at `path`, which this run is about to replace or prune, to a hidden name
+        beside it (same folder, so a rename), where it waits until the run is undone or done."""
+        target = Path(path)
+        if not os.path.lexists(target):
+            return
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}-{len(self._aside)}")
+        os.replace(target, aside)
+        self._aside.append((target, aside))
+
+    def is_aside(self, path: PathLike) -> bool:
+        return any(aside == Path(path) for _, aside in self._aside)
+
     def keep(self) -> None:
         """From here on what the run wrote stays, cancelled or not (it is being sent to a PACS, which keeps
         what it received: the local files are the record of it)."""
         self._written.clear()
         self._created.clear()
+        self.done()
+
+    def done(self) -> None:
+        """The run's outputs are final: delete the earlier ones it set aside."""
+        for _, aside in self._aside:
+            _delete(aside)
+        self._aside.clear()
 
     def remove(self) -> None:
         for path in reversed(self._written):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _delete(path)
         self._written.clear()
+        for target, aside in reversed(self._aside):
+            with contextlib.suppress(OSError):
+                os.replace(aside, target)
+        self._aside.clear()
         for folders in self._created:
             remove_empty_folders(folders)
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def undone_on_failure(outputs: RunOutputs) -> Iterator[RunOutputs]:
     """A run's block whose outputs come all or none: a cancel, Ctrl-C or error that leaves the block removes
-    what `outputs` was told of (a failure the block handles itself, such as one vertebra's, does not)."""
+    what `outputs` was told of and puts back what it set aside (a failure the block handles itself, such as
+    one vertebra's, does not). Blocks may nest (a command around the core's predict_many); the earlier
+    outputs set aside are deleted when the outermost one ends well."""
+    outputs._depth += 1
     try:
         yield outputs
     except BaseException:
         outputs.remove()
         raise
+    finally:
+        outputs._depth -= 1
+    if outputs._depth == 0:
+        outputs.done()
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, undo: Optional[RunOutputs] = None) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same extension, so writers that pick a format by name work);
-    once the block is done it is verified and renamed onto `path`; on any error it is deleted."""
+    once the block is done it is verified and renamed onto `path`; on any error it is deleted. `undo` (a
+    run's RunOutputs) is told of the file and the folders made for it, and keeps an earlier `path`."""
     target = Path(path)
     tmp, done = None, False
     created = missing_folders(target.parent)
@@ -195,8 +235,13 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             yield tmp
             verify_written(tmp, target)
             apply_umask(tmp)
+            if undo is not None:
+                undo.set_aside(target)
             os.replace(tmp, target)
             done = True
+            if undo is not None:
+                undo.made(created)
+                undo.wrote(target)
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
@@ -225,7 +270,8 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
     error none is. With `mark`, a new or empty `folder` gets mvcf's output marker (outputs_guard.check_output_folder);
     with `prune` (--overwrite of a folder that guard found to be mvcf's own) the earlier files not written again
     are removed once the new ones are in place. `undo` (a run's RunOutputs) is told what the write put there:
-    the files, the marker when it made one, the folders it created."""
+    the files, the marker when it made one, the folders it created; the earlier files it replaces or prunes
+    are set aside with it, not deleted."""
     from mvcf.outputs_guard import MARKER, write_marker
 
     target = Path(folder)
@@ -246,12 +292,18 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
             for name in names:
                 verify_written(tmp / name, target / name)
             for name in names:
+                if undo is not None:
+                    undo.set_aside(target / name)
                 os.replace(tmp / name, target / name)
             if prune:
                 keep = set(names) | {MARKER, tmp.name}
                 for entry in os.scandir(target):
-                    if entry.name not in keep and entry.is_file(follow_symlinks=False):
-                        os.unlink(entry.path)
+                    if entry.name not in keep and entry.is_file(follow_symlinks=False) \
+                            and not (undo is not None and undo.is_aside(entry.path)):
+                        if undo is not None:
+                            undo.set_aside(entry.path)
+                        else:
+                            os.unlink(entry.path)
             done = True
             if undo is not None:
                 undo.made(created)
@@ -267,10 +319,11 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
 
 
 @contextlib.contextmanager
-def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutputs] = None) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it becomes `path` (with mvcf's output marker) on success and
     disappears on error. With overwrite=True an existing `path` is replaced once the new one is complete and
-    verified, but only when it is mvcf's own earlier output (outputs_guard.check_output)."""
+    verified, but only when it is mvcf's own earlier output (outputs_guard.check_output). `undo` (a run's
+    RunOutputs) is told of the folder and keeps the earlier one."""
     from mvcf.outputs_guard import check_output, write_marker
 
     target = Path(path)
@@ -287,6 +340,12 @@ def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
             apply_umask(tmp, folder=True)
             if target.exists():
                 check_output(target, kind="folder", overwrite=overwrite)
+            if undo is not None:
+                undo.set_aside(target)
+                os.replace(tmp, target)
+                undo.made(created)
+                undo.wrote(target)
+            elif target.exists():
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")
                 os.replace(target, old)
                 os.replace(tmp, target)

@@ -219,14 +219,13 @@ def _classify_ready(bundle: Any, ct: Any, queries: Sequence[Any], ready: list, r
                                                                   device=done.bundle.device, ct=ct,
                                                                   location=location, method=heatmap_method,
                                                                   progress=blocks,
-                                                                  should_cancel=should_cancel))
-                written.wrote(payload["heatmap"])
+                                                                  should_cancel=should_cancel, undo=written))
                 payload["heatmap_method"] = heatmap_method
                 timing["heatmap"] = 1000 * (time.perf_counter() - started)
             if query.views is not None:  # the model input itself, e.g. for Slicer to overlay on the CT
-                with atomic_dir(query.views, overwrite=True) as tmp:  # replaces only an earlier mvcf views folder
+                # replaces only an earlier mvcf views folder
+                with atomic_dir(query.views, overwrite=True, undo=written) as tmp:
                     names = [path.name for path in result.view.write_volumes(tmp)]
-                written.wrote(query.views)
                 payload["views"] = [str(Path(query.views) / name) for name in names]
         except Cancelled:
             raise

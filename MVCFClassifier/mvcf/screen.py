@@ -319,16 +319,18 @@ OUTPUT_NAMES = (TABLE_NAME, JSON_NAME, OVERVIEW_NAME)
 RENDER_OVERVIEW = object()
 
 
-def write_outputs(result: ScreenResult, out_dir: Union[str, Path], overview: Any = RENDER_OVERVIEW) -> tuple[Path, ...]:
+def write_outputs(result: ScreenResult, out_dir: Union[str, Path], overview: Any = RENDER_OVERVIEW,
+                  undo=None) -> tuple[Path, ...]:
     """screen.tsv, screen.json and (when the result has its images) screen_overview.png in `out_dir`, all or
-    none (fileio.atomic_files); `overview`: the picture already rendered (ScreenResult.overview; None: none)."""
+    none (fileio.atomic_files); `overview`: the picture already rendered (ScreenResult.overview; None: none);
+    `undo`: the run's fileio.RunOutputs, told of the files (an earlier table comes back if the run is undone)."""
     from mvcf.fileio import atomic_files
     from mvcf.progress import dumps
 
     out = Path(out_dir)
     overview = result.overview() if overview is RENDER_OVERVIEW else overview
     names = [TABLE_NAME, JSON_NAME] + ([OVERVIEW_NAME] if overview is not None else [])
-    with atomic_files(out, names, mark=True) as tmp:
+    with atomic_files(out, names, mark=True, undo=undo) as tmp:
         (tmp / TABLE_NAME).write_text(table_tsv(result.vertebrae), encoding="utf-8")
         (tmp / JSON_NAME).write_text(dumps(result.to_dict(), indent=2), encoding="utf-8")
         if overview is not None:

@@ -11,7 +11,7 @@ import pytest
 
 from mvcf.ctimage import CTImage, ras_to_lps
 from mvcf.errors import MVCFError
-from mvcf.fileio import atomic_dir, atomic_files, atomic_open
+from mvcf.fileio import RunOutputs, atomic_dir, atomic_files, atomic_open, atomic_path, undone_on_failure
 
 
 def test_atomic_open_leaves_nothing_on_error(tmp_path):
@@ -49,6 +49,71 @@ def test_atomic_files_move_all_or_none(tmp_path):
         (tmp / "t.schema.tsv").write_text("schema")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.schema.tsv", "t.tsv"]
     assert (tmp_path / "t.tsv").read_text(encoding="utf-8") == "new"
+
+
+def _tree(folder) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text(encoding="utf-8") for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".mvcf-output"}
+
+
+def _earlier_run(folder) -> None:
+    (folder / "report").mkdir(parents=True)
+    for name, text in (("report/report.html", "old report"), ("report/key_L2.txt", "old L2"),
+                       ("map.txt", "old map"), ("views/axial.txt", "old view")):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+def _rerun(folder, undo: RunOutputs, fail_at_end: bool) -> None:
+    """A run over the same outputs (--overwrite): a heatmap, a views folder, a pruned report, then a new folder."""
+    with undone_on_failure(undo):
+        with atomic_path(folder / "map.txt", undo) as tmp:
+            tmp.write_text("new map")
+        with atomic_dir(folder / "views", overwrite=True, undo=undo) as tmp:
+            (tmp / "axial.txt").write_text("new view")
+        with undone_on_failure(undo):   # nested, as predict_many inside the command's run
+            with atomic_files(folder / "report", ["report.html"], mark=True, prune=True, undo=undo) as tmp:
+                (tmp / "report.html").write_text("new report")
+        with atomic_files(folder / "dicom" / "series", ["SR.txt"], mark=True, undo=undo) as tmp:
+            (tmp / "SR.txt").write_text("new SR")
+        if fail_at_end:
+            raise KeyboardInterrupt
+
+
+def test_an_undone_overwrite_puts_the_earlier_outputs_back(tmp_path, monkeypatch):
+    """--overwrite then Cancel: what the run replaced (a heatmap, a views folder, a report file it rewrote
+    and one it pruned) is back as it was, the folders it made are gone, and nothing hidden is left."""
+    monkeypatch.setattr("mvcf.outputs_guard.check_output", lambda *args, **kwargs: None)   # not the guard's test
+    _earlier_run(tmp_path)
+    before = _tree(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        _rerun(tmp_path, RunOutputs([tmp_path / "dicom" / "series" / "SR.txt"]), fail_at_end=True)
+    assert _tree(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["report", "report.html", "key_L2.txt",
+                                                                  "map.txt", "views", "axial.txt"])
+
+
+def test_a_finished_overwrite_deletes_what_it_set_aside(tmp_path, monkeypatch):
+    monkeypatch.setattr("mvcf.outputs_guard.check_output", lambda *args, **kwargs: None)
+    _earlier_run(tmp_path)
+    _rerun(tmp_path, RunOutputs(), fail_at_end=False)
+    assert _tree(tmp_path) == {"map.txt": "new map", "views/axial.txt": "new view",
+                               "report/report.html": "new report", "dicom/series/SR.txt": "new SR"}
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob(".*")) == ["dicom/series/.mvcf-output",
+                                                                                 "views/.mvcf-output"]
+
+
+def test_outputs_kept_for_a_send_are_final(tmp_path):
+    """keep() (the PACS send starts): a later cancel no longer undoes the run, and the earlier file is gone."""
+    (tmp_path / "map.txt").write_text("old map")
+    undo = RunOutputs()
+    with pytest.raises(KeyboardInterrupt):
+        with undone_on_failure(undo):
+            with atomic_path(tmp_path / "map.txt", undo) as tmp:
+                tmp.write_text("new map")
+            undo.keep()
+            raise KeyboardInterrupt
+    assert _tree(tmp_path) == {"map.txt": "new map"} and len(list(tmp_path.iterdir())) == 1
 
 
 def test_ctimage_geometry_roundtrip_through_sitk_and_ras():

@@ -568,6 +568,39 @@ def test_an_interrupt_while_the_dicom_objects_are_written_takes_the_finished_rep
     assert sorted(p.name for p in base.iterdir()) == ["mine.txt"]
 
 
+def test_an_interrupted_overwrite_leaves_the_earlier_run_as_it_was(real_ct, work, capsys, monkeypatch):
+    """--overwrite, then Ctrl-C (or Cancel) while the new DICOM objects are written: the earlier run's
+    heatmap, report and DICOM objects are back byte for byte, and nothing of the new run or its bookkeeping
+    is left; the same run without the interrupt then replaces them."""
+    from mvcf.cli import outputs as case_outputs
+
+    base = work / "interrupted_overwrite"
+    argv = ["predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--heatmap", base / "maps" / "L1.nii.gz",
+            "--report", base / "report", "--dicom-out", base / "dicom", "--overwrite"]
+    assert run(capsys, *argv)[0] == 0
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(base)): p.read_bytes() for p in sorted(base.rglob("*")) if p.is_file()}
+
+    earlier = files()
+    write_dicom = case_outputs._write_dicom
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(case_outputs, "_write_dicom", interrupted)
+    code, _, err = run(capsys, *argv)
+    assert code == 130 and err.strip().splitlines()[-1] == "error: interrupted"
+    assert files() == earlier
+    monkeypatch.setattr(case_outputs, "_write_dicom", write_dicom)
+    assert run(capsys, *argv)[0] == 0
+    def names(found: dict[str, bytes]) -> list[str]:   # the DICOM objects by kind: their names hold new UIDs
+        return sorted(name.split("_")[0] if name.startswith("dicom/") else name for name in found)
+
+    again = files()
+    assert names(again) == names(earlier) and not set(again) & {n for n in earlier if n.endswith(".dcm")}
+
+
 def test_an_interrupt_during_the_pacs_send_keeps_every_file(real_ct, work, capsys, monkeypatch):
     """Once the send has started the local files are the record of what the PACS may hold: a Ctrl-C then
     exits 130 and leaves the heatmap, the report and the DICOM objects in place."""

@@ -129,8 +129,8 @@ def run(args: argparse.Namespace, reporter) -> int:
             payload["heatmap"] = str(write_prediction_heatmap(
                 bundle, result, args.heatmap, device=result.device, ct=ct, location=location,
                 method=args.heatmap_method,
-                progress=lambda done, total: reporter.progress(2, 3, f"occlusion heatmap: {done}/{total} blocks")))
-            written.wrote(payload["heatmap"])
+                progress=lambda done, total: reporter.progress(2, 3, f"occlusion heatmap: {done}/{total} blocks"),
+                undo=written))
             payload["heatmap_method"] = args.heatmap_method
         outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model,
                                 result.device, plan=plan, undo=written,

@@ -106,7 +106,7 @@ def run_one(args: argparse.Namespace, reporter) -> int:
                                                  result.device, plan=plan, figures=figures, undo=undo,
                                                  on_progress=lambda _done, _total, message: reporter.log(message))
         # the table last: a report or DICOM output that fails or is interrupted leaves no table behind either
-        written = write_outputs(result, args.out, overview) if args.out is not None else ()
+        written = write_outputs(result, args.out, overview, undo) if args.out is not None else ()
     def text() -> None:
         print(summary_text(result))
         for path in written:
