@@ -515,6 +515,36 @@ def test_manifest_resumable_and_sharded(tmp_path, small_case):
         assert json.loads((out / "a" / "screen.json").read_text(encoding="utf-8"))["vertebrae"][0]["level"]
 
 
+def test_a_case_another_run_finished_meanwhile_is_not_screened_again(tmp_path, small_case, monkeypatch, capsys):
+    """Two runs of one shard (a requeued Slurm task while the first still runs): a case the other run finished
+    after this one started is skipped, not screened again and its folder not replaced."""
+    import mvcf.fileio
+    import mvcf.screen
+    from mvcf.cli.main import main
+
+    ct, seg = small_case
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case_id,ct,seg\na,{ct},{seg}\nb,{ct},{seg}\n")
+    out = tmp_path / "out"
+    screened, real = [], mvcf.screen.screen_files
+
+    def screen_and_let_the_other_run_finish_b(*args, **kwargs):
+        result = real(*args, **kwargs)
+        screened.append(args[0])
+        if len(screened) == 1:   # meanwhile the other run writes case b, as this run's own code would
+            with mvcf.fileio.atomic_dir(out / "b") as folder:
+                mvcf.screen.write_outputs(result, folder)
+        return result
+
+    monkeypatch.setattr(mvcf.screen, "screen_files", screen_and_let_the_other_run_finish_b)
+    code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(out), "--json",
+                 "--allow-outside-root"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(screened) == 1
+    assert summary["screened"] == 1 and summary["finished_by_another_run"] == 1 and summary["skipped_finished"] == 1
+    assert summary["index_counts"]["screened"] == 2 and summary["failed"] == []
+
+
 def test_manifest_rows_get_the_cohort_row_checks_before_anything_is_written(tmp_path, capsys):
     """NUL bytes, `../` and absolute paths outside the manifest's folder: refused by cohort_checks, every bad
     row in one line, before --out is created (they were screened, or failed case by case into --out)."""

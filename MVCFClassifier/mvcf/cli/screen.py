@@ -264,10 +264,15 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
             out.mkdir(parents=True, exist_ok=True)
             write_marker(out)
             apply_umask(out / MARKER)
-    done, failed = [], []
+    done, failed, elsewhere = [], [], []
     reporter.progress(0, len(todo), f"shard {index + 1}/{count}: {len(todo)} to screen, {skipped} done before")
     try:
         for n, case in enumerate(todo, start=1):
+            # another run of the same shard (a requeued Slurm task, a second launch) may have finished it meanwhile
+            if finished_result(out / case["case_id"] / JSON_NAME) is not None:
+                elsewhere.append(case["case_id"])
+                reporter.progress(n, len(todo), f"{case['case_id']}: finished by another run")
+                continue
             try:
                 numbering = case["numbering"] if args.numbering == "auto" else args.numbering
                 result = screen_files(case["ct"], case["seg"], numbering, bundle, device, args.contrast_phase,
@@ -284,12 +289,14 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     finally:   # finished, failed, cancelled or stopped by Slurm's SIGTERM: the index says where the archive is
         archive = _write_index(out, [c["case_id"] for c in cases])
     summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
-               "skipped_finished": skipped, "skipped_with_another_model": len(stale), "failed": failed,
+               "skipped_finished": skipped + len(elsewhere), "finished_by_another_run": len(elsewhere),
+               "skipped_with_another_model": len(stale), "failed": failed,
                "out": str(out), "model": bundle.identity() if bundle is not None else None,
                "backend": bundle.backend if bundle is not None else None, **archive}
     def text() -> None:
-        print(f"shard {index + 1}/{count}: screened {len(done)}, skipped {skipped} finished, failed "
-              f"{len(failed)} of {len(mine)} cases -> {out}")
+        meanwhile = f" ({len(elsewhere)} by another run meanwhile)" if elsewhere else ""
+        print(f"shard {index + 1}/{count}: screened {len(done)}, skipped {skipped + len(elsewhere)} finished"
+              f"{meanwhile}, failed {len(failed)} of {len(mine)} cases -> {out}")
         for item in failed:
             print(f"{item['case_id']}: error: {item['error']}")
         if archive["index"] is not None:
@@ -300,7 +307,7 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
                   f"{archive['index_html']}")
 
     emit_result(reporter, summary, args.json, text)
-    if failed and not done and not skipped:
+    if failed and not done and not skipped and not elsewhere:
         raise MVCFError(f"none of the {len(mine)} cases could be screened; {failed[0]['case_id']}: "
                         f"{failed[0]['error']}")
     return 0
