@@ -11,7 +11,8 @@ JSON line on stdout:
     {"event": "error", "message": "...one line..."}
 
 and nothing else: every command's result goes through `emit_result`, so neither `--json`'s pretty JSON nor
-the text for people ever shares stdout with the events.
+the text for people ever shares stdout with the events. Every progress, metrics and log event is also where a
+cancel that the garbage collector swallowed takes effect (mvcf.signals.raise_swallowed).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 from typing import IO, Any, Callable, Iterator, Optional, Protocol
 
 from mvcf.errors import Cancelled
+from mvcf.signals import raise_swallowed
 
 ProgressCallback = Callable[[int, int, str], None]
 CancelCheck = Callable[[], bool]
@@ -78,12 +80,15 @@ class JsonLinesReporter:
             self._stream.flush()
 
     def progress(self, done: int, total: int, message: str = "") -> None:
+        raise_swallowed()
         self.emit("progress", done=int(done), total=int(total), message=message)
 
     def metrics(self, **values: Any) -> None:
+        raise_swallowed()
         self.emit("metrics", **values)
 
     def log(self, message: str, level: str = "info") -> None:
+        raise_swallowed()
         self.emit("log", level=level, message=message)
 
     def result(self, payload: dict) -> bool:
@@ -105,6 +110,7 @@ class TqdmReporter(_ForPeople):
         self._bar = None
 
     def progress(self, done: int, total: int, message: str = "") -> None:
+        raise_swallowed()
         from tqdm import tqdm
 
         if self._bar is None or self._bar.total != total:
@@ -116,10 +122,12 @@ class TqdmReporter(_ForPeople):
         self._bar.refresh()
 
     def metrics(self, **values: Any) -> None:
+        raise_swallowed()
         text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         self._write(text)
 
     def log(self, message: str, level: str = "info") -> None:
+        raise_swallowed()
         self._write(message if level == "info" else f"{level}: {message}")
 
     def _write(self, text: str) -> None:
@@ -139,12 +147,15 @@ class NullReporter(_ForPeople):
     on stderr (dropping them would hide what the user must know, e.g. a view padded with air)."""
 
     def progress(self, done: int, total: int, message: str = "") -> None:
+        raise_swallowed()
         pass
 
     def metrics(self, **values: Any) -> None:
+        raise_swallowed()
         pass
 
     def log(self, message: str, level: str = "info") -> None:
+        raise_swallowed()
         if level != "info":
             print(f"{level}: {message}", file=sys.stderr)
 

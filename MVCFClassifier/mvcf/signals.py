@@ -55,18 +55,50 @@ def _quiet_after_cancel(args) -> None:
     """threading.excepthook once a cancel signal arrived: helper threads end without a traceback."""
 
 
+#: A cancel whose Interrupted Python swallowed: raised where no exception can leave (a weakref callback or
+#: __del__ run by the garbage collector), it is only printed as "Exception ignored in ..." and the run goes on.
+_swallowed: list[Interrupted] = []
+
+
+def _unraisable(args) -> None:
+    """sys.unraisablehook while a command runs: a swallowed cancel is kept for raise_swallowed, not printed."""
+    if isinstance(args.exc_value, Interrupted):
+        _swallowed.append(args.exc_value)
+        return
+    sys.__unraisablehook__(args)
+
+
+def raise_swallowed() -> None:
+    """Raise a cancel the garbage collector swallowed (see _swallowed), once, at a place that can raise: the
+    reporters call it on every progress and log event, so the cancel takes effect at the run's next step
+    instead of being lost (the handler ignores further signals while it cleans up, so a second Cancel
+    would not help either)."""
+    if _swallowed:
+        exc = _swallowed[0]
+        _swallowed.clear()
+        raise exc
+
+
 def install() -> dict:
     """Route SIGINT, SIGTERM and SIGHUP to one handler (main thread only); returns the handlers it replaced,
     for `restore`."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, _on_signal) for sig in CANCEL_SIGNALS}
+    _swallowed.clear()
+    previous: dict = {sig: signal.signal(sig, _on_signal) for sig in CANCEL_SIGNALS}
+    previous["unraisablehook"] = sys.unraisablehook
+    sys.unraisablehook = _unraisable
+    return previous
 
 
 def restore(previous: dict) -> None:
     """Put back the handlers `install` replaced (main() also runs in-process: tests, batch scripts)."""
     for sig, handler in previous.items():
-        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if sig == "unraisablehook":
+            sys.unraisablehook = handler
+        else:
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    _swallowed.clear()
 
 
 def worker_init() -> None:
