@@ -29,6 +29,8 @@ class StudyConfig:
     size_px: int = 64
     size_3d_px: int = 48
     spacing_mm: float = 1.0
+    n_slices: Optional[int] = None       # the stacked modes' (2.5d-adjacent, 2.5d-mil); None: each mode's own
+    slice_gap_mm: Optional[float] = None
     windows: tuple = MODEL_WINDOWS
     n_folds: int = 5
     train_folds: Optional[int] = None
@@ -47,6 +49,10 @@ class StudyConfig:
         elif self.reference not in self.modes:
             raise MVCFError(f"the reference {self.reference} is not among the studied modes "
                             f"({', '.join(self.modes)}); the p-values compare every mode with it")
+        stacked = [m for m in view_modes.names() if view_modes.get(m).stack_defaults is not None]
+        if (self.n_slices is not None or self.slice_gap_mm is not None) and not set(stacked) & set(self.modes):
+            raise MVCFError(f"n_slices/slice_gap_mm apply to {' and '.join(stacked)}, and neither is studied "
+                            f"({', '.join(self.modes) or 'the baseline alone'})")
         if self.train is None:
             from mvcf.train import TrainConfig
 
@@ -57,11 +63,17 @@ class StudyConfig:
     def spec(self, mode: str):
         from mvcf.views import ViewSpec
 
-        size = self.size_3d_px if view_modes.get(mode).spatial_dims == 3 else self.size_px
-        return ViewSpec(mode=mode, size_px=size, spacing_mm=self.spacing_mm, windows=self.windows)
+        view_mode = view_modes.get(mode)
+        size = self.size_3d_px if view_mode.spatial_dims == 3 else self.size_px
+        stack = {"n_slices": self.n_slices, "slice_gap_mm": self.slice_gap_mm} \
+            if view_mode.stack_defaults is not None else {}
+        return ViewSpec(mode=mode, size_px=size, spacing_mm=self.spacing_mm, windows=self.windows, **stack)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        for key in ("n_slices", "slice_gap_mm"):   # unset: left out, so earlier studies' records stay as they were
+            if d[key] is None:
+                del d[key]
         d["modes"] = list(self.modes)
         d["train"] = asdict(self.train)
         return d

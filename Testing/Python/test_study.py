@@ -114,3 +114,35 @@ def test_a_split_refusal_writes_nothing_so_the_corrected_rerun_works(tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command, extra", [("study", ["--modes", "2d,3d"]), ("train", ["--view", "2d"])])
+def test_a_stack_option_without_a_stacked_mode_is_one_line(tmp_path, capsys, command, extra):
+    manifest = make_tiny_cohort(tmp_path / "cohort", n_per_site=4)
+    code = main(["--progress", "none", command, "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+                 *extra, "--n-slices", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "n_slices/slice_gap_mm apply to 2.5d-adjacent and 2.5d-mil" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_stack_options_reach_the_stacked_modes_bundles_and_the_study_record(tmp_path, capsys):
+    """--n-slices / --slice-gap set the stack of 2.5d-adjacent and 2.5d-mil (their cards say so), leave the
+    other modes alone, and are part of the study's record only when given (so earlier studies resume)."""
+    manifest = make_tiny_cohort(tmp_path / "cohort", n_per_site=12)
+    out = tmp_path / "study"
+    code = main(["--progress", "none", "study", "--manifest", str(manifest), "--out", str(out), "--modes",
+                 "2d,2.5d-adjacent", "--size", "16", "--arch", "resnet10-tiny", "--epochs", "1", "--batch-size", "4",
+                 "--folds", "2", "--external", "B", "--device", "cpu", "--no-baseline", "--n-slices", "5",
+                 "--slice-gap", "4.5", "--json"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads((out / "2.5d-adjacent" / "model" / "model.json").read_text(encoding="utf-8"))
+    assert (card["view_spec"]["n_slices"], card["view_spec"]["slice_gap_mm"]) == (5, 4.5)
+    assert card["view_spec"]["n_slices"] * 2 == card["network"]["in_channels"]   # 5 slices x bone, soft
+    other = json.loads((out / "2d" / "model" / "model.json").read_text(encoding="utf-8"))
+    assert other["view_spec"]["n_slices"] is None
+    record = json.loads((out / "study_config.json").read_text(encoding="utf-8"))
+    assert (record["config"]["n_slices"], record["config"]["slice_gap_mm"]) == (5, 4.5)
+    from mvcf.study import StudyConfig
+
+    assert "n_slices" not in StudyConfig().to_dict() and "slice_gap_mm" not in StudyConfig().to_dict()

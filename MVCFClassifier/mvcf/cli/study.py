@@ -44,6 +44,7 @@ def run(args: argparse.Namespace, reporter) -> int:
                         "compare every mode with the reference, so it must be one of them")
     n_folds, train_folds = fold_arguments(args.folds)
     config = StudyConfig(modes=modes, size_px=args.size, size_3d_px=args.size_3d, spacing_mm=args.spacing,
+                         n_slices=args.n_slices, slice_gap_mm=args.slice_gap,
                          windows=parse_windows(args.windows), n_folds=n_folds, train_folds=train_folds, external=args.external,
                          reference=args.reference, baseline=not args.no_baseline, train=train_config(args))
     check_run_folder(out, [args.manifest], resume=args.resume)

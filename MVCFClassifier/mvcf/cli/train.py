@@ -17,6 +17,9 @@ def add_view_arguments(parser: argparse.ArgumentParser, default_size: int = 64) 
                         help="HU windows, one input channel each: bone, soft, wide or CENTER:WIDTH "
                              f"(default {','.join(MODEL_WINDOWS)}: the fracture and lesion in the bone window, "
                              "epidural and paraspinal soft tissue in the soft-tissue window)")
+    from mvcf.cli.views import add_stack_arguments
+
+    add_stack_arguments(parser)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +108,8 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     # bad arguments (a view's size, spacing or repeated window, the folds, the training settings) are refused
     # before the manifest's cases are read
-    spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, windows=parse_windows(args.windows))
+    spec = ViewSpec(mode=args.view, size_px=args.size, spacing_mm=args.spacing, n_slices=args.n_slices,
+                    slice_gap_mm=args.slice_gap, windows=parse_windows(args.windows))
     n_folds, train_folds = fold_arguments(args.folds)
     config = train_config(args)
     out = Path(args.out)

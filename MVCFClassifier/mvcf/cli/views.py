@@ -25,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=A.ranged("size"), default=96, help="view size in pixels (default: %(default)s)")
     parser.add_argument("--spacing", type=A.SPACING_MM, default=1.0, help="isotropic pixel spacing in mm "
                         "(default: %(default)s)")
-    stacked = " / ".join(m for m in modes.names() if modes.get(m).stack_defaults is not None)
-    parser.add_argument("--n-slices", type=A.ranged("n_slices"), help=f"slices for {stacked}")
-    parser.add_argument("--slice-gap", type=A.SLICE_GAP_MM, help=f"mm between slices for {stacked}")
+    add_stack_arguments(parser)
     parser.add_argument("--windows", type=A.WINDOWS, default="bone", help="comma-separated HU windows, one channel each: "
                         f"names ({', '.join(WINDOWS)}) or CENTER:WIDTH (default: %(default)s)")
     parser.add_argument("--antialias", action="store_true", help="smooth before sampling more coarsely than "
@@ -35,6 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """--n-slices and --slice-gap: the axial stack of the stacked 2.5D modes (views, train, study)."""
+    from mvcf import modes
+
+    stacked = [(m, modes.get(m).stack_defaults) for m in modes.names() if modes.get(m).stack_defaults is not None]
+    names = " / ".join(m for m, _ in stacked)
+    parser.add_argument("--n-slices", type=A.ranged("n_slices"), metavar="N",
+                        help=f"slices for {names} (default: {' / '.join(str(d[0]) for _, d in stacked)})")
+    parser.add_argument("--slice-gap", type=A.SLICE_GAP_MM, metavar="MM",
+                        help=f"mm between slices for {names} (default: {' / '.join(f'{d[1]:g}' for _, d in stacked)})")
 
 
 def parse_windows(text: str) -> tuple:
