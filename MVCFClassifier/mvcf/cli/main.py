@@ -142,6 +142,22 @@ def _main(argv: list[str]) -> int:
             os.environ["MVCF_MAX_VOXELS"] = saved_limit
 
 
+def console() -> None:
+    """The `mvcf` script and `python -m mvcf`: main(), then exit at once. Python's own teardown (torch's and
+    ONNX Runtime's modules and threads) took 0.2-1.3 s after the result was out, up to 3 s on a loaded
+    machine: waiting time for the Slicer modules and scripts, and a window in which a Cancel killed the
+    finished process (status -15, nothing said). Every output is written, verified and closed by then
+    (mvcf.fileio) and the workers are gone, so nothing is left for the teardown to do. main() itself keeps
+    returning for in-process callers, and torchrun runs this module's __main__ with the full teardown."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed pipe or stream: nothing more can reach its reader anyway
+            pass
+    os._exit(code)
+
+
 def _fail(reporter, message: str, code: int) -> int:
     reporter.close()
     reporter.error(message)
