@@ -9,6 +9,7 @@ writes carries the marker of mvcf.outputs_guard, and an existing folder is repla
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import os
 import shutil
@@ -160,9 +161,9 @@ class RunOutputs:
         target = Path(path)
         if not os.path.lexists(target):
             return
-        aside = target.with_name(f".{target.name}.old-{os.getpid()}-{len(self._aside)}")
+        aside = target.with_name(f"{_aside_prefix(target)}{os.getpid()}-{len(self._aside)}")
+        self._aside.append((target, aside))   # first: a cancel between the two lines leaves nothing unrecorded
         os.replace(target, aside)
-        self._aside.append((target, aside))
 
     def is_aside(self, path: PathLike) -> bool:
         return any(aside == Path(path) for _, aside in self._aside)
@@ -175,9 +176,14 @@ class RunOutputs:
         self.done()
 
     def done(self) -> None:
-        """The run's outputs are final: delete the earlier ones it set aside."""
-        for _, aside in self._aside:
+        """The run's outputs are final: delete the earlier ones it set aside, and those an earlier run killed
+        with SIGKILL left beside the same files (a process of this machine that no longer exists)."""
+        for target, aside in self._aside:
             _delete(aside)
+            for stale in target.parent.glob(f"{glob.escape(_aside_prefix(target))}*-*"):
+                pid = stale.name[len(_aside_prefix(target)):].split("-")[0]
+                if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                    _delete(stale)
         self._aside.clear()
 
     def remove(self) -> None:
@@ -190,6 +196,24 @@ class RunOutputs:
         self._aside.clear()
         for folders in self._created:
             remove_empty_folders(folders)
+
+
+def _aside_prefix(target: Path) -> str:
+    return f".{target.name}.old-"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` of this machine exists (always True on Windows, where os.kill(pid, 0) would send
+    a Ctrl-C instead of asking)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # it exists, owned by someone else
+        return True
+    return True
 
 
 def _delete(path: Path) -> None:

@@ -184,3 +184,23 @@ def test_an_ascii_terminal_gets_escapes_not_a_crash():
                           env={**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONUTF8": "0"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.decode("ascii").strip() == "AUC 0.912 (0.861\\u20130.963)"
+
+
+def test_what_a_killed_run_set_aside_is_cleaned_up_by_the_next_one(tmp_path):
+    """SIGKILL leaves the earlier output under its hidden name (nothing can run then); the next run that writes
+    the same file deletes it, but not one of a run that is still alive."""
+    import subprocess
+
+    target = tmp_path / "map.txt"
+    target.write_text("current")
+    dead = subprocess.Popen(["true"])
+    dead.wait()   # its pid no longer exists (unless reused, which would only keep the file)
+    killed = tmp_path / f".map.txt.old-{dead.pid}-0"
+    killed.write_text("left by a killed run")
+    running = tmp_path / f".map.txt.old-{os.getppid()}-0"
+    running.write_text("set aside by a run still going")
+    undo = RunOutputs()
+    with undone_on_failure(undo):
+        with atomic_path(target, undo) as tmp:
+            tmp.write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["map.txt", running.name])
