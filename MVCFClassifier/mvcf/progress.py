@@ -148,11 +148,9 @@ class NullReporter(_ForPeople):
 
     def progress(self, done: int, total: int, message: str = "") -> None:
         raise_swallowed()
-        pass
 
     def metrics(self, **values: Any) -> None:
         raise_swallowed()
-        pass
 
     def log(self, message: str, level: str = "info") -> None:
         raise_swallowed()
