@@ -41,7 +41,21 @@ def end_children(timeout_s: float = 5.0) -> int:
     return len(children)
 
 
+#: Set by outputs_final(): the command's outputs are written and final, so a cancel has nothing left to undo.
+_final = False
+
+
+def outputs_final() -> None:
+    """Called by a command once its outputs are written and final (only its result is left to print): a cancel
+    signal from here on is ignored, so the command ends as it finished (exit 0, result printed) instead of
+    saying "interrupted" with every new file in place. Only while `install`'s handlers are in place."""
+    global _final
+    _final = True
+
+
 def _on_signal(signum: int, _frame) -> None:
+    if _final:
+        return
     for sig in CANCEL_SIGNALS:  # a second signal while cleaning up must not interrupt the cleanup
         signal.signal(sig, signal.SIG_IGN)
     # The worker pool's own helper threads see their workers vanish once end_children() has ended them and
@@ -82,8 +96,10 @@ def raise_swallowed() -> None:
 def install() -> dict:
     """Route SIGINT, SIGTERM and SIGHUP to one handler (main thread only); returns the handlers it replaced,
     for `restore`."""
+    global _final
     if threading.current_thread() is not threading.main_thread():
         return {}
+    _final = False
     _swallowed.clear()
     previous: dict = {sig: signal.signal(sig, _on_signal) for sig in CANCEL_SIGNALS}
     previous["unraisablehook"] = sys.unraisablehook
@@ -93,6 +109,8 @@ def install() -> dict:
 
 def restore(previous: dict) -> None:
     """Put back the handlers `install` replaced (main() also runs in-process: tests, batch scripts)."""
+    global _final
+    _final = False
     for sig, handler in previous.items():
         if sig == "unraisablehook":
             sys.unraisablehook = handler

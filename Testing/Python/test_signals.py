@@ -140,3 +140,31 @@ def test_a_cancel_the_garbage_collector_swallows_takes_effect_at_the_next_step(c
     finally:
         signals.restore(previous)
     assert sys.unraisablehook is previous["unraisablehook"]
+
+
+def test_a_cancel_after_the_outputs_are_final_lets_the_run_end_as_it_finished(tmp_path, capsys, monkeypatch):
+    """A SIGTERM that arrives once the heatmap (and any report) is written, while only the result is left to
+    print, ended the run with "interrupted" and 130 although every new file was in place and the earlier ones
+    gone (a timed-cancel sweep hit it twice in 25); now the run ignores it and ends 0 with its result."""
+    import json
+
+    import mvcf.progress
+    from mvcf.cli.main import main
+
+    sample = Path(__file__).resolve().parents[2] / "MVCFClassifier" / "mvcf" / "resources" / "sample_ct"
+    real = mvcf.progress.emit_result
+
+    def cancelled_while_printing(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10000):   # the handler runs here
+            pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mvcf.progress, "emit_result", cancelled_while_printing)
+    heatmap = tmp_path / "L1.nii.gz"
+    code = main(["--progress", "none", "predict", "--ct", str(sample / "example_ct.nii.gz"), "--mask",
+                 str(sample / "totalseg.nii.gz"), "--label", "31", "--heatmap", str(heatmap), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "interrupted" not in err and json.loads(out)["heatmap"] == str(heatmap)
+    assert heatmap.is_file()
+    assert getattr(signal.getsignal(signal.SIGTERM), "__module__", None) != "mvcf.signals"   # main() restored it

@@ -90,6 +90,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.outputs_guard import check_outputs_distinct, check_outside_folders
     from mvcf.fileio import RunOutputs, undone_on_failure
     from mvcf.predict import predict_ct
+    from mvcf.signals import outputs_final
     from mvcf.progress import emit_result
     from mvcf.read_ct import read_ct
 
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace, reporter) -> int:
         outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model,
                                 result.device, plan=plan, undo=written,
                                 on_progress=lambda _done, _total, message: reporter.log(message))
+    outputs_final()   # a cancel from here on finds nothing left to undo
     if outputs:
         payload["outputs"] = outputs
     reporter.progress(3, 3, "done")
@@ -159,6 +161,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
     from mvcf.cli.outputs import check_outputs, finish_outputs, write_outputs
     from mvcf.fileio import RunOutputs, undone_on_failure
     from mvcf.predict import predict_ct_file
+    from mvcf.signals import outputs_final
     from mvcf.progress import emit_result
 
     plan = check_outputs(args)
@@ -173,6 +176,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
                                 on_progress=lambda _done, _total, message: reporter.log(message), plan=plan,
                                 undo=written) \
             if any("error" not in r for r in results) else {}
+    outputs_final()
     if outputs:
         payload["outputs"] = outputs
     as_event = emit_result(reporter, payload, args.json,

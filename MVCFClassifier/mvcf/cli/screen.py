@@ -85,6 +85,7 @@ def run_one(args: argparse.Namespace, reporter) -> int:
     from mvcf.fileio import RunOutputs, undone_on_failure
     from mvcf.progress import emit_result
     from mvcf.outputs_guard import check_output_folder
+    from mvcf.signals import outputs_final
     from mvcf.screen import OUTPUT_NAMES, OVERVIEW_NAME, result_payload, screen_files, summary_text, write_outputs
 
     case_outputs.retrieve_input(args)
@@ -107,6 +108,7 @@ def run_one(args: argparse.Namespace, reporter) -> int:
                                                  on_progress=lambda _done, _total, message: reporter.log(message))
         # the table last: a report or DICOM output that fails or is interrupted leaves no table behind either
         written = write_outputs(result, args.out, overview, undo) if args.out is not None else ()
+    outputs_final()   # a cancel from here on finds nothing left to undo
     def text() -> None:
         print(summary_text(result))
         for path in written:
