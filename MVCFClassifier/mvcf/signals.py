@@ -48,9 +48,11 @@ _final = False
 def outputs_final() -> None:
     """Called by a command once its outputs are written and final (only its result is left to print): a cancel
     signal from here on is ignored, so the command ends as it finished (exit 0, result printed) instead of
-    saying "interrupted" with every new file in place. Only while `install`'s handlers are in place."""
+    saying "interrupted" with every new file in place; a cancel swallowed earlier (raise_swallowed) is dropped
+    for the same reason. Only while `install`'s handlers are in place."""
     global _final
     _final = True
+    _swallowed.clear()
 
 
 def _on_signal(signum: int, _frame) -> None:
