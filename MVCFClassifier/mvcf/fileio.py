@@ -14,11 +14,13 @@ import gzip
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 from mvcf.errors import MVCFError
+from mvcf.signals import raise_swallowed
 
 PathLike = Union[str, os.PathLike]
 
@@ -150,6 +152,7 @@ class RunOutputs:
 
     def wrote(self, path: PathLike) -> None:
         self._written.append(Path(path))
+        raise_swallowed()   # each file of the run is a point where a cancel swallowed earlier takes effect
 
     def made(self, folders: Sequence[Path]) -> None:
         """Folders (deepest first) a write of this run created, removed again when the run is undone."""
@@ -158,6 +161,7 @@ class RunOutputs:
     def set_aside(self, path: PathLike) -> None:
         """Move the earlier output at `path`, which this run is about to replace or prune, to a hidden name
         beside it (same folder, so a rename), where it waits until the run is undone or done."""
+        raise_swallowed()
         target = Path(path)
         if not os.path.lexists(target):
             return
@@ -180,10 +184,7 @@ class RunOutputs:
         with SIGKILL left beside the same files (a process of this machine that no longer exists)."""
         for target, aside in self._aside:
             _delete(aside)
-            for stale in target.parent.glob(f"{glob.escape(_aside_prefix(target))}*-*"):
-                pid = stale.name[len(_aside_prefix(target)):].split("-")[0]
-                if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                    _delete(stale)
+            remove_stale(target.parent, _aside_prefix(target))
         self._aside.clear()
 
     def remove(self) -> None:
@@ -200,6 +201,27 @@ class RunOutputs:
 
 def _aside_prefix(target: Path) -> str:
     return f".{target.name}.old-"
+
+
+#: A leftover younger than this is never taken for stale: on a share, the pid may be a live run's on another
+#: machine (shards of one `screen --manifest` write the index into the same folder).
+STALE_AGE_S = 600.0
+
+
+def remove_stale(folder: Path, prefix: str) -> None:
+    """Delete what killed runs left in `folder` under `prefix` + "<pid>-...": earlier outputs set aside, temporary
+    files and folders of an unfinished write (a SIGKILL runs no cleanup). Only entries untouched for STALE_AGE_S
+    whose process does not exist on this machine; a run still going keeps its own."""
+    now = time.time()
+    for stale in folder.glob(f"{glob.escape(prefix)}*-*"):
+        pid = stale.name[len(prefix):].split("-")[0]
+        try:
+            info = stale.lstat()
+        except OSError:
+            continue
+        if pid.isdigit() and int(pid) != os.getpid() and now - max(info.st_mtime, info.st_ctime) >= STALE_AGE_S \
+                and not _alive(int(pid)):
+            _delete(stale)
 
 
 def _alive(pid: int) -> bool:
@@ -253,7 +275,7 @@ def atomic_path(path: PathLike, undo: Optional[RunOutputs] = None) -> Iterator[P
         with write_errors(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             stem, ext = _split_suffix(target.name)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-", suffix=ext, dir=target.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.tmp-{os.getpid()}-", suffix=ext, dir=target.parent)
             os.close(fd)
             tmp = Path(tmp_name)
             yield tmp
@@ -266,6 +288,7 @@ def atomic_path(path: PathLike, undo: Optional[RunOutputs] = None) -> Iterator[P
             if undo is not None:
                 undo.made(created)
                 undo.wrote(target)
+            remove_stale(target.parent, f".{stem}.tmp-")
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
@@ -308,7 +331,7 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
                 write_marker(target)
                 apply_umask(target / MARKER)
                 marked = True
-            tmp = Path(tempfile.mkdtemp(prefix=".files.tmp-", dir=target))
+            tmp = Path(tempfile.mkdtemp(prefix=f".files.tmp-{os.getpid()}-", dir=target))
             yield tmp
             missing = [name for name in names if not (tmp / name).is_file()]
             if missing:
@@ -333,6 +356,7 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
                 undo.made(created)
                 for name in [*names, *([MARKER] if marked else [])]:
                     undo.wrote(target / name)
+            remove_stale(target, ".files.tmp-")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -357,7 +381,7 @@ def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutput
     try:
         with write_errors(target):
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
             yield tmp
             write_marker(tmp)
             _verify_tree(tmp, target)
@@ -370,13 +394,15 @@ def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutput
                 undo.made(created)
                 undo.wrote(target)
             elif target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                old = target.with_name(f"{_aside_prefix(target)}{os.getpid()}-0")
                 os.replace(target, old)
                 os.replace(tmp, target)
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, target)
             done = True
+            remove_stale(target.parent, f".{target.name}.tmp-")
+            remove_stale(target.parent, _aside_prefix(target))
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

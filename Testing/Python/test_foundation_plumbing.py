@@ -186,21 +186,36 @@ def test_an_ascii_terminal_gets_escapes_not_a_crash():
     assert proc.stdout.decode("ascii").strip() == "AUC 0.912 (0.861\\u20130.963)"
 
 
-def test_what_a_killed_run_set_aside_is_cleaned_up_by_the_next_one(tmp_path):
-    """SIGKILL leaves the earlier output under its hidden name (nothing can run then); the next run that writes
-    the same file deletes it, but not one of a run that is still alive."""
+def test_what_a_killed_run_left_is_cleaned_up_by_the_next_one(tmp_path, monkeypatch):
+    """SIGKILL leaves an earlier output under its hidden name and half-written temporary files and folders
+    (nothing can run then); the next run that writes the same file or folder deletes them once they are
+    STALE_AGE_S old, but not those of a run still alive, nor young ones (a live run on another machine)."""
     import subprocess
 
-    target = tmp_path / "map.txt"
-    target.write_text("current")
+    import mvcf.fileio
+
     dead = subprocess.Popen(["true"])
-    dead.wait()   # its pid no longer exists (unless reused, which would only keep the file)
-    killed = tmp_path / f".map.txt.old-{dead.pid}-0"
-    killed.write_text("left by a killed run")
-    running = tmp_path / f".map.txt.old-{os.getppid()}-0"
-    running.write_text("set aside by a run still going")
-    undo = RunOutputs()
-    with undone_on_failure(undo):
-        with atomic_path(target, undo) as tmp:
-            tmp.write_text("new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["map.txt", running.name])
+    dead.wait()   # its pid no longer exists (unless reused, which would only keep the files)
+    (tmp_path / "map.txt").write_text("current")
+    (tmp_path / "report").mkdir()
+    left = [tmp_path / f".map.txt.old-{dead.pid}-0", tmp_path / f".map.tmp-{dead.pid}-abc.txt",
+            tmp_path / "report" / f".files.tmp-{dead.pid}-xyz", tmp_path / f".views.tmp-{dead.pid}-q"]
+    kept = [tmp_path / f".map.txt.old-{os.getppid()}-0", tmp_path / "report" / f".files.tmp-{os.getppid()}-k"]
+    for path in left + kept:
+        path.mkdir() if "files" in path.name or "views" in path.name else path.write_text("left")
+
+    def write_all(undo: RunOutputs) -> None:
+        with undone_on_failure(undo):
+            with atomic_path(tmp_path / "map.txt", undo) as tmp:
+                tmp.write_text("new")
+            with atomic_files(tmp_path / "report", ["r.txt"], undo=undo) as tmp:
+                (tmp / "r.txt").write_text("r")
+            with atomic_dir(tmp_path / "views", overwrite=True) as tmp:
+                (tmp / "v.txt").write_text("v")
+
+    write_all(RunOutputs())   # all of them just made, as a live run's on another machine may be: none is taken
+    assert all(p.exists() for p in left + kept)
+    monkeypatch.setattr(mvcf.fileio, "STALE_AGE_S", 0.0)
+    (tmp_path / "map.txt").write_text("current")
+    write_all(RunOutputs())
+    assert not any(p.exists() for p in left) and all(p.exists() for p in kept)

@@ -152,15 +152,16 @@ def test_a_cancel_after_the_outputs_are_final_lets_the_run_end_as_it_finished(tm
     from mvcf.cli.main import main
 
     sample = Path(__file__).resolve().parents[2] / "MVCFClassifier" / "mvcf" / "resources" / "sample_ct"
-    real = mvcf.progress.emit_result
+    real = mvcf.progress.NullReporter.progress
 
-    def cancelled_while_printing(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(10000):   # the handler runs here
-            pass
-        return real(*args, **kwargs)
+    def cancelled_at_the_end(self, done, total, message=""):
+        if done == total:   # the run's last step: its outputs are written, its result not printed yet
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10000):   # the handler runs here
+                pass
+        return real(self, done, total, message)
 
-    monkeypatch.setattr(mvcf.progress, "emit_result", cancelled_while_printing)
+    monkeypatch.setattr(mvcf.progress.NullReporter, "progress", cancelled_at_the_end)
     heatmap = tmp_path / "L1.nii.gz"
     code = main(["--progress", "none", "predict", "--ct", str(sample / "example_ct.nii.gz"), "--mask",
                  str(sample / "totalseg.nii.gz"), "--label", "31", "--heatmap", str(heatmap), "--json"])
