@@ -152,7 +152,6 @@ class RunOutputs:
 
     def wrote(self, path: PathLike) -> None:
         self._written.append(Path(path))
-        raise_swallowed()   # each file of the run is a point where a cancel swallowed earlier takes effect
 
     def made(self, folders: Sequence[Path]) -> None:
         """Folders (deepest first) a write of this run created, removed again when the run is undone."""
@@ -161,7 +160,6 @@ class RunOutputs:
     def set_aside(self, path: PathLike) -> None:
         """Move the earlier output at `path`, which this run is about to replace or prune, to a hidden name
         beside it (same folder, so a rename), where it waits until the run is undone or done."""
-        raise_swallowed()
         target = Path(path)
         if not os.path.lexists(target):
             return
@@ -268,6 +266,8 @@ def atomic_path(path: PathLike, undo: Optional[RunOutputs] = None) -> Iterator[P
     """Yield a temporary path beside `path` (same extension, so writers that pick a format by name work);
     once the block is done it is verified and renamed onto `path`; on any error it is deleted. `undo` (a
     run's RunOutputs) is told of the file and the folders made for it, and keeps an earlier `path`."""
+    if undo is not None:
+        raise_swallowed()   # each write of a run, before it places anything, is where a swallowed cancel acts
     target = Path(path)
     tmp, done = None, False
     created = missing_folders(target.parent)
@@ -321,6 +321,8 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
     are set aside with it, not deleted."""
     from mvcf.outputs_guard import MARKER, write_marker
 
+    if undo is not None:
+        raise_swallowed()
     target = Path(folder)
     tmp, marked, done = None, False, False
     created = missing_folders(target)
@@ -374,6 +376,8 @@ def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutput
     RunOutputs) is told of the folder and keeps the earlier one."""
     from mvcf.outputs_guard import check_output, write_marker
 
+    if undo is not None:
+        raise_swallowed()
     target = Path(path)
     check_output(target, kind="folder", overwrite=overwrite)
     tmp, done = None, False
