@@ -290,6 +290,11 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def stacked_names() -> tuple[str, ...]:
+    """The registered modes built from an axial stack (`n_slices`/`slice_gap_mm` apply to these only)."""
+    return tuple(name for name, mode in _REGISTRY.items() if mode.stack_defaults is not None)
+
+
 def get(name) -> ViewMode:
     """The mode called `name` (a ViewMode passes through); MVCFError naming the choices for an unknown one."""
     if isinstance(name, ViewMode):

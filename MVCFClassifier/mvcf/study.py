@@ -49,7 +49,7 @@ class StudyConfig:
         elif self.reference not in self.modes:
             raise MVCFError(f"the reference {self.reference} is not among the studied modes "
                             f"({', '.join(self.modes)}); the p-values compare every mode with it")
-        stacked = [m for m in view_modes.names() if view_modes.get(m).stack_defaults is not None]
+        stacked = view_modes.stacked_names()
         if (self.n_slices is not None or self.slice_gap_mm is not None) and not set(stacked) & set(self.modes):
             raise MVCFError(f"n_slices/slice_gap_mm apply to {' and '.join(stacked)}, and neither is studied "
                             f"({', '.join(self.modes) or 'the baseline alone'})")

@@ -109,8 +109,7 @@ class ViewSpec:
                 raise MVCFError(f"slice_gap_mm must be in [0.05, 50] mm, got {gap!r}")
             n, gap = int(n), float(gap)
         elif n is not None or gap is not None:
-            stacked = [m for m in modes.names() if modes.get(m).stack_defaults is not None]
-            raise MVCFError(f"n_slices/slice_gap_mm apply to {' and '.join(stacked)}, not {self.mode}")
+            raise MVCFError(f"n_slices/slice_gap_mm apply to {' and '.join(modes.stacked_names())}, not {self.mode}")
         if not isinstance(self.antialias, (bool, np.bool_)):
             raise MVCFError(f"antialias must be true or false, got {self.antialias!r}")
         windows = (self.windows,) if isinstance(self.windows, str) else tuple(self.windows)

@@ -39,7 +39,7 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     """--n-slices and --slice-gap: the axial stack of the stacked 2.5D modes (views, train, study)."""
     from mvcf import modes
 
-    stacked = [(m, modes.get(m).stack_defaults) for m in modes.names() if modes.get(m).stack_defaults is not None]
+    stacked = [(m, modes.get(m).stack_defaults) for m in modes.stacked_names()]
     names = " / ".join(m for m, _ in stacked)
     parser.add_argument("--n-slices", type=A.ranged("n_slices"), metavar="N",
                         help=f"slices for {names} (default: {' / '.join(str(d[0]) for _, d in stacked)})")
