@@ -288,7 +288,8 @@ def atomic_path(path: PathLike, undo: Optional[RunOutputs] = None) -> Iterator[P
             if undo is not None:
                 undo.made(created)
                 undo.wrote(target)
-            remove_stale(target.parent, f".{stem}.tmp-")
+                # a run's outputs only: a view cache's folder holds thousands of files (a scan per file)
+                remove_stale(target.parent, f".{stem}.tmp-")
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
@@ -392,18 +393,14 @@ def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutput
             apply_umask(tmp, folder=True)
             if target.exists():
                 check_output(target, kind="folder", overwrite=overwrite)
+            outputs = undo if undo is not None else RunOutputs()
+            outputs.set_aside(target)
+            os.replace(tmp, target)
             if undo is not None:
-                undo.set_aside(target)
-                os.replace(tmp, target)
                 undo.made(created)
                 undo.wrote(target)
-            elif target.exists():
-                old = target.with_name(f"{_aside_prefix(target)}{os.getpid()}-0")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
             else:
-                os.replace(tmp, target)
+                outputs.done()   # the earlier folder is gone once the new one is in place
             done = True
             remove_stale(target.parent, f".{target.name}.tmp-")
             remove_stale(target.parent, _aside_prefix(target))

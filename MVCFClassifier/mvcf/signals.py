@@ -86,8 +86,8 @@ def _unraisable(args) -> None:
 
 def raise_swallowed() -> None:
     """Raise a cancel the garbage collector swallowed (see _swallowed), once, at a place that can raise: the
-    reporters call it on every progress and log event, so the cancel takes effect at the run's next step
-    instead of being lost (the handler ignores further signals while it cleans up, so a second Cancel
+    reporters call it on every progress, metrics and log event and fileio at the start of each write of a
+    run's outputs, so the cancel takes effect at the run's next step instead of being lost (the handler ignores further signals while it cleans up, so a second Cancel
     would not help either)."""
     if _swallowed:
         exc = _swallowed[0]
