@@ -59,6 +59,8 @@ class MVCFTrainingParameterNode:
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     viewSize: Annotated[int, WithinRange(16, 256)] = 64
+    nSlices: Annotated[int, WithinRange(0, 512)] = 0        # 0: the stacked mode's own stack
+    sliceGap: Annotated[float, WithinRange(0.0, 50.0)] = 0.0
     outputFolder: Path
     resume: bool = False
     metricsTable: vtkMRMLTableNode

@@ -14,6 +14,13 @@ def view_modes() -> tuple[str, ...]:
     return tuple(modes.names())
 
 
+def stacked_view_modes() -> tuple[str, ...]:
+    """The view modes built from an axial stack, the ones a slice count and gap apply to (mvcf.modes)."""
+    from mvcf import modes
+
+    return tuple(modes.stacked_names())
+
+
 def architectures() -> tuple[str, ...]:
     """The network presets `mvcf train --arch` accepts."""
     from mvcf.models.architectures import ARCHITECTURES

@@ -103,13 +103,19 @@ class TrainingLogic:
         return self.run is not None and self.lastOutcome is None
 
     @staticmethod
-    def settings(parameters) -> RunSettings:
-        """The run the panel asks for (the core's own TrainConfig inside)."""
+    def settings(parameters, study: bool = False) -> RunSettings:
+        """The run the panel asks for (the core's own TrainConfig inside). The slice count and gap reach a
+        training run only when its view mode is a stacked one (the panel says so beside them); a study
+        trains every mode, the stacked ones among them, so it always takes them."""
+        from MVCFClassifierLib.choices import stacked_view_modes
+
         p = parameters
         training = module_training(arch=p.architecture, epochs=p.epochs, lr=p.learningRate, device=p.device,
                                    seed=p.seed)
+        stack = study or p.viewMode in stacked_view_modes()
         return RunSettings(view=p.viewMode, folds=p.folds, external=p.externalInstitution.strip(),
-                           size_px=p.viewSize, training=training)
+                           size_px=p.viewSize, n_slices=p.nSlices if stack else 0,
+                           slice_gap_mm=p.sliceGap if stack else 0.0, training=training)
 
     @staticmethod
     def outputFolder(parameters, study: bool, now: Callable[[], str] = lambda: time.strftime("%Y%m%d-%H%M%S")
@@ -140,7 +146,7 @@ class TrainingLogic:
         manifest = path_text(parameters.manifestPath)
         if not manifest:
             raise ValueError("Choose a cohort manifest first.")
-        settings = self.settings(parameters)
+        settings = self.settings(parameters, study)
         out, resume = self.outputFolder(parameters, study)
         # the cohort is the one the panel showed (checkManifest / saveManifest): its CTs may stay where the user
         # loaded them from, outside the manifest's folder

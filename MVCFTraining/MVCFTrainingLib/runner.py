@@ -33,12 +33,15 @@ def module_training(**overrides) -> TrainConfig:
 class RunSettings:
     """One train or study run as the module asks for it: the view and split choices, and the core's own
     training settings (mvcf.train.TrainConfig, the object `mvcf train` builds from the same options).
-    `size_px` 0 leaves the core's view size."""
+    `size_px` 0 leaves the core's view size; `n_slices` / `slice_gap_mm` 0 leave the stacked modes' own
+    stack (mvcf.modes.stacked_names; the core refuses them for a view mode without a stack)."""
 
     view: str = "2.5d-orthogonal"
     folds: int = 1
     external: str = ""
     size_px: int = 0
+    n_slices: int = 0
+    slice_gap_mm: float = 0.0
     training: TrainConfig = field(default_factory=module_training)
     extra_args: Sequence[str] = field(default_factory=tuple)
 
@@ -54,6 +57,10 @@ class RunSettings:
             args += ["--external", self.external]
         if self.size_px > 0:
             args += ["--size", str(int(self.size_px))]
+        if self.n_slices > 0:
+            args += ["--n-slices", str(int(self.n_slices))]
+        if self.slice_gap_mm > 0:
+            args += ["--slice-gap", repr(float(self.slice_gap_mm))]
         return args + [str(a) for a in self.extra_args]
 
 

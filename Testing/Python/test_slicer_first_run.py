@@ -34,7 +34,7 @@ def training_parameters(tmp_path: Path, **overrides) -> SimpleNamespace:
     manifest.write_text("case_id,patient_id,institution,label,ct,center_lps\n")
     fields = dict(manifestPath=manifest, outputFolder=Path("."), resume=False, viewMode="2d",
                   architecture="resnet10-tiny", epochs=1, learningRate=1e-3, folds=1, externalInstitution="",
-                  device="cpu", seed=0, viewSize=32, readerCsv=Path("."), cohortTable=None, bundleFolder=Path("."))
+                  device="cpu", seed=0, viewSize=32, nSlices=0, sliceGap=0.0, readerCsv=Path("."), cohortTable=None, bundleFolder=Path("."))
     return SimpleNamespace(**{**fields, **overrides})
 
 

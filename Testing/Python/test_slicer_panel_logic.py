@@ -37,7 +37,7 @@ def parameters(tmp_path: Path, **overrides) -> SimpleNamespace:
     fields = dict(manifestPath=tmp_path / "cohort" / "manifest.csv", outputFolder=Path("."), resume=False,
                   readerCsv=Path("."), cohortTable=None, bundleFolder=Path("."), viewMode="3d",
                   architecture="resnet10-tiny", epochs=2, learningRate=5e-4, folds=3, externalInstitution=" B ",
-                  device="cpu", seed=4, viewSize=48, metricsTable=None, studyTable=None, rocChart=None,
+                  device="cpu", seed=4, viewSize=48, nSlices=0, sliceGap=0.0, metricsTable=None, studyTable=None, rocChart=None,
                   readerTable=None, readerAnalysisTable=None)
     return SimpleNamespace(**{**fields, **overrides})
 
@@ -47,6 +47,14 @@ def test_training_settings_output_folder_and_resume(tmp_path):
     settings = TrainingLogic.settings(p)
     assert (settings.view, settings.folds, settings.external, settings.size_px) == ("3d", 3, "B", 48)
     assert (settings.training.lr, settings.training.epochs, settings.training.arch) == (5e-4, 2, "resnet10-tiny")
+    assert "--n-slices" not in settings.arguments() and "--slice-gap" not in settings.arguments()
+    stack = dict(nSlices=5, sliceGap=2.5)
+    adjacent = TrainingLogic.settings(parameters(tmp_path, viewMode="2.5d-adjacent", **stack)).arguments()
+    assert adjacent[adjacent.index("--n-slices") + 1] == "5" and adjacent[adjacent.index("--slice-gap") + 1] == "2.5"
+    flat = TrainingLogic.settings(parameters(tmp_path, **stack))
+    assert (flat.n_slices, flat.slice_gap_mm) == (0, 0.0), "the 3d view has no stack: a training run leaves it out"
+    studied = TrainingLogic.settings(parameters(tmp_path, **stack), study=True)
+    assert (studied.n_slices, studied.slice_gap_mm) == (5, 2.5), "a study trains the stacked modes too"
     folder, resume = TrainingLogic.outputFolder(p, study=False, now=lambda: "T")
     assert folder == (tmp_path / "cohort" / "mvcf_runs" / "train-T").resolve() and not resume
     chosen = tmp_path / "mine"

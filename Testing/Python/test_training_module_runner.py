@@ -163,6 +163,20 @@ def test_train_and_study_arguments():
         RunSettings(view="4d").arguments()
 
 
+def test_the_stack_settings_reach_the_cores_view_spec_in_train_and_study():
+    """RunSettings' slice count and gap parse back, through the core's own parsers, into the stacked mode's
+    ViewSpec (train) and the StudyConfig (study); 0 leaves each mode's own stack."""
+    from mvcf.cli.main import build_parser
+
+    settings = RunSettings(view="2.5d-adjacent", n_slices=7, slice_gap_mm=2.5)
+    args = build_parser().parse_args(train_arguments("m.csv", "o", settings))
+    assert (args.n_slices, args.slice_gap) == (7, 2.5)
+    study = build_parser().parse_args(study_arguments("m.csv", "o", settings))
+    assert (study.n_slices, study.slice_gap) == (7, 2.5)
+    default = build_parser().parse_args(train_arguments("m.csv", "o", RunSettings(view="2.5d-adjacent")))
+    assert (default.n_slices, default.slice_gap) == (None, None)
+
+
 def test_the_training_settings_are_the_cores_own_and_reach_mvcf_train_unchanged():
     """One TrainConfig (mvcf.train's): the options built from it parse back, through the core's own parser
     and train_config(), into an equal object."""
@@ -185,6 +199,10 @@ def test_batch_script_command_lines(capsys):
     train = capsys.readouterr().out.split()
     assert train[:5] == ["py", "-m", "mvcf", "--progress", "jsonl"] and train[5] == "train"
     assert train[train.index("--view") + 1] == "3d" and train[train.index("--size") + 1] == "32"
+    assert main(["--manifest", "m.csv", "--out", "o", "--view", "2.5d-mil", "--n-slices", "9", "--slice-gap", "3",
+                 "--python", "py", "--print-command"], "train") == 0
+    stacked = capsys.readouterr().out.split()
+    assert stacked[stacked.index("--n-slices") + 1] == "9" and stacked[stacked.index("--slice-gap") + 1] == "3.0"
     assert main(["--manifest", "m.csv", "--out", "o", "--python", "py", "--print-command", "--",
                  "--modes", "2d,3d"], "study") == 0
     study = capsys.readouterr().out.split()
