@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from mvcf.errors import MVCFError
-from mvcf.fileio import atomic_path
+from mvcf.fileio import atomic_path, remove_stale_temporaries
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
 from mvcf.views import ViewSpec
 
@@ -60,6 +60,7 @@ class ViewCache:
     def __init__(self, cache_dir: Optional[os.PathLike] = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._memory: dict[tuple[str, str], np.ndarray] = {}
+        self._swept: set[Path] = set()
 
     def _file(self, spec: ViewSpec, record) -> Optional[Path]:
         if self.cache_dir is None:
@@ -84,6 +85,9 @@ class ViewCache:
         if path is not None:
             with atomic_path(path) as tmp:
                 np.save(tmp, array, allow_pickle=False)
+            if path.parent not in self._swept:   # once per folder: what a killed run was writing there
+                self._swept.add(path.parent)
+                remove_stale_temporaries(path.parent)
 
     def views(self, records: Sequence[Any], specs: Sequence[ViewSpec],
               on_progress: Optional[ProgressCallback] = None,

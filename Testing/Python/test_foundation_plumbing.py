@@ -219,3 +219,35 @@ def test_what_a_killed_run_left_is_cleaned_up_by_the_next_one(tmp_path, monkeypa
     (tmp_path / "map.txt").write_text("current")
     write_all(RunOutputs())
     assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
+
+
+def test_a_view_cache_deletes_what_a_killed_training_left_in_its_folder(tmp_path, monkeypatch):
+    """A training run killed while it cached a view leaves `.CASE-KEY.tmp-<pid>-*.npy`; the next run's cache
+    deletes such files of any case in a folder it writes to (one scan per folder), once STALE_AGE_S old and
+    not a live run's."""
+    from types import SimpleNamespace
+
+    import mvcf.fileio
+    from mvcf.dataset import ViewCache, spec_key
+    from mvcf.views import ViewSpec
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    spec = ViewSpec(mode="2d", size_px=8)
+    folder = tmp_path / "cache" / spec_key(spec)
+    folder.mkdir(parents=True)
+    left = folder / f".other-case-0123.tmp-{dead.pid}-abc.npy"
+    kept = [folder / f".another-case-4567.tmp-{os.getppid()}-def.npy", folder / "done-case-89ab.npy"]
+    for path in [left, *kept]:
+        path.write_bytes(b"x")
+    monkeypatch.setattr(mvcf.fileio, "STALE_AGE_S", 0.0)
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"ct")
+    cache = ViewCache(tmp_path / "cache")
+    cache._store(spec, SimpleNamespace(case_id="c1", ct=ct, center_lps=(0.0, 0.0, 0.0)),
+                 np.zeros(spec.output_shape(), np.float32))
+    assert not left.exists() and all(p.exists() for p in kept)
+    left.write_bytes(b"x")   # the same cache sweeps a folder once, not per file
+    cache._store(spec, SimpleNamespace(case_id="c2", ct=ct, center_lps=(0.0, 0.0, 0.0)),
+                 np.zeros(spec.output_shape(), np.float32))
+    assert left.exists() and len(list(folder.glob("c*.npy"))) == 2
