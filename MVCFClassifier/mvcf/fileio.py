@@ -404,6 +404,7 @@ def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutput
             if target.exists():
                 check_output(target, kind="folder", overwrite=overwrite)
             outputs = undo if undo is not None else RunOutputs()
+            replaced = os.path.lexists(target)
             outputs.set_aside(target)
             os.replace(tmp, target)
             if undo is not None:
@@ -413,7 +414,8 @@ def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutput
                 outputs.done()   # the earlier folder is gone once the new one is in place
             done = True
             remove_stale(target.parent, f".{target.name}.tmp-")
-            remove_stale(target.parent, _aside_prefix(target))
+            if not replaced:   # else done() sweeps the killed runs' earlier folders beside it
+                remove_stale(target.parent, _aside_prefix(target))
     finally:
         if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

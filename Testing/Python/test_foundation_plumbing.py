@@ -199,7 +199,8 @@ def test_what_a_killed_run_left_is_cleaned_up_by_the_next_one(tmp_path, monkeypa
     (tmp_path / "map.txt").write_text("current")
     (tmp_path / "report").mkdir()
     left = [tmp_path / f".map.txt.old-{dead.pid}-0", tmp_path / f".map.tmp-{dead.pid}-abc.txt",
-            tmp_path / "report" / f".files.tmp-{dead.pid}-xyz", tmp_path / f".views.tmp-{dead.pid}-q"]
+            tmp_path / "report" / f".files.tmp-{dead.pid}-xyz", tmp_path / f".views.tmp-{dead.pid}-q",
+            tmp_path / f".views.old-{dead.pid}-0"]
     kept = [tmp_path / f".map.txt.old-{os.getppid()}-0", tmp_path / "report" / f".files.tmp-{os.getppid()}-k"]
     for path in left + kept:
         path.mkdir() if "files" in path.name or "views" in path.name else path.write_text("left")
