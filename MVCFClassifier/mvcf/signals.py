@@ -9,11 +9,12 @@ parent decides) and die with their parent even when it is killed with SIGKILL (L
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import signal
 import sys
 import threading
-from typing import Optional
+from typing import Iterator, Optional
 
 #: The signals that cancel a command (SIGHUP: the terminal was closed).
 CANCEL_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -64,7 +65,9 @@ def _on_signal(signum: int, _frame) -> None:
     # may die with an exception; the run is being cancelled, so that is expected, not a second error to print.
     threading.excepthook = _quiet_after_cancel
     end_children()
-    raise Interrupted(signum)
+    global _received
+    _received = Interrupted(signum)
+    raise _received
 
 
 def _quiet_after_cancel(args) -> None:
@@ -95,13 +98,30 @@ def raise_swallowed() -> None:
         raise exc
 
 
+#: The cancel this command received (install() clears it): what an error on the cancel's way out really is.
+_received: Optional[Interrupted] = None
+
+
+@contextlib.contextmanager
+def cancel_wins() -> Iterator[None]:
+    """Raise the received cancel in place of an error that leaves the block after it arrived: a C extension
+    catches the KeyboardInterrupt raised in its code and raises its own error (onnxruntime's import:
+    "ImportError: initialization failed", a traceback and exit 1 where a cancel exits 130 with one line)."""
+    try:
+        yield
+    except Exception as exc:
+        if _received is not None:
+            raise _received from exc
+        raise
+
+
 def install() -> dict:
     """Route SIGINT, SIGTERM and SIGHUP to one handler (main thread only); returns the handlers it replaced,
     for `restore`."""
-    global _final
+    global _final, _received
     if threading.current_thread() is not threading.main_thread():
         return {}
-    _final = False
+    _final, _received = False, None
     _swallowed.clear()
     previous: dict = {sig: signal.signal(sig, _on_signal) for sig in CANCEL_SIGNALS}
     previous["unraisablehook"] = sys.unraisablehook
@@ -111,8 +131,8 @@ def install() -> dict:
 
 def restore(previous: dict) -> None:
     """Put back the handlers `install` replaced (main() also runs in-process: tests, batch scripts)."""
-    global _final
-    _final = False
+    global _final, _received
+    _final, _received = False, None
     for sig, handler in previous.items():
         if sig == "unraisablehook":
             sys.unraisablehook = handler

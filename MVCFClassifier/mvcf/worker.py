@@ -36,6 +36,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any, Optional
 
+from mvcf import signals
 from mvcf.errors import MVCFError
 from mvcf.progress import JsonLinesReporter, warnings_to
 
@@ -120,30 +121,31 @@ class Worker:
         """One request line; every failure becomes an error event for that request."""
         request_id = None
         try:
-            try:
-                request = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MVCFError(f"request is not JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(request, dict):
-                raise MVCFError("a request is a JSON object with a 'command'")
-            request_id = request.get("id")
-            command = request.get("command")
-            if command == "shutdown":
-                return "shutdown"
-            if command == "ping":
-                self.channel.emit("pong", id=request_id, served=self.served)
-            elif command == "predict":
-                with warnings_to(_Tagged(self.channel, request_id)):
-                    payload = self.predict(request)
-                self.channel.emit("result", id=request_id, **payload)
-                self.served += 1
-            elif command == "evaluate":
-                with warnings_to(_Tagged(self.channel, request_id)):
-                    report = self.evaluate(request)
-                self.channel.emit("result", id=request_id, report=report)
-                self.served += 1
-            else:
-                raise MVCFError(f"unknown command {command!r}; one of predict, evaluate, ping, shutdown")
+            with signals.cancel_wins():   # a cancel ends the worker (exit 130), not as this request's error
+                try:
+                    request = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise MVCFError(f"request is not JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(request, dict):
+                    raise MVCFError("a request is a JSON object with a 'command'")
+                request_id = request.get("id")
+                command = request.get("command")
+                if command == "shutdown":
+                    return "shutdown"
+                if command == "ping":
+                    self.channel.emit("pong", id=request_id, served=self.served)
+                elif command == "predict":
+                    with warnings_to(_Tagged(self.channel, request_id)):
+                        payload = self.predict(request)
+                    self.channel.emit("result", id=request_id, **payload)
+                    self.served += 1
+                elif command == "evaluate":
+                    with warnings_to(_Tagged(self.channel, request_id)):
+                        report = self.evaluate(request)
+                    self.channel.emit("result", id=request_id, report=report)
+                    self.served += 1
+                else:
+                    raise MVCFError(f"unknown command {command!r}; one of predict, evaluate, ping, shutdown")
         except MVCFError as exc:
             self.channel.emit("error", id=request_id, message=(str(exc).splitlines() or ["error"])[0])
         except Exception as exc:  # noqa: BLE001 - a bug in one request must not end the worker

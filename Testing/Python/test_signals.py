@@ -169,3 +169,47 @@ def test_a_cancel_after_the_outputs_are_final_lets_the_run_end_as_it_finished(tm
     assert code == 0 and "interrupted" not in err and json.loads(out)["heatmap"] == str(heatmap)
     assert heatmap.is_file()
     assert getattr(signal.getsignal(signal.SIGTERM), "__module__", None) != "mvcf.signals"   # main() restored it
+
+
+def _extension_that_turns_the_cancel_into_its_own_error(*_args, **_kwargs):
+    """What onnxruntime's import does when the cancel's KeyboardInterrupt is raised in its initialisation:
+    it catches it and raises "ImportError: initialization failed" from it (a timed-cancel sweep, 3 of ~150)."""
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100000):   # the handler runs here
+            pass
+    except KeyboardInterrupt as exc:
+        raise ImportError("initialization failed") from exc
+
+
+def test_a_cancel_a_c_extension_turns_into_its_own_error_still_exits_130_with_one_line(capsys, monkeypatch):
+    import mvcf.cli.predict
+    from mvcf.cli.main import main
+
+    monkeypatch.setattr(mvcf.cli.predict, "run", _extension_that_turns_the_cancel_into_its_own_error)
+    code = main(["--progress", "none", "predict", "--ct", "ct.nii.gz", "--point-ras", "0,0,0"])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip() == "error: interrupted (SIGTERM)", err
+
+
+def test_a_cancel_in_a_worker_request_ends_the_worker_not_the_request():
+    """`mvcf worker` (Slicer's warm worker) answered such a cancel as the request's "internal error" and kept
+    serving, its cancel signals ignored from then on; now the cancel leaves the loop (main() exits 130)."""
+    import io
+
+    from mvcf import signals
+    from mvcf.worker import Worker
+
+    channel = io.StringIO()
+    worker = Worker(channel)
+    worker.predict = _extension_that_turns_the_cancel_into_its_own_error
+    previous = signals.install()
+    try:
+        with pytest.raises(signals.Interrupted, match="SIGTERM"):
+            worker.handle('{"command": "predict", "id": 1}')
+    finally:
+        signals.restore(previous)
+    assert "internal error" not in channel.getvalue()
+    worker.predict = lambda request: (_ for _ in ()).throw(ImportError("a real one"))
+    worker.handle('{"command": "predict", "id": 2}')   # without a cancel an error stays the request's
+    assert "internal error: ImportError: a real one" in channel.getvalue()

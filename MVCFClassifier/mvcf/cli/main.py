@@ -102,8 +102,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _main(argv: list[str]) -> int:
     early = make_reporter("jsonl" if _wants_jsonl(argv) else "none")   # until the command's own exists
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        with signals.cancel_wins():
+            parser = build_parser()
+            args = parser.parse_args(argv)
         if getattr(args, "_module", None) is None:
             parser.print_help(sys.stderr)
             return _fail(early, "no command given (see 'mvcf --help')", 2)
@@ -123,7 +124,7 @@ def _main(argv: list[str]) -> int:
     # the worker routes its warnings itself: its stdout is the request protocol
     logged = warnings_to(reporter) if getattr(args._module, "LOG_TO_REPORTER", True) else nullcontext()
     try:
-        with logged:
+        with logged, signals.cancel_wins():
             return int(args._module.run(args, reporter) or 0)
     except MVCFError as exc:
         return _fail(reporter, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
