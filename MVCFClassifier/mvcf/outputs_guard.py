@@ -270,9 +270,11 @@ def inside_folder(path: PathLike, folder: PathLike, what: str) -> Path:
     return joined
 
 
-def check_run_folder(path: PathLike, inputs: Iterable[PathLike] = (), resume: bool = False,
+def check_run_folder(path: PathLike, record: str, inputs: Iterable[PathLike] = (), resume: bool = False,
                      what: str = "--out") -> Path:
-    """The working folder of train / study: new or empty, or (with `resume`) one mvcf was working in."""
+    """The working folder of train / study: new or empty, or (with `resume`) one mvcf was working in, known
+    by `record`, the first file such a run writes (mvcf.cohort_checks.resume_record): a user's own folder is
+    never written into, since the run would replace files of the same names (log.csv, predictions.csv)."""
     target = Path(path)
     check_not_input(target, inputs, what)
     if target.exists() and not target.is_dir():
@@ -283,6 +285,9 @@ def check_run_folder(path: PathLike, inputs: Iterable[PathLike] = (), resume: bo
         raise os_error(path, exc, "read") from None
     if busy and not resume:
         raise MVCFError(f"{target} is not empty; use --resume to continue a run there, or another {what}")
+    if busy and not (target / record).is_file():
+        raise MVCFError(f"{target} holds no run of mvcf to resume ({record} is missing), so nothing there is "
+                        f"overwritten; choose another {what}")
     _check_parent(_resolved(target), what)
     return target
 

@@ -21,6 +21,8 @@ from mvcf.views import MODEL_WINDOWS
 
 BASELINE = "baseline-logistic"
 DEFAULT_REFERENCE = view_modes.DEFAULT
+#: The first file a study writes into its folder: its configuration and cohort, checked by --resume.
+RUN_RECORD = "study_config.json"
 
 
 @dataclass
@@ -182,7 +184,7 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
     plan = make_splits(records, n_folds=config.n_folds, external=external, seed=config.train.seed,
                        train_folds=config.train_folds)   # its refusals before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    _check_or_write_run_config(out / "study_config.json", config, records, resume)
+    _check_or_write_run_config(out / RUN_RECORD, config, records, resume)
     labels = {r.case_id: int(r.label) for r in records}
     specs = {mode: config.spec(mode) for mode in config.modes}
     n_modes = len(config.modes)

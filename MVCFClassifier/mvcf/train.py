@@ -139,6 +139,8 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
 
 
+#: The first file `mvcf train` writes into its --out: what the run folder was run on, and how --resume knows it.
+RUN_RECORD = "cohort.json"
 #: Settings a resumed run may change: where it runs, not what it computes.
 _RESUMABLE_CHANGES = ("device", "num_workers")
 #: Network description keys that do not change the weights (checkpoints written before they existed resume).

@@ -172,3 +172,22 @@ def test_a_failed_or_cancelled_write_leaves_no_folder_it_made(tmp_path, writer, 
         with fileio.atomic_files(tmp_path / "mine", ["x.txt"], mark=True):
             raise failure
     assert [p.name for p in tmp_path.iterdir()] == ["mine"] and list((tmp_path / "mine").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "study"])
+def test_resume_never_writes_into_a_folder_mvcf_did_not_start(tmp_path, capsys, command):
+    """`--resume` with a user's own non-empty folder as --out trained into it and replaced its log.csv and
+    predictions.csv (a hostile sweep); a folder without the run's first file (cohort.json, study_config.json)
+    holds nothing to resume and is refused before anything is read or written."""
+    from mvcf.cli.main import main
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name in ("log.csv", "predictions.csv", "report.md"):
+        (out / name).write_text("the user's")
+    code = main(["--progress", "none", command, "--manifest", str(tmp_path / "manifest.csv"), "--out", str(out),
+                 "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "holds no run of mvcf to resume" in err and "\n" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["log.csv", "predictions.csv", "report.md"]
+    assert all(p.read_text() == "the user's" for p in out.iterdir())

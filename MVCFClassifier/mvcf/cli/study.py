@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli.views import parse_windows
     from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
     from mvcf.progress import emit_result
-    from mvcf.study import StudyConfig, comparison_rows, run_study, HEADER
+    from mvcf.study import HEADER, RUN_RECORD, StudyConfig, comparison_rows, run_study
 
     out = Path(args.out)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip() and m.strip() != "none")
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace, reporter) -> int:
                          n_slices=args.n_slices, slice_gap_mm=args.slice_gap,
                          windows=parse_windows(args.windows), n_folds=n_folds, train_folds=train_folds, external=args.external,
                          reference=args.reference, baseline=not args.no_baseline, train=train_config(args))
-    check_run_folder(out, [args.manifest], resume=args.resume)
+    check_run_folder(out, RUN_RECORD, [args.manifest], resume=args.resume)
     records, inputs = read_checked_manifest(args, reporter)
     check_not_input(out, inputs, "--out")
     check_cache_folder(args.cache, inputs)

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     from mvcf.metrics import format_auc
     from mvcf.progress import emit_result
-    from mvcf.train import is_synthetic_cohort, train_cohort
+    from mvcf.train import RUN_RECORD, is_synthetic_cohort, train_cohort
     from mvcf.views import ViewSpec
 
     import os
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     out = Path(args.out)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 checks and writes
     if main_process:
-        check_run_folder(out, [args.manifest], resume=args.resume)
+        check_run_folder(out, RUN_RECORD, [args.manifest], resume=args.resume)
     records, inputs = read_checked_manifest(args, reporter)
     if main_process:
         check_not_input(out, inputs, "--out")
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     if main_process:  # the last check, and the first file written: what the run folder was run on
         from mvcf.cohort_checks import resume_record
 
-        resume_record(out / "cohort.json", records, args.resume, "run")
+        resume_record(out / RUN_RECORD, records, args.resume, "run")
     if args.device != "cuda":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
