@@ -1,6 +1,8 @@
 """Argument ranges are checked at parse time: one error line, exit code 2, nothing run."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mvcf.cli.main import build_parser
@@ -185,3 +187,16 @@ def test_a_folder_without_dicom_is_one_line_without_itk_noise(tmp_path, capfd):
     assert main(["--progress", "none", "predict", "--ct", str(tmp_path), "--point-lps", "1,2,3"]) == 2
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "DICOM" in err and "WARNING" not in err, err
+
+
+def test_a_path_that_is_not_utf8_is_one_line_before_anything_runs(tmp_path, capsys):
+    """A folder name in another encoding (bytes 0xff) reaches Python with surrogate escapes; ITK then aborted
+    the process (SIGABRT, exit 134, `std::logic_error`) and left its temporary heatmap file (a hostile sweep)."""
+    from mvcf.cli.main import main
+
+    odd = os.fsdecode(b"bad\xff")
+    code = main(["--progress", "none", "predict", "--ct", str(tmp_path / "ct.nii.gz"), "--point-ras", "0,0,0",
+                 "--heatmap", str(tmp_path / odd / "h.nii.gz")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "bad\\xff/h.nii.gz' is not UTF-8 text" in err
+    assert list(tmp_path.iterdir()) == []

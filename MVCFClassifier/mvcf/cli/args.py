@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 #: Name -> (lowest, highest) accepted; docs/reliability.md shows this table.
 RANGES: dict[str, tuple[float, float]] = {
@@ -110,3 +110,16 @@ SLICE_GAP_MM = float_in(0.05, 50)
 FRACTION = float_in(0, 1, hi_open=True)
 PREVALENCE = float_in(0, 1, lo_open=True, hi_open=True)
 ALPHA = float_in(0, 0.5, lo_open=True)
+
+
+def not_utf8(argv: Sequence[str]) -> Optional[str]:
+    """The first argument that is not UTF-8 text, shown with its odd bytes escaped (a file name from another
+    encoding reaches Python with surrogate escapes, and ITK aborts the whole process on such a path, leaving
+    its temporary file); None when all are."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return None
+

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from typing import Optional, Sequence
 
 from mvcf import __version__, signals
+from mvcf.cli.args import not_utf8
 from mvcf.errors import Cancelled, MVCFError
 from mvcf.progress import make_reporter, warnings_to
 
@@ -101,6 +102,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(argv: list[str]) -> int:
     early = make_reporter("jsonl" if _wants_jsonl(argv) else "none")   # until the command's own exists
+    odd = not_utf8(argv)
+    if odd is not None:
+        return _fail(early, f"the argument '{odd}' is not UTF-8 text (a name in another encoding); the CT and "
+                            "image libraries cannot use such a path: rename it", 2)
     try:
         with signals.cancel_wins():
             parser = build_parser()
