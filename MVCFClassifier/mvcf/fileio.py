@@ -322,14 +322,16 @@ def write_text(path: PathLike, text: str) -> None:
 
 @contextlib.contextmanager
 def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: bool = False,
-                 undo: Optional[RunOutputs] = None) -> Iterator[Path]:
+                 undo: Optional[RunOutputs] = None, fresh: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `folder`'s files; on success each of `names` written there is verified
     and moved into `folder` (for writers that produce several files at once, e.g. a table and its schema); on
     error none is. With `mark`, a new or empty `folder` gets mvcf's output marker (outputs_guard.check_output_folder);
     with `prune` (--overwrite of a folder that guard found to be mvcf's own) the earlier files not written again
     are removed once the new ones are in place. `undo` (a run's RunOutputs) is told what the write put there:
     the files, the marker when it made one, the folders it created; the earlier files it replaces or prunes
-    are set aside with it, not deleted."""
+    are set aside with it, not deleted. `fresh`: the command found `folder` new or empty (no --overwrite), so
+    files another run put there in the meantime (two runs started with the same folder) refuse the write
+    before any of this run's files is placed, instead of mixing the two runs' files."""
     from mvcf.outputs_guard import MARKER, write_marker
 
     if undo is not None:
@@ -351,6 +353,13 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
                 raise MVCFError(f"cannot write {target}: not written: {', '.join(missing)}")
             for name in names:
                 verify_written(tmp / name, target / name)
+            if fresh:
+                others = sorted(e.name for e in os.scandir(target)
+                                if e.name != MARKER and not e.name.startswith(".files.tmp-"))
+                if others:
+                    raise MVCFError(f"cannot write {target}: another run put files there while this one ran "
+                                    f"({others[0]}); nothing of this run was placed there. Run it again with "
+                                    "--overwrite, or choose another folder")
             for name in names:
                 if undo is not None:
                     undo.set_aside(target / name)

@@ -252,3 +252,21 @@ def test_a_view_cache_deletes_what_a_killed_training_left_in_its_folder(tmp_path
     cache._store(spec, SimpleNamespace(case_id="c2", ct=ct, center_lps=(0.0, 0.0, 0.0)),
                  np.zeros(spec.output_shape(), np.float32))
     assert left.exists() and len(list(folder.glob("c*.npy"))) == 2
+
+
+def test_two_runs_started_with_the_same_new_folder_never_mix_their_files(tmp_path):
+    """Two `predict --report R` started at once both found R new, and the second to finish put its key images
+    beside the first run's and replaced its report (a hostile sweep: a report folder of two runs). A `fresh`
+    write now refuses once another run's files are there, before placing any of its own."""
+    folder = tmp_path / "report"
+    with pytest.raises(MVCFError, match="another run put files there while this one ran"):
+        with atomic_files(folder, ["report.html", "key_label_29.txt"], mark=True, fresh=True) as tmp:
+            (tmp / "report.html").write_text("second")
+            (tmp / "key_label_29.txt").write_text("second")
+            for name in ("report.html", "key_label_31.txt"):   # the first run finishes in the meantime
+                (folder / name).write_text("first")
+    assert sorted(p.name for p in folder.iterdir()) == [".mvcf-output", "key_label_31.txt", "report.html"]
+    assert (folder / "report.html").read_text() == "first"
+    with atomic_files(tmp_path / "again", ["a.txt"], mark=True, fresh=True) as tmp:   # alone: as before
+        (tmp / "a.txt").write_text("a")
+    assert (tmp_path / "again" / "a.txt").read_text() == "a"

@@ -289,7 +289,7 @@ def _write_dicom(folder: Path, source, results, images, heats, model: dict, soft
                   model, software)
     objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc},
                **{f"PM_{ds.SOPInstanceUID}.dcm": ds for ds in pm}}
-    with atomic_files(folder, list(objects), mark=True, prune=prune, undo=undo) as tmp:
+    with atomic_files(folder, list(objects), mark=True, prune=prune, undo=undo, fresh=not prune) as tmp:
         for name, ds in objects.items():
             ds.save_as(tmp / name, enforce_file_format=True)
     return [str(folder / name) for name in objects]

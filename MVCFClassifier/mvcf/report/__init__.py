@@ -151,7 +151,7 @@ def write_report(out_dir: Path, context: dict[str, Any], pngs: dict[str, bytes],
 
     out_dir = Path(out_dir)
     names = ["report.html", "report.json", *pngs] + (["report.pdf"] if pdf else [])
-    with atomic_files(out_dir, names, mark=True, prune=prune, undo=undo) as tmp:
+    with atomic_files(out_dir, names, mark=True, prune=prune, undo=undo, fresh=not prune) as tmp:
         for name, png in pngs.items():
             (tmp / name).write_bytes(png)
         html = render_html(context)
