@@ -80,7 +80,7 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
     from mvcf.inference import resolve_device
     from mvcf.manifest import read_manifest, write_predictions
     from mvcf.models.bundle import load_bundle, read_card
-    from mvcf.outputs_guard import check_cache_folder, check_output, run_inputs
+    from mvcf.outputs_guard import check_cache_folder, check_output, check_outside_folders, run_inputs
 
     device = resolve_device(device)
     out = Path(out_dir)
@@ -89,6 +89,7 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
     inputs = run_inputs(records, manifest, model)
     check_output(out, inputs, kind="folder", overwrite=overwrite)
     check_cache_folder(cache_dir, inputs)
+    check_outside_folders([("--cache", cache_dir)], [("--out", out)])   # out is replaced as a whole
     check_cohort_files(records, Path(manifest))
     bundle = load_bundle(model, device=device)
     prob = predict_records(bundle, records, device, cache_dir, on_progress, should_cancel)

@@ -67,3 +67,17 @@ def test_evaluate_writes_metrics_plots_and_per_institution(trained, tmp_path, ca
     assert main(["--progress", "none", "evaluate", "--model", str(tmp_path), "--manifest", str(manifest),
                  "--out", str(tmp_path / "e2")]) == 2
     assert "not a model bundle" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("inside", [".", "cache"])
+def test_evaluate_refuses_a_cache_inside_its_output_before_any_work(trained, tmp_path, capsys, inside):
+    """--cache equal to or inside a new --out built every view, made --out, then refused its own --out
+    ("already exists"), and the corrected rerun with --overwrite was refused too ("not written by mvcf"): the
+    output folder is replaced as a whole, so a cache in it is refused first, with nothing written."""
+    manifest, out = trained
+    target = tmp_path / "eval"
+    code = main(["--progress", "none", "evaluate", "--model", str(out / "model"), "--manifest", str(manifest),
+                 "--out", str(target), "--cache", str(target / inside), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "lies inside --out" in err and "\n" not in err
+    assert not target.exists()
