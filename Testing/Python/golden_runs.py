@@ -4,6 +4,12 @@
 `golden/outputs.json` once, before a refactor, and `test_golden_outputs.py` compares a fresh run with it.
 Arrays are compared by sha256 of their float32 bytes (identical), probabilities to 1e-6, weights by sha256
 (training is deterministic on CPU with one thread and a seed).
+
+Training and the heatmap's float sums are deterministic on one kind of CPU only: torch picks other kernels
+for another instruction set (AVX2 vs AVX-512), and the same seeded run then gives weights that differ in
+their last bits (trained probabilities ~3e-4 apart). So those parts (MACHINE_PARTS) are also recorded per
+CPU kind in `golden/machines.json` (`make_golden.py --machine`), and compared bit for bit where this
+machine has a record; outputs.json holds them for every machine within CROSS_CPU tolerances.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import contextlib
 import hashlib
 import io
 import json
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,24 @@ SAMPLE = HERE.parents[1] / "MVCFClassifier" / "mvcf" / "resources" / "sample_ct"
 REFERENCE = HERE / "reference"
 VIEW_MODES = ("2d", "2.5d-adjacent", "2.5d-orthogonal", "2.5d-mil", "3d")
 LUMBAR = {"L1": 31, "L2": 30, "L3": 29, "L4": 28, "L5": 27}
+#: The parts of record() whose last bits depend on the CPU's instruction set.
+MACHINE_PARTS = ("predict", "train", "study")
+#: Absolute tolerance per part against outputs.json on another kind of CPU (trained models: float round-off
+#: through two epochs; measured 4.2e-4 at most between an AVX2 and an AVX-512 machine).
+CROSS_CPU = {"predict": 1e-4, "train": 5e-3, "study": 5e-3}
+
+
+def machine() -> str:
+    """The kind of CPU a bit-exact record holds for: architecture, torch's vector ISA, the CPU's model name."""
+    import torch
+
+    name = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} {name}".strip()
 
 
 def _cli(*argv: str) -> tuple[int, str]:
