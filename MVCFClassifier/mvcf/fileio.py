@@ -13,6 +13,7 @@ import glob
 import gzip
 import os
 import shutil
+import socket
 import tempfile
 import time
 import zlib
@@ -251,6 +252,58 @@ def _delete(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def run_folder_lock(path: PathLike, record: str, resume: bool = False, what: str = "--out") -> Iterator[Path]:
+    """Hold the working folder of a train or study run while it writes there, then check it again
+    (check_run_folder): a second run started with the same folder (a double launch, a requeued job while the
+    first still runs) is refused with one line instead of writing into the first one's files, whether it
+    comes while that run works or after it finished. An OS lock (flock; msvcrt on Windows) on RUN_LOCK
+    inside the folder, so a killed run holds nothing; a folder left with only that file counts as empty."""
+    from mvcf.outputs_guard import RUN_LOCK, check_run_folder, os_error
+
+    target = Path(path)
+    created = missing_folders(target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        handle = open(target / RUN_LOCK, "a+", encoding="utf-8")
+    except OSError as exc:
+        remove_empty_folders(created)
+        raise os_error(path, exc, "write") from None
+    try:
+        try:
+            handle.seek(0)   # msvcrt locks from the position; "a+" opens at the end
+            _lock(handle)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise MVCFError(f"another mvcf run ({holder}) is working in {target}; wait for it to end, or choose "
+                            f"another {what}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        check_run_folder(target, record, resume=resume, what=what)
+        yield target
+    finally:
+        handle.close()   # releases the lock
+        with contextlib.suppress(OSError):
+            if [e.name for e in os.scandir(target)] == [RUN_LOCK]:   # nothing written: leave no folder
+                (target / RUN_LOCK).unlink()
+                remove_empty_folders(created)
+
+
+def _lock(handle) -> None:
+    """An exclusive lock on `handle` without waiting; OSError when another process holds it."""
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 @contextlib.contextmanager

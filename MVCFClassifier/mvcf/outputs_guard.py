@@ -19,6 +19,8 @@ PathLike = Union[str, os.PathLike]
 
 #: Written into every output folder (atomic_dir) so a later --overwrite can tell mvcf's output from the user's.
 MARKER = ".mvcf-output"
+#: The file a train or study run holds an OS lock on while it works in its folder (run_folder_lock).
+RUN_LOCK = ".mvcf-run.lock"
 #: Written into the header of every image (ITK_FileNotes) and PNG (Software) mvcf writes.
 OUTPUT_TAG = "mvcf output"
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -280,7 +282,7 @@ def check_run_folder(path: PathLike, record: str, inputs: Iterable[PathLike] = (
     if target.exists() and not target.is_dir():
         raise MVCFError(f"{what} {path} is an existing file; a folder is needed here")
     try:
-        busy = target.is_dir() and any(target.iterdir())
+        busy = target.is_dir() and any(p.name != RUN_LOCK for p in target.iterdir())
     except OSError as exc:
         raise os_error(path, exc, "read") from None
     if busy and not resume:

@@ -191,3 +191,30 @@ def test_resume_never_writes_into_a_folder_mvcf_did_not_start(tmp_path, capsys, 
     assert code == 2 and err.startswith("error: ") and "holds no run of mvcf to resume" in err and "\n" not in err
     assert sorted(p.name for p in out.iterdir()) == ["log.csv", "predictions.csv", "report.md"]
     assert all(p.read_text() == "the user's" for p in out.iterdir())
+
+
+def test_a_second_train_or_study_in_the_same_folder_is_refused_while_or_after_the_first_runs(tmp_path):
+    """Two `train --out K` started at once both trained into K and both printed `model bundle: K/model`,
+    one of which did not exist (a hostile sweep). The run folder is held with an OS lock while a run writes
+    there and checked again under it: a second run is refused while the first works, and after it finished."""
+    from mvcf.fileio import run_folder_lock
+    from mvcf.outputs_guard import RUN_LOCK, check_run_folder
+
+    out = tmp_path / "k"
+    with run_folder_lock(out, "cohort.json"):
+        (out / "cohort.json").write_text("{}")
+        with pytest.raises(MVCFError, match=rf"another mvcf run \(pid {os.getpid()} on .+\) is working in"):
+            with run_folder_lock(out, "cohort.json"):
+                pass
+    with pytest.raises(MVCFError, match="is not empty; use --resume"):   # it started when k was new
+        with run_folder_lock(out, "cohort.json"):
+            pass
+    with run_folder_lock(out, "cohort.json", resume=True):
+        pass
+    assert sorted(p.name for p in out.iterdir()) == [RUN_LOCK, "cohort.json"]
+    with run_folder_lock(tmp_path / "a" / "b", "cohort.json"):   # nothing written: no folder stays
+        pass
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / RUN_LOCK).write_text("pid 1 on elsewhere")   # a killed run holds no lock
+    check_run_folder(tmp_path / "killed", "cohort.json")

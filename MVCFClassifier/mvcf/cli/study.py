@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.cli.train import fold_arguments, read_checked_manifest, train_config
     from mvcf.cli.views import parse_windows
+    from mvcf.fileio import run_folder_lock
     from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
     from mvcf.progress import emit_result
     from mvcf.study import HEADER, RUN_RECORD, StudyConfig, comparison_rows, run_study
@@ -53,9 +54,10 @@ def run(args: argparse.Namespace, reporter) -> int:
     check_cache_folder(args.cache, inputs)
     from mvcf.train import is_synthetic_cohort
 
-    summary = run_study(records, out, config, cache_dir=args.cache, on_progress=reporter.progress,
-                        card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)},
-                        on_metrics=reporter.metrics, on_log=reporter.log, resume=args.resume)
+    with run_folder_lock(out, RUN_RECORD, resume=args.resume):
+        summary = run_study(records, out, config, cache_dir=args.cache, on_progress=reporter.progress,
+                            card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)},
+                            on_metrics=reporter.metrics, on_log=reporter.log, resume=args.resume)
     def text() -> None:
         print(" | ".join(HEADER))
         for row in comparison_rows(summary):

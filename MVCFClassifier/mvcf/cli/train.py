@@ -101,7 +101,9 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.views import ViewSpec
 
     import os
+    from contextlib import nullcontext
 
+    from mvcf.fileio import run_folder_lock
     from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
 
     from mvcf.cli.views import parse_windows
@@ -127,20 +129,22 @@ def run(args: argparse.Namespace, reporter) -> int:
 
     # the splits' refusals (too few cases per class, an unknown --external) also come before the first write
     plan = make_splits(records, n_folds=n_folds, external=args.external, seed=config.seed, train_folds=train_folds)
-    if main_process:  # the last check, and the first file written: what the run folder was run on
-        from mvcf.cohort_checks import resume_record
+    with run_folder_lock(out, RUN_RECORD, resume=args.resume) if main_process else nullcontext():
+        if main_process:  # the last check, and the first file written: what the run folder was run on
+            from mvcf.cohort_checks import resume_record
 
-        resume_record(out / RUN_RECORD, records, args.resume, "run")
-    if args.device != "cuda":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-    try:
-        run_ = train_cohort(records, spec, config, out_dir=out, plan=plan, cache_dir=args.cache or (out / "cache"),
-                            resume=args.resume, name=args.name or f"mvcf-{args.view}",
-                            on_progress=reporter.progress, on_metrics=reporter.metrics,
-                            card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)})
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+            resume_record(out / RUN_RECORD, records, args.resume, "run")
+        if args.device != "cuda":
+            torch.set_num_threads(max(1, torch.get_num_threads()))
+        try:
+            run_ = train_cohort(records, spec, config, out_dir=out, plan=plan,
+                                cache_dir=args.cache or (out / "cache"), resume=args.resume,
+                                name=args.name or f"mvcf-{args.view}", on_progress=reporter.progress,
+                                on_metrics=reporter.metrics,
+                                card_extra={"trained_on_synthetic_data": is_synthetic_cohort(records)})
+        finally:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
     metrics = run_.card["validation_metrics"]
     payload = {"model": str(run_.bundle_path) if run_.bundle_path else None, "view": args.view,
                "threshold": run_.threshold, "parameters": run_.parameters,
