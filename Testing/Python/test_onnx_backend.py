@@ -129,11 +129,24 @@ def test_add_graph_to_an_old_bundle_and_the_demo_graph_is_reproducible(tmp_path)
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert load_ort_bundle(old).backend == "onnxruntime"
-    # the shipped graph is what exporting the shipped weights gives (the export is deterministic)
+    # the shipped graph is what exporting the shipped weights gives: byte for byte on the CPU kind it was
+    # exported on; elsewhere the same graph, with the batch-norms folded into the convolutions by this CPU's
+    # kernels (AVX-512 against AVX2: 22 of 26 constants 1 float32 ulp apart, 2.4e-7)
     copy = shutil.copytree(DEMO, tmp_path / "demo")
     entry = add_graph(copy)
-    assert entry["sha256"] == json.loads((DEMO / CARD_FILE).read_text(encoding="utf-8"))["onnx"]["sha256"]
-    assert (copy / GRAPH_FILE).read_bytes() == (DEMO / GRAPH_FILE).read_bytes()
+    if (copy / GRAPH_FILE).read_bytes() == (DEMO / GRAPH_FILE).read_bytes():
+        assert entry["sha256"] == json.loads((DEMO / CARD_FILE).read_text(encoding="utf-8"))["onnx"]["sha256"]
+    else:
+        import numpy as np
+        import onnx
+        from onnx import numpy_helper
+
+        shipped, exported = onnx.load(str(DEMO / GRAPH_FILE)), onnx.load(str(copy / GRAPH_FILE))
+        assert shipped.graph.node == exported.graph.node and shipped.opset_import == exported.opset_import
+        constants = [{c.name: numpy_helper.to_array(c) for c in g.graph.initializer} for g in (shipped, exported)]
+        assert constants[0].keys() == constants[1].keys()
+        for name, value in constants[0].items():
+            np.testing.assert_allclose(constants[1][name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_backend_choice():
