@@ -18,7 +18,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Union
 
 from mvcf.errors import MVCFError
 from mvcf.signals import raise_swallowed
@@ -375,12 +375,14 @@ def write_text(path: PathLike, text: str) -> None:
 
 @contextlib.contextmanager
 def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: bool = False,
-                 undo: Optional[RunOutputs] = None, fresh: bool = False) -> Iterator[Path]:
+                 undo: Optional[RunOutputs] = None, fresh: bool = False,
+                 prunable: Optional[Callable[[Path], bool]] = None) -> Iterator[Path]:
     """Yield a temporary folder beside `folder`'s files; on success each of `names` written there is verified
     and moved into `folder` (for writers that produce several files at once, e.g. a table and its schema); on
     error none is. With `mark`, a new or empty `folder` gets mvcf's output marker (outputs_guard.check_output_folder);
     with `prune` (--overwrite of a folder that guard found to be mvcf's own) the earlier files not written again
-    are removed once the new ones are in place. `undo` (a run's RunOutputs) is told what the write put there:
+    are removed once the new ones are in place, those `prunable` says the writer makes (a file the user added
+    there stays; None: any file). `undo` (a run's RunOutputs) is told what the write put there:
     the files, the marker when it made one, the folders it created; the earlier files it replaces or prunes
     are set aside with it, not deleted. `fresh`: the command found `folder` new or empty (no --overwrite), so
     files another run put there in the meantime (two runs started with the same folder) refuse the write
@@ -421,7 +423,8 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
                 keep = set(names) | {MARKER, tmp.name}
                 for entry in os.scandir(target):
                     if entry.name not in keep and entry.is_file(follow_symlinks=False) \
-                            and not (undo is not None and undo.is_aside(entry.path)):
+                            and not (undo is not None and undo.is_aside(entry.path)) \
+                            and (prunable is None or prunable(Path(entry.path))):
                         if undo is not None:
                             undo.set_aside(entry.path)
                         else:

@@ -459,13 +459,18 @@ def test_report_and_dicom_out_are_placed_by_outputs_guard(real_run, real_ct, wor
         assert code == 2 and out == "" and err.count("\n") == 1 and message in err, (extra, err)
     assert first.read_bytes() == before and sorted(p.name for p in users.iterdir()) == ["notes.txt"]
     assert not (work / "same").exists() and not (real_ct / "sub").exists()
-    folder = work / "rerun_dicom"
-    for _ in range(2):
+    folder, report = work / "rerun_dicom", work / "rerun_report"
+    for attempt in range(2):
         code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", folder,
-                           "--overwrite")
+                           "--report", report, "--overwrite")
         assert code == 0, err
+        if attempt == 0:   # the user adds a file to each output folder of the first run
+            (folder / "my_notes.txt").write_text("mine")
+            (report / "my_notes.txt").write_text("mine")
     assert len(list(folder.glob("*.dcm"))) == 4  # the earlier run's objects were replaced, not kept beside the new ones
     assert (folder / ".mvcf-output").is_file()
+    assert (folder / "my_notes.txt").read_text() == "mine" and (report / "my_notes.txt").read_text() == "mine"
+    assert len(list(report.glob("*.png"))) == 2 and (report / "report.html").is_file()
 
 
 def test_source_without_type2_patient_attributes_gets_them_empty(real_ct, work):

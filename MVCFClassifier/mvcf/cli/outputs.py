@@ -101,6 +101,8 @@ class OutputPlan:
 
 #: The arguments of predict / screen that name what the run reads: no output folder may be or hold one.
 INPUT_ARGUMENTS = ("ct", "mask", "seg", "model", "locations", "dicom_source", "manifest")
+#: The names of the DICOM objects --dicom-out writes (_write_dicom): what its --overwrite may remove there.
+DICOM_NAME = re.compile(r"(SR|SC|PM)_[0-9.]+\.dcm")
 
 
 def run_inputs(args: argparse.Namespace) -> list:
@@ -289,7 +291,8 @@ def _write_dicom(folder: Path, source, results, images, heats, model: dict, soft
                   model, software)
     objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc},
                **{f"PM_{ds.SOPInstanceUID}.dcm": ds for ds in pm}}
-    with atomic_files(folder, list(objects), mark=True, prune=prune, undo=undo, fresh=not prune) as tmp:
+    with atomic_files(folder, list(objects), mark=True, prune=prune, undo=undo, fresh=not prune,
+                      prunable=lambda path: DICOM_NAME.fullmatch(path.name) is not None) as tmp:
         for name, ds in objects.items():
             ds.save_as(tmp / name, enforce_file_format=True)
     return [str(folder / name) for name in objects]

@@ -142,6 +142,15 @@ def write_pdf(html: str, base_dir: Path, out: Path) -> None:
     check_pdf().HTML(string=html, base_url=str(base_dir)).write_pdf(str(out))
 
 
+def report_file(path: Path) -> bool:
+    """Whether `path`, in a report folder, is one a report writes (report.html/.pdf/.json, its own tagged
+    PNGs): what --overwrite may remove; a file the user put there is not."""
+    from mvcf.outputs_guard import is_own_output
+
+    return path.name in ("report.html", "report.pdf", "report.json") or \
+        (path.name.lower().endswith(".png") and is_own_output(path))
+
+
 def write_report(out_dir: Path, context: dict[str, Any], pngs: dict[str, bytes], data: dict[str, Any],
                  pdf: bool = True, prune: bool = False, undo: Any = None) -> dict[str, str]:
     """Write report.html (+ report.pdf) + report.json + the PNGs named in `pngs` into `out_dir`, all or none;
@@ -151,7 +160,7 @@ def write_report(out_dir: Path, context: dict[str, Any], pngs: dict[str, bytes],
 
     out_dir = Path(out_dir)
     names = ["report.html", "report.json", *pngs] + (["report.pdf"] if pdf else [])
-    with atomic_files(out_dir, names, mark=True, prune=prune, undo=undo, fresh=not prune) as tmp:
+    with atomic_files(out_dir, names, mark=True, prune=prune, undo=undo, fresh=not prune, prunable=report_file) as tmp:
         for name, png in pngs.items():
             (tmp / name).write_bytes(png)
         html = render_html(context)
