@@ -118,6 +118,18 @@ def write_errors(path: PathLike) -> Iterator[None]:
         raise MVCFError(f"cannot write {path}: the image writer failed (disk full or not writable?)") from None
 
 
+@contextlib.contextmanager
+def _named_as(tmp: Path, target: Path) -> Iterator[None]:
+    """An error of a write into the temporary folder `tmp` names the place the user chose, `target`, not the
+    hidden folder (`cannot write .out.tmp-8862-uvzrsr8g/roc.png` on a full disk)."""
+    try:
+        yield
+    except MVCFError as exc:
+        if type(exc) is MVCFError and str(tmp) in str(exc):
+            raise MVCFError(str(exc).replace(str(tmp), str(target))) from None
+        raise
+
+
 def missing_folders(folder: PathLike) -> list[Path]:
     """`folder` and those of its parents that do not exist yet, deepest first: what a write that fails or is
     cancelled must take away again (remove_empty_folders), so it leaves no empty folder behind."""
@@ -402,7 +414,8 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
                 apply_umask(target / MARKER)
                 marked = True
             tmp = Path(tempfile.mkdtemp(prefix=f".files.tmp-{os.getpid()}-", dir=target))
-            yield tmp
+            with _named_as(tmp, target):
+                yield tmp
             missing = [name for name in names if not (tmp / name).is_file()]
             if missing:
                 raise MVCFError(f"cannot write {target}: not written: {', '.join(missing)}")
@@ -462,7 +475,8 @@ def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutput
         with write_errors(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
-            yield tmp
+            with _named_as(tmp, target):
+                yield tmp
             write_marker(tmp)
             _verify_tree(tmp, target)
             apply_umask(tmp, folder=True)

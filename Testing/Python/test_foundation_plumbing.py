@@ -270,3 +270,18 @@ def test_two_runs_started_with_the_same_new_folder_never_mix_their_files(tmp_pat
     with atomic_files(tmp_path / "again", ["a.txt"], mark=True, fresh=True) as tmp:   # alone: as before
         (tmp / "a.txt").write_text("a")
     assert (tmp_path / "again" / "a.txt").read_text() == "a"
+
+
+@pytest.mark.parametrize("writer", ["dir", "files"])
+def test_a_write_error_inside_a_folder_write_names_the_users_folder(tmp_path, writer):
+    """`evaluate --out fe` on a full disk said `cannot write .fe.tmp-8862-uvzrsr8g/roc.png` (the hidden
+    temporary folder, a hostile sweep); it names fe/roc.png."""
+    import errno
+
+    target = tmp_path / "fe"
+    folder = atomic_dir(target) if writer == "dir" else atomic_files(target, ["roc.png"])
+    with pytest.raises(MVCFError) as caught:
+        with folder as tmp:
+            with atomic_path(tmp / "roc.png"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(caught.value) == f"cannot write {target / 'roc.png'}: No space left on device"
