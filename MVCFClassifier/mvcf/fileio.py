@@ -283,10 +283,12 @@ def run_folder_lock(path: PathLike, record: str, resume: bool = False, what: str
     except OSError as exc:
         remove_empty_folders(created)
         raise os_error(path, exc, "write") from None
+    held = False
     try:
         try:
             handle.seek(0)   # msvcrt locks from the position; "a+" opens at the end
             _lock(handle)
+            held = True
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -301,7 +303,7 @@ def run_folder_lock(path: PathLike, record: str, resume: bool = False, what: str
     finally:
         handle.close()   # releases the lock
         with contextlib.suppress(OSError):
-            if [e.name for e in os.scandir(target)] == [RUN_LOCK]:   # nothing written: leave no folder
+            if held and [e.name for e in os.scandir(target)] == [RUN_LOCK]:   # nothing written: leave no folder
                 (target / RUN_LOCK).unlink()
                 remove_empty_folders(created)
 

@@ -213,7 +213,10 @@ def test_a_second_train_or_study_in_the_same_folder_is_refused_while_or_after_th
         pass
     assert sorted(p.name for p in out.iterdir()) == [RUN_LOCK, "cohort.json"]
     with run_folder_lock(tmp_path / "a" / "b", "cohort.json"):   # nothing written: no folder stays
-        pass
+        with pytest.raises(MVCFError, match="another mvcf run"):   # ...and a refused run takes nothing away
+            with run_folder_lock(tmp_path / "a" / "b", "cohort.json"):
+                pass
+        assert (tmp_path / "a" / "b" / RUN_LOCK).is_file()
     assert not (tmp_path / "a").exists()
     (tmp_path / "killed").mkdir()
     (tmp_path / "killed" / RUN_LOCK).write_text("pid 1 on elsewhere")   # a killed run holds no lock
