@@ -122,4 +122,3 @@ def not_utf8(argv: Sequence[str]) -> Optional[str]:
         except UnicodeEncodeError:
             return arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return None
-
