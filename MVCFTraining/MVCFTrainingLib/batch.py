@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import IO, Optional, Sequence
 
+from mvcf.cli import args as A
+
 from MVCFClassifierLib.choices import DEVICES, view_modes
 from MVCFClassifierLib.process import ChildRun, mvcf_command
 from MVCFTrainingLib.runner import (EventRouter, RunSettings, describe_progress, module_training, resumable,
@@ -38,9 +40,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=0, metavar="PX", help="view size (default: the core's)")
-    parser.add_argument("--n-slices", type=int, default=0, metavar="N",
+    parser.add_argument("--n-slices", type=A.ranged("n_slices"), metavar="N",
                         help="slices of the stacked 2.5D modes (default: each mode's own)")
-    parser.add_argument("--slice-gap", type=float, default=0.0, metavar="MM",
+    parser.add_argument("--slice-gap", type=A.SLICE_GAP_MM, metavar="MM",
                         help="mm between those slices (default: each mode's own)")
     parser.add_argument("--tables", metavar="DIR", help="also save the result tables as TSV (Slicer table "
                                                         "format with .schema.tsv) in DIR")
@@ -56,7 +58,7 @@ def _arguments(kind: str, args: argparse.Namespace) -> list[str]:
     training = module_training(epochs=args.epochs, device=args.device, seed=args.seed,
                                **{k: v for k, v in chosen.items() if v is not None})
     settings = RunSettings(view=getattr(args, "view", "2.5d-orthogonal"), folds=args.folds, external=args.external,
-                           size_px=args.size, n_slices=args.n_slices, slice_gap_mm=args.slice_gap,
+                           size_px=args.size, n_slices=args.n_slices or 0, slice_gap_mm=args.slice_gap or 0.0,
                            training=training, extra_args=tuple(extra))
     resume = bool(args.resume)
     if resume and not resumable(args.out):

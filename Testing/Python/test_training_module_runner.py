@@ -203,6 +203,10 @@ def test_batch_script_command_lines(capsys):
                  "--python", "py", "--print-command"], "train") == 0
     stacked = capsys.readouterr().out.split()
     assert stacked[stacked.index("--n-slices") + 1] == "9" and stacked[stacked.index("--slice-gap") + 1] == "3.0"
+    for bad in (["--n-slices", "-3"], ["--slice-gap", "0"]):   # refused in one line, never taken as the default
+        with pytest.raises(SystemExit) as refused:
+            main(["--manifest", "m.csv", "--out", "o", "--view", "2.5d-mil", *bad, "--print-command"], "train")
+        assert refused.value.code == 2 and bad[0] in capsys.readouterr().err
     assert main(["--manifest", "m.csv", "--out", "o", "--python", "py", "--print-command", "--",
                  "--modes", "2d,3d"], "study") == 0
     study = capsys.readouterr().out.split()
