@@ -465,7 +465,7 @@ def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutput
     disappears on error. With overwrite=True an existing `path` is replaced once the new one is complete and
     verified, but only when it is mvcf's own earlier output (outputs_guard.check_output). `undo` (a run's
     RunOutputs) is told of the folder and keeps the earlier one."""
-    from mvcf.outputs_guard import check_output, write_marker
+    from mvcf.outputs_guard import check_output, files_below, write_marker
 
     if undo is not None:
         raise_swallowed()
@@ -479,7 +479,7 @@ def atomic_dir(path: PathLike, overwrite: bool = False, undo: Optional[RunOutput
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
             with _named_as(tmp, target):
                 yield tmp
-            write_marker(tmp)
+            write_marker(tmp, files_below(tmp))
             _verify_tree(tmp, target)
             apply_umask(tmp, folder=True)
             if target.exists():

@@ -56,15 +56,52 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def marker_text() -> str:
+#: Files an operating system's file browser leaves in a folder it shows: not the user's data.
+BROWSER_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+#: A marker larger than this is not read (a folder of mvcf's holds at most some 100,000 files).
+MARKER_MAX_BYTES = 64 << 20
+
+
+def marker_text(files: Optional[Sequence[str]] = None) -> str:
     from mvcf import __version__
 
-    return json.dumps({"program": "mvcf", "version": __version__,
-                       "note": "written by mvcf; mvcf --overwrite may replace this folder"}) + "\n"
+    record = {"program": "mvcf", "version": __version__,
+              "note": "written by mvcf; mvcf --overwrite may replace this folder"}
+    if files is not None:
+        record["files"] = sorted(files)
+    return json.dumps(record) + "\n"
 
 
-def write_marker(folder: Path) -> None:
-    (Path(folder) / MARKER).write_text(marker_text(), encoding="utf-8")
+def write_marker(folder: Path, files: Optional[Sequence[str]] = None) -> None:
+    """Mark `folder` as mvcf's output; `files` (paths relative to it) is all it holds, for a folder written
+    in one piece (fileio.atomic_dir), so that a later --overwrite can tell a file the user added since."""
+    (Path(folder) / MARKER).write_text(marker_text(files), encoding="utf-8")
+
+
+def files_below(folder: Path) -> list[str]:
+    """Every file under `folder` (symlinks included, folders not), as POSIX paths relative to it."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root).relative_to(folder)
+        found.extend((base / name).as_posix() for name in files)
+        found.extend((base / name).as_posix() for name in dirs if (Path(root) / name).is_symlink())
+    return found
+
+
+def added_files(folder: Path) -> list[str]:
+    """The files in mvcf's output `folder` that its run did not write (the user's, added since), by the list
+    its marker holds; [] for a folder whose marker has no list (written file by file, or by an earlier mvcf)."""
+    try:
+        marker = folder / MARKER
+        if marker.stat().st_size > MARKER_MAX_BYTES:
+            return []
+        written = json.loads(marker.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(written, list):
+        return []
+    known = set(written) | {MARKER}
+    return sorted(f for f in files_below(folder) if f not in known and Path(f).name not in BROWSER_FILES)
 
 
 def _image_tagged(path: Path) -> bool:
@@ -178,6 +215,11 @@ def check_output(path: PathLike, inputs: Iterable[PathLike] = (), *, kind: str =
         if not is_own_output(target):
             raise MVCFError(f"{what} {path} exists and was not written by mvcf; it is never replaced (remove "
                             "it yourself or choose another path)")
+        added = added_files(target) if kind == "folder" else []
+        if added:
+            more = f" and {len(added) - 1} more" if len(added) > 1 else ""
+            raise MVCFError(f"{what} {path} holds files mvcf did not write there ({added[0]}{more}); "
+                            "--overwrite would delete them: move them out, or choose another path")
     try:
         _check_parent(resolved, what)
     except OSError as exc:

@@ -66,6 +66,45 @@ def test_overwrite_replaces_only_mvcf_output(tmp_path):
         check_output(heat, kind="file", overwrite=True)
 
 
+def test_overwrite_never_deletes_a_file_the_user_added_to_mvcf_output(tmp_path):
+    out = tmp_path / "out"
+    with atomic_dir(out) as tmp:
+        (tmp / "views").mkdir()
+        (tmp / "views" / "a.txt").write_text("1")
+        (tmp / "report.md").write_text("1")
+    (out / "report.md").write_text("edited by the user")        # mvcf's own file, changed: still replaced
+    (out / ".DS_Store").write_text("")                          # a file browser's, not the user's data
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "report.md").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "report.md"]
+    (out / "notes").mkdir()
+    (out / "notes" / "reading.txt").write_text("mine")
+    with pytest.raises(MVCFError, match=r"holds files mvcf did not write there \(notes/reading.txt\); "
+                                        "--overwrite would delete them"):
+        with atomic_dir(out, overwrite=True) as tmp:
+            (tmp / "report.md").write_text("3")
+    assert (out / "notes" / "reading.txt").read_text() == "mine" and (out / "report.md").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (out / MARKER).write_text('{"program": "mvcf"}\n')          # an earlier mvcf's marker: no list to go by
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "report.md").write_text("4")
+    assert not (out / "notes").exists()
+
+
+def test_overwrite_refusal_on_the_command_line_comes_before_any_work(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "mvcf", "synth", "--out", str(tmp_path / "c"), "--cases", "2", "--seed", "1"]
+    subprocess.run(command, check=True, capture_output=True, env=env)
+    (tmp_path / "c" / "cases" / "my_segmentation.nii.gz").write_bytes(b"hand-drawn")
+    done = subprocess.run([*command, "--overwrite"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"error: output {tmp_path / 'c'} holds files mvcf did not write there (cases/my_segmentation.nii.gz); "
+        "--overwrite would delete them: move them out, or choose another path"]
+    assert (tmp_path / "c" / "cases" / "my_segmentation.nii.gz").read_bytes() == b"hand-drawn"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
 def test_own_image_and_png_are_recognised(tmp_path):
     import SimpleITK as sitk
 
