@@ -198,16 +198,14 @@ def explain(ct, location, model: Union[str, Path, None, Any] = None, device: str
 def write_image(image, out_path: Union[str, Path], target: str = "call", undo=None) -> Path:
     """Write a heatmap (values 0..1, LPS geometry) to a NIfTI/NRRD/MHA file, atomically; `undo`: the run's
     fileio.RunOutputs (fileio.atomic_path)."""
-    import SimpleITK as sitk
-
-    from mvcf.fileio import atomic_path
+    from mvcf.fileio import atomic_path, write_image_file
     from mvcf.outputs_guard import tag_image
 
     image.voxels = image.voxels.astype(np.float32)
     written = image.to_sitk()
     tag_image(written)
     with atomic_path(out_path, undo) as tmp:
-        sitk.WriteImage(written, str(tmp), True)
+        write_image_file(written, tmp)
     if not np.any(image.voxels > 0):
         log.warning("no positive evidence for the %s class in %s: the heatmap is empty", target, out_path)
     return Path(out_path)

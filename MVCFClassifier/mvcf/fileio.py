@@ -14,6 +14,7 @@ import gzip
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import zlib
@@ -101,6 +102,37 @@ def _verify_tree(folder: Path, shown: PathLike) -> None:
     for root, _dirs, files in os.walk(folder):
         for name in files:
             verify_written(Path(root) / name, Path(shown) / Path(root).relative_to(folder) / name)
+
+
+#: What the NIfTI library prints straight to the process's stderr when a write comes out short (a full disk):
+#: the read-back of every written file says it in one line instead (verify_written).
+_SHORT_WRITE_NOTES = ("** ERROR: NWAD", "** ERROR: nifti_image_write", "** ERROR: nifti_write")
+
+
+def write_image_file(image, path: PathLike) -> None:
+    """Write a SimpleITK image, compressed, into a temporary place of an atomic writer (which reads it back).
+    The C library's notes on a short write are held back; anything else it prints goes on to stderr."""
+    import SimpleITK as sitk
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):   # no stderr (a GUI process): nothing to hold back
+        sitk.WriteImage(image, str(path), True)
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            sitk.WriteImage(image, str(path), True)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            notes = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+            rest = "".join(line for line in notes if not line.startswith(_SHORT_WRITE_NOTES))
+            if rest:
+                sys.stderr.write(rest)
+                sys.stderr.flush()
 
 
 @contextlib.contextmanager

@@ -202,6 +202,8 @@ class ViewResult:
 
         import SimpleITK as sitk
 
+        from mvcf.fileio import write_image_file
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -211,7 +213,7 @@ class ViewResult:
             image.SetSpacing(tuple(float(v) for v in grid.spacing))
             image.SetDirection(tuple(float(v) for v in grid.direction.ravel()))
             paths.append(folder / f"{grid.name}_{window}.nii.gz")
-            sitk.WriteImage(image, str(paths[-1]), True)
+            write_image_file(image, paths[-1])
         return paths
 
     def to_dict(self) -> dict:

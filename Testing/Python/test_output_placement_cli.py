@@ -130,6 +130,18 @@ def test_full_disk_gives_exit_2_and_no_truncated_heatmap(inputs, tmp_path):
     assert list(heat.parent.iterdir()) == []
 
 
+def test_full_disk_synth_is_one_line_without_the_nifti_librarys_notes(tmp_path):
+    """The NIfTI library printed `** ERROR: NWAD: wrote only 0 of 1864728 bytes to file` straight to stderr
+    before mvcf's own error (found by a hostile sweep); the read-back's one line is all that is left."""
+    out = tmp_path / "cohort"
+    proc = subprocess.run([sys.executable, "-m", "mvcf", "--progress", "none", "synth", "--out", str(out),
+                           "--cases", "2", "--seed", "1"],
+                          capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300)
+    assert proc.returncode == 2 and "NWAD" not in proc.stderr, proc.stderr
+    assert _one_line(proc.stderr) and "case0001_ct.nii.gz" in proc.stderr and "incomplete" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_locations_views_folders_are_guarded_too(inputs, capsys, tmp_path):
     """A locations entry's `views` folder (the model input, for Slicer): never the mask's folder or a folder
     of the user's; an earlier views folder of mvcf is replaced."""

@@ -50,15 +50,13 @@ def crop_around(ct, center_lps, size_mm: float):
 
 def write_blinded_ct(ct, path: Path) -> Path:
     """Write a CTImage (voxels + geometry only) to `path` (NIfTI), atomically; no metadata is carried."""
-    import SimpleITK as sitk
-
-    from mvcf.fileio import atomic_path
+    from mvcf.fileio import atomic_path, write_image_file
 
     image = ct.to_sitk()
     for key in image.GetMetaDataKeys():
         image.EraseMetaData(key)
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), True)
+        write_image_file(image, tmp)
     return path
 
 

@@ -133,13 +133,13 @@ def _to_sitk(voxels: np.ndarray, image: Acquired):
 
 def write_case(case: SyntheticCase, folder: Path) -> tuple[Path, Path]:
     """NIfTI CT (int16 HU) and label mask (uint8, TotalSegmentator values) of one case."""
-    import SimpleITK as sitk
+    from mvcf.fileio import write_image_file
 
     folder.mkdir(parents=True, exist_ok=True)
     ct = folder / f"{case.plan.case_id}_ct.nii.gz"
     mask = folder / f"{case.plan.case_id}_mask.nii.gz"
-    sitk.WriteImage(_to_sitk(case.image.hu, case.image), str(ct), useCompression=True)
-    sitk.WriteImage(_to_sitk(case.image.labels, case.image), str(mask), useCompression=True)
+    write_image_file(_to_sitk(case.image.hu, case.image), ct)
+    write_image_file(_to_sitk(case.image.labels, case.image), mask)
     return ct, mask
 
 
