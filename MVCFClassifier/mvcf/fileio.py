@@ -16,6 +16,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -107,6 +108,8 @@ def _verify_tree(folder: Path, shown: PathLike) -> None:
 #: What the NIfTI library prints straight to the process's stderr when a write comes out short (a full disk):
 #: the read-back of every written file says it in one line instead (verify_written).
 _SHORT_WRITE_NOTES = ("** ERROR: NWAD", "** ERROR: nifti_image_write", "** ERROR: nifti_write")
+#: One image write at a time swaps the process's stderr (two threads swapping it would leave it swapped).
+_STDERR_SWAP = threading.Lock()
 
 
 def write_image_file(image, path: PathLike) -> None:
@@ -114,13 +117,13 @@ def write_image_file(image, path: PathLike) -> None:
     The C library's notes on a short write are held back; anything else it prints goes on to stderr."""
     import SimpleITK as sitk
 
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):   # no stderr (a GUI process): nothing to hold back
-        sitk.WriteImage(image, str(path), True)
-        return
-    with tempfile.TemporaryFile() as held:
+    with _STDERR_SWAP, tempfile.TemporaryFile() as held:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):   # no stderr (a GUI process): nothing to hold back
+            sitk.WriteImage(image, str(path), True)
+            return
         os.dup2(held.fileno(), 2)
         try:
             sitk.WriteImage(image, str(path), True)
