@@ -4,13 +4,12 @@ fetched from a PACS). `mvcf predict` and `mvcf screen` call the same functions, 
     add_output_arguments(parser)
         adds --heatmap-method, --series-uid, --retrieve-study UID, --retrieve-from URL, --report DIR,
         --include-identifiers, --dicom-out DIR, --send AET@HOST:PORT, --calling-aet AET, --dicomweb URL.
-    retrieve_input(args)
-        first of all: with --retrieve-study/--retrieve-from, fetches that study by WADO-RS into the --ct
-        folder; then read the CT with read_ct(args.ct, series_uid=args.series_uid).
     check_outputs(args) -> OutputPlan | None
-        before the prediction: every refusal that needs no results (bad --send or URL, a report or DICOM
-        folder that is a file, a NIfTI or blank-UID source for DICOM output, a missing extra). None when
-        no output was asked for.
+        before the prediction: every refusal that needs no results (bad --send, AE title or URL, a report
+        or DICOM folder that is a file, a missing extra); then, with --retrieve-study/--retrieve-from, the
+        study fetched by WADO-RS into the --ct folder (retrieve_input); then the refusals that need the
+        source (a NIfTI or blank-UID source for DICOM output). None when no output was asked for. Then
+        read the CT with read_ct(args.ct, series_uid=args.series_uid).
     write_outputs(args, ct, results, model=None, device="cpu", on_progress=None, plan=None, undo=None) -> dict
         ct: the CTImage the results come from. results: one dict per vertebra as `mvcf predict` emits
         them (name, probability_malignant, prediction, threshold, model{name,version,sha256}, center_lps,
@@ -130,15 +129,17 @@ def warn_unused_heatmap_method(args: argparse.Namespace, hint: str, heatmaps: bo
 
 def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
     """Every refusal that can come before any work (call it before the prediction, so a bad request costs
-    nothing); None when no output was asked for."""
-    from mvcf.dicom.pacs import parse_ae
+    nothing), then --retrieve-study's download; None when no output was asked for."""
+    from mvcf.dicom.pacs import check_ae_title, parse_ae
     from mvcf.dicom.source import load_source
     if not _requested(args):
+        retrieve_input(args)
         return None
     if (args.send or args.dicomweb) and not args.dicom_out:
         raise MVCFError("--send and --dicomweb send the files of --dicom-out DIR: give --dicom-out too")
     if args.send:
         parse_ae(args.send)
+        check_ae_title(args.calling_aet, "--calling-aet")
     if args.dicomweb and not re.match(r"^https?://[^/\s]+", args.dicomweb):
         raise MVCFError(f"--dicomweb wants an http(s) base URL such as http://pacs:8042/dicom-web, got "
                         f"{args.dicomweb!r}")
@@ -152,6 +153,7 @@ def check_outputs(args: argparse.Namespace) -> Optional[OutputPlan]:
         from mvcf.report import check_pdf
 
         check_pdf()
+    retrieve_input(args)   # the last check: a refused request downloads nothing
     series_uid = getattr(args, "series_uid", None)
     folder = getattr(args, "dicom_source", None) or args.ct
     if args.dicom_out:

@@ -83,8 +83,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     import time
 
     from mvcf.cli.location import query_from_args
-    from mvcf.cli.outputs import check_outputs, finish_outputs, retrieve_input, warn_unused_heatmap_method, \
-        write_outputs
+    from mvcf.cli.outputs import check_outputs, finish_outputs, warn_unused_heatmap_method, write_outputs
     from mvcf.locate import resolve
     from mvcf.locations_file import HEATMAP_SUFFIXES
     from mvcf.outputs_guard import check_outputs_distinct, check_outside_folders
@@ -104,7 +103,6 @@ def run(args: argparse.Namespace, reporter) -> int:
                           [("--report", args.report), ("--dicom-out", args.dicom_out)])
     warn_unused_heatmap_method(args, "--heatmap, --report or --dicom-out", args.heatmap is not None
                                or any(q.heatmap is not None for q in queries or []))
-    retrieve_input(args)
     if queries is not None:
         check_outputs_distinct(per_vertebra, [args.ct, args.model, args.locations])
         return run_many(args, reporter, queries)

@@ -88,7 +88,6 @@ def run_one(args: argparse.Namespace, reporter) -> int:
     from mvcf.signals import outputs_final
     from mvcf.screen import OUTPUT_NAMES, OVERVIEW_NAME, result_payload, screen_files, summary_text, write_outputs
 
-    case_outputs.retrieve_input(args)
     check_output_folder(args.out, case_outputs.run_inputs(args), OUTPUT_NAMES, overwrite=args.overwrite,
                         what="--out")
     plan = case_outputs.check_outputs(args)

@@ -1,6 +1,8 @@
 """Send DICOM files to a PACS: C-STORE (pynetdicom) to AET@HOST:PORT, or STOW-RS (dicomweb-client) to a
-DICOMweb base URL; and fetch a study by its StudyInstanceUID (WADO-RS) to read it as the CT. Each send is tried twice (one retry after a short pause); a failure is reported as a
-result, never raised, so the files already written stay where they are and the caller decides the exit code."""
+DICOMweb base URL; and fetch a study by its StudyInstanceUID (WADO-RS) to read it as the CT. Each send is
+tried twice (one retry after a short pause; each HTTP request once, within HTTP_TIMEOUT_S); a failure is
+reported as a result, never raised, so the files already written stay where they are and the caller decides
+the exit code."""
 from __future__ import annotations
 
 import re
@@ -13,7 +15,14 @@ from mvcf.dicom.source import need
 from mvcf.errors import MVCFError
 
 RETRY_PAUSE_S = 1.0
+#: DICOMweb (connect, read) timeouts in seconds: a server that accepts and never answers costs two of these.
+HTTP_TIMEOUT_S = (10.0, 30.0)
 _AE = re.compile(r"^([^@]{1,16})@([^:@]+):(\d{1,5})$")
+#: An AE title: at most 16 characters of the default repertoire, no backslash, no control character.
+_AE_TITLE = re.compile(r"^[ -\[\]-~]{1,16}$")
+#: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters (leading zeros, which some devices write,
+#: are let through); what names a retrieved file, so never a path.
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 @dataclass
@@ -28,12 +37,61 @@ class SendResult:
         return asdict(self)
 
 
+def check_ae_title(title: str, option: str) -> str:
+    """An AE title as DICOM allows it (PS3.5 6.2: 16 characters, no backslash or control character, not only
+    spaces), stripped, or a one-line MVCFError naming `option`."""
+    if not _AE_TITLE.match(title) or not title.strip():
+        raise MVCFError(f"{option}: {title!r} is not an AE title (1-16 ASCII letters, digits, spaces or "
+                        "punctuation, no backslash)")
+    return title.strip()
+
+
 def parse_ae(text: str) -> tuple[str, str, int]:
     """'AET@HOST:PORT' -> (AE title, host, port), or a one-line MVCFError."""
     match = _AE.match(text.strip())
     if not match or not 0 < int(match.group(3)) < 65536 or not match.group(1).strip():
         raise MVCFError(f"--send wants AET@HOST:PORT (AE title of at most 16 characters), got {text!r}")
-    return match.group(1).strip(), match.group(2), int(match.group(3))
+    return check_ae_title(match.group(1), "--send"), match.group(2), int(match.group(3))
+
+
+def check_uid(text: str, what: str) -> str:
+    """A DICOM UID, or a one-line MVCFError: what a study is asked for by, and what a file is named by."""
+    if not isinstance(text, str) or len(text) > 64 or not _UID.match(text):
+        raise MVCFError(f"{what} {str(text)[:80]!r} is not a DICOM UID (digits and dots, at most 64 characters)")
+    return text
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be printed: a password in it replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """An error text with the password of `url` taken out (requests repeats the URL in its messages)."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    return text.replace(password, "***") if password else text
+
+
+def _client(web, url: str):
+    """A DICOMweb client that tries each request once (we retry the whole send once) with bounded timeouts;
+    dicomweb-client's default retries any error five times with pauses of up to 16 s."""
+    client = web.DICOMwebClient(url=url.rstrip("/"), timeout=HTTP_TIMEOUT_S)
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def _c_store(paths: Sequence[Path], called: str, host: str, port: int, calling: str) -> None:
@@ -58,7 +116,8 @@ def _c_store(paths: Sequence[Path], called: str, host: str, port: int, calling: 
             status = assoc.send_c_store(ds)
             code = getattr(status, "Status", None)
             if code is None:
-                raise MVCFError(f"no C-STORE response for {path.name}")
+                raise MVCFError(f"no C-STORE response for {path.name} (does {called} accept our calling AE "
+                                f"title {calling}? a PACS answers only the AE titles it knows)")
             if code not in (0x0000, 0xB000, 0xB007, 0xB006):
                 raise MVCFError(f"C-STORE of {path.name} failed with status 0x{code:04X}")
     finally:
@@ -69,21 +128,27 @@ def _stow(paths: Sequence[Path], url: str) -> None:
     web = need("dicomweb_client", "--dicomweb")
     import pydicom
 
-    client = web.DICOMwebClient(url=url.rstrip("/"))
-    client.store_instances(datasets=[pydicom.dcmread(path) for path in paths])
+    answer = _client(web, url).store_instances(datasets=[pydicom.dcmread(path) for path in paths])
+    failed = list(getattr(answer, "FailedSOPSequence", None) or [])
+    if failed:   # HTTP 202: the server kept some instances and refused these
+        reason = getattr(failed[0], "FailureReason", None)
+        raise MVCFError(f"the server refused {len(failed)} of {len(paths)} files (first: "
+                        f"{getattr(failed[0], 'ReferencedSOPInstanceUID', '?')}, failure reason "
+                        f"{'0x%04X' % reason if isinstance(reason, int) else reason})")
 
 
 def _twice(to: str, paths: Sequence[Path], send) -> SendResult:
+    """`send()` tried twice; `to` is what the result shows (a URL's password left out)."""
     error = ""
     for attempt in (1, 2):
         try:
             send()
-            return SendResult(to=to, ok=True, files=len(paths), attempts=attempt)
+            return SendResult(to=shown_url(to), ok=True, files=len(paths), attempts=attempt)
         except Exception as exc:  # network, protocol and HTTP errors of two libraries: reported, not raised
             error = (str(exc).splitlines() or [type(exc).__name__])[0][:300] or type(exc).__name__
             if attempt == 1:
                 time.sleep(RETRY_PAUSE_S)
-    return SendResult(to=to, ok=False, files=len(paths), attempts=2, error=error)
+    return SendResult(to=shown_url(to), ok=False, files=len(paths), attempts=2, error=_scrubbed(error, to))
 
 
 def send_c_store(paths: Sequence[Path], destination: str, calling_aet: str = "MVCF") -> SendResult:
@@ -112,25 +177,41 @@ def retrieve_study(url: str, study_uid: str, folder: Path) -> list[Path]:
     (one file per instance, named by SOP Instance UID), tried twice; a one-line MVCFError when it fails, and
     then no folder is left behind."""
     web = need("dicomweb_client", "--retrieve-study")
+    check_uid(study_uid, "--retrieve-study")
     folder = Path(folder)
     if folder.exists():
-        raise MVCFError(f"--retrieve-study writes the study into --ct {folder}, which already exists")
+        raise MVCFError(f"--retrieve-study writes the study into --ct {folder}, which already exists (to read "
+                        "a study retrieved there before, leave out --retrieve-study; else choose a new folder)")
     written: list[Path] = []
     outcome = _twice(url, [], lambda: _retrieve(web, url, study_uid, folder, written))
     if not outcome.ok:
-        raise MVCFError(f"cannot retrieve study {study_uid} from {url} (2 attempts): {outcome.error}")
+        raise MVCFError(f"cannot retrieve study {study_uid} from {shown_url(url)} (2 attempts): {outcome.error}")
     return written
 
 
 def _retrieve(web, url: str, study_uid: str, folder: Path, written: list[Path]) -> None:
+    """One attempt. A file is named by its SOP Instance UID only once that is a UID (a server's answer is
+    never a path), and two instances with one UID are refused, not merged."""
+    import warnings
+
+    import requests
+
     from mvcf.fileio import atomic_dir
 
     written.clear()
-    client = web.DICOMwebClient(url=url.rstrip("/"))
+    client = _client(web, url)
     with atomic_dir(folder) as tmp:
-        for ds in client.iter_study(study_uid, media_types=(("application/dicom", "*"),)):  # as stored
-            name = f"{ds.SOPInstanceUID}.dcm"
-            ds.save_as(tmp / name, enforce_file_format=True)
-            written.append(folder / name)
+        try:
+            with warnings.catch_warnings():   # pydicom's multi-line notes on odd values: checked below instead
+                warnings.simplefilter("ignore", UserWarning)
+                for ds in client.iter_study(study_uid, media_types=(("application/dicom", "*"),)):  # as stored
+                    uid = check_uid(str(ds.get("SOPInstanceUID", "")), "the server sent an instance whose UID")
+                    name = f"{uid}.dcm"
+                    if (tmp / name).exists():
+                        raise MVCFError(f"the server sent two instances with the SOP Instance UID {uid}")
+                    ds.save_as(tmp / name, enforce_file_format=True)
+                    written.append(folder / name)
+        except requests.RequestException as exc:   # an OSError to Python; a network error, not a write error
+            raise MVCFError((str(exc).splitlines() or [type(exc).__name__])[0][:300]) from None
         if not written:
             raise MVCFError(f"the server holds no instance of study {study_uid}")

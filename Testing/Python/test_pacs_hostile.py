@@ -1,0 +1,190 @@
+"""The PACS side against servers that misbehave (found by a hostile sweep): a DICOMweb server that names its
+instances with paths, answers a STOW with failures, keeps failing, or is given with a password in its URL;
+AE titles DICOM does not allow; a refused request that would download a study first."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import shared
+from dicom_fixtures import with_uids
+
+pydicom = pytest.importorskip("pydicom", reason="the dicom extra (pip install 'mvcf[dicom]') is not installed")
+pytest.importorskip("dicomweb_client", reason="the dicom extra (pip install 'mvcf[dicom]') is not installed")
+
+from mvcf.cli.main import main  # noqa: E402
+from mvcf.dicom import pacs  # noqa: E402
+from mvcf.errors import MVCFError  # noqa: E402
+
+BODY_IJK = "240,322,10"
+BOUNDARY = "mvcf-test-boundary"
+
+
+class FakeDICOMweb:
+    """A loopback HTTP server with one behaviour per test: `answer(handler)` -> (status, content type, body);
+    every request's method and path is recorded."""
+
+    def __init__(self, answer) -> None:
+        self.requests: list[tuple[str, str]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                owner.requests.append((self.command, self.path))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                elif self.headers.get("Transfer-Encoding") == "chunked":
+                    while (size := int(self.rfile.readline().strip() or b"0", 16)):
+                        self.rfile.read(size + 2)
+                    self.rfile.readline()
+                status, kind, body = answer(self)
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake():
+    servers: list[FakeDICOMweb] = []
+
+    def start(answer) -> FakeDICOMweb:
+        servers.append(FakeDICOMweb(answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory) -> Path:
+    return with_uids(shared("totalsegmentator/example_ct_dicom"), tmp_path_factory.mktemp("pacs") / "ct")
+
+
+def _multipart(datasets) -> bytes:
+    parts = []
+    for ds in datasets:
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+        parts.append(f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + buffer.getvalue()
+                     + b"\r\n")
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def _study(series: Path, uids) -> bytes:
+    import warnings
+
+    datasets = []
+    with warnings.catch_warnings():   # pydicom warns of the paths given as UIDs: what this server is for
+        warnings.simplefilter("ignore", UserWarning)
+        for path, uid in zip(sorted(series.iterdir()), uids):
+            ds = pydicom.dcmread(path)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+            datasets.append(ds)
+        return _multipart(datasets)
+
+
+@pytest.mark.parametrize("uids", [["../../../EVIL_0", "../../../EVIL_1"], ["{tmp}/ABS_0"], ["1.2.3", "1.2.3"]])
+def test_a_server_never_writes_outside_the_ct_folder(series, fake, tmp_path, uids):
+    """SOP Instance UIDs that are paths wrote (and overwrote) files three levels above --ct; two instances
+    with one UID were merged into one file."""
+    body = _study(series, [uid.format(tmp=tmp_path) for uid in uids])
+    server = fake(lambda _h: (200, f'multipart/related; type="application/dicom"; boundary={BOUNDARY}', body))
+    deep = tmp_path / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (tmp_path / "EVIL_0.dcm").write_text("the user's")
+    with pytest.raises(MVCFError, match="is not a DICOM UID|two instances with the SOP Instance UID 1.2.3"):
+        pacs.retrieve_study(server.url, "1.2.3.4", deep / "ct")
+    assert (tmp_path / "EVIL_0.dcm").read_text() == "the user's"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == \
+        ["EVIL_0.dcm", "a", "a/b", "a/b/c"]
+
+
+def test_a_stow_answered_with_failed_instances_is_a_failed_send(series, fake):
+    """HTTP 202 with a FailedSOPSequence (the server kept none of them) was reported as `sent 4 files`."""
+    paths = sorted(series.iterdir())[:2]
+    refused = pydicom.Dataset()
+    refused.FailedSOPSequence = []
+    for path in paths:
+        item = pydicom.Dataset()
+        item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+        item.ReferencedSOPInstanceUID = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        item.FailureReason = 0xC000
+        refused.FailedSOPSequence.append(item)
+    body = json.dumps(refused.to_json_dict()).encode()
+    server = fake(lambda _h: (202, "application/dicom+json", body))
+    result = pacs.send_stow(paths, server.url)
+    assert not result.ok and result.attempts == 2
+    assert "the server refused 2 of 2 files" in result.error and "0xC000" in result.error
+
+
+def test_each_attempt_is_one_http_request_and_a_password_is_never_shown(series, fake):
+    """dicomweb-client retried every error five times with pauses of up to 16 s inside each of our two
+    attempts (10 requests, 61 s on a closed port); a password in the URL was printed and put into the JSON."""
+    server = fake(lambda _h: (503, "text/plain", b"busy"))
+    url = server.url.replace("http://", "http://reader:s3cret@")
+    result = pacs.send_stow(sorted(series.iterdir())[:1], url)
+    assert [method for method, _ in server.requests] == ["POST", "POST"]
+    assert not result.ok and "503" in result.error
+    assert "s3cret" not in json.dumps(result.to_dict()) and result.to.startswith("http://reader:***@127.0.0.1:")
+    with pytest.raises(MVCFError) as refused:
+        pacs.retrieve_study(url, "1.2.3.4", Path(series).parent / "never")
+    assert "s3cret" not in str(refused.value) and "reader:***@" in str(refused.value)
+    assert "cannot write" not in str(refused.value)   # a network error is not worded as a write error
+    assert pacs.shown_url("http://pacs:8042/dicom-web") == "http://pacs:8042/dicom-web"
+
+
+def _run(capsys, *argv):
+    capsys.readouterr()
+    code = main(["--progress", "none", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--send", "AB\\CD@127.0.0.1:104"], "--send: 'AB\\\\CD' is not an AE title"),
+    (["--send", "ÄÖÜ@127.0.0.1:104"], "--send: 'ÄÖÜ' is not an AE title"),
+    (["--send", "PACS@127.0.0.1:104", "--calling-aet", ""], "--calling-aet: '' is not an AE title"),
+    (["--send", "PACS@127.0.0.1:104", "--calling-aet", "ABCDEFGHIJKLMNOPQ"], "--calling-aet: 'ABCDEFGHIJKLMNOPQ'"),
+])
+def test_an_ae_title_dicom_does_not_allow_is_refused_before_any_work(series, tmp_path, capsys, extra, message):
+    """These were refused only after the prediction, with the DICOM files already written, and retried."""
+    code, out, err = _run(capsys, "predict", "--ct", series, "--point-ijk", BODY_IJK, "--dicom-out",
+                          tmp_path / "d", *extra)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_refused_request_downloads_nothing(fake, tmp_path, capsys):
+    """--retrieve-study fetched the study before the other checks: a --dicom-out that is a file left the
+    downloaded folder behind, and the rerun was refused because --ct existed."""
+    server = fake(lambda _h: (500, "text/plain", b"must not be asked"))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for extra, message in [(["--retrieve-study", "1.2.3", "--dicom-out", a_file], "exists and is not a folder"),
+                           (["--retrieve-study", "../../instances"], "is not a DICOM UID")]:
+        code, out, err = _run(capsys, "predict", "--ct", tmp_path / "fetched", "--point-ijk", BODY_IJK,
+                              "--retrieve-from", server.url, *extra)
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+    assert server.requests == [] and not (tmp_path / "fetched").exists()
