@@ -52,7 +52,10 @@ def check_cells(values: dict[str, str], base: Path, allow_outside_root: bool,
         value = (values.get(key) or "").strip()
         if not value:
             continue
-        target = (base / value).resolve()  # an absolute value replaces base
+        try:
+            target = (base / value).resolve()  # an absolute value replaces base
+        except (OSError, RuntimeError) as exc:   # RuntimeError: a symlink loop
+            raise MVCFError(f"{key} {value}: cannot resolve the path ({exc})") from None
         if target != root and root not in target.parents:
             kind = "an absolute" if Path(value).is_absolute() else "a relative"
             raise MVCFError(f"{key} {value} leads outside the manifest's folder ({kind} path; paths must stay "

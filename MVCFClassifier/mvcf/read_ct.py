@@ -35,6 +35,10 @@ def _read_sitk(path: Path, notes: Optional[list[str]] = None, series_uid: Option
 
     if not path.exists():
         raise MVCFError(f"file not found: {path}")
+    if not path.is_dir() and not path.is_file():   # opening a FIFO waits for a writer, unkillable by Ctrl-C
+        raise MVCFError(f"cannot read {path}: not a regular file (a FIFO, socket or device)")
+    if not os.access(path, os.R_OK):
+        raise MVCFError(f"cannot read {path}: Permission denied")
     try:
         if path.is_dir():
             with plausibility.dicom_folder_view(path, notes) as folder:
