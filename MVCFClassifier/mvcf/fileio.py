@@ -263,10 +263,13 @@ def remove_stale(folder: Path, prefix: str) -> None:
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """remove_stale for every file's temporary in `folder` at once (atomic_path's `.NAME.tmp-<pid>-...`): one
-    scan of a folder of many files written one by one (a view cache), instead of one per file."""
-    for stale in folder.glob(".*.tmp-*-*"):
-        _delete_if_stale(stale, stale.name.rpartition(".tmp-")[2])
+    """remove_stale for every entry's leftovers in `folder` at once (the `.NAME.tmp-<pid>-...` of atomic_path
+    and atomic_dir, the `.NAME.old-<pid>-...` set aside): one scan of a folder of many files or case folders
+    written one by one (a view cache, a screening archive), instead of one per entry; an entry a killed run
+    left is swept even when nothing writes that entry again."""
+    for kind in (".tmp-", ".old-"):
+        for stale in folder.glob(f".*{kind}*-*"):
+            _delete_if_stale(stale, stale.name.rpartition(kind)[2])
 
 
 def _delete_if_stale(entry: Path, pid_and_rest: str) -> None:
@@ -343,16 +346,30 @@ def run_folder_lock(path: PathLike, record: str, resume: bool = False, what: str
                 remove_empty_folders(created)
 
 
-def _lock(handle) -> None:
-    """An exclusive lock on `handle` without waiting; OSError when another process holds it."""
+def _lock(handle, wait: bool = False) -> None:
+    """An exclusive lock on `handle`; without `wait`, OSError when another process holds it (with it,
+    msvcrt gives up after about 10 s)."""
     if os.name == "nt":
         import msvcrt
 
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
     else:
         import fcntl
 
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+
+
+@contextlib.contextmanager
+def one_at_a_time(lock_file: PathLike) -> Iterator[None]:
+    """Wait for, then hold, an OS lock on `lock_file` (created when missing): processes that read a folder
+    and write a summary of it (shards ending together) do so one after the other, each seeing the other's
+    files. A killed holder holds nothing. Where the file system has no locks (some network shares: ENOLCK)
+    it goes on without one, as before there was one."""
+    with open(lock_file, "a+", encoding="utf-8") as handle:
+        handle.seek(0)   # msvcrt locks from the position; "a+" opens at the end
+        with contextlib.suppress(OSError):
+            _lock(handle, wait=True)
+        yield
 
 
 @contextlib.contextmanager
@@ -436,7 +453,7 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
     are set aside with it, not deleted. `fresh`: the command found `folder` new or empty (no --overwrite), so
     files another run put there in the meantime (two runs started with the same folder) refuse the write
     before any of this run's files is placed, instead of mixing the two runs' files."""
-    from mvcf.outputs_guard import MARKER, write_marker
+    from mvcf.outputs_guard import LOCK_FILES, MARKER, write_marker
 
     if undo is not None:
         raise_swallowed()
@@ -446,7 +463,8 @@ def atomic_files(folder: PathLike, names: list[str], mark: bool = False, prune: 
     try:
         with write_errors(target):
             target.mkdir(parents=True, exist_ok=True)
-            if mark and not any(os.scandir(target)):  # a folder this write starts is mvcf's (outputs_guard)
+            # a folder this write starts is mvcf's (outputs_guard)
+            if mark and not any(e.name not in LOCK_FILES for e in os.scandir(target)):
                 write_marker(target)
                 apply_umask(target / MARKER)
                 marked = True

@@ -21,6 +21,10 @@ PathLike = Union[str, os.PathLike]
 MARKER = ".mvcf-output"
 #: The file a train or study run holds an OS lock on while it works in its folder (run_folder_lock).
 RUN_LOCK = ".mvcf-run.lock"
+#: The file the shards of a `screen --manifest` run take turns on to write the archive's index.
+INDEX_LOCK = ".mvcf-index.lock"
+#: Lock files hold no output: a folder with only these is as good as empty.
+LOCK_FILES = frozenset({RUN_LOCK, INDEX_LOCK})
 #: Written into the header of every image (ITK_FileNotes) and PNG (Software) mvcf writes.
 OUTPUT_TAG = "mvcf output"
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -259,7 +263,7 @@ def check_output_folder(path: Optional[PathLike], inputs: Iterable[PathLike] = (
         if not target.is_dir():
             raise MVCFError(f"{what} {path}: exists and is not a folder")
         try:
-            entries = [e.name for e in os.scandir(target)]
+            entries = [e.name for e in os.scandir(target) if e.name not in LOCK_FILES]
         except OSError as exc:
             raise os_error(path, exc, "read") from None
         if entries and MARKER not in entries:

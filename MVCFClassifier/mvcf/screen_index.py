@@ -197,15 +197,20 @@ def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
 def write_index(out_dir: Union[str, Path], case_ids: Sequence[str]) -> tuple[tuple[Path, Path, Path], dict[str, int]]:
     """screen_index.tsv, .json and .html in `out_dir` (all or none), and the counts."""
     from mvcf import RESEARCH_USE_DISCLAIMER
-    from mvcf.fileio import atomic_files
+    from mvcf.fileio import atomic_files, one_at_a_time
+    from mvcf.outputs_guard import INDEX_LOCK
     from mvcf.progress import dumps
 
     out = Path(out_dir)
-    rows = index_rows(out, case_ids)
-    summary = counts(rows)
-    with atomic_files(out, list(INDEX_NAMES), mark=True) as tmp:
-        (tmp / INDEX_TSV).write_text(index_tsv(rows), encoding="utf-8")
-        (tmp / INDEX_JSON).write_text(dumps({"counts": summary, "cases": rows, "columns": INDEX_COLUMNS,
-                                             "disclaimer": RESEARCH_USE_DISCLAIMER}, indent=2), encoding="utf-8")
-        (tmp / INDEX_HTML).write_text(index_html(rows, summary), encoding="utf-8")
+    # two shards ending together: the later one reads the cases only after the earlier one's index is in
+    # place, so it never writes back rows it read before the other placed its cases
+    with one_at_a_time(out / INDEX_LOCK):
+        rows = index_rows(out, case_ids)
+        summary = counts(rows)
+        with atomic_files(out, list(INDEX_NAMES), mark=True) as tmp:
+            (tmp / INDEX_TSV).write_text(index_tsv(rows), encoding="utf-8")
+            (tmp / INDEX_JSON).write_text(dumps({"counts": summary, "cases": rows, "columns": INDEX_COLUMNS,
+                                                 "disclaimer": RESEARCH_USE_DISCLAIMER}, indent=2),
+                                          encoding="utf-8")
+            (tmp / INDEX_HTML).write_text(index_html(rows, summary), encoding="utf-8")
     return tuple(out / name for name in INDEX_NAMES), summary

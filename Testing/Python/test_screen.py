@@ -603,18 +603,31 @@ def test_out_is_never_an_input_or_a_folder_of_the_users(tmp_path, capsys):
 def test_shard_environment(monkeypatch):
     from mvcf.cli.screen import shard
 
-    for name in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+    for name in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN",
+                 "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_STEP"):
         monkeypatch.delenv(name, raising=False)
     assert shard() == (0, 1)
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "4")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
     assert shard() == (1, 3)
+    # --array=1-5:2 (tasks 1, 3, 5): ran as shards 0, 2 and "4 of 3", and shard 1's cases were never screened
+    for name, value in (("MIN", "1"), ("MAX", "5"), ("STEP", "2"), ("COUNT", "3")):
+        monkeypatch.setenv(f"SLURM_ARRAY_TASK_{name}", value)
+    assert [monkeypatch.setenv("SLURM_ARRAY_TASK_ID", task) or shard() for task in ("1", "3", "5")] == \
+        [(0, 3), (1, 3), (2, 3)]
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "9")     # --array=1,3,9: a list, not a range
+    with pytest.raises(MVCFError, match="is not a range with one step"):
+        shard()
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "5")
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert shard() == (2, 4)
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(MVCFError, match="not a valid shard"):
+        shard()
+    monkeypatch.setenv("RANK", "")    # WORLD_SIZE=4 alone ran shard 1/4 as if it were the whole job
+    with pytest.raises(MVCFError, match="WORLD_SIZE is set but RANK is not"):
         shard()
 
 
@@ -759,4 +772,105 @@ def test_an_interrupted_manifest_run_still_writes_the_index(tmp_path, small_case
     index = json.loads((out / "screen_index.json").read_text(encoding="utf-8"))
     assert [(r["case_id"], r["status"]) for r in index["cases"]] == \
         [("first", "screened"), ("second", "pending"), ("third", "pending")]
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".mvcf-output"]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name not in (".mvcf-output",
+                                                                                          ".mvcf-index.lock")]
+
+
+def test_bad_manifest_files_are_one_line_and_a_fifo_never_hangs_the_batch(tmp_path, small_case, capsys):
+    """Found by a hostile sweep: a manifest that is not UTF-8, a cell over the csv module's 131072
+    characters and a symlink loop as a path gave tracebacks (exit 1); a FIFO as a case's CT blocked the run
+    for ever, deaf to Ctrl-C and SIGTERM."""
+    import os
+
+    from mvcf.cli.main import main
+
+    ct, seg = small_case
+    cases = {"binary.csv": b"case_id,ct,seg\n\xff\xfe\x8b,a,b\n",
+             "big.csv": f'case_id,ct,seg\na,"{"x" * 140000}",b\n'.encode()}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    (tmp_path / "loop1.nii.gz").symlink_to("loop2.nii.gz")
+    (tmp_path / "loop2.nii.gz").symlink_to("loop1.nii.gz")
+    (tmp_path / "loop.csv").write_text(f"case_id,ct,seg\nloop,loop1.nii.gz,{seg}\n")
+    for name, message in [("binary.csv", "is not a UTF-8 CSV file"), ("big.csv", "is not a valid CSV file"),
+                          ("loop.csv", "ct loop1.nii.gz: cannot resolve the path")]:
+        code = main(["--progress", "none", "screen", "--manifest", str(tmp_path / name), "--out",
+                     str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, (name, err)
+    assert not (tmp_path / "out").exists()
+    os.mkfifo(tmp_path / "fifo.nii.gz")
+    (tmp_path / "fifo.csv").write_text(f"case_id,ct,seg\nfifo,{tmp_path / 'fifo.nii.gz'},{seg}\ngood,{ct},{seg}\n")
+    run = _cli("--manifest", tmp_path / "fifo.csv", "--out", tmp_path / "out", "--json", "--allow-outside-root")
+    summary = json.loads(run.stdout)
+    assert run.returncode == 0 and summary["screened"] == 1
+    assert "not a regular file" in summary["failed"][0]["error"] and summary["failed"][0]["case_id"] == "fifo"
+
+
+def test_a_rerun_says_which_finished_cases_were_screened_from_other_files(tmp_path, small_case):
+    """A case whose CT was replaced (or whose manifest row names another file) kept its old result with no
+    word, and the index counted it as screened from the manifest's files."""
+    import shutil
+
+    ct, seg = small_case
+    shutil.copy(ct, tmp_path / "ct.nii.gz")
+    shutil.copy(seg, tmp_path / "seg.nii.gz")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("case_id,ct,seg\na,ct.nii.gz,seg.nii.gz\n")
+    out = tmp_path / "out"
+    assert _cli("--manifest", manifest, "--out", out).returncode == 0
+    assert set(json.loads((out / "a" / "inputs.json").read_text())) == {"ct", "seg"}
+    again = _cli("--manifest", manifest, "--out", out, "--json")
+    assert json.loads(again.stdout)["skipped_with_other_files"] == 0 and "warning" not in again.stderr
+    os_stat = (tmp_path / "ct.nii.gz").stat()
+    import os
+
+    os.utime(tmp_path / "ct.nii.gz", ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 10**9))   # written again
+    rerun = _cli("--manifest", manifest, "--out", out, "--json")
+    assert json.loads(rerun.stdout)["skipped_with_other_files"] == 1
+    assert "1 finished case(s)" in rerun.stderr and "screened from other files than the manifest names now (e.g. a" \
+        in rerun.stderr
+
+
+def test_shards_ending_together_write_the_index_one_after_the_other(tmp_path):
+    """Two shards ending at once: the later read the cases before the earlier had placed its own and wrote an
+    index with them pending. The index is now read and written under an OS lock."""
+    import threading
+
+    from mvcf.fileio import one_at_a_time
+    from mvcf.outputs_guard import INDEX_LOCK
+    from mvcf.screen_index import INDEX_TSV, write_index
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".mvcf-output").write_text("{}")
+    with one_at_a_time(out / INDEX_LOCK):
+        writer = threading.Thread(target=write_index, args=(out, ["a"]))
+        writer.start()
+        writer.join(timeout=1.0)
+        assert writer.is_alive() and not (out / INDEX_TSV).exists()   # waits for the other shard's turn
+    writer.join(timeout=30)
+    assert not writer.is_alive() and (out / INDEX_TSV).is_file()
+
+
+def test_a_killed_case_write_is_swept_by_a_later_run_even_when_that_case_is_finished(tmp_path, small_case,
+                                                                                    monkeypatch):
+    """A SIGKILL while a case folder was written left `.a.tmp-<pid>-...`; the case, finished by the rerun,
+    is never written again, so nothing swept it."""
+    from mvcf import fileio
+
+    monkeypatch.setattr(fileio, "STALE_AGE_S", 0.0)   # a leftover's change time cannot be set back
+    ct, seg = small_case
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case_id,ct,seg\na,{ct},{seg}\n")
+    out = tmp_path / "out"
+    assert _cli("--manifest", manifest, "--out", out, "--allow-outside-root").returncode == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    left = out / f".a.tmp-{dead}-x1y2z3"
+    left.mkdir()
+    from mvcf.cli.main import main
+
+    assert main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(out),
+                 "--allow-outside-root"]) == 0
+    assert not left.exists() and (out / "a" / "screen.json").is_file()

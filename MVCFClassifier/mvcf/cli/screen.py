@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -127,9 +128,21 @@ def shard() -> tuple[int, int]:
             raise MVCFError(f"environment variable {name}={value!r} is not an integer") from None
 
     if "SLURM_ARRAY_TASK_ID" in os.environ and "RANK" not in os.environ:
-        index = number("SLURM_ARRAY_TASK_ID", 0) - number("SLURM_ARRAY_TASK_MIN", 0)
-        count = number("SLURM_ARRAY_TASK_COUNT", 1)
+        first, step = number("SLURM_ARRAY_TASK_MIN", 0), number("SLURM_ARRAY_TASK_STEP", 1)
+        offset, count = number("SLURM_ARRAY_TASK_ID", 0) - first, number("SLURM_ARRAY_TASK_COUNT", 1)
+        last = number("SLURM_ARRAY_TASK_MAX", first + step * (count - 1))
+        # a range with a step (--array=1-5:2: tasks 1, 3, 5) is shards 0, 1, 2; a list (--array=1,4,9) is
+        # no range, so its shards cannot be told from the environment
+        if step < 1 or offset % step or last - first != step * (count - 1):
+            raise MVCFError(f"the Slurm array (tasks {first}-{last}, step {step}, {count} tasks) is not a range "
+                            "with one step; give --array as A-B or A-B:STEP")
+        index = offset // step
     else:
+        given = [name for name in ("RANK", "WORLD_SIZE") if os.environ.get(name, "").strip()]
+        if len(given) == 1:   # a launcher sets both; one alone would run one shard's cases as if it were all
+            other = ({"RANK", "WORLD_SIZE"} - set(given)).pop()
+            raise MVCFError(f"environment variable {given[0]} is set but {other} is not (or empty); a launcher such "
+                            "as torchrun sets both")
         index, count = number("RANK", 0), number("WORLD_SIZE", 1)
     if count < 1 or not 0 <= index < count:
         raise MVCFError(f"shard {index} of {count} is not a valid shard (check RANK/WORLD_SIZE or "
@@ -144,6 +157,50 @@ def _screened_with_another_model(finished: dict[str, dict], bundle) -> list[str]
         return []
     return [case_id for case_id, payload in finished.items()
             if (payload.get("model") or {}).get("sha256") != bundle.sha256]
+
+
+#: In each case folder of a manifest run: path, size and modification time of the CT and segmentation it was
+#: screened from (cohort_checks.file_identity), so a rerun can tell a case whose files changed since.
+INPUTS_NAME = "inputs.json"
+
+
+def _input_identity(case: dict[str, str]) -> dict[str, str]:
+    from mvcf.cohort_checks import file_identity
+
+    try:
+        return {key: file_identity(Path(case[key])) for key in ("ct", "seg")}
+    except OSError:   # a file gone since: the case fails when screened, and no finished case matches it
+        return {}
+
+
+def _screened_from_other_files(finished: dict[str, dict], cases: list[dict[str, str]], out: Path) -> list[str]:
+    """The finished cases (kept on a rerun) whose CT or segmentation is not the one the manifest names now
+    (another file, or the same file changed since), by the identity the run recorded; a case folder of an
+    earlier mvcf without that record is compared by the resolved paths screen.json names."""
+    changed = []
+    for case in cases:
+        payload = finished.get(case["case_id"])
+        if payload is None:
+            continue
+        try:
+            recorded = json.loads((out / case["case_id"] / INPUTS_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = None
+        if isinstance(recorded, dict):
+            same = recorded == _input_identity(case)
+        else:
+            same = all(_same_file(payload.get(field), case[key])
+                       for field, key in (("ct", "ct"), ("segmentation", "seg")))
+        if not same:
+            changed.append(case["case_id"])
+    return changed
+
+
+def _same_file(recorded: Any, now: str) -> bool:
+    try:
+        return isinstance(recorded, str) and Path(recorded).resolve() == Path(now).resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 #: a case_id is a folder name, and the run adds temporary suffixes to it: file systems allow 255 bytes
@@ -161,10 +218,15 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
     from mvcf.limits import check_file_size
 
     check_file_size(path, "MAX_TABLE_BYTES", "manifest")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except UnicodeDecodeError:
+        raise MVCFError(f"manifest {path} is not a UTF-8 CSV file") from None
+    except csv.Error as exc:
+        raise MVCFError(f"manifest {path} is not a valid CSV file: {exc}") from None
     seg_column = "seg" if "seg" in header else "mask"
     missing = [c for c in ("case_id", "ct", seg_column) if c not in header]
     if missing:
@@ -229,7 +291,7 @@ def _write_index(out: Path, case_ids: list[str]) -> dict[str, Any]:
 def run_manifest(args: argparse.Namespace, reporter) -> int:
     """Screen the shard's cases not done yet, each into OUT/<case_id>/ atomically; errors into
     OUT/errors/<case_id>.txt (retried on the next run)."""
-    from mvcf.fileio import atomic_dir, write_text
+    from mvcf.fileio import atomic_dir, remove_stale_temporaries, write_text
     from mvcf.inference import load_model
     from mvcf.progress import emit_result
     from mvcf.screen import JSON_NAME, screen_files, write_outputs
@@ -258,6 +320,16 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
             "%d finished case(s) in %s were screened with another model (e.g. %s) and are kept as they are; "
             "delete their folders, or use another --out, to screen them with %s %s", len(stale), out, stale[0],
             bundle.name, bundle.version)
+    moved = _screened_from_other_files(finished, mine, out)
+    if moved:
+        import logging
+
+        logging.getLogger("mvcf.cli").warning(
+            "%d finished case(s) in %s were screened from other files than the manifest names now (e.g. %s: its "
+            "CT or segmentation changed since) and are kept as they are; delete their folders to screen them "
+            "again", len(moved), out, moved[0])
+    if out.is_dir():
+        remove_stale_temporaries(out)   # case folders a killed run left half-written, never written again
     if todo and not (out / MARKER).is_file():
         from mvcf.fileio import apply_umask, write_errors
 
@@ -276,11 +348,13 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
                 continue
             try:
                 numbering = case["numbering"] if args.numbering == "auto" else args.numbering
+                inputs = _input_identity(case)
                 result = screen_files(case["ct"], case["seg"], numbering, bundle, device, args.contrast_phase,
                                       backend=args.backend)
                 # overwrite: an unfinished or damaged earlier folder of this run's (never a folder of the user's)
                 with atomic_dir(out / case["case_id"], overwrite=True) as tmp:
                     write_outputs(result, tmp)
+                    (tmp / INPUTS_NAME).write_text(json.dumps(inputs, indent=2) + "\n", encoding="utf-8")
                 done.append(case["case_id"])
                 (out / error_file(case["case_id"])).unlink(missing_ok=True)
             except MVCFError as exc:
@@ -291,7 +365,8 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
         archive = _write_index(out, [c["case_id"] for c in cases])
     summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
                "skipped_finished": skipped + len(elsewhere), "finished_by_another_run": len(elsewhere),
-               "skipped_with_another_model": len(stale), "failed": failed,
+               "skipped_with_another_model": len(stale),
+               "skipped_with_other_files": len(moved), "failed": failed,
                "out": str(out), "model": bundle.identity() if bundle is not None else None,
                "backend": bundle.backend if bundle is not None else None, **archive}
     def text() -> None:
