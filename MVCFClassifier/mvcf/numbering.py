@@ -162,6 +162,20 @@ def resolve_numbering(numbering: str, values: Iterable[int], reason: str = "") -
     return Numbering(key, levels, reason or f"--numbering {key}")
 
 
+def numbering_doubt(numbering: str, values: Iterable[int]) -> Optional[str]:
+    """A warning when the numbering given disagrees with what the label values say (detect_numbering): a
+    TotalSegmentator map read as VerSe makes its organs (1-25) vertebrae C1-L5."""
+    try:
+        detected = detect_numbering(values)
+    except MVCFError:
+        return None
+    given = check_numbering(numbering)
+    if detected.name.split("-")[0] == given.split("-")[0]:   # TotalSegmentator v1 and v2 look alike by values
+        return None
+    return (f"--numbering {numbering} was given, but the label values look like {detected.name} numbering "
+            f"({detected.reason}); the levels may be wrong: check --numbering (auto decides from the labels)")
+
+
 def segment_names(path: Union[str, Path]) -> dict[int, str]:
     """Segment names of a Slicer ``.seg.nrrd`` (label value -> name) from its header; {} for other files.
 

@@ -241,6 +241,9 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
                                                              "present levels")
     ordered = sorted(rows.values(), key=lambda r: numbering_module.level_index(r["level"]))
     warnings = bundle_warnings(bundle.card)
+    doubt = numbering_module.numbering_doubt(numbering, values) if numbering != "auto" else None
+    if doubt:
+        warnings.append(doubt)
     contrast_note = bone_density.contrast_warning(contrast)
     if contrast_note:
         warnings.append(contrast_note)

@@ -269,6 +269,16 @@ def test_l1_trabecular_hu_matches_a_hand_measurement(sample_screen):
     assert 80 < ours < 200
 
 
+def test_a_numbering_given_against_the_labels_is_warned_of():
+    """`--numbering verse` on a TotalSegmentator map screened its organs 1-25 as C1-L5 without a word."""
+    from mvcf.numbering import numbering_doubt
+
+    totalseg, verse = [5, 18, 27, 31, 32, 33, 34, 35], [18, 19, 20, 21, 22]
+    assert "look like totalsegmentator numbering" in numbering_doubt("verse", totalseg)
+    assert "look like verse numbering" in numbering_doubt("totalsegmentator", verse)
+    assert numbering_doubt("totalsegmentator-v1", totalseg) is None and numbering_doubt("verse", verse) is None
+
+
 def test_tptbox_osteoporotic_l3_flagged():
     from mvcf.screen import screen_files
 
