@@ -101,7 +101,9 @@ def test_train_cancel_resume_and_results(scene_cohort, tmp_path):
     views = [p for p in progress if p[2].startswith("views")]
     assert views and views[-1][:2] == (20, 20)
     assert any(p[3] is not None for p in progress), "no ETA was ever estimated"
-    assert list(curves.values("fold 0", "epoch")) in ([1.0], [1.0, 2.0])  # epoch 2 may have just reported
+    # the epochs the child reported before the cancel reached it: on a loaded machine the parent may read
+    # "epoch 2/3" in one batch with the child's later events, epoch 3 done but the run not yet finished
+    assert list(curves.values("fold 0", "epoch")) in ([1.0], [1.0, 2.0], [1.0, 2.0, 3.0])
 
     result: dict = {}
     outcome = run_to_end(train_arguments(manifest, out, TINY, resume=True), 300, on_metrics=curves.add,
