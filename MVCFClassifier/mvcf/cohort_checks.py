@@ -12,12 +12,14 @@ CTs or masks were swapped under the same case ids.
 """
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
 import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -36,6 +38,18 @@ def summarise_rows(path: Path, problems: dict[int, list[str]]) -> str:
     numbers = ", ".join(str(r) for r in rows)
     plural = "s" if len(rows) != 1 else ""
     return f"manifest {Path(path).name}: {len(rows)} bad row{plural} ({numbers}): {shown}{more}"
+
+
+@contextlib.contextmanager
+def csv_read_errors(shown: str) -> Iterator[None]:
+    """A manifest read inside the block that is not UTF-8 text, or not a CSV the csv module takes (a cell
+    over its 131072-character limit), is one line naming `shown`."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise MVCFError(f"manifest {shown} is not a UTF-8 CSV file") from None
+    except csv.Error as exc:
+        raise MVCFError(f"manifest {shown} is not a valid CSV file: {exc}") from None
 
 
 def check_cells(values: dict[str, str], base: Path, allow_outside_root: bool,

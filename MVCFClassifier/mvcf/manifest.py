@@ -29,7 +29,7 @@ import numpy as np
 
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
-from mvcf.cohort_checks import check_cells, summarise_rows
+from mvcf.cohort_checks import check_cells, csv_read_errors, summarise_rows
 from mvcf.fileio import atomic_open
 from mvcf.limits import check_file_size
 from mvcf.locate import parse_point
@@ -126,26 +126,21 @@ def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = Fals
         raise MVCFError(f"manifest not found: {path}")
     check_file_size(path, "MAX_TABLE_BYTES", "manifest")
     base = path.resolve().parent
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None:
-                raise MVCFError(f"manifest {path.name} is empty")
-            header = [(name or "").strip().lower() for name in reader.fieldnames]
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                raise MVCFError(f"manifest {path.name} lacks column(s) {', '.join(missing)} "
-                                f"(has: {', '.join(h for h in header if h)})")
-            if not any(c in header for c in ("mask", "center_lps", "point_ras")):
-                raise MVCFError(f"manifest {path.name} has no location column: add mask + vertebra_label, "
-                                "center_lps or point_ras")
-            rows = []
-            for raw in reader:
-                rows.append((reader.line_num, {(k or "").strip().lower(): v for k, v in raw.items()}))
-    except UnicodeDecodeError:
-        raise MVCFError(f"manifest {path.name} is not a UTF-8 CSV file") from None
-    except csv.Error as exc:
-        raise MVCFError(f"manifest {path.name} is not a valid CSV file: {exc}") from None
+    with csv_read_errors(path.name), open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None:
+            raise MVCFError(f"manifest {path.name} is empty")
+        header = [(name or "").strip().lower() for name in reader.fieldnames]
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise MVCFError(f"manifest {path.name} lacks column(s) {', '.join(missing)} "
+                            f"(has: {', '.join(h for h in header if h)})")
+        if not any(c in header for c in ("mask", "center_lps", "point_ras")):
+            raise MVCFError(f"manifest {path.name} has no location column: add mask + vertebra_label, "
+                            "center_lps or point_ras")
+        rows = []
+        for raw in reader:
+            rows.append((reader.line_num, {(k or "").strip().lower(): v for k, v in raw.items()}))
 
     problems: dict[int, list[str]] = defaultdict(list)
     records: list[CaseRecord] = []

@@ -328,7 +328,7 @@ def check_run_folder(path: PathLike, record: str, inputs: Iterable[PathLike] = (
     if target.exists() and not target.is_dir():
         raise MVCFError(f"{what} {path} is an existing file; a folder is needed here")
     try:
-        busy = target.is_dir() and any(p.name != RUN_LOCK for p in target.iterdir())
+        busy = target.is_dir() and any(p.name not in LOCK_FILES for p in target.iterdir())
     except OSError as exc:
         raise os_error(path, exc, "read") from None
     if busy and not resume:

@@ -137,6 +137,11 @@ def _stow(paths: Sequence[Path], url: str) -> None:
                         f"{'0x%04X' % reason if isinstance(reason, int) else reason})")
 
 
+def _first_line(exc: BaseException) -> str:
+    """What one error line shows of an exception of the network libraries."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300] or type(exc).__name__
+
+
 def _twice(to: str, paths: Sequence[Path], send) -> SendResult:
     """`send()` tried twice; `to` is what the result shows (a URL's password left out)."""
     error = ""
@@ -145,7 +150,7 @@ def _twice(to: str, paths: Sequence[Path], send) -> SendResult:
             send()
             return SendResult(to=shown_url(to), ok=True, files=len(paths), attempts=attempt)
         except Exception as exc:  # network, protocol and HTTP errors of two libraries: reported, not raised
-            error = (str(exc).splitlines() or [type(exc).__name__])[0][:300] or type(exc).__name__
+            error = _first_line(exc)
             if attempt == 1:
                 time.sleep(RETRY_PAUSE_S)
     return SendResult(to=shown_url(to), ok=False, files=len(paths), attempts=2, error=_scrubbed(error, to))
@@ -212,6 +217,6 @@ def _retrieve(web, url: str, study_uid: str, folder: Path, written: list[Path]) 
                     ds.save_as(tmp / name, enforce_file_format=True)
                     written.append(folder / name)
         except requests.RequestException as exc:   # an OSError to Python; a network error, not a write error
-            raise MVCFError((str(exc).splitlines() or [type(exc).__name__])[0][:300]) from None
+            raise MVCFError(_first_line(exc)) from None
         if not written:
             raise MVCFError(f"the server holds no instance of study {study_uid}")
