@@ -195,6 +195,12 @@ def test_all_vertebrae_failing_is_exit_2_with_their_errors(sample, capsys):
     assert err.startswith("error: none of the 2 vertebrae") and err.count("\n") == 1 and "Traceback" not in err
     assert [r["error"].split(" (")[0] for r in json.loads(out)["results"]] == [
         f"label {v} is absent from the mask {sample['mask']}" for v in (98, 99)]
+    # The protocol the Slicer module reads: the result with each vertebra's reason, then the error event.
+    code = main(["--progress", "jsonl", "predict", "--ct", str(sample["ct"]), "--mask", str(sample["mask"]),
+                 "--label", "98", "--label", "99", "--device", "cpu"])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 2 and [e["event"] for e in events[-2:]] == ["result", "error"]
+    assert len(events[-2]["results"]) == 2 and events[-1]["message"].startswith("none of the 2 vertebrae")
 
 
 @pytest.mark.parametrize("content, message", [
