@@ -34,9 +34,10 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, Union
 
 from mvcf import signals
+from mvcf.cli.args import not_utf8
 from mvcf.errors import MVCFError
 from mvcf.progress import JsonLinesReporter, warnings_to
 
@@ -93,13 +94,13 @@ class Worker:
         self.channel.emit("ready", pid=os.getpid(), model=bundle.identity(), backend=bundle.backend,
                           device=bundle.device, load_ms=round(1000 * (time.perf_counter() - started), 2))
 
-    def serve(self, requests: IO[str]) -> str:
+    def serve(self, requests: Union[IO[str], IO[bytes]]) -> str:
         """Answer requests until shutdown, end of input or idle timeout; returns why it stopped."""
         lines: "queue.Queue[Optional[str]]" = queue.Queue()
 
         def read() -> None:
-            for line in requests:
-                lines.put(line)
+            for line in requests:   # bytes are decoded here: a line that is not UTF-8 never ends the reading
+                lines.put(line.decode("utf-8", "surrogateescape") if isinstance(line, bytes) else line)
             lines.put(None)
 
         threading.Thread(target=read, daemon=True).start()
@@ -122,13 +123,9 @@ class Worker:
         request_id = None
         try:
             with signals.cancel_wins():   # a cancel ends the worker (exit 130), not as this request's error
-                try:
-                    request = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise MVCFError(f"request is not JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(request, dict):
-                    raise MVCFError("a request is a JSON object with a 'command'")
+                request = _parse(line)
                 request_id = request.get("id")
+                _check_text(request)
                 command = request.get("command")
                 if command == "shutdown":
                     return "shutdown"
@@ -171,16 +168,18 @@ class Worker:
             raise MVCFError("predict needs 'ct': the path of a CT file or DICOM folder")
         _only_fields(request, {"ct", "locations", "base", "model", "device", "backend", "refine", "heatmap_method"})
         device = self._device(request)
+        model, base = _path(request, "model", self.model), _path(request, "base", ".")
+        refine = _flag(request, "refine")
         locations = request.get("locations")
         if isinstance(locations, str):
             queries = read_locations(locations)
         elif isinstance(locations, list):
-            queries = parse_entries(locations, Path(request.get("base", ".")), "the request's locations")
+            queries = parse_entries(locations, Path(base), "the request's locations")
         else:
             raise MVCFError("predict needs 'locations': a locations file or a list of entries")
-        payload, _, _ = predict_ct_file(ct, queries, request.get("model", self.model), device,
+        payload, _, _ = predict_ct_file(ct, queries, model, device,
                                      request.get("backend", self.backend),
-                                     refine=bool(request.get("refine", False)),
+                                     refine=refine,
                                      on_progress=_Tagged(self.channel, request.get("id")).progress,
                                      read=self.read_ct, heatmap_method=_heatmap_method(request))
         return payload
@@ -194,10 +193,66 @@ class Worker:
             if not isinstance(request.get(name), str) or not request[name]:
                 raise MVCFError(f"evaluate needs '{name}': a path")
         device = self._device(request)
+        cache, overwrite = _path(request, "cache", None), _flag(request, "overwrite")
+        allow_outside_root = _flag(request, "allow_outside_root")
         return evaluate(request["model"], request["manifest"], request["out"], device=device,
-                        cache_dir=request.get("cache"), overwrite=bool(request.get("overwrite", False)),
+                        cache_dir=cache, overwrite=overwrite,
                         on_progress=_Tagged(self.channel, request.get("id")).progress,
-                        allow_outside_root=bool(request.get("allow_outside_root", False)))
+                        allow_outside_root=allow_outside_root)
+
+
+def _no_constant(name: str) -> Any:
+    raise MVCFError(f"request holds {name}, which is not a number JSON allows")
+
+
+def _parse(line: str) -> dict[str, Any]:
+    """One request line as a JSON object; anything else is one MVCFError line."""
+    try:
+        request = json.loads(line, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise MVCFError(f"request is not JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise MVCFError("request is not JSON a worker takes: it is nested too deeply") from None
+    except ValueError as exc:   # an integer of thousands of digits
+        raise MVCFError(f"request is not JSON a worker takes: {str(exc).split(';')[0]}") from None
+    if not isinstance(request, dict):
+        raise MVCFError("a request is a JSON object with a 'command'")
+    return request
+
+
+def _check_text(request: dict[str, Any]) -> None:
+    """Every key and string of the request is UTF-8 text (ITK aborts the whole process on a path that is not)."""
+    stack: list[Any] = [request]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and (odd := not_utf8([item])) is not None:
+            raise MVCFError(f"request holds text that is not UTF-8 ('{odd[:80]}'); the CT and image libraries "
+                            "cannot use such a path: send UTF-8 (rename the file)")
+
+
+def _path(request: dict[str, Any], name: str, default: Optional[str]) -> Optional[str]:
+    """An optional path field: absent or null is `default`, anything but a non-empty string is refused."""
+    value = request.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value:
+        raise MVCFError(f"'{name}' must be a path, got {value!r}"[:200])
+    return value
+
+
+def _flag(request: dict[str, Any], name: str) -> bool:
+    """An optional true/false field: absent or null is false; "false", 0 or "no" are refused, never read as true."""
+    value = request.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise MVCFError(f"'{name}' must be true or false, got {value!r}"[:200])
+    return value
 
 
 def _only_fields(request: dict[str, Any], allowed: set[str]) -> None:
@@ -216,7 +271,7 @@ def main(model: Optional[str], device: str, backend: str, idle_exit_s: float) ->
     except MVCFError as exc:
         worker.channel.emit("error", id=None, fatal=True, message=(str(exc).splitlines() or ["error"])[0])
         return 2
-    worker.serve(sys.stdin)
+    worker.serve(getattr(sys.stdin, "buffer", sys.stdin))
     return 0
 
 

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -302,3 +303,49 @@ def test_a_core_warning_during_a_request_is_that_requests_log_event(monkeypatch)
                          "message": "occlusion: too many blocks, overlap dropped"}
     assert events[1]["event"] == "result" and events[1]["id"] == 4
     assert logging.getLogger("mvcf").handlers == handlers
+
+
+def test_hostile_request_lines_are_one_line_errors_and_the_worker_serves_on(tmp_path):
+    """NaN, a 5000-digit id, 100,000-deep nesting, a number where a path goes (were internal errors with a
+    traceback), and "false" as a flag (was read as true: `refine` ran and gave another probability)."""
+    out = io.StringIO()
+    good = {"command": "predict", "ct": str(PATHS["ct"]), "locations": _entries(31), "device": "cpu"}
+    lines = ['{"id": NaN, "command": "ping"}', '{"id": ' + "1" * 5000 + ', "command": "ping"}',
+             "[" * 100_000 + "]" * 100_000,
+             *(json.dumps({**good, "id": name, name: value})
+               for name, value in (("base", 5), ("model", 5), ("refine", "false"), ("refine", 0))),
+             *(json.dumps({"id": name, "command": "evaluate", "model": "b", "manifest": "m.csv",
+                           "out": str(tmp_path / "out"), name: value})
+               for name, value in (("overwrite", "false"), ("allow_outside_root", "no"), ("cache", 5))),
+             json.dumps({"id": "last", "command": "ping"}), json.dumps({"command": "shutdown"})]
+    assert Worker(out, idle_exit_s=30).serve(io.StringIO("\n".join(lines))) == "shutdown"
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    errors = [e for e in events if e["event"] == "error"]
+    assert [e["event"] for e in events][-2:] == ["pong", "exit"] and len(errors) == 10, events
+    assert "NaN, which is not a number JSON allows" in errors[0]["message"]
+    assert "4300 digits" in errors[1]["message"] and "nested too deeply" in errors[2]["message"]
+    assert [e["id"] for e in errors[3:]] == ["base", "model", "refine", "refine", "overwrite",
+                                             "allow_outside_root", "cache"]
+    assert "'refine' must be true or false, got 'false'" in errors[5]["message"]
+    assert all("internal error" not in e["message"] for e in errors)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["byte in a string", "bytes alone", "path as bytes", "path as escapes"])
+def test_a_request_that_is_not_utf8_is_an_error_and_the_next_one_is_served(tmp_path, kind):
+    """Under a strict UTF-8 stdin (a UTF-8 locale) a byte 0xff killed the reading thread: a traceback, and every
+    later request waited for the idle exit; a path that is not UTF-8 made ITK abort the whole worker (SIGABRT)."""
+    ct = tmp_path / "ct\udcff.nii.gz"   # a file name in another encoding (byte 0xff)
+    ct.write_bytes(PATHS["ct"].read_bytes())
+    predict = {"id": 1, "command": "predict", "ct": str(ct), "locations": _entries(31), "device": "cpu"}
+    line = {"byte in a string": b'{"id": 1, "command": "ping", "x": "\xff"}', "bytes alone": b"\xff\xfe",
+            "path as bytes": json.dumps(predict, ensure_ascii=False).encode("utf-8", "surrogateescape"),
+            "path as escapes": json.dumps(predict).encode()}[kind]
+    ping = json.dumps({"id": "after", "command": "ping"}).encode()
+    done = subprocess.run([sys.executable, "-m", "mvcf", "worker", "--device", "cpu", "--idle-exit", "60"],
+                          input=line + b"\n" + ping + b"\n", capture_output=True, timeout=120,
+                          env={**os.environ, **ENV, "PYTHONIOENCODING": "utf-8:strict"})
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr[-2000:]
+    events = [json.loads(text) for text in done.stdout.splitlines()]
+    assert [e["event"] for e in events if e["event"] != "progress"] == ["ready", "error", "pong"], events
+    assert "not UTF-8" in events[1]["message"] or "not JSON" in events[1]["message"]
