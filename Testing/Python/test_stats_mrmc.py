@@ -180,6 +180,30 @@ def test_model_vs_readers(vandyke):
         stats.model_vs_readers(vandyke, {k: v for k, v in list(model.items())[1:]}, modality=0)
 
 
+def test_a_case_the_model_scores_twice_is_refused_not_its_last_score_used(vandyke):
+    """A model table naming a case twice (two exports concatenated): the last score was used in silence and
+    moved the model AUC (0.7262 -> 0.7291 for one case rescored -100)."""
+    cases = vandyke.drop_duplicates("case")
+    model = pd.DataFrame({"case": cases.case, "score": cases.truth + np.random.default_rng(0).normal(size=len(cases))})
+    twice = pd.concat([model, model.iloc[[0]].assign(score=-100.0)])
+    with pytest.raises(MVCFError, match="name case 1 more than once") as info:
+        stats.model_vs_readers(vandyke, twice, modality=1)
+    assert "\n" not in str(info.value)
+    with pytest.raises(MVCFError, match="more than once"):   # 1 and "1" are the same case
+        stats.model_vs_readers(vandyke, {**dict(zip(model.case, model.score)), "1": 0.5}, modality=1)
+
+
+def test_the_positive_value_is_matched_as_the_roc_command_matches_it(vandyke):
+    """`--positive 1` on a truth column written 1.0/0.0 matched no case ('needs at least 2 positive ... got 0');
+    ' MVCF' with a blank was not 'MVCF'. The same rule as `stats roc --positive`: numbers as numbers, text
+    without surrounding blanks."""
+    reference = stats.mrmc(vandyke)["mean_auc"]
+    assert stats.mrmc(vandyke.assign(truth=vandyke.truth.astype(float)), positive=1)["mean_auc"] == reference
+    labels = np.where(vandyke.truth == 1, "MVCF", "OVCF")
+    padded = vandyke.assign(truth=np.where(vandyke.case % 2 == 0, labels, pd.Series(labels).radd(" ").to_numpy()))
+    assert stats.mrmc(padded, positive="MVCF")["mean_auc"] == reference
+
+
 def test_three_modalities_gives_every_pair(vandyke):
     third = vandyke[vandyke.modality == 1].assign(modality=2, rating=lambda d: d.rating.sample(frac=1, random_state=1).to_numpy())
     result = stats.mrmc(pd.concat([vandyke, third]))

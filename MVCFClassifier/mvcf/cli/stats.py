@@ -74,18 +74,12 @@ def _truth(frame: Any, column: str, positive: Any):
     if values.isna().any():
         raise MVCFError(f"truth column '{column}' has missing values")
     if positive is not None:
-        numeric = pd.to_numeric(values, errors="coerce")
-        try:
-            wanted = float(positive)
-        except ValueError:
-            wanted = None
-        if wanted is not None and not numeric.isna().any():
-            truth = numeric == wanted
-        else:
-            truth = values.astype(str).str.strip() == str(positive).strip()
+        from mvcf.stats._validate import is_positive
+
+        truth = is_positive(values, positive)
         if not truth.any():
             raise MVCFError(f"no row has {column} == {positive!r}")
-        return truth.to_numpy()
+        return truth
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.isna().any() or not numeric.isin([0, 1]).all():
         raise MVCFError(f"truth column '{column}' must be 0/1; say which value is positive with --positive")

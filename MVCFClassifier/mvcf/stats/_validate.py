@@ -37,6 +37,21 @@ def numeric_column(frame: Any, column: str, what: str) -> np.ndarray:
     return array
 
 
+def is_positive(values: Any, positive: Any) -> np.ndarray:
+    """Which cells of a truth column (pandas) are the value `positive`: compared as numbers when the column and
+    `positive` are all numbers (1 matches 1.0), else as text without surrounding blanks."""
+    import pandas as pd
+
+    numeric = pd.to_numeric(values, errors="coerce")
+    try:
+        wanted: Optional[float] = float(positive)
+    except (TypeError, ValueError):
+        wanted = None
+    if wanted is not None and not numeric.isna().any():
+        return (numeric == wanted).to_numpy()
+    return (values.astype(str).str.strip() == str(positive).strip()).to_numpy()
+
+
 def as_truth(values: Any, name: str = "truth", need_both: bool = True) -> np.ndarray:
     """A boolean array (True = positive) from 0/1, booleans, or ±1... only 0/1-like values are accepted."""
     array = np.asarray(values)

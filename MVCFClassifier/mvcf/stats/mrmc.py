@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats as _st
 
 from mvcf.errors import MVCFError
-from mvcf.stats._validate import check_alpha, numeric_column
+from mvcf.stats._validate import check_alpha, is_positive, numeric_column
 from mvcf.stats.roc import _delong_cov, _structural_components
 
 COLUMNS = ("reader", "modality", "case", "truth", "rating")
@@ -75,7 +75,7 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
             raise MVCFError(f"column '{col}' has missing values")
     frame[rating] = numeric_column(frame, rating, "column")
     if positive is not None:
-        frame[truth] = frame[truth].astype(str) == str(positive)
+        frame[truth] = is_positive(frame[truth], positive)
     else:
         values = pd.to_numeric(frame[truth], errors="coerce")
         if values.isna().any() or not values.isin([0, 1]).all():
@@ -350,10 +350,14 @@ def model_vs_readers(data: Any, model_scores: Any, modality: Any = None, cov_met
         raise MVCFError("several modalities in the reader data: say which one to compare with the model")
     design = ratings_array(frame, reader, modality_column, case, truth, rating, positive)
     if isinstance(model_scores, pd.DataFrame):
-        mapping = dict(zip(model_scores.iloc[:, 0], model_scores.iloc[:, 1]))
+        pairs = list(zip(model_scores.iloc[:, 0], model_scores.iloc[:, 1]))
     else:
-        mapping = dict(model_scores)
-    by_str = {str(k): v for k, v in mapping.items()}
+        pairs = list(dict(model_scores).items())
+    by_str: dict[str, Any] = {}
+    for case_id, score in pairs:   # a case scored twice is refused: the last score would win in silence
+        if str(case_id) in by_str:
+            raise MVCFError(f"model scores name case {case_id!r} more than once; give one score per case")
+        by_str[str(case_id)] = score
     missing = [c for c in design["cases"] if str(c) not in by_str]
     if missing:
         raise MVCFError(f"no model score for case {missing[0]!r} ({len(missing)} cases missing)")
