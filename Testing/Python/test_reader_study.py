@@ -290,3 +290,59 @@ def test_a_study_rated_on_both_scales_collects_the_confidence_as_rating(tmp_path
     assert model is None and summary["ratings"] == 8
     assert (readings["rating"] == readings["confidence"]).all()
     assert set(readings["probability"]) <= {12.5, 25.0, 37.5, 50.0}
+
+
+def _readings(seed: int = 3):
+    """3 readers x 2 rounds x 8 cases rated 1-5, with reading times, and a model whose scores invert the truth."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    truth = np.array([0, 1] * 4)
+    rows = [{"reader": r, "modality": m, "case": f"C{c}", "truth": int(truth[c]),
+             "rating": int(np.clip(truth[c] * 2 + rng.integers(1, 4), 1, 5)), "reading_time_s": 10.0 + c}
+            for r in ("ann", "ben", "cy") for m in ("unaided", "aided") for c in range(8)]
+    model = pd.DataFrame({"case": [f"C{c}" for c in range(8)], "score": 1.0 - truth * 0.8, "threshold": 0.5})
+    return pd.DataFrame(rows), model
+
+
+def test_a_model_that_separates_perfectly_gets_newcombes_interval_not_a_point(tmp_path):
+    """The table read 'Model alone 0.000 (0.000 to 0.000)': DeLong's interval collapsed, without a word."""
+    from mvcf.reader_study.report import build_report, table_rows
+
+    readings, model = _readings()
+    payload = build_report(readings, tmp_path / "rep", model=model)
+    assert payload["model"]["auc"] == 0.0 and payload["model"]["ci_method"] == "newcombe"
+    low, high = payload["model"]["ci"]
+    assert low == 0.0 < high < 1.0 and "perfect separation" in payload["model"]["note"]
+    assert table_rows(payload)[1][3] == f"0.000 (0.000 to {high:.3f}, Newcombe)"
+    assert "Newcombe" in (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+
+
+def test_report_inputs_that_gave_silent_calls_or_tracebacks_are_one_line_and_write_nothing(tmp_path):
+    """--positive-at nan, inf or past the scale (every reader: sensitivity 0, specificity 1, reported as a
+    finding), a rating outside the plan's scale, a model table without its score column or with words in it
+    (KeyError / ValueError tracebacks) and a reading time 'slow' (a traceback)."""
+    from mvcf.reader_study.report import build_report
+
+    readings, model = _readings()
+    plan = {"scale": {"kind": "confidence"}}
+    bad = [({"positive_at": float("nan")}, "does not split the plan's confidence scale (1 to 5)"),
+           ({"positive_at": 7.0}, "does not split"), ({"positive_at": 1.0}, "does not split"),
+           ({"readings": readings.assign(rating=readings.rating.where(readings.index != 5, 70))},
+            "1 rating(s) outside the plan's confidence scale 1-5 (first: 70)"),
+           ({"model": model.drop(columns="score")}, "model scores CSV is missing column(s): score"),
+           ({"model": model.assign(score="x")}, "column 'score' must be finite numbers"),
+           ({"model": model.assign(threshold="x")}, "column 'threshold' must be finite numbers"),
+           ({"readings": readings.assign(reading_time_s=readings.reading_time_s.astype(object)
+                                         .where(readings.index != 2, "slow"))}, "row 4 holds 'slow'")]
+    for change, message in bad:
+        arguments = {"readings": readings, "model": model, "plan": plan, **change}
+        with pytest.raises(MVCFError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
+            build_report(arguments.pop("readings"), tmp_path / "rep", **arguments)
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "rep").exists()
+    readings.to_csv(tmp_path / "readings.csv", index=False)
+    result = mvcf_cli("reader-study", "report", "--readings", str(tmp_path / "readings.csv"), "--positive-at", "nan",
+                      "--out", str(tmp_path / "rep"))
+    assert result.returncode == 2 and "must be a finite number" in result.stderr and not (tmp_path / "rep").exists()
+    build_report(readings.assign(reading_time_s=np.nan), tmp_path / "rep", model=model, plan=plan, positive_at=4.5)

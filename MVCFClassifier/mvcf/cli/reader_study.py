@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--aided", default=None, help="modality label of aided reads (default 'aided')")
     report.add_argument("--group", action="append", default=[], metavar="NAME:READER,READER",
                         help="reader group (overrides the plan's groups)")
-    report.add_argument("--positive-at", type=float, default=None,
+    report.add_argument("--positive-at", type=float_in(-1e12, 1e12), default=None,
                         help="rating at or above which a reader's call is malignant (default: the plan's scale)")
     report.add_argument("--alpha", type=float_in(0, 1, lo_open=True, hi_open=True), default=0.05, help="1 - confidence level (default 0.05)")
     report.add_argument("--title", default="Reader study", help="report title")

@@ -87,8 +87,9 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
     unaided = None if unaided is None else str(unaided)
     aided = None if aided is None else str(aided)
     modalities = [m for m in (unaided, aided) if m is not None] or present
+    scale = Scale.from_dict(plan["scale"]) if plan and plan.get("scale") else None
     if positive_at is None:
-        positive_at = Scale.from_dict(plan["scale"]).positive_at if plan and plan.get("scale") else 4.0
+        positive_at = scale.positive_at if scale is not None else 4.0
     groups: dict[str, list[str]] = {}
     if plan and plan.get("groups"):
         groups = {g: [str(m) for m in members] for g, members in plan["groups"].items()}
@@ -103,6 +104,7 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
         if unknown:
             raise MVCFError(f"group {group} names reader(s) not in the readings: {', '.join(unknown)}")
     overall = _analyse(frame, unaided, aided, alpha)
+    _check_positive_at(frame["rating"].to_numpy(float), positive_at, scale)
     operating = _reader_operating_points(frame, positive_at)
     sections = {"all readers": {"readers": sorted(map(str, frame["reader"].unique())), "analysis": overall}}
     for group, members in groups.items():
@@ -116,6 +118,7 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
 
     model_section = None
     if model is not None:
+        model = _model_table(model)
         truth = frame.drop_duplicates("case").set_index("case")["truth"]
         scores = model.assign(truth=model["case"].map(truth))
         if scores["truth"].isna().any():
@@ -124,13 +127,20 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
         threshold = float(scores["threshold"].iloc[0]) if "threshold" in scores else 0.5
         point = stats.metrics_at_threshold(scores["truth"].astype(int).to_numpy(), scores["score"].to_numpy(float),
                                            threshold, alpha=alpha)
-        model_section = {"auc": ci["auc"], "ci": list(ci["ci"]), "threshold": threshold,
+        fallback = stats.point_interval_fallback(ci["auc"], ci["ci"], ci["n_pos"], ci["n_neg"], alpha=alpha)
+        model_section = {"auc": ci["auc"], "ci": list(ci["ci"] if fallback is None else fallback[0]),
+                         "ci_method": "delong" if fallback is None else "newcombe",
+                         **({} if fallback is None else
+                            {"note": f"{fallback[1]}: the DeLong interval collapses to a point; Newcombe's score "
+                                     "interval given instead"}),
+                         "threshold": threshold,
                          "sensitivity": point["sensitivity"]["value"], "specificity": point["specificity"]["value"],
                          "vs_readers": {m: stats.model_vs_readers(frame, model[["case", "score"]], modality=m,
                                                                   alpha=alpha) for m in modalities}}
 
     reading_time = {}
     if "reading_time_s" in frame.columns and frame["reading_time_s"].notna().any():
+        frame["reading_time_s"] = _seconds(frame["reading_time_s"])
         for modality in modalities:
             seconds = frame.loc[frame["modality"] == modality, "reading_time_s"].dropna().to_numpy(float)
             if seconds.size:
@@ -171,6 +181,46 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
     return payload
 
 
+def _check_positive_at(ratings: np.ndarray, positive_at: float, scale: Any = None) -> None:
+    """Ratings on the plan's scale, and a reader's call that splits that scale (the ratings' range without a
+    plan): at NaN, infinity or past every rating each reader called every case the same, and sensitivity 0 /
+    specificity 1 would be reported as a finding."""
+    low, high = (float(ratings.min()), float(ratings.max())) if scale is None else scale.bounds
+    if scale is not None and not np.all((ratings >= low) & (ratings <= high)):
+        odd = ratings[(ratings < low) | (ratings > high)]
+        raise MVCFError(f"the readings hold {odd.size} rating(s) outside the plan's {scale.primary} scale "
+                        f"{low:g}-{high:g} (first: {odd[0]:g}); were they edited or taken from another study?")
+    if not math.isfinite(positive_at) or not low < positive_at <= high:
+        what = f"the plan's {scale.primary} scale" if scale is not None else "the ratings"
+        raise MVCFError(f"--positive-at {positive_at:g} does not split {what} ({low:g} to {high:g}): every "
+                        "reader's call would be the same for every case; give a rating on the study's scale")
+
+
+def _model_table(model):
+    """The model scores table with its columns checked: case, a finite score, and a finite threshold if any."""
+    from mvcf.stats._validate import numeric_column
+
+    missing = [c for c in ("case", "score") if c not in model.columns]
+    if missing:
+        raise MVCFError(f"model scores CSV is missing column(s): {', '.join(missing)}")
+    model = model.assign(score=numeric_column(model, "score", "model scores column"))
+    if "threshold" in model.columns:
+        model = model.assign(threshold=numeric_column(model, "threshold", "model scores column"))
+    return model
+
+
+def _seconds(values):
+    """Reading times as numbers; an empty cell is no time, a word or an infinity is refused with its row."""
+    import pandas as pd
+
+    seconds = pd.to_numeric(values, errors="coerce")
+    bad = np.flatnonzero(values.notna().to_numpy() & ~np.isfinite(seconds.to_numpy(float)))
+    if bad.size:
+        raise MVCFError(f"readings column 'reading_time_s' must be seconds: row {int(bad[0]) + 2} holds "
+                        f"{str(values.iloc[int(bad[0])])[:40]!r}")
+    return seconds
+
+
 def section_auc(frame, readers, modality) -> float:
     from mvcf.stats import auc
 
@@ -205,7 +255,8 @@ def table_rows(payload: dict) -> list[list[str]]:
              "F (df)", "p"]]
     model = payload.get("model")
     if model:
-        rows.append(["Model alone", "–", "–", f"{_fmt(model['auc'])} ({_ci(model['ci'])})",
+        source = ", Newcombe" if model.get("ci_method") == "newcombe" else ""
+        rows.append(["Model alone", "–", "–", f"{_fmt(model['auc'])} ({_ci(model['ci'])}{source})",
                      _fmt(model["sensitivity"]), _fmt(model["specificity"]), "", "", ""])
     for row in payload["table"]:
         ci = f" ({_ci(row['ci'])})" if row.get("ci") else ""
@@ -255,7 +306,8 @@ def render_markdown(payload: dict) -> str:
     out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     out += ["", "AUCs are empirical (trapezoidal), reader-averaged; CIs and tests: Obuchowski–Rockette with "
             "Hillis degrees of freedom, random readers and random cases (jackknife covariances). The model row "
-            "has a DeLong CI and the sensitivity/specificity at its frozen threshold.", "",
+            "has a DeLong CI (Newcombe's score interval where DeLong's collapses to a point) and the "
+            "sensitivity/specificity at its frozen threshold.", "",
             "## Analyses", ""]
     for name, section in payload["sections"].items():
         out += (_analysis_lines(name, section["analysis"], payload) if "analysis" in section

@@ -47,6 +47,11 @@ class Scale:
         return "confidence" if self.asks_confidence else "probability"
 
     @property
+    def bounds(self) -> tuple[float, float]:
+        """Lowest and highest value of the primary rating."""
+        return (1.0, 5.0) if self.primary == "confidence" else (0.0, 100.0)
+
+    @property
     def positive_at(self) -> float:
         return float(self.positive_at_confidence if self.primary == "confidence" else self.positive_at_probability)
 
