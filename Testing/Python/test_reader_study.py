@@ -197,6 +197,37 @@ def test_collect_refuses_a_missing_case_a_foreign_key_and_bad_ratings(unaided_st
     assert bad.returncode == 2 and "not one of the readers" in bad.stderr and not (tmp_path / "rep2").exists()
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d.update(readings={"a": 1}), "'readings' is not a list"),
+    (lambda d: d["readings"].__setitem__(0, 5), "reading 1 is not an object with a round and a case"),
+    (lambda d: d["readings"][2].update(case=[1]), "reading 3 is not an object with a round and a case"),
+    (lambda d: d["readings"][0].update(confidence=True), "confidence rating True is not a number"),
+    (lambda d: d["readings"][0].update(reading_time_s="slow"), "reading_time_s 'slow' is not seconds"),
+], ids=["readings-object", "entry-number", "case-list", "rating-true", "time-word"])
+def test_an_edited_answers_file_is_one_line_not_a_traceback(unaided_study, tmp_path, damage, message):
+    """An answers file edited by hand: 'readings' an object, an entry a number, a case a list (AttributeError /
+    TypeError tracebacks in collect and in the reading panel); a rating `true` (taken as 1) and a reading time
+    'slow' (collected, then a traceback in the report)."""
+    import shutil
+
+    plan = tmp_path / "plan"
+    shutil.copytree(unaided_study / "plan", plan)
+    for reader in ("r1", "r2"):
+        answer_all(plan / "packages" / reader, reader)
+    answers = plan / "packages" / "r1" / "answers.json"
+    data = json.loads(answers.read_text(encoding="utf-8"))
+    damage(data)
+    answers.write_text(json.dumps(data), encoding="utf-8")
+    edited = answers.read_bytes()
+    result = mvcf_cli("reader-study", "collect", str(plan))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (plan / "readings.csv").exists()
+    if "not a list" in message or "not an object" in message:
+        with pytest.raises(MVCFError, match="is damaged"):
+            RatingsStore(open_package(plan / "packages" / "r1", "r1"))
+    assert answers.read_bytes() == edited
+
+
 def test_out_of_range_ratings_are_refused_and_nothing_is_saved(unaided_study, tmp_path):
     import shutil
 

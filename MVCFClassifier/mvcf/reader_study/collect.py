@@ -7,12 +7,14 @@ or reader, and incomplete or duplicated readings. Nothing is written unless ever
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional, Sequence
 
 from mvcf.errors import MVCFError
 from mvcf.reader_study.packages import ANSWERS_FILE, read_json
 from mvcf.reader_study.plan import KEY_FILE, PACKAGES_DIR, PLAN_FILE
+from mvcf.reader_study.ratings import readings_damage
 from mvcf.reader_study.scale import Scale
 
 READINGS_FILE = "readings.csv"
@@ -80,7 +82,12 @@ def collect_readings(plan_dir, key_path=None, answers: Optional[Sequence] = None
         if reader in by_reader:
             problems.append(f"reader {reader}: two answers files ({by_reader[reader]['path']} and {path})")
             continue
-        by_reader[reader] = {"path": path, "readings": data.get("readings", [])}
+        entries = data.get("readings", [])
+        damage = readings_damage(entries)
+        if damage is not None:
+            problems.append(f"{path}: {damage} (was the file edited?)")
+            continue
+        by_reader[reader] = {"path": path, "readings": entries}
     rows = []
     for reader in plan["readers"]:
         if reader not in by_reader:
@@ -98,6 +105,11 @@ def collect_readings(plan_dir, key_path=None, answers: Optional[Sequence] = None
                 values = scale.check(reading.get("confidence"), reading.get("probability"))
             except MVCFError as exc:
                 problems.append(f"reader {reader} {pair[0]} case {pair[1]}: {exc}")
+                continue
+            seconds = reading.get("reading_time_s")
+            if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                        or not math.isfinite(seconds)):
+                problems.append(f"reader {reader} {pair[0]} case {pair[1]}: reading_time_s {seconds!r} is not seconds")
                 continue
             case = cases[pair[1]]
             rows.append({"reader": reader, "modality": pair[0], "case": case["case_id"], "truth": int(case["label"]),

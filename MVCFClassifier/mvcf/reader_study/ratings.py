@@ -19,6 +19,18 @@ from mvcf.reader_study.packages import ReaderPackage, read_json
 FORMAT = "mvcf-reader-answers"
 
 
+def readings_damage(entries: object) -> Optional[str]:
+    """What makes an answers file's readings unreadable (not a list, an entry without a text round and case),
+    or None."""
+    if not isinstance(entries, list):
+        return "'readings' is not a list"
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("round"), str) \
+                or not isinstance(entry.get("case"), str):
+            return f"reading {number} is not an object with a round and a case"
+    return None
+
+
 @dataclass(frozen=True)
 class NextCase:
     round_index: int
@@ -43,6 +55,12 @@ class RatingsStore:
                 if data.get(key) != expected:
                     raise MVCFError(f"{path} belongs to {key} {data.get(key)!r}, this package to {expected!r}: "
                                     "it was not written for this package; move it away (it was left untouched)")
+            damage = readings_damage(data.get("readings")) or \
+                (None if isinstance(data.get("completed", {}), dict) else "'completed' is not an object")
+            if damage is not None:
+                raise MVCFError(f"{path} is damaged: {damage} (was it edited?); it was left untouched: ask the "
+                                "study coordinator")
+            data.setdefault("completed", {})
             self.data = data
         else:
             self.data = {"format": FORMAT, "study_id": package.study_id, "fingerprint": package.fingerprint,

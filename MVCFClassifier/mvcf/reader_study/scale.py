@@ -81,6 +81,8 @@ def _value(value: Any, asked: bool, what: str, low: float, high: float, whole: b
     if value is None or value == "":
         raise MVCFError(f"a {what} ({span}) is required")
     try:
+        if isinstance(value, bool):   # JSON true is not the rating 1
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise MVCFError(f"{what} {value!r} is not a number (use {span})") from None
