@@ -377,3 +377,18 @@ def test_report_inputs_that_gave_silent_calls_or_tracebacks_are_one_line_and_wri
                       "--out", str(tmp_path / "rep"))
     assert result.returncode == 2 and "must be a finite number" in result.stderr and not (tmp_path / "rep").exists()
     build_report(readings.assign(reading_time_s=np.nan), tmp_path / "rep", model=model, plan=plan, positive_at=4.5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--readers", "1000000"], "--readers: each must be a whole number in [2, 200], got 1000000"),
+    (["--cases", "100000000"], "--cases: each must be a whole number in [1, 100,000]"),
+    (["--readers", ",".join(map(str, range(2, 80)))], "takes at most 64 numbers"),
+])
+def test_simulate_refuses_a_design_too_large_at_parse_time(args, message, capsys):
+    """A million readers asked numpy for 29 TiB (a MemoryError traceback after 12 s and 4.6 GB); 10^8 cases ran
+    for minutes before anything said why."""
+    from mvcf.cli.main import main
+
+    assert main(["--progress", "none", "reader-study", "simulate", *args, "--simulations", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument ") and message in err and err.count("\n") == 1

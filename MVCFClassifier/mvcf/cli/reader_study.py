@@ -6,19 +6,29 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mvcf.cli.args import float_in, int_in
+from mvcf.cli.args import RANGES, float_in, int_in
 from mvcf.errors import MVCFError
 from mvcf.progress import emit_result
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one number")
-    return values
+def _ints(lo: int, hi: int, max_items: int = 64):
+    """A comma-separated list of at most `max_items` whole numbers, each in [lo, hi] (the arrays of a simulated
+    study grow with readers x cases: a million readers asked for 29 TiB)."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in str(text).split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+        if not values:
+            raise argparse.ArgumentTypeError("give at least one number")
+        if len(values) > max_items:
+            raise argparse.ArgumentTypeError(f"takes at most {max_items} numbers, got {len(values)}")
+        bad = [v for v in values if not lo <= v <= hi]
+        if bad:
+            raise argparse.ArgumentTypeError(f"each must be a whole number in [{lo:,}, {hi:,}], got {bad[0]}")
+        return values
+    parse.__name__ = "list"
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim = sub.add_parser("simulate", help="Power of a planned study from Roe-Metz simulated readers.",
                          description="Roe & Metz (1997) readers, analysed by the ORH test the report uses: the power "
                                      "for every readers x cases pair.")
-    sim.add_argument("--readers", type=_ints, default=[5], help="reader counts, e.g. 4,6,8 (default 5)")
-    sim.add_argument("--cases", type=_ints, default=[114], help="case counts, e.g. 60,114,200 (default 114)")
+    sim.add_argument("--readers", type=_ints(2, 200), default=[5], help="reader counts, e.g. 4,6,8 (default 5)")
+    sim.add_argument("--cases", type=_ints(*RANGES["cases"]), default=[114], help="case counts, e.g. 60,114,200 (default 114)")
     sim.add_argument("--auc-unaided", type=float_in(0.5, 1, hi_open=True), default=0.80, help="expected reader AUC without the model")
     sim.add_argument("--auc-aided", type=float_in(0.5, 1, hi_open=True), default=0.85, help="expected reader AUC with the model")
     sim.add_argument("--prevalence", type=float_in(0, 1, lo_open=True, hi_open=True), default=0.4, help="fraction of MVCF cases (default 0.4)")
