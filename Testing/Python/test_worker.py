@@ -306,8 +306,8 @@ def test_a_core_warning_during_a_request_is_that_requests_log_event(monkeypatch)
 
 
 def test_hostile_request_lines_are_one_line_errors_and_the_worker_serves_on(tmp_path):
-    """NaN, a 5000-digit id, 100,000-deep nesting, a number where a path goes (were internal errors with a
-    traceback), and "false" as a flag (was read as true: `refine` ran and gave another probability)."""
+    """NaN, a 5000-digit id, 100,000-deep nesting (in the request or in its locations file), a number where a
+    path goes (were internal errors with a traceback; `mvcf predict --locations` a traceback), and "false" as a flag (was read as true: `refine` ran and gave another probability)."""
     out = io.StringIO()
     good = {"command": "predict", "ct": str(PATHS["ct"]), "locations": _entries(31), "device": "cpu"}
     lines = ['{"id": NaN, "command": "ping"}', '{"id": ' + "1" * 5000 + ', "command": "ping"}',
@@ -317,16 +317,20 @@ def test_hostile_request_lines_are_one_line_errors_and_the_worker_serves_on(tmp_
              *(json.dumps({"id": name, "command": "evaluate", "model": "b", "manifest": "m.csv",
                            "out": str(tmp_path / "out"), name: value})
                for name, value in (("overwrite", "false"), ("allow_outside_root", "no"), ("cache", 5))),
+             *(json.dumps({**good, "id": name, "locations": str(tmp_path / f"{name}.json")}) for name in ("deep", "digits")),
              json.dumps({"id": "last", "command": "ping"}), json.dumps({"command": "shutdown"})]
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)   # a locations file, as the CLI reads it
+    (tmp_path / "digits.json").write_text('[{"name": "a", "point_lps": [' + "1" * 5000 + ", 0, 0]}]")
     assert Worker(out, idle_exit_s=30).serve(io.StringIO("\n".join(lines))) == "shutdown"
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     errors = [e for e in events if e["event"] == "error"]
-    assert [e["event"] for e in events][-2:] == ["pong", "exit"] and len(errors) == 10, events
+    assert [e["event"] for e in events][-2:] == ["pong", "exit"] and len(errors) == 12, events
     assert "NaN, which is not a number JSON allows" in errors[0]["message"]
     assert "4300 digits" in errors[1]["message"] and "nested too deeply" in errors[2]["message"]
     assert [e["id"] for e in errors[3:]] == ["base", "model", "refine", "refine", "overwrite",
-                                             "allow_outside_root", "cache"]
+                                             "allow_outside_root", "cache", "deep", "digits"]
     assert "'refine' must be true or false, got 'false'" in errors[5]["message"]
+    assert "nested too deeply" in errors[10]["message"] and "4300 digits" in errors[11]["message"]
     assert all("internal error" not in e["message"] for e in errors)
     assert not (tmp_path / "out").exists()
 
