@@ -19,6 +19,8 @@ CONFIDENCE_LABELS = {
     5: "definitely malignant (MVCF)",
 }
 KINDS = ("confidence", "probability", "both")
+#: lowest and highest value of each rating
+RANGES = {"confidence": (1, 5), "probability": (0, 100)}
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,8 @@ class Scale:
     @property
     def bounds(self) -> tuple[float, float]:
         """Lowest and highest value of the primary rating."""
-        return (1.0, 5.0) if self.primary == "confidence" else (0.0, 100.0)
+        low, high = RANGES[self.primary]
+        return float(low), float(high)
 
     @property
     def positive_at(self) -> float:
@@ -67,8 +70,10 @@ class Scale:
 
     def check(self, confidence: Optional[Any], probability: Optional[Any]) -> dict:
         """The validated answer {confidence, probability} or an MVCFError saying what is out of range."""
-        return {"confidence": _value(confidence, self.asks_confidence, "confidence rating", 1, 5, whole=True),
-                "probability": _value(probability, self.asks_probability, "probability", 0, 100, whole=False)}
+        return {"confidence": _value(confidence, self.asks_confidence, "confidence rating", *RANGES["confidence"],
+                                      whole=True),
+                "probability": _value(probability, self.asks_probability, "probability", *RANGES["probability"],
+                                       whole=False)}
 
 
 def _value(value: Any, asked: bool, what: str, low: float, high: float, whole: bool):
