@@ -16,7 +16,6 @@ the CT is sampled on that frame with linear interpolation. Thresholds (docs/scre
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -132,9 +131,11 @@ def contrast_warning(phase: Optional[str]) -> Optional[str]:
 
 
 def _read_json(path: Path) -> dict:
+    from mvcf.json_input import loads
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = loads(path.read_bytes())
+    except (OSError, ValueError):   # mvcf.json_input.JSONInputError is a ValueError
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -146,14 +146,12 @@ def read_locations(path: Union[str, Path], inputs: Sequence[Any] = ()) -> list[V
     except (OSError, UnicodeDecodeError) as exc:
         raise MVCFError(f"cannot read the locations file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if text.lstrip().startswith(("[", "{")):
+        from mvcf.json_input import JSONInputError, loads
+
         try:
-            entries = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MVCFError(f"{path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-        except RecursionError:
-            raise MVCFError(f"{path} is not a locations file: its JSON is nested too deeply") from None
-        except ValueError as exc:   # an integer of thousands of digits
-            raise MVCFError(f"{path} is not a locations file: {str(exc).split(';')[0]}") from None
+            entries = loads(text)
+        except JSONInputError as exc:
+            raise MVCFError(f"{path} is not valid JSON: {exc.reason}") from None
         if not isinstance(entries, list):
             raise MVCFError(f"{path} must hold a JSON list of vertebrae, e.g. "
                             '[{"name": "L1", "mask": "seg.nii.gz", "label": 31}]')

@@ -25,7 +25,6 @@ worker goes on. It exits by itself after `idle_exit_s` without a request ({"even
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -201,20 +200,14 @@ class Worker:
                         allow_outside_root=allow_outside_root)
 
 
-def _no_constant(name: str) -> Any:
-    raise MVCFError(f"request holds {name}, which is not a number JSON allows")
-
-
 def _parse(line: str) -> dict[str, Any]:
     """One request line as a JSON object; anything else is one MVCFError line."""
+    from mvcf.json_input import JSONInputError, loads
+
     try:
-        request = json.loads(line, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise MVCFError(f"request is not JSON ({exc.msg} at column {exc.colno})") from None
-    except RecursionError:
-        raise MVCFError("request is not JSON a worker takes: it is nested too deeply") from None
-    except ValueError as exc:   # an integer of thousands of digits
-        raise MVCFError(f"request is not JSON a worker takes: {str(exc).split(';')[0]}") from None
+        request = loads(line.encode("utf-8", "surrogateescape"))   # the bytes as read: strict UTF-8 here
+    except JSONInputError as exc:
+        raise MVCFError(f"request is not valid JSON: {exc.reason}") from None
     if not isinstance(request, dict):
         raise MVCFError("a request is a JSON object with a 'command'")
     return request

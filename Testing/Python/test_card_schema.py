@@ -55,7 +55,10 @@ def test_nan_and_deep_nesting_are_refused(bundle):
     with pytest.raises(MVCFError, match="NaN, which is not a number JSON allows"):
         read_card(bundle)
     (bundle / "model.json").write_text(text[:-2] + ', "deep": ' + "[" * 200_000 + "]" * 200_000 + "}")
-    with pytest.raises(MVCFError, match="nested deeper than"):
+    with pytest.raises(MVCFError, match="nested too deeply"):
+        read_card(bundle)
+    (bundle / "model.json").write_text(text[:-2] + ', "huge": ' + "7" * 5000 + "}")   # was a raw ValueError
+    with pytest.raises(MVCFError, match=r"not valid JSON: it exceeds the limit \(4300 digits\)"):
         read_card(bundle)
 
 

@@ -312,6 +312,10 @@ def test_contrast_phase_from_sidecar_and_given(tmp_path):
     assert contrast_phase(ct, shared("totalsegmentator/spine_report/contrast_phase.json")) == "native"
     assert contrast_warning("native") is None
     assert contrast_phase(ct, "Portal_Venous") == "portal-venous" and contrast_phase(ct, " NATIVE ") == "native"
+    (tmp_path / "a.json").write_text("[" * 100_000 + "]" * 100_000)   # a RecursionError traceback; now unread
+    assert contrast_phase(ct) is None
+    with pytest.raises(MVCFError, match="has no \"phase\""):
+        contrast_phase(ct, str(tmp_path / "a.json"))
 
 
 @pytest.mark.parametrize("given, message", [

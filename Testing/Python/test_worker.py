@@ -132,7 +132,7 @@ def test_in_process_bad_lines_idle_exit_and_shutdown():
     assert Worker(out, idle_exit_s=30).serve(lines) == "shutdown"
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [e["event"] for e in events] == ["error", "error", "pong", "error", "error", "exit"]
-    assert "not JSON" in events[0]["message"] and events[2]["id"] == 7
+    assert "not valid JSON" in events[0]["message"] and events[2]["id"] == 7
     assert events[3]["id"] == 8 and "'locations'" in events[3]["message"]
     assert "colour" in events[4]["message"]
 

@@ -190,20 +190,15 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def _no_constant(name: str) -> Any:
-    raise CardError(f"holds {name}, which is not a number JSON allows")
-
-
 def parse_card_json(data: bytes, where: str) -> Any:
-    """JSON text -> object; refuses NaN/Infinity (not JSON), nesting deeper than MAX_DEPTH and bad UTF-8."""
+    """JSON text -> object; refuses what mvcf.json_input refuses (NaN/Infinity, bad UTF-8, ...) and nesting
+    deeper than MAX_DEPTH."""
+    from mvcf.json_input import JSONInputError, loads
+
     try:
-        card = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
-    except CardError as exc:
-        raise MVCFError(f"invalid model card {where}: it {exc}") from None
-    except RecursionError:
-        raise MVCFError(f"invalid model card {where}: nested deeper than {MAX_DEPTH} levels") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MVCFError(f"not a model bundle: {where} is not valid JSON ({type(exc).__name__})") from None
+        card = loads(data)
+    except JSONInputError as exc:
+        raise MVCFError(f"invalid model card {where}: not valid JSON: {exc.reason}") from None
     if depth(card) > MAX_DEPTH:
         raise MVCFError(f"invalid model card {where}: nested deeper than {MAX_DEPTH} levels")
     return card

@@ -10,7 +10,6 @@ A package opens only for the reader it was made for; it holds no case ID, file n
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -31,10 +30,12 @@ def read_json(path: Path, what: str) -> dict:
     """A JSON object from `path`, or one MVCFError line naming the file."""
     if not path.is_file():
         raise MVCFError(f"{what} not found: {path}")
+    from mvcf.json_input import JSONInputError, loads
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MVCFError(f"{what} {path} is not valid JSON ({exc})") from None
+        data = loads(path.read_bytes())
+    except JSONInputError as exc:
+        raise MVCFError(f"{what} {path} is not valid JSON: {exc.reason}") from None
     if not isinstance(data, dict):
         raise MVCFError(f"{what} {path} is not a JSON object")
     return data
