@@ -52,6 +52,17 @@ def csv_read_errors(shown: str) -> Iterator[None]:
         raise MVCFError(f"manifest {shown} is not a valid CSV file: {exc}") from None
 
 
+def check_header(names: Sequence[Optional[str]], shown: str) -> None:
+    """Refuse a CSV header that names a column twice (case and surrounding blanks aside): the csv module keeps
+    the last such cell, pandas renames the second to `name.1`, so either way one column is dropped in silence."""
+    seen: set[str] = set()
+    for name in names:
+        key = (name or "").strip().lower()
+        if key and key in seen:
+            raise MVCFError(f"{shown}: its header names the column '{key}' twice; which one is meant is not clear")
+        seen.add(key)
+
+
 def check_cells(values: dict[str, str], base: Path, allow_outside_root: bool,
                 path_columns: Sequence[str] = PATH_COLUMNS) -> None:
     """Refuse a NUL byte in any cell and a path outside `base` (the manifest's folder), relative (`../`, a

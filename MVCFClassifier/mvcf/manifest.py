@@ -29,7 +29,7 @@ import numpy as np
 
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
-from mvcf.cohort_checks import check_cells, csv_read_errors, summarise_rows
+from mvcf.cohort_checks import check_cells, check_header, csv_read_errors, summarise_rows
 from mvcf.fileio import atomic_open
 from mvcf.limits import check_file_size
 from mvcf.locate import parse_point
@@ -130,6 +130,7 @@ def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = Fals
         reader = csv.DictReader(handle)
         if reader.fieldnames is None:
             raise MVCFError(f"manifest {path.name} is empty")
+        check_header(reader.fieldnames, f"manifest {path.name}")
         header = [(name or "").strip().lower() for name in reader.fieldnames]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:

@@ -800,14 +800,16 @@ def test_bad_manifest_files_are_one_line_and_a_fifo_never_hangs_the_batch(tmp_pa
 
     ct, seg = small_case
     cases = {"binary.csv": b"case_id,ct,seg\n\xff\xfe\x8b,a,b\n",
-             "big.csv": f'case_id,ct,seg\na,"{"x" * 140000}",b\n'.encode()}
+             "big.csv": f'case_id,ct,seg\na,"{"x" * 140000}",b\n'.encode(),
+             "twice.csv": b"case_id,ct,seg,SEG\na,a,b,c\n"}
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
     (tmp_path / "loop1.nii.gz").symlink_to("loop2.nii.gz")
     (tmp_path / "loop2.nii.gz").symlink_to("loop1.nii.gz")
     (tmp_path / "loop.csv").write_text(f"case_id,ct,seg\nloop,loop1.nii.gz,{seg}\n")
     for name, message in [("binary.csv", "is not a UTF-8 CSV file"), ("big.csv", "is not a valid CSV file"),
-                          ("loop.csv", "ct loop1.nii.gz: cannot resolve the path")]:
+                          ("loop.csv", "ct loop1.nii.gz: cannot resolve the path"),
+                          ("twice.csv", "its header names the column 'seg' twice")]:
         code = main(["--progress", "none", "screen", "--manifest", str(tmp_path / name), "--out",
                      str(tmp_path / "out")])
         err = capsys.readouterr().err

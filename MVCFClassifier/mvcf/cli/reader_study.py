@@ -151,18 +151,9 @@ def run_collect(args: argparse.Namespace, reporter: Any) -> int:
     return 0
 
 
-def _read_csv(path: Path, what: str):
-    import pandas as pd
-
-    if not path.is_file():
-        raise MVCFError(f"{what} not found: {path}")
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MVCFError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from None
-
-
 def run_report(args: argparse.Namespace, reporter: Any) -> int:
+    from mvcf.stats._validate import read_table
+
     from mvcf.reader_study.collect import MODEL_SCORES_FILE, READINGS_FILE
     from mvcf.reader_study.packages import read_json
     from mvcf.reader_study.plan import PLAN_FILE, parse_groups
@@ -179,7 +170,7 @@ def run_report(args: argparse.Namespace, reporter: Any) -> int:
 
     check_output_folder(out, [p for p in (args.readings, args.model_scores) if p], list(REPORT_FILES),
                         overwrite=True, what="--out")   # an earlier report of mvcf is written again
-    readings = _read_csv(Path(args.readings) if args.readings else folder / READINGS_FILE, "readings CSV")
+    readings = read_table(Path(args.readings) if args.readings else folder / READINGS_FILE, "readings CSV")
     missing = [c for c in ("reader", "modality", "case", "truth", "rating") if c not in readings.columns]
     if missing:
         raise MVCFError(f"readings CSV is missing column(s): {', '.join(missing)}")
@@ -187,7 +178,7 @@ def run_report(args: argparse.Namespace, reporter: Any) -> int:
     if args.group:
         plan = dict(plan or {}, groups=parse_groups(args.group, sorted(map(str, readings["reader"].unique()))))
     scores_path = Path(args.model_scores) if args.model_scores else (folder / MODEL_SCORES_FILE if folder else None)
-    model = _read_csv(scores_path, "model scores CSV") if scores_path and (args.model_scores or scores_path.exists()) \
+    model = read_table(scores_path, "model scores CSV") if scores_path and (args.model_scores or scores_path.exists()) \
         else None
     payload = build_report(readings, out, plan=plan, model=model, unaided=args.unaided or "unaided",
                            aided=args.aided or "aided", positive_at=args.positive_at, alpha=args.alpha,

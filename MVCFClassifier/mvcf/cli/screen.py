@@ -210,7 +210,7 @@ MAX_CASE_ID_BYTES = 200
 def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, str]]:
     """Rows of the screening manifest, paths resolved against its folder; every bad row in one error, the
     cells checked as every manifest's are (cohort_checks.check_cells: NUL bytes, paths outside its folder)."""
-    from mvcf.cohort_checks import check_cells, csv_read_errors
+    from mvcf.cohort_checks import check_cells, check_header, csv_read_errors
     from mvcf.screen_index import RESERVED_NAMES
 
     if not path.is_file():
@@ -220,6 +220,7 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
     check_file_size(path, "MAX_TABLE_BYTES", "manifest")
     with csv_read_errors(str(path)), open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
+        check_header(reader.fieldnames or [], str(path))
         header = [h.strip() for h in (reader.fieldnames or [])]
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     seg_column = "seg" if "seg" in header else "mask"

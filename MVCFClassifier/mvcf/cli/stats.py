@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any
 
 from mvcf.cli import args as A
@@ -50,21 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mrmc.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
-def _read_csv(path: str):
-    import pandas as pd
-
-    file = Path(path)
-    if not file.exists() or file.is_dir():
-        raise MVCFError(f"CSV file not found: {file}")
-    from mvcf.limits import check_file_size
-
-    check_file_size(file, "MAX_TABLE_BYTES", "CSV file")
-    try:
-        return pd.read_csv(file)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise MVCFError(f"cannot read CSV {file}: {str(exc).splitlines()[0]}") from None
-
-
 def _truth(frame: Any, column: str, positive: Any):
     import pandas as pd
 
@@ -101,12 +85,13 @@ def _scores(frame: Any, columns: list[str]):
 
 def run_roc(args: argparse.Namespace) -> dict:
     from mvcf import stats
+    from mvcf.stats._validate import read_table
 
     if args.plot:
         from mvcf.outputs_guard import check_output
 
         check_output(args.plot, [args.csv], kind="file", overwrite=True, what="--plot")
-    frame = _read_csv(args.csv)
+    frame = read_table(args.csv)
     truth = _truth(frame, args.truth, args.positive)
     scores = _scores(frame, args.score)
     entries = []
@@ -146,8 +131,9 @@ def run_roc(args: argparse.Namespace) -> dict:
 
 def run_mrmc(args: argparse.Namespace) -> dict:
     from mvcf import stats
+    from mvcf.stats._validate import read_table
 
-    frame = _read_csv(args.csv)
+    frame = read_table(args.csv)
     if (args.unaided is None) != (args.aided is None):
         raise MVCFError("give both --unaided and --aided, or neither")
     if args.unaided is not None:
@@ -156,7 +142,7 @@ def run_mrmc(args: argparse.Namespace) -> dict:
     else:
         payload = stats.mrmc(frame, cov_method=args.cov_method, alpha=args.alpha, positive=args.positive)
     if args.model_csv:
-        model = _read_csv(args.model_csv)
+        model = read_table(args.model_csv)
         missing = [c for c in ("case", "score") if c not in model.columns]
         if missing:
             raise MVCFError(f"model CSV is missing column(s): {', '.join(missing)}")

@@ -8,6 +8,29 @@ import numpy as np
 from mvcf.errors import MVCFError
 
 
+def read_table(path: Any, what: str = "CSV file") -> Any:
+    """A statistics or reader-study CSV as a pandas DataFrame: size-checked (MAX_TABLE_BYTES) before reading,
+    its header checked for a column named twice, and every read error one line naming the file."""
+    import csv
+    from pathlib import Path
+
+    import pandas as pd
+
+    from mvcf.cohort_checks import check_header
+    from mvcf.limits import check_file_size
+
+    file = Path(path)
+    if not file.is_file():
+        raise MVCFError(f"{what} not found: {file}")
+    check_file_size(file, "MAX_TABLE_BYTES", what)
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as handle:
+            check_header(next(csv.reader(handle), []), f"{what} {file}")
+        return pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
+        raise MVCFError(f"cannot read {what} {file}: {str(exc).splitlines()[0]}") from None
+
+
 def as_scores(values: Any, name: str = "score") -> np.ndarray:
     """A 1-D float array with no NaN or infinity."""
     try:
@@ -31,7 +54,7 @@ def numeric_column(frame: Any, column: str, what: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(array))
     if bad.size:
         raw = frame[column].iloc[int(bad[0])]
-        found = "an empty cell" if pd.isna(raw) else f"{str(raw)[:40]!r}"
+        found = "an empty or NA cell" if pd.isna(raw) else f"{str(raw)[:40]!r}"
         raise MVCFError(f"{what} '{column}' must be finite numbers: {bad.size} row(s) are not, the first is "
                         f"row {int(bad[0]) + 2} with {found}")
     return array
