@@ -349,6 +349,23 @@ def test_a_model_that_separates_perfectly_gets_newcombes_interval_not_a_point(tm
     assert "Newcombe" in (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
 
 
+def test_a_round_every_reader_reads_perfectly_gets_newcombes_interval_not_a_point(tmp_path):
+    """Every reader separating the cases in the aided round: the ORH interval of that round collapsed to
+    '1.000 (1.000 to 1.000)' in the table, without a word."""
+    from mvcf.reader_study.report import build_report, table_rows
+
+    readings, _ = _readings()
+    aided = readings.modality == "aided"
+    readings.loc[aided, "rating"] = np.where(readings.truth[aided] == 1, 4, 2) + (readings.reader[aided] == "ben")
+    payload = build_report(readings, tmp_path / "rep")
+    unaided_row, aided_row = payload["table"]
+    assert unaided_row["ci_method"] == "orh" and unaided_row["ci"][1] - unaided_row["ci"][0] > 0.05
+    assert aided_row["auc"] == 1.0 and aided_row["ci_method"] == "newcombe" and "perfect separation" in aided_row["note"]
+    low, high = aided_row["ci"]
+    assert 0.0 < low < high == 1.0
+    assert table_rows(payload)[2][3] == f"1.000 ({low:.3f} to 1.000, Newcombe)"
+
+
 def test_report_inputs_that_gave_silent_calls_or_tracebacks_are_one_line_and_write_nothing(tmp_path):
     """--positive-at nan, inf or past the scale (every reader: sensitivity 0, specificity 1, reported as a
     finding), a rating outside the plan's scale, a model table without its score column or with words in it

@@ -127,12 +127,8 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
         threshold = float(scores["threshold"].iloc[0]) if "threshold" in scores else 0.5
         point = stats.metrics_at_threshold(scores["truth"].astype(int).to_numpy(), scores["score"].to_numpy(float),
                                            threshold, alpha=alpha)
-        fallback = stats.point_interval_fallback(ci["auc"], ci["ci"], ci["n_pos"], ci["n_neg"], alpha=alpha)
-        model_section = {"auc": ci["auc"], "ci": list(ci["ci"] if fallback is None else fallback[0]),
-                         "ci_method": "delong" if fallback is None else "newcombe",
-                         **({} if fallback is None else
-                            {"note": f"{fallback[1]}: the DeLong interval collapses to a point; Newcombe's score "
-                                     "interval given instead"}),
+        model_section = {"auc": ci["auc"], **_interval_fields(ci["auc"], ci["ci"], ci["n_pos"], ci["n_neg"], alpha,
+                                                              "delong", "the DeLong interval"),
                          "threshold": threshold,
                          "sensitivity": point["sensitivity"]["value"], "specificity": point["specificity"]["value"],
                          "vs_readers": {m: stats.model_vs_readers(frame, model[["case", "score"]], modality=m,
@@ -158,8 +154,10 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
                    "sensitivity": float(np.mean([p["sensitivity"] for p in points])),
                    "specificity": float(np.mean([p["specificity"] for p in points]))}
             if "analysis" in section:
-                single = _single(section["analysis"], modality)
-                row.update(auc=single["auc"], ci=single["ci"])
+                single, analysis = _single(section["analysis"], modality), section["analysis"]
+                row.update(auc=single["auc"], **_interval_fields(
+                    single["auc"], single["ci"], analysis["n_pos"], analysis["n_cases"] - analysis["n_pos"], alpha,
+                    "orh", "the Obuchowski-Rockette interval (every reader's AUC the same)"))
             else:
                 row.update(auc=section_auc(frame, readers, modality), ci=None)
             if "analysis" in section and len(modalities) == 2 and modality == modalities[-1]:
@@ -179,6 +177,18 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
         (tmp / "report.html").write_text(render_html(payload), encoding="utf-8")
         (tmp / "report.json").write_text(json.dumps(_finite(payload), indent=1), encoding="utf-8")
     return payload
+
+
+def _interval_fields(auc: float, ci: Any, n_pos: int, n_neg: int, alpha: float, method: str, what: str) -> dict:
+    """A table row's CI and how it was made: `method`'s own, or Newcombe's score interval where that one
+    collapses to a point (stats.point_interval_fallback), with the reason, so no row shows a zero-width CI."""
+    from mvcf import stats
+
+    fallback = stats.point_interval_fallback(auc, ci, n_pos, n_neg, alpha=alpha)
+    if fallback is None:
+        return {"ci": list(ci), "ci_method": method}
+    return {"ci": list(fallback[0]), "ci_method": "newcombe",
+            "note": f"{fallback[1]}: {what} collapses to a point; Newcombe's score interval given instead"}
 
 
 def _check_positive_at(ratings: np.ndarray, positive_at: float, scale: Any = None) -> None:
@@ -259,7 +269,8 @@ def table_rows(payload: dict) -> list[list[str]]:
         rows.append(["Model alone", "–", "–", f"{_fmt(model['auc'])} ({_ci(model['ci'])}{source})",
                      _fmt(model["sensitivity"]), _fmt(model["specificity"]), "", "", ""])
     for row in payload["table"]:
-        ci = f" ({_ci(row['ci'])})" if row.get("ci") else ""
+        ci = f" ({_ci(row['ci'])}{', Newcombe' if row.get('ci_method') == 'newcombe' else ''})" \
+            if row.get("ci") else ""
         f_df = (f"{_fmt(row['F'], '.2f')} ({row['df1']}, {_fmt(row['df2'], '.2f')})" if "F" in row else "")
         rows.append([row["readers"], str(row["n"]), _round_name(row["modality"], payload), f"{_fmt(row['auc'])}{ci}",
                      _fmt(row["sensitivity"]), _fmt(row["specificity"]),
@@ -306,8 +317,9 @@ def render_markdown(payload: dict) -> str:
     out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     out += ["", "AUCs are empirical (trapezoidal), reader-averaged; CIs and tests: Obuchowski–Rockette with "
             "Hillis degrees of freedom, random readers and random cases (jackknife covariances). The model row "
-            "has a DeLong CI (Newcombe's score interval where DeLong's collapses to a point) and the "
-            "sensitivity/specificity at its frozen threshold.", "",
+            "has a DeLong CI and the sensitivity/specificity at its frozen threshold. Where an interval "
+            "collapses to a point (every reader, or the model, separating the cases perfectly) Newcombe's "
+            "score interval is given instead, marked so.", "",
             "## Analyses", ""]
     for name, section in payload["sections"].items():
         out += (_analysis_lines(name, section["analysis"], payload) if "analysis" in section
