@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -54,6 +55,19 @@ def _case_key(record) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+#: A case_id that may name its cache file as it is; any other (a `/`, `..`, spaces, non-ASCII, 300 bytes) is
+#: left out of the name, which the key (it covers the id) then names alone.
+_PLAIN_CASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def cache_file_name(record) -> str:
+    """`<case_id>-<key>.npy`, or `<key>.npy` for a case_id that is not a plain name: a manifest's case_id
+    never leads the file out of its folder or past a file name's length."""
+    key = _case_key(record)
+    case_id = str(record.case_id)
+    return f"{case_id}-{key}.npy" if _PLAIN_CASE_ID.fullmatch(case_id) else f"{key}.npy"
+
+
 class ViewCache:
     """case -> view array per ViewSpec; memory first, then `cache_dir/<spec>/<case>.npy`, else built."""
 
@@ -65,7 +79,7 @@ class ViewCache:
     def _file(self, spec: ViewSpec, record) -> Optional[Path]:
         if self.cache_dir is None:
             return None
-        return self.cache_dir / spec_key(spec) / f"{record.case_id}-{_case_key(record)}.npy"
+        return self.cache_dir / spec_key(spec) / cache_file_name(record)
 
     def _lookup(self, spec: ViewSpec, record) -> Optional[np.ndarray]:
         key = (spec_key(spec), _case_key(record))

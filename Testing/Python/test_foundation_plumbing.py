@@ -254,6 +254,28 @@ def test_a_view_cache_deletes_what_a_killed_training_left_in_its_folder(tmp_path
     assert left.exists() and len(list(folder.glob("c*.npy"))) == 2
 
 
+def test_a_case_id_never_leads_its_cached_view_out_of_the_cache(tmp_path):
+    """A manifest's case_id named the cache file: `../../../escaped` wrote a view (and made folders) outside
+    the cache, `sub/dir` made a folder in it, a 300-byte id failed the training after `--out` was made. Such an
+    id now leaves the name, the key alone names the file; a plain id still names it."""
+    from types import SimpleNamespace
+
+    from mvcf.dataset import ViewCache, spec_key
+    from mvcf.views import ViewSpec
+
+    spec = ViewSpec(mode="2d", size_px=8)
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"ct")
+    cache = ViewCache(tmp_path / "run" / "cache")
+    for case_id in ("../../../escaped", "sub/dir", "x" * 300, "a,b \"q\" \u00fc", "case0001"):
+        cache._store(spec, SimpleNamespace(case_id=case_id, ct=ct, center_lps=(0.0, 0.0, 0.0)),
+                     np.zeros(spec.output_shape(), np.float32))
+    folder = tmp_path / "run" / "cache" / spec_key(spec)
+    names = sorted(p.name for p in tmp_path.rglob("*.npy"))
+    assert all((folder / name).is_file() for name in names) and len(names) == 5
+    assert [n for n in names if n.startswith("case0001-")] and not (tmp_path / "escaped").exists()
+
+
 def test_two_runs_started_with_the_same_new_folder_never_mix_their_files(tmp_path):
     """Two `predict --report R` started at once both found R new, and the second to finish put its key images
     beside the first run's and replaced its report (a hostile sweep: a report folder of two runs). A `fresh`
