@@ -163,6 +163,29 @@ def test_reference_must_be_among_the_modes(tmp_path, capsys):
         StudyConfig(modes=("2d", "3d"), reference="2.5d-mil")
 
 
+def test_train_resume_refuses_other_view_or_split_settings(cohort, tmp_path, capsys, monkeypatch):
+    """`train --resume` with another --spacing, --windows, --external or --folds went on from checkpoints
+    trained on the earlier views or split and wrote a card claiming the new ones (with --external added, the
+    held-out site's cases had been trained on). The run's cohort.json keeps these settings; a change is
+    refused before training, as one of the training settings is by the checkpoint."""
+    import mvcf.train
+
+    def stop(*args, **kwargs):
+        raise MVCFError("training reached")
+
+    monkeypatch.setattr(mvcf.train, "train_cohort", stop)
+    out = tmp_path / "run"
+    base = ["--progress", "none", "train", "--manifest", str(cohort), "--out", str(out), "--folds", "2",
+            "--size", "16"]
+    assert main(base) == 2 and "training reached" in capsys.readouterr().err
+    for change, name in ((["--spacing", "2"], "spacing_mm"), (["--windows", "bone,wide"], "windows"),
+                         (["--external", "B"], "external"), (["--folds", "3"], "n_folds, train_folds")):
+        assert main(base + change + ["--resume"]) == 2
+        err = capsys.readouterr().err
+        assert f"other view or split settings ({name})" in err and "training reached" not in err, err
+    assert main(base + ["--resume"]) == 2 and "training reached" in capsys.readouterr().err
+
+
 def test_train_resume_refuses_swapped_files(cohort, tmp_path, capsys, monkeypatch):
     """The same resume record as the study's: `train --resume` after the CTs changed is refused before
     training (training itself is not reached here)."""

@@ -84,6 +84,28 @@ def fold_arguments(folds: int) -> tuple[int, int]:
     return (5, 1) if folds == 1 else (folds, folds)
 
 
+def run_settings(spec, n_folds: int, train_folds: int, external) -> dict:
+    """What a run's views and splits are made with, as its cohort.json keeps it (JSON types)."""
+    import json
+
+    return json.loads(json.dumps({**spec.to_dict(), "n_folds": n_folds, "train_folds": train_folds,
+                                  "external": external}))
+
+
+def check_same_settings(saved, settings: dict, out: Path) -> None:
+    """A resumed run must make its views and splits as the run it continues did: a checkpoint trained on
+    other views or another split would be described by a card it does not fit (folders older than the
+    record hold none and are not checked)."""
+    from mvcf.train import changed_settings
+
+    if saved is None or not isinstance(saved.get("settings"), dict):
+        return
+    changed = changed_settings(saved["settings"], settings)
+    if changed:
+        raise MVCFError(f"cannot resume the run in {out}: it was run with other view or split settings "
+                        f"({', '.join(changed)}); use the same options, or another --out")
+
+
 def train_config(args: argparse.Namespace):
     from mvcf.train import TrainConfig
 
@@ -133,7 +155,9 @@ def run(args: argparse.Namespace, reporter) -> int:
         if main_process:  # the last check, and the first file written: what the run folder was run on
             from mvcf.cohort_checks import resume_record
 
-            resume_record(out / RUN_RECORD, records, args.resume, "run")
+            settings = run_settings(spec, n_folds, train_folds, args.external)
+            check_same_settings(resume_record(out / RUN_RECORD, records, args.resume, "run", {"settings": settings}),
+                                settings, out)
         if args.device != "cuda":
             torch.set_num_threads(max(1, torch.get_num_threads()))
         try:
