@@ -92,8 +92,27 @@ def test_weights_that_do_not_fit_the_network_are_refused(bundle_dir):
     card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
     card["ensemble_size"] = 3
     (path / CARD_FILE).write_text(json.dumps(card))
-    with pytest.raises(MVCFError, match="do not fit"):
+    with pytest.raises(MVCFError, match="do not fit") as info:
         load_bundle(path)
+    assert "Missing key(s) in state_dict: " in str(info.value) and len(str(info.value)) < 500
+
+
+def test_weights_of_another_network_name_the_tensor_that_does_not_fit(bundle_dir, tmp_path):
+    """Another bundle's weights (with the card's sha256 updated) were refused as `weights do not fit the card's
+    network (Error(s) in loading state_dict for Ensemble:)`: torch's heading, naming nothing."""
+    path, _ = bundle_dir
+    config = network_config("2.5d-orthogonal", (2, 32, 32), "resnet10-tiny")
+    other = save_bundle(tmp_path / "other", build_ensemble(config, 2).eval(),
+                        {"name": "o", "version": "1", "network": config, "ensemble_size": 2,
+                         "view_spec": {"mode": "2.5d-orthogonal", "size_px": 32, "windows": [[400, 1800], [40, 400]]},
+                         "threshold": 0.5})
+    (path / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())
+    card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
+    card["weights"]["sha256"] = hashlib.sha256((path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    (path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(MVCFError, match=r"do not fit the card's network \(size mismatch for members\.0\.") as info:
+        load_bundle(path)
+    assert "\n" not in str(info.value) and "more)" in str(info.value)
 
 
 def test_onnx_export_matches_torch(bundle_dir, tmp_path):

@@ -190,6 +190,19 @@ def _upgrade_network(card: dict[str, Any]) -> None:
             network.setdefault("gradcam_layer", "layer3")
 
 
+def _first_reason(exc: RuntimeError) -> str:
+    """The first of load_state_dict's reasons (its first line is only a heading), and how many more."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    if not lines:
+        return "mismatch"
+    first = lines[0].rstrip(".")
+    first = first if len(first) <= 300 else first[:300] + "..."
+    more = f"; and {len(lines) - 1} more" if len(lines) > 1 else ""
+    return f"{first}{more}"
+
+
 def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
     """Verify and load a bundle. Order: card format -> weights sha256 -> safetensors parse -> network."""
     from safetensors import SafetensorError
@@ -210,8 +223,8 @@ def load_bundle(path: Union[str, Path], device: Optional[str] = None) -> Bundle:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise MVCFError(f"invalid model bundle: weights do not fit the card's network ({first})") from None
+        raise MVCFError(f"invalid model bundle: weights do not fit the card's network ({_first_reason(exc)})") \
+            from None
     model.eval()
     if device is not None:
         model.to(device)
