@@ -115,6 +115,23 @@ def test_weights_of_another_network_name_the_tensor_that_does_not_fit(bundle_dir
     assert "\n" not in str(info.value) and "more)" in str(info.value)
 
 
+def test_a_saved_bundle_honours_the_umask(tmp_path):
+    """safetensors creates its file 0600: a bundle written under umask 022 had every file 0644 but its
+    weights, which another user (a shared model folder, a server) could not read."""
+    import os
+
+    config = network_config("2d", (2, 16, 16), "resnet10-tiny")
+    old = os.umask(0o022)
+    try:
+        path = save_bundle(tmp_path / "b", build_ensemble(config, 1).eval(),
+                           {"name": "u", "version": "1", "network": config, "ensemble_size": 1,
+                            "view_spec": {"mode": "2d", "size_px": 16}, "threshold": 0.5}, onnx_graph=False)
+    finally:
+        os.umask(old)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in path.iterdir()} == \
+        {name: "0o644" for name in (".mvcf-output", CARD_FILE, WEIGHTS_FILE)}
+
+
 def test_onnx_export_matches_torch(bundle_dir, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     path, _ = bundle_dir

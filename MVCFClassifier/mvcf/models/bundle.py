@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from mvcf.errors import MVCFError
-from mvcf.fileio import atomic_dir
+from mvcf.fileio import apply_umask, atomic_dir
 from mvcf.limits import read_bytes_bounded, sha256_stream
 from mvcf.models.card_schema import check_weights, parse_card_json, validate_card
 
@@ -112,6 +112,7 @@ def save_bundle(out_dir: Union[str, Path], model, card: dict[str, Any], overwrit
     with atomic_dir(out, overwrite=overwrite) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
+        apply_umask(tmp / WEIGHTS_FILE)   # safetensors creates it 0600, whatever the umask
         full = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
