@@ -265,6 +265,18 @@ def _honest_blocks(labels: dict[str, int], result: ModelResult) -> dict[str, Any
             if result.external else {"not_estimable": "no external cases"}}
 
 
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A study's settings with its training settings by name (`lr`, not `train`), less those a resumed run
+    may change (where it runs: mvcf.train.RESUMABLE_CHANGES)."""
+    from mvcf.train import RESUMABLE_CHANGES
+
+    train = config.get("train")
+    flat = {k: v for k, v in config.items() if k != "train"}
+    if not isinstance(train, dict):
+        return {**flat, "train": train}
+    return {**flat, **{k: v for k, v in train.items() if k not in RESUMABLE_CHANGES and k not in flat}}
+
+
 def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequence[Any], resume: bool) -> None:
     """The configuration and cohort a study folder belongs to; a resumed study must match them exactly. The
     cohort is identified by its rows and by the size and modification time of every CT and mask file
@@ -279,7 +291,7 @@ def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequenc
     if not isinstance(saved.get("config"), dict):
         raise MVCFError(f"cannot resume the study in {path.parent}: {path.name} is corrupt; start again in another "
                         "--out")
-    changed = changed_settings(saved["config"], config_dict)
+    changed = changed_settings(_comparable(saved["config"]), _comparable(config_dict))
     if changed:
         raise MVCFError(f"cannot resume the study in {path.parent}: its settings differ ({', '.join(changed)})")
 

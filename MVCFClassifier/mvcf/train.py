@@ -142,7 +142,7 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str
 #: The first file `mvcf train` writes into its --out: what the run folder was run on, and how --resume knows it.
 RUN_RECORD = "cohort.json"
 #: Settings a resumed run may change: where it runs, not what it computes.
-_RESUMABLE_CHANGES = ("device", "num_workers")
+RESUMABLE_CHANGES = ("device", "num_workers")
 #: Network description keys that do not change the weights (checkpoints written before they existed resume).
 _NETWORK_NOTES = ("gradcam_layer",)
 
@@ -150,8 +150,8 @@ _NETWORK_NOTES = ("gradcam_layer",)
 def _check_same_run(state: dict[str, Any], config: TrainConfig, network: dict[str, Any], path: Path) -> None:
     """Refuse to resume a checkpoint written with other training settings or another network/view (`network`
     is the network config plus the view mode): the result would be neither run."""
-    saved = {k: v for k, v in (state.get("config") or {}).items() if k not in _RESUMABLE_CHANGES}
-    current = {k: v for k, v in asdict(config).items() if k not in _RESUMABLE_CHANGES}
+    saved = {k: v for k, v in (state.get("config") or {}).items() if k not in RESUMABLE_CHANGES}
+    current = {k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES}
     changed = changed_settings(saved, current)
     network_changes = [k for k in changed_settings(state.get("network", network), network) if k not in _NETWORK_NOTES]
     if network_changes:
@@ -553,7 +553,7 @@ def _model_card(spec: Any, config: TrainConfig, net_config: dict[str, Any], shap
         "threshold_method": "Youden's J on the validation cases (each fold model on its own validation set)",
         "training_data": training_data,
         "validation_metrics": metrics,
-        "training": {**{k: v for k, v in asdict(config).items() if k not in _RESUMABLE_CHANGES},
+        "training": {**{k: v for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES},
                      "folds": [{"fold": r.fold, "best_epoch": r.best_epoch, "best_val_auc": r.best_val_auc,
                                 "epochs_run": r.epochs_run, "seconds": round(r.seconds, 2)} for r in runs.results],
                      "device": device, "world_size": dist_info.world_size,

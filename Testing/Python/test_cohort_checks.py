@@ -152,6 +152,26 @@ def test_study_resume_key_covers_the_files(cohort, tmp_path):
         _check_or_write_run_config(path, config, records, resume=True)
 
 
+def test_study_resume_names_the_training_setting_and_lets_the_device_change(cohort, tmp_path):
+    """`study --resume --lr 0.01` was refused as `its settings differ (train)`, naming no setting, and
+    `--device cpu` after `auto` was refused too, though `train --resume` may change where it runs
+    (mvcf.train.RESUMABLE_CHANGES): the same settings are resumable in both now."""
+    from dataclasses import replace
+
+    from mvcf.manifest import read_manifest
+    from mvcf.study import StudyConfig, _check_or_write_run_config
+    from mvcf.train import TrainConfig
+
+    records = read_manifest(cohort)
+    path = tmp_path / "study_config.json"
+    _check_or_write_run_config(path, StudyConfig(modes=("2d",), train=TrainConfig()), records, resume=False)
+    with pytest.raises(MVCFError, match=r"its settings differ \(lr, seed\)"):
+        _check_or_write_run_config(path, StudyConfig(modes=("2d",), train=TrainConfig(lr=0.01, seed=3)), records,
+                                   resume=True)
+    moved = replace(TrainConfig(), device="cpu", num_workers=2)
+    _check_or_write_run_config(path, StudyConfig(modes=("2d",), train=moved), records, resume=True)
+
+
 def test_reference_must_be_among_the_modes(tmp_path, capsys):
     code = main(["--progress", "none", "study", "--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s"),
                  "--modes", "2d,3d", "--reference", "2.5d-mil"])
