@@ -132,6 +132,23 @@ def test_a_saved_bundle_honours_the_umask(tmp_path):
         {name: "0o644" for name in (".mvcf-output", CARD_FILE, WEIGHTS_FILE)}
 
 
+def test_a_run_folder_given_as_the_bundle_names_its_bundle(bundle_dir, tmp_path):
+    """`evaluate --model RUN` (a train or study --out, not its `model/`) said only `RUN/model.json is missing`."""
+    import shutil
+
+    path, _ = bundle_dir
+    run = tmp_path / "run"
+    shutil.copytree(path, run / "2d" / "model")
+    with pytest.raises(MVCFError, match=r"model\.json is missing \(.*training or study run; give its model "
+                       r"bundle: .*2d/model\)"):
+        read_card(run)
+    with pytest.raises(MVCFError, match=r"give its model bundle: .*2d/model\)"):
+        read_card(run / "2d")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MVCFError, match=r"model\.json is missing$"):
+        read_card(tmp_path / "empty")
+
+
 def test_onnx_export_matches_torch(bundle_dir, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     path, _ = bundle_dir

@@ -153,7 +153,7 @@ def read_card(path: Union[str, Path]) -> dict[str, Any]:
                         f"{CARD_FILE} and {WEIGHTS_FILE}")
     card_path = bundle_dir / CARD_FILE
     if not card_path.is_file():
-        raise MVCFError(f"not a model bundle: {card_path} is missing")
+        raise MVCFError(f"not a model bundle: {card_path} is missing{_bundles_below(bundle_dir)}")
     card = parse_card_json(read_bytes_bounded(card_path, "MAX_CARD_BYTES", "model card"), str(card_path))
     if not isinstance(card, dict) or card.get("format") != FORMAT_NAME:
         raise MVCFError(f"not a model bundle: {card_path} does not declare format {FORMAT_NAME!r}")
@@ -166,6 +166,19 @@ def read_card(path: Union[str, Path]) -> dict[str, Any]:
             raise MVCFError(f"invalid model bundle: {card_path} lacks {key!r}")
     _upgrade_network(card)
     return validate_card(card, str(card_path))
+
+
+def _bundles_below(folder: Path) -> str:
+    """For a training or study run folder given as the bundle: where its bundles are ('' if none)."""
+    try:
+        found = sorted({p.parent for pattern in (f"model/{CARD_FILE}", f"*/model/{CARD_FILE}")
+                        for p in folder.glob(pattern)})
+    except OSError:
+        return ""
+    if not found:
+        return ""
+    shown = ", ".join(str(p) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+    return f" ({folder} looks like the folder of a training or study run; give its model bundle: {shown})"
 
 
 def check_weights_sha256(bundle_dir: Path, card: dict[str, Any]) -> Path:
