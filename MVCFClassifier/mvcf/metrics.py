@@ -56,10 +56,12 @@ def _finite(value: float) -> Optional[float]:
     return value if np.isfinite(value) else None
 
 
-def format_auc(summary: dict[str, Any]) -> str:
-    """'0.912 (0.861–0.963)' (DeLong), '1.000 (0.935–1.000, Newcombe)' where DeLong is degenerate, or 'n/a'."""
+def format_auc(summary: dict[str, Any], reason: bool = False) -> str:
+    """'0.912 (0.861–0.963)' (DeLong), '1.000 (0.935–1.000, Newcombe)' where DeLong is degenerate, or 'n/a'
+    (with `reason`, followed by why: 'n/a (one class only: AUC undefined)', for a line with no notes below)."""
     if not summary or summary.get("auc") is None:
-        return "n/a"
+        why = (summary or {}).get("note") or ("no cases" if reason and not summary else None)
+        return f"n/a ({why})" if reason and why else "n/a"
     if "auc_ci_newcombe" in summary:
         low, high = summary["auc_ci_newcombe"]
         return f"{summary['auc']:.3f} ({low:.3f}–{high:.3f}, Newcombe)"

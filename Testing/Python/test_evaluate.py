@@ -81,3 +81,21 @@ def test_evaluate_refuses_a_cache_inside_its_output_before_any_work(trained, tmp
     err = capsys.readouterr().err.strip()
     assert code == 2 and "lies inside --out" in err and "\n" not in err
     assert not target.exists()
+
+
+def test_evaluate_on_one_class_says_why_there_is_no_auc(trained, tmp_path, capsys):
+    """On a cohort (or a site) of one class the AUC is undefined; the line said `AUC n/a` and no more, as for a
+    failed computation. It gives the reason metrics.json already holds."""
+    manifest, out = trained
+    with open(manifest, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["label"] == "OVCF"]
+    one_class = manifest.parent / "ovcf_only.csv"
+    with open(one_class, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code = main(["--progress", "none", "evaluate", "--model", str(out / "model"), "--manifest", str(one_class),
+                 "--out", str(tmp_path / "eval"), "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert code == 0 and printed.startswith("AUC n/a (one class only: AUC undefined) on 16 cases")
+    assert "  B: AUC n/a (one class only: AUC undefined) (n=8)" in printed

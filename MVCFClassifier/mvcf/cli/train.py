@@ -180,8 +180,8 @@ def run(args: argparse.Namespace, reporter) -> int:
         return 0
     def text() -> None:
         print(f"model bundle: {run_.bundle_path}")
-        print(f"internal test AUC {format_auc(metrics['internal_test'])}; "
-              f"external test AUC {format_auc(metrics['external_test'])}; threshold {run_.threshold:.3f}")
+        print(f"internal test AUC {format_auc(metrics['internal_test'], reason=True)}; "
+              f"external test AUC {format_auc(metrics['external_test'], reason=True)}; threshold {run_.threshold:.3f}")
 
     emit_result(reporter, payload, args.json, text)
     return 0
