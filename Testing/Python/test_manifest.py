@@ -73,6 +73,14 @@ def test_missing_columns_and_files(folder):
         read_manifest(_write(folder, ""))
 
 
+def test_a_column_given_twice_is_refused_not_read_from_the_last(folder):
+    """A manifest with two `label` columns (here `label` and ` Label`) was read from the last one: every case
+    OVCF, trained without a word. Which column holds the labels is not clear, so it is refused."""
+    header = HEADER.rstrip("\n") + ", Label\n"
+    with pytest.raises(MVCFError, match="its header names the column 'label' twice"):
+        read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",,OVCF\n", header=header))
+
+
 def test_mask_file_must_exist(folder):
     with pytest.raises(MVCFError, match=r"1 bad row \(2\): row 2: mask not found"):
         read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,imgs/nomask.nii.gz,31,,\n"))

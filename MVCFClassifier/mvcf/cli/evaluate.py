@@ -28,7 +28,8 @@ def run(args: argparse.Namespace, reporter) -> int:
                       overwrite=args.overwrite, on_progress=reporter.progress,
                       allow_outside_root=args.allow_outside_root)
     def text() -> None:
-        print(f"AUC {format_auc(report['overall'], reason=True)} on {report['overall']['n']} cases; results in {report['out']}")
+        print(f"AUC {format_auc(report['overall'], reason=True)} on {report['overall']['n']} cases; "
+              f"results in {report['out']}")
         for site, summary in report.get("per_institution", {}).items():
             print(f"  {site}: AUC {format_auc(summary, reason=True)} (n={summary['n']})")
 
