@@ -63,6 +63,17 @@ def check_header(names: Sequence[Optional[str]], shown: str) -> None:
         seen.add(key)
 
 
+def surplus_cells(row: dict) -> Optional[str]:
+    """Why a csv.DictReader row is refused when it holds more cells than its header (the reader files them
+    under None, where they would be dropped in silence: most often an unquoted comma in a path or point);
+    None for a row that fits."""
+    if None not in row:
+        return None
+    named = len(row) - 1
+    return (f"{named + len(row[None])} cells under a header of {named} columns "
+            "(quote a cell that holds a comma: \"X,Y,Z\")")
+
+
 def check_cells(values: dict[str, str], base: Path, allow_outside_root: bool,
                 path_columns: Sequence[str] = PATH_COLUMNS) -> None:
     """Refuse a NUL byte in any cell and a path outside `base` (the manifest's folder), relative (`../`, a

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
+from mvcf.cohort_checks import surplus_cells
 from mvcf.errors import MVCFError
 from mvcf.locate import VertebraQuery, parse_point
 
@@ -123,9 +124,9 @@ def _csv_rows(text: str, source: str) -> list[dict]:
                         f"location column ({', '.join(FIELDS[1:])})")
     rows = []
     for row in reader:
-        if None in row:
-            raise MVCFError(f"{source} line {reader.line_num} has more cells than the header (quote a point "
-                            "written with commas: \"X,Y,Z\")")
+        surplus = surplus_cells(row)
+        if surplus:
+            raise MVCFError(f"{source} line {reader.line_num}: {surplus}")
         cells = {k.strip(): v for k, v in row.items() if k is not None}
         if any(v and v.strip() for v in cells.values()):
             rows.append(cells)

@@ -29,7 +29,7 @@ import numpy as np
 
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
-from mvcf.cohort_checks import check_cells, check_header, csv_read_errors, summarise_rows
+from mvcf.cohort_checks import check_cells, check_header, csv_read_errors, summarise_rows, surplus_cells
 from mvcf.fileio import atomic_open
 from mvcf.limits import check_file_size
 from mvcf.locate import parse_point
@@ -112,8 +112,7 @@ def _parse_row(row: dict[str, str], number: int, base: Path, allow_outside_root:
         record.center_lps = ras_to_lps(parse_point(values["point_ras"], "point_ras"))
     if record.mask is None and record.center_lps is None:
         raise MVCFError("no location: give mask + vertebra_label, center_lps or point_ras")
-    record.extra = {k: v for k, v in row.items()
-                    if k is not None and k not in REQUIRED_COLUMNS + LOCATION_COLUMNS}
+    record.extra = {k: v for k, v in row.items() if k and k not in REQUIRED_COLUMNS + LOCATION_COLUMNS}
     return record
 
 
@@ -140,10 +139,14 @@ def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = Fals
             raise MVCFError(f"manifest {path.name} has no location column: add mask + vertebra_label, "
                             "center_lps or point_ras")
         rows = []
+        problems: dict[int, list[str]] = defaultdict(list)
         for raw in reader:
+            surplus = surplus_cells(raw)
+            if surplus:
+                problems[reader.line_num].append(surplus)
+                continue
             rows.append((reader.line_num, {(k or "").strip().lower(): v for k, v in raw.items()}))
 
-    problems: dict[int, list[str]] = defaultdict(list)
     records: list[CaseRecord] = []
     for number, row in rows:
         if all(not (v or "").strip() for v in row.values() if isinstance(v, str)):

@@ -81,6 +81,15 @@ def test_a_column_given_twice_is_refused_not_read_from_the_last(folder):
         read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",,OVCF\n", header=header))
 
 
+def test_a_row_with_more_cells_than_the_header_is_refused(folder):
+    """An unquoted point (`1,2,3` instead of `"1,2,3"`) spills into cells the header does not name; they were
+    dropped (filed under an empty column name in `extra`), so the row was read from the wrong cells."""
+    with pytest.raises(MVCFError, match=r"1 bad row \(3\): row 3: 11 cells under a header of 9 columns "
+                                        r"\(quote a cell that holds a comma"):
+        read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",\n"
+                                     "c2,p2,A,OVCF,imgs/b.nii.gz,,,1,2,3,\n"))
+
+
 def test_mask_file_must_exist(folder):
     with pytest.raises(MVCFError, match=r"1 bad row \(2\): row 2: mask not found"):
         read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,imgs/nomask.nii.gz,31,,\n"))

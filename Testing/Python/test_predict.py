@@ -216,7 +216,7 @@ def test_all_vertebrae_failing_is_exit_2_with_their_errors(sample, capsys):
     ("[{\"name\": \"a\", \"point_lps\": [1, 2, 3], \"heatmap\": \"h.nii.gz\"}, "
      "{\"name\": \"b\", \"point_lps\": [1, 2, 3], \"heatmap\": \"./h.nii.gz\"}]", "write the same file"),
     ("vertebra,point_lps\nL1,\"1,2,3\"\n", "header row naming 'name'"),
-    ("name,point_lps\nL1,1,2,3\n", "more cells than the header"),
+    ("name,point_lps\nL1,1,2,3\n", "line 2: 4 cells under a header of 2 columns (quote a cell"),
 ])
 def test_a_bad_locations_file_is_one_error_line_and_writes_nothing(sample, tmp_path, capsys, content, message):
     locations = tmp_path / "vertebrae.txt"

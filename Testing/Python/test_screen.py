@@ -589,6 +589,19 @@ def test_manifest_rows_get_the_cohort_row_checks_before_anything_is_written(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_screen_manifest_row_with_more_cells_than_the_header_is_refused(tmp_path, capsys):
+    """A path with an unquoted comma split into surplus cells that were dropped in silence."""
+    from mvcf.cli.main import main
+
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("case_id,ct,seg\na,scan,1.nii.gz,seg.nii.gz\n", encoding="utf-8")
+    code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "line 2: 4 cells under a header of 3 columns (quote a cell that holds a comma" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_out_is_never_an_input_or_a_folder_of_the_users(tmp_path, capsys):
     """screen's --out (one CT and --manifest), --report and --dicom-out go through outputs_guard."""
     from mvcf.cli.main import main

@@ -210,7 +210,7 @@ MAX_CASE_ID_BYTES = 200
 def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, str]]:
     """Rows of the screening manifest, paths resolved against its folder; every bad row in one error, the
     cells checked as every manifest's are (cohort_checks.check_cells: NUL bytes, paths outside its folder)."""
-    from mvcf.cohort_checks import check_cells, check_header, csv_read_errors
+    from mvcf.cohort_checks import check_cells, check_header, csv_read_errors, surplus_cells
     from mvcf.screen_index import RESERVED_NAMES
 
     if not path.is_file():
@@ -222,13 +222,17 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
         reader = csv.DictReader(handle)
         check_header(reader.fieldnames or [], str(path))
         header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+        rows = [(reader.line_num, surplus_cells(row), {k.strip(): (v or "").strip() for k, v in row.items() if k})
+                for row in reader]
     seg_column = "seg" if "seg" in header else "mask"
     missing = [c for c in ("case_id", "ct", seg_column) if c not in header]
     if missing:
         raise MVCFError(f"{path}: the manifest needs the column(s) {', '.join(missing)} (has {', '.join(header)})")
     problems, seen, cases = [], set(), []
-    for n, row in enumerate(rows, start=2):
+    for n, surplus, row in rows:
+        if surplus:
+            problems.append(f"line {n}: {surplus}")
+            continue
         case_id = row.get("case_id", "")
         if not case_id or "/" in case_id or "\\" in case_id or case_id.startswith("."):
             problems.append(f"line {n}: case_id {case_id!r} must be a plain name")
