@@ -14,3 +14,17 @@ class Cancelled(MVCFError):
 
     def __init__(self, message: str = "cancelled by the user") -> None:
         super().__init__(message)
+
+
+def shown(value: object) -> str:
+    """`repr` of a value as the user typed it: a NumPy scalar (what pandas and NumPy hand out) as its Python
+    value, so an error says `case 5`, not `case np.int64(5)`."""
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        value = item()
+    return repr(value)
+
+
+def shown_numbers(values: object, digits: int = 4) -> str:
+    """A vector for an error line: `(1.5, 1.5, 3)`, each rounded to `digits` decimals."""
+    return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"  # type: ignore[union-attr]

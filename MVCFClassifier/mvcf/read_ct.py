@@ -15,7 +15,7 @@ import numpy as np
 
 from mvcf import ct_plausibility as plausibility
 from mvcf.ctimage import CTImage
-from mvcf.errors import MVCFError
+from mvcf.errors import MVCFError, shown_numbers
 from mvcf.limits import check_image_header
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ def validate_ct(ct: CTImage) -> list[str]:
         raise MVCFError(f"{name} has voxel type {ct.voxels.dtype}; a CT needs numeric scalar voxels")
     if not np.all(np.isfinite(ct.spacing)) or np.any(ct.spacing < MIN_SPACING_MM) \
             or np.any(ct.spacing > MAX_SPACING_MM):
-        raise MVCFError(f"{name} has voxel spacing {tuple(np.round(ct.spacing, 4))} mm; each must lie in "
+        raise MVCFError(f"{name} has voxel spacing {shown_numbers(ct.spacing)} mm; each must lie in "
                         f"[{MIN_SPACING_MM}, {MAX_SPACING_MM}] mm")
     if not np.all(np.isfinite(ct.direction)) or abs(abs(np.linalg.det(ct.direction)) - 1.0) > 1e-3:
         raise MVCFError(f"{name} has a degenerate orientation matrix")

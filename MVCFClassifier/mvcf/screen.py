@@ -20,7 +20,7 @@ import numpy as np
 
 from mvcf import RESEARCH_USE_DISCLAIMER
 from mvcf.ctimage import CTImage
-from mvcf.errors import MVCFError
+from mvcf.errors import MVCFError, shown_numbers
 
 #: Table columns and what they mean (also written as the JSON's "columns").
 COLUMNS: dict[str, str] = {
@@ -120,9 +120,9 @@ def check_same_grid(ct: CTImage, seg: CTImage) -> None:
         problems.append(f"size {seg.size_ijk} vs the CT's {ct.size_ijk}")
     else:
         if not np.allclose(seg.spacing, ct.spacing, rtol=1e-4, atol=1e-4):
-            problems.append(f"spacing {tuple(np.round(seg.spacing, 4))} vs {tuple(np.round(ct.spacing, 4))} mm")
+            problems.append(f"spacing {shown_numbers(seg.spacing)} vs {shown_numbers(ct.spacing)} mm")
         if not np.allclose(seg.origin, ct.origin, atol=1e-2 + 1e-3 * float(np.max(ct.spacing))):
-            problems.append(f"origin {tuple(np.round(seg.origin, 2))} vs {tuple(np.round(ct.origin, 2))} mm")
+            problems.append(f"origin {shown_numbers(seg.origin, 2)} vs {shown_numbers(ct.origin, 2)} mm")
         if not np.allclose(seg.direction, ct.direction, atol=1e-4):
             problems.append("another orientation")
     if problems:

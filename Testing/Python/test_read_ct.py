@@ -137,6 +137,12 @@ def test_nan_in_a_ctimage_is_rejected():
         validate_ct(CTImage(array, spacing=(1, 1, 1), origin=(0, 0, 0)))
 
 
+def test_a_ctimage_with_a_bad_spacing_names_it_in_plain_numbers():
+    with pytest.raises(MVCFError, match=r"^the CT has voxel spacing \(1, 0\.001, 1\) mm; each must lie in") as info:
+        validate_ct(CTImage(_ct_array(), spacing=(1, 0.001, 1), origin=(0, 0, 0)))
+    assert "np.float64" not in str(info.value)
+
+
 def test_zero_spacing_in_nifti_header_is_rejected(tmp_path):
     # ITK reads pixdim 0 as 1 mm without a word; read_ct must refuse it.
     path = _write(tmp_path, "zero.nii", _ct_array())

@@ -477,6 +477,7 @@ def test_cli_bad_input_one_line(tmp_path):
         assert run.returncode == 2, run.stderr
         lines = run.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], run.stderr
+        assert "np.float64" not in lines[0]  # the grid's numbers as numbers, not NumPy reprs
     assert not (tmp_path / "never").exists()
 
 

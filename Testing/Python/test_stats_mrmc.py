@@ -225,8 +225,8 @@ def test_records_input_and_string_labels(vandyke):
     (lambda d: d.assign(rating=d.rating.astype(object).where(d.index != 3, "high")), "must be finite numbers.*row 5 with 'high'"),
     (lambda d: d.assign(rating=d.rating.where(d.index != 3, np.nan)), "missing values"),
     (lambda d: d.assign(truth=0), "at least 2 positive"),
-    (lambda d: d.assign(truth=d.truth.where(d.index != 0, 1)), "conflicting truth"),
-    (lambda d: pd.concat([d, d.iloc[[0]]]), "twice"),
+    (lambda d: d.assign(truth=d.truth.where(d.index != 0, 1)), r"^case \d+ has conflicting truth"),
+    (lambda d: pd.concat([d, d.iloc[[0]]]), r"^reader \d+ rated case \d+ twice in modality \d+$"),
     (lambda d: d[d.reader == 0], "at least two readers"),
 ])
 def test_bad_reader_data_raises_one_line_error(vandyke, mutate, message):

@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from scipy import stats as _st
 
-from mvcf.errors import MVCFError
+from mvcf.errors import MVCFError, shown
 from mvcf.stats._validate import check_alpha, is_positive, numeric_column
 from mvcf.stats.roc import _delong_cov, _structural_components
 
@@ -83,15 +83,16 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
         frame[truth] = values == 1
     per_case = frame.groupby(case)[truth].nunique()
     if (per_case > 1).any():
-        raise MVCFError(f"case {per_case[per_case > 1].index[0]!r} has conflicting truth values")
+        raise MVCFError(f"case {shown(per_case[per_case > 1].index[0])} has conflicting truth values")
     if frame.duplicated([reader, modality, case]).any():
         row = frame.loc[frame.duplicated([reader, modality, case])].iloc[0]
-        raise MVCFError(f"reader {row[reader]!r} rated case {row[case]!r} twice in modality {row[modality]!r}")
+        raise MVCFError(f"reader {shown(row[reader])} rated case {shown(row[case])} twice in modality {shown(row[modality])}")
     modalities = sorted(frame[modality].unique(), key=str)
     if modality_order is not None:
         by_label = {str(m): m for m in modalities}
         if sorted(map(str, modality_order)) != sorted(by_label):
-            raise MVCFError(f"modality order {list(modality_order)} does not list the modalities {list(by_label)}")
+            raise MVCFError(f"modality order {', '.join(map(shown, modality_order))} does not list the modalities "
+                           f"{', '.join(map(shown, by_label))}")
         modalities = [by_label[str(m)] for m in modality_order]
     readers = sorted(frame[reader].unique(), key=str)
     cases = sorted(frame[case].unique(), key=str)
