@@ -614,13 +614,13 @@ class PredictionLogic:
         if model_dir and not Path(model_dir).is_dir():
             raise MVCFError(f"model bundle folder not found: {model_dir}")
         warm = self.ct_files is not None and not dicom  # what PredictionRun sends to the warm worker
-        ct = None if warm else volumes.ct_image_from_volume_node(ct_node)
+        ct = None if warm else volumes.input_ct_from_volume_node(ct_node)
         export = self.prepare_dicom(ct_node, dicom)
         workdir = Path(tempfile.mkdtemp(prefix="mvcf-predict-", dir=self.temp_root))
         try:
             if warm:  # written once per volume state, read once by the worker
                 ct_path = self.ct_files.ct_path(
-                    ct_node, lambda path: write_image(volumes.ct_image_from_volume_node(ct_node), path))
+                    ct_node, lambda path: write_image(volumes.input_ct_from_volume_node(ct_node), path))
             else:
                 ct_path = workdir / "ct.nrrd"
                 write_image(ct, ct_path)

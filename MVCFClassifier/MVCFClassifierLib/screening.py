@@ -294,7 +294,7 @@ def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = 
 
     from MVCFClassifierLib.logic import write_image
     from MVCFClassifierLib.process import mvcf_command
-    from MVCFClassifierLib.volumes import ct_image_from_volume_node
+    from MVCFClassifierLib.volumes import input_ct_from_volume_node
 
     if ct_node is None:
         raise MVCFError("no CT volume selected")
@@ -305,7 +305,7 @@ def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = 
     workdir = Path(tempfile.mkdtemp(prefix="mvcf-screen-", dir=temp_root))
     try:
         labels, names = spine_label_map(segmentation_node, ct_node)
-        write_image(ct_image_from_volume_node(ct_node), workdir / "ct.nrrd")
+        write_image(input_ct_from_volume_node(ct_node), workdir / "ct.nrrd")
         write_seg_nrrd(labels, names, workdir / "spine.seg.nrrd")
     except Exception:
         shutil.rmtree(workdir, ignore_errors=True)

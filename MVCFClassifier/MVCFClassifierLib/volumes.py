@@ -6,6 +6,7 @@ works in LPS (CTImage.from_ijk_to_ras / CTImage.ijk_to_ras do the flip).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import numpy as np
@@ -59,6 +60,19 @@ def ct_image_from_volume_node(volume_node) -> CTImage:
         raise MVCFError(f"volume '{volume_node.GetName()}' is not a scalar (single-component) volume")
     voxels = np.array(arrayFromVolume(volume_node), copy=True)
     return CTImage.from_ijk_to_ras(voxels, world_ijk_to_ras(volume_node), source=volume_node.GetName())
+
+
+def input_ct_from_volume_node(volume_node) -> CTImage:
+    """The CT a run reads, checked as the core checks a CT file (mvcf.read_ct.validate_ct: 3D, spacing,
+    orientation, finite Hounsfield values), so a volume that cannot be a CT is refused in one line at Apply,
+    naming the node, instead of failing inside the child (a zero spacing also made ITK print to stderr)."""
+    from mvcf.read_ct import validate_ct
+
+    if volume_node is not None and volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise MVCFError(f"volume '{volume_node.GetName()}' is a label map, not a CT: choose the CT it was made on")
+    image = ct_image_from_volume_node(volume_node)
+    validate_ct(dataclasses.replace(image, source=f"volume '{volume_node.GetName()}'"))
+    return image
 
 
 def volume_node_from_array(scene, array_kji: np.ndarray, ijk_to_ras, name: str, node=None,

@@ -94,8 +94,9 @@ class CTImage:
         m = np.asarray(ijk_to_ras, dtype=float).reshape(4, 4)
         lin = LPS_TO_RAS @ m[:3, :3]
         spacing = np.linalg.norm(lin, axis=0)
-        return cls(voxels=voxels, spacing=spacing, origin=LPS_TO_RAS @ m[:3, 3],
-                   direction=lin / spacing, source=source)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero spacing: NaN direction, refused by validate_ct
+            direction = lin / spacing
+        return cls(voxels=voxels, spacing=spacing, origin=LPS_TO_RAS @ m[:3, 3], direction=direction, source=source)
 
 
 def ras_to_lps(point) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 
 from MVCFClassifierLib.markups import locations_from_point_list, locations_from_segmentation, segment_labelmap
 from MVCFClassifierLib.tables import table_rows, write_table
-from MVCFClassifierLib.volumes import ct_image_from_volume_node
+from MVCFClassifierLib.volumes import input_ct_from_volume_node
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_path
@@ -184,7 +184,7 @@ def _write_nifti(image, target: Path) -> Path:
 
 def export_ct(volume, folder: Union[str, os.PathLike]) -> Path:
     """Write a volume node as NIfTI (LPS geometry, world transform applied) under `folder`, atomically."""
-    image = ct_image_from_volume_node(volume).to_sitk()
+    image = input_ct_from_volume_node(volume).to_sitk()
     return _write_nifti(image, Path(folder) / f"{_safe_name(volume.GetName())}.nii.gz")
 
 

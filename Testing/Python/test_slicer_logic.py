@@ -155,6 +155,9 @@ def test_bad_inputs_are_refused_before_any_child(scene, sample, tmp_path):
         lg.start(ct_node, targets, device="tpu")
     with pytest.raises(MVCFError, match="no vertebra"):
         lg.start(ct_node, [])
+    one_slice = volumes.volume_node_from_array(scene, sample[0].voxels[:1], sample[0].ijk_to_ras(), "one slice")
+    with pytest.raises(MVCFError, match="^volume 'one slice' has shape"):
+        lg.start(one_slice, targets)
     assert not list(tmp_path.iterdir())
 
 

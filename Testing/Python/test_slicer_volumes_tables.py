@@ -91,6 +91,32 @@ def test_empty_volume_node_is_a_user_error(scene):
         volumes.ct_image_from_volume_node(None)
 
 
+def test_a_volume_that_cannot_be_a_ct_is_refused_naming_the_node(scene):
+    """The run's CT is checked as a CT file is (validate_ct). These went to the child before: a one-slice or
+    NaN volume failed there, a zero spacing made ITK print SVD warnings to stderr, and a label map was
+    classified as if it were a CT."""
+    from mvcf.errors import MVCFError
+
+    ct = oblique_ct()
+    flat = np.array(ct.ijk_to_ras())
+    flat[:3, 2] = 0.0
+    nan = ct.voxels.astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    cases = [(volumes.volume_node_from_array(scene, ct.voxels[:1], ct.ijk_to_ras(), "one slice"),
+              r"^volume 'one slice' has shape \(1, 9, 11\): a single slice is not a 3D CT$"),
+             (volumes.volume_node_from_array(scene, nan, ct.ijk_to_ras(), "nan"),
+              r"^volume 'nan' contains NaN or infinite values$"),
+             (volumes.volume_node_from_array(scene, ct.voxels, flat, "flat"),
+              r"^volume 'flat' has voxel spacing \(0\.7, 0\.8, nan\) mm"),
+             (volumes.volume_node_from_array(scene, ct.voxels, ct.ijk_to_ras(), "labels", labelmap=True),
+              r"^volume 'labels' is a label map, not a CT")]
+    for node, message in cases:
+        with pytest.raises(MVCFError, match=message):
+            volumes.input_ct_from_volume_node(node)
+    image = volumes.input_ct_from_volume_node(volumes.volume_node_from_ct_image(scene, ct, "fine"))
+    np.testing.assert_array_equal(image.voxels, ct.voxels)
+
+
 def test_arrays_become_labelmap_vector_and_reused_nodes(scene):
     image = oblique_ct()
     mask = (image.voxels > 500).astype(np.float32)
