@@ -24,12 +24,15 @@ from mvcf.ctimage import lps_to_ras
 from mvcf.errors import MVCFError
 from mvcf.locate import VertebraLocation
 from mvcf.locations_file import VertebraQuery, write_locations
+from mvcf.numbering import SCREENED_LEVELS, level_index
 
 from MVCFClassifierLib import markups, tables, totalsegmentator, volumes
 from MVCFClassifierLib.choices import DEVICES
 from MVCFClassifierLib.process import ChildRun, mvcf_command, slicer_python
 
 LOCATION_SOURCES = ("Point list", "ROI", "Segmentation")
+#: Why an automatically chosen C1, C2 or S1 segment is skipped (choose the segment to classify it anyway).
+NOT_SCREENED = "not a level the classifier reads unasked (C1, C2 and S1, as in the whole-spine screen)"
 DISCLAIMER = ("Research use only; not a medical device. The embedded model is a demo trained on synthetic data.")
 
 #: Result table columns: (name, type, description).
@@ -569,16 +572,17 @@ class PredictionLogic:
     @staticmethod
     def segment_targets(ct_node, segmentation, segment_ids: Sequence[str] = ()) -> list[Target]:
         """Targets from a segmentation. With no segment chosen: its TotalSegmentator vertebrae
-        (`vertebrae_L1`..., named by level) when it has any, else every segment; a vertebra cut by the CT's
-        edge is then skipped, since its centre would be wrong. Segments empty within the CT are always
-        skipped; each skipped target says why."""
+        (`vertebrae_L1`..., named by level, cranial first) when it has any, else every segment; a vertebra
+        cut by the CT's edge is then skipped, since its centre would be wrong, and so are C1, C2 and S1, which
+        the whole-spine screen does not classify either (mvcf.numbering.SCREENED_LEVELS). Segments empty
+        within the CT are always skipped; each skipped target says why."""
         if segmentation is None:
             raise MVCFError("no segmentation selected")
         if ct_node is None:
             raise MVCFError("a reference CT volume is needed to read the segmentation")
         automatic = not segment_ids
         if automatic:
-            chosen = totalsegmentator.vertebra_segments(segmentation)
+            chosen = sorted(totalsegmentator.vertebra_segments(segmentation), key=lambda pair: level_index(pair[1]))
             if not chosen:
                 every = segmentation.GetSegmentation()
                 chosen = [(every.GetNthSegmentID(i), "") for i in range(every.GetNumberOfSegments())]
@@ -591,7 +595,9 @@ class PredictionLogic:
             location, mask = markups.segment_location(segmentation, segment_id, ct_node, name=level)
             name = level or segmentation.GetSegmentation().GetSegment(segment_id).GetName()
             target = Target(name=name, location=location, segment_id=segment_id, mask=mask)
-            if location is None:
+            if automatic and level and level not in SCREENED_LEVELS:
+                target.skipped = NOT_SCREENED
+            elif location is None:
                 target.skipped = "empty within the CT"
             elif automatic and markups.touches_edge(mask):
                 target.skipped = "cut by the edge of the CT"

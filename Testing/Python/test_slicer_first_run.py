@@ -153,20 +153,22 @@ def totalsegmentator_scene():
 
 
 def test_a_totalsegmentator_segmentation_yields_only_vertebrae_and_reports_empty_and_cut_ones(tmp_path):
-    from MVCFClassifierLib.logic import PredictionLogic, result_row, skipped_summary
+    from MVCFClassifierLib.logic import NOT_SCREENED, PredictionLogic, result_row, skipped_summary
 
     scene, ct_node, segmentation = totalsegmentator_scene()
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 117
     targets = PredictionLogic.targets(ct_node, "Segmentation", segmentation=segmentation)
     assert len(targets) == 25, "every vertebra segment, and nothing else"
     assert all(t.segment_id.startswith("vertebrae_") for t in targets)
+    assert [t.name for t in targets][:3] == ["C1", "C2", "C3"] and targets[-1].name == "S1", "cranial first"
     classified = [t.name for t in targets if not t.skipped]
-    assert classified == ["S1", "L5", "L4", "L3", "L2", "L1"]
+    assert classified == ["L1", "L2", "L3", "L4", "L5"], "S1 (in the CT) is not classified, as in the screen"
     skipped = {t.name: t.skipped for t in targets if t.skipped}
     assert skipped["T12"] == skipped["T11"] == "cut by the edge of the CT"
-    assert skipped["C1"] == skipped["T10"] == "empty within the CT" and len(skipped) == 19
-    assert "Skipped 19 of 25: " in skipped_summary(targets) and "T11 (cut by the edge of the CT)" in skipped_summary(targets)
-    row = result_row(next(t for t in targets if t.name == "C1"), None, 0.0)
+    assert skipped["C3"] == skipped["T10"] == "empty within the CT" and len(skipped) == 20
+    assert skipped["C1"] == skipped["C2"] == skipped["S1"] == NOT_SCREENED
+    assert "Skipped 20 of 25: " in skipped_summary(targets) and "T11 (cut by the edge of the CT)" in skipped_summary(targets)
+    row = result_row(next(t for t in targets if t.name == "C3"), None, 0.0)
     assert row["status"] == "skipped: empty within the CT" and row["center_ras_mm"] == ""
 
     # Only the classified ones reach the child; the skipped ones are rows of the table all the same.
