@@ -487,6 +487,24 @@ def apply_state(ct_node, source: str, points=None, roi=None, segmentation=None) 
     return False, "Select a CT volume and mark the vertebrae to classify"
 
 
+def unique_names(targets: list[Target]) -> list[Target]:
+    """Number repeated names ('L1', 'L1 (2)'): two points both labelled L1 gave two rows and two sets of
+    nodes ('L1 heatmap', ...) that could not be told apart."""
+    seen: dict[str, int] = {}
+    taken = {target.name for target in targets}
+    for target in targets:
+        count = seen.get(target.name, 0) + 1
+        seen[target.name] = count
+        if count > 1:
+            name = f"{target.name} ({count})"
+            while name in taken:
+                count += 1
+                name = f"{target.name} ({count})"
+            taken.add(name)
+            target.name = name
+    return targets
+
+
 def skipped_summary(targets: Sequence[Target]) -> str:
     """'Skipped 2 of 8: T12 (cut by the edge of the CT), T11 (...)' or '' when none was skipped."""
     skipped = [t for t in targets if t.skipped]
@@ -566,8 +584,8 @@ class PredictionLogic:
         elif source == "ROI":
             locations = [markups.location_from_roi(roi)]
         else:
-            return PredictionLogic.segment_targets(ct_node, segmentation, segment_ids)
-        return [Target(name=loc.name, location=loc) for loc in locations]
+            return unique_names(PredictionLogic.segment_targets(ct_node, segmentation, segment_ids))
+        return unique_names([Target(name=loc.name, location=loc) for loc in locations])
 
     @staticmethod
     def segment_targets(ct_node, segmentation, segment_ids: Sequence[str] = ()) -> list[Target]:

@@ -104,6 +104,11 @@ def test_targets_from_each_kind_of_input(scene, sample):
                                             segment_ids=ids[1:])
     assert [(t.name, t.segment_id) for t in targets] == [("vertebrae_L2", ids[1])]
 
+    twice = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "twice")
+    for name in ("L1", "L1 (2)", "L1", "L2"):
+        twice.AddControlPoint(vtk.vtkVector3d(*l1_point_ras(mask)), name)
+    assert [t.name for t in logic.PredictionLogic.targets(ct_node, points=twice)] == ["L1", "L1 (2)", "L1 (3)", "L2"]
+
     with pytest.raises(MVCFError, match="exactly one"):
         logic.PredictionLogic.targets(ct_node, points=points, roi=roi)
     with pytest.raises(MVCFError, match="source"):
