@@ -733,7 +733,11 @@ def _remove_nodes_added_since(scene, before: set) -> None:
 
 
 def write_image(image, path: Path, compress: bool = False) -> None:
-    """Write a CTImage for the child (SimpleITK picks the format from the name)."""
+    """Write a CTImage for the child (SimpleITK picks the format from the name); a full or read-only
+    temporary folder is one MVCFError line (fileio.write_errors), not ITK's multi-line RuntimeError."""
     import SimpleITK as sitk
 
-    sitk.WriteImage(image.to_sitk(), str(path), compress)
+    from mvcf.fileio import write_errors
+
+    with write_errors(path):
+        sitk.WriteImage(image.to_sitk(), str(path), compress)

@@ -104,12 +104,15 @@ def write_seg_nrrd(labels: CTImage, names: dict[int, str], path: Path) -> Path:
     _LabelValue), so `mvcf screen` reads the levels from the names."""
     import SimpleITK as sitk
 
+    from mvcf.fileio import write_errors
+
     image = labels.to_sitk()
     for n, (value, name) in enumerate(sorted(names.items())):
         image.SetMetaData(f"Segment{n}_Name", name)
         image.SetMetaData(f"Segment{n}_LabelValue", str(value))
         image.SetMetaData(f"Segment{n}_Layer", "0")
-    sitk.WriteImage(image, str(path), True)
+    with write_errors(path):
+        sitk.WriteImage(image, str(path), True)
     return path
 
 

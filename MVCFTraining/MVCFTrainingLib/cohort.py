@@ -23,7 +23,7 @@ from MVCFClassifierLib.tables import table_rows, write_table
 from MVCFClassifierLib.volumes import input_ct_from_volume_node
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
-from mvcf.fileio import atomic_path
+from mvcf.fileio import atomic_path, write_errors
 from mvcf.manifest import CLASS_NAMES, CaseRecord, check_consistency, parse_label, read_manifest, write_manifest
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
 
@@ -177,7 +177,7 @@ def _safe_name(text: str) -> str:
 def _write_nifti(image, target: Path) -> Path:
     import SimpleITK as sitk
 
-    with atomic_path(target) as tmp:
+    with write_errors(target), atomic_path(target) as tmp:
         sitk.WriteImage(image, str(tmp), True)
     return target
 

@@ -423,3 +423,26 @@ def test_per_vertebra_errors_are_kept_even_when_every_vertebra_failed(scene, sam
     assert [r["status"] for r in run.rows] == ["error: the prediction returned no result for this vertebra"] * 2
     outputs = run.finish(scene)
     assert outputs.table_node.GetNumberOfRows() == 2 and not list(tmp_path.iterdir())
+
+
+def test_a_full_temporary_disk_is_one_error_line(tmp_path):
+    """ITK's write error is a multi-line RuntimeError; the files the child reads are written under
+    fileio.write_errors, so the panel shows one line (RLIMIT_FSIZE stands in for a full disk)."""
+    import subprocess
+
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000))\n"
+              "from pathlib import Path\n"
+              "from mvcf.errors import MVCFError\n"
+              "from mvcf.read_ct import read_ct\n"
+              "from mvcf.resources import sample_ct_paths\n"
+              "from MVCFClassifierLib.logic import write_image\n"
+              "try:\n"
+              f"    write_image(read_ct(sample_ct_paths()['ct']), Path({str(tmp_path / 'ct.nrrd')!r}))\n"
+              "except MVCFError as exc:\n"
+              "    print(exc)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"cannot write {tmp_path / 'ct.nrrd'}: the image writer failed (disk full or not " \
+                                  "writable?)"
