@@ -182,10 +182,23 @@ def _write_nifti(image, target: Path) -> Path:
     return target
 
 
-def export_ct(volume, folder: Union[str, os.PathLike]) -> Path:
-    """Write a volume node as NIfTI (LPS geometry, world transform applied) under `folder`, atomically."""
+def _free_name(stem: str, suffix: str, taken: set[str]) -> str:
+    """`stem + suffix`, or `stem-2 + suffix`, ... : a file name no other file of this export has (letter case
+    aside), since `CT 1` and `CT_1`, or two volumes both named `CT`, give one safe name."""
+    name, number = f"{stem}{suffix}", 1
+    while name.casefold() in taken:
+        number += 1
+        name = f"{stem}-{number}{suffix}"
+    taken.add(name.casefold())
+    return name
+
+
+def export_ct(volume, folder: Union[str, os.PathLike], taken: Optional[set[str]] = None) -> Path:
+    """Write a volume node as NIfTI (LPS geometry, world transform applied) under `folder`, atomically;
+    `taken`: the file names this export has given already (the new one is added)."""
     image = input_ct_from_volume_node(volume).to_sitk()
-    return _write_nifti(image, Path(folder) / f"{_safe_name(volume.GetName())}.nii.gz")
+    name = _free_name(_safe_name(volume.GetName()), ".nii.gz", set() if taken is None else taken)
+    return _write_nifti(image, Path(folder) / name)
 
 
 def export_segment_mask(segmentation, vertebra: str, volume, target: Union[str, os.PathLike]) -> Path:
@@ -279,21 +292,25 @@ def save_manifest_from_table(scene, table_node, manifest_path: Union[str, os.Pat
                         + "; ".join(_row_messages(problems, checked)))
 
     images = manifest_path.parent / "images"
-    ct_paths: dict[str, Path] = {}
     volumes = list(dict.fromkeys(r.volume for r in checked))
+    sources = {volume.GetID(): _source_file(volume) for volume in volumes}
+    # a CT loaded from this folder (an earlier export) is referenced: no new file may take its name
+    taken = {path.name.casefold() for path in sources.values()
+             if path is not None and path.resolve().parent == images.resolve()}
+    ct_paths: dict[str, Path] = {}
     segmented = [r for r in checked if r.location.IsA(SEGMENTATION_CLASS)]
     total = len(volumes) + len(segmented)
     for done, volume in enumerate(volumes):
         check_cancel(should_cancel)
         if on_progress:
             on_progress(done, total, f"exporting {volume.GetName()}")
-        ct_paths[volume.GetID()] = _source_file(volume) or export_ct(volume, images)
+        ct_paths[volume.GetID()] = sources[volume.GetID()] or export_ct(volume, images, taken)
     masks: dict[int, Path] = {}
     for done, row in enumerate(segmented, start=len(volumes)):
         check_cancel(should_cancel)
         if on_progress:
             on_progress(done, total, f"exporting the mask of {row.values['case_id']}")
-        target = images / f"{_safe_name(row.values['case_id'])}_mask.nii.gz"
+        target = images / _free_name(f"{_safe_name(row.values['case_id'])}_mask", ".nii.gz", taken)
         masks[row.number] = export_segment_mask(row.location, row.values["vertebra"], row.volume, target)
     if on_progress:
         on_progress(total, total, "writing the manifest")

@@ -196,3 +196,59 @@ def test_location_nodes_pair_with_the_volume_they_are_named_after():
     _points(scene, "CT1x", {"L3": (0.0, 0.0, 0.0)})  # neither: 'x' continues the name
     assert [n.GetName() for n in paired_locations(scene, ct1)] == ["CT1-points"]
     assert [n.GetName() for n in paired_locations(scene, ct10)] == ["CT10 points"]
+
+
+def test_names_that_map_to_one_file_name_get_files_of_their_own(tmp_path):
+    """`CT 1` and `CT_1` (and case ids `b one` / `b_one`) became one file name: the second CT (or mask)
+    overwrote the first, and both cases trained on it without a word."""
+    import SimpleITK as sitk
+
+    scene = slicer.vtkMRMLScene()
+    first, second = _ct(scene, "CT 1"), _ct(scene, "CT_1")
+    voxels = np.full((12, 16, 20), -1000, np.int16)
+    voxels[2:10, 3:13, 4:16] = 700
+    volume_node_from_array(scene, voxels, IJK_TO_RAS, "CT_1", node=second)
+    _segmentation(scene, first, {"L1": (slice(2, 4), slice(4, 8), slice(6, 10))})
+    _segmentation(scene, second, {"L1": (slice(6, 8), slice(4, 6), slice(10, 12))})
+    table = cohort_table_from_scene(scene)
+    _set(table, 1, "case_id", "b one")
+    _set(table, 2, "case_id", "b_one")
+    for row, label in ((1, "MVCF"), (2, "OVCF")):
+        _set(table, row, "label", label)
+        _set(table, row, "institution", "A")
+    records = save_manifest_from_table(scene, table, tmp_path / "cohort" / "manifest.csv")
+    assert len({r.ct for r in records}) == 2 and len({r.mask for r in records}) == 2
+    for record, node in zip(records, (first, second)):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(record.ct))),
+                                      ct_image_from_volume_node(node).voxels)
+    masks = [np.argwhere(sitk.GetArrayFromImage(sitk.ReadImage(str(r.mask)))).min(axis=0)[0] for r in records]
+    assert masks == [2, 6]
+
+
+def test_an_export_never_takes_the_name_of_a_ct_it_references(tmp_path):
+    """A CT loaded from an earlier export's images/ folder is referenced; a scene volume whose safe name is
+    the same overwrote that file, so the first case trained on the second one's voxels."""
+    import SimpleITK as sitk
+
+    images = tmp_path / "cohort" / "images"
+    images.mkdir(parents=True)
+    scene = slicer.vtkMRMLScene()
+    voxels = np.full((12, 16, 20), -1000, np.int16)
+    voxels[3:9, 4:12, 5:15] = 300
+    sitk.WriteImage(sitk.GetImageFromArray(voxels), str(images / "CT_1.nii.gz"))
+    before = (images / "CT_1.nii.gz").read_bytes()
+    loaded = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT_1")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(images / "CT_1.nii.gz"))
+    loaded.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(loaded)
+    _ct(scene, "CT 1")
+    _points(scene, "CT_1 points", {"L1": (-5.0, -5.0, 5.0)})
+    _points(scene, "CT 1 points", {"L1": (30.0, 15.0, -90.0)})
+    table = cohort_table_from_scene(scene)
+    for row, label in ((1, "MVCF"), (2, "OVCF")):
+        _set(table, row, "label", label)
+        _set(table, row, "institution", "A")
+    records = save_manifest_from_table(scene, table, tmp_path / "cohort" / "manifest.csv")
+    assert sorted(r.ct.name for r in records) == ["CT_1-2.nii.gz", "CT_1.nii.gz"]
+    assert (images / "CT_1.nii.gz").read_bytes() == before
