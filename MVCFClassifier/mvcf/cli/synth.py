@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how much the MVCF and OVCF signs overlap (docs/synthetic.md)")
     parser.add_argument("--external-fraction", type=A.FRACTION, default=0.3,
                         help="fraction of cases acquired at the 'external' institution (0 = none)")
-    parser.add_argument("--prevalence", type=A.PREVALENCE, default=0.5, help="fraction of MVCF patients")
+    parser.add_argument("--prevalence", type=A.PREVALENCE, default=0.5,
+                        help="fraction of MVCF patients at the internal site; the external site keeps its own "
+                             "population's (docs/synthetic.md)")
     parser.add_argument("--workers", type=A.ranged("workers"), default=1, help="processes generating in parallel")
     parser.add_argument("--previews", action="store_true",
                         help="also write previews/*.png (axial + sagittal through the fractured vertebra)")
