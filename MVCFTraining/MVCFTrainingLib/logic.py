@@ -27,6 +27,15 @@ def path_text(path) -> str:
     return "" if text in ("", ".") else text
 
 
+def _in_use(folder: Path) -> bool:
+    """True for a folder a run must not write into: one holding files, a file in its place, or one that
+    cannot be listed (a file there gave NotADirectoryError, a locked folder PermissionError)."""
+    try:
+        return folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+    except OSError:
+        return True
+
+
 def _default_ensure() -> bool:
     from MVCFClassifierLib.dependencies import ensure_dependencies
 
@@ -125,7 +134,7 @@ class TrainingLogic:
         manifest = path_text(parameters.manifestPath)
         out = path_text(parameters.outputFolder)
         resume = bool(parameters.resume) and bool(out) and resumable(out)
-        if not out or (not resume and Path(out).exists() and any(Path(out).iterdir())):
+        if not out or (not resume and _in_use(Path(out))):
             out = str(Path(manifest).resolve().parent / "mvcf_runs" / f"{'study' if study else 'train'}-{now()}")
         return Path(out), resume
 

@@ -65,6 +65,9 @@ def test_training_settings_output_folder_and_resume(tmp_path):
     assert moved.name == "study-U" and not resume, "a used folder without a checkpoint is never overwritten"
     (chosen / "fold0_checkpoint.pt").write_bytes(b"x")
     assert TrainingLogic.outputFolder(parameters(tmp_path, outputFolder=chosen, resume=True), True) == (chosen, True)
+    (tmp_path / "afile").write_text("not a folder")
+    moved, _ = TrainingLogic.outputFolder(parameters(tmp_path, outputFolder=tmp_path / "afile"), False, lambda: "V")
+    assert moved.name == "train-V", "a file where the folder should be is left alone (it was NotADirectoryError)"
     assert path_text(Path(".")) == "" and path_text(None) == ""
 
 
