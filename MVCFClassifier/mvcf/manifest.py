@@ -23,7 +23,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -156,6 +156,7 @@ def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = Fals
         except MVCFError as exc:
             problems[number].append(str(exc))
     check_consistency(records, problems)
+    check_one_patient_per_scan(records, problems)
     if problems:
         raise MVCFError(summarise_rows(path, problems))
     if not records:
@@ -181,6 +182,28 @@ def check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[st
             for record in group:
                 problems[record.row].append(f"patient {patient!r} is in several institutions "
                                             f"({', '.join(sites)})")
+
+
+def scan_identity(record: CaseRecord) -> object:
+    """What makes two rows' CTs one scan: the same file or folder, also through a link."""
+    try:
+        stat = os.stat(record.ct)
+        return (stat.st_dev, stat.st_ino)
+    except OSError:
+        return os.path.realpath(record.ct)
+
+
+def check_one_patient_per_scan(records: Iterable[CaseRecord], problems: dict[int, list[str]],
+                               scan_of: Callable[[CaseRecord], object] = scan_identity) -> None:
+    """Refuse a CT given to two patients: its vertebrae would be split into different folds, so a model would
+    be tested on the scan it was trained on. `scan_of`: a row's scan (the Training module: its volume node)."""
+    first: dict[object, CaseRecord] = {}
+    for record in records:
+        earlier = first.setdefault(scan_of(record), record)
+        if earlier.patient_id != record.patient_id:
+            problems[record.row].append(f"ct is row {earlier.row}'s scan, of patient {earlier.patient_id!r}, not "
+                                        f"{record.patient_id!r} (one scan is one patient's; split by patient, its "
+                                        "cases would fall on both sides)")
 
 
 def _relative(path: Optional[Path], base: Path) -> str:

@@ -24,7 +24,8 @@ from MVCFClassifierLib.volumes import input_ct_from_volume_node
 from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_path, write_errors
-from mvcf.manifest import CLASS_NAMES, CaseRecord, check_consistency, parse_label, read_manifest, write_manifest
+from mvcf.manifest import (CLASS_NAMES, CaseRecord, check_consistency, check_one_patient_per_scan, parse_label,
+                           read_manifest, write_manifest)
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
 
 COHORT_COLUMNS = (
@@ -245,7 +246,10 @@ def _check_rows(scene, rows: list[dict]) -> tuple[list[_Row], dict[int, list[str
             except MVCFError as exc:
                 problems[number].append(f"location: {exc}")
         checked.append(row)
-    check_consistency([_record(r, Path(".")) for r in checked if r.number not in problems], problems)
+    # the volume node's ID stands in for the CT file, which is only written on save
+    records = [_record(r, Path(r.volume.GetID())) for r in checked if r.number not in problems]
+    check_consistency(records, problems)
+    check_one_patient_per_scan(records, problems, scan_of=lambda record: str(record.ct))
     return checked, problems
 
 

@@ -1,6 +1,6 @@
 """Cases for the reader-study tests: tiny CTs (tiny_cohort) under case IDs, patients and institutions that
 are long enough to be searched for in a reader package, plus a Van Dyke-shaped manifest (114 cases with the
-truth of the Van Dyke study, reusing the tiny CTs)."""
+truth of the Van Dyke study, on copies of the tiny CTs)."""
 from __future__ import annotations
 
 import csv
@@ -31,15 +31,19 @@ def van_dyke_truth(csv_path: Path) -> dict[int, int]:
 
 
 def van_dyke_manifest(folder: Path, vandyke_csv: Path) -> Path:
-    """One manifest row per Van Dyke case (VD-001 ... VD-114) with its truth, on the tiny CTs in turn."""
+    """One manifest row per Van Dyke case (VD-001 ... VD-114) with its truth, on copies of the tiny CTs in turn
+    (a copy each: one scan may belong to one patient only)."""
+    import shutil
+
     from mvcf.manifest import read_manifest, write_manifest
 
     tiny = read_manifest(make_tiny_cohort(folder / "ct", n_per_site=2))
     records = []
     for index, (case, truth) in enumerate(sorted(van_dyke_truth(vandyke_csv).items())):
         record = tiny[index % len(tiny)]
+        ct = shutil.copyfile(record.ct, folder / "ct" / f"VD-{case:03d}.nii.gz")
         records.append(type(record)(case_id=f"VD-{case:03d}", patient_id=f"VDP-{case:03d}",
-                                    institution="Aortic Imaging Centre", label=truth, ct=record.ct, mask=record.mask,
+                                    institution="Aortic Imaging Centre", label=truth, ct=ct, mask=record.mask,
                                     vertebra_label=record.vertebra_label))
     return write_manifest(folder / "vandyke_manifest.csv", records)
 

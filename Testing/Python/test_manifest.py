@@ -90,6 +90,19 @@ def test_a_row_with_more_cells_than_the_header_is_refused(folder):
                                      "c2,p2,A,OVCF,imgs/b.nii.gz,,,1,2,3,\n"))
 
 
+def test_one_scan_given_to_two_patients_is_refused(folder):
+    """The same CT (also through a symlink) under two patient ids: the patient-level folds would put its
+    vertebrae on both sides of a split. Several vertebrae of one patient's scan stay fine."""
+    (folder / "imgs" / "link.nii.gz").symlink_to(folder / "imgs" / "a.nii.gz")
+    rows = ("c1,p1,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",\n"
+            "c2,p1,A,MVCF,imgs/a.nii.gz,,,\"4,5,6\",\n"
+            "c3,p2,A,OVCF,imgs/link.nii.gz,,,\"1,2,3\",\n")
+    with pytest.raises(MVCFError, match=r"1 bad row \(4\): row 4: ct is row 2's scan, of patient 'p1', not 'p2' "
+                                        r"\(one scan is one patient's"):
+        read_manifest(_write(folder, rows))
+    assert len(read_manifest(_write(folder, rows.replace("c3,p2", "c3,p1")))) == 3
+
+
 def test_mask_file_must_exist(folder):
     with pytest.raises(MVCFError, match=r"1 bad row \(2\): row 2: mask not found"):
         read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,imgs/nomask.nii.gz,31,,\n"))

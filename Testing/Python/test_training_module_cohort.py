@@ -252,3 +252,16 @@ def test_an_export_never_takes_the_name_of_a_ct_it_references(tmp_path):
     records = save_manifest_from_table(scene, table, tmp_path / "cohort" / "manifest.csv")
     assert sorted(r.ct.name for r in records) == ["CT_1-2.nii.gz", "CT_1.nii.gz"]
     assert (images / "CT_1.nii.gz").read_bytes() == before
+
+
+def test_one_volume_given_to_two_patients_is_refused(scene):
+    """caseB's two vertebrae under two patient ids would land in different folds."""
+    table = cohort_table_from_scene(scene)
+    for row in (1, 2, 3, 4):
+        _set(table, row, "label", "OVCF")
+        _set(table, row, "institution", "A")
+    _set(table, 3, "patient_id", "someone else")
+    _set(table, 4, "location", "caseA points")
+    problems = check_cohort_table(scene, table)
+    assert problems == ["row 3 (caseB_L1): ct is row 2's scan, of patient 'caseB', not 'someone else' (one scan is "
+                        "one patient's; split by patient, its cases would fall on both sides)"]
