@@ -7,7 +7,6 @@ works in LPS (CTImage.from_ijk_to_ras / CTImage.ijk_to_ras do the flip).
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 

@@ -9,7 +9,6 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_dir
 from mvcf.progress import CancelCheck, ProgressCallback
 

@@ -21,7 +21,6 @@ import numpy as np
 from MVCFClassifierLib.markups import locations_from_point_list, locations_from_segmentation, segment_labelmap
 from MVCFClassifierLib.tables import table_rows, write_table
 from MVCFClassifierLib.volumes import input_ct_from_volume_node
-from mvcf.ctimage import ras_to_lps
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_path, write_errors
 from mvcf.manifest import (CLASS_NAMES, CaseRecord, check_consistency, check_one_patient_per_scan, parse_label,

@@ -692,7 +692,7 @@ def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
     """The exam-level index of a manifest screen: flagged cases first (the more malignant-looking collapse
     first), then collapsed ones (worse grade first), then osteoporosis likely, then the rest; failed and
     pending cases last. Built from the folders on disk, so any shard or rerun writes the same index."""
-    from mvcf.screen_index import INDEX_JSON, INDEX_NAMES, INDEX_TSV, RESERVED_NAMES, index_rows, write_index
+    from mvcf.screen_index import INDEX_JSON, INDEX_NAMES, RESERVED_NAMES, index_rows, write_index
 
     cases = {
         "plain": [_vertebra("L1"), _vertebra("L2")],

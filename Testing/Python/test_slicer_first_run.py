@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mvcf.errors import MVCFError
 from MVCFClassifierLib import dependencies, process, totalsegmentator
 
 REPO = Path(__file__).resolve().parents[2]

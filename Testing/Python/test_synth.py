@@ -104,7 +104,6 @@ def test_case_independent_of_cohort_size_and_difficulty_changes_signs():
 
 
 def test_signs_follow_the_class():
-    plans = plan_cohort(40, seed=3)
     malignant = {"lytic", "blastic", "cortical_breach", "pedicle", "convex_wall", "epidural_mass",
                  "paraspinal_mass"}
     osteoporotic = {"sclerotic_band", "fracture_lines", "vacuum_cleft", "retropulsion"}
