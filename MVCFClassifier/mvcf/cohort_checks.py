@@ -213,10 +213,56 @@ def _check_record(record: Any, masks: dict) -> None:
             raise MVCFError(f"the centre {tuple(round(float(v), 1) for v in center)} (LPS mm) lies outside the CT")
 
 
+#: Bytes of a file hashed first (from its middle) to tell copies apart before reading them whole.
+SAMPLE_BYTES = 1 << 20
+
+
+def _digest(path: Path, whole: bool) -> str:
+    """SHA-256 of a file, or with `whole` False of its size and a 1 MiB piece from its middle."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if whole:
+            for block in iter(lambda: handle.read(SAMPLE_BYTES), b""):
+                digest.update(block)
+        else:
+            handle.seek(max(0, size // 2 - SAMPLE_BYTES // 2))
+            digest.update(str(size).encode() + handle.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def check_copied_scans(records: Sequence[Any], problems: dict[int, list[str]]) -> None:
+    """Refuse CT files with the same bytes under different patients: a scan copied under another name leaks
+    across patient-level folds as one file given to two patients does (manifest.check_one_patient_per_scan).
+    Only files of one size are compared, by a 1 MiB sample first, read whole only when the samples agree."""
+    by_size: dict[int, list[Any]] = defaultdict(list)
+    for record in records:
+        path = Path(record.ct)
+        if path.is_file():
+            by_size[path.stat().st_size].append(record)
+    for group in by_size.values():
+        if len({r.patient_id for r in group}) < 2:
+            continue
+        by_sample: dict[str, list[Any]] = defaultdict(list)
+        for record in group:
+            by_sample[_digest(Path(record.ct), whole=False)].append(record)
+        for alike in by_sample.values():
+            if len({r.patient_id for r in alike}) < 2:
+                continue
+            first: dict[str, Any] = {}
+            for record in alike:
+                earlier = first.setdefault(_digest(Path(record.ct), whole=True), record)
+                if earlier.patient_id != record.patient_id:
+                    problems[record.row].append(
+                        f"ct {Path(record.ct).name} has the same bytes as row {earlier.row}'s "
+                        f"({Path(earlier.ct).name}, patient {earlier.patient_id!r}): one scan is one patient's")
+
+
 def check_cohort_files(records: Sequence[Any], manifest: Optional[Path] = None,
                        on_progress: Optional[Callable[[int, int, str], None]] = None) -> None:
     """Open every row's files far enough to know the run will not fail on them; one MVCFError names every
-    bad row. Masks are read (each file once) to see that the row's label is in it."""
+    bad row. Masks are read (each file once) to see that the row's label is in it; CT files of equal size
+    under different patients are compared for copies (check_copied_scans)."""
     problems: dict[int, list[str]] = defaultdict(list)
     masks: dict = {}
     for done, record in enumerate(records):
@@ -226,5 +272,9 @@ def check_cohort_files(records: Sequence[Any], manifest: Optional[Path] = None,
             _check_record(record, masks)
         except MVCFError as exc:
             problems[record.row].append(str(exc))
+    try:
+        check_copied_scans(records, problems)
+    except OSError as exc:
+        raise MVCFError(f"cannot read a CT of the manifest: {exc.strerror or exc}") from None
     if problems:
         raise MVCFError(summarise_rows(Path(manifest or "manifest.csv"), problems))

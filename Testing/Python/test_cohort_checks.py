@@ -231,3 +231,41 @@ def test_train_resume_refuses_swapped_files(cohort, tmp_path, capsys, monkeypatc
     code = main(["--progress", "none", "train", "--manifest", str(folder / "manifest.csv"), "--out", str(out),
                  "--resume"])
     assert code == 2 and "cohort.json is corrupt" in capsys.readouterr().err
+
+
+def test_a_ct_copied_under_another_patient_is_refused(cohort, tmp_path, capsys):
+    """A scan copied under another file name for another patient leaks across the patient-level folds just
+    as one file given to two patients does; files of one size are compared by their bytes."""
+    def copy_of_the_last(row, folder):
+        with open(folder / "manifest.csv", newline="") as handle:
+            last = list(csv.DictReader(handle))[-1]
+        shutil.copy(folder / last["ct"], folder / "copy.nii.gz")
+        row["ct"] = "copy.nii.gz"
+
+    manifest = _copy_with(cohort, tmp_path, copy_of_the_last)
+    code = main(["--progress", "none", "train", "--manifest", str(manifest), "--out", str(tmp_path / "run"),
+                 "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "1 bad row (13)" in err
+    assert "has the same bytes as row 2's (copy.nii.gz, patient 'A-p0'): one scan is one patient's" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_files_of_one_size_with_other_bytes_are_not_copies(tmp_path):
+    """Uncompressed scans of one grid all have one size; a sample from the middle tells them apart."""
+    from mvcf.cohort_checks import check_copied_scans
+    from mvcf.manifest import CaseRecord
+
+    from collections import defaultdict
+
+    records = []
+    for n in range(3):
+        path = tmp_path / f"ct{n}.raw"
+        path.write_bytes(bytes(100) + bytes([n]) * 3_000_000)
+        records.append(CaseRecord(f"c{n}", f"p{n}", "A", n % 2, path, row=n + 2))
+    problems: dict = defaultdict(list)
+    check_copied_scans(records, problems)
+    assert dict(problems) == {}
+    (tmp_path / "ct2.raw").write_bytes((tmp_path / "ct0.raw").read_bytes())
+    check_copied_scans(records, problems)
+    assert list(problems) == [4] and "same bytes as row 2's (ct0.raw, patient 'p0')" in problems[4][0]
