@@ -237,7 +237,10 @@ class MVCFClassifierWidget(ParameterNodePanel, ScriptedLoadableModuleWidget, VTK
             if isinstance(run, screening.ScreenRun):
                 self._parameterNode.outputTable = outputs.table_node
                 done = _("Done: {n} vertebra(e) screened.").format(n=len(outputs.rows))
-                self._endRun(f"{done} {dicom_summary(outputs)}".strip())
+                for warning in outputs.warnings:
+                    logging.warning(warning)
+                warned = " ".join(_("Warning: {w}.").format(w=w) for w in outputs.warnings)
+                self._endRun(f"{done} {dicom_summary(outputs)} {warned}".strip())
                 self.logic.showScreen(outputs)
                 self.showPicture(self.ui.resultsLabel, outputs.overview_png, _(
                     "Whole-spine overview: each vertebra outlined in its Genant grade's colour and labelled with "

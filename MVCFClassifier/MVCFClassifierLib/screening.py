@@ -6,7 +6,7 @@ slicer-core's real MRML. The widget only calls these and ChildProcess.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -203,6 +203,9 @@ class ScreenOutputs:
     segmentation_node: Any = None
     colour_by: str = COLOUR_BY[0]
     overview_png: Optional[bytes] = None   # the whole-spine overview picture (mvcf.report.overview), for the panel
+    #: the exam's own warnings (a synthetic-data model, a contrast phase that makes HU unreliable, a numbering
+    #: that contradicts the labels): the table's notes hold only each vertebra's
+    warnings: list[str] = field(default_factory=list)
 
     def recolour(self, by: str) -> dict[str, tuple]:
         """Colour the screened segments by `by` ("grade" or "probability") now; returns {level: colour}."""
@@ -281,7 +284,8 @@ class ScreenRun(ChildDrivenRun):
         vertebrae = list(self._result.get("vertebrae", []))
         table = write_screen_table(scene, vertebrae, node=table_node)
         outputs = ScreenOutputs(table, vertebrae, self._result, dicom=self.import_dicom(),
-                                segmentation_node=self.segmentation_node, overview_png=overview)
+                                segmentation_node=self.segmentation_node, overview_png=overview,
+                                warnings=[str(w) for w in self._result.get("warnings") or []])
         outputs.recolour(self.colour_by)
         return outputs
 

@@ -135,6 +135,8 @@ def test_whole_spine_run_in_a_child_fills_the_table(spine):
     outputs = run.finish(scene)
     levels = [r["level"] for r in tables.table_rows(outputs.table_node)]
     assert levels == ["T12", "L1", "L2", "L3", "L4", "L5"]        # S1 is only L5's neighbour
+    assert outputs.warnings == outputs.result["warnings"] and any("synthetic data" in w for w in outputs.warnings), \
+        "the exam's warnings reach the panel (they were dropped: only each vertebra's notes were shown)"
     assert not run.workdir.exists()
     # the panel shows the whole-spine overview the child drew (read before its folder went)
     import io
