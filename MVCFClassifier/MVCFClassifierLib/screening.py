@@ -65,9 +65,11 @@ def vertebra_segments(segmentation_node) -> dict[str, str]:
     return found
 
 
-def spine_label_map(segmentation_node, reference_volume_node) -> tuple[CTImage, dict[int, str]]:
+def spine_label_map(segmentation_node, reference_volume_node,
+                    notes: Optional[list[str]] = None) -> tuple[CTImage, dict[int, str]]:
     """All vertebra segments as one label map on the CT's grid, TotalSegmentator v2 values (L1 = 31, VerSe's
-    T13/L6 kept with VerSe values 28/25 would collide, so they get 51/52 and their names), and the names."""
+    T13/L6 kept with VerSe values 28/25 would collide, so they get 51/52 and their names), and the names.
+    Where two segments overlap the later one takes the shared voxels; `notes` gets one line per such pair."""
     from MVCFClassifierLib.markups import segment_labelmap
     from mvcf.numbering import TABLES, segment_name
 
@@ -83,7 +85,13 @@ def spine_label_map(segmentation_node, reference_volume_node) -> tuple[CTImage, 
         if labels is None:
             labels = np.zeros(mask.voxels.shape, np.uint8)
             geometry = mask
-        labels[mask.voxels > 0] = value_of[level]
+        inside = mask.voxels > 0
+        if notes is not None:
+            shared = labels[inside]
+            for value, count in zip(*np.unique(shared[shared > 0], return_counts=True)):
+                notes.append(f"segments {names[int(value)]} and {segment_name(level)} overlap in {int(count)} "
+                             f"voxels; they were given to {segment_name(level)}")
+        labels[inside] = value_of[level]
         names[value_of[level]] = segment_name(level)
     assert labels is not None and geometry is not None
     return CTImage(labels, geometry.spacing, geometry.origin, geometry.direction, source="segmentation"), names
@@ -226,6 +234,7 @@ class ScreenRun(ChildDrivenRun):
         self.command = command
         self.colour_by = colour_by
         self.targets: list = []              # the prediction run's skipped-target summary has nothing to say
+        self.notes: list[str] = []           # what building the label map found (overlapping segments)
         self.cancelled = False
         self.message = "starting"
         self._child = None
@@ -285,7 +294,7 @@ class ScreenRun(ChildDrivenRun):
         table = write_screen_table(scene, vertebrae, node=table_node)
         outputs = ScreenOutputs(table, vertebrae, self._result, dicom=self.import_dicom(),
                                 segmentation_node=self.segmentation_node, overview_png=overview,
-                                warnings=[str(w) for w in self._result.get("warnings") or []])
+                                warnings=self.notes + [str(w) for w in self._result.get("warnings") or []])
         outputs.recolour(self.colour_by)
         return outputs
 
@@ -311,7 +320,8 @@ def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = 
         raise MVCFError(f"model bundle folder not found: {model_dir}")
     workdir = Path(tempfile.mkdtemp(prefix="mvcf-screen-", dir=temp_root))
     try:
-        labels, names = spine_label_map(segmentation_node, ct_node)
+        notes: list[str] = []
+        labels, names = spine_label_map(segmentation_node, ct_node, notes)
         write_image(input_ct_from_volume_node(ct_node), workdir / "ct.nrrd")
         write_seg_nrrd(labels, names, workdir / "spine.seg.nrrd")
     except Exception:
@@ -325,4 +335,5 @@ def start_screen(ct_node, segmentation_node, python_executable: Optional[str] = 
                            + (dicom.arguments() if dicom is not None else []), python_executable=python_executable)
     run = ScreenRun(ct_node, segmentation_node, workdir, command, colour_by)
     run.dicom = dicom
+    run.notes = notes
     return run

@@ -88,6 +88,30 @@ def test_label_map_names_and_screen_from_the_scene(spine, tmp_path):
     assert screening.center_slices_on(scene, {"level": "L6", "center_lps": None}) is None
 
 
+def test_overlapping_segments_are_reported(spine):
+    """Segments drawn by hand can overlap; the later one takes the shared voxels, and the screen says so."""
+    scene, ct_node, _, _, mask = spine
+    voxels = mask.voxels.copy()
+    l1 = voxels == 31
+    grown = l1 | np.roll(l1, 2, axis=0)              # an L1 two slices taller: it reaches into a neighbour
+    labels = np.where(voxels == 31, 0, voxels)
+    seg_node, _ = segmentation_from_labels(scene, labels, mask.ijk_to_ras(), ct_node,
+                                           {v: n for v, n in NAMES.items() if v != 31})
+    extra, (extra_id,) = segmentation_from_labels(scene, grown.astype(np.uint8), mask.ijk_to_ras(), ct_node,
+                                                  {1: "vertebrae_L1"})
+    assert seg_node.GetSegmentation().CopySegmentFromSegmentation(extra.GetSegmentation(), extra_id)
+    notes: list = []
+    built, _ = screening.spine_label_map(seg_node, ct_node, notes)
+    shared = int((grown & (labels > 0)).sum())
+    assert shared > 0 and len(notes) >= 1
+    assert all(n.startswith("segments vertebrae_") and "and vertebrae_L1 overlap in" in n for n in notes)
+    assert sum(int(n.split(" overlap in ")[1].split()[0]) for n in notes) == shared
+    assert int((built.voxels == 31).sum()) == int(grown.sum())
+    clean: list = []
+    screening.spine_label_map(spine[2], ct_node, clean)
+    assert clean == []
+
+
 def test_child_arguments():
     args = screening.screen_arguments("ct.nrrd", "seg.seg.nrrd", None, "cpu")
     assert args[:3] == ["screen", "--ct", "ct.nrrd"] and "--model" not in args and "--heatmap-method" not in args
