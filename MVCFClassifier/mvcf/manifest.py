@@ -165,10 +165,12 @@ def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = Fals
 
 
 def check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[str]]) -> None:
-    """Duplicate case ids and patients seen in more than one institution (a leakage risk)."""
+    """Duplicate case ids, one institution spelled two ways (letter case, blanks) and patients seen in more
+    than one institution (a leakage risk)."""
     by_case: dict[str, list[CaseRecord]] = defaultdict(list)
     by_patient: dict[str, list[CaseRecord]] = defaultdict(list)
-    for record in records:
+    records_list = list(records)
+    for record in records_list:
         by_case[record.case_id].append(record)
         by_patient[record.patient_id].append(record)
     for case_id, group in by_case.items():
@@ -176,6 +178,14 @@ def check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[st
             first = group[0].row
             for record in group[1:]:
                 problems[record.row].append(f"duplicate case_id {case_id!r} (first in row {first})")
+    spelled: dict[str, CaseRecord] = {}
+    for record in records_list:
+        key = " ".join(record.institution.split()).casefold()
+        first_spelling = spelled.setdefault(key, record)
+        if first_spelling.institution != record.institution:
+            problems[record.row].append(f"institution {record.institution!r} is written {first_spelling.institution!r} "
+                                        f"in row {first_spelling.row}: one site needs one spelling (they would "
+                                        "count as two)")
     for patient, group in by_patient.items():
         sites = sorted({r.institution for r in group})
         if len(sites) > 1:

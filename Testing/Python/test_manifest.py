@@ -90,6 +90,15 @@ def test_a_row_with_more_cells_than_the_header_is_refused(folder):
                                      "c2,p2,A,OVCF,imgs/b.nii.gz,,,1,2,3,\n"))
 
 
+def test_one_institution_spelled_two_ways_is_refused(folder):
+    """'Site A' and 'site  a' counted as two institutions: two sites for the split and the tables."""
+    rows = ("c1,p1,Site A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",\n"
+            "c2,p2,site  a,OVCF,imgs/b.nii.gz,,,\"1,2,3\",\n")
+    with pytest.raises(MVCFError, match=r"1 bad row \(3\): row 3: institution 'site  a' is written 'Site A' in row "
+                                        r"2: one site needs one spelling"):
+        read_manifest(_write(folder, rows))
+
+
 def test_one_scan_given_to_two_patients_is_refused(folder):
     """The same CT (also through a symlink) under two patient ids: the patient-level folds would put its
     vertebrae on both sides of a split. Several vertebrae of one patient's scan stay fine."""
