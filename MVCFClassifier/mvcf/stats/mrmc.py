@@ -86,7 +86,8 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
         raise MVCFError(f"case {shown(per_case[per_case > 1].index[0])} has conflicting truth values")
     if frame.duplicated([reader, modality, case]).any():
         row = frame.loc[frame.duplicated([reader, modality, case])].iloc[0]
-        raise MVCFError(f"reader {shown(row[reader])} rated case {shown(row[case])} twice in modality {shown(row[modality])}")
+        raise MVCFError(f"reader {shown(row[reader])} rated case {shown(row[case])} twice in modality "
+                        f"{shown(row[modality])}")
     modalities = sorted(frame[modality].unique(), key=str)
     if modality_order is not None:
         by_label = {str(m): m for m in modalities}
