@@ -490,18 +490,16 @@ def apply_state(ct_node, source: str, points=None, roi=None, segmentation=None) 
 def unique_names(targets: list[Target]) -> list[Target]:
     """Number repeated names ('L1', 'L1 (2)'): two points both labelled L1 gave two rows and two sets of
     nodes ('L1 heatmap', ...) that could not be told apart."""
-    seen: dict[str, int] = {}
     taken = {target.name for target in targets}
+    seen: set[str] = set()
     for target in targets:
-        count = seen.get(target.name, 0) + 1
-        seen[target.name] = count
-        if count > 1:
-            name = f"{target.name} ({count})"
-            while name in taken:
-                count += 1
-                name = f"{target.name} ({count})"
-            taken.add(name)
-            target.name = name
+        if target.name in seen:
+            number = 2
+            while f"{target.name} ({number})" in taken:
+                number += 1
+            target.name = f"{target.name} ({number})"
+            taken.add(target.name)
+        seen.add(target.name)
     return targets
 
 

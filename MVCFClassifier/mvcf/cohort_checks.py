@@ -217,24 +217,30 @@ def _check_record(record: Any, masks: dict) -> None:
 SAMPLE_BYTES = 1 << 20
 
 
-def _digest(path: Path, whole: bool) -> str:
-    """SHA-256 of a file, or with `whole` False of its size and a 1 MiB piece from its middle."""
-    digest = hashlib.sha256()
+def _sample_digest(path: Path) -> str:
+    """SHA-256 of a file's size and a SAMPLE_BYTES piece from its middle."""
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        if whole:
-            for block in iter(lambda: handle.read(SAMPLE_BYTES), b""):
-                digest.update(block)
-        else:
-            handle.seek(max(0, size // 2 - SAMPLE_BYTES // 2))
-            digest.update(str(size).encode() + handle.read(SAMPLE_BYTES))
-    return digest.hexdigest()
+        handle.seek(max(0, size // 2 - SAMPLE_BYTES // 2))
+        return hashlib.sha256(str(size).encode() + handle.read(SAMPLE_BYTES)).hexdigest()
 
 
 def check_copied_scans(records: Sequence[Any], problems: dict[int, list[str]]) -> None:
     """Refuse CT files with the same bytes under different patients: a scan copied under another name leaks
     across patient-level folds as one file given to two patients does (manifest.check_one_patient_per_scan).
-    Only files of one size are compared, by a 1 MiB sample first, read whole only when the samples agree."""
+    Only files of one size are compared, by a 1 MiB sample first, read whole only when the samples agree;
+    each file is read once for each, however many of its vertebrae are rows."""
+    from mvcf.limits import sha256_stream
+
+    digests: dict[tuple[str, bool], str] = {}
+
+    def digest(record: Any, whole: bool) -> str:
+        key = (os.path.realpath(record.ct), whole)
+        if key not in digests:
+            digests[key] = (sha256_stream(record.ct, "MAX_IMAGE_BYTES", "CT file") if whole
+                            else _sample_digest(Path(record.ct)))
+        return digests[key]
+
     by_size: dict[int, list[Any]] = defaultdict(list)
     for record in records:
         path = Path(record.ct)
@@ -245,13 +251,13 @@ def check_copied_scans(records: Sequence[Any], problems: dict[int, list[str]]) -
             continue
         by_sample: dict[str, list[Any]] = defaultdict(list)
         for record in group:
-            by_sample[_digest(Path(record.ct), whole=False)].append(record)
+            by_sample[digest(record, whole=False)].append(record)
         for alike in by_sample.values():
             if len({r.patient_id for r in alike}) < 2:
                 continue
             first: dict[str, Any] = {}
             for record in alike:
-                earlier = first.setdefault(_digest(Path(record.ct), whole=True), record)
+                earlier = first.setdefault(digest(record, whole=True), record)
                 if earlier.patient_id != record.patient_id:
                     problems[record.row].append(
                         f"ct {Path(record.ct).name} has the same bytes as row {earlier.row}'s "

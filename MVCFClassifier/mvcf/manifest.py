@@ -196,11 +196,9 @@ def check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[st
 
 def scan_identity(record: CaseRecord) -> object:
     """What makes two rows' CTs one scan: the same file or folder, also through a link."""
-    try:
-        stat = os.stat(record.ct)
-        return (stat.st_dev, stat.st_ino)
-    except OSError:
-        return os.path.realpath(record.ct)
+    from mvcf.outputs_guard import file_identity_key
+
+    return file_identity_key(record.ct) or os.path.realpath(record.ct)
 
 
 def check_one_patient_per_scan(records: Iterable[CaseRecord], problems: dict[int, list[str]],

@@ -41,9 +41,11 @@ def os_error(path: PathLike, exc: OSError, action: str = "write") -> MVCFError:
     return MVCFError(f"cannot {action} {where}: {describe_os_error(exc)}")
 
 
-def _identity(path: Path) -> Optional[tuple[int, int]]:
+def file_identity_key(path: PathLike) -> Optional[tuple[int, int]]:
+    """(device, inode) of a file or folder, the same through a symlink or hard link; None when it cannot be
+    stat'ed."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
         return None
     return (st.st_dev, st.st_ino)
@@ -166,12 +168,12 @@ def png_metadata() -> dict:
 def check_not_input(output: PathLike, inputs: Iterable[PathLike], what: str = "output") -> None:
     """Refuse an output that is, holds, or lies inside one of `inputs`."""
     out = _resolved(output)
-    out_id = _identity(out)
+    out_id = file_identity_key(out)
     for given in inputs:
         if given is None:
             continue
         source = _resolved(given)
-        if source == out or (out_id is not None and _identity(source) == out_id):
+        if source == out or (out_id is not None and file_identity_key(source) == out_id):
             raise MVCFError(f"{what} {output} is an input of this run ({given}); choose another path")
         if _is_within(source, out):
             raise MVCFError(f"{what} {output} holds the input {given}; replacing it would destroy that input; "
