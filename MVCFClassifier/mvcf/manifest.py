@@ -165,8 +165,8 @@ def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = Fals
 
 
 def check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[str]]) -> None:
-    """Duplicate case ids, one institution spelled two ways (letter case, blanks) and patients seen in more
-    than one institution (a leakage risk)."""
+    """Duplicate case ids, one institution or one patient id spelled two ways (letter case, blanks) and
+    patients seen in more than one institution (a leakage risk)."""
     by_case: dict[str, list[CaseRecord]] = defaultdict(list)
     by_patient: dict[str, list[CaseRecord]] = defaultdict(list)
     records_list = list(records)
@@ -178,20 +178,26 @@ def check_consistency(records: Iterable[CaseRecord], problems: dict[int, list[st
             first = group[0].row
             for record in group[1:]:
                 problems[record.row].append(f"duplicate case_id {case_id!r} (first in row {first})")
-    spelled: dict[str, CaseRecord] = {}
-    for record in records_list:
-        key = " ".join(record.institution.split()).casefold()
-        first_spelling = spelled.setdefault(key, record)
-        if first_spelling.institution != record.institution:
-            problems[record.row].append(f"institution {record.institution!r} is written {first_spelling.institution!r} "
-                                        f"in row {first_spelling.row}: one site needs one spelling (they would "
-                                        "count as two)")
+    _one_spelling(records_list, "institution", "one site needs one spelling (they would count as two)", problems)
+    _one_spelling(records_list, "patient_id", "one patient needs one id (split by patient, the two would fall on "
+                  "both sides)", problems)
     for patient, group in by_patient.items():
         sites = sorted({r.institution for r in group})
         if len(sites) > 1:
             for record in group:
                 problems[record.row].append(f"patient {patient!r} is in several institutions "
                                             f"({', '.join(sites)})")
+
+
+def _one_spelling(records: Sequence[CaseRecord], field: str, why: str, problems: dict[int, list[str]]) -> None:
+    """Refuse a value written two ways (letter case, blanks): to a reader one name, to a program two."""
+    spelled: dict[str, CaseRecord] = {}
+    for record in records:
+        value = getattr(record, field)
+        first = spelled.setdefault(" ".join(value.split()).casefold(), record)
+        if getattr(first, field) != value:
+            problems[record.row].append(f"{field} {value!r} is written {getattr(first, field)!r} in row {first.row}: "
+                                        f"{why}")
 
 
 def scan_identity(record: CaseRecord) -> object:

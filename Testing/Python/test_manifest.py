@@ -99,6 +99,17 @@ def test_one_institution_spelled_two_ways_is_refused(folder):
         read_manifest(_write(folder, rows))
 
 
+def test_one_patient_id_spelled_two_ways_is_refused(folder):
+    """'P01' and 'p01 ' were two patients to the patient-level split, so one person's scans could fall on
+    both sides of it; a reader sees one id."""
+    rows = ("c1,P01,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",\n"
+            "c2,p01,A,OVCF,imgs/b.nii.gz,,,\"1,2,3\",\n"
+            "c3,P01,A,OVCF,imgs/a.nii.gz,,,\"4,5,6\",\n")
+    with pytest.raises(MVCFError, match=r"1 bad row \(3\): row 3: patient_id 'p01' is written 'P01' in row 2: one "
+                                        r"patient needs one id"):
+        read_manifest(_write(folder, rows))
+
+
 def test_one_scan_given_to_two_patients_is_refused(folder):
     """The same CT (also through a symlink) under two patient ids: the patient-level folds would put its
     vertebrae on both sides of a split. Several vertebrae of one patient's scan stay fine."""
