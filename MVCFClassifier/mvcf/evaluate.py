@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -75,6 +76,7 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
              should_cancel: Optional[CancelCheck] = None, allow_outside_root: bool = False) -> dict[str, Any]:
     """`mvcf evaluate`: writes predictions.csv, metrics.json and the plots into out_dir (atomically). The
     card, every manifest row's files and the output's place are checked before any work."""
+    from mvcf import training_scans
     from mvcf.cohort_checks import check_cohort_files
     from mvcf.inference import resolve_device
     from mvcf.manifest import read_manifest, write_predictions
@@ -91,12 +93,17 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
     check_outside_folders([("--cache", cache_dir)], [("--out", out)])   # out is replaced as a whole
     check_cohort_files(records, Path(manifest))
     bundle = load_bundle(model, device=device)
+    seen = training_scans.overlap(bundle.card, records)
+    warning = training_scans.overlap_warning(seen, len(records))
+    if warning:
+        logging.getLogger("mvcf.evaluate").warning(warning)
     prob = predict_records(bundle, records, device, cache_dir, on_progress, should_cancel)
     labels = [int(r.label) for r in records]
     sites = [r.institution for r in records]
     threshold = bundle.threshold
     report = metrics_report(labels, prob, threshold, sites)
     report["model"] = bundle.identity()
+    report["training_overlap"] = seen
     report["manifest"] = str(manifest)
     report["device"] = device
     with atomic_dir(out, overwrite=overwrite) as tmp:

@@ -268,6 +268,7 @@ class TrainingLogic:
     def showResults(self, scene, parameters, kind: str = "") -> str:
         """Put the finished run's results in the scene (nodes recorded in the parameter node); a status line."""
         from MVCFTrainingLib import results
+        from mvcf.training_scans import overlap_warning
 
         p, kind = parameters, kind or self.kind
         if kind == "mrmc":
@@ -283,9 +284,11 @@ class TrainingLogic:
             p.metricsTable = table
             if chart is not None:
                 p.rocChart = chart
+            n = report.get('overall', {}).get('n', 0)
+            seen = overlap_warning(report.get("training_overlap") or {"cases": []}, n)
             return (f"Evaluation finished: AUC {report.get('overall', {}).get('auc', float('nan')):.3f} on "
-                    f"{report.get('overall', {}).get('n', 0)} cases; results in {self.lastEvaluation}. "
-                    f"{self.disclaimer()}")
+                    f"{n} cases; results in {self.lastEvaluation}. " + (f"Warning: {seen}. " if seen else "") +
+                    self.disclaimer())
         if kind == "study":
             table, chart = results.show_study_results(scene, self.lastResult or {}, table_node=p.studyTable,
                                                       roc_chart=p.rocChart)

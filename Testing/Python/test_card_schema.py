@@ -39,6 +39,9 @@ def _edit(bundle, change):
     (lambda c: c["network"].update(block_inplanes=[8000, 16000, 16000, 16000]), "MVCF_MAX_PARAMETERS"),
     (lambda c: c["view_spec"].update(size_px=32), "view_spec gives views of shape"),
     (lambda c: c["view_spec"].update(mode="3d"), "input_shape has 3 dimensions; mode 3d needs 4"),
+    (lambda c: c["training_scans"].update(digests=["A_000"]), r"training_scans.digests\[0\] must be a text of at "
+                                                              r"most 16 characters matching \[0-9a-f\]\{16\}"),
+    (lambda c: c["training_scans"].pop("count"), "training_scans lacks 'count'"),
     (lambda c: c["view_spec"].update(mode="4d"), "view_spec.mode '4d' is not a view mode"),
     (lambda c: c["network"].update(family="os.system"), "network.family must be one of"),
 ])

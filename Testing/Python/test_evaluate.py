@@ -69,6 +69,66 @@ def test_evaluate_writes_metrics_plots_and_per_institution(trained, tmp_path, ca
     assert "not a model bundle" in capsys.readouterr().err
 
 
+def _rows(manifest, keep, extra=()):
+    with open(manifest, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [r for r in reader if keep(r)] + list(extra)
+    return reader.fieldnames, rows
+
+
+def _write_rows(path, fields, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_evaluate_names_the_cases_the_model_was_trained_on(trained, tmp_path, capsys):
+    """Evaluating on the training cohort's own CTs (the same files, or byte copies under new names) measured
+    memory, not generalisation, and nothing said so: the card now keeps a digest of every CT its folds were
+    fitted or tuned on, and evaluate names the cases that hit one."""
+    import shutil
+
+    manifest, out = trained
+    card = json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))
+    assert card["training_scans"]["count"] == len(card["training_scans"]["digests"]) == 16   # site A; B held out
+    internal = [f"A_{i:03d}" for i in range(16)]
+
+    code = main(["--progress", "none", "evaluate", "--model", str(out / "model"), "--manifest", str(manifest),
+                 "--out", str(tmp_path / "all"), "--device", "cpu"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "all" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["training_overlap"] == {"checked": True, "cases": internal}
+    assert ("warning: 16 of 32 cases have a CT the model was trained on (A_000, A_001, A_002, A_003, A_004 ...): "
+            "these metrics are not an independent test") in capsys.readouterr().err
+
+    folder = manifest.parent
+    shutil.copy(folder / "A_003.nii.gz", folder / "copy_of_A_003.nii.gz")
+    fields, rows = _rows(manifest, lambda r: r["institution"] == "B")
+    copied = dict(rows[0], case_id="C_000", patient_id="C-p0", ct="copy_of_A_003.nii.gz",
+                  mask="A_003_mask.nii.gz")
+    external = _write_rows(folder / "external.csv", fields, rows)
+    with_copy = _write_rows(folder / "with_copy.csv", fields, rows + [copied])
+    assert main(["--progress", "none", "evaluate", "--model", str(out / "model"), "--manifest", str(external),
+                 "--out", str(tmp_path / "ext"), "--device", "cpu"]) == 0
+    assert "trained on" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "ext" / "metrics.json").read_text())["training_overlap"] == \
+        {"checked": True, "cases": []}
+    assert main(["--progress", "none", "evaluate", "--model", str(out / "model"), "--manifest", str(with_copy),
+                 "--out", str(tmp_path / "copy"), "--device", "cpu"]) == 0
+    assert "1 of 17 cases have a CT the model was trained on (C_000)" in capsys.readouterr().err
+
+    old = tmp_path / "old_bundle"
+    shutil.copytree(out / "model", old)
+    del card["training_scans"]
+    (old / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    assert main(["--progress", "none", "evaluate", "--model", str(old), "--manifest", str(external),
+                 "--out", str(tmp_path / "old"), "--device", "cpu"]) == 0
+    found = json.loads((tmp_path / "old" / "metrics.json").read_text())["training_overlap"]
+    assert found["checked"] is False and "does not list the scans it was trained on" in found["reason"]
+
+
 @pytest.mark.parametrize("inside", [".", "cache"])
 def test_evaluate_refuses_a_cache_inside_its_output_before_any_work(trained, tmp_path, capsys, inside):
     """--cache equal to or inside a new --out built every view, made --out, then refused its own --out

@@ -409,3 +409,29 @@ def test_simulate_refuses_a_design_too_large_at_parse_time(args, message, capsys
     assert main(["--progress", "none", "reader-study", "simulate", *args, "--simulations", "10"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: argument ") and message in err and err.count("\n") == 1
+
+
+def test_aided_outputs_say_when_the_model_was_trained_on_study_cases(tmp_path, caplog):
+    """A model trained on some of the study's CTs helps the aided round on exactly those cases, and the
+    comparison of rounds would credit it; the plan's model identity now counts them and the log names them."""
+    import logging
+    import shutil
+
+    from mvcf.manifest import read_manifest
+    from mvcf.predict import default_model_path
+    from mvcf.reader_study.model_outputs import compute_model_outputs
+    from mvcf.training_scans import METHOD, scan_digest
+
+    records = read_manifest(reader_study_manifest(tmp_path, n_per_site=2))
+    bundle = shutil.copytree(default_model_path(), tmp_path / "bundle")
+    card = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
+    names = [f"X{i}" for i in range(len(records))]
+    _, identity = compute_model_outputs(records, None, names, str(bundle), "cpu")
+    assert identity["training_overlap"] == {"checked": True, "cases": 0}
+    card["training_scans"] = {"method": METHOD, "count": 1, "digests": [scan_digest(records[2].ct)]}
+    (bundle / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="mvcf.reader_study"):
+        _, identity = compute_model_outputs(records, None, names, str(bundle), "cpu")
+    assert identity["training_overlap"] == {"checked": True, "cases": 1}
+    assert (f"1 of 4 cases have a CT the model was trained on ({records[2].case_id}): the aided round's model "
+            "outputs are not an independent test") in caplog.text

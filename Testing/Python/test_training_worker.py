@@ -74,9 +74,36 @@ def test_two_evaluations_share_one_worker_and_show_their_metrics(cohort):
     assert not logic.worker.alive
 
 
+def test_the_status_line_names_cases_the_model_was_trained_on(cohort, tmp_path):
+    """An evaluation on the model's own training CTs is no test of it; the panel's status line says so (the
+    report's training_overlap, from the card's training_scans)."""
+    from mvcf.manifest import read_manifest
+    from mvcf.training_scans import METHOD, scan_digest
+
+    manifest, bundle = cohort
+    records = read_manifest(manifest)
+    trained = shutil.copytree(bundle, tmp_path / "trained_on_A_001")
+    card = json.loads((trained / "model.json").read_text(encoding="utf-8"))
+    card["training_scans"] = {"method": METHOD, "count": 1, "digests": [scan_digest(records[1].ct)]}
+    (trained / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    logic, scene = _logic(), slicer.vtkMRMLScene()
+    try:
+        for model, expected in ((bundle, None), (trained, "1 of 8 cases have a CT the model was trained on "
+                                                          f"({records[1].case_id})")):
+            logic.startEvaluation(_parameters(manifest, model), now=lambda: model.name)
+            assert logic.wait(timeout=300).status == "succeeded"
+            status = logic.showResults(scene, _parameters(manifest, model))
+            if expected is None:
+                assert "have a CT the model" not in status
+            else:
+                assert f"Warning: {expected}: these metrics are not an independent test." in status
+    finally:
+        logic.close()
+
+
 def test_a_bad_evaluation_fails_alone_and_cancel_and_scene_close_end_the_worker(cohort, tmp_path):
     manifest, bundle = cohort
-    logic, scene = _logic(), slicer.vtkMRMLScene()
+    logic = _logic()
     try:
         bad = _parameters(tmp_path / "missing.csv", bundle)
         logic.startEvaluation(bad, now=lambda: "bad")

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 from mvcf.errors import MVCFError
 from mvcf.models.architectures import DENSENET, RESNET
+from mvcf.training_scans import DIGEST_HEX, MAX_LISTED
 
 #: Deeper than this is not a card mvcf wrote (its deepest part, validation_metrics, is 4 levels down).
 MAX_DEPTH = 32
@@ -172,6 +173,8 @@ CARD = record({
     "trained_on_synthetic_data": boolean,
     "description": text(20000),
     "intended_use": text(20000),
+    "training_scans": record({"method": text(200), "count": integer(0, 1 << 40)},
+                             {"digests": list_of(text(DIGEST_HEX, f"[0-9a-f]{{{DIGEST_HEX}}}"), 0, MAX_LISTED)}),
 })
 
 

@@ -7,6 +7,7 @@ location (the same vertebra listed twice) are computed once.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -26,6 +27,7 @@ def compute_model_outputs(records: Sequence[Any], heatmap_dir: Optional[Path], n
 
     Heatmaps (NIfTI, values 0..1) are written to heatmap_dir/<name>_heatmap.nii.gz under the record's
     opaque `names[i]` when heatmap_dir is given."""
+    from mvcf import training_scans
     from mvcf.dataset import locate_record
     from mvcf.explain import heatmap_for
     from mvcf.inference import load_model, resolve_device
@@ -39,6 +41,10 @@ def compute_model_outputs(records: Sequence[Any], heatmap_dir: Optional[Path], n
         bundle = load_model(model, device)
     except (OSError, ValueError) as exc:
         raise MVCFError(f"cannot load the model {model or '(embedded demo)'}: {exc}") from None
+    seen = training_scans.overlap(bundle.card, records)
+    warning = training_scans.overlap_warning(seen, len(records), "the aided round's model outputs are")
+    if warning:
+        logging.getLogger("mvcf.reader_study").warning(warning)
     cache: dict[tuple, tuple[dict, Any]] = {}
     outputs = []
     total = len(records)
@@ -64,4 +70,5 @@ def compute_model_outputs(records: Sequence[Any], heatmap_dir: Optional[Path], n
         outputs.append(output)
     if on_progress is not None:
         on_progress(total, total, "model outputs done")
-    return outputs, dict(bundle.identity())
+    overlap = {"checked": seen["checked"], "cases": len(seen["cases"])}   # a count: the log line names the cases
+    return outputs, {**bundle.identity(), "training_overlap": overlap}
