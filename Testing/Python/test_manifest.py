@@ -100,7 +100,7 @@ def test_one_institution_spelled_two_ways_is_refused(folder):
 
 
 def test_one_patient_id_spelled_two_ways_is_refused(folder):
-    """'P01' and 'p01 ' were two patients to the patient-level split, so one person's scans could fall on
+    """'P01' and 'p01' were two patients to the patient-level split, so one person's scans could fall on
     both sides of it; a reader sees one id."""
     rows = ("c1,P01,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",\n"
             "c2,p01,A,OVCF,imgs/b.nii.gz,,,\"1,2,3\",\n"
