@@ -94,20 +94,33 @@ def files_below(folder: Path) -> list[str]:
     return found
 
 
-def added_files(folder: Path) -> list[str]:
-    """The files in mvcf's output `folder` that its run did not write (the user's, added since), by the list
-    its marker holds; [] for a folder whose marker has no list (written file by file, or by an earlier mvcf)."""
+def _written_files(folder: Path) -> Optional[list[str]]:
+    """The files its marker says the run wrote into `folder`; None without such a list (a folder written file
+    by file, or by an earlier mvcf)."""
     try:
         marker = folder / MARKER
         if marker.stat().st_size > MARKER_MAX_BYTES:
-            return []
+            return None
         written = json.loads(marker.read_text(encoding="utf-8")).get("files")
     except (OSError, ValueError, AttributeError):
-        return []
-    if not isinstance(written, list):
+        return None
+    return [str(f) for f in written] if isinstance(written, list) else None
+
+
+def added_files(folder: Path) -> list[str]:
+    """The files in mvcf's output `folder` that its run did not write (the user's, added since), by the list
+    its marker holds; [] for a folder whose marker has no list."""
+    written = _written_files(folder)
+    if written is None:
         return []
     known = set(written) | {MARKER}
     return sorted(f for f in files_below(folder) if f not in known and Path(f).name not in BROWSER_FILES)
+
+
+def missing_files(folder: Path) -> list[str]:
+    """The files its marker lists that are no longer in mvcf's output `folder` (deleted since); [] for a
+    folder whose marker has no list."""
+    return sorted(f for f in _written_files(folder) or [] if not (folder / f).is_file())
 
 
 def _image_tagged(path: Path) -> bool:
@@ -269,8 +282,11 @@ def check_output_folder(path: Optional[PathLike], inputs: Iterable[PathLike] = (
         except OSError as exc:
             raise os_error(path, exc, "read") from None
         if entries and MARKER not in entries:
+            ours = [n for n in entries[:200] if (target / n / MARKER).is_file()]
+            hint = (f"; its own {MARKER} marker is missing though folders in it carry theirs ({ours[0]}): a copy "
+                    "that left hidden files out? (cp -a SRC/. DST keeps them)") if ours else ""
             raise MVCFError(f"{what} {path} holds files mvcf did not write; they are never replaced (choose a new "
-                            "or empty folder)")
+                            f"or empty folder){hint}")
         wanted = set(names)
         earlier = [n for n in entries if n != MARKER and (not wanted or n in wanted)]
         if earlier and not overwrite:

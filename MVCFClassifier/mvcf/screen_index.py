@@ -52,6 +52,8 @@ INDEX_COLUMNS = {
     "measured": "vertebrae measured (not partial, missing or empty)",
     "contrast_phase": "the CT's contrast phase when known (enhanced phases raise trabecular HU)",
     "model": "the model that screened it: name, version, first 12 hex digits of its weights' sha256",
+    "stale": "why a screened case no longer matches the manifest or the last run (its CT or segmentation changed, "
+             "another model, other numbering or contrast phase): kept as it is; delete its folder to screen it again",
     "overview": "the case's whole-spine overview picture, relative to --out (when it has one)",
     "error": "why the case failed (first line)",
     "error_file": "the failed case's error file, relative to --out (the next run retries the case)",
@@ -103,11 +105,13 @@ def _unscreened(case_id: str, status: str, error: Optional[str] = None) -> dict[
             "collapsed": [], "warnings": [], "error": error}
 
 
-def index_rows(out_dir: Union[str, Path], case_ids: Sequence[str]) -> list[dict[str, Any]]:
+def index_rows(out_dir: Union[str, Path], case_ids: Sequence[str],
+               stale: Optional[dict[str, str]] = None) -> list[dict[str, Any]]:
     """Every case of the manifest as it stands in `out_dir`, sorted: screened by priority (flagged ones with
     the higher P(MVCF) of a collapse first, collapsed ones with the worse grade first), then failed, then
-    pending."""
+    pending. `stale`: {case_id: why} for screened cases kept though they no longer match."""
     out = Path(out_dir)
+    stale = stale or {}
     rows = []
     for case_id in case_ids:
         result, error = out / case_id / JSON_NAME, out / error_file(case_id)
@@ -115,7 +119,8 @@ def index_rows(out_dir: Union[str, Path], case_ids: Sequence[str]) -> list[dict[
         if payload is not None:
             picture = out / case_id / OVERVIEW_NAME
             rows.append(case_row(case_id, payload)
-                        | {"overview": f"{case_id}/{OVERVIEW_NAME}" if picture.is_file() else None})
+                        | {"overview": f"{case_id}/{OVERVIEW_NAME}" if picture.is_file() else None,
+                           "stale": stale.get(case_id)})
         elif result.is_file():
             rows.append(_unscreened(case_id, "failed", f"its {JSON_NAME} is not a screen result (damaged?); "
                                                        f"the next run screens the case again"))
@@ -165,6 +170,8 @@ def index_html(rows: Sequence[dict[str, Any]], summary: dict[str, int]) -> str:
         name = cell(r["case_id"])   # linked to its folder, a failed case to its error file
         if r["status"] == "screened":
             name = f'<a href="{quote(r["case_id"])}/">{name}</a>'
+            if r.get("stale"):
+                name += f'<br><span class="stale">kept from an earlier run: {cell(r["stale"])}</span>'
         elif r["status"] == "failed" and r.get("error_file"):
             name = f'<a href="{quote(r["error_file"])}">{name}</a>'
         body.append(f'<tr style="background:{shade}"><td>{n}</td><td>{name}</td><td>{escape(why)}</td>'
@@ -173,11 +180,14 @@ def index_html(rows: Sequence[dict[str, Any]], summary: dict[str, int]) -> str:
                     f'<td>{escape(density)}</td><td>{picture}</td><td>{cell(r.get("error"))}</td></tr>')
     tally = (f"{summary['cases']} cases: {summary['flagged']} flagged, {summary['collapsed']} with a collapse, "
              f"{summary['osteoporosis_likely']} osteoporosis likely; {summary['failed']} failed, "
-             f"{summary['pending']} not screened yet")
+             f"{summary['pending']} not screened yet"
+             + (f"; {summary['stale']} kept from an earlier run though they no longer match it (marked)"
+                if summary.get("stale") else ""))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mvcf screen: archive index"
             "</title><style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
             "td,th{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left}"
-            "img{height:180px}.disclaimer{font-weight:bold;color:#a00}</style></head><body>"
+            "img{height:180px}.disclaimer{font-weight:bold;color:#a00}.stale{color:#a00;font-size:90%}"
+            "</style></head><body>"
             f"<h1>Archive screen</h1><p class=\"disclaimer\">{escape(RESEARCH_USE_DISCLAIMER)}</p>"
             f"<p>{escape(tally)}. The cases to read first are at the top.</p><table><thead><tr><th>#</th>"
             "<th>case</th><th>why here</th><th>flagged</th><th>collapsed</th><th>worst grade</th>"
@@ -191,11 +201,13 @@ def counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
             "flagged": sum(bool(r["flagged"]) for r in rows), "collapsed": sum(bool(r["collapsed"]) for r in rows),
             "osteoporosis_likely": sum(bool(r.get("osteoporosis_flag")) for r in rows),
             "failed": sum(r["status"] == "failed" for r in rows),
-            "pending": sum(r["status"] == "pending" for r in rows)}
+            "pending": sum(r["status"] == "pending" for r in rows),
+            "stale": sum(bool(r.get("stale")) for r in rows)}
 
 
-def write_index(out_dir: Union[str, Path], case_ids: Sequence[str]) -> tuple[tuple[Path, Path, Path], dict[str, int]]:
-    """screen_index.tsv, .json and .html in `out_dir` (all or none), and the counts."""
+def write_index(out_dir: Union[str, Path], case_ids: Sequence[str],
+                stale: Optional[dict[str, str]] = None) -> tuple[tuple[Path, Path, Path], dict[str, int]]:
+    """screen_index.tsv, .json and .html in `out_dir` (all or none), and the counts; `stale` as index_rows."""
     from mvcf import RESEARCH_USE_DISCLAIMER
     from mvcf.fileio import atomic_files, one_at_a_time
     from mvcf.outputs_guard import INDEX_LOCK
@@ -205,7 +217,7 @@ def write_index(out_dir: Union[str, Path], case_ids: Sequence[str]) -> tuple[tup
     # two shards ending together: the later one reads the cases only after the earlier one's index is in
     # place, so it never writes back rows it read before the other placed its cases
     with one_at_a_time(out / INDEX_LOCK):
-        rows = index_rows(out, case_ids)
+        rows = index_rows(out, case_ids, stale)
         summary = counts(rows)
         with atomic_files(out, list(INDEX_NAMES), mark=True) as tmp:
             (tmp / INDEX_TSV).write_text(index_tsv(rows), encoding="utf-8")

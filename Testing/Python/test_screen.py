@@ -500,7 +500,7 @@ def test_manifest_resumable_and_sharded(tmp_path, small_case):
     assert (out / "a" / "screen_overview.png").is_file()
     assert summary["index"] == str(out / "screen_index.tsv")
     assert summary["index_counts"] == {"cases": 2, "screened": 1, "flagged": 0, "collapsed": 0,
-                                       "osteoporosis_likely": 0, "failed": 1, "pending": 0}
+                                       "osteoporosis_likely": 0, "failed": 1, "pending": 0, "stale": 0}
     first = json.loads((out / "screen_index.json").read_text(encoding="utf-8"))["cases"][0]
     case_a = json.loads((out / "a" / "screen.json").read_text(encoding="utf-8"))
     assert first["case_id"] == "a" and first["status"] == "screened" and first["priority"] == 4
@@ -514,20 +514,27 @@ def test_manifest_resumable_and_sharded(tmp_path, small_case):
     assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr
     assert "shard 1/1: screened 0, skipped 1 finished, failed 1 of 2 cases" in text.stdout
     assert f"index of all 2 cases, those to read first at the top: {out / 'screen_index.tsv'}" in text.stdout
-    # a finished case screened with other weights is kept on a rerun, and the rerun says so
+    # a finished case screened with other weights (a case folder of an earlier mvcf, which recorded only the
+    # weights, in screen.json) is kept on a rerun, and the rerun says so
+    recorded = json.loads((out / "a" / "inputs.json").read_text(encoding="utf-8"))
+    (out / "a" / "inputs.json").write_text(json.dumps({k: recorded[k] for k in ("ct", "seg")}), encoding="utf-8")
     finished = json.loads((out / "a" / "screen.json").read_text(encoding="utf-8"))
     finished["model"]["sha256"] = "0" * 64
     (out / "a" / "screen.json").write_text(json.dumps(finished), encoding="utf-8")
     rerun = _cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root")
     assert json.loads(rerun.stdout)["skipped_with_another_model"] == 1
-    assert "warning: 1 finished case(s)" in rerun.stderr and "screened with another model (e.g. a)" in rerun.stderr
-    # a damaged screen.json, or a case folder without one, is not a finished case: screened again, replaced
+    assert "warning: 1 finished case(s)" in rerun.stderr and "this run's model differs (e.g. a: screened with " \
+        "another model (other weights: mvcf-demo" in rerun.stderr
+    # a damaged screen.json, a case folder without one, or one whose table or picture was deleted since (it
+    # counted as finished, and the file never came back) is not a finished case: screened again, replaced
     for damage in (lambda: (out / "a" / "screen.json").write_text('{"vertebrae": [1]}', encoding="utf-8"),
-                   lambda: (out / "a" / "screen.json").unlink()):
+                   lambda: (out / "a" / "screen.json").unlink(), lambda: (out / "a" / "screen.tsv").unlink(),
+                   lambda: (out / "a" / "screen_overview.png").unlink()):
         damage()
         repaired = _cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root")
         assert json.loads(repaired.stdout)["screened"] == 1, repaired.stderr
         assert json.loads((out / "a" / "screen.json").read_text(encoding="utf-8"))["vertebrae"][0]["level"]
+        assert all((out / "a" / name).is_file() for name in ("screen.tsv", "screen_overview.png", "inputs.json"))
 
 
 def test_a_case_another_run_finished_meanwhile_is_not_screened_again(tmp_path, small_case, monkeypatch, capsys):
@@ -587,6 +594,13 @@ def test_manifest_rows_get_the_cohort_row_checks_before_anything_is_written(tmp_
     assert code == 2 and err.count("\n") == 1 and "case_id 'new\\nline' holds a control character" in err
     assert "is 202 bytes long; a folder name takes at most 200" in err
     assert "case_id 'casea' repeats (letter case aside" in err
+    assert not (tmp_path / "out").exists()
+    # an unknown numbering cell made --out and failed only when its case came up
+    manifest.write_text("case_id,ct,seg,numbering\na,ct.nii.gz,seg.nii.gz,foo\nb,ct.nii.gz,seg.nii.gz,VerSe\n"
+                        "c,ct.nii.gz,seg.nii.gz,Auto\n", encoding="utf-8")
+    code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "1 bad row(s): line 2: unknown numbering 'foo'" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -648,15 +662,32 @@ def test_shard_environment(monkeypatch):
     with pytest.raises(MVCFError, match="is not a range with one step"):
         shard()
     monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")     # outside 1-5: was "shard 3 of 3 is not a valid shard"
+    with pytest.raises(MVCFError, match=r"SLURM_ARRAY_TASK_ID=7 is not a task of the array \(tasks 1-5, step 2\)"):
+        shard()
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
+    # torchrun inside each array task splits the task's share: RANK/WORLD_SIZE won and the Slurm variables
+    # were dropped, so every task of the array screened the whole manifest
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "4")
-    assert shard() == (2, 4)
+    assert shard() == (2 * 4 + 2, 3 * 4)
     monkeypatch.setenv("RANK", "4")
-    with pytest.raises(MVCFError, match="not a valid shard"):
+    with pytest.raises(MVCFError, match=r"RANK=4 with WORLD_SIZE=4 is no process of the job"):
         shard()
     monkeypatch.setenv("RANK", "")    # WORLD_SIZE=4 alone ran shard 1/4 as if it were the whole job
     with pytest.raises(MVCFError, match="WORLD_SIZE is set but RANK is not"):
         shard()
+    for name in ("RANK", "WORLD_SIZE"):   # an empty RANK beside an array: the array alone, not the whole manifest
+        monkeypatch.setenv(name, "")
+    assert shard() == (2, 3)
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+                 "SLURM_ARRAY_TASK_STEP"):
+        monkeypatch.delenv(name)
+    for rank in ("1_0", "\u0661", "0x1", "1.0"):   # int() took '1_0' as 10 and the Arabic-Indic one as 1
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "20")
+        with pytest.raises(MVCFError, match="is not an integer"):
+            shard()
 
 
 def test_an_interrupt_while_the_table_is_written_takes_the_report_away_too(tmp_path, small_case, monkeypatch,
@@ -731,7 +762,7 @@ def test_the_archive_index_puts_the_cases_to_read_first_at_the_top(tmp_path):
     assert by_id["plain"]["model"] == "m 1 " + "ab" * 6
     (tsv, _, _), counts = write_index(tmp_path, ids)
     assert counts == {"cases": 14, "screened": 9, "flagged": 2, "collapsed": 5, "osteoporosis_likely": 2,
-                      "failed": 4, "pending": 1}
+                      "failed": 4, "pending": 1, "stale": 0}
     assert by_id["flag_high"]["overview"] == "flag_high/screen_overview.png" and by_id["plain"]["overview"] is None
     lines = tsv.read_text(encoding="utf-8").splitlines()
     assert lines[0].split("\t")[:3] == ["case_id", "status", "priority"] and len(lines) == 15
@@ -849,7 +880,7 @@ def test_a_rerun_says_which_finished_cases_were_screened_from_other_files(tmp_pa
     manifest.write_text("case_id,ct,seg\na,ct.nii.gz,seg.nii.gz\n")
     out = tmp_path / "out"
     assert _cli("--manifest", manifest, "--out", out).returncode == 0
-    assert set(json.loads((out / "a" / "inputs.json").read_text())) == {"ct", "seg"}
+    assert set(json.loads((out / "a" / "inputs.json").read_text())) == {"ct", "seg", "settings"}
     again = _cli("--manifest", manifest, "--out", out, "--json")
     assert json.loads(again.stdout)["skipped_with_other_files"] == 0 and "warning" not in again.stderr
     os_stat = (tmp_path / "ct.nii.gz").stat()
@@ -858,8 +889,57 @@ def test_a_rerun_says_which_finished_cases_were_screened_from_other_files(tmp_pa
     os.utime(tmp_path / "ct.nii.gz", ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 10**9))   # written again
     rerun = _cli("--manifest", manifest, "--out", out, "--json")
     assert json.loads(rerun.stdout)["skipped_with_other_files"] == 1
-    assert "1 finished case(s)" in rerun.stderr and "screened from other files than the manifest names now (e.g. a" \
-        in rerun.stderr
+    assert "1 finished case(s)" in rerun.stderr and "the manifest names other files now (e.g. a: its CT or " \
+        "segmentation changed since)" in rerun.stderr
+    index = json.loads((out / "screen_index.json").read_text(encoding="utf-8"))
+    assert index["cases"][0]["stale"] == "its CT or segmentation changed since" and index["counts"]["stale"] == 1
+    assert "kept from an earlier run: its CT or segmentation changed since" in \
+        (out / "screen_index.html").read_text(encoding="utf-8")
+
+
+def test_a_rerun_marks_finished_cases_screened_with_another_threshold_or_numbering(tmp_path, small_case):
+    """A bundle with a new threshold (same weights), another --numbering or --contrast-phase kept every
+    finished case with no word (only the weights were compared), and the index showed the old calls as the
+    archive's: each is now recorded per case, warned about, counted and marked in the index."""
+    import shutil
+
+    from mvcf.inference import default_model_path
+
+    ct, seg = small_case
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case_id,ct,seg\na,{ct},{seg}\n")
+    out = tmp_path / "out"
+    assert _cli("--manifest", manifest, "--out", out, "--allow-outside-root").returncode == 0
+    assert set(json.loads((out / "a" / "inputs.json").read_text())["settings"]) == \
+        {"numbering", "contrast_phase", "model"}
+    bundle = shutil.copytree(default_model_path(), tmp_path / "recalibrated")
+    card = json.loads((bundle / "model.json").read_text(encoding="utf-8"))
+    card.update(threshold=0.5, version="0.2.0-recalibrated")
+    (bundle / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    for options, key, reason in (
+            (["--model", bundle], "skipped_with_another_model", "screened with another model (threshold 0.661, "
+                                                               "now 0.5)"),
+            (["--numbering", "verse"], "skipped_with_other_settings", "screened with numbering auto, now verse"),
+            (["--contrast-phase", "portal-venous"], "skipped_with_other_settings",
+             "screened with contrast phase not given, now portal-venous")):
+        run = _cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root", *options)
+        summary = json.loads(run.stdout)
+        assert run.returncode == 0 and summary[key] == 1 and summary["screened"] == 0, (options, run.stderr)
+        assert f"(e.g. a: {reason})" in run.stderr, (options, run.stderr)
+        row = json.loads((out / "screen_index.json").read_text(encoding="utf-8"))["cases"][0]
+        assert row["stale"] == reason and row["status"] == "screened"
+    plain = json.loads(_cli("--manifest", manifest, "--out", out, "--json", "--allow-outside-root").stdout)
+    assert plain["index_counts"]["stale"] == 0 and not any(plain[k] for k in ("skipped_with_another_model",
+                                                                             "skipped_with_other_settings"))
+    # `cp -r out/* copy/` leaves the archive's own marker behind: the refusal now says so
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for entry in out.iterdir():
+        if not entry.name.startswith("."):
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, copy / entry.name)
+    run = _cli("--manifest", manifest, "--out", copy, "--allow-outside-root")
+    assert run.returncode == 2 and "its own .mvcf-output marker is missing though folders in it carry theirs (a)" \
+        in run.stderr and run.stderr.count("\n") == 1
 
 
 def test_shards_ending_together_write_the_index_one_after_the_other(tmp_path):

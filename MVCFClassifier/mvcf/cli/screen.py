@@ -5,8 +5,9 @@
 
 The manifest has a header with `case_id`, `ct` and `seg` (or `mask`), optionally `numbering`; paths are
 relative to the CSV. Each finished case is OUT/<case_id>/ (screen.tsv + screen.json + screen_overview.png,
-written atomically); finished cases are skipped on a rerun. Shards: torchrun's RANK / WORLD_SIZE or a Slurm array's
-SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT (offset by SLURM_ARRAY_TASK_MIN) pick every n-th case. Every
+written atomically); finished cases are skipped on a rerun. Shards: torchrun's RANK / WORLD_SIZE, a Slurm array's
+SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT (offset by SLURM_ARRAY_TASK_MIN), or both (a launcher inside each
+array task) pick every n-th case. Every
 run rewrites OUT/screen_index.tsv/.json: all cases of the manifest, those to read first at the top.
 """
 from __future__ import annotations
@@ -15,8 +16,9 @@ import argparse
 import csv
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from mvcf.errors import MVCFError
 
@@ -118,49 +120,60 @@ def run_one(args: argparse.Namespace, reporter) -> int:
     return case_outputs.finish_outputs(outputs, quiet=args.json or as_event)
 
 
+def _env_integer(name: str, default: int) -> int:
+    """An integer environment variable in plain ASCII digits (int() also takes '1_0' and other scripts' digits);
+    unset or empty: the default."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not re.fullmatch(r"-?[0-9]+", value):
+        raise MVCFError(f"environment variable {name}={value!r} is not an integer")
+    return int(value)
+
+
+def _slurm_shard() -> tuple[int, int]:
+    first, step = _env_integer("SLURM_ARRAY_TASK_MIN", 0), _env_integer("SLURM_ARRAY_TASK_STEP", 1)
+    task, count = _env_integer("SLURM_ARRAY_TASK_ID", 0), _env_integer("SLURM_ARRAY_TASK_COUNT", 1)
+    last = _env_integer("SLURM_ARRAY_TASK_MAX", first + step * (count - 1))
+    # a range with a step (--array=1-5:2: tasks 1, 3, 5) is shards 0, 1, 2; a list (--array=1,4,9) is
+    # no range, so its shards cannot be told from the environment
+    if count < 1:
+        raise MVCFError(f"SLURM_ARRAY_TASK_COUNT={count}: an array has at least one task")
+    if step < 1 or last - first != step * (count - 1):
+        raise MVCFError(f"the Slurm array (tasks {first}-{last}, step {step}, {count} tasks) is not a range "
+                        "with one step; give --array as A-B or A-B:STEP")
+    if not first <= task <= last or (task - first) % step:
+        raise MVCFError(f"SLURM_ARRAY_TASK_ID={task} is not a task of the array (tasks {first}-{last}, step {step})")
+    return (task - first) // step, count
+
+
+def _launcher_shard() -> tuple[int, int]:
+    given = [name for name in ("RANK", "WORLD_SIZE") if os.environ.get(name, "").strip()]
+    if len(given) == 1:   # a launcher sets both; one alone would run one shard's cases as if it were all
+        other = ({"RANK", "WORLD_SIZE"} - set(given)).pop()
+        raise MVCFError(f"environment variable {given[0]} is set but {other} is not (or empty); a launcher such "
+                        "as torchrun sets both")
+    rank, size = _env_integer("RANK", 0), _env_integer("WORLD_SIZE", 1)
+    if size < 1 or not 0 <= rank < size:
+        raise MVCFError(f"RANK={rank} with WORLD_SIZE={size} is no process of the job (RANK counts from 0 to "
+                        "WORLD_SIZE - 1)")
+    return rank, size
+
+
 def shard() -> tuple[int, int]:
-    """(this process's index, number of processes) from torchrun's or a Slurm array's environment."""
-    def number(name: str, default: int) -> int:
-        value = os.environ.get(name, "")
-        try:
-            return int(value) if value.strip() else default
-        except ValueError:
-            raise MVCFError(f"environment variable {name}={value!r} is not an integer") from None
-
-    if "SLURM_ARRAY_TASK_ID" in os.environ and "RANK" not in os.environ:
-        first, step = number("SLURM_ARRAY_TASK_MIN", 0), number("SLURM_ARRAY_TASK_STEP", 1)
-        offset, count = number("SLURM_ARRAY_TASK_ID", 0) - first, number("SLURM_ARRAY_TASK_COUNT", 1)
-        last = number("SLURM_ARRAY_TASK_MAX", first + step * (count - 1))
-        # a range with a step (--array=1-5:2: tasks 1, 3, 5) is shards 0, 1, 2; a list (--array=1,4,9) is
-        # no range, so its shards cannot be told from the environment
-        if step < 1 or offset % step or last - first != step * (count - 1):
-            raise MVCFError(f"the Slurm array (tasks {first}-{last}, step {step}, {count} tasks) is not a range "
-                            "with one step; give --array as A-B or A-B:STEP")
-        index = offset // step
-    else:
-        given = [name for name in ("RANK", "WORLD_SIZE") if os.environ.get(name, "").strip()]
-        if len(given) == 1:   # a launcher sets both; one alone would run one shard's cases as if it were all
-            other = ({"RANK", "WORLD_SIZE"} - set(given)).pop()
-            raise MVCFError(f"environment variable {given[0]} is set but {other} is not (or empty); a launcher such "
-                            "as torchrun sets both")
-        index, count = number("RANK", 0), number("WORLD_SIZE", 1)
-    if count < 1 or not 0 <= index < count:
-        raise MVCFError(f"shard {index} of {count} is not a valid shard (check RANK/WORLD_SIZE or "
-                        f"SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT)")
-    return index, count
-
-
-def _screened_with_another_model(finished: dict[str, dict], bundle) -> list[str]:
-    """The finished cases (kept on a rerun; case_id -> screen.json payload) screened with other weights
-    than `bundle`'s."""
-    if bundle is None:
-        return []
-    return [case_id for case_id, payload in finished.items()
-            if (payload.get("model") or {}).get("sha256") != bundle.sha256]
+    """(this process's index, number of processes) from a Slurm array's environment, torchrun's (RANK,
+    WORLD_SIZE), or both: a launcher run inside each array task splits that task's share again, so no case
+    is screened by two processes."""
+    in_array = bool(os.environ.get("SLURM_ARRAY_TASK_ID", "").strip())
+    launched = any(os.environ.get(name, "").strip() for name in ("RANK", "WORLD_SIZE"))
+    task, tasks = _slurm_shard() if in_array else (0, 1)
+    rank, size = _launcher_shard() if launched or not in_array else (0, 1)
+    return task * size + rank, tasks * size
 
 
 #: In each case folder of a manifest run: path, size and modification time of the CT and segmentation it was
-#: screened from (cohort_checks.file_identity), so a rerun can tell a case whose files changed since.
+#: screened from (cohort_checks.file_identity) and the settings that shape its results (model, numbering,
+#: contrast phase), so a rerun can tell a finished case that no longer matches what it would screen now.
 INPUTS_NAME = "inputs.json"
 
 
@@ -173,27 +186,84 @@ def _input_identity(case: dict[str, str]) -> dict[str, str]:
         return {}
 
 
-def _screened_from_other_files(finished: dict[str, dict], cases: list[dict[str, str]], out: Path) -> list[str]:
-    """The finished cases (kept on a rerun) whose CT or segmentation is not the one the manifest names now
-    (another file, or the same file changed since), by the identity the run recorded; a case folder of an
-    earlier mvcf without that record is compared by the resolved paths screen.json names."""
-    changed = []
+def _model_settings(bundle) -> dict[str, Any]:
+    """What of the model decides a case's results: its weights and the card's threshold and views."""
+    return {**bundle.identity(), "threshold": bundle.threshold, "view_spec": bundle.view_spec}
+
+
+def _settings(case: dict[str, str], args: argparse.Namespace, bundle) -> dict[str, Any]:
+    return {"numbering": _numbering(case, args), "contrast_phase": args.contrast_phase,
+            **({"model": _model_settings(bundle)} if bundle is not None else {})}
+
+
+def _numbering(case: dict[str, str], args: argparse.Namespace) -> str:
+    return case["numbering"] if args.numbering == "auto" else args.numbering
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else repr(value)
+
+
+def _model_difference(earlier: dict[str, Any], now: dict[str, Any]) -> str:
+    """What differs between two models' settings that changes results ('' when nothing does): the weights,
+    the threshold, the views; an earlier mvcf recorded only the weights."""
+    if earlier.get("sha256") != now["sha256"]:
+        named = " ".join(str(earlier[k]) for k in ("name", "version") if earlier.get(k))
+        return f"other weights{': ' + named if named else ''}"
+    if "threshold" in earlier and earlier["threshold"] != now["threshold"]:
+        return f"threshold {_number(earlier['threshold'])}, now {_number(now['threshold'])}"
+    if "view_spec" in earlier and earlier["view_spec"] != now["view_spec"]:
+        return "other view settings"
+    return ""
+
+
+#: Why a finished case is kept though it would be screened otherwise now, by kind (the --json summary's keys).
+STALE_KINDS = {"files": "skipped_with_other_files", "model": "skipped_with_another_model",
+               "settings": "skipped_with_other_settings"}
+
+
+def stale_cases(out: Path, cases: list[dict[str, str]], args: argparse.Namespace,
+                bundle) -> dict[str, dict[str, str]]:
+    """The finished cases that no longer match the manifest and this run: {case_id: {kind: reason}}, kinds
+    of STALE_KINDS. Compared by what each case folder recorded (INPUTS_NAME); a folder of an earlier mvcf
+    without that record by the resolved paths and the weights' sha256 its screen.json names."""
+    from mvcf.screen import JSON_NAME
+    from mvcf.screen_index import finished_result
+
+    stale: dict[str, dict[str, str]] = {}
     for case in cases:
-        payload = finished.get(case["case_id"])
-        if payload is None:
+        if not (out / case["case_id"] / JSON_NAME).is_file():
             continue
         try:
             recorded = json.loads((out / case["case_id"] / INPUTS_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             recorded = None
-        if isinstance(recorded, dict):
-            same = recorded == _input_identity(case)
+        recorded = recorded if isinstance(recorded, dict) else {}
+        then = recorded.get("settings") if isinstance(recorded.get("settings"), dict) else {}
+        # screen.json is read only for a folder of an earlier mvcf (the index reads every one anyway)
+        payload = {} if then else finished_result(out / case["case_id"] / JSON_NAME) or {}
+        now = _settings(case, args, bundle)
+        reasons = {}
+        if recorded:
+            same_files = {k: recorded.get(k) for k in ("ct", "seg")} == _input_identity(case)
         else:
-            same = all(_same_file(payload.get(field), case[key])
-                       for field, key in (("ct", "ct"), ("segmentation", "seg")))
-        if not same:
-            changed.append(case["case_id"])
-    return changed
+            same_files = all(_same_file(payload.get(field), case[key])
+                             for field, key in (("ct", "ct"), ("segmentation", "seg")))
+        if not same_files:
+            reasons["files"] = "its CT or segmentation changed since"
+        if bundle is not None:
+            earlier = then["model"] if isinstance(then.get("model"), dict) else {
+                k: (payload.get("model") or {}).get(k) for k in ("sha256", "name", "version")}
+            differs = _model_difference(earlier, now["model"])
+            if differs:
+                reasons["model"] = f"screened with another model ({differs})"
+        changed = [f"{key.replace('_', ' ')} {then[key] or 'not given'}, now {now[key] or 'not given'}"
+                   for key in ("numbering", "contrast_phase") if key in then and then[key] != now[key]]
+        if changed:
+            reasons["settings"] = "screened with " + "; ".join(changed)
+        if reasons:
+            stale[case["case_id"]] = reasons
+    return stale
 
 
 def _same_file(recorded: Any, now: str) -> bool:
@@ -211,6 +281,7 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
     """Rows of the screening manifest, paths resolved against its folder; every bad row in one error, the
     cells checked as every manifest's are (cohort_checks.check_cells: NUL bytes, paths outside its folder)."""
     from mvcf.cohort_checks import check_cells, check_header, csv_read_errors, surplus_cells
+    from mvcf.numbering import check_numbering
     from mvcf.screen_index import RESERVED_NAMES
 
     if not path.is_file():
@@ -257,11 +328,13 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
             continue
         try:
             check_cells(row, path.resolve().parent, allow_outside_root, ("ct", seg_column))
+            numbering = row.get("numbering") or "auto"
+            numbering = numbering if numbering.lower() == "auto" else check_numbering(numbering)
         except MVCFError as exc:
             problems.append(f"line {n}: {exc}")
             continue
         cases.append({"case_id": case_id, "ct": str(path.parent / row["ct"]),
-                      "seg": str(path.parent / row[seg_column]), "numbering": row.get("numbering") or "auto"})
+                      "seg": str(path.parent / row[seg_column]), "numbering": numbering.lower()})
     if problems:
         raise MVCFError(f"{path}: {len(problems)} bad row(s): {'; '.join(problems[:5])}"
                         + (" ..." if len(problems) > 5 else ""))
@@ -270,7 +343,18 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
     return cases
 
 
-def _write_index(out: Path, case_ids: list[str]) -> dict[str, Any]:
+def _finished(folder: Path) -> Optional[dict[str, Any]]:
+    """A case folder's screen.json payload when the case is finished: None for a damaged screen.json, or a
+    folder missing a file its run wrote (deleted since), so that the case is screened again."""
+    from mvcf.outputs_guard import missing_files
+    from mvcf.screen import JSON_NAME
+    from mvcf.screen_index import finished_result
+
+    payload = finished_result(folder / JSON_NAME)
+    return payload if payload is not None and not missing_files(folder) else None
+
+
+def _write_index(out: Path, case_ids: list[str], stale: dict[str, str]) -> dict[str, Any]:
     """The archive index of every manifest case as it stands on disk, whichever shard screened it, as the
     summary's `index`, `index_json`, `index_html` and `index_counts` (None when --out was never made). A
     failure to write it is a warning, so it never hides the run's own error."""
@@ -281,7 +365,7 @@ def _write_index(out: Path, case_ids: list[str]) -> dict[str, Any]:
     paths, counts = (None, None, None), None
     if out.is_dir():
         try:
-            paths, counts = write_index(out, case_ids)
+            paths, counts = write_index(out, case_ids, stale)
         except (MVCFError, OSError) as exc:
             logging.getLogger("mvcf.cli").warning("the archive index in %s was not written: %s", out, exc)
     keys = ("index", "index_json", "index_html")
@@ -294,8 +378,8 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     from mvcf.fileio import atomic_dir, remove_stale_temporaries, write_text
     from mvcf.inference import load_model
     from mvcf.progress import emit_result
-    from mvcf.screen import JSON_NAME, screen_files, write_outputs
-    from mvcf.screen_index import error_file, finished_result
+    from mvcf.screen import screen_files, write_outputs
+    from mvcf.screen_index import error_file
 
     from mvcf.outputs_guard import MARKER, check_output_folder, write_marker
 
@@ -306,28 +390,25 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     index, count = shard()
     mine = cases[index::count]
     out = Path(args.out)
-    finished = {c["case_id"]: finished_result(out / c["case_id"] / JSON_NAME) for c in mine}
+    finished = {c["case_id"]: _finished(out / c["case_id"]) for c in mine}
     finished = {case_id: payload for case_id, payload in finished.items() if payload is not None}
-    todo = [c for c in mine if c["case_id"] not in finished]   # a damaged screen.json is screened again
+    todo = [c for c in mine if c["case_id"] not in finished]
     skipped = len(mine) - len(todo)
     bundle = load_model(args.model, args.device, args.backend) if mine else None
     device = bundle.device if bundle is not None else args.device
-    stale = _screened_with_another_model(finished, bundle)
-    if stale:
+    stale = stale_cases(out, cases, args, bundle)
+    kept = {case_id: stale[case_id] for case_id in finished if case_id in stale}
+    if kept:
         import logging
 
-        logging.getLogger("mvcf.cli").warning(
-            "%d finished case(s) in %s were screened with another model (e.g. %s) and are kept as they are; "
-            "delete their folders, or use another --out, to screen them with %s %s", len(stale), out, stale[0],
-            bundle.name, bundle.version)
-    moved = _screened_from_other_files(finished, mine, out)
-    if moved:
-        import logging
-
-        logging.getLogger("mvcf.cli").warning(
-            "%d finished case(s) in %s were screened from other files than the manifest names now (e.g. %s: its "
-            "CT or segmentation changed since) and are kept as they are; delete their folders to screen them "
-            "again", len(moved), out, moved[0])
+        for kind in STALE_KINDS:
+            ids = [case_id for case_id, reasons in kept.items() if kind in reasons]
+            if ids:
+                logging.getLogger("mvcf.cli").warning(
+                    "%d finished case(s) in %s are kept as they are though %s (e.g. %s: %s); the index marks "
+                    "them; delete their folders, or use another --out, to screen them again", len(ids), out,
+                    {"files": "the manifest names other files now", "model": "this run's model differs",
+                     "settings": "this run's settings differ"}[kind], ids[0], kept[ids[0]][kind])
     if out.is_dir():
         remove_stale_temporaries(out)   # case folders a killed run left half-written, never written again
     if todo and not (out / MARKER).is_file():
@@ -342,15 +423,14 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     try:
         for n, case in enumerate(todo, start=1):
             # another run of the same shard (a requeued Slurm task, a second launch) may have finished it meanwhile
-            if finished_result(out / case["case_id"] / JSON_NAME) is not None:
+            if _finished(out / case["case_id"]) is not None:
                 elsewhere.append(case["case_id"])
                 reporter.progress(n, len(todo), f"{case['case_id']}: finished by another run")
                 continue
             try:
-                numbering = case["numbering"] if args.numbering == "auto" else args.numbering
-                inputs = _input_identity(case)
-                result = screen_files(case["ct"], case["seg"], numbering, bundle, device, args.contrast_phase,
-                                      backend=args.backend)
+                inputs = {**_input_identity(case), "settings": _settings(case, args, bundle)}
+                result = screen_files(case["ct"], case["seg"], _numbering(case, args), bundle, device,
+                                      args.contrast_phase, backend=args.backend)
                 # overwrite: an unfinished or damaged earlier folder of this run's (never a folder of the user's)
                 with atomic_dir(out / case["case_id"], overwrite=True) as tmp:
                     write_outputs(result, tmp)
@@ -362,11 +442,13 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
                 write_text(out / error_file(case["case_id"]), failed[-1]["error"] + "\n")
             reporter.progress(n, len(todo), f"{case['case_id']} ({n}/{len(todo)})")
     finally:   # finished, failed, cancelled or stopped by Slurm's SIGTERM: the index says where the archive is
-        archive = _write_index(out, [c["case_id"] for c in cases])
+        archive = _write_index(out, [c["case_id"] for c in cases],
+                               {case_id: "; ".join(r.values()) for case_id, r in stale.items()
+                                if case_id not in done})
     summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
                "skipped_finished": skipped + len(elsewhere), "finished_by_another_run": len(elsewhere),
-               "skipped_with_another_model": len(stale),
-               "skipped_with_other_files": len(moved), "failed": failed,
+               **{key: sum(kind in r for r in kept.values()) for kind, key in STALE_KINDS.items()},
+               "failed": failed,
                "out": str(out), "model": bundle.identity() if bundle is not None else None,
                "backend": bundle.backend if bundle is not None else None, **archive}
     def text() -> None:
