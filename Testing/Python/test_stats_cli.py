@@ -219,3 +219,46 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path, capsys):
                  "--score", "s"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "names the column 's' twice" in err
+
+
+@pytest.mark.parametrize("text, extra, message", [
+    # --positive MVCF counted 'mvcf' (and '?' or a third code) as negative in silence
+    ("y,s\nMVCF,0.9\nmvcf,0.8\nMVCF,0.7\nOVCF,0.3\nOVCF,0.5\nmvcf,0.85\nOVCF,0.2\nMVCF,0.6\n", ["--positive", "MVCF"],
+     "the truth column holds more than two values: besides the positive 'MVCF', 'mvcf' (row 3) and 'OVCF' (row 5)"),
+    ("y,s\n1,0.9\n1,0.8\n0,0.3\n0,0.5\n?,0.85\n", ["--positive", "1"], "'0' (row 4) and '?' (row 6)"),
+    # one more cell on every row: pandas took the first column as the row index and shifted the rest
+    ("y,p\n1,1,0\n1,1,1\n0,0,1\n0,1,0\n1,0,0\n0,0,1\n", [], "line 2 has 3 cells under a header of 2 columns"),
+    # a blank first line hid the header from the duplicate-column check (pandas skips it)
+    ("\ny,s,s\n1,0.9,0.1\n1,0.8,0.2\n0,0.3,0.7\n0,0.5,0.6\n", [], "names the column 's' twice"),
+    ("  \ny,s,s\n1,0.9,0.1\n1,0.8,0.2\n0,0.3,0.7\n0,0.5,0.6\n", [], "names the column 's' twice"),
+    # one positive: scipy's bootstrap raised a 31-line ValueError
+    ("y,s\n1,0.9\n0,0.1\n0,0.95\n0,0.3\n", ["--ci-method", "bootstrap"],
+     "a stratified bootstrap needs at least 2 positives and 2 negatives (got 1 and 3)"),
+])
+def test_roc_inputs_that_gave_silent_wrong_numbers_or_tracebacks(tmp_path, capsys, text, extra, message):
+    path = tmp_path / "in.csv"
+    path.write_text(text)
+    code, out, err = _run(["--progress", "none", "stats", "roc", "--csv", str(path), "--truth", "y", "--score",
+                           text.split("\n")[1 if text.startswith(("\n", " ")) else 0].split(",")[1], *extra], capsys)
+    assert code == 2 and err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+def test_roc_reads_a_trailing_comma_and_na_as_text_and_names_a_folder(tmp_path, capsys):
+    """A spreadsheet's trailing comma on every row shifted the columns (truth 'y' "must be 0/1"); an id 'NA'
+    was a missing value; a folder or /dev/null was 'not found'."""
+    from sklearn.metrics import roc_auc_score
+
+    rows = [(1, 0.9), (1, 0.8), (0, 0.3), (0, 0.5), (1, 0.4), (0, 0.45)]
+    (tmp_path / "trail.csv").write_text("y,s,\n" + "".join(f"{y},{s},\n" for y, s in rows))
+    code, out, err = _run(["--progress", "none", "stats", "roc", "--csv", str(tmp_path / "trail.csv"), "--truth",
+                           "y", "--score", "s", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["scores"][0]["auc"] == pytest.approx(roc_auc_score([y for y, _ in rows],
+                                                                              [s for _, s in rows]))
+    (tmp_path / "na.csv").write_text("id,y,s\nNA,1,0.9\nNB,1,0.8\nNC,0,0.3\nND,0,0.5\n")
+    assert _run(["--progress", "none", "stats", "roc", "--csv", str(tmp_path / "na.csv"), "--truth", "y",
+                 "--score", "s"], capsys)[0] == 0
+    for target in (tmp_path, "/dev/null"):
+        code, _, err = _run(["--progress", "none", "stats", "roc", "--csv", str(target), "--truth", "y", "--score",
+                             "s"], capsys)
+        assert code == 2 and "is not a regular file" in err

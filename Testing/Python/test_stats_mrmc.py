@@ -246,6 +246,33 @@ def test_identical_readers_are_refused_not_reported_as_a_null_result(vandyke):
                           .query("modality in (0, 1)")]))
 
 
+def test_a_zero_variance_is_no_test_not_p_0_or_an_f_of_1e28(vandyke):
+    """Readers rescaled from one another (rating x (1 + j) + 10 j: the same AUCs, rounding noise where the
+    algebra gives 0) passed the identical-ratings guard and got F = 6e28 on (1, 4) df, p = 1e-57 and a
+    random-readers df of 1e58; two readers whose AUCs move alike got p = 0 on 0 df. A variance at or below
+    ZERO_VARIANCE is now no test, said so; MS(T×R) of zero makes the random-readers df infinite (chi-square)."""
+    import math
+
+    from mvcf.stats.mrmc import ZERO_VARIANCE
+
+    base = vandyke[vandyke.reader == 0]
+    rescaled = pd.concat([base.assign(reader=j, rating=base.rating * (1 + j) + 10 * j) for j in range(4)])
+    out = stats.mrmc(rescaled)
+    assert out["rrfc"]["F"] is None and out["rrfc"]["p"] is None and "no test possible" in out["rrfc"]["note"]
+    assert out["rrfc"]["pairs"][0]["ci"] is None and out["rrfc"]["denominator"] <= ZERO_VARIANCE
+    assert out["rrrc"]["df2"] is None and 0.0 < out["rrrc"]["p"] < 1.0 and "chisq" in out["rrrc"]
+    assert all(single["note"].startswith("zero variance") for single in out["rrfc"]["modalities"])
+    frame = pd.DataFrame([(r, m, c, t, v) for r, m, c, t, v in (
+        ("A", 0, 1, 1, 1), ("A", 0, 2, 1, 3), ("A", 0, 3, 0, 2), ("A", 0, 4, 0, 4), ("A", 1, 1, 1, 3), ("A", 1, 2, 1, 4),
+        ("A", 1, 3, 0, 1), ("A", 1, 4, 0, 2), ("B", 0, 1, 1, 3), ("B", 0, 2, 1, 1), ("B", 0, 3, 0, 2), ("B", 0, 4, 0, 4),
+        ("B", 1, 1, 1, 4), ("B", 1, 2, 1, 3), ("B", 1, 3, 0, 2), ("B", 1, 4, 0, 1))],
+        columns=["reader", "modality", "case", "truth", "rating"])
+    out = stats.mrmc(frame)
+    for key in ("rrrc", "rrfc"):
+        assert out[key]["p"] is None and out[key]["F"] is None and "is zero" in out[key]["note"]
+    assert math.isfinite(out["frrc"]["p"]) and out["frrc"]["p"] > 0
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.integers(0, 10_000), st.integers(2, 4), st.integers(2, 3))
 def test_random_designs_are_symmetric_and_well_formed(seed, n_readers, n_modalities):

@@ -168,7 +168,7 @@ def _num(value: Any, spec: str = ".4f") -> str:
 
 
 def _fmt_ci(ci: Any) -> str:
-    return f"({_num(ci[0])}, {_num(ci[1])})"
+    return "(n/a)" if ci is None else f"({_num(ci[0])}, {_num(ci[1])})"
 
 
 def _print_roc(payload: dict) -> None:
@@ -195,14 +195,17 @@ def _print_mrmc(payload: dict) -> None:
     for key, label in (("rrrc", "random readers, random cases"), ("frrc", "fixed readers, random cases"),
                        ("rrfc", "random readers, fixed cases")):
         sec = payload[key]
-        if "F" in sec:
+        if "note" in sec:
+            print(f"{label}: diff {_num(sec['diff'], '+.5f')}; {sec['note']}")
+        elif "F" in sec:
             df2 = "inf" if sec["df2"] is None else f"{sec['df2']:.2f}"
             print(f"{label}: F {_num(sec['F'])} on ({sec['df1']}, {df2}) df, p {_num(sec['p'], '.4g')}; "
                   f"diff {_num(sec['diff'], '+.5f')} {_fmt_ci(sec['ci'])}")
         else:
             print(f"{label}:")
         for single in sec["modalities"]:
-            print(f"    modality {single['modality']}: {_num(single['auc'])} {_fmt_ci(single['ci'])}")
+            print(f"    modality {single['modality']}: {_num(single['auc'])} {_fmt_ci(single['ci'])}"
+                  + (f" ({single['note']})" if "note" in single else ""))
     if "model_vs_readers" in payload:
         mv = payload["model_vs_readers"]
         print(f"model AUC {_num(mv['model_auc'])} vs mean reader AUC {_num(mv['mean_reader_auc'])}: "

@@ -56,7 +56,7 @@ def _p_eq(value: Any) -> str:
 
 
 def _ci(ci: Any) -> str:
-    return f"{_fmt(ci[0])} to {_fmt(ci[1])}"
+    return "n/a" if ci is None else f"{_fmt(ci[0])} to {_fmt(ci[1])}"
 
 
 def _single(analysis: dict, modality: str) -> Optional[dict]:
@@ -293,7 +293,7 @@ def _analysis_lines(name: str, analysis: dict, payload: dict) -> list[str]:
                      f"{payload['aided']} − {payload['unaided']} = {_fmt(rrrc['diff'], '+.4f')} "
                      f"(95% CI {_ci(rrrc['ci'])})")
         frrc = analysis["frrc"]
-        lines.append(f"- fixed readers, random cases: χ² = {_fmt(frrc['chisq'], '.3f')} on {frrc['df1']} df, "
+        lines.append(f"- fixed readers, random cases: χ² = {_fmt(frrc.get('chisq'), '.3f')} on {frrc['df1']} df, "
                      f"p {_p_eq(frrc['p'])}")
     return lines
 

@@ -10,8 +10,11 @@ from mvcf.errors import MVCFError
 
 def read_table(path: Any, what: str = "CSV file") -> Any:
     """A statistics or reader-study CSV as a pandas DataFrame: size-checked (MAX_TABLE_BYTES) before reading,
-    its header checked for a column named twice, and every read error one line naming the file."""
+    its header checked for a column named twice, rows with more filled cells than the header refused, and
+    every read error one line naming the file. Only an empty cell is missing (a reader's initials `NA` are
+    text); a trailing comma on every row (as spreadsheets write) is no extra column."""
     import csv
+    import warnings
     from pathlib import Path
 
     import pandas as pd
@@ -20,15 +23,36 @@ def read_table(path: Any, what: str = "CSV file") -> Any:
     from mvcf.limits import check_file_size
 
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise MVCFError(f"{what} not found: {file}")
+    if not file.is_file():
+        raise MVCFError(f"{what} {file} is not a regular file (a folder, a device or a pipe)")
     check_file_size(file, "MAX_TABLE_BYTES", what)
     try:
         with open(file, newline="", encoding="utf-8-sig") as handle:
-            check_header(next(csv.reader(handle), []), f"{what} {file}")
-        return pd.read_csv(file)
+            _check_rows(csv.reader(handle), f"{what} {file}", check_header)
+        with warnings.catch_warnings():   # ParserWarning: the empty cells after a trailing comma, dropped
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            return pd.read_csv(file, index_col=False, keep_default_na=False, na_values=[""], low_memory=False,
+                               encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         raise MVCFError(f"cannot read {what} {file}: {str(exc).splitlines()[0]}") from None
+
+
+def _check_rows(rows: Any, where: str, check_header: Any) -> None:
+    """The header pandas will use (the first line that is not blank) named once per column, and no row with
+    a filled cell beyond it: with one more cell on every row pandas took the first column as the row index and
+    shifted every column by one, in silence."""
+    header: Optional[list] = None
+    for row in rows:
+        if header is None:
+            if any(cell.strip() for cell in row):
+                header = row
+                check_header(header, where)
+            continue
+        if len(row) > len(header) and any(cell.strip() for cell in row[len(header):]):
+            raise MVCFError(f"{where}: line {rows.line_num} has {len(row)} cells under a header of {len(header)} "
+                            "columns (quote a cell that holds a comma)")
 
 
 def as_scores(values: Any, name: str = "score") -> np.ndarray:
@@ -71,8 +95,21 @@ def is_positive(values: Any, positive: Any) -> np.ndarray:
     except (TypeError, ValueError):
         wanted = None
     if wanted is not None and not numeric.isna().any():
-        return (numeric == wanted).to_numpy()
-    return (values.astype(str).str.strip() == str(positive).strip()).to_numpy()
+        keys, hit = numeric, (numeric == wanted).to_numpy()
+    else:
+        keys = values.astype(str).str.strip()
+        hit = (keys == str(positive).strip()).to_numpy()
+    negatives = pd.unique(keys[~hit])
+    if hit.any() and len(negatives) > 1:   # a typo, another case or a third code counted as negative in silence
+        first = [int(np.flatnonzero(~hit & (keys == v).to_numpy())[0]) + 2 for v in negatives[:2]]
+        raise MVCFError(f"the truth column holds more than two values: besides the positive {str(positive)!r}, "
+                        f"{_value(negatives[0])} (row {first[0]}) and {_value(negatives[1])} (row {first[1]}); "
+                        "write one value for the negative cases")
+    return hit
+
+
+def _value(value: Any) -> str:
+    return repr(f"{value:g}" if isinstance(value, float) else str(value))
 
 
 def as_truth(values: Any, name: str = "truth", need_both: bool = True) -> np.ndarray:

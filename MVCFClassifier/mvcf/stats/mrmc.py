@@ -174,6 +174,12 @@ def _p_two_sided(stat: float, df: Optional[float]) -> float:
     return float(2 * (_st.norm.sf(abs(stat)) if df is None else _st.t.sf(abs(stat), df)))
 
 
+#: A variance of AUCs at or below this is rounding noise (an SE of 1e-7), not a variance to test against: readers
+#: rescaled from one another or reading perfectly leave 1e-33 where the algebra gives 0, and an F of 1e28 on
+#: 1e58 df followed from it.
+ZERO_VARIANCE = 1e-14
+
+
 def _ratio(num: float, den: float) -> float:
     if den > 0:
         return num / den
@@ -240,10 +246,18 @@ def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: l
         "per_modality": [{"modality": modalities[i], **pm} for i, pm in enumerate(per_mod)],
     }
 
-    def section(stat_den: float, df2: Optional[float], pair_var: float, single: list) -> dict:
-        """One analysis: omnibus F, pairwise differences and single-modality CIs."""
+    def section(stat_den: float, df2: Optional[float], pair_var: float, single: list, terms: str) -> dict:
+        """One analysis: omnibus F, pairwise differences and single-modality CIs; none of the tests when its
+        variance (`terms`) is zero."""
         out: dict = {"denominator": stat_den}
-        if t > 1:
+        if t > 1 and stat_den <= ZERO_VARIANCE:
+            out.update(F=None, df1=t - 1, df2=None, chisq=None, p=None,
+                       note=f"{terms} is zero (the readers' AUCs and errors leave nothing to test against): no test "
+                            "possible")
+            out["pairs"] = [{"a": modalities[a], "b": modalities[b], "diff": float(mean_mod[a] - mean_mod[b]),
+                             "se": None, "df": None, "p": None, "ci": None} for a, b in combinations(range(t), 2)]
+            out["diff"], out["ci"], out["se"] = out["pairs"][0]["diff"], None, None
+        elif t > 1:
             f = _ratio(ms_t, stat_den)
             if df2 is None:
                 out.update(F=f, df1=t - 1, df2=None, chisq=f * (t - 1), p=float(_st.chi2.sf(f * (t - 1), t - 1)))
@@ -264,34 +278,39 @@ def _or_analysis(aucs: np.ndarray, cov: np.ndarray, modalities: list, readers: l
         return out
 
     def single_ci(i: int, var: float, df: Optional[float]) -> dict:
-        se = float(np.sqrt(max(var, 0.0)))
-        crit = z if df is None else float(_st.t.ppf(1 - alpha / 2, df))
+        if var <= ZERO_VARIANCE:   # the point, said so (the reader-study report then gives Newcombe's interval)
+            auc = float(mean_mod[i])
+            return {"modality": modalities[i], "auc": auc, "se": 0.0, "df": None, "ci": [auc, auc],
+                    "note": "zero variance: the interval collapses to a point"}
+        se = float(np.sqrt(var))
+        crit = z if df is None or not np.isfinite(df) else float(_st.t.ppf(1 - alpha / 2, df))
         low, high = _interval(mean_mod[i], se, crit)
         return {"modality": modalities[i], "auc": float(mean_mod[i]), "se": se, "df": df,
                 "ci": [max(low, 0.0), min(high, 1.0)]}
 
     # Random readers, random cases (Hillis 2008 ddf; Hillis 2007 single-modality CIs).
     den_rrrc = ms_tr + r * excess
-    ddf = _ratio(den_rrrc ** 2, ms_tr ** 2 / ((t - 1) * (r - 1))) if t > 1 else None
+    # MS(T x R) of zero makes Hillis' df infinite: the F is then referred to chi-square (df2 None)
+    ddf = _ratio(den_rrrc ** 2, ms_tr ** 2 / ((t - 1) * (r - 1))) if t > 1 and ms_tr > ZERO_VARIANCE else None
     singles = []
     for i, pm in enumerate(per_mod):
         cov2_i = max(pm["cov2"], 0.0)
         df_i = _ratio((pm["ms_r"] + r * cov2_i) ** 2, pm["ms_r"] ** 2 / (r - 1))
         singles.append(single_ci(i, pm["ms_r"] / r + cov2_i, df_i))
-    result["rrrc"] = section(den_rrrc, ddf, 2.0 / r * den_rrrc, singles)
+    result["rrrc"] = section(den_rrrc, ddf, 2.0 / r * den_rrrc, singles, "MS(T×R) + r·max(Cov2 − Cov3, 0)")
 
     # Fixed readers, random cases.
     # No truncation here: this is c'Σc, the case-sampling variance of the mean difference (Hillis 2007).
     den_frrc = covs["var_error"] - covs["cov1"] + (r - 1) * (covs["cov2"] - covs["cov3"])
     singles = [single_ci(i, (pm["var_error"] + (r - 1) * max(pm["cov2"], 0.0)) / r, None)
                for i, pm in enumerate(per_mod)]
-    result["frrc"] = section(den_frrc, None, 2.0 / r * den_frrc, singles)
+    result["frrc"] = section(den_frrc, None, 2.0 / r * den_frrc, singles, "Var − Cov1 + (r − 1)(Cov2 − Cov3)")
     if t > 1:
         result["frrc"]["readers"] = _per_reader_tests(aucs, cov, modalities, readers, alpha)
 
     # Random readers, fixed cases.
     singles = [single_ci(i, pm["ms_r"] / r, r - 1) for i, pm in enumerate(per_mod)]
-    result["rrfc"] = section(ms_tr, (t - 1) * (r - 1) if t > 1 else None, 2.0 * ms_tr / r, singles)
+    result["rrfc"] = section(ms_tr, (t - 1) * (r - 1) if t > 1 else None, 2.0 * ms_tr / r, singles, "MS(T×R)")
     return result
 
 

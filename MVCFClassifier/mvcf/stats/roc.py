@@ -62,10 +62,14 @@ def _delong_cov(v10: np.ndarray, v01: np.ndarray) -> np.ndarray:
 def _prepare(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     truth = as_truth(y_true, "y_true")
     matrix = score_matrix(scores, truth.size)
-    if truth.sum() < 2 or (~truth).sum() < 2:
-        raise MVCFError(f"DeLong needs at least 2 positives and 2 negatives "
-                        f"(got {int(truth.sum())} and {int((~truth).sum())})")
+    _two_per_class(truth, "DeLong")
     return truth, matrix
+
+
+def _two_per_class(truth: np.ndarray, method: str) -> None:
+    if truth.sum() < 2 or (~truth).sum() < 2:
+        raise MVCFError(f"{method} needs at least 2 positives and 2 negatives "
+                        f"(got {int(truth.sum())} and {int((~truth).sum())})")
 
 
 def auc(y_true: Any, score: Any) -> float:
@@ -195,6 +199,7 @@ def bootstrap_auc_ci(y_true: Any, score: Any, n_resamples: int = 2000, seed: int
     same_length(truth, values, names=("y_true", "score"))
     if int(n_resamples) < 1:
         raise MVCFError("n_resamples must be at least 1")
+    _two_per_class(truth, "a stratified bootstrap")   # one case of a class resamples to itself: scipy refuses
     positives, negatives = values[truth], values[~truth]
     batch = max(1, int(4_000_000 // values.size))
     res = _st.bootstrap((positives, negatives), _auc_statistic, n_resamples=int(n_resamples), paired=False,
