@@ -138,7 +138,7 @@ def test_mrmc_bad_input_exit_2(tmp_path, capsys):
     missing = tmp_path / "missing.csv"
     pd.read_csv(csv).drop(columns="truth").to_csv(missing, index=False)
     code, _, err = _run(["stats", "mrmc", "--csv", str(missing)], capsys)
-    assert code == 2 and "missing column(s): truth" in err
+    assert code == 2 and "reader-study column 'truth' not in the CSV (columns: reader, modality, case, rating)" in err
     code, _, err = _run(["stats", "mrmc", "--csv", str(tmp_path / "absent.csv")], capsys)
     assert code == 2 and "not found" in err
 
@@ -262,3 +262,23 @@ def test_roc_reads_a_trailing_comma_and_na_as_text_and_names_a_folder(tmp_path, 
         code, _, err = _run(["--progress", "none", "stats", "roc", "--csv", str(target), "--truth", "y", "--score",
                              "s"], capsys)
         assert code == 2 and "is not a regular file" in err
+
+
+def test_mrmc_errors_name_the_missing_rating_the_near_column_and_one_modality_twice(tmp_path, capsys):
+    """'unbalanced reader design' said not which rating was missing; a header 'Reader' or ' s' was 'missing'
+    with no word of the near miss; --unaided and --aided naming one modality got 'modality order ... does not
+    list the modalities'."""
+    source = shared("reader_study/vandyke_dataset02.csv").read_text().splitlines()
+    (tmp_path / "gap.csv").write_text("\n".join(line for line in source if not line.startswith("2,1,")) + "\n")
+    (tmp_path / "upper.csv").write_text("\n".join(["R" + source[0][1:], *source[1:]]) + "\n")
+    (tmp_path / "blank.csv").write_text("y, s\n1,0.9\n0,0.2\n1,0.8\n0,0.1\n")
+    for args, message in (
+            (["mrmc", "--csv", tmp_path / "gap.csv"], "needs 1140; e.g. reader 2 has no rating of case 1 in modality 1"),
+            (["mrmc", "--csv", tmp_path / "upper.csv"],
+             "'Reader' differs from 'reader' only by blanks or letter case"),
+            (["mrmc", "--csv", shared("reader_study/vandyke_dataset02.csv"), "--unaided", "0", "--aided", "0"],
+             "--unaided and --aided both name the modality '0'"),
+            (["roc", "--csv", tmp_path / "blank.csv", "--truth", "y", "--score", "s"],
+             "score column 's' not in the CSV (columns: y, ' s'); ' s' differs from 's' only by blanks")):
+        code, _, err = _run(["--progress", "none", "stats", *map(str, args)], capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err, err

@@ -220,7 +220,7 @@ def test_records_input_and_string_labels(vandyke):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.drop(columns="rating"), "missing column"),
+    (lambda d: d.drop(columns="rating"), "reader-study column 'rating' not in the CSV"),
     (lambda d: d.drop(index=7), "unbalanced reader design"),
     (lambda d: d.assign(rating=d.rating.astype(object).where(d.index != 3, "high")), "must be finite numbers.*row 5 with 'high'"),
     (lambda d: d.assign(rating=d.rating.where(d.index != 3, np.nan)), "missing values"),

@@ -52,8 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _truth(frame: Any, column: str, positive: Any):
     import pandas as pd
 
-    if column not in frame.columns:
-        raise MVCFError(f"truth column '{column}' not in the CSV (columns: {', '.join(map(str, frame.columns))})")
+    from mvcf.stats._validate import column_missing
+
+    problem = column_missing([column], list(frame.columns), "truth column")
+    if problem:
+        raise MVCFError(problem)
     values = frame[column]
     if values.isna().any():
         raise MVCFError(f"truth column '{column}' has missing values")
@@ -71,12 +74,13 @@ def _truth(frame: Any, column: str, positive: Any):
 
 
 def _scores(frame: Any, columns: list[str]):
-    from mvcf.stats._validate import numeric_column
+    from mvcf.stats._validate import column_missing, numeric_column
 
     out = {}
     for column in columns:
-        if column not in frame.columns:
-            raise MVCFError(f"score column '{column}' not in the CSV")
+        problem = column_missing([column], list(frame.columns), "score column")
+        if problem:
+            raise MVCFError(problem)
         if column in out:
             raise MVCFError(f"score column '{column}' given twice")
         out[column] = numeric_column(frame, column, "score column")

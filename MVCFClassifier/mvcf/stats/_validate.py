@@ -55,6 +55,20 @@ def _check_rows(rows: Any, where: str, check_header: Any) -> None:
                             "columns (quote a cell that holds a comma)")
 
 
+def column_missing(names: Sequence[str], columns: Sequence[Any], what: str = "column") -> Optional[str]:
+    """Why the table lacks columns it needs, listing the ones it has ('y', ' s' quoted where blanks or
+    another letter case would hide the near miss); None when every one is there."""
+    present = [str(c) for c in columns]
+    missing = [n for n in names if n not in present]
+    if not missing:
+        return None
+    near = {n: c for n in missing for c in present if c.strip().casefold() == n.strip().casefold()}
+    shown = ", ".join(repr(c) if c != c.strip() or c in near.values() else c for c in present)
+    hint = "".join(f"; {c!r} differs from {n!r} only by blanks or letter case" for n, c in near.items())
+    plural = "s" if len(missing) > 1 else ""
+    return f"{what}{plural} {', '.join(map(repr, missing))} not in the CSV (columns: {shown}){hint}"
+
+
 def as_scores(values: Any, name: str = "score") -> np.ndarray:
     """A 1-D float array with no NaN or infinity."""
     try:

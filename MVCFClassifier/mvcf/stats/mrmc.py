@@ -27,7 +27,7 @@ import numpy as np
 from scipy import stats as _st
 
 from mvcf.errors import MVCFError, shown
-from mvcf.stats._validate import check_alpha, is_positive, numeric_column
+from mvcf.stats._validate import check_alpha, column_missing, is_positive, numeric_column
 from mvcf.stats.roc import _delong_cov, _structural_components
 
 COLUMNS = ("reader", "modality", "case", "truth", "rating")
@@ -43,9 +43,9 @@ def _frame(data: Any, columns: Sequence[str]):
             frame = pd.DataFrame(data)
         except (TypeError, ValueError) as exc:
             raise MVCFError(f"reader-study data must be a table or records ({exc})") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise MVCFError(f"reader-study data is missing column(s): {', '.join(missing)}")
+    problem = column_missing(columns, list(frame.columns), "reader-study column")
+    if problem:
+        raise MVCFError(problem)
     return frame
 
 
@@ -98,10 +98,14 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
     readers = sorted(frame[reader].unique(), key=str)
     cases = sorted(frame[case].unique(), key=str)
     expected = len(modalities) * len(readers) * len(cases)
-    if len(frame) != expected:
-        raise MVCFError(f"unbalanced reader design: {len(frame)} ratings, a fully crossed design of "
-                        f"{len(readers)} readers x {len(modalities)} modalities x {len(cases)} cases needs {expected}")
     index = pd.MultiIndex.from_product([modalities, readers, cases], names=[modality, reader, case])
+    if len(frame) != expected:
+        gap = index.difference(pd.MultiIndex.from_frame(frame[[modality, reader, case]]))
+        example = (f"; e.g. reader {shown(gap[0][1])} has no rating of case {shown(gap[0][2])} in modality "
+                   f"{shown(gap[0][0])}" if len(gap) else "")
+        raise MVCFError(f"unbalanced reader design: {len(frame)} ratings, a fully crossed design of "
+                        f"{len(readers)} readers x {len(modalities)} modalities x {len(cases)} cases needs {expected}"
+                        f"{example}")
     cube = frame.set_index([modality, reader, case])[rating].reindex(index).to_numpy(float)
     truth_by_case = frame.groupby(case)[truth].first().reindex(cases).to_numpy(bool)
     n_pos = int(truth_by_case.sum())
@@ -338,6 +342,9 @@ def unaided_vs_aided(data: Any, unaided: Any, aided: Any, cov_method: str = "jac
     frame = _frame(data, (col,))
     labels = frame[col].astype(str)
     present = set(labels)
+    if str(unaided) == str(aided):
+        raise MVCFError(f"--unaided and --aided both name the modality {unaided!r}; give the two modalities of the "
+                        "study")
     if str(unaided) not in present or str(aided) not in present:
         raise MVCFError(f"modalities {unaided!r} and {aided!r} must both be present in column '{col}'")
     subset = frame.loc[labels.isin([str(unaided), str(aided)])]
