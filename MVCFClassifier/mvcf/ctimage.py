@@ -62,10 +62,11 @@ class CTImage:
         return np.linalg.solve(self.direction @ np.diag(self.spacing), lps - self.origin)
 
     def contains(self, lps) -> bool:
-        """True when the LPS point lies within the voxels (half a voxel beyond the outer centres)."""
+        """True when the LPS point lies within the voxels (half a voxel beyond the outer centres; the far edge
+        itself is outside, as ITK counts it, whose resampling there gives nothing but padding)."""
         ijk = self.lps_to_index(lps)
         size = np.asarray(self.size_ijk, dtype=float)
-        return bool(np.all(ijk >= -0.5) and np.all(ijk <= size - 0.5))
+        return bool(np.all(ijk >= -0.5) and np.all(ijk < size - 0.5))
 
     def to_sitk(self):
         import SimpleITK as sitk

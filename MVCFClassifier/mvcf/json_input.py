@@ -23,12 +23,22 @@ def _no_constant(name: str) -> Any:
     raise JSONInputError(f"it holds {name}, which is not a number JSON allows")
 
 
+def _no_repeated_key(pairs: list) -> dict:
+    """An object naming one key twice: json takes the last in silence, so which value is meant is unclear."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise JSONInputError(f"the key {key!r} appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
 def loads(text: Union[str, bytes]) -> Any:
     """The JSON value of `text`, or JSONInputError with one line saying why not."""
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_repeated_key)
     except JSONInputError:
         raise
     except UnicodeDecodeError:

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, tuple[int, str]] = {
     "MAX_WEIGHTS_BYTES": (2 << 30, "bytes of a weights file"),
     "MAX_CARD_BYTES": (4 << 20, "bytes of a model card (model.json)"),
     "MAX_TABLE_BYTES": (256 << 20, "bytes of a manifest, a locations file or a statistics CSV"),
+    "MAX_LOCATIONS": (1000, "vertebrae of one locations file (a spine has 26; 200,000 took 7 GB and did not end)"),
 }
 
 

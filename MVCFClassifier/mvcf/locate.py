@@ -207,12 +207,36 @@ def resolve(ct: CTImage, query: VertebraQuery, masks: Optional[dict] = None) -> 
     it raised, so several vertebrae of one segmentation read it once."""
     if query.mask is not None:
         mask, boxes = _read_mask_cached(query.mask, masks if masks is not None else {})
-        location = from_mask(ct, _label_region(mask, boxes, int(query.label)), int(query.label), name=query.name)
+        moved = moved_grid(ct, mask)
+        try:
+            location = from_mask(ct, _label_region(mask, boxes, int(query.label)), int(query.label),
+                                 name=query.name)
+        except MVCFError as exc:
+            raise MVCFError(f"{exc}; {moved}" if moved and "outside the CT" in str(exc) else str(exc)) from None
+        if moved:
+            location = replace(location, warnings=location.warnings + [moved])
     elif query.box is not None:
         location = from_box(ct, query.box[0], query.box[1], name=query.name)
     else:
         location = from_point(ct, query.point, query.unit, name=query.name)
     return refine_on_body(ct, location) if query.refine else location
+
+
+def moved_grid(ct: CTImage, mask: CTImage) -> Optional[str]:
+    """A mask with the CT's size and spacing but another origin or direction: most often a mask made on this
+    CT whose header was lost or rewritten. Its labels are placed by its own header (a mask on another grid is
+    allowed), so this is said, with how far, never corrected; None when the grids agree or plainly differ."""
+    if mask.size_ijk != ct.size_ijk or not np.allclose(mask.spacing, ct.spacing, rtol=1e-4, atol=1e-4):
+        return None
+    shift = float(np.linalg.norm(mask.origin - ct.origin))
+    turned = not np.allclose(mask.direction, ct.direction, atol=1e-4)
+    if shift <= 0.5 * float(min(ct.spacing)) and not turned:
+        return None
+    what = " and ".join(part for part in (f"an origin {shift:.1f} mm away" if shift > 0.5 * min(ct.spacing)
+                                          else "", "another direction" if turned else "") if part)
+    named = f"the mask {Path(mask.source).name}" if mask.source else "the mask"
+    return (f"{named} has the CT's size and spacing but {what}: its labels are placed by "
+            "its own header; if it was made on this CT, its header was lost or rewritten")
 
 
 def _read_mask_cached(path: Path, masks: dict) -> tuple[CTImage, list]:

@@ -36,13 +36,34 @@ HEATMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 def _label(value: Any, what: str) -> int:
+    """A vertebra's label value, checked as `--label` is (1 to 2^31 - 1) when the file is read."""
+    from mvcf.cli.args import RANGES
+
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise MVCFError(f"{what} must be an integer label value, got {value!r}")
+        label = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        label = value
+    elif isinstance(value, float) and value.is_integer():
+        label = int(value)
+    else:
+        raise MVCFError(f"{what} must be an integer label value, got {value!r}")
+    low, high = RANGES["label"]
+    if not low <= label <= high:
+        raise MVCFError(f"{what} {label} is not a vertebra's label (labels are {low} to {high}; 0 is a mask's "
+                        "background)")
+    return label
+
+
+def _name(value: Any, where: str) -> str:
+    """A vertebra's name: text without control characters (a newline split the error lines that name it, a
+    NUL reached the report's fonts)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise MVCFError(f"{where} needs a name")
+    if not isinstance(value, str):
+        raise MVCFError(f"{where} name must be text, got {value!r}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise MVCFError(f"{where} name {value!r} holds a control character (newline, tab, ...)")
+    return value.strip()
 
 
 def _path(value: Any, base: Path, what: str) -> Path:
@@ -71,9 +92,7 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
     unknown = sorted(set(given) - set(FIELDS))
     if unknown:
         raise MVCFError(f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(FIELDS)})")
-    name = str(given.get("name", "")).strip()
-    if not name:
-        raise MVCFError(f"{where} needs a name")
+    name = _name(given.get("name"), where)
     where = f"{where} ({name})"
     kinds = [k for k in (*POINT_FIELDS, "mask") if k in given]
     if len(kinds) != 1:
@@ -100,10 +119,12 @@ def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations",
     """Every entry checked; an empty list, two entries writing the same heatmap file or views folder, an
     output that is (or holds) any entry's mask or one of the run's other `inputs` (the CT, the model), or an
     existing file or folder mvcf did not write are refused (mvcf.outputs_guard)."""
-    from mvcf.outputs_guard import check_output, check_outputs_distinct
+    from mvcf.limits import check_count
+    from mvcf.outputs_guard import check_output, check_outputs_distinct, check_outside_folders
 
     if not entries:
         raise MVCFError(f"{source} names no vertebra")
+    check_count(f"{source} lists {len(entries):,} vertebrae; that", len(entries), "MAX_LOCATIONS")
     queries = [parse_entry(entry, base, f"{source} entry {i + 1}") for i, entry in enumerate(entries)]
     outputs = [(f"{source} entry {i + 1} ({q.name}) {field}", path, kind)
                for i, q in enumerate(queries)
@@ -111,13 +132,19 @@ def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations",
                if path is not None]
     masks = [q.mask for q in queries if q.mask is not None]
     check_outputs_distinct([(what, path) for what, path, _ in outputs], masks)
+    for what, folder, kind in outputs:   # a views folder is written as a whole: nothing of another entry in it
+        if kind == "folder":
+            check_outside_folders([(w, p) for w, p, _ in outputs if w != what], [(what, folder)])
     for what, path, kind in outputs:
         check_output(path, [*inputs, *masks], kind=kind, overwrite=True, what=what)
     return queries
 
 
 def _csv_rows(text: str, source: str) -> list[dict]:
+    from mvcf.cohort_checks import check_header
+
     reader = csv.DictReader(text.splitlines())
+    check_header(reader.fieldnames or [], source)
     header = [h.strip() for h in reader.fieldnames or []]
     if "name" not in header:
         raise MVCFError(f"{source} is neither a JSON list nor a CSV file with a header row naming 'name' and a "

@@ -304,12 +304,17 @@ def check_outputs_distinct(outputs: Sequence[tuple[str, PathLike]], inputs: Iter
     is written twice."""
     inputs = [i for i in inputs if i is not None]
     seen: dict[Path, str] = {}
+    folded: dict[str, tuple[str, PathLike]] = {}
     for what, path in outputs:
         check_not_input(path, inputs, what)
         key = _resolved(path)
         if key in seen:
             raise MVCFError(f"{what} and {seen[key]} write the same file {path}")
         seen[key] = what
+        earlier = folded.setdefault(str(key).casefold(), (what, path))
+        if earlier[0] != what:   # L1.nii.gz and l1.nii.gz: one file on macOS and Windows, or a share of theirs
+            raise MVCFError(f"{what} {path} and {earlier[0]} {earlier[1]} differ only by letter case; on a file "
+                            "system that ignores it one would replace the other")
 
 
 def check_outside_folders(outputs: Sequence[tuple[str, Optional[PathLike]]],

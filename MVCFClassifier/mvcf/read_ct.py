@@ -113,7 +113,7 @@ def _read_dicom_series(folder: Path, series_uid: Optional[str] = None, notes: Op
     slices ordered and spaced by ImagePositionPatient. Which series was taken goes to `notes`."""
     import SimpleITK as sitk
 
-    from mvcf.dicom.series import choose_series
+    from mvcf.dicom.series import choose_series, itk_warnings_off
 
     choice = choose_series(folder, series_uid)
     check_series_size(list(choice.files))
@@ -124,7 +124,8 @@ def _read_dicom_series(folder: Path, series_uid: Optional[str] = None, notes: Op
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(choice.files)
     reader.MetaDataDictionaryArrayUpdateOn()
-    image = reader.Execute()
+    with itk_warnings_off():   # uneven slices: _check_slice_positions says it in one line
+        image = reader.Execute()
     _check_slice_positions(reader, image, folder)
     return image
 
@@ -148,6 +149,11 @@ def _check_slice_positions(reader, image, folder: Path) -> None:
                               for i in range(n)])
     except ValueError:
         raise MVCFError(f"DICOM series in {folder} has an unreadable ImagePositionPatient") from None
+    repeated = n - len(np.unique(np.round(positions, 2), axis=0))
+    if repeated:
+        raise MVCFError(f"DICOM series in {folder}: {repeated} of its {n} slices lie where another one does, so it "
+                        "holds two stacks (two acquisitions or reconstructions under one series UID?); put them in "
+                        "separate folders")
     step = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2] * image.GetSpacing()[2]
     worst = float(np.abs(np.diff(positions, axis=0) - step).max())
     if worst > max(0.1 * abs(image.GetSpacing()[2]), 0.05):

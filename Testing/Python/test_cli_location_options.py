@@ -78,3 +78,17 @@ def test_a_malformed_query_is_refused_in_one_line(kwargs, message):
 
     with pytest.raises(MVCFError, match=message):
         VertebraQuery(**kwargs)
+
+
+def test_a_point_on_the_far_edge_of_the_ct_is_outside_it():
+    """I = size - 0.5 passed `contains` (<=) while ITK counts it outside the buffer: the axial plane there came
+    out all air and P moved by 0.06 for 0.003 mm. The far edge is now outside, as the near one is inside."""
+    from mvcf.errors import MVCFError
+    from mvcf.locate import from_point
+
+    ct = read_ct(SAMPLE["ct"])
+    i, j, k = (s - 0.5 for s in ct.size_ijk)
+    with pytest.raises(MVCFError, match="is outside the CT"):
+        from_point(ct, (57.4, 33.5, k), "ijk")
+    assert from_point(ct, (57.4, 33.5, k - 0.001), "ijk").center_lps is not None
+    assert from_point(ct, (-0.5, 33.5, 60), "ijk").center_lps is not None

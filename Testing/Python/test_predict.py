@@ -217,6 +217,22 @@ def test_all_vertebrae_failing_is_exit_2_with_their_errors(sample, capsys):
      "{\"name\": \"b\", \"point_lps\": [1, 2, 3], \"heatmap\": \"./h.nii.gz\"}]", "write the same file"),
     ("vertebra,point_lps\nL1,\"1,2,3\"\n", "header row naming 'name'"),
     ("name,point_lps\nL1,1,2,3\n", "line 2: 4 cells under a header of 2 columns (quote a cell"),
+    # taken in silence before: the last of a key given twice, the last of a column named twice, a list or a
+    # number as a name, a newline in a name (it split the error line), label 0 (failed only at run time)
+    ("[{\"name\": \"L1\", \"point_lps\": [1, 2, 3], \"point_lps\": [4, 5, 6]}]",
+     "the key 'point_lps' appears twice in one object"),
+    ("name,point_lps,name\nL1,\"1,2,3\",X\n", "names the column 'name' twice"),
+    ("[{\"name\": [\"a\"], \"point_lps\": [1, 2, 3]}]", "name must be text, got ['a']"),
+    ("[{\"name\": \"L1\\nerror: fake\", \"point_lps\": [1, 2, 3]}]", "holds a control character"),
+    ("[{\"name\": \"L1\", \"mask\": \"m.nii.gz\", \"label\": 0}]", "label 0 is not a vertebra's label"),
+    ("[{\"name\": \"L1\", \"mask\": \"m.nii.gz\", \"label\": 99999999999999999999999}]", "is not a vertebra's"),
+    # a views folder is written as a whole: another entry's heatmap or views inside it were lost or refused
+    ("[{\"name\": \"B\", \"point_lps\": [1, 2, 3], \"heatmap\": \"v/h.nii.gz\"}, "
+     "{\"name\": \"A\", \"point_lps\": [1, 2, 3], \"views\": \"v\"}]", "lies inside vertebrae.txt entry 2 (A) views"),
+    ("[{\"name\": \"B\", \"point_lps\": [1, 2, 3], \"views\": \"w/sub\"}, "
+     "{\"name\": \"A\", \"point_lps\": [1, 2, 3], \"views\": \"w\"}]", "which this run writes as a whole"),
+    ("[{\"name\": \"a\", \"point_lps\": [1, 2, 3], \"heatmap\": \"L1.nii.gz\"}, "
+     "{\"name\": \"b\", \"point_lps\": [1, 2, 3], \"heatmap\": \"l1.nii.gz\"}]", "differ only by letter case"),
 ])
 def test_a_bad_locations_file_is_one_error_line_and_writes_nothing(sample, tmp_path, capsys, content, message):
     locations = tmp_path / "vertebrae.txt"
@@ -241,6 +257,43 @@ def test_several_vertebra_options_that_do_not_fit_together(sample, tmp_path, cap
     code, _, err = run_cli(capsys, "--ct", sample["ct"], "--locations", locations, "--mask", sample["mask"])
     assert code == 2 and "not allowed with" in err   # argparse: the vertebra options exclude each other
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json"]
+
+
+def test_too_many_locations_and_a_label_twice_are_refused(sample, tmp_path, capsys, monkeypatch):
+    """200,000 entries ran to 7 GB and did not end; `--label 31 --label 31` classified L1 twice under one name;
+    `views --label 31 --label 30` took the last in silence."""
+    locations = tmp_path / "v.json"
+    locations.write_text(json.dumps([{"name": f"v{i}", "point_lps": [1, 2, 3]} for i in range(4)]))
+    monkeypatch.setenv("MVCF_MAX_LOCATIONS", "3")
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--locations", locations)
+    assert code == 2 and "lists 4 vertebrae" in err and "MVCF_MAX_LOCATIONS" in err and err.count("\n") == 1
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--mask", sample["mask"], "--label", 31, "--label", 31)
+    assert code == 2 and "--label 31 is given twice" in err
+    code = main(["--progress", "none", "views", "--ct", str(sample["ct"]), "--mask", str(sample["mask"]),
+                 "--label", "31", "--label", "30", "--out", str(tmp_path / "views")])
+    assert code == 2 and "--label is given 2 times; this command reads one vertebra" in capsys.readouterr().err
+    assert not (tmp_path / "views").exists()
+
+
+def test_a_mask_with_the_cts_grid_but_a_moved_header_is_said(sample, tmp_path, capsys):
+    """The sample mask with its origin moved 30 mm (a lost header) put L1's centroid on T12 and flipped the
+    call with no word; now a warning says so, and a centroid outside the CT says why it may be."""
+    import SimpleITK as sitk
+
+    mask = sitk.ReadImage(str(sample["mask"]))
+    mask.SetOrigin(tuple(np.asarray(mask.GetOrigin()) + [0.0, 0.0, 30.0]))
+    sitk.WriteImage(mask, str(tmp_path / "moved.nii.gz"))
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--mask", tmp_path / "moved.nii.gz", "--label", 31,
+                             "--json")
+    assert code == 0, err
+    assert any("moved.nii.gz has the CT's size and spacing but an origin 30.0 mm away" in w
+               for w in json.loads(out)["warnings"])
+    mask.SetOrigin(tuple(np.asarray(mask.GetOrigin()) + [0.0, 0.0, 3000.0]))
+    sitk.WriteImage(mask, str(tmp_path / "far.nii.gz"))
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--mask", tmp_path / "far.nii.gz", "--label", 31)
+    assert code == 2 and "is outside the CT" in err and "its header was lost or rewritten" in err
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--mask", sample["mask"], "--label", 31, "--json")
+    assert not any("size and spacing" in w for w in json.loads(out)["warnings"])
 
 
 def test_predict_many_reports_each_vertebra_and_stops_when_asked(sample):

@@ -25,7 +25,7 @@ def add_location_arguments(parser: argparse.ArgumentParser, several: bool = Fals
         where.add_argument(f"--point-{unit}", metavar="X,Y,Z" if unit != "ijk" else "I,J,K",
                            help=f"{text}; {POINT_HELP}")
     where.add_argument("--mask", metavar="PATH", help="label mask; the centre is the centroid of --label")
-    parser.add_argument("--label", type=ranged("label"), action="append" if several else "store",
+    parser.add_argument("--label", type=ranged("label"), action="append",
                         help="label value of the vertebra in --mask (e.g. TotalSegmentator 31 = L1)"
                              + ("; repeat it to classify several vertebrae of the mask" if several else ""))
     parser.add_argument("--refine", action="store_true", help="recentre the point on the vertebral body "
@@ -41,8 +41,10 @@ def query_from_args(args: argparse.Namespace, label=None):
     from mvcf.locate import VertebraQuery, parse_point
 
     if label is None:
-        label = args.label[0] if isinstance(args.label, list) and args.label else args.label
-        label = None if label == [] else label
+        labels = list(args.label or [])
+        if len(labels) > 1:   # views builds one vertebra's input: the last --label was taken in silence
+            raise MVCFError(f"--label is given {len(labels)} times; this command reads one vertebra")
+        label = labels[0] if labels else None
     if args.mask is not None:
         if label is None:
             raise MVCFError("--mask needs --label (the vertebra's label value)")

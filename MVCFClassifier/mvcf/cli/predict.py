@@ -53,6 +53,9 @@ def queries_from_args(args: argparse.Namespace):
     from mvcf.locations_file import read_locations
 
     labels = args.label or []
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:   # it was classified twice under one name, with two key images in the report
+        raise MVCFError(f"--label {twice[0]} is given twice")
     several = args.locations is not None or (args.mask is not None and len(labels) > 1)
     if several and args.heatmap is not None:
         raise MVCFError("--heatmap names one file: for several vertebrae give each entry of --locations its "

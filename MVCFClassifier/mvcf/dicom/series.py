@@ -5,9 +5,10 @@ the same files. Only SimpleITK/GDCM is needed.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from mvcf.errors import MVCFError
 
@@ -39,17 +40,26 @@ def _describe(uid: str, files, header: dict[str, str]) -> str:
     return f"{uid or '(blank UID)'} ({header.get('0008|0060', '?')}, {what}, {len(files)} files)"
 
 
-def gdcm_series_ids(folder: Path) -> tuple[str, ...]:
-    """The series UIDs SimpleITK finds in `folder`, without ITK's own 'No Series were found' warning on
-    stderr (the caller says what is wrong in its one error line)."""
+@contextlib.contextmanager
+def itk_warnings_off() -> Iterator[None]:
+    """ITK's own multi-line WARNINGs ('No Series were found', 'Non uniform sampling or missing slices') kept
+    off stderr: the caller checks the same thing and says it in its one error line."""
     import SimpleITK as sitk
 
     shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
-        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+        yield
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def gdcm_series_ids(folder: Path) -> tuple[str, ...]:
+    """The series UIDs SimpleITK finds in `folder`."""
+    import SimpleITK as sitk
+
+    with itk_warnings_off():
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
 def choose_series(folder: Path, series_uid: Optional[str] = None) -> SeriesChoice:
