@@ -254,7 +254,9 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
     progress = on_progress or (lambda done, total, message: None)
     progress(0, steps, "reading CT")
     started = time.perf_counter()
-    ct = (read or read_ct)(ct_path, series_uid=series_uid)
+    ct_warnings: list[str] = []   # which DICOM series, HU scaling: part of every vertebra's record
+    ct = read(ct_path, series_uid=series_uid) if read is not None else \
+        read_ct(ct_path, warnings=ct_warnings, series_uid=series_uid)
     read_ms = 1000 * (time.perf_counter() - started)
     progress(1, steps, "loading the model")
     t = time.perf_counter()
@@ -263,6 +265,9 @@ def predict_ct_file(ct_path: Union[str, Path], queries: Sequence[Any], model: Un
     results = predict_many(ct, queries, bundle, bundle.device, refine=refine, should_cancel=should_cancel,
                            on_progress=lambda done, total, message: progress(2 + done, 2 + total, message),
                            heatmap_method=heatmap_method, outputs=outputs)
+    for result in results:
+        if "warnings" in result:
+            result["warnings"] = [*ct_warnings, *result["warnings"]]
     payload = {"results": results,
                "timing_ms": {"read_ct": round(read_ms, 2), "load_model": round(load_ms, 2),
                              "total": round(1000 * (time.perf_counter() - started), 2)},

@@ -247,3 +247,19 @@ def test_a_dicom_series_of_two_stacks_is_named_so_without_itks_warning(tmp_path,
             ds.save_as(tmp_path / f"{copy}_{f.name}")
     _expect(tmp_path, r"slices lie where another one does, so it holds two stacks")
     assert "WARNING" not in capfd.readouterr().err
+
+
+def test_a_one_file_ct_beside_a_series_is_no_candidate_and_the_choice_is_recorded(tmp_path):
+    """The TotalSegmentator series (blank UIDs) beside pydicom's one-slice CT was 'pick one with --series-uid:
+    (blank UID) ...', though '(blank UID)' could not be given and a one-file series can never be read as a
+    volume; the series taken is now a warning of the read (so predict's --json records it)."""
+    import shutil
+
+    folder = shared("totalsegmentator/example_ct_dicom")
+    for f in folder.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    shutil.copy(shared("pydicom_ct_small/CT_small.dcm"), tmp_path / "CT_small.dcm")
+    warnings: list[str] = []
+    ct = read_ct(tmp_path, warnings=warnings)
+    assert ct.size_ijk[2] == len(list(folder.iterdir()))
+    assert any('(blank UID: --series-uid "")' in w and "the only CT series of 2" in w for w in warnings), warnings

@@ -112,12 +112,14 @@ def run(args: argparse.Namespace, reporter) -> int:
     plan = check_outputs(args)
     reporter.progress(0, 3, "reading CT")
     started = time.perf_counter()
-    ct = read_ct(args.ct, series_uid=args.series_uid)
+    ct_warnings: list[str] = []   # which DICOM series, HU scaling: part of the result's record
+    ct = read_ct(args.ct, warnings=ct_warnings, series_uid=args.series_uid)
     read_ms = 1000 * (time.perf_counter() - started)
     reporter.progress(1, 3, "locating the vertebra")
     location = resolve(ct, query_from_args(args))
     reporter.progress(2, 3, "classifying")
     result = predict_ct(ct, location, args.model, args.device, args.backend)
+    result.warnings[:0] = ct_warnings
     result.timing_ms = {"read_ct": round(read_ms, 2), **result.timing_ms,
                         "total": round(1000 * (time.perf_counter() - started), 2)}
     payload = result.to_dict()

@@ -37,7 +37,8 @@ def _header(path: str) -> dict[str, str]:
 
 def _describe(uid: str, files, header: dict[str, str]) -> str:
     what = header.get("0008|103e") or "no description"
-    return f"{uid or '(blank UID)'} ({header.get('0008|0060', '?')}, {what}, {len(files)} files)"
+    shown = uid or '(blank UID: --series-uid "")'
+    return f"{shown} ({header.get('0008|0060', '?')}, {what}, {len(files)} files)"
 
 
 @contextlib.contextmanager
@@ -80,7 +81,8 @@ def choose_series(folder: Path, series_uid: Optional[str] = None) -> SeriesChoic
     elif len(series_ids) == 1:
         chosen, why = series_ids[0], ""
     else:
-        ct = [sid for sid in series_ids if headers[sid].get("0008|0060") == "CT"]
+        # a one-file series (a localiser, a dose sheet saved as CT) is no volume to read
+        ct = [sid for sid in series_ids if headers[sid].get("0008|0060") == "CT" and len(files[sid]) > 1]
         if len(ct) != 1:
             raise MVCFError(f"{folder} holds {len(series_ids)} DICOM series, {len(ct)} of them CT; pick one "
                             f"with --series-uid: {listing}")
