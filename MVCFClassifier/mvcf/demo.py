@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from mvcf.errors import MVCFError
-from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
+from mvcf.progress import CancelCheck, ProgressCallback, check_cancel, dumps
 
 SAMPLE_LABEL = 31  # TotalSegmentator: L1
 
@@ -129,7 +129,7 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
                   "heatmap": f"prediction/{heatmap.name}", "sample_ct": str(sample["ct"]),
                   "screen": _screen_brief(screened, [f"screen/{p.name}" for p in screen_files]),
                   "timings_s": {k: round(v, 1) for k, v in timings.items()}}
-        (tmp / "demo.json").write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+        (tmp / "demo.json").write_text(dumps(result, indent=2) + "\n", encoding="utf-8")
         _write_index(tmp, result, ct, location, heatmap, demo_bundle.card)
         if (tmp / "cache").exists():
             import shutil

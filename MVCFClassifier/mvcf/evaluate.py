@@ -2,7 +2,6 @@
 (overall and per institution), calibration, and ROC / calibration / decision-curve plots."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from mvcf.fileio import atomic_dir
-from mvcf.progress import CancelCheck, ProgressCallback
+from mvcf.progress import CancelCheck, ProgressCallback, dumps
 
 
 def predict_records(bundle, records: Sequence[Any], device: str = "cpu", cache_dir: Optional[os.PathLike] = None,
@@ -111,6 +110,6 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
                           {"probability_malignant": {r.case_id: float(p) for r, p in zip(records, prob)}},
                           threshold=threshold)
         report["plots"] = write_plots(tmp, labels, prob, threshold, bundle.name)
-        (tmp / "metrics.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+        (tmp / "metrics.json").write_text(dumps(report, indent=2) + "\n", encoding="utf-8")
     report["out"] = str(out)
     return report

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import threading
 from contextlib import contextmanager
@@ -61,9 +62,26 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def standard_json(value: Any) -> Any:
+    """`value` with NaN and infinities as null (and numpy numbers as Python ones): what every JSON mvcf
+    writes holds, since standard parsers, mvcf's own among them, refuse NaN and Infinity."""
+    if isinstance(value, dict):
+        return {str(k): standard_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [standard_json(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist) and getattr(value, "ndim", 0) > 0:
+        return standard_json(value.tolist())   # an array
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
+        value = value.item()   # a numpy scalar
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def dumps(obj: Any, **kwargs: Any) -> str:
-    """json.dumps that also accepts numpy scalars/arrays (and anything with item()/tolist())."""
-    return json.dumps(obj, default=_jsonable, **kwargs)
+    """json.dumps of standard_json(obj): numpy scalars and arrays (anything with item()/tolist()) accepted,
+    NaN and infinities written as null."""
+    return json.dumps(standard_json(obj), default=_jsonable, allow_nan=False, **kwargs)
 
 
 class JsonLinesReporter:

@@ -15,7 +15,7 @@ import numpy as np
 from mvcf import modes as view_modes
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_open
-from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
+from mvcf.progress import CancelCheck, ProgressCallback, check_cancel, dumps
 from mvcf.study_report import HEADER, comparison_rows, write_report  # noqa: F401  (the study's report API)
 from mvcf.views import MODEL_WINDOWS
 
@@ -245,7 +245,7 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
     summary["design"]["resumed"] = bool(resume)
     _write_predictions(out / "predictions.csv", records, plan, results)
     with atomic_open(out / "study.json", "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2, default=float)
+        handle.write(dumps(summary, indent=2))
     summary["plots"] = write_study_plots(out, labels, results)
     write_report(out, summary)
     summary["out"] = str(out)

@@ -96,15 +96,15 @@ def comparison_rows(summary: dict[str, Any]) -> list[list[str]]:
         for pair in summary[f"delong_{which}"]["pairs"]:
             if ref in (pair["a"], pair["b"]):
                 other = pair["b"] if pair["a"] == ref else pair["a"]
-                p_of[(which, other)] = pair["p"]
+                p_of[(which, other)] = "no test" if pair["p"] is None else _p(pair["p"])   # zero variance
     rows = []
     for m in summary["models"]:
         ext = m["external_test"]
         sens = ext.get("sensitivity", {}).get("value")
         spec = ext.get("specificity", {}).get("value")
         rows.append([m["name"] + (" (reference)" if m["name"] == ref else ""), _fmt(m["internal_test"]),
-                     _p(p_of.get(("internal", m["name"]))) if m["name"] != ref else "–", _fmt(ext),
-                     _p(p_of.get(("external", m["name"]))) if m["name"] != ref else "–",
+                     p_of.get(("internal", m["name"]), "n/a") if m["name"] != ref else "–", _fmt(ext),
+                     p_of.get(("external", m["name"]), "n/a") if m["name"] != ref else "–",
                      "–" if sens is None else f"{sens:.2f}", "–" if spec is None else f"{spec:.2f}",
                      f"{m['train_seconds']:.0f}", f"{m['inference_ms_per_case']:.1f}", f"{m['parameters']:,}"])
     return rows
@@ -257,7 +257,7 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
     pairs = []
     for which in ("internal", "external"):
         for pair in summary[f"delong_{which}"]["pairs"]:
-            if pair["se"] == 0.0:
+            if pair["p"] is None:
                 pairs.append(f"{which}: {pair['a']} vs {pair['b']}: ΔAUC {pair['diff']:+.3f}; no test (the "
                              f"difference has zero DeLong variance: both models rank every pair the same way)")
                 continue

@@ -307,3 +307,20 @@ def test_a_write_error_inside_a_folder_write_names_the_users_folder(tmp_path, wr
             with atomic_path(tmp / "roc.png"):
                 raise OSError(errno.ENOSPC, "No space left on device")
     assert str(caught.value) == f"cannot write {target / 'roc.png'}: No space left on device"
+
+
+def test_every_json_mvcf_writes_is_standard_json():
+    """A constant model's calibration slope (NaN) went into metrics.json and --json stdout as `NaN`, and a
+    zero-variance DeLong pair into study.json as `Infinity`: tokens that strict parsers, mvcf's own among
+    them, refuse. progress.dumps (used by every writer) gives null for them."""
+    import json
+
+    import numpy as np
+
+    from mvcf.json_input import loads
+    from mvcf.progress import dumps
+
+    text = dumps({"slope": float("nan"), "z": [np.float32("inf"), -np.inf], "n": np.int64(3),
+                  "a": np.array([1.5, np.nan])})
+    assert json.loads(text) == {"slope": None, "z": [None, None], "n": 3, "a": [1.5, None]}
+    assert loads(text)["n"] == 3

@@ -10,7 +10,7 @@ import pytest
 from mvcf.metrics import format_auc, summarize
 from mvcf.stats import delong_ci, newcombe_auc_ci
 from mvcf.study import BASELINE, ModelResult, _auc_block, _honest_blocks, paired_delong, write_study_plots
-from mvcf.study_report import calibration_block, threshold_transfer, write_report
+from mvcf.study_report import calibration_block, comparison_rows, threshold_transfer, write_report
 
 
 def test_newcombe_interval_is_wide_where_delong_collapses_and_close_to_it_elsewhere():
@@ -108,3 +108,28 @@ def test_report_has_no_silent_nan_or_zero_width_interval(tmp_path):
         assert "Brier" in row or "not estimable:" in row
     assert "not estimable" in calibration           # the perfect separator's external slope, with its reason
     assert "calibration_external.png" in summary["plots"] and (tmp_path / "calibration_external.png").is_file()
+
+
+def test_a_pair_without_variance_is_no_test_in_the_table_and_study_json(tmp_path):
+    """Two models that both separate the external site perfectly: the main table printed p < 0.001 (z = inf,
+    p = 0 in study.json) where the pairwise list said there is no test; a Wald interval of a difference
+    reached +1.118."""
+    summary = _summary(tmp_path)
+    labels = {f"e{k}": k % 2 for k in range(40)}
+    perfect = {c: 0.9 if y else 0.1 for c, y in labels.items()}
+    also = {c: 0.8 if y else 0.3 for c, y in labels.items()}
+    pairs = paired_delong(labels, [ModelResult(name="2d", internal={}, external=perfect, threshold=0.5),
+                                   ModelResult(name="3d", internal={}, external=also, threshold=0.5)],
+                          "external")["pairs"]
+    assert pairs[0]["p"] is None and pairs[0]["p_holm"] is None and pairs[0]["ci"] is None
+    summary["delong_external"]["pairs"] = pairs
+    rows = {row[0]: row for row in comparison_rows(summary)}
+    assert rows["3d"][4] == "no test"
+    json.dumps(summary, allow_nan=False)
+    # 8 cases: diff 0.625 with se 0.222, so diff + 1.96 se = 1.06 (the Wald interval, uncut)
+    small = {f"c{k}": int(k < 4) for k in range(8)}
+    a = dict(zip(small, [.9, .8, .7, .6, .5, .4, .3, .2]))
+    b = dict(zip(small, [.25, .75, .5, 0, .75, .5, .75, 0]))
+    cut = paired_delong(small, [ModelResult(name="a", internal={}, external=a, threshold=0.5),
+                                ModelResult(name="b", internal={}, external=b, threshold=0.5)], "external")["pairs"][0]
+    assert cut["diff"] + 1.96 * cut["se"] > 1.0 and cut["ci"][1] == 1.0 and cut["ci"][0] < cut["diff"]

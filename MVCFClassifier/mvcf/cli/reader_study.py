@@ -183,11 +183,12 @@ def run_report(args: argparse.Namespace, reporter: Any) -> int:
     payload = build_report(readings, out, plan=plan, model=model, unaided=args.unaided or "unaided",
                            aided=args.aided or "aided", positive_at=args.positive_at, alpha=args.alpha,
                            title=args.title)
-    from mvcf.reader_study.report import _finite, table_rows
+    from mvcf.progress import standard_json
+    from mvcf.reader_study.report import table_rows
 
     rows = table_rows(payload)
     text = "\n".join("  ".join(r) for r in rows) + f"\nreport: {out / 'report.html'}"
-    _emit(reporter, _finite(payload), args.json, text)
+    _emit(reporter, standard_json(payload), args.json, text)
     return 0
 
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from mvcf.cli import args as A
 from mvcf.errors import MVCFError
-from mvcf.progress import emit_result
+from mvcf.progress import emit_result, standard_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,13 +116,9 @@ def run_roc(args: argparse.Namespace) -> dict:
     if len(scores) > 1:
         test = stats.delong_test(truth, list(scores.values()), alpha=args.alpha, names=list(scores))
         comparisons = [{"a": p["a"], "b": p["b"], "diff": p["diff"], "z": p["z"], "p": p["p"],
-                        "p_holm": p["p_holm"], "ci": list(p["ci"]), "method": "delong-paired"}
+                        "p_holm": p["p_holm"], "ci": None if p["ci"] is None else list(p["ci"]),
+                        "method": "delong-paired", **({"note": p["note"]} if "note" in p else {})}
                        for p in test["pairs"]]
-        for c in comparisons:
-            # the paired variance is zero: there is no test, and p = 0 would claim one
-            if c["z"] is None or not math.isfinite(c["z"]):
-                c.update(p=None, p_holm=None, note="the paired DeLong variance is zero (each score is constant "
-                                                   "or separates the classes perfectly): no test possible")
     payload = {"n_pos": int(truth.sum()), "n_neg": int((~truth).sum()), "alpha": args.alpha,
                "scores": entries, "comparisons": comparisons}
     if args.plot:
@@ -154,17 +149,6 @@ def run_mrmc(args: argparse.Namespace) -> dict:
             frame, model[["case", "score"]], modality=args.model_modality, cov_method=args.cov_method,
             alpha=args.alpha, positive=args.positive)
     return payload
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinity as null, so that the printed JSON is standard JSON."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _num(value: Any, spec: str = ".4f") -> str:
@@ -224,6 +208,6 @@ def run(args: argparse.Namespace, reporter: Any) -> int:
     else:
         payload = run_mrmc(args)
         printer = _print_mrmc
-    payload = _finite(payload)
+    payload = standard_json(payload)
     emit_result(reporter, payload, args.json, lambda: printer(payload), indent=None)
     return 0

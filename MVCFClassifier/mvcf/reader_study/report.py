@@ -6,7 +6,6 @@ report.json. Every statistic comes from mvcf.stats (Obuchowski–Rockette with H
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +14,7 @@ import numpy as np
 
 from mvcf import RESEARCH_USE_DISCLAIMER
 from mvcf.errors import MVCFError
+from mvcf.progress import dumps
 
 REPORT_FILES = ("report.md", "report.html", "report.json", "roc_readers.png")
 
@@ -175,7 +175,7 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
         markdown = render_markdown(payload)
         (tmp / "report.md").write_text(markdown, encoding="utf-8")
         (tmp / "report.html").write_text(render_html(payload), encoding="utf-8")
-        (tmp / "report.json").write_text(json.dumps(_finite(payload), indent=1), encoding="utf-8")
+        (tmp / "report.json").write_text(dumps(payload, indent=1), encoding="utf-8")
     return payload
 
 
@@ -239,18 +239,6 @@ def section_auc(frame, readers, modality) -> float:
         part = frame[(frame["reader"].astype(str) == reader) & (frame["modality"] == modality)]
         values.append(auc(part["truth"].astype(int).to_numpy(), part["rating"].to_numpy(float)))
     return float(np.mean(values))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _round_name(modality: str, payload: dict) -> str:

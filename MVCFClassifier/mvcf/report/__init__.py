@@ -8,12 +8,12 @@ renders and writes it. `mvcf demo` fills the same template with its own figures 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from mvcf import RESEARCH_USE_DISCLAIMER, __version__
 from mvcf.errors import MVCFError
+from mvcf.progress import dumps
 
 TEMPLATE = "report.html.j2"
 EXTRA_HINT = "pip install 'mvcf[report]'"
@@ -165,8 +165,8 @@ def write_report(out_dir: Path, context: dict[str, Any], pngs: dict[str, bytes],
             (tmp / name).write_bytes(png)
         html = render_html(context)
         (tmp / "report.html").write_text(html, encoding="utf-8")
-        (tmp / "report.json").write_text(json.dumps({**data, "disclaimer": RESEARCH_USE_DISCLAIMER}, indent=2,
-                                                    default=float) + "\n", encoding="utf-8")
+        (tmp / "report.json").write_text(dumps({**data, "disclaimer": RESEARCH_USE_DISCLAIMER}, indent=2)
+                                          + "\n", encoding="utf-8")
         if pdf:
             write_pdf(html, tmp, tmp / "report.pdf")
     return {name.split(".")[-1] if name.startswith("report.") else name: str(out_dir / name) for name in names

@@ -141,13 +141,18 @@ def point_interval_fallback(auc_value: float, ci: Sequence[float], n_pos: int, n
     return newcombe_auc_ci(auc_value, n_pos, n_neg, alpha), reason
 
 
+#: A variance of an AUC difference at or below this is rounding noise (an SE of 1e-7): no test.
+ZERO_VARIANCE = 1e-14
+
+
 def delong_test(y_true: Any, scores: Any, alpha: float = 0.05, names: Optional[Sequence[str]] = None) -> dict:
     """Paired DeLong test for every pair of k ≥ 2 models scored on the same cases.
 
     `scores` is a list of k arrays, a mapping or DataFrame (names from its keys/columns), or a (k, n) /
     (n, k) array. For each pair (a, b): diff = AUC_a − AUC_b,
-    z = diff / se, two-sided normal p, the (1−alpha) CI of the difference (pROC's roc.test, paired), and
-    p_holm, the p-value adjusted for all k(k−1)/2 comparisons by Holm's method (statsmodels).
+    z = diff / se, two-sided normal p, the (1−alpha) CI of the difference (pROC's roc.test, paired; cut to
+    [-1, 1]), and p_holm, the p-value adjusted by Holm's method (statsmodels) over the pairs that are tests. A
+    pair whose difference has zero variance has z, p, p_holm and ci None and a `note`.
     """
     alpha = check_alpha(alpha)
     result = delong_cov(y_true, scores)
@@ -165,20 +170,26 @@ def delong_test(y_true: Any, scores: Any, alpha: float = 0.05, names: Optional[S
         diff = float(aucs[a] - aucs[b])
         var = float(cov[a, a] + cov[b, b] - 2.0 * cov[a, b])
         se = float(np.sqrt(max(var, 0.0)))
-        if se == 0.0:
-            z = 0.0 if diff == 0.0 else float(np.sign(diff) * np.inf)
-        else:
-            z = diff / se
-        p = float(2.0 * _st.norm.sf(abs(z)))
-        pairs.append({"a": labels[a], "b": labels[b], "diff": diff, "se": se, "z": float(z), "p": p,
-                      "ci": (float(diff - crit * se), float(diff + crit * se))})
-    if len(pairs) > 1:
+        if var <= ZERO_VARIANCE:   # p = 0 (z = inf) would claim a test; there is none
+            pairs.append({"a": labels[a], "b": labels[b], "diff": diff, "se": 0.0, "z": None, "p": None,
+                          "ci": None, "note": "the paired DeLong variance is zero (each score is constant or "
+                                              "separates the classes perfectly): no test possible"})
+            continue
+        z = diff / se
+        # a difference of two AUCs lies in [-1, 1]; the Wald interval is cut there (it reached 1.118)
+        pairs.append({"a": labels[a], "b": labels[b], "diff": diff, "se": se, "z": float(z),
+                      "p": float(2.0 * _st.norm.sf(abs(z))),
+                      "ci": (max(-1.0, float(diff - crit * se)), min(1.0, float(diff + crit * se)))})
+    tested = [pair for pair in pairs if pair["p"] is not None]
+    if len(tested) > 1:   # Holm over the comparisons that are tests
         from statsmodels.stats.multitest import multipletests
 
-        adjusted = multipletests([pair["p"] for pair in pairs], method="holm")[1]
+        adjusted = multipletests([pair["p"] for pair in tested], method="holm")[1]
     else:
-        adjusted = [pair["p"] for pair in pairs]
-    for pair, p_holm in zip(pairs, adjusted):
+        adjusted = [pair["p"] for pair in tested]
+    for pair in pairs:
+        pair["p_holm"] = None
+    for pair, p_holm in zip(tested, adjusted):
         pair["p_holm"] = float(p_holm)
     return {"aucs": aucs.tolist(), "cov": cov.tolist(), "pairs": pairs,
             "n_pos": result["n_pos"], "n_neg": result["n_neg"]}
