@@ -87,8 +87,12 @@ class ViewCache:
             return self._memory[key]
         path = self._file(spec, record)
         if path is not None and path.is_file():
-            array = np.load(path, allow_pickle=False)
-            if tuple(array.shape) == spec.output_shape():
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (OSError, ValueError, EOFError):   # truncated, overwritten, pickled: a miss, built again
+                return None
+            if tuple(array.shape) == spec.output_shape() and np.issubdtype(array.dtype, np.floating) \
+                    and np.isfinite(array).all():   # NaN views made the model look broken
                 self._memory[key] = array
                 return array
         return None

@@ -101,8 +101,11 @@ def _parse_row(row: dict[str, str], number: int, base: Path, allow_outside_root:
         mask = _resolve(base, values["mask"])
         if not mask.exists():
             raise MVCFError(f"mask not found: {values['mask']}")
-        try:
-            record.vertebra_label = int(float(values["vertebra_label"]))
+        try:   # "31" and "31.0" (a spreadsheet's number) are 31; "28.7" is no label (int() cut it to 28)
+            label = float(values["vertebra_label"])
+            if not label.is_integer():
+                raise ValueError
+            record.vertebra_label = int(label)
         except (ValueError, OverflowError):
             raise MVCFError(f"vertebra_label {values['vertebra_label']!r} is not an integer") from None
         record.mask = mask

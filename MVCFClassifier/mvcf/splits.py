@@ -9,6 +9,7 @@ rest trains. Out-of-fold predictions over all folds cover every internal case ex
 """
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -91,11 +92,13 @@ def _stratified_group_parts(case_ids: list[str], labels: np.ndarray, groups: lis
     n_groups = len(set(groups))
     if n_groups < n_parts:
         raise MVCFError(f"cannot make {n_parts} patient-level parts from only {n_groups} patients")
-    splitter = StratifiedGroupKFold(n_splits=n_parts, shuffle=True, random_state=seed)
+    splitter = StratifiedGroupKFold(n_splits=n_parts, shuffle=True, random_state=seed % 2 ** 32)
     parts = []
     try:
-        for _, part in splitter.split(np.zeros(len(case_ids)), labels, groups):
-            parts.append(sorted(case_ids[i] for i in part))
+        with warnings.catch_warnings():   # "least populated class has only 1 members": said below, per fold
+            warnings.simplefilter("ignore", UserWarning)
+            for _, part in splitter.split(np.zeros(len(case_ids)), labels, groups):
+                parts.append(sorted(case_ids[i] for i in part))
     except ValueError as exc:
         raise MVCFError(f"cannot make {n_parts} stratified patient-level parts: {exc}") from None
     return parts
@@ -123,6 +126,9 @@ def make_splits(records: Sequence[Any], n_folds: int = 5, external: Optional[str
     if external is not None and external not in institutions:
         raise MVCFError(f"external institution {external!r} not in the manifest (has: {', '.join(institutions)})")
     internal = [r for r in records if str(_get(r, "institution")) != external]
+    if not internal:
+        raise MVCFError(f"--external {external} holds every case of the manifest: no internal case is left to train "
+                        "on (name the held-out site, or leave --external out)")
     external_ids = sorted(str(_get(r, "case_id")) for r in records if str(_get(r, "institution")) == external)
     labels = np.array([label_of(r) for r in internal])
     for cls, name in ((0, "OVCF"), (1, "MVCF")):
@@ -144,7 +150,15 @@ def make_splits(records: Sequence[Any], n_folds: int = 5, external: Optional[str
                                         seed + 1000 + k)
         val = inner[0]
         val_set = set(val)
-        folds.append(Fold(index=k, train=sorted(c for c in rest if c not in val_set), val=val, test=parts[k]))
+        train = sorted(c for c in rest if c not in val_set)
+        # before anything is written: the fold failed after the earlier ones had trained, and --resume with it
+        present = {int(labels[index[c]]) for c in train}
+        if len(present) < 2:
+            only = "MVCF" if 1 in present else "OVCF"
+            raise MVCFError(f"fold {k}'s training set would hold only {only} cases: the internal cases "
+                            f"({int(labels.sum())} MVCF, {int((1 - labels).sum())} OVCF in {len(set(groups))} "
+                            f"patients) are too few to split {n_folds} ways; use fewer folds or more cases")
+        folds.append(Fold(index=k, train=train, val=val, test=parts[k]))
     plan = SplitPlan(folds=folds, external=external_ids, external_institution=external, n_folds=n_folds, seed=seed)
     plan.report = [f"{len(internal)} internal cases ({len(set(groups))} patients), "
                    f"{len(external_ids)} external ({external or 'none'})"]

@@ -45,6 +45,9 @@ class StudyConfig:
         unknown = [m for m in self.modes if m not in view_modes.names()]
         if unknown or not (self.modes or self.baseline):
             raise MVCFError(f"unknown or no study modes {unknown}; choose from {', '.join(view_modes.names())}")
+        twice = sorted({m for m in self.modes if list(self.modes).count(m) > 1})
+        if twice:   # one model was trained and reported twice, and Holm counted its copies as comparisons
+            raise MVCFError(f"study mode {twice[0]} is listed twice; list each mode once")
         if self.reference is None:
             self.reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in self.modes else \
                 (self.modes[0] if self.modes else BASELINE)

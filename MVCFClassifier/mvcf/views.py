@@ -61,7 +61,8 @@ def _window(value: Any) -> tuple[float, float]:
     if isinstance(value, str):
         if value not in WINDOWS:
             raise MVCFError(f"unknown window {value!r}; named windows: {', '.join(WINDOWS)} "
-                            f"(or give center,width)")
+                            "(or a window in HU: CENTER:WIDTH on the command line, e.g. 400:1800; "
+                            "(center, width) in Python)")
         return WINDOWS[value]
     try:
         center, width = (float(v) for v in value)

@@ -324,3 +324,27 @@ def test_every_json_mvcf_writes_is_standard_json():
                   "a": np.array([1.5, np.nan])})
     assert json.loads(text) == {"slope": None, "z": [None, None], "n": 3, "a": [1.5, None]}
     assert loads(text)["n"] == 3
+
+
+def test_a_damaged_cached_view_is_a_miss_not_a_traceback(tmp_path):
+    """A truncated .npy, text in its place, or a view of NaN: evaluate and train raised ValueError tracebacks
+    (or blamed the model for the NaN). Each is now a miss (the view is built again and the file replaced)."""
+    from types import SimpleNamespace
+
+    from mvcf.dataset import ViewCache
+    from mvcf.views import ViewSpec
+
+    spec = ViewSpec(mode="2d", size_px=8)
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"ct")
+    record = SimpleNamespace(case_id="c1", ct=ct, center_lps=(0.0, 0.0, 0.0))
+    ViewCache(tmp_path / "cache")._store(spec, record, np.ones(spec.output_shape(), np.float32))
+    path = ViewCache(tmp_path / "cache")._file(spec, record)
+    assert ViewCache(tmp_path / "cache")._lookup(spec, record) is not None
+    good = path.read_bytes()
+    for damage in (good[:100], b"not an array at all", None):
+        if damage is None:
+            np.save(path, np.full(spec.output_shape(), np.nan, np.float32))
+        else:
+            path.write_bytes(damage)
+        assert ViewCache(tmp_path / "cache")._lookup(spec, record) is None

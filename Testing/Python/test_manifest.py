@@ -99,6 +99,13 @@ def test_one_institution_spelled_two_ways_is_refused(folder):
         read_manifest(_write(folder, rows))
 
 
+def test_a_fractional_vertebra_label_is_refused_not_cut(folder):
+    """vertebra_label 28.7 was read as 28 (int(float(...))); 31.0, as a spreadsheet writes 31, stays 31."""
+    with pytest.raises(MVCFError, match="vertebra_label '28.7' is not an integer"):
+        read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,imgs/a.nii.gz,28.7,,\n"))
+    assert read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,imgs/a.nii.gz,31.0,,\n"))[0].vertebra_label == 31
+
+
 def test_one_patient_id_spelled_two_ways_is_refused(folder):
     """'P01' and 'p01' were two patients to the patient-level split, so one person's scans could fall on
     both sides of it; a reader sees one id."""

@@ -88,14 +88,26 @@ def test_study_cli_refuses_a_used_folder_without_resume(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
+def test_a_mode_listed_twice_is_refused():
+    """--modes 2d,2d trained one model, reported it twice and counted the copy in Holm's adjustment."""
+    from mvcf.errors import MVCFError
+    from mvcf.study import StudyConfig
+
+    with pytest.raises(MVCFError, match="study mode 2d is listed twice"):
+        StudyConfig(modes=("2d", "3d", "2d"))
+
+
 @pytest.mark.parametrize("command", ["study", "train"])
 def test_bad_window_is_one_line_error_and_no_output(tmp_path, capsys, command):
     manifest = make_tiny_cohort(tmp_path / "cohort", n_per_site=4)
     code = main(["--progress", "none", command, "--manifest", str(manifest), "--out", str(tmp_path / "out"),
                  "--windows", "bone,lung"])
     assert code == 2
+    # the hint named 'center,width', but a comma starts the next window: CENTER:WIDTH is the syntax
     assert capsys.readouterr().err.strip().splitlines() == ["error: unknown window 'lung'; named windows: bone, "
-                                                            "soft, wide (or give center,width)"]
+                                                            "soft, wide (or a window in HU: CENTER:WIDTH on the "
+                                                            "command line, e.g. 400:1800; (center, width) in "
+                                                            "Python)"]
     assert not (tmp_path / "out").exists()
 
 

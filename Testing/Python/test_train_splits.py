@@ -80,3 +80,16 @@ def test_bad_requests_are_refused():
         make_splits(rows + [rows[-1]], 4, "ext")
     with pytest.raises(MVCFError, match="too few|patient-level parts"):
         make_splits(cohort(6, 0), 5)
+    with pytest.raises(MVCFError, match="--external ext holds every case of the manifest"):   # was "only 0 ..."
+        make_splits([r for r in rows if r.institution == "ext"], 4, "ext")
+
+
+def test_a_fold_whose_training_set_has_one_class_is_refused_before_training(capfd):
+    """Every MVCF case from one patient: fold 0 trained, fold 1 then failed ('the training set holds only one
+    class') with the run folder made, and --resume failed the same way for good; sklearn's UserWarning went to
+    stderr raw. The plan now refuses it, and seeds near 2^32 no longer overflow the inner split."""
+    rows = [Row(f"m{k}", "p-mvcf", "int", 1) for k in range(4)] + [Row(f"o{k}", f"p{k}", "int", 0) for k in range(8)]
+    with pytest.raises(MVCFError, match=r"fold \d's training set would hold only OVCF cases: .* use fewer folds"):
+        make_splits(rows, 2)
+    assert "UserWarning" not in capfd.readouterr().err
+    assert make_splits(cohort(), 4, "ext", seed=2 ** 32 - 1).folds

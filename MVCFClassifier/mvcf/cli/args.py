@@ -18,7 +18,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "workers": (1, 64),
     "seed": (0, 2 ** 32 - 1),
     "epochs": (1, 10_000),
-    "batch_size": (1, 4096),
+    "batch_size": (2, 4096),   # batch normalisation needs two samples
     "patience": (1, 10_000),
     "folds": (1, 20),
     "size": (8, 1024),

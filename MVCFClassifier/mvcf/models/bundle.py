@@ -186,7 +186,8 @@ def check_weights_sha256(bundle_dir: Path, card: dict[str, Any]) -> Path:
     """The bundle's weights file, after checking it against the card's sha256 (streamed)."""
     weights_path = Path(bundle_dir) / WEIGHTS_FILE
     if not weights_path.is_file():
-        raise MVCFError(f"invalid model bundle: {weights_path} is missing")
+        found = "is not a file" if weights_path.exists() else "is missing"
+        raise MVCFError(f"invalid model bundle: {weights_path} {found}")
     actual = sha256_stream(weights_path)
     expected = str(card["weights"].get("sha256", ""))
     if actual != expected:
