@@ -200,6 +200,7 @@ STUDY_COLUMNS = (
     ("inference_ms_per_case", float, "inference time per case"),
     ("parameters", int, "trainable parameters"),
     ("bundle", str, "model bundle folder"),
+    ("comparison_note", str, "why a p-value against the reference is empty (no test: zero DeLong variance)"),
 )
 
 
@@ -208,17 +209,21 @@ def study_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     paired DeLong p-values against the reference model."""
     reference = summary.get("design", {}).get("reference", "")
     p_values: dict[tuple[str, str], float] = {}
+    notes: dict[str, list[str]] = {}
     for which in ("internal", "external"):
         for pair in (summary.get(f"delong_{which}") or {}).get("pairs", []):
             if reference in (pair.get("a"), pair.get("b")):
                 other = pair["b"] if pair["a"] == reference else pair["a"]
                 p_values[(which, other)] = pair.get("p")
+                if pair.get("p") is None and pair.get("note"):
+                    notes.setdefault(other, []).append(f"{which}: {pair['note']}")
     rows = []
     for model in summary.get("models", []):
         row: dict[str, Any] = {"model": model["name"], "reference": int(model["name"] == reference),
                                "train_seconds": model.get("train_seconds"),
                                "inference_ms_per_case": model.get("inference_ms_per_case"),
-                               "parameters": model.get("parameters"), "bundle": model.get("bundle") or ""}
+                               "parameters": model.get("parameters"), "bundle": model.get("bundle") or "",
+                               "comparison_note": "; ".join(notes.get(model["name"], []))}
         for which in ("internal", "external"):
             block = model.get(f"{which}_test") or {}
             ci = block.get("auc_ci_delong") or [None, None]

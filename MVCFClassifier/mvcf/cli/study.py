@@ -35,6 +35,7 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.outputs_guard import check_cache_folder, check_not_input, check_run_folder
     from mvcf.progress import emit_result
     from mvcf.study import HEADER, RUN_RECORD, StudyConfig, comparison_rows, run_study
+    from mvcf.study_report import auc_notes
 
     out = Path(args.out)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip() and m.strip() != "none")
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace, reporter) -> int:
         print(" | ".join(HEADER))
         for row in comparison_rows(summary):
             print(" | ".join(row))
+        for note in auc_notes(summary):   # why an AUC reads n/a or a Newcombe interval (the report's notes)
+            print(f"note: {note}")
         print(f"report: {out / 'report.html'}")
 
     emit_result(reporter, summary, args.json, text)
