@@ -147,15 +147,16 @@ def run(args: argparse.Namespace, reporter) -> int:
     from mvcf.inference import resolve_device
 
     resolve_device(args.device)  # --device cuda without one: refused before anything is written
+    from mvcf.cohort_checks import resume_record
     from mvcf.splits import make_splits
 
+    settings = run_settings(spec, n_folds, train_folds, args.external)
+    if main_process and args.resume and (out / RUN_RECORD).is_file():   # read only: its reason comes first
+        check_same_settings(resume_record(out / RUN_RECORD, records, True, "run"), settings, out)
     # the splits' refusals (too few cases per class, an unknown --external) also come before the first write
     plan = make_splits(records, n_folds=n_folds, external=args.external, seed=config.seed, train_folds=train_folds)
     with run_folder_lock(out, RUN_RECORD, resume=args.resume) if main_process else nullcontext():
         if main_process:  # the last check, and the first file written: what the run folder was run on
-            from mvcf.cohort_checks import resume_record
-
-            settings = run_settings(spec, n_folds, train_folds, args.external)
             check_same_settings(resume_record(out / RUN_RECORD, records, args.resume, "run", {"settings": settings}),
                                 settings, out)
         if args.device != "cuda":
