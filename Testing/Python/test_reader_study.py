@@ -435,3 +435,17 @@ def test_aided_outputs_say_when_the_model_was_trained_on_study_cases(tmp_path, c
     assert identity["training_overlap"] == {"checked": True, "cases": 1}
     assert (f"1 of 4 cases have a CT the model was trained on ({records[2].case_id}): the aided round's model "
             "outputs are not an independent test") in caplog.text
+
+
+def test_simulated_studies_without_a_test_count_as_no_rejection(capsys):
+    """Pilot sizes with near-perfect readers (AUC 0.95 -> 0.99, 10 cases) simulate studies in which every
+    reader is perfect in both rounds: the ORH test then has no variance (p None) and the power loop raised a
+    TypeError. Such studies reject nothing and are counted."""
+    from mvcf.cli.main import main
+
+    code = main(["--progress", "none", "reader-study", "simulate", "--simulations", "200", "--auc-unaided", "0.95",
+                 "--auc-aided", "0.99", "--cases", "10", "--readers", "3", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    row = json.loads(out)["grid"][0]
+    assert row["no_test"] > 0 and 0.0 <= row["power"] <= 1.0 - row["no_test"] / 200

@@ -210,7 +210,9 @@ def run_simulate(args: argparse.Namespace, reporter: Any) -> int:
              f"{result['n_sim']} simulated studies per design, ORH RRRC test at alpha {args.alpha}:",
              "readers  cases  MVCF  power (MC s.e.)  mean AUC unaided/aided"]
     lines += [f"{g['readers']:>7}  {g['cases']:>5}  {g['n_pos']:>4}  {g['power']:.3f} ({g['mc_se']:.3f})      "
-              f"{g['mean_auc_unaided']:.3f}/{g['mean_auc_aided']:.3f}" for g in result["grid"]]
+              f"{g['mean_auc_unaided']:.3f}/{g['mean_auc_aided']:.3f}"
+              + (f"  ({g['no_test']} of {result['n_sim']} studies had no test: zero variance)" if g["no_test"] else "")
+              for g in result["grid"]]
     if args.plot:
         from mvcf.reader_study.figures import plot_power
 

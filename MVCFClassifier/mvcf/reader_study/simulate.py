@@ -106,17 +106,20 @@ def power(readers: Sequence[int], cases: Sequence[int], auc_unaided: float, auc_
         n_pos = int(round(c * prevalence))
         truth = np.zeros(c, bool)
         truth[:n_pos] = True
-        hits, diffs, aucs = 0, [], []
+        hits, untestable, diffs, aucs = 0, 0, [], []
         for _ in range(n_sim):
             result = mrmc_arrays(model.ratings(truth, r, mus, rng), truth, alpha=alpha)
             sec = result["rrrc"]
             diff = -sec["diff"]  # modality 0 (unaided) minus 1 (aided) -> aided minus unaided
             wanted = np.sign(auc_aided - auc_unaided)  # under the null (equal AUCs) any rejection counts
-            hits += bool(sec["p"] < alpha and (wanted == 0 or np.sign(diff) == wanted))
+            # a study whose test has no variance (every reader perfect in both rounds) rejects nothing
+            untestable += sec["p"] is None
+            hits += bool(sec["p"] is not None and sec["p"] < alpha and (wanted == 0 or np.sign(diff) == wanted))
             diffs.append(diff)
             aucs.append([result["mean_auc"]["0"], result["mean_auc"]["1"]])
         p = hits / n_sim
         rows.append({"readers": r, "cases": c, "n_pos": n_pos, "power": p, "mc_se": float(np.sqrt(p * (1 - p) / n_sim)),
+                     "no_test": untestable,
                      "mean_auc_unaided": float(np.mean([a[0] for a in aucs])),
                      "mean_auc_aided": float(np.mean([a[1] for a in aucs])), "mean_diff": float(np.mean(diffs))})
         if on_progress is not None:
