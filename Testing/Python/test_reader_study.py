@@ -203,7 +203,8 @@ def test_collect_refuses_a_missing_case_a_foreign_key_and_bad_ratings(unaided_st
     (lambda d: d["readings"][2].update(case=[1]), "reading 3 is not an object with a round and a case"),
     (lambda d: d["readings"][0].update(confidence=True), "confidence rating True is not a number"),
     (lambda d: d["readings"][0].update(reading_time_s="slow"), "reading_time_s 'slow' is not seconds"),
-], ids=["readings-object", "entry-number", "case-list", "rating-true", "time-word"])
+    (lambda d: d["readings"][0].update(confidence=10 ** 400), "is out of range (1-5)"),   # was an OverflowError
+], ids=["readings-object", "entry-number", "case-list", "rating-true", "time-word", "rating-huge"])
 def test_an_edited_answers_file_is_one_line_not_a_traceback(unaided_study, tmp_path, damage, message):
     """An answers file edited by hand: 'readings' an object, an entry a number, a case a list (AttributeError /
     TypeError tracebacks in collect and in the reading panel); a rating `true` (taken as 1) and a reading time
@@ -449,3 +450,59 @@ def test_simulated_studies_without_a_test_count_as_no_rejection(capsys):
     assert code == 0
     row = json.loads(out)["grid"][0]
     assert row["no_test"] > 0 and 0.0 <= row["power"] <= 1.0 - row["no_test"] / 200
+
+
+def test_package_files_keep_no_manifest_order_and_plans_differing_in_settings_differ(tmp_path):
+    """Blinded CTs were copied in manifest order, so inode numbers and mtimes (ls -i, ls -tr) sorted the
+    opaque ids as the manifest's rows: a manifest sorted by label gave the labels away. Plans differing only
+    in washout (or crop, revision, heatmaps, scale, groups, model) shared one study id and fingerprint, so one
+    plan's answers were collected by the other; Ann and ann were two package folders."""
+    import shutil
+
+    manifest = reader_study_manifest(tmp_path, n_per_site=3)
+    plan = make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=5), tmp_path / "a")
+    cases = tmp_path / "a" / "packages" / "r1" / "cases"
+    files = sorted(cases.iterdir(), key=lambda f: f.stat().st_ino)
+    assert [f.name for f in files] == sorted(f.name for f in files)
+    assert len({f.stat().st_mtime_ns for f in (tmp_path / "a" / "packages" / "r1").rglob("*")}) == 1
+    other = make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=5, washout_days=30),
+                      tmp_path / "b")
+    assert other["study_id"] != plan["study_id"] and other["fingerprint"] != plan["fingerprint"]
+    with pytest.raises(MVCFError, match="lists a reader twice"):
+        parse_readers("Ann,ann")
+    shutil.rmtree(tmp_path / "b")
+
+
+def test_collect_refuses_an_edited_key_or_plan_and_another_readers_answers(unaided_study, tmp_path):
+    """A key with a label flipped or case ids swapped was collected into wrong truth; a label 'MVCF', a
+    missing label or a plan without readers was a traceback; ann's answers saved as ben's were taken."""
+    import shutil
+
+    plan = tmp_path / "plan"
+    shutil.copytree(unaided_study / "plan", plan)
+    answer_all(plan / "packages" / "r1", "r1")
+    answer_all(plan / "packages" / "r2", "r2")
+    key_file, plan_file = plan / "key.json", plan / "plan.json"
+    key_text, plan_text = key_file.read_text(), plan_file.read_text()
+    key = json.loads(key_text)
+    first = sorted(key["cases"])[0]
+    for edit, message in ((lambda k: k["cases"][first].update(label=1 - k["cases"][first]["label"]),
+                           "was changed after the plan was made"),
+                          (lambda k: k["cases"][first].update(label="MVCF"), "has truth 'MVCF'; it must be 0 or 1")):
+        edited = json.loads(key_text)
+        edit(edited)
+        key_file.write_text(json.dumps(edited))
+        if "truth" in message:   # a plan written before the key digest: the key's own fields are checked
+            plan_file.write_text(json.dumps({k: v for k, v in json.loads(plan_text).items() if k != "key_sha256"}))
+        result = mvcf_cli("reader-study", "collect", str(plan))
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    key_file.write_text(key_text)
+    plan_file.write_text(json.dumps({k: v for k, v in json.loads(plan_text).items() if k != "readers"}))
+    result = mvcf_cli("reader-study", "collect", str(plan))
+    assert result.returncode == 2 and "the study plan is damaged" in result.stderr and "Traceback" not in result.stderr
+    plan_file.write_text(plan_text)
+    ann = json.loads((plan / "packages" / "r1" / "answers.json").read_text())
+    (plan / "packages" / "r2" / "answers.json").write_text(json.dumps({**ann, "reader": "r2"}))
+    result = mvcf_cli("reader-study", "collect", str(plan))
+    assert result.returncode == 2 and "is not where r2's package puts it (another reader's answers?)" in result.stderr

@@ -24,16 +24,77 @@ _SHOWN = 8
 
 def load_plan_and_key(plan_dir: Path, key_path: Optional[Path] = None) -> tuple[dict, dict]:
     """plan.json and the key, checked to belong together (same study, same fingerprint, same cases)."""
+    import hashlib
+
     plan = read_json(plan_dir / PLAN_FILE, "study plan")
-    key = read_json(Path(key_path) if key_path else plan_dir / KEY_FILE, "study key")
+    key_file = Path(key_path) if key_path else plan_dir / KEY_FILE
+    key = read_json(key_file, "study key")
+    _check_plan(plan)
     for field in ("study_id", "fingerprint"):
         if key.get(field) != plan.get(field):
             raise MVCFError(f"the key does not match the plan: key {field} {key.get(field)!r}, plan "
                             f"{plan.get(field)!r} (use the key written with this plan)")
+    expected = plan.get("key_sha256")   # plans before it kept no digest of the key
+    if expected is not None and hashlib.sha256(key_file.read_bytes()).hexdigest() != expected:
+        raise MVCFError(f"the key {key_file} was changed after the plan was made (its sha256 is not plan.json's "
+                        "key_sha256): truth or case ids may have been edited; use the key written with this plan")
+    _check_key(key)
     if len(key.get("cases", {})) != plan.get("n_cases"):
         raise MVCFError(f"the key does not match the plan: {len(key.get('cases', {}))} cases in the key, "
                         f"{plan.get('n_cases')} planned")
     return plan, key
+
+
+def _check_plan(plan: dict) -> None:
+    """The fields collect reads, of the types the plan writes them in (an edited plan was a traceback)."""
+    problems = []
+    if not isinstance(plan.get("readers"), list) or not all(isinstance(r, str) for r in plan["readers"]):
+        problems.append("readers must be a list of names")
+    if not isinstance(plan.get("rounds"), list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                                          for r in plan["rounds"]):
+        problems.append("rounds must be a list of {name, aided}")
+    if not isinstance(plan.get("scale"), dict):
+        problems.append("scale must be an object")
+    groups = plan.get("groups", {})
+    if not isinstance(groups, dict) or not all(isinstance(m, list) for m in groups.values()):
+        problems.append("groups must map a group to its readers")
+    if problems:
+        raise MVCFError(f"the study plan is damaged (was plan.json edited?): {'; '.join(problems)}")
+
+
+def _check_key(key: dict) -> None:
+    """Every case of the key: a case id (each once), truth 0 or 1, a model probability in [0, 1] when given;
+    a key edited by hand was collected into wrong truth, or failed with a traceback."""
+    cases = key.get("cases")
+    if not isinstance(cases, dict):
+        raise MVCFError("the study key is damaged (was it edited?): cases must be an object")
+    seen: dict[str, str] = {}
+    for opaque, case in cases.items():
+        where = f"the study key's case {opaque}"
+        if not isinstance(case, dict) or not isinstance(case.get("case_id"), str):
+            raise MVCFError(f"{where} is damaged: it needs a case_id")
+        if case.get("label") not in (0, 1) or isinstance(case.get("label"), bool):
+            raise MVCFError(f"{where} has truth {case.get('label')!r}; it must be 0 or 1")
+        if case["case_id"] in seen:
+            raise MVCFError(f"{where} repeats case {case['case_id']!r} of case {seen[case['case_id']]}")
+        seen[case["case_id"]] = opaque
+        model = case.get("model")
+        if model is not None:
+            probability = model.get("probability") if isinstance(model, dict) else None
+            if isinstance(probability, bool) or not isinstance(probability, (int, float)) \
+                    or not 0.0 <= probability <= 1.0:
+                raise MVCFError(f"{where} has a model probability of {probability!r}; it must be in [0, 1]")
+
+
+def _planned_orders(plan_dir: Path, reader: str) -> Optional[dict[str, list]]:
+    """{round: [case, ...]} of the reader's package, None when it is not there to compare with."""
+    from mvcf.reader_study.packages import PACKAGE_FILE
+
+    try:
+        package = read_json(plan_dir / PACKAGES_DIR / reader / PACKAGE_FILE, "reader package")
+        return {r["name"]: list(r["cases"]) for r in package["rounds"]}
+    except (MVCFError, KeyError, TypeError):
+        return None
 
 
 def _answers_files(plan_dir: Path, plan: dict, answers: Optional[Sequence[Path]]) -> list[Path]:
@@ -95,11 +156,20 @@ def collect_readings(plan_dir, key_path=None, answers: Optional[Sequence] = None
                 problems.append(f"reader {reader}: no answers")
             continue
         seen: dict[tuple, int] = {}
+        orders = _planned_orders(plan_dir, reader)
         for reading in by_reader[reader]["readings"]:
             pair = (reading.get("round"), reading.get("case"))
             seen[pair] = seen.get(pair, 0) + 1
             if pair[0] not in rounds or pair[1] not in cases:
                 problems.append(f"reader {reader}: reading of unknown case {pair[1]!r} in round {pair[0]!r}")
+                continue
+            position = reading.get("position")
+            order = (orders or {}).get(pair[0])
+            if order is not None and (not isinstance(position, int) or not 1 <= position <= len(order)
+                                      or order[position - 1] != pair[1]):
+                # another reader's answers under this name: the cases come in that reader's order
+                problems.append(f"reader {reader} {pair[0]}: case {pair[1]} at position {position!r} is not where "
+                                f"{reader}'s package puts it (another reader's answers?)")
                 continue
             try:
                 values = scale.check(reading.get("confidence"), reading.get("probability"))

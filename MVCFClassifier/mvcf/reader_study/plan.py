@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -62,8 +63,8 @@ def parse_readers(spec: str) -> list[str]:
     bad = [n for n in names if not _READER_NAME.fullmatch(n)]
     if bad:
         raise MVCFError(f"reader name {bad[0]!r} is not allowed (letters, digits, '_', '.', '-'; at most 40)")
-    if len(set(names)) != len(names):
-        raise MVCFError(f"--readers lists a reader twice: {spec}")
+    if len({n.casefold() for n in names}) != len(names):   # Ann and ann: one package folder on macOS/Windows
+        raise MVCFError(f"--readers lists a reader twice (letter case aside): {spec}")
     if len(names) < 2:
         raise MVCFError("an MRMC reader study needs at least two readers")
     return names
@@ -100,6 +101,14 @@ def parse_rounds(spec: str) -> list[str]:
     return rounds
 
 
+def _one_time(folder: Path) -> None:
+    """Every file of a package with one modification time: the times the files were written in told the
+    manifest's order (nanoseconds apart), which a manifest sorted by label or site would give away."""
+    when = time.time()
+    for path in folder.rglob("*"):
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
 def fingerprint(study_id: str, orders: dict) -> str:
     """What ties the key, the packages and the answers to one plan: a hash of the study ID and every order."""
     text = json.dumps({"study_id": study_id, "orders": orders}, sort_keys=True)
@@ -107,8 +116,20 @@ def fingerprint(study_id: str, orders: dict) -> str:
 
 
 def _study_id(manifest: Path, settings: PlanSettings) -> str:
+    """A hash of the manifest and every setting that shapes what readers see and how their answers count (the
+    washout, the crop, revision, heatmaps, the scale, the groups, and the aided round's model weights): plans
+    that differed only in those shared one id and fingerprint, so one plan's answers were collected by the
+    other."""
     digest = hashlib.sha256(manifest.read_bytes())
-    digest.update(json.dumps([settings.readers, settings.rounds, settings.seed]).encode())
+    model = None
+    if "aided" in settings.rounds:
+        from mvcf.inference import default_model_path
+        from mvcf.models.bundle import read_card
+
+        model = read_card(settings.model or default_model_path())["weights"]["sha256"]
+    digest.update(json.dumps([settings.readers, settings.rounds, settings.seed, settings.washout_days,
+                              settings.crop_mm, settings.allow_revision, settings.heatmaps,
+                              settings.scale.to_dict(), settings.groups, model], sort_keys=True).encode())
     return "RS-" + digest.hexdigest()[:8].upper()
 
 
@@ -199,7 +220,8 @@ def make_plan(manifest, settings: PlanSettings, out,
         for reader in settings.readers:
             folder = tmp / PACKAGES_DIR / reader
             (folder / pk.CASES_DIR).mkdir(parents=True)
-            for opaque in ids:
+            # in the order of the opaque ids, not the manifest's: file and inode order (ls -i, ls -tr) told it
+            for opaque in sorted(ids):
                 shutil.copyfile(staging / "cases" / f"{opaque}.nii.gz", folder / pk.CASES_DIR / f"{opaque}.nii.gz")
             package = {"format": pk.FORMAT, "version": pk.VERSION, "study_id": study_id, "fingerprint": print_,
                        "reader": reader, "rounds": [{"name": r, "aided": r == "aided", "cases": orders[reader][r]}
@@ -212,14 +234,19 @@ def make_plan(manifest, settings: PlanSettings, out,
             if outputs:
                 aided = folder / pk.AIDED_DIR
                 aided.mkdir()
-                for value in outputs.values():
-                    if value.get("heatmap"):
-                        shutil.copyfile(staging / "aided" / value["heatmap"], aided / value["heatmap"])
+                for opaque in sorted(outputs):
+                    if outputs[opaque].get("heatmap"):
+                        shutil.copyfile(staging / "aided" / outputs[opaque]["heatmap"],
+                                        aided / outputs[opaque]["heatmap"])
                 (aided / pk.AIDED_FILE).write_text(json.dumps({"model": identity, "disclaimer": RESEARCH_USE_DISCLAIMER,
-                                                               "cases": outputs}, indent=1), encoding="utf-8")
+                                                               "cases": {k: outputs[k] for k in sorted(outputs)}},
+                                                              indent=1), encoding="utf-8")
+            _one_time(folder)
             require_no_leaks(folder, secrets)
             progress(f"package {reader}")
         shutil.rmtree(staging)
+        key_text = json.dumps(key, indent=1)
+        plan["key_sha256"] = hashlib.sha256(key_text.encode("utf-8")).hexdigest()   # an edited key is told
         (tmp / PLAN_FILE).write_text(json.dumps(plan, indent=1), encoding="utf-8")
-        (tmp / KEY_FILE).write_text(json.dumps(key, indent=1), encoding="utf-8")
+        (tmp / KEY_FILE).write_text(key_text, encoding="utf-8")
     return plan

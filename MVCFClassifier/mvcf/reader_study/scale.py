@@ -90,7 +90,10 @@ def _value(value: Any, asked: bool, what: str, low: float, high: float, whole: b
             raise TypeError
         number = float(value)
     except (TypeError, ValueError):
-        raise MVCFError(f"{what} {value!r} is not a number (use {span})") from None
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise MVCFError(f"{what} {shown} is not a number (use {span})") from None
+    except OverflowError:   # an integer of 400 digits
+        raise MVCFError(f"{what} {str(value)[:20]}... is out of range ({span})") from None
     if not math.isfinite(number) or not low <= number <= high or (whole and not number.is_integer()):
         raise MVCFError(f"{what} {value!r} is out of range (use {'a whole number ' if whole else ''}{span})")
     return int(number) if whole else number
