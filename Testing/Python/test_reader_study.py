@@ -506,3 +506,25 @@ def test_collect_refuses_an_edited_key_or_plan_and_another_readers_answers(unaid
     (plan / "packages" / "r2" / "answers.json").write_text(json.dumps({**ann, "reader": "r2"}))
     result = mvcf_cli("reader-study", "collect", str(plan))
     assert result.returncode == 2 and "is not where r2's package puts it (another reader's answers?)" in result.stderr
+
+
+def test_collect_says_where_the_answers_times_break_the_plan():
+    """collect ignored the times: aided readings an hour after the unaided round despite a 28-day washout, or
+    dated before the plan or in 2100, were collected without a word. They are still collected, and said."""
+    import time as _time
+
+    from mvcf.reader_study.collect import protocol_deviations
+
+    plan = {"created": _time.strftime("%Y-%m-%dT%H:%M:%S%z", _time.localtime(1.7e9)), "washout_days": 28,
+            "rounds": [{"name": "unaided"}, {"name": "aided"}]}
+    unaided = [{"round": "unaided", "case": "A", "submitted_at": 1.7e9 + 100}]
+    ok = unaided + [{"round": "aided", "case": "A", "submitted_at": 1.7e9 + 100 + 29 * 86400}]
+    assert protocol_deviations(plan, {"r1": ok}) == []
+    early = unaided + [{"round": "aided", "case": "A", "submitted_at": 1.7e9 + 3700}]
+    assert protocol_deviations(plan, {"r1": early}) == [
+        "reader r1: round aided began 0.0 days after unaided ended; the plan's washout is 28 days"]
+    odd = [{"round": "unaided", "case": "A", "submitted_at": 1.0e9}, {"round": "aided", "case": "A",
+                                                                        "submitted_at": 4.1e9}]
+    lines = protocol_deviations(plan, {"r1": odd, "r2": [{"round": "unaided", "case": "B", "submitted_at": "x"}]})
+    assert any("dated before the plan was made" in line for line in lines)
+    assert any("dated in the future" in line for line in lines) and any("has no time ('x')" in line for line in lines)

@@ -7,7 +7,9 @@ or reader, and incomplete or duplicated readings. Nothing is written unless ever
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -202,9 +204,47 @@ def collect_readings(plan_dir, key_path=None, answers: Optional[Sequence] = None
         model = pd.DataFrame([{"case": c["case_id"], "score": c["model"]["probability"],
                                "prediction": c["model"]["prediction"], "threshold": c["model"]["threshold"]}
                               for c in cases.values()]).sort_values("case").reset_index(drop=True)
+    deviations = protocol_deviations(plan, {r: by_reader[r]["readings"] for r in by_reader})
+    for line in deviations:
+        logging.getLogger("mvcf.reader_study").warning(line)
     summary = {"study_id": plan["study_id"], "readers": len(plan["readers"]), "rounds": rounds,
-               "cases": len(cases), "ratings": len(readings)}
+               "cases": len(cases), "ratings": len(readings), "protocol_deviations": deviations}
     return readings, model, summary
+
+
+def protocol_deviations(plan: dict, readings: dict[str, list]) -> list[str]:
+    """What the answers' times say against the plan: a round read before the previous one ended plus the
+    washout, a reading before the plan was made or in the future (a clock or an edit). Collected all the same,
+    and said, so that the report's reader knows (the reading panel enforces the washout; a hand-made or edited
+    answers file need not)."""
+    import datetime as dt
+
+    try:
+        created = dt.datetime.strptime(str(plan.get("created")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        created = None
+    washout = float(plan.get("washout_days") or 0) * 86400.0
+    now, out = time.time(), []
+    order = [r["name"] for r in plan["rounds"]]
+    for reader, entries in readings.items():
+        times: dict[str, list[float]] = {}
+        for e in entries:
+            stamp = e.get("submitted_at")
+            if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and math.isfinite(stamp):
+                times.setdefault(e.get("round"), []).append(float(stamp))
+            else:
+                out.append(f"reader {reader}: a reading of case {e.get('case')!r} has no time ({stamp!r})")
+        every = [t for ts in times.values() for t in ts]
+        if every and created is not None and min(every) < created - 60:
+            out.append(f"reader {reader}: readings dated before the plan was made ({plan.get('created')})")
+        if every and max(every) > now + 86400:
+            out.append(f"reader {reader}: readings dated in the future")
+        for earlier, later in zip(order, order[1:]):
+            if times.get(earlier) and times.get(later) and min(times[later]) < max(times[earlier]) + washout - 60:
+                days = (min(times[later]) - max(times[earlier])) / 86400.0
+                out.append(f"reader {reader}: round {later} began {days:.1f} days after {earlier} ended; the plan's "
+                           f"washout is {washout / 86400.0:g} days")
+    return out
 
 
 def write_collected(readings, model, out_dir: Path) -> list[Path]:
