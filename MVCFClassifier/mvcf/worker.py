@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 DEFAULT_IDLE_EXIT_S = 600.0
 
 
+#: The longest request line read (a request names files and options: kilobytes); longer ones are skipped.
+MAX_REQUEST_BYTES = 16 << 20
+TOO_LONG = object()
+
 class _Tagged:
     """The request's events: every one carries its id."""
 
@@ -98,7 +102,15 @@ class Worker:
         lines: "queue.Queue[Optional[str]]" = queue.Queue()
 
         def read() -> None:
-            for line in requests:   # bytes are decoded here: a line that is not UTF-8 never ends the reading
+            while True:   # bytes are decoded here: a line that is not UTF-8 never ends the reading
+                line = requests.readline(MAX_REQUEST_BYTES + 1)
+                if not line:
+                    break
+                if len(line) > MAX_REQUEST_BYTES:   # a 600 MB line was parsed whole (1.9 GB): skipped instead
+                    while line and not line.endswith(b"\n" if isinstance(line, bytes) else "\n"):
+                        line = requests.readline(1 << 20)
+                    lines.put(TOO_LONG)
+                    continue
                 lines.put(line.decode("utf-8", "surrogateescape") if isinstance(line, bytes) else line)
             lines.put(None)
 
@@ -111,6 +123,10 @@ class Worker:
                 return "idle"
             if line is None:
                 return "end of input"
+            if line is TOO_LONG:
+                self.channel.emit("error", id=None, message=f"a request line longer than {MAX_REQUEST_BYTES >> 20} "
+                                  "MiB was skipped (a request names files; it holds no data)")
+                continue
             if not line.strip():
                 continue
             if self.handle(line) == "shutdown":

@@ -150,3 +150,14 @@ def test_cancel_leaves_no_output(tmp_path):
         generate_cohort(tmp_path / "x", n_cases=5, seed=1, on_progress=lambda d, t, m: calls.append(d),
                         should_cancel=lambda: len(calls) >= 2)
     assert calls == [1, 2] and list(tmp_path.iterdir()) == []
+
+
+def test_an_external_fraction_that_leaves_no_internal_case_is_refused():
+    """--cases 6 --external-fraction 0.99 gave 6 external cases and no internal one: the cohort that an
+    external fraction of 1 is refused for."""
+    from mvcf.errors import MVCFError
+    from mvcf.synth.cohort import plan_cohort
+
+    with pytest.raises(MVCFError, match="an external fraction of 0.99 of 6 case"):
+        plan_cohort(6, external_fraction=0.99)
+    assert sum(p.institution == "internal" for p in plan_cohort(6, external_fraction=0.5)) == 3

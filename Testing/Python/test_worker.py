@@ -353,3 +353,18 @@ def test_a_request_that_is_not_utf8_is_an_error_and_the_next_one_is_served(tmp_p
     events = [json.loads(text) for text in done.stdout.splitlines()]
     assert [e["event"] for e in events if e["event"] != "progress"] == ["ready", "error", "pong"], events
     assert "not UTF-8" in events[1]["message"] or "not JSON" in events[1]["message"]
+
+
+def test_an_oversized_request_line_is_skipped_with_one_error(monkeypatch):
+    """A 600 MB request line was parsed whole (1.9 GB of memory); a line past MAX_REQUEST_BYTES is now
+    skipped to its end with one error event, and the worker answers the next request."""
+    import mvcf.worker
+
+    monkeypatch.setattr(mvcf.worker, "MAX_REQUEST_BYTES", 64)
+    out = io.StringIO()
+    lines = io.StringIO("\n".join([json.dumps({"id": 1, "command": "ping", "pad": "x" * 500}),
+                                   json.dumps({"id": 2, "command": "ping"}), json.dumps({"command": "shutdown"})]))
+    assert mvcf.worker.Worker(out, idle_exit_s=30).serve(lines) == "shutdown"
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"] for e in events] == ["error", "pong", "exit"] and events[1]["id"] == 2
+    assert "request line longer than" in events[0]["message"]

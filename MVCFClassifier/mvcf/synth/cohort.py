@@ -73,6 +73,9 @@ def plan_cohort(n_cases: int, seed: int = 0, external_fraction: float = 0.3, pre
         raise MVCFError("prevalence of MVCF must be in (0, 1)")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     n_external = int(round(n_cases * external_fraction))
+    if n_external == n_cases:   # the state an external fraction of 1 is refused for
+        raise MVCFError(f"an external fraction of {external_fraction:g} of {n_cases} case(s) leaves no internal case; "
+                        "use a smaller fraction or more cases")
     counts = {"internal": 0, "external": 0}
     quota = {"internal": n_cases - n_external, "external": n_external}
     plans: list[CasePlan] = []
