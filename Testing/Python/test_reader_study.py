@@ -204,7 +204,10 @@ def test_collect_refuses_a_missing_case_a_foreign_key_and_bad_ratings(unaided_st
     (lambda d: d["readings"][0].update(confidence=True), "confidence rating True is not a number"),
     (lambda d: d["readings"][0].update(reading_time_s="slow"), "reading_time_s 'slow' is not seconds"),
     (lambda d: d["readings"][0].update(confidence=10 ** 400), "is out of range (1-5)"),   # was an OverflowError
-], ids=["readings-object", "entry-number", "case-list", "rating-true", "time-word", "rating-huge"])
+    (lambda d: d["readings"][0].update(reading_time_s=-50), "reading_time_s -50 is not seconds"),   # entered the median
+    (lambda d: d["readings"][0].update(note={"a": [1]}), "the note is not text"),   # reached the CSV as a repr
+], ids=["readings-object", "entry-number", "case-list", "rating-true", "time-word", "rating-huge", "time-negative",
+        "note-object"])
 def test_an_edited_answers_file_is_one_line_not_a_traceback(unaided_study, tmp_path, damage, message):
     """An answers file edited by hand: 'readings' an object, an entry a number, a case a list (AttributeError /
     TypeError tracebacks in collect and in the reading panel); a rating `true` (taken as 1) and a reading time

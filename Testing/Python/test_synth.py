@@ -161,3 +161,23 @@ def test_an_external_fraction_that_leaves_no_internal_case_is_refused():
     with pytest.raises(MVCFError, match="an external fraction of 0.99 of 6 case"):
         plan_cohort(6, external_fraction=0.99)
     assert sum(p.institution == "internal" for p in plan_cohort(6, external_fraction=0.5)) == 3
+
+
+def test_synth_out_an_empty_folder_a_users_folder_and_its_own_cohort(tmp_path, capsys):
+    """An empty folder and a user's file were both 'already exists (... or pass --overwrite)', and --overwrite
+    was then refused: an empty folder is now taken, a user's file or folder is never replaced, and only an
+    earlier cohort of mvcf asks for --overwrite."""
+    from mvcf.cli.main import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["--progress", "none", "synth", "--cases", "2", "--seed", "1", "--out"]
+    assert main(args + [str(empty)]) == 0 and (empty / "manifest.csv").is_file()
+    capsys.readouterr()
+    assert main(args + [str(empty)]) == 2 and "holds an earlier cohort of mvcf (pass --overwrite" in \
+        capsys.readouterr().err
+    (tmp_path / "mine.txt").write_text("keep")
+    for target in (tmp_path / "mine.txt", tmp_path):
+        assert main(args + [str(target), "--overwrite"]) == 2
+        assert "exists and was not written by mvcf; it is never replaced" in capsys.readouterr().err
+    assert (tmp_path / "mine.txt").read_text() == "keep"

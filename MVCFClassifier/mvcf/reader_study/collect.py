@@ -180,8 +180,11 @@ def collect_readings(plan_dir, key_path=None, answers: Optional[Sequence] = None
                 continue
             seconds = reading.get("reading_time_s")
             if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                        or not math.isfinite(seconds)):
+                                        or not math.isfinite(seconds) or seconds < 0):   # -50 entered the median
                 problems.append(f"reader {reader} {pair[0]} case {pair[1]}: reading_time_s {seconds!r} is not seconds")
+                continue
+            if not isinstance(reading.get("note", ""), str):   # an object reached the CSV as its repr
+                problems.append(f"reader {reader} {pair[0]} case {pair[1]}: the note is not text")
                 continue
             case = cases[pair[1]]
             rows.append({"reader": reader, "modality": pair[0], "case": case["case_id"], "truth": int(case["label"]),

@@ -301,8 +301,9 @@ def render_markdown(payload: dict) -> str:
     out = [f"# {payload['title']}", "", f"> {payload['disclaimer']}", ""]
     if payload.get("study_id"):
         out += [f"Study {payload['study_id']}. Reader calls: malignant at rating ≥ {_fmt(payload['positive_at'], 'g')}.", ""]
-    out += ["## Summary table", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    cells = [[str(c).replace("|", "\\|") for c in r] for r in rows]   # a '|' in a group name split the row
+    out += ["## Summary table", "", "| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+    out += ["| " + " | ".join(r) + " |" for r in cells[1:]]
     out += ["", "AUCs are empirical (trapezoidal), reader-averaged; CIs and tests: Obuchowski–Rockette with "
             "Hillis degrees of freedom, random readers and random cases (jackknife covariances). The model row "
             "has a DeLong CI and the sensitivity/specificity at its frozen threshold. Where an interval "
