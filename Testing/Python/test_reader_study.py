@@ -531,3 +531,15 @@ def test_collect_says_where_the_answers_times_break_the_plan():
     lines = protocol_deviations(plan, {"r1": odd, "r2": [{"round": "unaided", "case": "B", "submitted_at": "x"}]})
     assert any("dated before the plan was made" in line for line in lines)
     assert any("dated in the future" in line for line in lines) and any("has no time ('x')" in line for line in lines)
+
+
+def test_a_bar_in_a_group_name_stays_inside_its_markdown_cell(monkeypatch):
+    """A group named 'a|b' split its row of the report's summary table into one cell too many."""
+    import mvcf.reader_study.report as report
+
+    header = ["Readers", "n", "Round", "AUC (95% CI)", "Sensitivity", "Specificity", "Δ AUC (95% CI)", "F (df)", "p"]
+    monkeypatch.setattr(report, "table_rows", lambda payload: [header, ["a|b", "2", "unaided", *[""] * 6]])
+    text = report.render_markdown({"title": "t", "disclaimer": "d", "modalities": [], "sections": {},
+                                   "model": None, "table": []})
+    row = next(line for line in text.splitlines() if line.startswith("| a"))
+    assert row.count(" | ") == len(header) - 1 and "a\\|b" in row
