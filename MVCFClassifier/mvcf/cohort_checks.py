@@ -74,6 +74,12 @@ def surplus_cells(row: dict) -> Optional[str]:
             "(quote a cell that holds a comma: \"X,Y,Z\")")
 
 
+def holds_control_character(text: str) -> bool:
+    """A tab, newline, NUL or DEL in a name: it splits the one-line errors that name it, and files and fonts
+    take it badly (a screen case id, a locations file's vertebra name)."""
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
 def check_cells(values: dict[str, str], base: Path, allow_outside_root: bool,
                 path_columns: Sequence[str] = PATH_COLUMNS) -> None:
     """Refuse a NUL byte in any cell and a path outside `base` (the manifest's folder), relative (`../`, a

@@ -2,7 +2,6 @@
 (overall and per institution), calibration, and ROC / calibration / decision-curve plots."""
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -92,10 +91,7 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
     check_outside_folders([("--cache", cache_dir)], [("--out", out)])   # out is replaced as a whole
     check_cohort_files(records, Path(manifest))
     bundle = load_bundle(model, device=device)
-    seen = training_scans.overlap(bundle.card, records)
-    warning = training_scans.overlap_warning(seen, len(records))
-    if warning:
-        logging.getLogger("mvcf.evaluate").warning(warning)
+    seen = training_scans.report_overlap(bundle.card, records, "mvcf.evaluate")
     prob = predict_records(bundle, records, device, cache_dir, on_progress, should_cancel)
     labels = [int(r.label) for r in records]
     sites = [r.institution for r in records]

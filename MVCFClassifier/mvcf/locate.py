@@ -229,11 +229,12 @@ def moved_grid(ct: CTImage, mask: CTImage) -> Optional[str]:
     if mask.size_ijk != ct.size_ijk or not np.allclose(mask.spacing, ct.spacing, rtol=1e-4, atol=1e-4):
         return None
     shift = float(np.linalg.norm(mask.origin - ct.origin))
-    turned = not np.allclose(mask.direction, ct.direction, atol=1e-4)
-    if shift <= 0.5 * float(min(ct.spacing)) and not turned:
+    differences = [f"an origin {shift:.1f} mm away"] if shift > 0.5 * float(min(ct.spacing)) else []
+    if not np.allclose(mask.direction, ct.direction, atol=1e-4):
+        differences.append("another direction")
+    if not differences:
         return None
-    what = " and ".join(part for part in (f"an origin {shift:.1f} mm away" if shift > 0.5 * min(ct.spacing)
-                                          else "", "another direction" if turned else "") if part)
+    what = " and ".join(differences)
     named = f"the mask {Path(mask.source).name}" if mask.source else "the mask"
     return (f"{named} has the CT's size and spacing but {what}: its labels are placed by "
             "its own header; if it was made on this CT, its header was lost or rewritten")

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
-from mvcf.cohort_checks import surplus_cells
+from mvcf.cohort_checks import holds_control_character, surplus_cells
 from mvcf.errors import MVCFError
 from mvcf.locate import VertebraQuery, parse_point
 
@@ -61,7 +61,7 @@ def _name(value: Any, where: str) -> str:
         raise MVCFError(f"{where} needs a name")
     if not isinstance(value, str):
         raise MVCFError(f"{where} name must be text, got {value!r}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if holds_control_character(value):
         raise MVCFError(f"{where} name {value!r} holds a control character (newline, tab, ...)")
     return value.strip()
 

@@ -205,6 +205,10 @@ def run_study(records: Sequence[Any], out_dir: os.PathLike, config: StudyConfig,
     view_seconds = time.perf_counter() - started
     log(f"views for {len(records)} cases x {n_modes} modes in {view_seconds:.1f} s")
 
+    from mvcf import training_scans
+
+    # every mode is fitted on the same folds, so on the same scans: hashed once, not once per mode
+    card_extra = {**(card_extra or {}), "training_scans": training_scans.card_entry(records, plan)}
     results: list[ModelResult] = []
     for k, mode in enumerate(config.modes):
         check_cancel(should_cancel)

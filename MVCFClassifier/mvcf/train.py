@@ -573,7 +573,8 @@ def train_cohort(records: Sequence[Any], spec: Any, config: TrainConfig, out_dir
     out-of-fold internal predictions, the fold ensemble on the external site, a bundle under out_dir/model.
 
     `views` ({case_id: array}) skips view building (the study builds all modes' views once); `card_extra` is
-    merged into the model card (e.g. {"trained_on_synthetic_data": True})."""
+    merged into the model card (e.g. {"trained_on_synthetic_data": True}; a `training_scans` entry there is
+    used as it is, so a study hashes its cohort once for all modes)."""
     from mvcf import training_scans
     from mvcf.dataset import ViewCache
     from mvcf.manifest import write_predictions
@@ -586,7 +587,9 @@ def train_cohort(records: Sequence[Any], spec: Any, config: TrainConfig, out_dir
     if plan is None:
         plan = make_splits(records, n_folds=n_folds, external=external, seed=config.seed, train_folds=train_folds)
     by_id = {r.case_id: r for r in records}
-    scans = training_scans.card_entry(records, plan)   # before the hours of training: a CT gone is told now
+    extra = dict(card_extra or {})
+    if "training_scans" not in extra:   # before the hours of training: a CT gone is told now
+        extra["training_scans"] = training_scans.card_entry(records, plan)
     if views is None:
         views = next(iter(ViewCache(cache_dir).views(records, [spec], should_cancel=should_cancel,
                                                      on_progress=on_progress).values()))
@@ -608,8 +611,7 @@ def train_cohort(records: Sequence[Any], spec: Any, config: TrainConfig, out_dir
     card = _model_card(spec, config, net_config, shape, runs, parameters, threshold,
                        _validation_metrics(runs, labels, plan, ext_prob, threshold), data_summary(records, plan),
                        dist_info, name, version, description)
-    card["training_scans"] = scans
-    card.update(card_extra or {})
+    card.update(extra)
     bundle_path = None
     if out is not None and write_bundle and dist_info.is_main:
         bundle_path = save_bundle(out / "model", ensemble, card)

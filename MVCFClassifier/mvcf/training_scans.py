@@ -10,6 +10,7 @@ other bytes and is not recognised.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -89,3 +90,13 @@ def overlap_warning(found: dict[str, Any], n_cases: int, what: str = "these metr
     shown = ", ".join(cases[:5]) + (" ..." if len(cases) > 5 else "")
     return (f"{len(cases)} of {n_cases} cases have a CT the model was trained on ({shown}): {what} not an "
             "independent test")
+
+
+def report_overlap(card: dict[str, Any], records: Sequence[Any], logger: str,
+                   what: str = "these metrics are") -> dict[str, Any]:
+    """overlap(), with its warning logged to `logger` (the CLI prints it, Slicer shows it) when cases hit."""
+    found = overlap(card, records)
+    warning = overlap_warning(found, len(records), what)
+    if warning:
+        logging.getLogger(logger).warning(warning)
+    return found

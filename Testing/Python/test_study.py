@@ -29,8 +29,12 @@ def test_study_compares_modes_and_baseline_on_identical_cases(tmp_path, capsys):
     pairs = summary["delong_external"]["pairs"]
     assert len(pairs) == 6   # a pair with zero DeLong variance is no test (it printed p = 0 or 1)
     assert all(0.0 <= p["p"] <= 1.0 if p["p"] is not None else "no test possible" in p["note"] for p in pairs)
+    scans = []
     for mode in ("2d", "2.5d-orthogonal", "3d"):
         assert (out / mode / "model" / "model.json").is_file()
+        scans.append(json.loads((out / mode / "model" / "model.json").read_text())["training_scans"])
+    # one entry, hashed once by the study for every mode: site A's 16 scans (B is held out)
+    assert scans[0]["count"] == 16 and all(s == scans[0] for s in scans)
     with open(out / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 32 and all(r["baseline-logistic"] and r["3d"] for r in rows)

@@ -217,9 +217,11 @@ def _model_difference(earlier: dict[str, Any], now: dict[str, Any]) -> str:
     return ""
 
 
-#: Why a finished case is kept though it would be screened otherwise now, by kind (the --json summary's keys).
-STALE_KINDS = {"files": "skipped_with_other_files", "model": "skipped_with_another_model",
-               "settings": "skipped_with_other_settings"}
+#: Why a finished case is kept though it would be screened otherwise now, by kind: the --json summary's key
+#: and what the warning says.
+STALE_KINDS = {"files": ("skipped_with_other_files", "the manifest names other files now"),
+               "model": ("skipped_with_another_model", "this run's model differs"),
+               "settings": ("skipped_with_other_settings", "this run's settings differ")}
 
 
 def stale_cases(out: Path, cases: list[dict[str, str]], args: argparse.Namespace,
@@ -280,7 +282,7 @@ MAX_CASE_ID_BYTES = 200
 def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, str]]:
     """Rows of the screening manifest, paths resolved against its folder; every bad row in one error, the
     cells checked as every manifest's are (cohort_checks.check_cells: NUL bytes, paths outside its folder)."""
-    from mvcf.cohort_checks import check_cells, check_header, csv_read_errors, surplus_cells
+    from mvcf.cohort_checks import check_cells, check_header, csv_read_errors, holds_control_character, surplus_cells
     from mvcf.numbering import check_numbering
     from mvcf.screen_index import RESERVED_NAMES
 
@@ -308,7 +310,7 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
         if not case_id or "/" in case_id or "\\" in case_id or case_id.startswith("."):
             problems.append(f"line {n}: case_id {case_id!r} must be a plain name")
             continue
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in case_id):
+        if holds_control_character(case_id):
             problems.append(f"line {n}: case_id {case_id!r} holds a control character (tab, newline, ...)")
             continue
         if len(case_id.encode("utf-8")) > MAX_CASE_ID_BYTES:
@@ -401,14 +403,13 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
     if kept:
         import logging
 
-        for kind in STALE_KINDS:
+        for kind, (_, why) in STALE_KINDS.items():
             ids = [case_id for case_id, reasons in kept.items() if kind in reasons]
             if ids:
                 logging.getLogger("mvcf.cli").warning(
                     "%d finished case(s) in %s are kept as they are though %s (e.g. %s: %s); the index marks "
-                    "them; delete their folders, or use another --out, to screen them again", len(ids), out,
-                    {"files": "the manifest names other files now", "model": "this run's model differs",
-                     "settings": "this run's settings differ"}[kind], ids[0], kept[ids[0]][kind])
+                    "them; delete their folders, or use another --out, to screen them again", len(ids), out, why,
+                    ids[0], kept[ids[0]][kind])
     if out.is_dir():
         remove_stale_temporaries(out)   # case folders a killed run left half-written, never written again
     if todo and not (out / MARKER).is_file():
@@ -447,7 +448,7 @@ def run_manifest(args: argparse.Namespace, reporter) -> int:
                                 if case_id not in done})
     summary = {"shard": index, "shards": count, "cases_in_shard": len(mine), "screened": len(done),
                "skipped_finished": skipped + len(elsewhere), "finished_by_another_run": len(elsewhere),
-               **{key: sum(kind in r for r in kept.values()) for kind, key in STALE_KINDS.items()},
+               **{key: sum(kind in r for r in kept.values()) for kind, (key, _) in STALE_KINDS.items()},
                "failed": failed,
                "out": str(out), "model": bundle.identity() if bundle is not None else None,
                "backend": bundle.backend if bundle is not None else None, **archive}

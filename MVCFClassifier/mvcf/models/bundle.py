@@ -16,7 +16,7 @@ from mvcf.errors import MVCFError
 from mvcf.fileio import apply_umask, atomic_dir
 from mvcf.limits import read_bytes_bounded, sha256_stream
 from mvcf.models.card_schema import check_weights, parse_card_json, validate_card
-from mvcf.progress import standard_json
+from mvcf.progress import dumps
 
 FORMAT_NAME = "mvcf-model-bundle"
 FORMAT_VERSION = 1
@@ -131,17 +131,8 @@ def save_bundle(out_dir: Union[str, Path], model, card: dict[str, Any], overwrit
 
             full["onnx"] = write_graph(model, card["network"]["input_shape"], full["weights"]["sha256"],
                                        tmp / GRAPH_FILE)
-        (tmp / CARD_FILE).write_text(json.dumps(standard_json(full), indent=2, sort_keys=False, default=_jsonable) + "\n",
-                                     encoding="utf-8")
+        (tmp / CARD_FILE).write_text(dumps(full, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def read_card(path: Union[str, Path]) -> dict[str, Any]:

@@ -90,11 +90,10 @@ def _check_key(key: dict) -> None:
 
 def _planned_orders(plan_dir: Path, reader: str) -> Optional[dict[str, list]]:
     """{round: [case, ...]} of the reader's package, None when it is not there to compare with."""
-    from mvcf.reader_study.packages import PACKAGE_FILE
+    from mvcf.reader_study.packages import open_package
 
     try:
-        package = read_json(plan_dir / PACKAGES_DIR / reader / PACKAGE_FILE, "reader package")
-        return {r["name"]: list(r["cases"]) for r in package["rounds"]}
+        return {r["name"]: list(r["cases"]) for r in open_package(plan_dir / PACKAGES_DIR / reader, reader).rounds}
     except (MVCFError, KeyError, TypeError):
         return None
 

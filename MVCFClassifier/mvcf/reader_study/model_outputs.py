@@ -7,7 +7,6 @@ location (the same vertebra listed twice) are computed once.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -41,10 +40,8 @@ def compute_model_outputs(records: Sequence[Any], heatmap_dir: Optional[Path], n
         bundle = load_model(model, device)
     except (OSError, ValueError) as exc:
         raise MVCFError(f"cannot load the model {model or '(embedded demo)'}: {exc}") from None
-    seen = training_scans.overlap(bundle.card, records)
-    warning = training_scans.overlap_warning(seen, len(records), "the aided round's model outputs are")
-    if warning:
-        logging.getLogger("mvcf.reader_study").warning(warning)
+    seen = training_scans.report_overlap(bundle.card, records, "mvcf.reader_study",
+                                         "the aided round's model outputs are")
     cache: dict[tuple, tuple[dict, Any]] = {}
     outputs = []
     total = len(records)
