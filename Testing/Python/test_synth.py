@@ -172,6 +172,9 @@ def test_synth_out_an_empty_folder_a_users_folder_and_its_own_cohort(tmp_path, c
     empty = tmp_path / "empty"
     empty.mkdir()
     args = ["--progress", "none", "synth", "--cases", "2", "--seed", "1", "--out"]
+    # a refused request leaves the empty folder as it was (it was removed before the request was checked)
+    assert main(args + [str(empty), "--external-fraction", "0.99"]) == 2 and empty.is_dir()
+    capsys.readouterr()
     assert main(args + [str(empty)]) == 0 and (empty / "manifest.csv").is_file()
     capsys.readouterr()
     assert main(args + [str(empty)]) == 2 and "holds an earlier cohort of mvcf (pass --overwrite" in \
