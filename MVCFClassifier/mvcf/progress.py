@@ -1,7 +1,8 @@
 """Progress reporting and cancellation shared by predict, train and study.
 
 Long work takes `on_progress(done, total, message)` and `should_cancel()` callables. On the CLI these become
-a tqdm bar; in a child process started by the Slicer modules (`mvcf --progress jsonl ...`) every event is one
+a tqdm bar on a terminal and a plain `progress: ...` line per 15 s in a log (a Slurm or nohup log would otherwise
+hold the bar's carriage-return redraws, with the final `error:` line glued to them); in a child process started by the Slicer modules (`mvcf --progress jsonl ...`) every event is one
 JSON line on stdout:
 
     {"event": "progress", "done": 3, "total": 10, "message": "epoch 3/10"}
@@ -21,6 +22,7 @@ import logging
 import math
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import IO, Any, Callable, Iterator, Optional, Protocol
 
@@ -120,15 +122,34 @@ class JsonLinesReporter:
         pass
 
 
+#: seconds of work before the first `progress:` line in a log, and between two of them: a quick run (a refusal
+#: included) writes none, a long one a line per interval
+LINE_INTERVAL_S = 15.0
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
 class TqdmReporter(_ForPeople):
-    """A tqdm bar on stderr for interactive CLI use; metrics and logs go to stderr as text."""
+    """A tqdm bar on stderr for interactive CLI use; metrics and logs go to stderr as text. When stderr is
+    not a terminal, a `progress: done/total message` line once every LINE_INTERVAL_S seconds of work, so
+    every line of the log starts with what it is."""
 
     def __init__(self, stream: Optional[IO[str]] = None) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._bar = None
+        self._terminal = _is_terminal(self._stream)
+        self._last_line = time.monotonic()
 
     def progress(self, done: int, total: int, message: str = "") -> None:
         raise_swallowed()
+        if not self._terminal:
+            self._progress_line(done, total, message)
+            return
         from tqdm import tqdm
 
         if self._bar is None or self._bar.total != total:
@@ -138,6 +159,13 @@ class TqdmReporter(_ForPeople):
         self._bar.n = done
         self._bar.set_description_str(message[:60], refresh=False)
         self._bar.refresh()
+
+    def _progress_line(self, done: int, total: int, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_line >= LINE_INTERVAL_S:
+            text = " ".join(message.split())[:200]
+            print(f"progress: {done}/{total} {text}".rstrip(), file=self._stream, flush=True)
+            self._last_line = now
 
     def metrics(self, **values: Any) -> None:
         raise_swallowed()
@@ -180,7 +208,8 @@ class NullReporter(_ForPeople):
 
 
 def make_reporter(kind: str) -> Reporter:
-    """`tqdm` (default on a terminal), `jsonl` (child-process protocol) or `none`."""
+    """`tqdm` (the default: a bar on a terminal, `progress:` lines in a log), `jsonl` (child-process
+    protocol) or `none`."""
     if kind == "jsonl":
         return JsonLinesReporter()
     if kind == "none":

@@ -186,6 +186,37 @@ def test_an_ascii_terminal_gets_escapes_not_a_crash():
     assert proc.stdout.decode("ascii").strip() == "AUC 0.912 (0.861\\u20130.963)"
 
 
+def test_a_log_gets_an_error_line_of_its_own(tmp_path, shared_data):
+    """stderr redirected to a file (nohup, a Slurm log) held tqdm's carriage-return redraws, and the final
+    `error:` line was glued to them, so `grep '^error:' log` found nothing. Off a terminal there is no bar."""
+    ct = shared_data("totalsegmentator/example_ct.nii.gz")
+    log = tmp_path / "run.log"
+    with open(log, "w") as err:
+        code = subprocess.run([sys.executable, "-m", "mvcf", "predict", "--ct", str(ct), "--point-ras",
+                               "900,900,900"], stdout=subprocess.DEVNULL, stderr=err).returncode
+    raw = log.read_text()
+    assert code == 2 and raw.startswith("error: ") and "outside the CT" in raw and raw.count("\n") == 1, raw
+
+
+def test_long_work_in_a_log_writes_a_progress_line_per_interval(monkeypatch):
+    """Off a terminal a long run says how far it is once per interval (the first after one interval of work),
+    one `progress:` line each, so a 10,000-case screen neither floods its log nor stays silent for hours."""
+    import io
+
+    import mvcf.progress as progress
+
+    clock = iter(float(t) for t in range(1000))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 10.0)
+    stream = io.StringIO()
+    reporter = progress.TqdmReporter(stream)
+    for done in range(1, 101):
+        reporter.progress(done, 100, f"case {done}\nnext")
+    reporter.log("a warning", "warning")
+    assert stream.getvalue().splitlines() == [f"progress: {n}/100 case {n} next" for n in range(10, 101, 10)] + [
+        "warning: a warning"]
+
+
 def test_what_a_killed_run_left_is_cleaned_up_by_the_next_one(tmp_path, monkeypatch):
     """SIGKILL leaves an earlier output under its hidden name and half-written temporary files and folders
     (nothing can run then); the next run that writes the same file or folder deletes them once they are

@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest CT or mask accepted, in voxels (default 2^30; same as MVCF_MAX_VOXELS; "
                              "docs/reliability.md lists every limit)")
     parser.add_argument("--progress", choices=["tqdm", "jsonl", "none"], default="tqdm",
-                        help="progress display: tqdm bar on stderr, JSON lines on stdout (child-process "
-                             "protocol used by the Slicer modules), or none")
+                        help="progress display: tqdm bar on stderr (plain 'progress:' lines when stderr is not a "
+                             "terminal), JSON lines on stdout (child-process protocol used by the Slicer "
+                             "modules), or none")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"mvcf.cli.{name.replace('-', '_')}")
