@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from mvcf.errors import MVCFError
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel, dumps
 
 SAMPLE_LABEL = 31  # TotalSegmentator: L1
@@ -46,6 +45,7 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
     from mvcf.explain import write_prediction_heatmap
     from mvcf.inference import default_model_path, load_model, resolve_device
     from mvcf.fileio import atomic_dir
+    from mvcf.outputs_guard import check_output
     from mvcf.locate import from_mask
     from mvcf.manifest import read_manifest
     from mvcf.predict import predict_ct
@@ -59,8 +59,7 @@ def run_demo(out_dir: Path, config: DemoConfig = DemoConfig(), overwrite: bool =
 
     log = on_log or (lambda message: None)
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise MVCFError(f"{out} already exists (choose another --out or pass --overwrite)")
+    check_output(out, kind="folder", overwrite=overwrite, what="--out")
     timings: dict[str, float] = {}
     stages = [("synthetic cohort", 30), ("study", 65), ("prediction", 5)]
     offsets = {name: sum(w for _, w in stages[:i]) for i, (name, _) in enumerate(stages)}

@@ -209,11 +209,24 @@ def _check_parent(target: Path, what: str) -> None:
         raise MVCFError(f"cannot write {what} {target}: the folder {parent} is not writable (Permission denied)")
 
 
+def _empty_folder(path: Path) -> bool:
+    """A real folder with nothing in it: made for the run (`mkdir out && mvcf ... --out out`), so taken and
+    replaced by the run's folder, as synth and reader-study plan always did."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return False
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
 def check_output(path: PathLike, inputs: Iterable[PathLike] = (), *, kind: str = "folder",
                  overwrite: bool = False, what: str = "output") -> Path:
     """Check that a run may create `path` (a 'folder' or a 'file') before any work starts; return it.
 
-    An existing `path` is refused unless `overwrite` and it is mvcf's own earlier output of the same kind."""
+    An existing `path` is refused unless it is an empty folder (for a folder), or `overwrite` and it is mvcf's
+    own earlier output of the same kind."""
     if kind not in ("folder", "file"):
         raise ValueError(kind)
     if not str(path).strip():
@@ -223,13 +236,16 @@ def check_output(path: PathLike, inputs: Iterable[PathLike] = (), *, kind: str =
     resolved = _resolved(target)
     if resolved == resolved.parent:
         raise MVCFError(f"{what} {path} is the root folder; choose a new folder")
-    if target.exists() or target.is_symlink():
+    if (target.exists() or target.is_symlink()) and not (kind == "folder" and _empty_folder(target)):
         if kind == "folder" and not target.is_dir():
             raise MVCFError(f"{what} {path} is an existing file; a folder is needed here")
         if kind == "file" and target.is_dir():
             raise MVCFError(f"{what} {path} is an existing folder; a file name is needed here")
+        if not overwrite and not is_own_output(target):
+            raise MVCFError(f"{what} {path} already exists and was not written by mvcf, so --overwrite would "
+                            "not replace it either; choose another path")
         if not overwrite:
-            raise MVCFError(f"{what} {path} already exists (use --overwrite to replace an earlier output of "
+            raise MVCFError(f"{what} {path} already exists (use --overwrite to replace this earlier output of "
                             "mvcf, or choose another path)")
         if not is_own_output(target):
             raise MVCFError(f"{what} {path} exists and was not written by mvcf; it is never replaced (remove "

@@ -46,8 +46,9 @@ def test_overwrite_replaces_only_mvcf_output(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.docx").write_text("years of work")
-    with pytest.raises(MVCFError, match="already exists"):
+    with pytest.raises(MVCFError, match="already exists and was not written by mvcf") as refused:
         check_output(foreign, overwrite=False)
+    assert "use --overwrite" not in str(refused.value)   # it was suggested, and then refused in turn
     with pytest.raises(MVCFError, match="not written by mvcf"):
         with atomic_dir(foreign, overwrite=True) as tmp:
             (tmp / "a").write_text("x")
@@ -58,12 +59,39 @@ def test_overwrite_replaces_only_mvcf_output(tmp_path):
         with atomic_dir(out, overwrite=True) as tmp:
             (tmp / "a.txt").write_text(text)
     assert (out / "a.txt").read_text(encoding="utf-8") == "2" and (out / MARKER).is_file() and is_own_output(out)
+    with pytest.raises(MVCFError, match=r"already exists \(use --overwrite to replace this earlier output"):
+        check_output(out, overwrite=False)
     with pytest.raises(MVCFError, match="is an existing file"):
         check_output(out / "a.txt", kind="folder", overwrite=True)
     heat = tmp_path / "heat.nii.gz"
     _image(heat)
     with pytest.raises(MVCFError, match="not written by mvcf"):
         check_output(heat, kind="file", overwrite=True)
+
+
+def test_an_empty_folder_made_for_the_run_is_taken(tmp_path):
+    """`mkdir out && mvcf views ... --out out` was refused ("already exists") by every command but synth and
+    reader-study plan. An empty real folder is taken and becomes the run's folder; a link to one, or a folder
+    with anything in it (a hidden file included), is not."""
+    out = tmp_path / "out"
+    out.mkdir()
+    assert check_output(out, kind="folder") == out
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("x")
+    assert (out / "a.txt").read_text(encoding="utf-8") == "x" and is_own_output(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".keep").write_text("")
+    with pytest.raises(MVCFError, match="already exists and was not written by mvcf"):
+        check_output(hidden, kind="folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (tmp_path / "link").symlink_to(empty)
+    with pytest.raises(MVCFError, match="already exists"):
+        check_output(tmp_path / "link", kind="folder")
+    with pytest.raises(MVCFError, match="is an existing folder"):
+        check_output(empty, kind="file", overwrite=True)
 
 
 def test_overwrite_never_deletes_a_file_the_user_added_to_mvcf_output(tmp_path):
