@@ -543,3 +543,16 @@ def test_a_bar_in_a_group_name_stays_inside_its_markdown_cell(monkeypatch):
                                    "model": None, "table": []})
     row = next(line for line in text.splitlines() if line.startswith("| a"))
     assert row.count(" | ") == len(header) - 1 and "a\\|b" in row
+
+
+def test_reading_with_the_model_first_is_taken_but_said():
+    """`--rounds aided,unaided` planned a study whose readers saw the model's output before reading the same
+    cases without it, without a word (and the --rounds error did not list that order at all)."""
+    from mvcf.reader_study.plan import aided_first_warning, parse_rounds
+
+    assert parse_rounds("aided,unaided") == ["aided", "unaided"]
+    caveat = aided_first_warning(["aided", "unaided"], 28)
+    assert "before reading the same cases without it" in caveat and "washout 28 days" in caveat
+    assert aided_first_warning(["unaided", "aided"], 28) is None and aided_first_warning(["aided"], 0) is None
+    with pytest.raises(MVCFError, match="both in reading order"):
+        parse_rounds("aided,aided")

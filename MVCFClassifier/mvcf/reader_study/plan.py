@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -97,8 +98,18 @@ def parse_rounds(spec: str) -> list[str]:
     rounds = [s.strip().lower() for s in str(spec).split(",") if s.strip()]
     bad = [r for r in rounds if r not in ROUND_NAMES]
     if bad or not rounds or len(set(rounds)) != len(rounds):
-        raise MVCFError(f"--rounds {spec!r}: use unaided, aided or unaided,aided (each once)")
+        raise MVCFError(f"--rounds {spec!r}: use unaided, aided, or both in reading order (unaided,aided; "
+                        "each once)")
     return rounds
+
+
+def aided_first_warning(rounds: Sequence[str], washout_days: float) -> Optional[str]:
+    """The reader-study design caveat of reading with the model before reading without it, or None."""
+    if list(rounds) != ["aided", "unaided"]:
+        return None
+    return (f"rounds aided,unaided: every reader sees the model's output before reading the same cases without "
+            f"it, so what they remember of it can carry into the unaided round (washout {washout_days:g} days); "
+            "the usual sequential design, and the paper's, reads unaided first (--rounds unaided,aided)")
 
 
 def _one_time(folder: Path) -> None:
@@ -158,6 +169,9 @@ def make_plan(manifest, settings: PlanSettings, out,
     for group, members in settings.groups.items():
         if any(m not in settings.readers for m in members):
             raise MVCFError(f"group {group} names an unknown reader")
+    caveat = aided_first_warning(settings.rounds, settings.washout_days)
+    if caveat is not None:
+        logging.getLogger("mvcf.reader_study").warning(caveat)
 
     rng = random.Random(settings.seed)
     ids = opaque_ids(len(records), rng)
