@@ -18,6 +18,7 @@ from mvcf import RESEARCH_USE_DISCLAIMER
 from mvcf.errors import MVCFError
 from mvcf.inference import default_model_path, forward_checked, load_model, synchronize
 from mvcf.manifest import CLASS_NAMES
+from mvcf.training_scans import trained_on
 
 __all__ = ["Prediction", "bundle_warnings", "call", "default_model_path", "predict_ct", "predict_ct_file",
            "predict_file", "predict_many"]
@@ -91,7 +92,7 @@ def predict_ct(ct, location, model: Union[str, Path, None, Any] = None, device: 
     timing["inference"] = 1000 * (time.perf_counter() - t)
     timing["total"] = 1000 * (time.perf_counter() - started)
     return _prediction(done.bundle, view, done.probabilities[0], {k: round(v, 2) for k, v in timing.items()},
-                       done.warnings)
+                       [*done.warnings, *trained_on(bundle.card, ct.source)])
 
 
 def predict_file(ct_path: Union[str, Path], point: Optional[Sequence[float]] = None, unit: str = "lps",
@@ -196,11 +197,12 @@ def _classify_ready(bundle: Any, ct: Any, queries: Sequence[Any], ready: list, r
     t = time.perf_counter()
     done = forward_checked(bundle, [view.array for _, _, view, _ in ready], should_cancel=should_cancel)
     synchronize(done.bundle.device)
+    notes = [*done.warnings, *trained_on(bundle.card, ct.source)]
     share = 1000 * (time.perf_counter() - t) / len(ready)
     for (index, location, view, timing), probability in zip(ready, done.probabilities):
         query, started = queries[index], time.perf_counter()
         timing["inference"] = share
-        result = _prediction(done.bundle, view, probability, timing, done.warnings)
+        result = _prediction(done.bundle, view, probability, timing, notes)
         payload = {"name": query.name, **result.to_dict()}
         try:
             if query.heatmap is not None:

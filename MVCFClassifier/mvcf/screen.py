@@ -148,6 +148,7 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
     from mvcf.locate import from_mask
     from mvcf.predict import bundle_warnings, call
     from mvcf.progress import check_cancel
+    from mvcf.training_scans import trained_on
     from mvcf.views import ViewSpec, build_views
 
     timing: dict[str, float] = {}
@@ -240,7 +241,7 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
             rows[level] = _blank_row(level, None, "missing", "level absent from the segmentation between "
                                                              "present levels")
     ordered = sorted(rows.values(), key=lambda r: numbering_module.level_index(r["level"]))
-    warnings = bundle_warnings(bundle.card)
+    warnings = bundle_warnings(bundle.card) + trained_on(bundle.card, ct.source)
     doubt = numbering_module.numbering_doubt(numbering, values) if numbering != "auto" else None
     if doubt:
         warnings.append(doubt)

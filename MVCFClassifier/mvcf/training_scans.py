@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -100,3 +101,35 @@ def report_overlap(card: dict[str, Any], records: Sequence[Any], logger: str,
     if warning:
         logging.getLogger(logger).warning(warning)
     return found
+
+
+def trained_on(card: dict[str, Any], ct_source: str) -> list[str]:
+    """The one-line warning for a prediction on a CT the model was trained on (empty when it is not, or when
+    the card lists no scans or the CT has no file behind it, as a Slicer volume), so a probability it
+    remembers is not read as an estimate. The file is hashed once while it stays the same."""
+    entry = card.get("training_scans")
+    digests = entry.get("digests") if isinstance(entry, dict) else None
+    if not digests or not ct_source:
+        return []
+    try:
+        digest = _digest_of_unchanged(os.path.realpath(ct_source), _signature(ct_source))
+    except (OSError, MVCFError):
+        return []
+    if digest not in set(digests):
+        return []
+    return ["this CT is one the model was trained on (its card's training_scans): the probability is what the "
+            "model learned from this very scan, not an independent estimate"]
+
+
+def _signature(path: str) -> tuple:
+    """What changes when a CT file, or a DICOM folder's files, are replaced or rewritten."""
+    info = os.stat(path)
+    if not os.path.isdir(path):
+        return (info.st_size, info.st_mtime_ns, info.st_ino)
+    with os.scandir(path) as entries:
+        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if _regular(e)))
+
+
+@lru_cache(maxsize=64)
+def _digest_of_unchanged(path: str, signature: tuple) -> str:
+    return scan_digest(path)

@@ -360,3 +360,44 @@ def test_a_locations_heatmap_that_names_the_ct_is_called_an_input(sample, tmp_pa
     locations.write_text(f"name,mask,label,heatmap\nL1,{sample['mask']},31,{sample['ct']}\n", encoding="utf-8")
     code, out, err = run_cli(capsys, "--ct", sample["ct"], "--locations", locations)
     assert code == 2 and out == "" and "is an input of this run" in err and err.count("\n") == 1, err
+
+
+def test_a_prediction_on_a_scan_the_model_was_trained_on_says_so(sample, tmp_path, capsys):
+    """The card lists the scans the model learned from (training_scans); evaluate refused to call such a test
+    independent, but predict, a locations file and screen gave the remembered probability as an estimate
+    without a word. A copy of the CT under another name is the same scan; an edited copy is not."""
+    import shutil
+
+    from mvcf.predict import default_model_path
+    from mvcf.training_scans import scan_digest
+
+    model = tmp_path / "model"
+    shutil.copytree(default_model_path(), model)
+    card = json.loads((model / "model.json").read_text(encoding="utf-8"))
+    assert "this CT" not in json.dumps(card)
+    copy = tmp_path / "copy_of_the_ct.nii.gz"
+    shutil.copyfile(sample["ct"], copy)
+    card["training_scans"]["digests"] = sorted([*card["training_scans"]["digests"], scan_digest(sample["ct"])])
+    (model / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    said = "this CT is one the model was trained on"
+    base = ["--progress", "none", "predict", "--mask", str(sample["mask"]), "--label", "31", "--device", "cpu",
+            "--json"]
+    for ct, model_dir, expected in ((copy, model, True), (sample["ct"], default_model_path(), False)):
+        assert main([*base, "--ct", str(ct), "--model", str(model_dir)]) == 0
+        warnings = json.loads(capsys.readouterr().out)["warnings"]
+        assert any(said in w for w in warnings) is expected, warnings
+    locations = tmp_path / "locations.json"
+    locations.write_text(json.dumps([{"name": "L1", "mask": str(sample["mask"]), "label": 31},
+                                     {"name": "L2", "mask": str(sample["mask"]), "label": 30}]))
+    assert main(["--progress", "none", "predict", "--ct", str(copy), "--locations", str(locations), "--model",
+                 str(model), "--device", "cpu", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [any(said in w for w in r["warnings"]) for r in results] == [True, True]
+    assert main(["--progress", "none", "screen", "--ct", str(copy), "--seg", str(sample["mask"]), "--model",
+                 str(model), "--device", "cpu", "--json"]) == 0
+    assert any(said in w for w in json.loads(capsys.readouterr().out)["warnings"])
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.ReadImage(str(sample["ct"])), str(tmp_path / "exported.nrrd"))   # other bytes
+    assert main([*base, "--ct", str(tmp_path / "exported.nrrd"), "--model", str(model)]) == 0
+    assert said not in capsys.readouterr().out
