@@ -272,13 +272,20 @@ def _honest_blocks(labels: dict[str, int], result: ModelResult) -> dict[str, Any
             if result.external else {"not_estimable": "no external cases"}}
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+def _comparable(config: dict[str, Any], records: Sequence[Any]) -> dict[str, Any]:
     """A study's settings with its training settings by name (`lr`, not `train`), less those a resumed run
-    may change (where it runs: mvcf.train.RESUMABLE_CHANGES)."""
+    may change (where it runs: mvcf.train.RESUMABLE_CHANGES) and those that change nothing: the 3D size of a
+    study without the 3D mode, and an external site given as the one it defaults to."""
     from mvcf.train import RESUMABLE_CHANGES
 
     train = config.get("train")
     flat = {k: v for k, v in config.items() if k != "train"}
+    if flat.get("external") is None:
+        flat["external"] = default_external(records)
+    modes = flat.get("modes")
+    if isinstance(modes, list) and not any(m in view_modes.names() and view_modes.get(m).spatial_dims == 3
+                                           for m in modes):
+        flat.pop("size_3d_px", None)
     if not isinstance(train, dict):
         return {**flat, "train": train}
     return {**flat, **{k: v for k, v in train.items() if k not in RESUMABLE_CHANGES and k not in flat}}
@@ -298,7 +305,7 @@ def _check_or_write_run_config(path: Path, config: StudyConfig, records: Sequenc
     if not isinstance(saved.get("config"), dict):
         raise MVCFError(f"cannot resume the study in {path.parent}: {path.name} is corrupt; start again in another "
                         "--out")
-    changed = changed_settings(_comparable(saved["config"]), _comparable(config_dict))
+    changed = changed_settings(_comparable(saved["config"], records), _comparable(config_dict, records))
     if changed:
         raise MVCFError(f"cannot resume the study in {path.parent}: its settings differ ({', '.join(changed)})")
 

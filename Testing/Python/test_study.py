@@ -83,6 +83,31 @@ def test_cancelled_study_resumes_to_the_uninterrupted_result(tmp_path):
     assert "resumed" not in (tmp_path / "full" / "report.md").read_text(encoding="utf-8")
 
 
+def test_a_resumed_study_may_restate_what_changes_nothing(tmp_path):
+    """`study --resume` was refused for a --size-3d in a study without the 3D mode, or an --external naming
+    the site the study had defaulted to: settings that change no model. Any setting that does is refused."""
+    from mvcf.errors import MVCFError
+    from mvcf.manifest import read_manifest
+    from mvcf.study import RUN_RECORD, StudyConfig, _check_or_write_run_config
+    from mvcf.train import TrainConfig
+
+    records = read_manifest(make_tiny_cohort(tmp_path / "cohort", n_per_site=4))
+    train = TrainConfig(arch="resnet10-tiny", epochs=1, batch_size=4, device="cpu", seed=5)
+    record = tmp_path / RUN_RECORD
+    _check_or_write_run_config(record, StudyConfig(modes=("2d",), train=train), records, resume=False)
+    for same in (StudyConfig(modes=("2d",), size_3d_px=32, train=train),
+                 StudyConfig(modes=("2d",), external="A", train=train)):   # A/B tie: the first by name
+        _check_or_write_run_config(record, same, records, resume=True)
+    for other, setting in ((StudyConfig(modes=("2d",), external="B", train=train), "external"),
+                           (StudyConfig(modes=("2d",), size_px=32, train=train), "size_px")):
+        with pytest.raises(MVCFError, match=f"settings differ \\({setting}\\)"):
+            _check_or_write_run_config(record, other, records, resume=True)
+    _check_or_write_run_config(record, StudyConfig(modes=("3d",), train=train), records, resume=False)
+    with pytest.raises(MVCFError, match="size_3d_px"):
+        _check_or_write_run_config(record, StudyConfig(modes=("3d",), size_3d_px=32, train=train), records,
+                                   resume=True)
+
+
 def test_study_cli_refuses_a_used_folder_without_resume(tmp_path, capsys):
     out = tmp_path / "study"
     out.mkdir()
