@@ -9,8 +9,8 @@ Three label conventions are in use for CT vertebra masks (docs/screening.md, "Nu
 - ``totalsegmentator-v1``: TotalSegmentator 1.x task ``total``: 18 = L5 ... 22 = L1, 23 = T12 ...
   34 = T1, 35 = C7 ... 41 = C1. Never guessed (its values collide with v2's): give it explicitly.
 - ``verse``: VerSe challenge (Sekuboyina et al. 2021; also TPTBox/SPINEPS): 1-7 = C1-C7, 8-19 = T1-T12,
-  20-24 = L1-L5, 25 = L6 (lumbosacral transitional vertebra), 26 = sacrum, 28 = T13 (a 13th thoracic
-  vertebra).
+  20-24 = L1-L5, 25 = L6 (lumbosacral transitional vertebra), 26 = sacrum (read as S1: L5's lower
+  neighbour, not screened itself), 28 = T13 (a 13th thoracic vertebra).
 
 A Slicer segmentation (``.seg.nrrd``) also names its segments (``vertebrae_L1`` as TotalSegmentator's
 Slicer extension writes them, or ``L1``); names, when present, win over label values.
@@ -42,7 +42,7 @@ TABLES: dict[str, dict[int, str]] = {
                             **{35 + i: level for i, level in enumerate(reversed(_CERVICAL))}},
     "verse": {**{1 + i: level for i, level in enumerate(_CERVICAL)},
               **{8 + i: level for i, level in enumerate(_THORACIC)},
-              **{20 + i: level for i, level in enumerate(_LUMBAR)}, 25: "L6", 28: "T13"},
+              **{20 + i: level for i, level in enumerate(_LUMBAR)}, 25: "L6", 26: "S1", 28: "T13"},
 }
 NUMBERINGS: tuple[str, ...] = tuple(TABLES)
 

@@ -66,8 +66,8 @@ def test_totalsegmentator_v2_and_verse_tables():
     ts, v1, verse = (numbering.TABLES[k] for k in ("totalsegmentator", "totalsegmentator-v1", "verse"))
     assert (ts[26], ts[27], ts[31], ts[32], ts[43], ts[44], ts[50]) == ("S1", "L5", "L1", "T12", "T1", "C7", "C1")
     assert (v1[18], v1[22], v1[23], v1[34], v1[41]) == ("L5", "L1", "T12", "T1", "C1")
-    assert (verse[1], verse[7], verse[8], verse[19], verse[20], verse[24], verse[25], verse[28]) == \
-        ("C1", "C7", "T1", "T12", "L1", "L5", "L6", "T13")
+    assert (verse[1], verse[7], verse[8], verse[19], verse[20], verse[24], verse[25], verse[26], verse[28]) == \
+        ("C1", "C7", "T1", "T12", "L1", "L5", "L6", "S1", "T13")
 
 
 def test_sample_mask_is_totalsegmentator_v2():
@@ -113,6 +113,28 @@ def test_verse_mask_read_with_level_names():
     grade = morphometry.grade_vertebra(measured["L1"], [measured["T12"], measured["L2"]])
     assert grade.grade == 3 and grade.reference == "T12+L2"
     assert all(morphometry.grade_vertebra(measured[lv], []).grade == 0 for lv in ("L2", "L3", "L4", "L5"))
+
+
+def test_a_verse_numbered_mask_measures_l5_against_the_sacrum_as_totalsegmentators_does():
+    """VerSe's 26 (the sacrum) was missing from its table, so L5 had no lower neighbour: its axis ran through
+    L4 and itself alone, and the sample's L5 read 15.6/23.7/18.5 mm, grade 2 wedge, where the same anatomy
+    under TotalSegmentator's numbering reads grade 0."""
+    from mvcf.read_ct import read_mask
+
+    mask = read_mask(SEG)
+    to_verse = {26: 26, **{27 + i: 24 - i for i in range(7)}}       # S1, L5 ... T11
+    verse = np.zeros_like(mask.voxels)
+    for ts_value, verse_value in to_verse.items():
+        verse[mask.voxels == ts_value] = verse_value
+    as_verse = CTImage(verse, mask.spacing, mask.origin, mask.direction)
+    scheme = numbering.detect_numbering(np.unique(verse))
+    assert scheme.name == "verse" and scheme.levels[26] == "S1"
+    ts = morphometry.measure_spine(mask, numbering.detect_numbering(np.unique(mask.voxels)).levels,
+                                   numbering.LEVEL_ORDER)
+    vs = morphometry.measure_spine(as_verse, scheme.levels, numbering.LEVEL_ORDER)
+    for level in ("L1", "L2", "L3", "L4", "L5"):
+        np.testing.assert_allclose(vs[level].heights_mm, ts[level].heights_mm, atol=1e-9, err_msg=level)
+    assert [morphometry.grade_vertebra(m["L5"], [m["L4"]]).grade for m in (ts, vs)] == [0, 0]
 
 
 # --- morphometry ---------------------------------------------------------------------------------------
