@@ -180,9 +180,12 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
         m = morph[level]
         above, below = numbering_module.adjacent_levels(level, morph)
         grade = morphometry.grade_vertebra(m, [morph[x] for x in (above, below) if x is not None])
-        density = bone_density.trabecular_density(ct, m.region, level) if m.region is not None else None
+        # a cut body's interior is not its trabecular bone: the cut face is not eroded, the endplate near it is
+        density = bone_density.trabecular_density(ct, m.region, level) \
+            if m.region is not None and not m.partial else None
         status = "measured" if m.measured else ("partial" if m.partial else "not measured")
-        notes = list(m.notes) + (density.notes if density is not None else [])
+        notes = list(m.notes) + (density.notes if density is not None else []) + \
+            (["no trabecular HU: the body is cut by the field of view"] if m.partial else [])
         if m.measured and level not in ("T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2",
                                         "L3", "L4"):
             notes.append("Genant's method was defined for T4-L4")

@@ -463,6 +463,26 @@ def test_cli_json_and_outputs(tmp_path, small_case):
     assert is_own_output(tmp_path / "out" / "screen_overview.png")   # tagged, so --overwrite may replace it
 
 
+def test_a_vertebra_cut_by_the_field_of_view_never_sets_the_exams_bone_density(tmp_path):
+    """A body cut by the first or last slice had no heights and no grade but kept a trabecular HU (the sample's
+    cut L1: 170 HU where the whole body reads 123), and the exam's bone density was read from it: "L1 170 HU:
+    normal density" for a low-density spine."""
+    import SimpleITK as sitk
+
+    from mvcf.screen import exam_density, screen_files
+
+    for source, name in ((CT, "ct.nii.gz"), (SEG, "seg.nii.gz")):   # L1 and L5 cut, their bodies in part
+        sitk.WriteImage(sitk.ReadImage(str(source))[:, :, 50:96], str(tmp_path / name))
+    result = screen_files(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz", device="cpu")
+    rows = {r["level"]: r for r in result.vertebrae}
+    cut = [level for level, r in rows.items() if r["status"] == "partial"]
+    assert cut == ["L1", "L5"] and rows["L3"]["trabecular_hu"] is not None
+    for level in cut:
+        assert rows[level]["trabecular_hu"] is None and rows[level]["density"] == ""
+        assert not rows[level]["osteoporosis_flag"] and any("no trabecular HU" in n for n in rows[level]["notes"])
+    assert exam_density(result.vertebrae)["status"] == "measured"
+
+
 def test_an_interrupted_report_leaves_no_table_either(tmp_path, small_case, monkeypatch, capsys):
     """Ctrl-C (or a failure) while the case report or DICOM objects are written: the run exits 130 and --out
     gets no screen.tsv/screen.json (the table was written first before, and stayed)."""
