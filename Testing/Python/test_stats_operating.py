@@ -44,6 +44,15 @@ def test_youden_threshold_is_chosen_on_one_set_and_applied_frozen():
     assert (frozen["tp"], frozen["fn"], frozen["tn"]) == (1, 1, 1)
 
 
+def test_a_youden_tie_goes_to_the_most_specific_threshold_whatever_the_rounding():
+    """Thresholds 5 (sensitivity 2/3, specificity 1) and 3 (1, 2/3) tie, but 1 - 1/3 exceeds 2/3 by one bit,
+    so argmax took 3, against the documented rule; a frozen threshold chosen on a small set was the less
+    specific one."""
+    truth, score = [1, 1, 0, 1, 0, 0], [6, 5, 4, 3, 2, 1]
+    assert stats.youden_threshold(truth, score) == 5.0
+    assert stats.youden_threshold([1, 0, 1, 0], [4, 3, 2, 1]) == 4.0     # 1/2 + 1 - 1 vs 1 + 1/2 - 1
+
+
 def test_threshold_for_sensitivity_is_most_specific_reaching_target():
     rng = np.random.default_rng(0)
     truth = rng.random(500) < 0.3

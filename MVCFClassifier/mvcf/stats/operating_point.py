@@ -27,11 +27,17 @@ def _roc_points(y_true: Any, score: Any) -> tuple[np.ndarray, np.ndarray, np.nda
     return fpr[finite], tpr[finite], thresholds[finite]
 
 
+#: Sensitivities and specificities are fractions k/n: two equal sums can differ in their last bit
+#: (1 - 1/3 > 2/3 in floating point), which decided a tie the documented rule resolves.
+TIE = 1e-12
+
+
 def youden_threshold(y_true: Any, score: Any) -> float:
     """The observed score maximising sensitivity + specificity − 1 (ties: the highest such threshold,
     i.e. the most specific)."""
     fpr, tpr, thresholds = _roc_points(y_true, score)
-    return float(thresholds[int(np.argmax(tpr - fpr))])
+    youden = tpr - fpr   # thresholds descend: the first of the tied maxima is the most specific
+    return float(thresholds[np.flatnonzero(youden >= youden.max() - TIE)[0]])
 
 
 def threshold_for_sensitivity(y_true: Any, score: Any, target: float) -> float:
@@ -39,7 +45,7 @@ def threshold_for_sensitivity(y_true: Any, score: Any, target: float) -> float:
     if not 0.0 < float(target) <= 1.0:
         raise MVCFError(f"target sensitivity must be in (0, 1], got {target}")
     fpr, tpr, thresholds = _roc_points(y_true, score)
-    reached = np.flatnonzero(tpr >= float(target) - 1e-12)
+    reached = np.flatnonzero(tpr >= float(target) - TIE)
     return float(thresholds[reached[0]])
 
 
