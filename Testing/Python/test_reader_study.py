@@ -385,6 +385,10 @@ def test_report_inputs_that_gave_silent_calls_or_tracebacks_are_one_line_and_wri
            ({"model": model.drop(columns="score")}, "model scores CSV is missing column(s): score"),
            ({"model": model.assign(score="x")}, "column 'score' must be finite numbers"),
            ({"model": model.assign(threshold="x")}, "column 'threshold' must be finite numbers"),
+           ({"model": model.assign(threshold=np.where(model.index == 0, 0.9, 0.5))},   # the first row's was used
+            "column 'threshold' holds 2 different values (0.9, 0.5, ...)"),
+           ({"model": model.drop(columns="threshold").assign(score=model.score * 100)},   # calls at 0.5 of 0-100
+            "has no 'threshold' column and its scores are not probabilities (20 to 100)"),
            ({"readings": readings.assign(reading_time_s=readings.reading_time_s.astype(object)
                                          .where(readings.index != 2, "slow"))}, "row 4 holds 'slow'")]
     for change, message in bad:
@@ -398,6 +402,16 @@ def test_report_inputs_that_gave_silent_calls_or_tracebacks_are_one_line_and_wri
                       "--out", str(tmp_path / "rep"))
     assert result.returncode == 2 and "must be a finite number" in result.stderr and not (tmp_path / "rep").exists()
     build_report(readings.assign(reading_time_s=np.nan), tmp_path / "rep", model=model, plan=plan, positive_at=4.5)
+
+
+def test_model_scores_without_their_threshold_are_said(tmp_path, caplog):
+    """Probabilities without a threshold column are called at 0.5, which the report used to do without a word."""
+    from mvcf.reader_study.report import build_report
+
+    readings, model = _readings()
+    build_report(readings, tmp_path / "rep", model=model.drop(columns="threshold"),
+                 plan={"scale": {"kind": "confidence"}}, positive_at=4.5)
+    assert "no 'threshold' column" in caplog.text and "at 0.5, not at its frozen threshold" in caplog.text
 
 
 @pytest.mark.parametrize("args, message", [

@@ -6,6 +6,7 @@ report.json. Every statistic comes from mvcf.stats (Obuchowski–Rockette with H
 from __future__ import annotations
 
 import html
+import logging
 import math
 from pathlib import Path
 from typing import Any, Optional
@@ -17,6 +18,8 @@ from mvcf.errors import MVCFError
 from mvcf.progress import dumps
 
 REPORT_FILES = ("report.md", "report.html", "report.json", "roc_readers.png")
+#: The model's operating point when its scores come without their frozen threshold (probabilities only).
+DEFAULT_THRESHOLD = 0.5
 
 
 def _reader_operating_points(frame, positive_at: float) -> dict:
@@ -124,7 +127,11 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
         if scores["truth"].isna().any():
             raise MVCFError("model scores name cases that are not in the readings")
         ci = stats.delong_ci(scores["truth"].astype(int).to_numpy(), scores["score"].to_numpy(float), alpha=alpha)
-        threshold = float(scores["threshold"].iloc[0]) if "threshold" in scores else 0.5
+        threshold = float(scores["threshold"].iloc[0]) if "threshold" in scores else DEFAULT_THRESHOLD
+        if "threshold" not in scores:
+            logging.getLogger("mvcf.reader_study").warning(
+                f"model scores CSV has no 'threshold' column: the model's sensitivity and specificity are at "
+                f"{DEFAULT_THRESHOLD:g}, not at its frozen threshold")
         point = stats.metrics_at_threshold(scores["truth"].astype(int).to_numpy(), scores["score"].to_numpy(float),
                                            threshold, alpha=alpha)
         model_section = {"auc": ci["auc"], **_interval_fields(ci["auc"], ci["ci"], ci["n_pos"], ci["n_neg"], alpha,
@@ -216,6 +223,13 @@ def _model_table(model):
     model = model.assign(score=numeric_column(model, "score", "model scores column"))
     if "threshold" in model.columns:
         model = model.assign(threshold=numeric_column(model, "threshold", "model scores column"))
+        values = model["threshold"].unique()
+        if len(values) > 1:   # the first row's was taken: the model's calls depended on the row order
+            raise MVCFError(f"model scores column 'threshold' holds {len(values)} different values ({values[0]:g}, "
+                            f"{values[1]:g}, ...): a model has one frozen threshold; give it on every row")
+    elif len(model) and not model["score"].between(0.0, 1.0).all():
+        raise MVCFError("model scores CSV has no 'threshold' column and its scores are not probabilities "
+                        f"({model['score'].min():g} to {model['score'].max():g}): add the model's frozen threshold")
     return model
 
 
