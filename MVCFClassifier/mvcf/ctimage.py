@@ -9,6 +9,7 @@ RAS appears only at the Slicer boundary (`ijk_to_ras`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -98,6 +99,48 @@ class CTImage:
         with np.errstate(divide="ignore", invalid="ignore"):  # a zero spacing: NaN direction, refused by validate_ct
             direction = lin / spacing
         return cls(voxels=voxels, spacing=spacing, origin=LPS_TO_RAS @ m[:3, 3], direction=direction, source=source)
+
+
+def _axis_order(image: CTImage, reference: CTImage, tolerance_mm: float) -> Optional[tuple[list, list]]:
+    """For each axis of `reference`: the axis of `image` along it and whether it runs the other way, when both
+    images have the same voxel centres; None otherwise."""
+    if sorted(image.size_ijk) != sorted(reference.size_ijk):
+        return None
+    source_axis, flipped = [0, 0, 0], [False, False, False]
+    for b in range(3):
+        cosines = image.direction.T @ reference.direction[:, b]
+        a = int(np.argmax(np.abs(cosines)))
+        if abs(abs(cosines[a]) - 1.0) > 1e-4 or image.size_ijk[a] != reference.size_ijk[b] \
+                or not np.isclose(image.spacing[a], reference.spacing[b], rtol=1e-4, atol=1e-4):
+            return None
+        source_axis[b], flipped[b] = a, bool(cosines[a] < 0)
+    if sorted(source_axis) != [0, 1, 2]:
+        return None
+    first = np.array([reference.size_ijk[b] - 1 if flipped[b] else 0 for b in range(3)], float)
+    slack = tolerance_mm + 1e-3 * float(np.max(reference.spacing))
+    if np.linalg.norm(reference.index_to_lps(first) - image.origin) > slack:
+        return None
+    return source_axis, flipped
+
+
+def same_voxel_centres(image: CTImage, reference: CTImage, tolerance_mm: float = 0.01) -> bool:
+    """Whether both images sample the same points, whatever the order their axes list them in."""
+    return _axis_order(image, reference, tolerance_mm) is not None
+
+
+def on_lattice_of(image: CTImage, reference: CTImage, tolerance_mm: float = 0.01) -> Optional[CTImage]:
+    """`image` as an array on `reference`'s index grid when both have the same voxel centres and only list
+    them in another order (axes flipped or permuted: a TotalSegmentator NIfTI in RAS order beside a DICOM CT
+    read in LPS order), so nothing needs resampling; None when the voxel centres differ."""
+    order = _axis_order(image, reference, tolerance_mm)
+    if order is None:
+        return None
+    source_axis, flipped = order
+    voxels = np.transpose(image.voxels, [2 - source_axis[2 - p] for p in range(3)])   # [k, j, i] of reference
+    flips = tuple(p for p in range(3) if flipped[2 - p])
+    voxels = np.flip(voxels, axis=flips) if flips else voxels
+    return CTImage(np.ascontiguousarray(voxels), reference.spacing.copy(), reference.origin.copy(),
+                   reference.direction.copy(), source=image.source)
 
 
 def ras_to_lps(point) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from mvcf.ctimage import CTImage, ras_to_lps
+from mvcf.ctimage import CTImage, ras_to_lps, same_voxel_centres
 from mvcf.errors import MVCFError
 
 POINT_UNITS = ("ras", "lps", "ijk")
@@ -227,6 +227,8 @@ def moved_grid(ct: CTImage, mask: CTImage) -> Optional[str]:
     CT whose header was lost or rewritten. Its labels are placed by its own header (a mask on another grid is
     allowed), so this is said, with how far, never corrected; None when the grids agree or plainly differ."""
     if mask.size_ijk != ct.size_ijk or not np.allclose(mask.spacing, ct.spacing, rtol=1e-4, atol=1e-4):
+        return None
+    if same_voxel_centres(mask, ct):   # listed in another axis order (RAS vs LPS), not moved
         return None
     shift = float(np.linalg.norm(mask.origin - ct.origin))
     differences = [f"an origin {shift:.1f} mm away"] if shift > 0.5 * float(min(ct.spacing)) else []

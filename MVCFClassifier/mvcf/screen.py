@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 
 from mvcf import RESEARCH_USE_DISCLAIMER
-from mvcf.ctimage import CTImage
+from mvcf.ctimage import CTImage, on_lattice_of
 from mvcf.errors import MVCFError, shown_numbers
 
 #: Table columns and what they mean (also written as the JSON's "columns").
@@ -138,7 +138,8 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
               model: Union[str, Path, None, Any] = None, device: str = "auto", contrast: Optional[str] = None,
               on_progress: Optional[Callable[[int, int, str], None]] = None,
               should_cancel: Optional[Callable[[], bool]] = None, backend: str = "auto") -> ScreenResult:
-    """Screen every vertebra of `seg` (a label map on `ct`'s grid). `numbering` is 'auto' or one of
+    """Screen every vertebra of `seg` (a label map on `ct`'s grid, or on the same voxels with its axes
+    flipped or permuted, as a TotalSegmentator NIfTI beside a DICOM CT). `numbering` is 'auto' or one of
     mvcf.numbering.NUMBERINGS; `names` the segment names (label value -> name) where the file has them;
     `contrast` the CT's contrast phase, if known (mvcf.bone_density.contrast_phase); `backend` as
     mvcf.inference.load_model's (auto: ONNX Runtime when the bundle has a graph, so no torch is needed)."""
@@ -153,7 +154,10 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
 
     timing: dict[str, float] = {}
     started = time.perf_counter()
-    check_same_grid(ct, seg)
+    reordered = on_lattice_of(seg, ct)   # the same voxels listed in another axis order: taken as they are
+    if reordered is None:
+        check_same_grid(ct, seg)
+    seg = reordered if reordered is not None else seg
     values = np.unique(seg.voxels)
     if numbering == "auto":
         scheme = numbering_module.detect_numbering(values, names)

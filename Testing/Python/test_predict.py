@@ -294,6 +294,13 @@ def test_a_mask_with_the_cts_grid_but_a_moved_header_is_said(sample, tmp_path, c
     assert code == 2 and "is outside the CT" in err and "its header was lost or rewritten" in err
     code, out, err = run_cli(capsys, "--ct", sample["ct"], "--mask", sample["mask"], "--label", 31, "--json")
     assert not any("size and spacing" in w for w in json.loads(out)["warnings"])
+    reference = json.loads(out)
+    sitk.WriteImage(sitk.DICOMOrient(sitk.ReadImage(str(sample["mask"])), "LPS"), str(tmp_path / "lps.nii.gz"))
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--mask", tmp_path / "lps.nii.gz", "--label", 31,
+                             "--json")   # the same voxels in LPS order (a RAS CT): not a moved header
+    result = json.loads(out)
+    assert code == 0 and not any("size and spacing" in w for w in result["warnings"]), result["warnings"]
+    assert result["probability_malignant"] == pytest.approx(reference["probability_malignant"], abs=1e-6)
 
 
 def test_predict_many_reports_each_vertebra_and_stops_when_asked(sample):

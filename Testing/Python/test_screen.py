@@ -523,6 +523,33 @@ def test_cli_bad_input_one_line(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_a_mask_listing_the_cts_voxels_in_another_axis_order_is_screened_as_it_is(tmp_path, sample_screen):
+    """A TotalSegmentator NIfTI beside a DICOM CT holds the CT's very voxels in RAS order where SimpleITK
+    reads the DICOM in LPS order: refused as "on another grid than the CT" (resample it), although nothing
+    needs resampling. Every axis order of the same voxels is screened like the CT's own; a mask moved by
+    half a voxel is still refused."""
+    import SimpleITK as sitk
+
+    from mvcf.ctimage import CTImage, on_lattice_of
+    from mvcf.screen import screen_files
+
+    seg = sitk.ReadImage(str(SEG))
+    reference = CTImage.from_sitk(seg)
+    for orient in ("LPS", "PIR", "SLA", "ILP"):
+        turned = CTImage.from_sitk(sitk.DICOMOrient(seg, orient))
+        assert turned.size_ijk != reference.size_ijk or not np.allclose(turned.direction, reference.direction)
+        np.testing.assert_array_equal(on_lattice_of(turned, reference).voxels, reference.voxels)
+    half = sitk.Image(seg)
+    half.SetOrigin(tuple(np.asarray(seg.GetOrigin()) + [1.5, 0.0, 0.0]))
+    assert on_lattice_of(CTImage.from_sitk(half), reference) is None
+    sitk.WriteImage(sitk.DICOMOrient(seg, "LPS"), str(tmp_path / "lps.nii.gz"))
+    result = screen_files(CT, tmp_path / "lps.nii.gz", device="cpu")
+    assert result.vertebrae == sample_screen.vertebrae
+    sitk.WriteImage(half, str(tmp_path / "half.nii.gz"))
+    with pytest.raises(MVCFError, match="on another grid than the CT"):
+        screen_files(CT, tmp_path / "half.nii.gz", device="cpu")
+
+
 def test_manifest_resumable_and_sharded(tmp_path, small_case):
     ct, seg = small_case
     manifest = tmp_path / "cases.csv"
