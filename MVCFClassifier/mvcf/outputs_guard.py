@@ -51,6 +51,14 @@ def file_identity_key(path: PathLike) -> Optional[tuple[int, int]]:
     return (st.st_dev, st.st_ino)
 
 
+def content_stamp(path: PathLike) -> tuple[int, ...]:
+    """What changes whenever a file's bytes may have: (device, inode, size, mtime, ctime in ns). The ctime
+    moves with every write and cannot be set back, so a file rewritten with its old size and modification
+    time put back (cp -p, rsync -t, tar) is still told apart. Raises OSError when it cannot be stat'ed."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _resolved(path: PathLike) -> Path:
     try:
         return Path(os.path.abspath(Path(path).expanduser())).resolve()

@@ -123,11 +123,12 @@ def trained_on(card: dict[str, Any], ct_source: str) -> list[str]:
 
 def _signature(path: str) -> tuple:
     """What changes when a CT file, or a DICOM folder's files, are replaced or rewritten."""
-    info = os.stat(path)
+    from mvcf.outputs_guard import content_stamp
+
     if not os.path.isdir(path):
-        return (info.st_size, info.st_mtime_ns, info.st_ino)
+        return content_stamp(path)
     with os.scandir(path) as entries:
-        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if _regular(e)))
+        return tuple(sorted((e.name, content_stamp(e.path)) for e in entries if _regular(e)))
 
 
 @lru_cache(maxsize=64)

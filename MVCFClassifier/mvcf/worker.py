@@ -74,15 +74,15 @@ class Worker:
         self._ct: Optional[tuple[tuple, Any]] = None  # (file identity, CTImage) of the last CT read
 
     def read_ct(self, path: str, series_uid: Optional[str] = None):
-        """read_ct, memoised for the last CT file: the same file (path, size and modification time, ns)
-        is read and validated once. DICOM folders are always read again (a file may change inside)."""
+        """read_ct, memoised for the last CT file: the same file (path and outputs_guard.content_stamp) is
+        read and validated once. DICOM folders are always read again (a file may change inside)."""
+        from mvcf.outputs_guard import content_stamp
         from mvcf.read_ct import read_ct
 
         resolved = Path(path).resolve()
         if not resolved.is_file():
             return read_ct(path, series_uid=series_uid)
-        stat = resolved.stat()
-        key = (str(resolved), stat.st_size, stat.st_mtime_ns, series_uid)
+        key = (str(resolved), content_stamp(resolved), series_uid)
         if self._ct is None or self._ct[0] != key:
             self._ct = None  # the old CT's memory goes before the new one is read
             self._ct = (key, read_ct(path, series_uid=series_uid))

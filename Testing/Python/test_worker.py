@@ -252,6 +252,22 @@ def test_the_worker_reads_a_ct_file_once_until_it_changes(tmp_path):
     os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))  # the same bytes, but touched: read again
     second = worker.read_ct(str(copy))
     assert second is not first and (second.voxels == first.voxels).all()
+    import SimpleITK as sitk   # rewritten in place with other voxels, the same size and the old mtime put back
+
+    image = sitk.ReadImage(str(copy))
+    brighter = sitk.Cast(image + 300, image.GetPixelID())
+    brighter.CopyInformation(image)
+    other = tmp_path / "other.nii"
+    sitk.WriteImage(brighter, str(other))
+    raw = tmp_path / "raw.nii"
+    sitk.WriteImage(image, str(raw))
+    assert raw.stat().st_size == other.stat().st_size
+    before = worker.read_ct(str(raw))
+    mtime = raw.stat().st_mtime_ns
+    raw.write_bytes(other.read_bytes())                          # as cp -p or rsync -t do
+    os.utime(raw, ns=(mtime, mtime))
+    assert raw.stat().st_mtime_ns == mtime
+    assert worker.read_ct(str(raw)).voxels.max() == before.voxels.max() + 300
     with pytest.raises(Exception, match="missing"):
         worker.read_ct(str(tmp_path / "missing.nii.gz"))
 
