@@ -66,10 +66,15 @@ class Target:
     skipped: str = ""
 
     def query(self, heatmap: Optional[Path] = None, views: Optional[Path] = None) -> VertebraQuery:
-        """This vertebra as an entry of the child's locations file: its segment's mask (label 1) or its
-        centre in LPS mm, and where the child writes its heatmap and its model-input volumes."""
+        """This vertebra as an entry of the child's locations file: its segment's mask (label 1), its ROI's
+        box or its centre in LPS mm, and where the child writes its heatmap and its model-input volumes."""
         if self.mask_path is not None:
             return VertebraQuery(name=self.name, mask=self.mask_path, label=1, heatmap=heatmap, views=views)
+        if self.location.extent_mm is not None:   # an ROI: its box sets how deep a plane's heatmap reaches
+            center, half = self.location.center_lps, self.location.extent_mm / 2
+            return VertebraQuery(name=self.name, box=(tuple(float(v) for v in center - half),
+                                                      tuple(float(v) for v in center + half)),
+                                 heatmap=heatmap, views=views)
         return VertebraQuery(name=self.name, point=tuple(float(v) for v in self.location.center_lps),
                              unit="lps", heatmap=heatmap, views=views)
 

@@ -1,7 +1,8 @@
 """A locations file: the vertebrae of one CT that one `mvcf predict --locations FILE` run classifies.
 
 JSON (a list of objects) or CSV (a header row, one row per vertebra). Each entry has a `name` and exactly one
-of `point_lps`, `point_ras`, `point_ijk` (three numbers: a JSON list, or the text "X,Y,Z" / "X Y Z") or
+of `point_lps`, `point_ras`, `point_ijk` (three numbers: a JSON list, or the text "X,Y,Z" / "X Y Z"),
+`box_lps` (two opposite LPS corners: [[x, y, z], [x, y, z]] or the text of six numbers; a Slicer ROI) or
 `mask` with `label`; `heatmap` (optional) names a Grad-CAM output file for that vertebra, `views`
 (optional) a folder for the model input it used (one NIfTI per grid and window). Relative `mask`, `heatmap`
 and `views` paths resolve against the file's folder. The whole file is checked before any work starts:
@@ -31,7 +32,7 @@ __all__ = ["FIELDS", "HEATMAP_SUFFIXES", "POINT_FIELDS", "VertebraQuery", "parse
            "read_locations", "write_locations"]
 
 POINT_FIELDS = {"point_lps": "lps", "point_ras": "ras", "point_ijk": "ijk"}
-FIELDS = ("name", *POINT_FIELDS, "mask", "label", "heatmap", "views")
+FIELDS = ("name", *POINT_FIELDS, "box_lps", "mask", "label", "heatmap", "views")
 HEATMAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
@@ -66,6 +67,20 @@ def _name(value: Any, where: str) -> str:
     return value.strip()
 
 
+def _box(value: Any, what: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Two opposite corners (LPS mm) from [[x, y, z], [x, y, z]], six numbers, or their text."""
+    if isinstance(value, str):
+        value = [p for p in re.split(r"[,;\s\[\]()]+", value.strip()) if p]
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(c, (list, tuple)) for c in value):
+        corners = value
+    elif isinstance(value, (list, tuple)) and len(value) == 6:
+        corners = (value[:3], value[3:])
+    else:
+        raise MVCFError(f"{what} must be two corners [[x, y, z], [x, y, z]] (LPS mm), got {value!r}"[:300])
+    low, high = (tuple(float(v) for v in parse_point(c, f"{what} corner")) for c in corners)
+    return low, high
+
+
 def _path(value: Any, base: Path, what: str) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise MVCFError(f"{what} must be a file path, got {value!r}")
@@ -94,9 +109,9 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
         raise MVCFError(f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(FIELDS)})")
     name = _name(given.get("name"), where)
     where = f"{where} ({name})"
-    kinds = [k for k in (*POINT_FIELDS, "mask") if k in given]
+    kinds = [k for k in (*POINT_FIELDS, "box_lps", "mask") if k in given]
     if len(kinds) != 1:
-        raise MVCFError(f"{where} needs exactly one of {', '.join(POINT_FIELDS)} or mask, got "
+        raise MVCFError(f"{where} needs exactly one of {', '.join(POINT_FIELDS)}, box_lps or mask, got "
                         f"{', '.join(kinds) or 'none'}")
     heatmap = _output_path(given["heatmap"], base, f"{where} heatmap") if "heatmap" in given else None
     if heatmap is not None and not heatmap.name.endswith(HEATMAP_SUFFIXES):
@@ -110,6 +125,9 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
                              label=_label(given["label"], f"{where} label"), heatmap=heatmap, views=views)
     if "label" in given:
         raise MVCFError(f"{where}: a label applies only with a mask")
+    if kinds[0] == "box_lps":
+        return VertebraQuery(name=name, box=_box(given["box_lps"], f"{where} box_lps"), heatmap=heatmap,
+                             views=views)
     return VertebraQuery(name=name, point=tuple(float(v) for v in parse_point(given[kinds[0]], f"{where} {kinds[0]}")),
                          unit=POINT_FIELDS[kinds[0]], heatmap=heatmap, views=views)
 

@@ -233,6 +233,9 @@ def test_all_vertebrae_failing_is_exit_2_with_their_errors(sample, capsys):
      "{\"name\": \"A\", \"point_lps\": [1, 2, 3], \"views\": \"w\"}]", "which this run writes as a whole"),
     ("[{\"name\": \"a\", \"point_lps\": [1, 2, 3], \"heatmap\": \"L1.nii.gz\"}, "
      "{\"name\": \"b\", \"point_lps\": [1, 2, 3], \"heatmap\": \"l1.nii.gz\"}]", "differ only by letter case"),
+    ("[{\"name\": \"L1\", \"box_lps\": [[1, 2, 3]]}]", "box_lps must be two corners"),
+    ("[{\"name\": \"L1\", \"box_lps\": [[1, 2, 3], [4, 5]]}]", "box_lps corner must be three finite"),
+    ("[{\"name\": \"L1\", \"box_lps\": [[1, 2, 3], [4, 5, 6]], \"point_lps\": [1, 2, 3]}]", "exactly one"),
 ])
 def test_a_bad_locations_file_is_one_error_line_and_writes_nothing(sample, tmp_path, capsys, content, message):
     locations = tmp_path / "vertebrae.txt"
@@ -408,3 +411,26 @@ def test_a_prediction_on_a_scan_the_model_was_trained_on_says_so(sample, tmp_pat
     sitk.WriteImage(sitk.ReadImage(str(sample["ct"])), str(tmp_path / "exported.nrrd"))   # other bytes
     assert main([*base, "--ct", str(tmp_path / "exported.nrrd"), "--model", str(model)]) == 0
     assert said not in capsys.readouterr().out
+
+
+def test_a_locations_file_takes_a_box_as_a_slicer_roi_gives_it(sample, tmp_path, capsys):
+    """VertebraQuery wrote a box as `box_lps`, which no locations file could hold (unknown field), so the
+    Slicer panel sent an ROI's centre alone. A box in JSON or CSV is the vertebra at its centre, with the box
+    as its extent."""
+    from mvcf.locate import from_mask
+    from mvcf.locations_file import read_locations
+    from mvcf.read_ct import read_ct, read_mask
+
+    ct = read_ct(sample["ct"])
+    centre = from_mask(ct, read_mask(sample["mask"]), 31).center_lps
+    low, high = centre - [20.0, 20.0, 15.0], centre + [20.0, 20.0, 15.0]
+    (tmp_path / "boxes.json").write_text(json.dumps([{"name": "L1", "box_lps": [low.tolist(), high.tolist()]}]))
+    (tmp_path / "boxes.csv").write_text("name,box_lps\nL1,\"" + ",".join(f"{v:.6f}" for v in [*low, *high]) +
+                                        "\"\n")
+    for name in ("boxes.json", "boxes.csv"):
+        (query,) = read_locations(tmp_path / name)
+        np.testing.assert_allclose(query.box, (low, high), atol=1e-5)
+    code = main(["--progress", "none", "predict", "--ct", str(sample["ct"]), "--locations",
+                 str(tmp_path / "boxes.json"), "--device", "cpu", "--json"])
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert code == 0 and result["center_lps"] == pytest.approx(centre.tolist(), abs=1e-6)

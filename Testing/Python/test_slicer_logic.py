@@ -97,6 +97,14 @@ def test_targets_from_each_kind_of_input(scene, sample):
     roi.SetSize(40.0, 40.0, 30.0)
     (box,) = logic.PredictionLogic.targets(ct_node, "ROI", points=points, roi=roi)
     np.testing.assert_allclose(box.location.extent_mm, [40.0, 40.0, 30.0])
+    # the child gets the ROI's box, not only its centre: a plane mode's heatmap reaches as deep as the box
+    # (it got the centre alone, so the Slicer heatmap of a 2D bundle differed from the box's in the core)
+    from mvcf.locations_file import parse_entry
+
+    sent = parse_entry(box.query().to_dict(), Path("."), "entry")
+    assert sent.point is None and sent.box is not None
+    np.testing.assert_allclose(np.subtract(sent.box[1], sent.box[0]), [40.0, 40.0, 30.0])
+    np.testing.assert_allclose(np.add(*sent.box) / 2, box.location.center_lps)
 
     labels = {SAMPLE_VERTEBRA_LABELS["L1"]: "vertebrae_L1", SAMPLE_VERTEBRA_LABELS["L2"]: "vertebrae_L2"}
     segmentation, ids = segmentation_from_labels(scene, mask.voxels, mask.ijk_to_ras(), ct_node, labels)
