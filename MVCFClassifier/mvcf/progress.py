@@ -1,9 +1,9 @@
 """Progress reporting and cancellation shared by predict, train and study.
 
 Long work takes `on_progress(done, total, message)` and `should_cancel()` callables. On the CLI these become
-a tqdm bar on a terminal and a plain `progress: ...` line per 15 s in a log (a Slurm or nohup log would otherwise
-hold the bar's carriage-return redraws, with the final `error:` line glued to them); in a child process started by the Slicer modules (`mvcf --progress jsonl ...`) every event is one
-JSON line on stdout:
+a tqdm bar on a terminal and a plain `progress: ...` line per 15 s in a log (a Slurm or nohup log would
+otherwise hold the bar's carriage-return redraws, with the final `error:` line glued to them); in a child
+process started by the Slicer modules (`mvcf --progress jsonl ...`) every event is one JSON line on stdout:
 
     {"event": "progress", "done": 3, "total": 10, "message": "epoch 3/10"}
     {"event": "metrics", ...any numbers, e.g. "epoch", "train_loss", "val_auc"}
