@@ -203,7 +203,8 @@ def _auc_statistic(positives: np.ndarray, negatives: np.ndarray, axis: int = -1)
 def bootstrap_auc_ci(y_true: Any, score: Any, n_resamples: int = 2000, seed: int = 0, alpha: float = 0.05,
                      method: str = "percentile") -> dict:
     """AUC with a stratified bootstrap CI: positives and negatives are resampled separately (as pROC's
-    `boot.stratified=TRUE`), by scipy.stats.bootstrap with a seeded generator. method: percentile | BCa | basic."""
+    `boot.stratified=TRUE`), by scipy.stats.bootstrap with a seeded generator; each class is sorted first, so
+    the interval does not depend on the order of the rows. method: percentile | BCa | basic."""
     alpha = check_alpha(alpha)
     truth = as_truth(y_true, "y_true")
     values = as_scores(score)
@@ -211,7 +212,7 @@ def bootstrap_auc_ci(y_true: Any, score: Any, n_resamples: int = 2000, seed: int
     if int(n_resamples) < 1:
         raise MVCFError("n_resamples must be at least 1")
     _two_per_class(truth, "a stratified bootstrap")   # one case of a class resamples to itself: scipy refuses
-    positives, negatives = values[truth], values[~truth]
+    positives, negatives = np.sort(values[truth]), np.sort(values[~truth])   # the same cases, in any row order
     batch = max(1, int(4_000_000 // values.size))
     res = _st.bootstrap((positives, negatives), _auc_statistic, n_resamples=int(n_resamples), paired=False,
                         vectorized=True, confidence_level=1.0 - alpha, method=method, batch=batch,
