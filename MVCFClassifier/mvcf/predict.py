@@ -29,6 +29,24 @@ def call(probability: float, threshold: float) -> str:
     return CLASS_NAMES[int(probability >= threshold)]
 
 
+def shown_decimals(threshold: float, probabilities: Sequence[Optional[float]], least: int = 3) -> int:
+    """How many decimals one output shows its probabilities and threshold with: the fewest (at least `least`)
+    at which every shown probability lies on the side of the shown threshold that its call says (0.66099
+    against 0.66104 was "0.661 OVCF (threshold 0.661)"). Format them all with it."""
+    values = [float(p) for p in probabilities if p is not None]
+    for digits in range(least, 10):
+        t = round(float(threshold), digits)
+        if all((round(p, digits) >= t) == (p >= threshold) for p in values):
+            return digits
+    return 10
+
+
+def results_decimals(results: Sequence[dict[str, Any]], least: int = 3) -> int:
+    """shown_decimals over several results (rows with `probability_malignant` and `threshold`)."""
+    return max([least] + [shown_decimals(r["threshold"], [r["probability_malignant"]], least) for r in results
+                          if r.get("probability_malignant") is not None and r.get("threshold") is not None])
+
+
 @dataclass
 class Prediction:
     probability_malignant: float

@@ -98,9 +98,17 @@ class ScreenResult:
         from mvcf.report import DISCLAIMER_SHORT
         from mvcf.report.overview import spine_overview
 
+        digits = self.decimals()
         return spine_overview(*self.images, self.vertebrae,
                               f"{Path(self.ct).name}: model {self.model.get('name', '')} "
-                              f"{self.model.get('version', '')}, threshold {self.threshold:.3f}\n{DISCLAIMER_SHORT}")
+                              f"{self.model.get('version', '')}, threshold {self.threshold:.{digits}f}\n"
+                              f"{DISCLAIMER_SHORT}", digits=digits)
+
+    def decimals(self) -> int:
+        """The decimals this screen's probabilities and threshold are shown with (predict.shown_decimals)."""
+        from mvcf.predict import shown_decimals
+
+        return shown_decimals(self.threshold, [r.get("probability_malignant") for r in self.vertebrae])
 
 
 def collapsed_levels(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -235,7 +243,7 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
     threshold = bundle.threshold
     for level, probability in zip(order, probabilities):
         row = rows[level]
-        row["probability_malignant"] = round(probability, 4)
+        row["probability_malignant"] = float(probability)   # as called: a rounded 0.661 was "MVCF" at 0.66104
         row["prediction"] = call(probability, threshold)
         row["flagged"] = bool((row["genant_grade"] or 0) >= 1 and probability >= threshold)
         row["notes"].extend(view_warnings[level])
@@ -351,6 +359,7 @@ def write_outputs(result: ScreenResult, out_dir: Union[str, Path], overview: Any
 
 def summary_text(result: ScreenResult) -> str:
     """One screen: a line per vertebra, the flagged ones and the bone density called out, the disclaimer."""
+    digits = result.decimals()
     lines = [f"{Path(result.ct).name}: {len([r for r in result.vertebrae if r['status'] == 'measured'])} "
              f"vertebrae measured; numbering {result.numbering} ({result.numbering_reason})",
              f"{'level':<6}{'Ha':>6}{'Hm':>6}{'Hp':>6}{'loss':>7}  {'grade':<14}{'HU':>7}  {'P(MVCF)':>8}  call"]
@@ -363,11 +372,11 @@ def summary_text(result: ScreenResult) -> str:
         loss = f"{100 * r['height_loss']:6.0f}%" if r["height_loss"] is not None else "      -"
         grade = f"{r['genant_grade']} {r['shape']}" if r["genant_grade"] is not None else r["status"]
         hu = f"{r['trabecular_hu']:7.0f}" if r["trabecular_hu"] is not None else "      -"
-        p = f"{r['probability_malignant']:8.3f}" if r["probability_malignant"] is not None else "       -"
+        p = f"{r['probability_malignant']:8.{digits}f}" if r["probability_malignant"] is not None else "       -"
         call = (r["prediction"] or "-") + ("  <- FLAG" if r["flagged"] else "")
         lines.append(f"{r['level']:<6}{''.join(h)}{loss}  {grade:<14}{hu}  {p}  {call}")
     lines.append(f"collapsed (Genant >= 1): {', '.join(result.collapsed) or 'none'}; flagged (collapsed and "
-                 f"P(MVCF) >= {result.threshold:.2f}): {', '.join(result.flagged) or 'none'}")
+                 f"P(MVCF) >= {result.threshold:.{digits}f}): {', '.join(result.flagged) or 'none'}")
     lines.append(f"bone density: {density_summary(result.vertebrae)}")
     lines.append(f"model {result.model.get('name', '')} {result.model.get('version', '')}; device "
                  f"{result.device} ({result.backend}); {result.timing_ms.get('total', 0):.0f} ms")

@@ -49,9 +49,12 @@ def run(args: argparse.Namespace, reporter) -> int:
         for name, r in result["study"].items():
             ext = "n/a" if r["external_auc"] is None else f"{r['external_auc']:.3f}"
             print(f"  {name}: external AUC {ext}")
+        from mvcf.predict import results_decimals
+
         for name, p in result["predictions"].items():
-            print(f"  L1 of the real sample CT, {name}: P(MVCF) = {p['probability_malignant']:.3f} -> "
-                  f"{p['prediction']}")
+            digits = results_decimals([p])
+            print(f"  L1 of the real sample CT, {name}: P(MVCF) = {p['probability_malignant']:.{digits}f} -> "
+                  f"{p['prediction']} (threshold {p['threshold']:.{digits}f})")
         screen = result.get("screen")
         if screen:
             print(f"  whole spine of the real sample CT: {len(screen['vertebrae'])} levels; collapsed (Genant >= 1): "

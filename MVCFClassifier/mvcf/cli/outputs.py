@@ -210,6 +210,7 @@ def _write(args, ct, results, model, device, on_progress, source, figures, undo)
     from mvcf.explain import engine_for, explain
     from mvcf.inference import load_model
     from mvcf.locate import from_point
+    from mvcf.predict import results_decimals
     from mvcf.report import DISCLAIMER_SHORT, case_context, source_rows, write_report
     from mvcf.report.images import key_images
 
@@ -234,8 +235,9 @@ def _write(args, ct, results, model, device, on_progress, source, figures, undo)
                           progress=_quarters(lambda n, of, step=step, name=name: progress(
                               step, len(done), f"key images of {name}: occlusion heatmap {n}/{of} blocks")))
         heats[index] = heat
-        footer = (f"P(MVCF) {r['probability_malignant']:.3f} -> {r['prediction']} (threshold {r['threshold']:.3f})\n"
-                  f"{DISCLAIMER_SHORT}")
+        digits = results_decimals([r])
+        footer = (f"P(MVCF) {r['probability_malignant']:.{digits}f} -> {r['prediction']} (threshold "
+                  f"{r['threshold']:.{digits}f})\n{DISCLAIMER_SHORT}")
         images[index] = key_images(ct, r["center_lps"], heat, name, footer)
     outputs: dict[str, Any] = {}
     if args.report:

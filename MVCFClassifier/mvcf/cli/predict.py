@@ -145,8 +145,11 @@ def run(args: argparse.Namespace, reporter) -> int:
     reporter.progress(3, 3, "done")
 
     def text() -> None:
-        print(f"probability_malignant: {result.probability_malignant:.3f}")
-        print(f"prediction: {result.prediction} (threshold {result.threshold:.3f})")
+        from mvcf.predict import shown_decimals
+
+        digits = shown_decimals(result.threshold, [result.probability_malignant])
+        print(f"probability_malignant: {result.probability_malignant:.{digits}f}")
+        print(f"prediction: {result.prediction} (threshold {result.threshold:.{digits}f})")
         print(f"model: {result.model['name']} {result.model['version']} sha256 {result.model['sha256'][:12]}")
         print(f"center_lps: {', '.join(f'{v:.1f}' for v in result.center_lps)} mm; device {result.device}; "
               f"{result.timing_ms['total']:.0f} ms")
@@ -196,13 +199,16 @@ def print_many(results: list, model: dict, device: str) -> None:
     then the disclaimer."""
     from mvcf import RESEARCH_USE_DISCLAIMER
 
+    from mvcf.predict import results_decimals
+
     warnings: dict[str, list[str]] = {}
+    digits = results_decimals([r for r in results if "error" not in r])
     for r in results:
         if "error" in r:
             print(f"{r['name']}: error: {r['error']}")
             continue
-        print(f"{r['name']}: probability_malignant {r['probability_malignant']:.3f}, {r['prediction']} "
-              f"(threshold {r['threshold']:.3f}); center_lps {', '.join(f'{v:.1f}' for v in r['center_lps'])} "
+        print(f"{r['name']}: probability_malignant {r['probability_malignant']:.{digits}f}, {r['prediction']} "
+              f"(threshold {r['threshold']:.{digits}f}); center_lps {', '.join(f'{v:.1f}' for v in r['center_lps'])} "
               f"mm; {r['timing_ms']['total']:.0f} ms")
         for warning in r["warnings"]:
             warnings.setdefault(warning, []).append(r["name"])

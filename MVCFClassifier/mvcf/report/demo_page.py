@@ -20,18 +20,22 @@ def _auc(value, ci, note=None) -> str:
 
 
 def _screen_table(screen: dict[str, Any]) -> dict[str, Any]:
+    from mvcf.predict import shown_decimals
+
+    digits = shown_decimals(screen["threshold"], [r["probability_malignant"] for r in screen["vertebrae"]])
+
     def number(value, fmt):
         return "-" if value is None else fmt.format(value)
 
     heights = ("height_anterior_mm", "height_middle_mm", "height_posterior_mm")
     rows = [[r["level"], r["status"], *(number(r[key], "{:.1f}") for key in heights),
              "-" if r["genant_grade"] is None else f"{r['genant_grade']} {r['shape']}",
-             number(r["trabecular_hu"], "{:.0f}"), number(r["probability_malignant"], "{:.3f}"),
+             number(r["trabecular_hu"], "{:.0f}"), number(r["probability_malignant"], f"{{:.{digits}f}}"),
              r["prediction"] or "-", "yes" if r["flagged"] else ""] for r in screen["vertebrae"]]
     return {"title": "Whole-spine screen of the real CT (TotalSegmentator mask, embedded demo model)",
             "columns": ["level", "status", "Ha mm", "Hm mm", "Hp mm", "Genant grade", "trabecular HU", "P(MVCF)",
                         "call", "flagged"], "rows": rows,
-            "note": f"Flagged = Genant grade >= 1 and P(MVCF) >= the threshold ({screen['threshold']:.3f}). "
+            "note": f"Flagged = Genant grade >= 1 and P(MVCF) >= the threshold ({screen['threshold']:.{digits}f}). "
                     f"Heights, grade and HU are measurements (docs/screening.md); P(MVCF) is the demo model's. "
                     f"{DISCLAIMER_SHORT}"}
 
@@ -39,8 +43,11 @@ def _screen_table(screen: dict[str, Any]) -> dict[str, Any]:
 def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, card: dict[str, Any],
                     level: str = "L1") -> Path:
     """Write index.html (and the key images under prediction/) into the demo folder `folder`."""
+    from mvcf.predict import results_decimals
+
     embedded = result["predictions"]["embedded_demo_model"]
-    footer = (f"P(MVCF) {embedded['probability_malignant']:.3f} -> {embedded['prediction']} (embedded demo model)\n"
+    footer = (f"P(MVCF) {embedded['probability_malignant']:.{results_decimals([embedded])}f} -> "
+              f"{embedded['prediction']} (embedded demo model)\n"
               f"{DISCLAIMER_SHORT}")
     figures = []
     for image in key_images(ct, center_lps, heat, f"{level} of the real sample CT", footer):
@@ -53,8 +60,8 @@ def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, 
         figures.append({"src": overview, "caption": "Whole-spine screen of the same CT (embedded demo model): "
                                                     "each vertebra outlined in its Genant grade's colour"})
     figures += [{"src": src, "caption": caption} for src, caption in ROC_FILES if (folder / src).is_file()]
-    predictions = [[name.replace("_", " "), f"{p['probability_malignant']:.3f}", p["prediction"],
-                    f"{p['threshold']:.3f}", f"{p['model']['name']} {p['model']['version']} "
+    predictions = [[name.replace("_", " "), f"{p['probability_malignant']:.{results_decimals([p])}f}",
+                    p["prediction"], f"{p['threshold']:.{results_decimals([p])}f}", f"{p['model']['name']} {p['model']['version']} "
                                              f"({p['model']['sha256'][:12]})"]
                    for name, p in result["predictions"].items()]
     study = [[name, _auc(r["internal_auc"], r["internal_auc_ci"], r.get("internal_auc_note")),

@@ -77,16 +77,16 @@ def curved_sagittal(ct: CTImage, seg: CTImage, rows: Sequence[dict[str, Any]]
     return hu, labels
 
 
-def _caption(row: dict[str, Any]) -> str:
+def _caption(row: dict[str, Any], digits: int = 3) -> str:
     grade = f"grade {row['genant_grade']}" if row.get("genant_grade") is not None else row.get("status", "")
     hu = f"{row['trabecular_hu']:.0f} HU" if row.get("trabecular_hu") is not None else "- HU"
-    p = f"P {row['probability_malignant']:.2f}" if row.get("probability_malignant") is not None else "P -"
+    p = f"P {row['probability_malignant']:.{digits}f}" if row.get("probability_malignant") is not None else "P -"
     return f"{row['level']}  {grade}  {hu}  {p}" + ("  FLAGGED" if row.get("flagged") else "")
 
 
 def render_overview(hu: np.ndarray, labels: np.ndarray, rows: Sequence[dict[str, Any]], title: str, footer: str,
-                    dpi: int = 100) -> tuple[bytes, np.ndarray]:
-    """The overview picture -> (PNG bytes, RGB array)."""
+                    dpi: int = 100, digits: int = 3) -> tuple[bytes, np.ndarray]:
+    """The overview picture -> (PNG bytes, RGB array); probabilities with `digits` decimals."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -127,7 +127,7 @@ def render_overview(hu: np.ndarray, labels: np.ndarray, rows: Sequence[dict[str,
             if abs(y_mm - other) < 0.035 * height_mm:
                 y_mm = other + 0.035 * height_mm
         placed.append(y_mm)
-        ax.text(-0.03, y_mm, _caption(row), transform=margin, ha="right", va="center", fontsize=8,
+        ax.text(-0.03, y_mm, _caption(row, digits), transform=margin, ha="right", va="center", fontsize=8,
                 color=FLAG_COLOUR if row.get("flagged") else colour, clip_on=False,
                 fontweight="bold" if row.get("flagged") else "normal")
     ax.text(0.98, 0.5, "P", transform=ax.transAxes, color="yellow", ha="right", va="center", fontsize=10)
@@ -150,13 +150,14 @@ CAPTION = ("Every screened vertebra outlined in its Genant grade's colour, with 
 
 
 def spine_overview(ct: CTImage, seg: CTImage, rows: Sequence[dict[str, Any]], footer: str,
-                   title: str = "Whole-spine screen: Genant grade (outline colour) and P(MVCF)") -> Optional[KeyImage]:
+                   title: str = "Whole-spine screen: Genant grade (outline colour) and P(MVCF)",
+                   digits: int = 3) -> Optional[KeyImage]:
     """The overview of a screen's `rows` (mvcf.screen) on its CT and label map, as a key image (PNG for the
     folder and the report, RGB for a DICOM Secondary Capture), or None when no vertebra could be located."""
     sampled = curved_sagittal(ct, seg, rows)
     if sampled is None:
         return None
-    png, rgb = render_overview(*sampled, rows, title, footer)
+    png, rgb = render_overview(*sampled, rows, title, footer, digits=digits)
     return KeyImage(plane="sagittal", caption=CAPTION, png=png, rgb=rgb, orientation=("P", "F"),
                     overlay="Genant grade outline")
 
