@@ -74,12 +74,13 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
              should_cancel: Optional[CancelCheck] = None, allow_outside_root: bool = False) -> dict[str, Any]:
     """`mvcf evaluate`: writes predictions.csv, metrics.json and the plots into out_dir (atomically). The
     card, every manifest row's files and the output's place are checked before any work."""
-    from mvcf import training_scans
+    from mvcf import RESEARCH_USE_DISCLAIMER, training_scans
     from mvcf.cohort_checks import check_cohort_files
     from mvcf.inference import resolve_device
     from mvcf.manifest import read_manifest, write_predictions
     from mvcf.models.bundle import load_bundle, read_card
     from mvcf.outputs_guard import check_cache_folder, check_output, check_outside_folders, run_inputs
+    from mvcf.predict import bundle_warnings
 
     device = resolve_device(device)
     out = Path(out_dir)
@@ -101,6 +102,8 @@ def evaluate(model: os.PathLike, manifest: os.PathLike, out_dir: os.PathLike, de
     report["training_overlap"] = seen
     report["manifest"] = str(manifest)
     report["device"] = device
+    report["warnings"] = bundle_warnings(bundle.card)   # a synthetic-data demo model says so here too
+    report["disclaimer"] = RESEARCH_USE_DISCLAIMER
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_predictions(tmp / "predictions.csv", records,
                           {"probability_malignant": {r.case_id: float(p) for r, p in zip(records, prob)}},

@@ -61,9 +61,14 @@ def test_evaluate_writes_metrics_plots_and_per_institution(trained, tmp_path, ca
                 "accuracy", "f1"):
         assert key in metrics["overall"]
     assert set(metrics["per_institution"]) == {"A", "B"}
+    # the probabilities in predictions.csv and these metrics carried no research-use notice (predict's do)
+    assert "Research use only" in metrics["disclaimer"] and isinstance(metrics["warnings"], list)
     assert metrics["model"]["sha256"] == json.loads((out / "model" / "model.json").read_text(encoding="utf-8"))["weights"]["sha256"]
     for name in ("predictions.csv", "roc.png", "calibration.png", "decision_curve.png"):
         assert (target / name).stat().st_size > 0
+    assert main(["--progress", "none", "evaluate", "--model", str(out / "model"), "--manifest", str(manifest),
+                 "--out", str(tmp_path / "text"), "--device", "cpu"]) == 0
+    assert "Research use only" in capsys.readouterr().out
     assert main(["--progress", "none", "evaluate", "--model", str(tmp_path), "--manifest", str(manifest),
                  "--out", str(tmp_path / "e2")]) == 2
     assert "not a model bundle" in capsys.readouterr().err

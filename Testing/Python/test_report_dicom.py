@@ -545,6 +545,10 @@ def test_screening_rows_through_write_outputs(real_run, real_ct, work):
 
     groups = sr.content.get_image_measurement_groups()
     assert [g.finding_sites[0].value for g in groups] == [codes.SCT.T12Vertebra, codes.SCT.L1Vertebra]
+    # a screened level graded 0 is a vertebra assessed, not a fracture ("L1: vertebral compression fracture,
+    # Genant grade 0 (normal)")
+    assert [g.finding_type.meaning for g in groups] == ["Vertebral compression fracture",
+                                                        "Vertebra screened for compression fracture"]
     assert not groups[1].get_measurements(name=codes.DCM.ProbabilityOfCancer)
     assert groups[1].get_measurements(name=codes.DCM.AttenuationCoefficient)[0].value == pytest.approx(140.0)
     html = (work / "screen_report" / "report.html").read_text(encoding="utf-8")
@@ -622,3 +626,15 @@ def test_an_interrupt_during_the_pacs_send_keeps_every_file(real_ct, work, capsy
     assert code == 130 and err.strip().splitlines()[-1] == "error: interrupted"
     assert (base / "maps" / "L1.nii.gz").is_file() and (base / "report" / "report.html").is_file()
     assert len(list((base / "dicom").glob("*.dcm"))) == 4
+
+
+def test_the_report_gives_a_perfect_validation_auc_its_newcombe_interval():
+    """The report's model box read "1.000 (95% CI 1.000-1.000, DeLong; n = 26)" where the card itself holds
+    Newcombe's interval for that perfect separation (the ROC plot and metrics.json used it)."""
+    from mvcf.report import model_summary
+
+    card = {"validation_metrics": {"validation": {"auc": 1.0, "auc_ci_delong": [1.0, 1.0],
+                                                  "auc_ci_newcombe": [0.854, 1.0], "n": 26}}}
+    assert model_summary(card)["validation_auc"] == "1.000 (95% CI 0.854-1.000, Newcombe, DeLong degenerate; n = 26)"
+    card["validation_metrics"]["validation"] = {"auc": 0.9, "auc_ci_delong": [0.8, 0.97], "n": 40}
+    assert model_summary(card)["validation_auc"] == "0.900 (95% CI 0.800-0.970, DeLong; n = 40)"

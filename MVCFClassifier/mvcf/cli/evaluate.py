@@ -32,6 +32,9 @@ def run(args: argparse.Namespace, reporter) -> int:
               f"results in {report['out']}")
         for site, summary in report.get("per_institution", {}).items():
             print(f"  {site}: AUC {format_auc(summary, reason=True)} (n={summary['n']})")
+        for warning in report["warnings"]:
+            print(f"warning: {warning}")
+        print(report["disclaimer"])
 
     emit_result(reporter, report, args.json, text)
     return 0

@@ -92,10 +92,19 @@ def _group(hd, codes, result: dict[str, Any], source: DicomSource, algorithm):
     name = str(result.get("level") or result.get("name") or "vertebra")
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=name[:64]),
-        finding_type=private("VCF", "Vertebral compression fracture"), algorithm_id=algorithm,
+        finding_type=_finding_type(result), algorithm_id=algorithm,
         finding_sites=[site], measurements=measurements, qualitative_evaluations=evaluations,
         source_images=None if nearest is None else
         [hd.sr.SourceImageForMeasurementGroup(str(nearest.SOPClassUID), str(nearest.SOPInstanceUID))])
+
+
+def _finding_type(result: dict[str, Any]) -> Any:
+    """A vertebra the user named as fractured (predict), or one the screen graded >= 1, is a compression
+    fracture; every other screened level is a vertebra assessed, not a fracture (it read "L1: vertebral
+    compression fracture ... Genant grade 0 (normal)")."""
+    if "genant_grade" not in result or (result.get("genant_grade") or 0) >= 1:
+        return private("VCF", "Vertebral compression fracture")
+    return private("VERT", "Vertebra screened for compression fracture")
 
 
 def build_sr(source: DicomSource, results: Sequence[dict[str, Any]], model: dict[str, str],

@@ -38,10 +38,11 @@ def measurement_rows(result: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def model_summary(card: dict[str, Any]) -> dict[str, str]:
+def model_summary(card: dict[str, Any], digits: int = 3) -> dict[str, str]:
     """Name, version, sha256, what it was trained on, validation AUC with CI (from the bundle's card)."""
     validation = (card.get("validation_metrics") or {}).get("validation") or {}
-    auc, ci = validation.get("auc"), validation.get("auc_ci_delong")
+    auc, ci = validation.get("auc"), validation.get("auc_ci_newcombe") or validation.get("auc_ci_delong")
+    method = "Newcombe, DeLong degenerate" if validation.get("auc_ci_newcombe") else "DeLong"
     data = card.get("training_data") or {}
     if card.get("trained_on_synthetic_data"):
         cohort = card.get("training_cohort") or {}
@@ -53,8 +54,8 @@ def model_summary(card: dict[str, Any]) -> dict[str, str]:
             "sha256": (card.get("weights") or {}).get("sha256", card.get("sha256", "?")),
             "trained_on": trained_on,
             "validation_auc": "n/a" if auc is None else
-            f"{auc:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f}, DeLong; n = {validation.get('n', '?')})" if ci else ""),
-            "threshold": f"{card.get('threshold', float('nan')):.3f} ({card.get('threshold_method', 'frozen')})",
+            f"{auc:.3f}" + (f" (95% CI {ci[0]:.3f}-{ci[1]:.3f}, {method}; n = {validation.get('n', '?')})" if ci else ""),
+            "threshold": f"{card.get('threshold', float('nan')):.{digits}f} ({card.get('threshold_method', 'frozen')})",
             "intended_use": card.get("intended_use", "Research use only.")}
 
 
@@ -77,8 +78,9 @@ def source_rows(identity: Optional[dict[str, Any]], ct_path: str) -> list[dict[s
     return rows
 
 
-def summary_table(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One line per vertebra (before the per-vertebra sections), with the screening columns some rows have."""
+def summary_table(results: Sequence[dict[str, Any]], digits: int = 3) -> dict[str, Any]:
+    """One line per vertebra (before the per-vertebra sections), with the screening columns some rows have;
+    probabilities with `digits` decimals (mvcf.predict.results_decimals)."""
     def cell(r, key, fmt):
         return "-" if r.get(key) is None else fmt.format(r[key])
 
@@ -90,7 +92,7 @@ def summary_table(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if r.get("error"):
             rows.append([name, "error", r["error"]] + ["-"] * len(extra))
             continue
-        rows.append([name, cell(r, "probability_malignant", "{:.3f}"), r.get("prediction") or "not classified"]
+        rows.append([name, cell(r, "probability_malignant", f"{{:.{digits}f}}"), r.get("prediction") or "not classified"]
                     + [cell(r, key, fmt) for key, _, fmt in extra])
     return {"title": "Summary", "columns": columns + [label for _, label, _ in extra], "rows": rows,
             "note": DISCLAIMER_SHORT}
@@ -100,6 +102,9 @@ def case_context(results: Sequence[dict[str, Any]], images: dict[int, list[dict[
                  card: Optional[dict[str, Any]], source: list[dict[str, str]], title: str = "MVCF case report",
                  subtitle: str = "") -> dict[str, Any]:
     """Template context for a CT's results; `images[i]` are the {src, caption} key images of results[i]."""
+    from mvcf.predict import results_decimals
+
+    digits = results_decimals([r for r in results if not r.get("error")])
     vertebrae = []
     for index, r in enumerate(results):
         row = {"name": r.get("name") or r.get("level") or f"vertebra {index + 1}", "level": r.get("level"),
@@ -108,12 +113,14 @@ def case_context(results: Sequence[dict[str, Any]], images: dict[int, list[dict[
             classified = r.get("probability_malignant") is not None
             row.update(probability_malignant=float(r["probability_malignant"]) if classified else None,
                        prediction=r.get("prediction"), threshold=float(r["threshold"]) if classified else None,
+                       probability_text=f"{r['probability_malignant']:.{digits}f}" if classified else "",
+                       threshold_text=f"{r['threshold']:.{digits}f}" if classified else "",
                        warnings=list(r.get("warnings") or r.get("notes") or []), measurements=measurement_rows(r),
                        center="-" if r.get("center_lps") is None else ", ".join(f"{v:.1f}" for v in r["center_lps"]))
         vertebrae.append(row)
     return {"title": title, "subtitle": subtitle, "vertebrae": vertebrae, "figures": [], "tables": [],
-            "summary": summary_table(results) if len(results) > 1 else None,
-            "links": [], "model": model_summary(card) if card else None, "source": source}
+            "summary": summary_table(results, digits) if len(results) > 1 else None,
+            "links": [], "model": model_summary(card, digits) if card else None, "source": source}
 
 
 def render_html(context: dict[str, Any]) -> str:
