@@ -217,7 +217,7 @@ def _check_parent(target: Path, what: str) -> None:
         raise MVCFError(f"cannot write {what} {target}: the folder {parent} is not writable (Permission denied)")
 
 
-def _empty_folder(path: Path) -> bool:
+def empty_folder(path: Path) -> bool:
     """A real folder with nothing in it: made for the run (`mkdir out && mvcf ... --out out`), so taken and
     replaced by the run's folder, as synth and reader-study plan always did."""
     try:
@@ -244,7 +244,7 @@ def check_output(path: PathLike, inputs: Iterable[PathLike] = (), *, kind: str =
     resolved = _resolved(target)
     if resolved == resolved.parent:
         raise MVCFError(f"{what} {path} is the root folder; choose a new folder")
-    if (target.exists() or target.is_symlink()) and not (kind == "folder" and _empty_folder(target)):
+    if (target.exists() or target.is_symlink()) and not (kind == "folder" and empty_folder(target)):
         if kind == "folder" and not target.is_dir():
             raise MVCFError(f"{what} {path} is an existing file; a folder is needed here")
         if kind == "file" and target.is_dir():

@@ -33,18 +33,23 @@ def shown_decimals(threshold: float, probabilities: Sequence[Optional[float]], l
     """How many decimals one output shows its probabilities and threshold with: the fewest (at least `least`)
     at which every shown probability lies on the side of the shown threshold that its call says (0.66099
     against 0.66104 was "0.661 OVCF (threshold 0.661)"). Format them all with it."""
-    values = [float(p) for p in probabilities if p is not None]
-    for digits in range(least, 10):
-        t = round(float(threshold), digits)
-        if all((round(p, digits) >= t) == (p >= threshold) for p in values):
-            return digits
-    return 10
+    return _decimals([(float(p), float(threshold)) for p in probabilities if p is not None], least)
 
 
 def results_decimals(results: Sequence[dict[str, Any]], least: int = 3) -> int:
-    """shown_decimals over several results (rows with `probability_malignant` and `threshold`)."""
-    return max([least] + [shown_decimals(r["threshold"], [r["probability_malignant"]], least) for r in results
-                          if r.get("probability_malignant") is not None and r.get("threshold") is not None])
+    """shown_decimals of several results shown together (rows with `probability_malignant` and `threshold`)."""
+    return _decimals([(float(r["probability_malignant"]), float(r["threshold"])) for r in results
+                      if r.get("probability_malignant") is not None and r.get("threshold") is not None], least)
+
+
+def _decimals(pairs: Sequence[tuple[float, float]], least: int) -> int:
+    """The fewest decimals at which every (probability, threshold) pair keeps its order. Found for all pairs
+    at once: more decimals can break a pair that fewer kept (0.6604999 and 0.6605001 are 0.660 and 0.661,
+    but 0.66050 twice), so the largest of each pair's own count is not enough."""
+    for digits in range(least, 10):
+        if all((round(p, digits) >= round(t, digits)) == (p >= t) for p, t in pairs):
+            return digits
+    return 10
 
 
 @dataclass

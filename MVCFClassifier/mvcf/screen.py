@@ -164,8 +164,9 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
     started = time.perf_counter()
     reordered = on_lattice_of(seg, ct)   # the same voxels listed in another axis order: taken as they are
     if reordered is None:
-        check_same_grid(ct, seg)
-    seg = reordered if reordered is not None else seg
+        check_same_grid(ct, seg)         # raises: another grid
+    else:
+        seg = reordered
     values = np.unique(seg.voxels)
     if numbering == "auto":
         scheme = numbering_module.detect_numbering(values, names)

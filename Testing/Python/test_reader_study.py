@@ -570,3 +570,13 @@ def test_reading_with_the_model_first_is_taken_but_said():
     assert aided_first_warning(["unaided", "aided"], 28) is None and aided_first_warning(["aided"], 0) is None
     with pytest.raises(MVCFError, match="both in reading order"):
         parse_rounds("aided,aided")
+
+
+def test_a_plan_takes_an_empty_folder_made_for_it(tmp_path):
+    """`mkdir plan && mvcf reader-study plan --out plan`: the empty folder becomes the plan (it was removed
+    before the plan was written, so a plan that failed half-way took the user's folder with it)."""
+    manifest = reader_study_manifest(tmp_path, n_per_site=2)
+    out = tmp_path / "plan"
+    out.mkdir()
+    make_plan(manifest, PlanSettings(readers=["r1", "r2"], rounds=["unaided"], seed=5), out)
+    assert (out / "plan.json").is_file() and (out / "packages" / "r1").is_dir()

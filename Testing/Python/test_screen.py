@@ -1074,6 +1074,10 @@ def test_a_probability_beside_the_threshold_is_shown_on_the_side_its_call_says(t
 
     assert shown_decimals(0.6610353, [0.6610353 + 5e-6]) == 3 and shown_decimals(0.6610353, [0.66099]) == 5
     assert results_decimals([{"probability_malignant": 0.66102, "threshold": 0.6610353}, {"error": "x"}]) == 5
+    # found for all rows together: 5 decimals, enough for the first pair, make the second read 0.66050 twice
+    rows = [{"probability_malignant": 0.66099, "threshold": 0.6610353},
+            {"probability_malignant": 0.6604999, "threshold": 0.6605001}]
+    assert results_decimals(rows) == 7
     real = inference.forward
 
     def pinned(bundle, arrays, *args, **kwargs):

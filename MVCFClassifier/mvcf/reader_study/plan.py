@@ -188,9 +188,7 @@ def make_plan(manifest, settings: PlanSettings, out,
         if on_progress is not None:
             on_progress(step, steps, message)
 
-    if out.exists():
-        out.rmdir()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:   # an empty --out is replaced by the plan once it is complete
         staging = tmp / ".staging"
         (staging / "cases").mkdir(parents=True)
         centers = {}

@@ -127,8 +127,10 @@ def build_report(readings, out_dir, plan: Optional[dict] = None, model=None, una
         if scores["truth"].isna().any():
             raise MVCFError("model scores name cases that are not in the readings")
         ci = stats.delong_ci(scores["truth"].astype(int).to_numpy(), scores["score"].to_numpy(float), alpha=alpha)
-        threshold = float(scores["threshold"].iloc[0]) if "threshold" in scores else DEFAULT_THRESHOLD
-        if "threshold" not in scores:
+        if "threshold" in scores:
+            threshold = float(scores["threshold"].iloc[0])   # one value on every row (_model_table)
+        else:
+            threshold = DEFAULT_THRESHOLD
             logging.getLogger("mvcf.reader_study").warning(
                 f"model scores CSV has no 'threshold' column: the model's sensitivity and specificity are at "
                 f"{DEFAULT_THRESHOLD:g}, not at its frozen threshold")

@@ -46,7 +46,8 @@ def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, 
     from mvcf.predict import results_decimals
 
     embedded = result["predictions"]["embedded_demo_model"]
-    footer = (f"P(MVCF) {embedded['probability_malignant']:.{results_decimals([embedded])}f} -> "
+    digits = results_decimals(list(result["predictions"].values()))   # one table, one number of decimals
+    footer = (f"P(MVCF) {embedded['probability_malignant']:.{digits}f} -> "
               f"{embedded['prediction']} (embedded demo model)\n"
               f"{DISCLAIMER_SHORT}")
     figures = []
@@ -60,9 +61,9 @@ def write_demo_page(folder: Path, result: dict[str, Any], ct, center_lps, heat, 
         figures.append({"src": overview, "caption": "Whole-spine screen of the same CT (embedded demo model): "
                                                     "each vertebra outlined in its Genant grade's colour"})
     figures += [{"src": src, "caption": caption} for src, caption in ROC_FILES if (folder / src).is_file()]
-    predictions = [[name.replace("_", " "), f"{p['probability_malignant']:.{results_decimals([p])}f}",
-                    p["prediction"], f"{p['threshold']:.{results_decimals([p])}f}", f"{p['model']['name']} {p['model']['version']} "
-                                             f"({p['model']['sha256'][:12]})"]
+    predictions = [[name.replace("_", " "), f"{p['probability_malignant']:.{digits}f}", p["prediction"],
+                    f"{p['threshold']:.{digits}f}",
+                    f"{p['model']['name']} {p['model']['version']} ({p['model']['sha256'][:12]})"]
                    for name, p in result["predictions"].items()]
     study = [[name, _auc(r["internal_auc"], r["internal_auc_ci"], r.get("internal_auc_note")),
               _auc(r["external_auc"], r["external_auc_ci"], r.get("external_auc_note"))]

@@ -176,19 +176,16 @@ def generate_cohort(out_dir: Union[str, os.PathLike], n_cases: int = 200, seed: 
 
     if difficulty not in DIFFICULTIES:
         raise MVCFError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, not {difficulty!r}")
-    from mvcf.outputs_guard import is_own_output
+    from mvcf.outputs_guard import empty_folder, is_own_output
 
     out = Path(out_dir)
-    empty = out.is_dir() and not out.is_symlink() and not any(out.iterdir())   # made for it: taken
-    if not empty and (out.exists() or out.is_symlink()):
+    if not empty_folder(out) and (out.exists() or out.is_symlink()):   # an empty one is made for it: taken
         if not is_own_output(out):   # --overwrite was suggested, then refused: it replaces only mvcf's output
             raise MVCFError(f"{out} exists and was not written by mvcf; it is never replaced (choose another --out)")
         if not overwrite:
             raise MVCFError(f"{out} holds an earlier cohort of mvcf (pass --overwrite to replace it, or choose "
                             "another --out)")
     plans = plan_cohort(n_cases, seed, external_fraction, prevalence)
-    if empty:   # only once the request is known good (a refused one left no folder), as reader-study plan does
-        out.rmdir()
     with atomic_dir(out, overwrite=overwrite) as tmp:
         jobs = [(plan, seed, difficulty, str(tmp / "cases")) for plan in plans]
         records = []
