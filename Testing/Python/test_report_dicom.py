@@ -106,6 +106,12 @@ def test_sr_reads_back_with_the_same_measurements_codes_and_references(real_run,
     texts = dict(_text_items(pydicom.dcmread(sr_path)))
     assert texts["111001"] == result["model"]["name"] and texts["111003"] == result["model"]["version"]
     assert texts["111002"] == f"sha256={result['model']['sha256']}"   # Algorithm Parameters
+    from mvcf import RESEARCH_USE_DISCLAIMER
+
+    notice = [item for item in sr.ContentSequence
+              if item.ConceptNameCodeSequence[0].CodeValue == "C0034375"]   # TID 1500 Qualitative Evaluations
+    assert len(notice) == 1 and notice[0].ContentSequence[0].TextValue == RESEARCH_USE_DISCLAIMER
+    assert texts["121106"] == RESEARCH_USE_DISCLAIMER   # a probability never travels without the notice
 
 
 def _text_items(ds):

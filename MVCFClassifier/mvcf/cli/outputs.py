@@ -288,7 +288,7 @@ def _write_dicom(folder: Path, source, results, images, heats, model: dict, soft
     from mvcf.dicom.sr import build_sr
     from mvcf.fileio import atomic_files
 
-    sr = build_sr(source, results, model, software_version=software)
+    sr = build_sr(source, results, model, software_version=software, disclaimer=disclaimer)
     sc = build_sc(source, [*figures, *[(im, results[index]["center_lps"]) for index, ims in images.items()
                                        for im in ims]], comment=disclaimer)
     pm = build_pm(source, [(heat, _name(results[index], index)) for index, heat in heats.items()],

@@ -9,7 +9,9 @@ name, version, sha256), the source image nearest the vertebra's centre, and
     evaluations:   the call (SCT 278201002 'Classification' = SCT 'Malignant' for MVCF / 'Benign' for OVCF)
                    and when present the Genant grade.
 Concepts with no standard code (body heights by wall, Genant grade, the fracture finding type) use the
-private coding scheme 99MVCF, which the file declares. Every instance of the source series is listed as
+private coding scheme 99MVCF, which the file declares. The research-use notice travels in the document itself
+(TID 1500's report-level Qualitative Evaluations, a TEXT "Comment"), so an SR viewer that shows the
+probabilities shows it too. Every instance of the source series is listed as
 evidence (the optional image library is left out: with a few hundred slices it multiplies the build time
 and the file size for nothing a viewer needs).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional, Sequence
 
+from mvcf import RESEARCH_USE_DISCLAIMER
 from mvcf.dicom.source import DicomSource, need
 
 PRIVATE_SCHEME = "99MVCF"
@@ -107,11 +110,21 @@ def _finding_type(result: dict[str, Any]) -> Any:
     return private("VERT", "Vertebra screened for compression fracture")
 
 
+def _notice(hd, codes, disclaimer: str):
+    """TID 1500 row 12: a report-level Qualitative Evaluations container holding the notice as free text."""
+    item = hd.sr.TextContentItem(name=codes.DCM.Comment, value=disclaimer[:1024],
+                                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    container = hd.sr.ContainerContentItem(name=hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations"),
+                                           relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    container.ContentSequence = hd.sr.ContentSequence([item])
+    return container
+
+
 def build_sr(source: DicomSource, results: Sequence[dict[str, Any]], model: dict[str, str],
-             series_number: int = 901, software_version: str = ""):
+             series_number: int = 901, software_version: str = "", disclaimer: str = RESEARCH_USE_DISCLAIMER):
     """A Comprehensive3DSR (pydicom Dataset) for the vertebrae of `results`, in a new series of the source's
     study: errors and rows with neither a probability nor a measurement are skipped; a screened row without
-    a probability (not classified) keeps its measurements."""
+    a probability (not classified) keeps its measurements. `disclaimer` goes into the content tree."""
     hd = need("highdicom")
     from pydicom.sr.codedict import codes
 
@@ -126,6 +139,7 @@ def build_sr(source: DicomSource, results: Sequence[dict[str, Any]], model: dict
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups)
+    report[0].ContentSequence.append(_notice(hd, codes, disclaimer))
     sr = hd.sr.Comprehensive3DSR(
         evidence=source.evidence(), content=report, series_instance_uid=hd.UID(), series_number=series_number,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER, is_complete=True,
