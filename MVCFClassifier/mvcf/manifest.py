@@ -261,7 +261,9 @@ def write_predictions(path: Union[str, os.PathLike], records: Sequence[CaseRecor
     """The one predictions.csv writer (train, evaluate, study), atomically: a row per record (in the given
     order; only those in `sets` when it is given) with case_id, patient_id, institution, [set,] label and
     the scores. With `threshold` the one score column is `probability_malignant` followed by its
-    `prediction`; without, one column per name in `scores` (empty where a model did not score the case)."""
+    `prediction`; without, one column per name in `scores` (empty where a model did not score the case).
+    Scores are written in full (the shortest text that reads back as the same float), so the file's own
+    numbers give its calls and its ranks."""
     if threshold is not None and len(scores) != 1:
         raise ValueError("a thresholded predictions file holds one model's scores")
     header = ["case_id", "patient_id", "institution"] + (["set"] if sets is not None else []) + ["label"]
@@ -275,7 +277,7 @@ def write_predictions(path: Union[str, os.PathLike], records: Sequence[CaseRecor
             row = [r.case_id, r.patient_id, r.institution] + ([sets[r.case_id]] if sets is not None else [])
             row.append(CLASS_NAMES[int(r.label)])
             values = [column.get(r.case_id) for column in scores.values()]
-            row += ["" if p is None else f"{float(p):.6f}" for p in values]
+            row += ["" if p is None else repr(float(p)) for p in values]
             if threshold is not None:
                 row.append(CLASS_NAMES[int(values[0] >= threshold)])
             writer.writerow(row)

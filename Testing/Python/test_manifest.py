@@ -158,3 +158,20 @@ def test_write_then_read_round_trip_with_relative_paths(folder):
         [("c1", 1, "A", 31), ("c2", 0, "B", None)]
     np.testing.assert_allclose(back[1].center_lps, [-1.0, 0.5, 9.25])
     assert back[0].extra["level"] == "L1" and back[0].label_name == "MVCF"
+
+
+def test_predictions_file_keeps_the_probability_the_call_was_made_on(tmp_path):
+    """6 decimals wrote 0.6604996 as 0.660500 beside "OVCF" at threshold 0.6605: read back, the file's own
+    probability called the other class, and ranks tied that were not."""
+    import csv
+
+    from mvcf.manifest import write_predictions
+
+    threshold = 0.6605
+    scores = {"a": 0.6604996323585510, "b": 0.6604996323585511, "c": 1 / 3}
+    records = [CaseRecord(c, c, "A", 1, tmp_path / f"{c}.nii.gz") for c in scores]
+    write_predictions(tmp_path / "p.csv", records, {"m": scores}, threshold=threshold)
+    with open(tmp_path / "p.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["case_id"]: float(r["probability_malignant"]) for r in rows} == scores
+    assert all((float(r["probability_malignant"]) >= threshold) == (r["prediction"] == "MVCF") for r in rows)
