@@ -288,16 +288,14 @@ def measure_vertebra(mask: CTImage, label: int, level: str, si_axis: Optional[Se
         return result
     pose = locate_body(mask, label, si_axis, points, start)
     if pose is None:
-        result.notes.append("no vertebral body found in front of the spinal canal on the mid-sagittal plane")
-        return result
+        return _no_body(result, mask, points)
     axes, center = pose.axes_lps, pose.center_lps
     grid_center, extent = _body_grid(points, center, axes, pose.depth_mm)
     occ, origin, spacing = _sample_label(mask, label, grid_center, axes, extent, (GRID_MM, GRID_MM, GRID_MM))
     voxel_ap = float(np.abs(np.linalg.solve(mask.direction, axes[:, 1])) @ mask.spacing)
     run = _body_run(occ, spacing, max(FRAGMENT_MIN_MM, 1.5 * voxel_ap))
     if run is None:
-        result.notes.append("no vertebral body found in front of the spinal canal on the mid-sagittal plane")
-        return result
+        return _no_body(result, mask, points)
     heights, j0, j1 = run
     body = occ >= 0.5
     body[:, j1:, :] = False
@@ -310,6 +308,19 @@ def measure_vertebra(mask: CTImage, label: int, level: str, si_axis: Optional[Se
     if _body_at_edge(mask, result.region):
         result.partial = True
         result.notes.append("partial: the vertebral body is cut by the edge of the field of view")
+    return result
+
+
+def _no_body(result: Morphometry, mask: CTImage, points: np.ndarray) -> Morphometry:
+    """No body in front of the canal: where the label reaches the image's edge the field of view has cut it
+    (often the body itself, in front), which the table must say rather than "not measured"."""
+    ijk = np.linalg.solve(mask.direction @ np.diag(mask.spacing), (points - mask.origin).T).T
+    if ijk.min() < 0.5 or np.any(ijk.max(axis=0) > np.asarray(mask.size_ijk, float) - 1.5):
+        result.partial = True
+        result.notes.append("partial: the vertebra is cut by the edge of the field of view (no body found in "
+                            "front of the spinal canal)")
+    else:
+        result.notes.append("no vertebral body found in front of the spinal canal on the mid-sagittal plane")
     return result
 
 

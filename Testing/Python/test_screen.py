@@ -483,6 +483,23 @@ def test_a_vertebra_cut_by_the_field_of_view_never_sets_the_exams_bone_density(t
     assert exam_density(result.vertebrae)["status"] == "measured"
 
 
+def test_a_vertebra_whose_body_the_field_of_view_cut_in_front_is_partial_not_unmeasured(tmp_path):
+    """A field of view cut in front of the spine (a small reconstruction, a cropped CT) removes the bodies and
+    leaves the posterior elements: such a level read "not measured (no body found)" beside cut levels that
+    read "partial", as if the segmentation had failed there."""
+    import SimpleITK as sitk
+
+    from mvcf.screen import screen_files
+
+    for source, name in ((CT, "ct.nii.gz"), (SEG, "seg.nii.gz")):   # the sample's image rows 35.. are in front
+        sitk.WriteImage(sitk.ReadImage(str(source))[:, :35, :], str(tmp_path / name))
+    rows = {r["level"]: r for r in screen_files(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz",
+                                                device="cpu").vertebrae}
+    assert {r["status"] for r in rows.values()} == {"partial"}, {k: r["status"] for k, r in rows.items()}
+    assert any("no body found" in n for r in rows.values() for n in r["notes"])
+    assert all(r["trabecular_hu"] is None and r["genant_grade"] is None for r in rows.values())
+
+
 def test_an_interrupted_report_leaves_no_table_either(tmp_path, small_case, monkeypatch, capsys):
     """Ctrl-C (or a failure) while the case report or DICOM objects are written: the run exits 130 and --out
     gets no screen.tsv/screen.json (the table was written first before, and stayed)."""
