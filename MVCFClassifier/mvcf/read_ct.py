@@ -142,20 +142,32 @@ def _check_slice_positions(reader, image, folder: Path) -> None:
     """Refuse what one spacing and one direction cannot describe: missing slices, uneven steps, gantry tilt
     (ITK then only prints a warning and averages)."""
     n = image.GetSize()[2]
-    if n < 2 or not all(reader.HasMetaDataKey(i, "0020|0032") for i in range(n)):
+    if n < 2:
         return
+    lacking = [i for i in range(n) if not reader.HasMetaDataKey(i, "0020|0032")]
+    if lacking:
+        raise MVCFError(f"DICOM series in {folder}: {len(lacking)} of its {n} slices "
+                        f"{'has' if len(lacking) == 1 else 'have'} no ImagePositionPatient, "
+                        "so where they lie is unknown")
     try:
         positions = np.array([[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
                               for i in range(n)])
     except ValueError:
         raise MVCFError(f"DICOM series in {folder} has an unreadable ImagePositionPatient") from None
     repeated = n - len(np.unique(np.round(positions, 2), axis=0))
+    uids = [uid for uid in (reader.GetMetaData(i, "0008|0018").strip(" \0") for i in range(n)
+                            if reader.HasMetaDataKey(i, "0008|0018")) if uid]   # anonymised files may lack it
+    copies = len(uids) - len(set(uids))
+    if copies:
+        raise MVCFError(f"DICOM series in {folder}: {copies} of its {n} files repeat a slice another file holds (the "
+                        "same SOP Instance UID under two file names); remove the copies")
     if repeated:
         raise MVCFError(f"DICOM series in {folder}: {repeated} of its {n} slices lie where another one does, so it "
                         "holds two stacks (two acquisitions or reconstructions under one series UID?); put them in "
                         "separate folders")
     step = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, 2] * image.GetSpacing()[2]
-    worst = float(np.abs(np.diff(positions, axis=0) - step).max())
+    grid = np.asarray(image.GetOrigin(), dtype=float) + np.arange(n)[:, None] * step
+    worst = float(np.linalg.norm(positions - grid, axis=1).max())   # where ITK puts each slice vs its header
     if worst > max(0.1 * abs(image.GetSpacing()[2]), 0.05):
         raise MVCFError(f"DICOM series in {folder} has missing or unevenly spaced slices, or a gantry tilt "
                         f"(slice positions deviate up to {worst:.2f} mm from a regular grid)")
