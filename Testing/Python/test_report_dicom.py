@@ -79,6 +79,48 @@ def test_sr_and_sc_pass_dciodvfy(real_run):
         assert not errors, f"{path.name}: {errors}"
 
 
+def _edited_copy(source: Path, out: Path, edit) -> Path:
+    out.mkdir()
+    for path in sorted(source.iterdir()):
+        ds = pydicom.dcmread(path)
+        edit(ds)
+        ds.save_as(out / path.name)
+    return out
+
+
+def test_a_japanese_series_without_slice_thickness_gets_valid_dicom_and_one_without_frame_gets_one_line(
+        work, real_ct, capsys):
+    """Three valid or common sources ended in a traceback (exit 1): ISO 2022 IR 87 (Japanese names, the first
+    value empty: highdicom refused the character set it copied), no SliceThickness (Type 2 in a CT, so
+    absent is legal), and no FrameOfReferenceUID (not a valid CT, so one line and exit 2)."""
+    name = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+
+    def japanese(ds):
+        ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+        ds.PatientName = name
+        del ds.SliceThickness
+    source = _edited_copy(real_ct, work / "japanese_ct", japanese)
+    assert b"\x1b$B" in next(source.iterdir()).read_bytes()            # written with ISO 2022 escapes
+    out = work / "japanese_dicom"
+    code, _, err = run(capsys, "predict", "--ct", source, "--point-ijk", BODY_IJK, "--dicom-out", out)
+    assert code == 0, err
+    files = sorted(out.glob("*.dcm"))
+    assert len(files) == 4
+    for path in files:
+        ds = pydicom.dcmread(path)
+        assert str(ds.PatientName) == name and ds.SpecificCharacterSet == "ISO_IR 192"
+        if shutil.which("dciodvfy"):
+            check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+            assert not [x for x in (check.stdout + check.stderr).splitlines() if x.startswith("Error")], path.name
+
+    def no_frame(ds):
+        del ds.FrameOfReferenceUID
+    source = _edited_copy(real_ct, work / "frameless_ct", no_frame)
+    code, _, err = run(capsys, "predict", "--ct", source, "--point-ijk", BODY_IJK, "--dicom-out", work / "frameless")
+    assert code == 2 and "FrameOfReferenceUID" in err and len(err.strip().splitlines()) == 1, err
+    assert not (work / "frameless").exists()
+
+
 def test_sr_reads_back_with_the_same_measurements_codes_and_references(real_run, real_ct):
     result = real_run["payload"]
     sr_path = next(real_run["dicom"].glob("SR_*.dcm"))

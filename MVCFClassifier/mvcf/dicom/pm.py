@@ -44,6 +44,9 @@ def build_pm(source: DicomSource, heats: Sequence[tuple[Any, str]], model: dict[
             contains_recognizable_visual_features=False, real_world_value_mappings=[mapping],
             voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
             content_label=label, content_description=f"{what} heatmap of {name} (research use)"[:64])
+        measures = pm.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        if measures.get("SliceThickness") in (None, ""):   # a source without one: the map's own sampling step
+            measures.SliceThickness = float(heat.spacing[2])
         pm.SeriesDescription = "MVCF heatmaps (research use)"
         pm.Laterality = ""  # Type 2C: the spine is not a paired structure
         out.append(finish(pm))

@@ -129,8 +129,13 @@ def load_source(ct_path: Union[str, Path], series_uid: Optional[str] = None, req
         raise MVCFError(f"DICOM output needs the source series' UIDs, but {folder} has blank {', '.join(blank)} "
                         f"(anonymised by blanking them?): a PACS cannot file results without them; use the "
                         f"series with its original or newly assigned UIDs")
-    for ds in datasets:  # Type 2 attributes the outputs copy: absent ones become empty, never invented
-        for key in TYPE2_COPIED:
+    if require_uids and not all(str(getattr(ds, "FrameOfReferenceUID", "") or "") for ds in datasets):
+        raise MVCFError(f"DICOM output needs the source series' FrameOfReferenceUID, which {folder} lacks: without "
+                        "it no viewer can place the heatmaps and measurements on the CT")
+    for ds in datasets:
+        ds.decode()   # every text in Unicode, so the outputs write it as UTF-8 (ISO 2022 escapes included)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        for key in (*TYPE2_COPIED, "SliceThickness"):  # Type 2: absent ones become empty, never invented
             if key not in ds:
                 setattr(ds, key, "")
     return DicomSource(folder=folder, choice=choice, datasets=datasets)
