@@ -205,18 +205,25 @@ def result_row(target: Target, result: Optional[dict], wall_s: float, error: str
 
 
 def results_html(rows: Sequence[dict]) -> str:
-    """The results as a small rich-text table for the module panel, with the disclaimer under it."""
+    """The results as a small rich-text table for the module panel, the threshold and the disclaimer under it.
+    Probabilities and threshold share the decimals at which every shown P lies on its call's side of the shown
+    threshold (2 decimals showed P = t + 0.0007 and P = t - 0.0004 as "0.66 MVCF" and "0.66 OVCF")."""
     from html import escape
 
+    from mvcf.predict import results_decimals
+
+    digits = results_decimals(rows)
     lines = ["<table><tr><th align='left'>Vertebra</th><th>P(MVCF)</th><th>Class</th><th align='left'>Notes</th></tr>"]
     for row in rows:
         probability = row.get("probability_malignant")
-        shown = f"{float(probability):.2f}" if isinstance(probability, (int, float)) else "-"
+        shown = f"{float(probability):.{digits}f}" if isinstance(probability, (int, float)) else "-"
         notes = row.get("status", "") if row.get("status") != "ok" else row.get("warnings", "")
         lines.append(f"<tr><td>{escape(str(row.get('vertebra', '')))}</td><td align='center'>{shown}</td>"
                      f"<td align='center'><b>{escape(str(row.get('prediction', '')))}</b></td>"
                      f"<td>{escape(str(notes))}</td></tr>")
-    lines.append(f"</table><i>{escape(DISCLAIMER)}</i>")
+    thresholds = sorted({float(r["threshold"]) for r in rows if isinstance(r.get("threshold"), (int, float))})
+    lines.append("</table>" + "".join(f"MVCF at P(MVCF) &ge; {t:.{digits}f}<br>" for t in thresholds) +
+                 f"<i>{escape(DISCLAIMER)}</i>")
     return "".join(lines)
 
 
@@ -398,9 +405,10 @@ class PredictionRun(ChildDrivenRun):
                 if self.want_heatmap and result.get("heatmap"):
                     volume_nodes.append(self._load_heatmap(scene, Path(str(result["heatmap"])),
                                                            f"{target.name} heatmap"))
+            table_node = tables.table_for(table_node, self.ct_node, "prediction")
             name = table_node.GetName() if table_node is not None else f"{self.ct_node.GetName()} MVCF results"
             table = tables.write_table(scene, self.rows, RESULT_COLUMNS, name, node=table_node)
-            table.SetAttribute("MVCFClassifier.disclaimer", DISCLAIMER)
+            tables.stamp(table, self.ct_node, "prediction", DISCLAIMER)
             volumes.place_beside(table, self.ct_node)
         except BaseException:
             _remove_nodes_added_since(scene, before)

@@ -290,8 +290,16 @@ class ScreenRun(ChildDrivenRun):
         if self._result is None:
             self.drop_dicom()
             raise MVCFError(self._error or "the screen gave no result")
+        from MVCFClassifierLib import tables, volumes
+        from MVCFClassifierLib.logic import DISCLAIMER
+
         vertebrae = list(self._result.get("vertebrae", []))
-        table = write_screen_table(scene, vertebrae, node=table_node)
+        table_node = tables.table_for(table_node, self.ct_node, "screen")
+        table = write_screen_table(scene, vertebrae, node=table_node,
+                                   name=f"{self.ct_node.GetName()} MVCF screen" if table_node is None
+                                   else table_node.GetName())
+        tables.stamp(table, self.ct_node, "screen", DISCLAIMER)
+        volumes.place_beside(table, self.ct_node)
         outputs = ScreenOutputs(table, vertebrae, self._result, dicom=self.import_dicom(),
                                 segmentation_node=self.segmentation_node, overview_png=overview,
                                 warnings=self.notes + [str(w) for w in self._result.get("warnings") or []])

@@ -16,6 +16,26 @@ _ALIASES = {float: "double", "float": "double", "double": "double", int: "int", 
 Column = Sequence[Any]  # (name, type, description)
 
 
+def table_for(node, ct_node, kind: str):
+    """`node` when this run may put its rows there: a table no run has filled yet (the user's choice) or one
+    holding the same kind of run ("prediction", "screen") on the same CT. None (a new table) for one holding
+    another CT's or another kind's results: refilled, it showed patient B's rows under "Patient A CT MVCF
+    results", or a screen replaced the marked vertebrae's results without a word."""
+    if node is None:
+        return None
+    ct, held = node.GetAttribute("MVCFClassifier.ct"), node.GetAttribute("MVCFClassifier.kind")
+    if (ct is None and held is None) or (ct == ct_node.GetID() and held == kind):
+        return node
+    return None
+
+
+def stamp(node, ct_node, kind: str, disclaimer: str) -> None:
+    """Record on a result table which CT and which kind of run it holds, and the research-use notice."""
+    node.SetAttribute("MVCFClassifier.ct", ct_node.GetID())
+    node.SetAttribute("MVCFClassifier.kind", kind)
+    node.SetAttribute("MVCFClassifier.disclaimer", disclaimer)
+
+
 def _column_type(kind: Any) -> str:
     try:
         return _ALIASES[kind]

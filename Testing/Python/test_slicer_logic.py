@@ -241,7 +241,10 @@ def test_full_prediction_on_the_sample_ct(scene, sample, tmp_path, bundle_dir):
     assert "internal_test: n=28, AUC 0.50 (0.25-0.75), sensitivity 0.50" in html
     assert "synthetic data" in row["warnings"]
     html = logic.results_html(outputs.rows)
-    assert "<td>L1</td>" in html and f"{row['probability_malignant']:.2f}" in html and logic.DISCLAIMER in html
+    from mvcf.predict import results_decimals
+
+    digits = results_decimals(outputs.rows)
+    assert "<td>L1</td>" in html and f"{row['probability_malignant']:.{digits}f}" in html and logic.DISCLAIMER in html
 
     views = [n for n in outputs.volume_nodes if "model input" in n.GetName()]
     heatmaps = [n for n in outputs.volume_nodes if n.GetName().endswith("heatmap")]
@@ -454,3 +457,48 @@ def test_a_full_temporary_disk_is_one_error_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"cannot write {tmp_path / 'ct.nrrd'}: the image writer failed (disk full or not " \
                                   "writable?)"
+
+
+def test_the_panels_numbers_never_contradict_their_calls():
+    """Two decimals showed P = t + 0.0007 and P = t - 0.0004 as "0.66 MVCF" and "0.66 OVCF" in one table, at a
+    threshold the card showed as 0.661; the table now states the threshold with the decimals its rows need."""
+    import re
+
+    t = 0.6610353
+    rows = [{"vertebra": "L1", "probability_malignant": t + 0.0007, "prediction": "MVCF", "threshold": t,
+             "status": "ok"},
+            {"vertebra": "L2", "probability_malignant": t - 0.0004, "prediction": "OVCF", "threshold": t,
+             "status": "ok"}]
+    html = logic.results_html(rows)
+    shown = dict(re.findall(r"<td>(L\d)</td><td align='center'>([0-9.]+)</td>", html))
+    threshold = float(re.search(r"MVCF at P\(MVCF\) &ge; ([0-9.]+)", html).group(1))
+    assert float(shown["L1"]) >= threshold > float(shown["L2"]), (shown, threshold)
+
+
+def test_a_table_of_another_ct_or_of_a_screen_is_never_refilled_under_its_name(scene, sample, tmp_path,
+                                                                                 bundle_dir):
+    """The panel passes the last results table to the next Apply: Patient B's rows went into "Patient A CT
+    MVCF results", and a whole-spine screen replaced the marked vertebrae's results without a word. Now a
+    table holding another CT's or another kind's results stays as it is and the run gets its own table; the
+    same kind on the same CT (or a table the user picked that no run has filled) is refilled."""
+    from MVCFClassifierLib import tables
+    from mvcf.ctimage import CTImage
+
+    ct, mask = sample
+    ct_a, points_a = scene_with_sample(scene, sample)
+    shifted = CTImage(ct.voxels, ct.spacing, ct.origin + np.array([0.0, 0.0, 500.0]), ct.direction)
+    ct_b = volumes.volume_node_from_ct_image(scene, shifted, "patient B CT")
+    points_b = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "B")
+    points_b.AddControlPoint(vtk.vtkVector3d(*(l1_point_ras(mask) + [0.0, 0.0, 500.0])), "L1")
+    run = logic.PredictionLogic(temp_root=str(tmp_path))
+    kwargs = {"device": "cpu", "model_dir": str(bundle_dir), "views": False, "heatmap": False}
+    first = run.process(ct_a, points=points_a, **kwargs).table_node
+    again = run.process(ct_a, points=points_a, table_node=first, **kwargs).table_node
+    other = run.process(ct_b, points=points_b, table_node=again, **kwargs).table_node
+    assert again is first and other is not first
+    assert first.GetName() == "sample CT MVCF results" and other.GetName() == "patient B CT MVCF results"
+    assert tables.table_rows(first)[0]["center_ras_mm"] != tables.table_rows(other)[0]["center_ras_mm"]
+    assert other.GetAttribute("MVCFClassifier.ct") == ct_b.GetID()
+    assert tables.table_for(first, ct_a, "screen") is None        # a screen of A gets its own table too
+    mine = scene.AddNewNodeByClass("vtkMRMLTableNode", "my table")
+    assert tables.table_for(mine, ct_b, "screen") is mine

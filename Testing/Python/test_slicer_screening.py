@@ -162,6 +162,10 @@ def test_whole_spine_run_in_a_child_fills_the_table(spine):
     assert outputs.warnings == outputs.result["warnings"] and any("synthetic data" in w for w in outputs.warnings), \
         "the exam's warnings reach the panel (they were dropped: only each vertebra's notes were shown)"
     assert not run.workdir.exists()
+    # named for its CT and carrying the notice as the prediction table does (it was "MVCF screen" for every CT)
+    assert outputs.table_node.GetName() == f"{ct_node.GetName()} MVCF screen"
+    assert outputs.table_node.GetAttribute("MVCFClassifier.disclaimer").startswith("Research use only")
+    assert outputs.table_node.GetAttribute("MVCFClassifier.kind") == "screen"
     # the panel shows the whole-spine overview the child drew (read before its folder went)
     import io
 
