@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
