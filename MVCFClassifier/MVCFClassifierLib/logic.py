@@ -26,7 +26,7 @@ from mvcf.locate import VertebraLocation
 from mvcf.locations_file import VertebraQuery, write_locations
 from mvcf.numbering import SCREENED_LEVELS, level_index
 
-from MVCFClassifierLib import markups, tables, totalsegmentator, volumes
+from MVCFClassifierLib import markups, tables, volumes
 from MVCFClassifierLib.choices import DEVICES
 from MVCFClassifierLib.process import ChildRun, mvcf_command, slicer_python
 
@@ -406,10 +406,13 @@ class PredictionRun(ChildDrivenRun):
                     volume_nodes.append(self._load_heatmap(scene, Path(str(result["heatmap"])),
                                                            f"{target.name} heatmap"))
             table_node = tables.table_for(table_node, self.ct_node, "prediction")
+            refilled = table_node is not None and table_node.GetAttribute("MVCFClassifier.kind") is not None
             name = table_node.GetName() if table_node is not None else f"{self.ct_node.GetName()} MVCF results"
             table = tables.write_table(scene, self.rows, RESULT_COLUMNS, name, node=table_node)
             tables.stamp(table, self.ct_node, "prediction", DISCLAIMER)
             volumes.place_beside(table, self.ct_node)
+            if refilled:   # the rows they belonged to are gone: so are they (each Apply added another set)
+                _remove_earlier_outputs(scene, before, self.ct_node, {n.GetName() for n in volume_nodes})
         except BaseException:
             _remove_nodes_added_since(scene, before)
             self.drop_dicom()
@@ -428,7 +431,10 @@ class PredictionRun(ChildDrivenRun):
 
         path = path if path.is_absolute() else self.workdir / path
         image = CTImage.from_sitk(sitk.ReadImage(str(path)), source=str(path))
-        return volumes.volume_node_from_ct_image(scene, image, name, reference_node=self.ct_node)
+        node = volumes.volume_node_from_ct_image(scene, image, name, reference_node=self.ct_node)
+        node.SetAttribute("MVCFClassifier.ct", self.ct_node.GetID())
+        node.SetAttribute("MVCFClassifier.output", name)
+        return node
 
     def _load_heatmap(self, scene, path: Path, name: str):
         """The Grad-CAM file the child wrote, as a volume node on its view grid with a fixed 0-1 colour range
@@ -600,8 +606,10 @@ class PredictionLogic:
 
     @staticmethod
     def segment_targets(ct_node, segmentation, segment_ids: Sequence[str] = ()) -> list[Target]:
-        """Targets from a segmentation. With no segment chosen: its TotalSegmentator vertebrae
-        (`vertebrae_L1`..., named by level, cranial first) when it has any, else every segment; a vertebra
+        """Targets from a segmentation. With no segment chosen: its vertebra segments as the whole-spine
+        screen finds them (TotalSegmentator's `vertebrae_L1`..., else segments named by level such as `L1`;
+        cranial first; a second segment of a level left out, its row warned) when it has any, else every
+        segment; a vertebra
         cut by the CT's edge is then skipped, since its centre would be wrong, and so are C1, C2 and S1, which
         the whole-spine screen does not classify either (mvcf.numbering.SCREENED_LEVELS). Segments empty
         within the CT are always skipped; each skipped target says why."""
@@ -610,8 +618,16 @@ class PredictionLogic:
         if ct_node is None:
             raise MVCFError("a reference CT volume is needed to read the segmentation")
         automatic = not segment_ids
+        duplicates: list[str] = []
         if automatic:
-            chosen = sorted(totalsegmentator.vertebra_segments(segmentation), key=lambda pair: level_index(pair[1]))
+            from MVCFClassifierLib.screening import vertebra_segments
+
+            try:   # the screen's rule: TotalSegmentator's vertebrae, else segments named by level ("L1")
+                levels = vertebra_segments(segmentation, duplicates)
+            except MVCFError:
+                levels = {}
+            chosen = sorted(((segment_id, level) for level, segment_id in levels.items()),
+                            key=lambda pair: level_index(pair[1]))
             if not chosen:
                 every = segmentation.GetSegmentation()
                 chosen = [(every.GetNthSegmentID(i), "") for i in range(every.GetNumberOfSegments())]
@@ -630,6 +646,9 @@ class PredictionLogic:
                 target.skipped = "empty within the CT"
             elif automatic and markups.touches_edge(mask):
                 target.skipped = "cut by the edge of the CT"
+            mine = [note for note in duplicates if level and f" is a second {level};" in note]
+            if mine and target.location is not None:
+                target.location.warnings = [*target.location.warnings, *mine]
             targets.append(target)
         return targets
 
@@ -734,6 +753,24 @@ class PredictionLogic:
             run.cancel()
             raise
         return run.finish(ct_node.GetScene(), table_node=table_node)
+
+
+def _remove_earlier_outputs(scene, before: set, ct_node, names: set) -> None:
+    """Remove the volumes an earlier Apply on `ct_node` made under one of `names` (heatmaps, model inputs),
+    with their display and storage nodes; nodes of other CTs, other names or the user's are left alone."""
+    old = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+    for node in old:
+        if node is None or node.GetID() not in before or not node.IsA("vtkMRMLVolumeNode"):
+            continue
+        if node.GetAttribute("MVCFClassifier.ct") != ct_node.GetID() or \
+                node.GetAttribute("MVCFClassifier.output") not in names:
+            continue
+        helpers = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] + \
+            [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        scene.RemoveNode(node)
+        for helper in helpers:
+            if helper is not None and scene.IsNodePresent(helper):
+                scene.RemoveNode(helper)
 
 
 def _remove_nodes_added_since(scene, before: set) -> None:

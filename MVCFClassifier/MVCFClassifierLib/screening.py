@@ -44,21 +44,29 @@ COLOUR_BY = ("grade", "probability")
 OUT_FOLDER = "out"
 
 
-def vertebra_segments(segmentation_node) -> dict[str, str]:
+def vertebra_segments(segmentation_node, notes: Optional[list[str]] = None) -> dict[str, str]:
     """{level: segment id} of the vertebra segments: TotalSegmentator's (`vertebrae_L1` ids or names, see
-    MVCFClassifierLib.totalsegmentator), else segments named by level ('L1', 'Vertebra T13', ...)."""
+    MVCFClassifierLib.totalsegmentator), else segments named by level ('L1', 'Vertebra T13', ...). A second
+    segment for a level is left out, and `notes` gets a line naming it (it was dropped without a word)."""
     from MVCFClassifierLib.totalsegmentator import vertebra_segments as totalsegmentator_vertebrae
     from mvcf.numbering import level_from_name
 
     if segmentation_node is None:
         raise MVCFError("no segmentation selected: choose the spine segmentation (e.g. from TotalSegmentator)")
-    found = {level: segment_id for segment_id, level in totalsegmentator_vertebrae(segmentation_node)}
     segmentation = segmentation_node.GetSegmentation()
+    named = [(segment_id, level) for segment_id, level in totalsegmentator_vertebrae(segmentation_node)]
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
         level = level_from_name(segmentation.GetSegment(segment_id).GetName())
-        if level is not None and level not in found:
+        if level is not None and all(segment_id != known for known, _ in named):
+            named.append((segment_id, level))
+    found: dict[str, str] = {}
+    for segment_id, level in named:
+        if level not in found:
             found[level] = segment_id
+        elif notes is not None:
+            notes.append(f"segment '{segmentation.GetSegment(segment_id).GetName()}' is a second {level}; only "
+                         f"'{segmentation.GetSegment(found[level]).GetName()}' is used")
     if not found:
         raise MVCFError(f"segmentation '{segmentation_node.GetName()}' has no vertebra segments (names such as "
                         f"vertebrae_L1 or L1)")
@@ -80,7 +88,7 @@ def spine_label_map(segmentation_node, reference_volume_node,
     labels: Optional[np.ndarray] = None
     geometry = None
     names: dict[int, str] = {}
-    for level, segment_id in vertebra_segments(segmentation_node).items():
+    for level, segment_id in vertebra_segments(segmentation_node, notes).items():
         mask = segment_labelmap(segmentation_node, segment_id, reference_volume_node)
         if labels is None:
             labels = np.zeros(mask.voxels.shape, np.uint8)

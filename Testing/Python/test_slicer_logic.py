@@ -491,10 +491,17 @@ def test_a_table_of_another_ct_or_of_a_screen_is_never_refilled_under_its_name(s
     points_b = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "B")
     points_b.AddControlPoint(vtk.vtkVector3d(*(l1_point_ras(mask) + [0.0, 0.0, 500.0])), "L1")
     run = logic.PredictionLogic(temp_root=str(tmp_path))
-    kwargs = {"device": "cpu", "model_dir": str(bundle_dir), "views": False, "heatmap": False}
+    kwargs = {"device": "cpu", "model_dir": str(bundle_dir), "views": False, "heatmap": True}
+
+    def heatmaps():
+        return sorted(n.GetAttribute("MVCFClassifier.ct") for n in
+                      (scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())) if n.GetName() == "L1 heatmap")
     first = run.process(ct_a, points=points_a, **kwargs).table_node
+    nodes = scene.GetNumberOfNodes()
     again = run.process(ct_a, points=points_a, table_node=first, **kwargs).table_node
+    assert heatmaps() == [ct_a.GetID()] and scene.GetNumberOfNodes() == nodes   # replaced, not added again
     other = run.process(ct_b, points=points_b, table_node=again, **kwargs).table_node
+    assert heatmaps() == sorted([ct_a.GetID(), ct_b.GetID()])                    # A's results stay
     assert again is first and other is not first
     assert first.GetName() == "sample CT MVCF results" and other.GetName() == "patient B CT MVCF results"
     assert tables.table_rows(first)[0]["center_ras_mm"] != tables.table_rows(other)[0]["center_ras_mm"]
@@ -502,3 +509,24 @@ def test_a_table_of_another_ct_or_of_a_screen_is_never_refilled_under_its_name(s
     assert tables.table_for(first, ct_a, "screen") is None        # a screen of A gets its own table too
     mine = scene.AddNewNodeByClass("vtkMRMLTableNode", "my table")
     assert tables.table_for(mine, ct_b, "screen") is mine
+
+
+def test_segments_named_by_level_are_chosen_as_the_screen_chooses_them(scene, sample):
+    """With no segment chosen, a segmentation named "S1", "L2", "L1" (not vertebrae_*) classified S1 unasked
+    in the file's order, and one with L1 and two ribs gave each rib a fracture call; a second L2 was dropped
+    from the screen without a word."""
+    from MVCFClassifierLib import screening
+
+    ct, mask = sample
+    ct_node = volumes.volume_node_from_ct_image(scene, ct, "sample CT")
+    values = SAMPLE_VERTEBRA_LABELS
+    labels = {values["S1"]: "S1", values["L2"]: "L2", values["L1"]: "L1", values["L3"]: "Vertebra L2",
+              values["L4"]: "rib_left_12"}
+    segmentation, ids = segmentation_from_labels(scene, mask.voxels, mask.ijk_to_ras(), ct_node, labels)
+    targets = logic.PredictionLogic.targets(ct_node, "Segmentation", segmentation=segmentation)
+    assert [t.name for t in targets] == ["L1", "L2", "S1"]
+    assert targets[2].skipped and not targets[0].skipped and not targets[1].skipped
+    assert any("is a second L2" in w for w in targets[1].location.warnings)
+    notes: list[str] = []
+    assert sorted(screening.vertebra_segments(segmentation, notes)) == ["L1", "L2", "S1"]
+    assert len(notes) == 1 and "second L2" in notes[0]
