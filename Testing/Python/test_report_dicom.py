@@ -686,3 +686,24 @@ def test_the_report_gives_a_perfect_validation_auc_its_newcombe_interval():
     assert model_summary(card)["validation_auc"] == "1.000 (95% CI 0.854-1.000, Newcombe, DeLong degenerate; n = 26)"
     card["validation_metrics"]["validation"] = {"auc": 0.9, "auc_ci_delong": [0.8, 0.97], "n": 40}
     assert model_summary(card)["validation_auc"] == "0.900 (95% CI 0.800-0.970, DeLong; n = 40)"
+
+
+def test_an_empty_heatmap_going_into_the_dicom_map_is_warned_of(work, real_ct, capsys, caplog, monkeypatch):
+    """Grad-CAM finds no positive evidence for some vertebrae (the sample's T11 and L3 in a screen): --heatmap
+    warned "the heatmap is empty", but the key images and the Parametric Map carried the blank map without a
+    word."""
+    import mvcf.explain
+
+    real = mvcf.explain.explain
+
+    def blank(*args, **kwargs):
+        heat, rest = real(*args, **kwargs)
+        heat.voxels[...] = 0
+        return heat, rest
+    monkeypatch.setattr(mvcf.explain, "explain", blank)
+    out = work / "blank_dicom"
+    with caplog.at_level("WARNING"):
+        code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", out)
+    assert code == 0, err
+    assert any("its heatmap in the key images and the DICOM parametric map is empty" in r.getMessage()
+               for r in caplog.records)

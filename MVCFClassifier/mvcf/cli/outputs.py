@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
 
 from mvcf.errors import MVCFError
 
@@ -119,7 +122,6 @@ def warn_unused_heatmap_method(args: argparse.Namespace, hint: str, heatmaps: bo
     """A `--heatmap-method` other than the default that nothing in this run uses (no --report, no
     --dicom-out, no other heatmap: `heatmaps`) is said, not silently dropped; `hint` names the command's
     own options that would use it."""
-    import logging
 
     method = getattr(args, "heatmap_method", "gradcam")
     if method != "gradcam" and not (heatmaps or getattr(args, "report", None) or getattr(args, "dicom_out", None)):
@@ -235,6 +237,10 @@ def _write(args, ct, results, model, device, on_progress, source, figures, undo)
                           progress=_quarters(lambda n, of, step=step, name=name: progress(
                               step, len(done), f"key images of {name}: occlusion heatmap {n}/{of} blocks")))
         heats[index] = heat
+        if not np.any(heat.voxels > 0):   # the --heatmap file says so (explain.write_image); so must these
+            logging.getLogger("mvcf.cli").warning(
+                "no positive evidence for the %s class in %s: its heatmap in the key images and the DICOM "
+                "parametric map is empty", r["prediction"], name)
         digits = results_decimals([r])
         footer = (f"P(MVCF) {r['probability_malignant']:.{digits}f} -> {r['prediction']} (threshold "
                   f"{r['threshold']:.{digits}f})\n{DISCLAIMER_SHORT}")
