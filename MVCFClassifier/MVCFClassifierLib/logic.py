@@ -730,6 +730,10 @@ class PredictionLogic:
 
         screening.check_colour_by(colour_by)
         check_method(heatmap_method)
+        if ct_node is None:
+            raise MVCFError("no CT volume selected")
+        screening.vertebra_segments(segmentation_node)   # a missing or vertebra-less segmentation: say so first,
+        # not after the user has been asked to install packages for a run that cannot start
         if not self.ready(ct_node, dicom, torch=classification_needs_torch(dicom, model_dir, device, heatmap_method)):
             return None
         return screening.start_screen(ct_node, segmentation_node, self.python_executable, model_dir, device,

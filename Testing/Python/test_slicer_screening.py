@@ -136,6 +136,10 @@ def test_the_whole_spine_apply_asks_for_torch_only_for_grad_cam_dicom_heatmaps(s
     assert calls == [{"torch": False}, {"torch": False}] and not list(tmp_path.iterdir())
     with pytest.raises(MVCFError, match="heatmap method"):
         logic.apply_screen(ct_node, seg_node, heatmap_method="lime")
+    # no segmentation chosen: said before the user is asked to install anything for a run that cannot start
+    with pytest.raises(MVCFError, match="no segmentation selected"):
+        logic.apply_screen(ct_node, None, device="cpu")
+    assert len(calls) == 2
     run = screening.start_screen(ct_node, seg_node, device="cpu", temp_root=str(tmp_path),
                                  heatmap_method="occlusion")
     try:
