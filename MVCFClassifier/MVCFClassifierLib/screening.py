@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from MVCFClassifierLib.logic import ChildDrivenRun
+from MVCFClassifierLib.logic import DISCLAIMER, ChildDrivenRun
 from mvcf.ctimage import CTImage, lps_to_ras
 from mvcf.errors import MVCFError
 from mvcf.explain import check_method
@@ -29,7 +29,7 @@ TABLE_COLUMNS = [
     ("shape", str, "normal, wedge, biconcave or crush"),
     ("trabecular_hu", float, "trabecular HU of the eroded body"),
     ("density", str, "Pickhardt 2013 L1 category"),
-    ("probability_malignant", float, "P(MVCF), research use only"),
+    ("probability_malignant", float, "Probability that the fracture is malignant (MVCF), 0-1. " + DISCLAIMER),
     ("prediction", str, "MVCF or OVCF at the model's threshold"),
     ("flagged", str, "collapsed (Genant >= 1) and P(MVCF) >= threshold"),
     ("notes", str, "why a value is missing"),
@@ -299,7 +299,6 @@ class ScreenRun(ChildDrivenRun):
             self.drop_dicom()
             raise MVCFError(self._error or "the screen gave no result")
         from MVCFClassifierLib import tables, volumes
-        from MVCFClassifierLib.logic import DISCLAIMER
 
         vertebrae = list(self._result.get("vertebrae", []))
         table_node = tables.table_for(table_node, self.ct_node, "screen")

@@ -16,6 +16,14 @@ _ALIASES = {float: "double", "float": "double", "double": "double", int: "int", 
 Column = Sequence[Any]  # (name, type, description)
 
 
+#: A column's unit from its name's suffix (Slicer shows it and writes it into the .schema.tsv).
+UNITS = {"_mm": "mm", "_hu": "HU", "_s": "s"}
+
+
+def unit_of(column_name: str) -> str:
+    return next((unit for suffix, unit in UNITS.items() if column_name.endswith(suffix)), "")
+
+
 def table_for(node, ct_node, kind: str):
     """`node` when this run may put its rows there: a table no run has filled yet (the user's choice) or one
     holding the same kind of run ("prediction", "screen") on the same CT. None (a new table) for one holding
@@ -89,6 +97,8 @@ def write_table(scene, rows: Iterable[dict], columns: Sequence[Column], name: st
             node.AddColumn(array)
             if description:
                 node.SetColumnDescription(column_name, description)
+            if unit_of(column_name):
+                node.SetColumnUnitLabel(column_name, unit_of(column_name))
         node.SetUseColumnTitleAsColumnHeader(True)
     finally:
         node.EndModify(was_modified)

@@ -170,6 +170,9 @@ def test_whole_spine_run_in_a_child_fills_the_table(spine):
     assert outputs.table_node.GetName() == f"{ct_node.GetName()} MVCF screen"
     assert outputs.table_node.GetAttribute("MVCFClassifier.disclaimer").startswith("Research use only")
     assert outputs.table_node.GetAttribute("MVCFClassifier.kind") == "screen"
+    table = outputs.table_node
+    assert table.GetColumnDescription("probability_malignant").endswith(table.GetAttribute("MVCFClassifier.disclaimer"))
+    assert (table.GetColumnUnitLabel("height_anterior_mm"), table.GetColumnUnitLabel("trabecular_hu")) == ("mm", "HU")
     # the panel shows the whole-spine overview the child drew (read before its folder went)
     import io
 
