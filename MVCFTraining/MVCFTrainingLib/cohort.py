@@ -297,9 +297,9 @@ def save_manifest_from_table(scene, table_node, manifest_path: Union[str, os.Pat
     images = manifest_path.parent / "images"
     volumes = list(dict.fromkeys(r.volume for r in checked))
     sources = {volume.GetID(): _source_file(volume) for volume in volumes}
-    # a CT loaded from this folder (an earlier export) is referenced: no new file may take its name
-    taken = {path.name.casefold() for path in sources.values()
-             if path is not None and path.resolve().parent == images.resolve()}
+    # no new file takes the name of one already there: an earlier export that another manifest names (a
+    # second cohort's "A00" replaced the first's, which then trained on the other CT), or the user's own
+    taken = {path.name.casefold() for path in images.iterdir()} if images.is_dir() else set()
     ct_paths: dict[str, Path] = {}
     segmented = [r for r in checked if r.location.IsA(SEGMENTATION_CLASS)]
     total = len(volumes) + len(segmented)

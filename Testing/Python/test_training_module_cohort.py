@@ -265,3 +265,32 @@ def test_one_volume_given_to_two_patients_is_refused(scene):
     problems = check_cohort_table(scene, table)
     assert problems == ["row 3 (caseB_L1): ct is row 2's scan, of patient 'caseB', not 'someone else' (one scan is "
                         "one patient's; split by patient, its cases would fall on both sides)"]
+
+
+def test_a_second_cohort_saved_beside_the_first_never_replaces_its_files(tmp_path):
+    """Two scenes, each with a volume named "CT 1", saved as two manifests in one folder: the second export
+    replaced images/CT_1.nii.gz, which the first manifest still named, so the first cohort trained on the
+    other patient's CT without a word; a file of the user's in images/ was overwritten the same way."""
+    images = tmp_path / "cohort" / "images"
+    images.mkdir(parents=True)
+    (images / "CT_1_mask.nii.gz").write_bytes(b"the user's own file")
+    saved = []
+    for offset in (0, 500):
+        scene = slicer.vtkMRMLScene()
+        node = _ct(scene, "CT 1")
+        arr = slicer.util.arrayFromVolume(node)
+        arr += offset
+        slicer.util.arrayFromVolumeModified(node)
+        _points(scene, "CT 1 points", {"L1": (-5.0, -5.0, 5.0)})
+        table = cohort_table_from_scene(scene)
+        _set(table, 1, "label", "MVCF")
+        _set(table, 1, "institution", "A")
+        saved.append((save_manifest_from_table(scene, table, tmp_path / "cohort" / f"cohort{offset}.csv")[0].ct,
+                      ct_image_from_volume_node(node).voxels.copy()))
+    (first, first_voxels), (second, second_voxels) = saved
+    assert first != second and first.is_file() and second.is_file()
+    import SimpleITK as sitk
+
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(first))), first_voxels)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(second))), second_voxels)
+    assert (images / "CT_1_mask.nii.gz").read_bytes() == b"the user's own file"
