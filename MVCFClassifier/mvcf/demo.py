@@ -147,13 +147,15 @@ def _screen_brief(result: Any, files: list[str]) -> dict[str, Any]:
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    from mvcf.metrics import auc_interval
+
     out = {}
     for m in summary["models"]:
         row = {}
         for which, block in (("internal", m["internal_test"]), ("external", m["external_test"])):
             # a degenerate DeLong interval is replaced by Newcombe's, and the reason travels with it
             row[f"{which}_auc"] = block.get("auc")
-            row[f"{which}_auc_ci"] = block.get("auc_ci_newcombe") or block.get("auc_ci_delong")
+            row[f"{which}_auc_ci"] = auc_interval(block)[0]
             if block.get("note"):
                 row[f"{which}_auc_note"] = block["note"]
         out[m["name"]] = row

@@ -56,16 +56,24 @@ def _finite(value: float) -> Optional[float]:
     return value if np.isfinite(value) else None
 
 
+def auc_interval(summary: dict[str, Any]) -> tuple[Optional[list[float]], str]:
+    """The AUC interval a display shows and its method: Newcombe's where DeLong's is degenerate or missing (a
+    perfect separation, a class of one: DeLong's "1.000-1.000" is no interval), else DeLong's; (None, "")
+    when there is neither."""
+    if summary.get("auc_ci_newcombe"):
+        return list(summary["auc_ci_newcombe"]), "Newcombe"
+    if summary.get("auc_ci_delong"):
+        return list(summary["auc_ci_delong"]), "DeLong"
+    return None, ""
+
+
 def format_auc(summary: dict[str, Any], reason: bool = False) -> str:
     """'0.912 (0.861–0.963)' (DeLong), '1.000 (0.935–1.000, Newcombe)' where DeLong is degenerate, or 'n/a'
     (with `reason`, followed by why: 'n/a (one class only: AUC undefined)', for a line with no notes below)."""
     if not summary or summary.get("auc") is None:
         why = (summary or {}).get("note") or ("no cases" if reason and not summary else None)
         return f"n/a ({why})" if reason and why else "n/a"
-    if "auc_ci_newcombe" in summary:
-        low, high = summary["auc_ci_newcombe"]
-        return f"{summary['auc']:.3f} ({low:.3f}–{high:.3f}, Newcombe)"
-    if "auc_ci_delong" not in summary:
+    ci, method = auc_interval(summary)
+    if ci is None:
         return f"{summary['auc']:.3f}"
-    low, high = summary["auc_ci_delong"]
-    return f"{summary['auc']:.3f} ({low:.3f}–{high:.3f})"
+    return f"{summary['auc']:.3f} ({ci[0]:.3f}–{ci[1]:.3f}{', Newcombe' if method == 'Newcombe' else ''})"

@@ -284,11 +284,15 @@ class TrainingLogic:
             p.metricsTable = table
             if chart is not None:
                 p.rocChart = chart
-            n = report.get('overall', {}).get('n', 0)
+            from mvcf.metrics import format_auc
+
+            overall = report.get("overall") or {}
+            n = overall.get("n", 0)
             seen = overlap_warning(report.get("training_overlap") or {"cases": []}, n)
-            return (f"Evaluation finished: AUC {report.get('overall', {}).get('auc', float('nan')):.3f} on "
-                    f"{n} cases; results in {self.lastEvaluation}. " + (f"Warning: {seen}. " if seen else "") +
-                    self.disclaimer())
+            # the model's own warnings (e.g. trained on synthetic data only) as `mvcf evaluate` prints them
+            warned = list(dict.fromkeys(([seen] if seen else []) + [str(w) for w in report.get("warnings") or []]))
+            return (f"Evaluation finished: AUC {format_auc(overall, reason=True)} on {n} cases; results in "
+                    f"{self.lastEvaluation}. " + "".join(f"Warning: {w}. " for w in warned) + self.disclaimer())
         if kind == "study":
             table, chart = results.show_study_results(scene, self.lastResult or {}, table_node=p.studyTable,
                                                       roc_chart=p.rocChart)

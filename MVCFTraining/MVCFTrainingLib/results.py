@@ -27,8 +27,11 @@ METRIC_COLUMNS = (
     ("n_mvcf", int, "malignant cases"),
     ("n_ovcf", int, "osteoporotic cases"),
     ("auc", float, "area under the ROC curve"),
-    ("auc_ci_low", float, "AUC 95% CI lower bound (DeLong)"),
-    ("auc_ci_high", float, "AUC 95% CI upper bound (DeLong)"),
+    ("auc_ci_low", float, "AUC 95% CI lower bound (method in auc_ci_method)"),
+    ("auc_ci_high", float, "AUC 95% CI upper bound (method in auc_ci_method)"),
+    ("auc_ci_method", str, "DeLong, or Newcombe where DeLong's interval is degenerate (perfect separation, a "
+                           "class of one)"),
+    ("note", str, "why an interval or the AUC is not DeLong's or missing"),
     ("sensitivity", float, "sensitivity at the frozen threshold"),
     ("sensitivity_ci", str, "95% CI (Wilson)"),
     ("specificity", float, "specificity at the frozen threshold"),
@@ -47,11 +50,15 @@ def _ci_text(ci: Optional[Sequence[Optional[float]]]) -> str:
 
 def metrics_row(model: str, split: str, institution: str, summary: dict[str, Any]) -> dict[str, Any]:
     """One table row from a `mvcf.metrics.summarize` dict."""
-    ci = summary.get("auc_ci_delong") or [None, None]
+    from mvcf.metrics import auc_interval
+
+    ci, method = auc_interval(summary)
+    ci = ci or [None, None]
     row: dict[str, Any] = {"model": model, "split": split, "institution": institution,
                            "n": summary.get("n", 0), "n_mvcf": summary.get("n_mvcf", 0),
                            "n_ovcf": summary.get("n_ovcf", 0), "auc": summary.get("auc"),
-                           "auc_ci_low": ci[0], "auc_ci_high": ci[1], "threshold": summary.get("threshold")}
+                           "auc_ci_low": ci[0], "auc_ci_high": ci[1], "auc_ci_method": method,
+                           "note": summary.get("note", ""), "threshold": summary.get("threshold")}
     for key in ("sensitivity", "specificity", "f1"):
         entry = summary.get(key) or {}
         row[key] = entry.get("value")
@@ -186,12 +193,14 @@ STUDY_COLUMNS = (
     ("model", str, "view mode, or the logistic baseline on two hand-made features"),
     ("reference", int, "1 for the model the p-values compare against"),
     ("internal_auc", float, "internal test AUC (out-of-fold)"),
-    ("internal_auc_ci_low", float, "95% CI lower bound (DeLong)"),
-    ("internal_auc_ci_high", float, "95% CI upper bound (DeLong)"),
+    ("internal_auc_ci_low", float, "95% CI lower bound (method in internal_auc_ci_method)"),
+    ("internal_auc_ci_high", float, "95% CI upper bound (method in internal_auc_ci_method)"),
+    ("internal_auc_ci_method", str, "DeLong, or Newcombe where DeLong's interval is degenerate"),
     ("internal_p_vs_reference", float, "paired DeLong p-value against the reference model, internal test"),
     ("external_auc", float, "external test AUC (held-out institution)"),
-    ("external_auc_ci_low", float, "95% CI lower bound (DeLong)"),
-    ("external_auc_ci_high", float, "95% CI upper bound (DeLong)"),
+    ("external_auc_ci_low", float, "95% CI lower bound (method in external_auc_ci_method)"),
+    ("external_auc_ci_high", float, "95% CI upper bound (method in external_auc_ci_method)"),
+    ("external_auc_ci_method", str, "DeLong, or Newcombe where DeLong's interval is degenerate"),
     ("external_p_vs_reference", float, "paired DeLong p-value against the reference model, external test"),
     ("external_sensitivity", float, "external sensitivity at the frozen threshold"),
     ("external_specificity", float, "external specificity at the frozen threshold"),
@@ -207,6 +216,8 @@ STUDY_COLUMNS = (
 def study_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One numeric row per model of a `mvcf study` summary (its `result` payload or study.json), with the
     paired DeLong p-values against the reference model."""
+    from mvcf.metrics import auc_interval
+
     reference = summary.get("design", {}).get("reference", "")
     p_values: dict[tuple[str, str], float] = {}
     notes: dict[str, list[str]] = {}
@@ -226,9 +237,11 @@ def study_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                                "comparison_note": "; ".join(notes.get(model["name"], []))}
         for which in ("internal", "external"):
             block = model.get(f"{which}_test") or {}
-            ci = block.get("auc_ci_delong") or [None, None]
+            ci, method = auc_interval(block)
+            ci = ci or [None, None]
             row.update({f"{which}_auc": block.get("auc"), f"{which}_auc_ci_low": ci[0],
-                        f"{which}_auc_ci_high": ci[1], f"{which}_p_vs_reference": p_values.get((which, model["name"]))})
+                        f"{which}_auc_ci_high": ci[1], f"{which}_auc_ci_method": method,
+                        f"{which}_p_vs_reference": p_values.get((which, model["name"]))})
         external = model.get("external_test") or {}
         for key in ("sensitivity", "specificity", "f1"):
             row[f"external_{key}"] = (external.get(key) or {}).get("value")

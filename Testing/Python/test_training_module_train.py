@@ -194,3 +194,24 @@ def test_reader_study_through_the_child_process(shared_data):
     first = {analysis.GetColumnName(c): analysis.GetCellText(0, c) for c in range(analysis.GetNumberOfColumns())}
     assert first["analysis"] == "random readers, random cases" and first["comparison"] == "0 vs 1"
     assert float(first["p"]) == pytest.approx(0.05166569, abs=1e-6)
+
+
+def test_a_perfect_separation_shows_newcombes_interval_not_a_point():
+    """The metrics and study tables read only DeLong's interval: a perfect internal test showed "1-1 (DeLong)"
+    where `mvcf train` prints 1.000 (0.510-1.000, Newcombe), and a class of one showed no interval at all."""
+    from MVCFTrainingLib.results import metrics_row, study_rows
+
+    from mvcf.metrics import summarize
+
+    perfect = summarize([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.8, 0.9], 0.5)
+    row = metrics_row("2d", "internal_test", "all", perfect)
+    assert row["auc"] == 1.0 and row["auc_ci_method"] == "Newcombe" and row["auc_ci_low"] < 0.9
+    assert row["auc_ci_low"] == perfect["auc_ci_newcombe"][0] and "collapse to a point" in row["note"]
+    single = metrics_row("2d", "validation", "all", summarize([0, 0, 0, 1], [0.1, 0.2, 0.3, 0.7], 0.5))
+    assert single["auc_ci_method"] == "Newcombe" and single["auc_ci_low"] is not None
+    usual = summarize([0, 0, 1, 1, 0, 1], [0.1, 0.6, 0.4, 0.8, 0.3, 0.9], 0.5)
+    assert metrics_row("2d", "internal_test", "all", usual)["auc_ci_method"] == "DeLong"
+    (study,) = study_rows({"design": {"reference": "2d"}, "models": [
+        {"name": "2d", "internal_test": perfect, "external_test": usual}]})
+    assert study["internal_auc_ci_method"] == "Newcombe" and study["internal_auc_ci_low"] < 0.9
+    assert study["external_auc_ci_method"] == "DeLong"

@@ -125,3 +125,20 @@ def test_a_bad_evaluation_fails_alone_and_cancel_and_scene_close_end_the_worker(
         logic.close()
     with pytest.raises(ValueError, match="No model to evaluate"):
         TrainingLogic(ensure_dependencies=lambda: True).startEvaluation(_parameters(manifest, tmp_path / "x"))
+
+
+def test_an_evaluation_of_one_class_and_the_models_warnings_reach_the_status_line(tmp_path):
+    """A cohort with one class has no AUC: the status line raised TypeError (formatting None) after the table
+    was written; and the model's own warnings (trained on synthetic data only), which `mvcf evaluate` prints,
+    never reached the panel."""
+    from mvcf.metrics import summarize
+
+    logic, scene = TrainingLogic(ensure_dependencies=lambda: True, python_executable=sys.executable), \
+        slicer.vtkMRMLScene()
+    p = _parameters(tmp_path / "manifest.csv", tmp_path / "model")
+    logic.lastResult = {"report": {"overall": summarize([0, 0, 0], [0.1, 0.2, 0.3], 0.5),
+                                   "warnings": ["this model was trained on synthetic data only"]}}
+    logic.lastEvaluation = tmp_path / "evaluation"
+    status = logic.showResults(scene, p, kind="evaluate")
+    assert "AUC n/a (one class only: AUC undefined) on 3 cases" in status
+    assert "Warning: this model was trained on synthetic data only." in status

@@ -41,8 +41,10 @@ def measurement_rows(result: dict[str, Any]) -> list[dict[str, str]]:
 def model_summary(card: dict[str, Any], digits: int = 3) -> dict[str, str]:
     """Name, version, sha256, what it was trained on, validation AUC with CI (from the bundle's card)."""
     validation = (card.get("validation_metrics") or {}).get("validation") or {}
-    auc, ci = validation.get("auc"), validation.get("auc_ci_newcombe") or validation.get("auc_ci_delong")
-    method = "Newcombe, DeLong degenerate" if validation.get("auc_ci_newcombe") else "DeLong"
+    from mvcf.metrics import auc_interval
+
+    auc, (ci, method) = validation.get("auc"), auc_interval(validation)
+    method = "Newcombe, DeLong degenerate" if method == "Newcombe" else "DeLong"
     data = card.get("training_data") or {}
     if card.get("trained_on_synthetic_data"):
         cohort = card.get("training_cohort") or {}
