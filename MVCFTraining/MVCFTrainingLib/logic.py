@@ -17,6 +17,8 @@ from MVCFClassifierLib.process import ChildRun, RunOutcome
 from MVCFTrainingLib.runner import (EventRouter, LogHandler, ProgressHandler, RunSettings, module_training,
                                     mrmc_arguments, resumable, study_arguments, train_arguments)
 
+from mvcf.errors import MVCFError
+
 KINDS = ("train", "study", "evaluate", "mrmc")
 IDLE_LABELS = {"train": "Train", "study": "Run study", "evaluate": "Evaluate model", "mrmc": "Run MRMC analysis"}
 
@@ -314,15 +316,28 @@ class TrainingLogic:
         return self.lastRunFolder / "model"
 
     def saveBundle(self, target: str) -> Path:
-        """Copy the last run's model bundle to `target` (a new folder, written atomically)."""
+        """Copy the last run's model bundle to `target` (a new folder, written atomically; a folder holding
+        files gets the bundle in a subfolder named after the run). Refused, in one line: no folder given, a
+        file, the bundle itself or a folder inside it (it was copied into itself, a half copy left there), a
+        folder inside another bundle, and a name already taken."""
         from mvcf.fileio import atomic_dir
 
         bundle = self.trainedBundle()
         if bundle is None:
             raise ValueError("No trained model yet.")
-        destination = Path(target)
-        if destination.exists() and any(destination.iterdir()):
+        if not str(target or "").strip():
+            raise MVCFError("choose a folder to save the model in")
+        destination = Path(target).expanduser().resolve()
+        if destination.exists() and not destination.is_dir():
+            raise MVCFError(f"{destination} is a file, not a folder to save the model in")
+        if destination == Path(bundle).resolve() or Path(bundle).resolve() in destination.parents:
+            raise MVCFError(f"{destination} is the trained model itself (or inside it): choose another folder")
+        if destination.is_dir() and any(destination.iterdir()):
+            if (destination / "model.json").is_file():
+                raise MVCFError(f"{destination} holds a model already: choose an empty or new folder")
             destination = destination / f"{self.lastRunFolder.name}-model"
+            if destination.exists():
+                raise MVCFError(f"{destination} exists already: choose another folder")
         with atomic_dir(destination) as tmp:
             shutil.copytree(bundle, tmp, dirs_exist_ok=True)
         return destination

@@ -142,3 +142,35 @@ def test_an_evaluation_of_one_class_and_the_models_warnings_reach_the_status_lin
     status = logic.showResults(scene, p, kind="evaluate")
     assert "AUC n/a (one class only: AUC undefined) on 3 cases" in status
     assert "Warning: this model was trained on synthetic data only." in status
+
+
+def test_saving_the_model_never_copies_it_into_itself_or_over_another(tmp_path):
+    """Save bundle into the trained bundle's own folder copied it into itself (a half copy left there); into
+    a folder holding an earlier export it nested the bundle inside that bundle; a file gave a raw
+    NotADirectoryError; an empty target wrote into the working directory."""
+    from mvcf.errors import MVCFError
+
+    logic = TrainingLogic(ensure_dependencies=lambda: True, python_executable=sys.executable)
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "model.json").write_text("{}")
+    (run / "model" / "weights.safetensors").write_bytes(b"w")
+    logic.lastRunFolder = run
+    before = sorted(p.name for p in (run / "model").iterdir())
+    (tmp_path / "a file").write_text("x")
+    for target, says in ((str(run / "model"), "the trained model itself"), (str(run / "model" / "sub"), "inside it"),
+                         (str(tmp_path / "a file"), "is a file"), ("", "choose a folder")):
+        with pytest.raises(MVCFError, match=says):
+            logic.saveBundle(target)
+    assert sorted(p.name for p in (run / "model").iterdir()) == before
+    saved = logic.saveBundle(str(tmp_path / "export"))
+    assert (saved / "model.json").is_file()
+    with pytest.raises(MVCFError, match="holds a model already"):
+        logic.saveBundle(str(saved))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert logic.saveBundle(str(mine)) == mine / "run-model"
+    with pytest.raises(MVCFError, match="exists already"):
+        logic.saveBundle(str(mine))
+    assert (mine / "notes.txt").read_text() == "keep"
