@@ -139,6 +139,24 @@ def test_a_stow_answered_with_failed_instances_is_a_failed_send(series, fake):
     assert "the server refused 2 of 2 files" in result.error and "0xC000" in result.error
 
 
+@pytest.mark.parametrize("kind, body", [("text/html", b"<html>please log in</html>"), ("text/html", b""),
+                                         ("application/dicom+json", b"{}")])
+def test_a_stow_answered_by_a_web_page_or_nothing_is_a_failed_send(series, fake, kind, body):
+    """A login page, a proxy's redirect, an empty body or an empty JSON (HTTP 200) were "sent 4 files", exit 0,
+    with nothing stored anywhere; a storage response listing fewer instances than sent is a failure too."""
+    paths = sorted(series.iterdir())[:2]
+    result = pacs.send_stow(paths, fake(lambda _h: (200, kind, body)).url)
+    assert not result.ok and "no DICOM storage response" in result.error
+    stored = pydicom.Dataset()
+    item = pydicom.Dataset()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    item.ReferencedSOPInstanceUID = pydicom.dcmread(paths[0], stop_before_pixels=True).SOPInstanceUID
+    stored.ReferencedSOPSequence = [item]
+    partial = json.dumps(stored.to_json_dict()).encode()
+    result = pacs.send_stow(paths, fake(lambda _h: (200, "application/dicom+json", partial)).url)
+    assert not result.ok and "lists 1 of 2 files as stored" in result.error
+
+
 def test_each_attempt_is_one_http_request_and_a_password_is_never_shown(series, fake):
     """dicomweb-client retried every error five times with pauses of up to 16 s inside each of our two
     attempts (10 requests, 61 s on a closed port); a password in the URL was printed and put into the JSON."""

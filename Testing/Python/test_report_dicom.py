@@ -707,3 +707,17 @@ def test_an_empty_heatmap_going_into_the_dicom_map_is_warned_of(work, real_ct, c
     assert code == 0, err
     assert any("its heatmap in the key images and the DICOM parametric map is empty" in r.getMessage()
                for r in caplog.records)
+
+
+def test_overwrite_removes_only_dicom_objects_mvcf_wrote(work, real_ct, capsys):
+    """--overwrite pruned --dicom-out by file name alone: a user's file named like ours (SR_1.2.3.dcm, a CT
+    slice here) was deleted; only objects whose header says mvcf wrote them may go."""
+    out = work / "overwrite_dicom"
+    code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", out)
+    assert code == 0, err
+    earlier = sorted(p.name for p in out.glob("*.dcm"))
+    shutil.copy(next(real_ct.iterdir()), out / "SR_1.2.3.dcm")
+    code, _, err = run(capsys, "predict", "--ct", real_ct, "--point-ijk", BODY_IJK, "--dicom-out", out, "--overwrite")
+    assert code == 0, err
+    now = sorted(p.name for p in out.glob("*.dcm"))
+    assert "SR_1.2.3.dcm" in now and not set(earlier) & set(now) and len(now) == len(earlier) + 1

@@ -286,6 +286,22 @@ def _complete(result: dict[str, Any], bundle) -> dict[str, Any]:
             "warnings": list(result.get("notes") or []), **result}
 
 
+def _own_dicom(path: Path) -> bool:
+    """A DICOM object an earlier run wrote: its name and its manufacturer (a user's `SR_1.2.3.dcm` put in the
+    folder was deleted by --overwrite for its name alone)."""
+    if DICOM_NAME.fullmatch(path.name) is None or not path.is_file() or path.is_symlink():
+        return False
+    import pydicom
+
+    from mvcf.dicom.sr import MANUFACTURER
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Manufacturer"])
+    except Exception:   # not DICOM, truncated, unreadable: not ours to delete
+        return False
+    return str(getattr(header, "Manufacturer", "")) == MANUFACTURER
+
+
 def _write_dicom(folder: Path, source, results, images, heats, model: dict, software: str,
                  disclaimer: str, prune: bool = False, figures: Sequence[tuple[Any, Sequence[float]]] = (),
                  undo: Any = None) -> list[str]:
@@ -302,7 +318,7 @@ def _write_dicom(folder: Path, source, results, images, heats, model: dict, soft
     objects = {f"SR_{sr.SOPInstanceUID}.dcm": sr, **{f"SC_{ds.SOPInstanceUID}.dcm": ds for ds in sc},
                **{f"PM_{ds.SOPInstanceUID}.dcm": ds for ds in pm}}
     with atomic_files(folder, list(objects), mark=True, prune=prune, undo=undo, fresh=not prune,
-                      prunable=lambda path: DICOM_NAME.fullmatch(path.name) is not None) as tmp:
+                      prunable=_own_dicom) as tmp:
         for name, ds in objects.items():
             ds.save_as(tmp / name, enforce_file_format=True)
     return [str(folder / name) for name in objects]

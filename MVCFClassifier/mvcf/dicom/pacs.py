@@ -99,6 +99,7 @@ def _c_store(paths: Sequence[Path], called: str, host: str, port: int, calling: 
     import pydicom
     from pynetdicom.service_class import StorageServiceClass
     from pynetdicom.sop_class import uid_to_service_class
+    from pynetdicom.status import code_to_category
 
     datasets = [pydicom.dcmread(path) for path in paths]
     ae = pynetdicom.AE(ae_title=calling)
@@ -118,7 +119,7 @@ def _c_store(paths: Sequence[Path], called: str, host: str, port: int, calling: 
             if code is None:
                 raise MVCFError(f"no C-STORE response for {path.name} (does {called} accept our calling AE "
                                 f"title {calling}? a PACS answers only the AE titles it knows)")
-            if code not in (0x0000, 0xB000, 0xB007, 0xB006):
+            if code_to_category(code) not in ("Success", "Warning"):   # 0x0107, 0x0116, 0xBxxx: stored
                 raise MVCFError(f"C-STORE of {path.name} failed with status 0x{code:04X}")
     finally:
         assoc.release()
@@ -128,13 +129,24 @@ def _stow(paths: Sequence[Path], url: str) -> None:
     web = need("dicomweb_client", "--dicomweb")
     import pydicom
 
-    answer = _client(web, url).store_instances(datasets=[pydicom.dcmread(path) for path in paths])
+    datasets = [pydicom.dcmread(path) for path in paths]
+    answer = _client(web, url).store_instances(datasets=datasets)
     failed = list(getattr(answer, "FailedSOPSequence", None) or [])
     if failed:   # HTTP 202: the server kept some instances and refused these
         reason = getattr(failed[0], "FailureReason", None)
         raise MVCFError(f"the server refused {len(failed)} of {len(paths)} files (first: "
                         f"{getattr(failed[0], 'ReferencedSOPInstanceUID', '?')}, failure reason "
                         f"{'0x%04X' % reason if isinstance(reason, int) else reason})")
+    # any 2xx counted as stored: a login page, a proxy's redirect or an empty answer lost the results silently
+    stored = {str(getattr(item, "ReferencedSOPInstanceUID", "")) for item in
+              getattr(answer, "ReferencedSOPSequence", None) or []}
+    if not stored:
+        raise MVCFError("the server's answer is no DICOM storage response (no stored instance listed): is the "
+                        "URL the STOW-RS endpoint of the PACS, not a web page, a login or a proxy?")
+    missing = [str(ds.SOPInstanceUID) for ds in datasets if str(ds.SOPInstanceUID) not in stored]
+    if missing:
+        raise MVCFError(f"the server's answer lists {len(paths) - len(missing)} of {len(paths)} files as stored "
+                        f"(first missing: {missing[0]})")
 
 
 def _first_line(exc: BaseException) -> str:
