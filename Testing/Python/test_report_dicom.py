@@ -362,6 +362,14 @@ def test_retrieve_study_by_wado_rs_then_predict(orthanc, real_ct, work, capsys):
     assert {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in real_ct.iterdir()} <= uids
     report = json.loads((work / "fetched_report" / "report.json").read_text(encoding="utf-8"))
     assert report["source"]["series_instance_uid"] == first.SeriesInstanceUID
+    # with no report or DICOM output asked for, the result is printed (the outputs step retrieved the study a
+    # second time, found the folder it had just filled and ended in "already exists", exit 2)
+    code, out, err = run(capsys, "predict", "--ct", work / "fetched_bare", "--retrieve-study",
+                         first.StudyInstanceUID, "--retrieve-from", orthanc.dicomweb, "--point-ijk", BODY_IJK,
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["probability_malignant"] == json.loads(
+        (work / "fetched_report" / "report.json").read_text(encoding="utf-8"))["results"][0]["probability_malignant"]
     code, _, err = run(capsys, "predict", "--ct", work / "never_fetched", "--retrieve-study", "1.2.3.4",
                        "--retrieve-from", orthanc.dicomweb, "--point-ijk", BODY_IJK)
     assert code == 2 and err.startswith("error: cannot retrieve study 1.2.3.4") and err.count("\n") == 1

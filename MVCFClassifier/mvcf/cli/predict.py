@@ -136,9 +136,11 @@ def run(args: argparse.Namespace, reporter) -> int:
                 progress=lambda done, total: reporter.progress(2, 3, f"occlusion heatmap: {done}/{total} blocks"),
                 undo=written))
             payload["heatmap_method"] = args.heatmap_method
+        # no plan: no report or DICOM output asked for (a second check would retrieve the study again)
         outputs = write_outputs(args, ct, [{"name": location.name or "vertebra", **payload}], args.model,
                                 result.device, plan=plan, undo=written,
-                                on_progress=lambda _done, _total, message: reporter.log(message))
+                                on_progress=lambda _done, _total, message: reporter.log(message)) \
+            if plan is not None else {}
     outputs_final()   # a cancel from here on finds nothing left to undo
     if outputs:
         payload["outputs"] = outputs
@@ -181,7 +183,7 @@ def run_many(args: argparse.Namespace, reporter, queries) -> int:
         outputs = write_outputs(args, ct, results, bundle, bundle.device,
                                 on_progress=lambda _done, _total, message: reporter.log(message), plan=plan,
                                 undo=written) \
-            if any("error" not in r for r in results) else {}
+            if plan is not None and any("error" not in r for r in results) else {}
     outputs_final()
     if outputs:
         payload["outputs"] = outputs
