@@ -609,10 +609,9 @@ class PredictionLogic:
         """Targets from a segmentation. With no segment chosen: its vertebra segments as the whole-spine
         screen finds them (TotalSegmentator's `vertebrae_L1`..., else segments named by level such as `L1`;
         cranial first; a second segment of a level left out, its row warned) when it has any, else every
-        segment; a vertebra
-        cut by the CT's edge is then skipped, since its centre would be wrong, and so are C1, C2 and S1, which
-        the whole-spine screen does not classify either (mvcf.numbering.SCREENED_LEVELS). Segments empty
-        within the CT are always skipped; each skipped target says why."""
+        segment; a vertebra cut by the CT's edge is then skipped, since its centre would be wrong, and so are
+        C1, C2 and S1, which the whole-spine screen does not classify either (mvcf.numbering.SCREENED_LEVELS).
+        Segments empty within the CT are always skipped; each skipped target says why."""
         if segmentation is None:
             raise MVCFError("no segmentation selected")
         if ct_node is None:

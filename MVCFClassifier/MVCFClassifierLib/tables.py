@@ -97,8 +97,9 @@ def write_table(scene, rows: Iterable[dict], columns: Sequence[Column], name: st
             node.AddColumn(array)
             if description:
                 node.SetColumnDescription(column_name, description)
-            if unit_of(column_name):
-                node.SetColumnUnitLabel(column_name, unit_of(column_name))
+            unit = unit_of(column_name)
+            if unit:
+                node.SetColumnUnitLabel(column_name, unit)
         node.SetUseColumnTitleAsColumnHeader(True)
     finally:
         node.EndModify(was_modified)

@@ -154,13 +154,13 @@ def _check_slice_positions(reader, image, folder: Path) -> None:
                               for i in range(n)])
     except ValueError:
         raise MVCFError(f"DICOM series in {folder} has an unreadable ImagePositionPatient") from None
-    repeated = n - len(np.unique(np.round(positions, 2), axis=0))
     uids = [uid for uid in (reader.GetMetaData(i, "0008|0018").strip(" \0") for i in range(n)
                             if reader.HasMetaDataKey(i, "0008|0018")) if uid]   # anonymised files may lack it
     copies = len(uids) - len(set(uids))
     if copies:
         raise MVCFError(f"DICOM series in {folder}: {copies} of its {n} files repeat a slice another file holds (the "
                         "same SOP Instance UID under two file names); remove the copies")
+    repeated = n - len(np.unique(np.round(positions, 2), axis=0))
     if repeated:
         raise MVCFError(f"DICOM series in {folder}: {repeated} of its {n} slices lie where another one does, so it "
                         "holds two stacks (two acquisitions or reconstructions under one series UID?); put them in "

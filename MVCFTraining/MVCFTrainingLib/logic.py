@@ -319,7 +319,7 @@ class TrainingLogic:
         """Copy the last run's model bundle to `target` (a new folder, written atomically; a folder holding
         files gets the bundle in a subfolder named after the run). Refused, in one line: no folder given, a
         file, the bundle itself or a folder inside it (it was copied into itself, a half copy left there), a
-        folder inside another bundle, and a name already taken."""
+        folder holding a model, and a name already taken."""
         from mvcf.fileio import atomic_dir
 
         bundle = self.trainedBundle()

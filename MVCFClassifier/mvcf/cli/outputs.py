@@ -122,7 +122,6 @@ def warn_unused_heatmap_method(args: argparse.Namespace, hint: str, heatmaps: bo
     """A `--heatmap-method` other than the default that nothing in this run uses (no --report, no
     --dicom-out, no other heatmap: `heatmaps`) is said, not silently dropped; `hint` names the command's
     own options that would use it."""
-
     method = getattr(args, "heatmap_method", "gradcam")
     if method != "gradcam" and not (heatmaps or getattr(args, "report", None) or getattr(args, "dicom_out", None)):
         logging.getLogger("mvcf.cli").warning("--heatmap-method %s has no effect: this run writes no heatmap "
