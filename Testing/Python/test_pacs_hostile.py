@@ -1,6 +1,7 @@
 """The PACS side against servers that misbehave (found by a hostile sweep): a DICOMweb server that names its
 instances with paths, answers a STOW with failures, keeps failing, or is given with a password in its URL;
-AE titles DICOM does not allow; a refused request that would download a study first."""
+AE titles DICOM does not allow; a refused request that would download a study first; a storage SCP that refuses
+a file, rejects our AE title, never answers or sits on IPv6."""
 from __future__ import annotations
 
 import io
@@ -154,7 +155,8 @@ def test_a_stow_answered_by_a_web_page_or_nothing_is_a_failed_send(series, fake,
     stored.ReferencedSOPSequence = [item]
     partial = json.dumps(stored.to_json_dict()).encode()
     result = pacs.send_stow(paths, fake(lambda _h: (200, "application/dicom+json", partial)).url)
-    assert not result.ok and "lists 1 of 2 files as stored" in result.error
+    assert not result.ok and (result.files, result.stored) == (2, 1)
+    assert "the retry of the 1 file not stored: the server's answer lists 0 of 1 files as stored" in result.error
 
 
 def test_each_attempt_is_one_http_request_and_a_password_is_never_shown(series, fake):
@@ -206,3 +208,138 @@ def test_a_refused_request_downloads_nothing(fake, tmp_path, capsys):
                               "--retrieve-from", server.url, *extra)
         assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
     assert server.requests == [] and not (tmp_path / "fetched").exists()
+
+
+class StorageSCP:
+    """A pynetdicom storage SCP on loopback: `answer(uid, calls)` gives each C-STORE's status (after `delay`
+    seconds); every stored UID and the association's end (released / aborted) are recorded."""
+
+    def __init__(self, answer=lambda uid, calls: 0x0000, delay: float = 0.0, host: str = "127.0.0.1",
+                 calling: tuple[str, ...] = ()) -> None:
+        import time
+
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+
+        self.calls: list[str] = []
+        self.ends: list[str] = []
+
+        def store(event):
+            uid = str(event.request.AffectedSOPInstanceUID)
+            self.calls.append(uid)
+            time.sleep(delay)
+            return answer(uid, self.calls)
+
+        ae = AE("SCP")
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.require_calling_aet = list(calling)
+        self.server = ae.start_server((host, 0), block=False, evt_handlers=[
+            (evt.EVT_C_STORE, store), (evt.EVT_RELEASED, lambda _e: self.ends.append("released")),
+            (evt.EVT_ABORTED, lambda _e: self.ends.append("aborted"))])
+        port = self.server.server_address[1]
+        self.destination = f"SCP@[{host}]:{port}" if ":" in host else f"SCP@{host}:{port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def scp():
+    servers: list[StorageSCP] = []
+
+    def start(**kwargs) -> StorageSCP:
+        servers.append(StorageSCP(**kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def plain(tmp_path) -> list[Path]:
+    """Four uncompressed CT objects with their own UIDs (what a storage SCP of any kind accepts)."""
+    from pydicom import examples
+    from pydicom.uid import generate_uid
+
+    paths = []
+    for i in range(4):
+        ds = examples.ct
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        paths.append(tmp_path / f"CT_{i}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths
+
+
+def _uid(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_a_refused_c_store_file_does_not_stop_the_rest_and_the_retry_sends_only_what_is_missing(scp, plain):
+    """A file the PACS refused ended the send: the files after it were never sent, the result said `files: 4`,
+    and the retry sent the stored ones again."""
+    refused = _uid(plain[1])
+    always = scp(answer=lambda uid, calls: 0xA700 if uid == refused else 0x0000)
+    result = pacs.send_c_store(plain, always.destination, "MVCF")
+    assert not result.ok and (result.files, result.stored, result.attempts) == (4, 3, 2)
+    assert result.error == "the retry of the 1 file not stored: SCP refused 1 of 1 files (first: CT_1.dcm: status " \
+                           "0xA700)"
+    assert always.calls == [_uid(p) for p in plain] + [refused]
+    once = scp(answer=lambda uid, calls: 0xA700 if uid == refused and calls.count(uid) == 1 else 0x0000)
+    result = pacs.send_c_store(plain, once.destination, "MVCF")
+    assert result.ok and (result.stored, result.attempts) == (4, 2)
+    assert sorted(once.calls) == sorted([_uid(p) for p in plain] + [refused])
+
+
+def test_each_c_store_failure_says_what_failed(scp, plain, monkeypatch):
+    """A closed port, a rejected association and a PACS that never answers all read 'rejected or timed out',
+    and a PACS that never answered a C-STORE was asked whether it knows our AE title."""
+    closed = StorageSCP()
+    closed.close()
+    result = pacs.send_c_store(plain[:1], closed.destination, "MVCF")
+    assert "no DICOM association with 127.0.0.1:" in result.error and "nothing answered" in result.error
+    known = scp(calling=("KNOWN",))
+    result = pacs.send_c_store(plain[:1], known.destination, "STRANGER")
+    assert "rejected the association: is SCP its AE title, and does it know our calling AE title STRANGER?" \
+        in result.error
+    assert pacs.send_c_store(plain[:1], known.destination, "KNOWN").ok
+    monkeypatch.setattr(pacs, "DICOM_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(pacs, "RETRY_PAUSE_S", 0.0)
+    slow = scp(delay=1.0)
+    result = pacs.send_c_store(plain[:1], slow.destination, "MVCF")
+    assert not result.ok and result.stored == 0
+    assert "SCP gave no answer to the C-STORE of CT_0.dcm within 0.5 s" == result.error
+
+
+def test_a_ctrl_c_during_a_c_store_aborts_the_association(scp, plain):
+    """A Ctrl-C while the PACS took its time released the association, which waited for the PACS's answer
+    (up to 30 s) before the interrupt took effect."""
+    import os
+    import signal
+    import time
+
+    slow = scp(delay=2.0)
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        pacs.send_c_store(plain, slow.destination, "MVCF")
+    deadline = time.monotonic() + 10
+    while not slow.ends and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert slow.ends == ["aborted"] and len(slow.calls) == 1
+
+
+def test_an_ipv6_pacs_is_reached_in_brackets(scp, plain):
+    """`--send PACS@[::1]:104` was refused as no AET@HOST:PORT."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    server = scp(host="::1")
+    assert server.destination.startswith("SCP@[::1]:")
+    result = pacs.send_c_store(plain[:2], server.destination, "MVCF")
+    assert result.ok and result.stored == 2 and len(server.calls) == 2
+    with pytest.raises(MVCFError, match=r"an IPv6 address in brackets, AET@\[::1\]:104"):
+        pacs.parse_ae("SCP@::1:104")

@@ -349,6 +349,22 @@ def test_c_store_and_stow_rs_to_a_real_orthanc(orthanc, real_ct, work, capsys):
                       source[0].FrameOfReferenceUID)
 
 
+def test_a_pacs_that_does_not_know_our_calling_ae_title_is_named_as_the_likely_cause(orthanc, work):
+    """Orthanc accepts the association of a calling AE title it does not know and closes it at the C-STORE; the
+    error asks about that title (a PACS that takes longer than the timeout is named as such instead)."""
+    from pydicom import examples
+
+    from mvcf.dicom.pacs import send_c_store
+
+    path = work / "stranger" / "CT.dcm"
+    path.parent.mkdir()
+    examples.ct.save_as(path, enforce_file_format=True)
+    result = send_c_store([path], orthanc.destination, "STRANGER")
+    assert not result.ok and result.stored == 0
+    assert "ORTHANC ended the association at the C-STORE of CT.dcm without a status (does it know our calling " \
+           "AE title STRANGER?" in result.error
+
+
 def test_retrieve_study_by_wado_rs_then_predict(orthanc, real_ct, work, capsys):
     """--retrieve-study fetches the study (source CT plus the outputs sent above) and reads its one CT series."""
     first = pydicom.dcmread(next(real_ct.iterdir()), stop_before_pixels=True)

@@ -18,7 +18,7 @@ fetched from a PACS). `mvcf predict` and `mvcf screen` call the same functions, 
         bundle's are used) and give `notes` for warnings; a row whose probability_malignant or
         center_lps is None is "not classified": its measurements are still reported, without key images.
         model: the bundle folder, a loaded Bundle or None (demo bundle), for the heatmaps. plan: check_outputs' result (checked again when None). Returns
-        {"report": {html, pdf, json}, "dicom": [paths], "sent": [{to, ok, files, attempts, error}],
+        {"report": {html, pdf, json}, "dicom": [paths], "sent": [{to, ok, files, attempts, error, stored}],
         "dicom_dir"}, keys only for what was asked, {} when nothing was. Refusals and unwritable folders
         are MVCFError (one line). A cancel or error before the PACS send removes the report and DICOM
         files already written (and, with `undo`, the caller's fileio.RunOutputs, what it holds too); once
@@ -336,6 +336,6 @@ def finish_outputs(outputs: dict[str, Any], quiet: bool = False) -> int:
                 print(f"sent {s['files']} files to {s['to']}")
     failed = [s for s in outputs.get("sent", []) if not s["ok"]]
     for s in failed:
-        print(f"error: sending to {s['to']} failed after {s['attempts']} attempts ({s['error']}); the files stay "
-              f"in {outputs.get('dicom_dir')}", file=sys.stderr)
+        print(f"error: sending to {s['to']} failed after {s['attempts']} attempts ({s['error']}); {s['stored']} of "
+              f"{s['files']} files stored there; every file stays in {outputs.get('dicom_dir')}", file=sys.stderr)
     return 2 if failed else 0
