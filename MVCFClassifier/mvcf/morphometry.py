@@ -32,6 +32,9 @@ REFERENCE_MAX_OWN_LOSS = 0.25
 GRID_MM = 0.5
 SLAB_HALF_MM = 1.5
 MIN_BODY_HEIGHT_MM = 3.0
+#: HU below which a CT voxel holds no data (padding: scanners write -2000 to -3024 outside the reconstruction
+#: circle; air reads about -1000 and its noise never reaches this beside a vertebra)
+PADDING_HU = -1500.0
 MIN_BODY_DEPTH_MM = 10.0
 SPIKE_MM = 2.5
 CANAL_MARGIN_MM = 12.0
@@ -236,11 +239,12 @@ class BodyPose:
 
 
 def locate_body(mask: CTImage, label: int, si_axis: Optional[Sequence[float]] = None,
-                points: Optional[np.ndarray] = None, start: Optional[BodyPose] = None) -> Optional[BodyPose]:
+                points: Optional[np.ndarray] = None, start: Optional[BodyPose] = None,
+                beyond: Optional[np.ndarray] = None) -> Optional[BodyPose]:
     """The body's centroid and frame, on a 1 mm grid: the body is the mask in front of the canal on the
     mid-sagittal slab; the antero-posterior axis points from its centroid to that of the posterior
     elements. None when no body is found. `start` (a pose found with a nearby axis) is where the
-    iteration begins, so it usually converges in one step."""
+    iteration begins, so it usually converges in one step; `beyond` as in `field_of_view_edge`."""
     points = _voxel_points(mask, label) if points is None else points
     if len(points) < 20:
         return None
@@ -269,33 +273,34 @@ def locate_body(mask: CTImage, label: int, si_axis: Optional[Sequence[float]] = 
         done = np.allclose(new_axes, axes, atol=2e-3) and np.allclose(center, body_center, atol=0.5)
         region = BodyRegion(origin=origin, spacing=spacing, direction=axes, body=body)
         axes, center = new_axes, body_center
-        found = BodyPose(center, axes, _body_at_edge(mask, region), float((j1 - j0) * spacing[1]))
+        found = BodyPose(center, axes, _body_at_edge(mask, region, beyond), float((j1 - j0) * spacing[1]))
         if done:
             break
     return found
 
 
 def measure_vertebra(mask: CTImage, label: int, level: str, si_axis: Optional[Sequence[float]] = None,
-                     points: Optional[np.ndarray] = None, start: Optional[BodyPose] = None) -> Morphometry:
+                     points: Optional[np.ndarray] = None, start: Optional[BodyPose] = None,
+                     beyond: Optional[np.ndarray] = None) -> Morphometry:
     """Heights of vertebra `label` of `mask`. `si_axis` (LPS, pointing superior) is the local spine axis;
-    without it the vertebra's smallest principal axis is used. Never raises for a vertebra that cannot be
-    measured: the Morphometry says why in `notes`."""
+    without it the vertebra's smallest principal axis is used; `beyond` as in `field_of_view_edge`. Never
+    raises for a vertebra that cannot be measured: the Morphometry says why in `notes`."""
     result = Morphometry(label=int(label), level=level)
     points = _voxel_points(mask, label) if points is None else points
     if len(points) < 20:
         result.notes.append("empty label" if len(points) == 0 else f"only {len(points)} voxels")
         result.partial = len(points) > 0
         return result
-    pose = locate_body(mask, label, si_axis, points, start)
+    pose = locate_body(mask, label, si_axis, points, start, beyond)
     if pose is None:
-        return _no_body(result, mask, points)
+        return _no_body(result, mask, points, beyond)
     axes, center = pose.axes_lps, pose.center_lps
     grid_center, extent = _body_grid(points, center, axes, pose.depth_mm)
     occ, origin, spacing = _sample_label(mask, label, grid_center, axes, extent, (GRID_MM, GRID_MM, GRID_MM))
     voxel_ap = float(np.abs(np.linalg.solve(mask.direction, axes[:, 1])) @ mask.spacing)
     run = _body_run(occ, spacing, max(FRAGMENT_MIN_MM, 1.5 * voxel_ap))
     if run is None:
-        return _no_body(result, mask, points)
+        return _no_body(result, mask, points, beyond)
     heights, j0, j1 = run
     body = occ >= 0.5
     body[:, j1:, :] = False
@@ -305,17 +310,20 @@ def measure_vertebra(mask: CTImage, label: int, level: str, si_axis: Optional[Se
     result.center_lps = center
     result.axes_lps = axes
     result.region = _cropped(BodyRegion(origin=origin, spacing=spacing, direction=axes, body=body))
-    if _body_at_edge(mask, result.region):
+    if _body_at_edge(mask, result.region, beyond):
         result.partial = True
         result.notes.append("partial: the vertebral body is cut by the edge of the field of view")
     return result
 
 
-def _no_body(result: Morphometry, mask: CTImage, points: np.ndarray) -> Morphometry:
-    """No body in front of the canal: where the label reaches the image's edge the field of view has cut it
-    (often the body itself, in front), which the table must say rather than "not measured"."""
+def _no_body(result: Morphometry, mask: CTImage, points: np.ndarray,
+             beyond: Optional[np.ndarray] = None) -> Morphometry:
+    """No body in front of the canal: where the label reaches the image's edge or the CT's padding the field
+    of view has cut it (often the body itself, in front), which the table must say rather than "not
+    measured"."""
     ijk = np.linalg.solve(mask.direction @ np.diag(mask.spacing), (points - mask.origin).T).T
-    if ijk.min() < 0.5 or np.any(ijk.max(axis=0) > np.asarray(mask.size_ijk, float) - 1.5):
+    if ijk.min() < 0.5 or np.any(ijk.max(axis=0) > np.asarray(mask.size_ijk, float) - 1.5) \
+            or _touches(beyond, ijk):
         result.partial = True
         result.notes.append("partial: the vertebra is cut by the edge of the field of view (no body found in "
                             "front of the spinal canal)")
@@ -353,8 +361,39 @@ def _cropped(region: BodyRegion, margin: int = 2) -> BodyRegion:
                       body=region.body[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].copy())
 
 
-def _body_at_edge(mask: CTImage, region: BodyRegion) -> bool:
-    """True when the body reaches the outermost voxels of the image."""
+def field_of_view_edge(ct_voxels: np.ndarray, near: Optional[np.ndarray] = None,
+                       margin: int = 2) -> Optional[np.ndarray]:
+    """Where the CT holds no data, widened by `margin` voxels: padding below PADDING_HU (a scanner's value
+    outside its reconstruction circle, or what a resampling filled in), True on the CT's voxel array; None when
+    there is none. `near` (a label map on that array) limits the work to the box of its labels. A body
+    reaching it is cut by the field of view as surely as one reaching the image's outermost voxels."""
+    from scipy import ndimage
+
+    box = tuple(slice(0, n) for n in ct_voxels.shape)
+    if near is not None:
+        found = ndimage.find_objects((near > 0).astype(np.int8))
+        if not found:
+            return None
+        box = tuple(slice(max(s.start - margin - 1, 0), min(s.stop + margin + 1, n))
+                    for s, n in zip(found[0], ct_voxels.shape))
+    padding = ct_voxels[box] < PADDING_HU
+    if not padding.any():
+        return None
+    edge = np.zeros(ct_voxels.shape, bool)
+    edge[box] = ndimage.binary_dilation(padding, structure=np.ones((3, 3, 3), bool), iterations=margin)
+    return edge
+
+
+def _touches(beyond: Optional[np.ndarray], ijk: np.ndarray) -> bool:
+    """True when any of the continuous voxel positions `ijk` (i, j, k columns) falls on `beyond`."""
+    if beyond is None or len(ijk) == 0:
+        return False
+    index = np.clip(np.rint(ijk).astype(int), 0, np.asarray(beyond.shape[::-1]) - 1)
+    return bool(beyond[index[:, 2], index[:, 1], index[:, 0]].any())
+
+
+def _body_at_edge(mask: CTImage, region: BodyRegion, beyond: Optional[np.ndarray] = None) -> bool:
+    """True when the body reaches the outermost voxels of the image, or `beyond` (field_of_view_edge)."""
     to_mask = np.linalg.inv(mask.direction @ np.diag(mask.spacing))
     linear = to_mask @ region.direction @ np.diag(region.spacing)
     offset = to_mask @ (region.origin - mask.origin)
@@ -362,13 +401,13 @@ def _body_at_edge(mask: CTImage, region: BodyRegion) -> bool:
     corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)]) * \
         (np.asarray(region.body.shape[::-1]) - 1)
     box = corners @ linear.T + offset
-    if box.min() >= 0.0 and np.all(box.max(axis=0) <= size - 1.0):
+    if beyond is None and box.min() >= 0.0 and np.all(box.max(axis=0) <= size - 1.0):
         return False                     # the whole grid lies inside the image: no voxel list needed
     kji = np.argwhere(region.body)
     if kji.size == 0:
         return False
     ijk = kji[:, ::-1] @ linear.T + offset
-    return bool(np.any(ijk.min(axis=0) < 0.0) or np.any(ijk.max(axis=0) > size - 1.0))
+    return bool(np.any(ijk.min(axis=0) < 0.0) or np.any(ijk.max(axis=0) > size - 1.0) or _touches(beyond, ijk))
 
 
 def spine_axes(centroids: dict[str, np.ndarray], order: Sequence[str]) -> dict[str, np.ndarray]:
@@ -386,22 +425,24 @@ def spine_axes(centroids: dict[str, np.ndarray], order: Sequence[str]) -> dict[s
     return axes
 
 
-def measure_spine(mask: CTImage, levels: dict[int, str], order: Sequence[str]) -> dict[str, Morphometry]:
+def measure_spine(mask: CTImage, levels: dict[int, str], order: Sequence[str],
+                  beyond: Optional[np.ndarray] = None) -> dict[str, Morphometry]:
     """Every vertebra of `levels` (label value -> level): bodies found with the axis through the whole
     vertebrae's centroids, then measured on the axis through the neighbouring bodies' centroids (the
-    posterior elements, often cut by the field of view, no longer tilt it)."""
+    posterior elements, often cut by the field of view, no longer tilt it). `beyond`: where the CT holds no
+    data (field_of_view_edge), so a body cut there is partial."""
     from scipy import ndimage
 
     boxes = ndimage.find_objects(mask.voxels.astype(np.int32, copy=False), max_label=max(levels))
     points = {level: _voxel_points(mask, value, boxes[value - 1]) if boxes[value - 1] is not None
               else np.zeros((0, 3)) for value, level in levels.items()}
     rough = spine_axes({lv: p.mean(axis=0) for lv, p in points.items() if len(p)}, order)
-    poses = {level: locate_body(mask, value, rough.get(level), points[level]) if len(points[level]) >= 20
-             else None for value, level in levels.items()}
+    poses = {level: locate_body(mask, value, rough.get(level), points[level], beyond=beyond)
+             if len(points[level]) >= 20 else None for value, level in levels.items()}
     bodies = {level: pose.center_lps for level, pose in poses.items() if pose is not None and not pose.at_edge}
     axes = spine_axes(bodies, order)
     return {level: measure_vertebra(mask, value, level, axes.get(level, rough.get(level)), points[level],
-                                    poses[level]) for value, level in levels.items()}
+                                    poses[level], beyond) for value, level in levels.items()}
 
 
 def grade_vertebra(target: Morphometry, references: Sequence[Morphometry]) -> Grade:

@@ -181,7 +181,8 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
     steps = 4
     progress = on_progress or (lambda done, total, message: None)
     progress(0, steps, "measuring vertebral bodies")
-    morph = morphometry.measure_spine(seg, present, numbering_module.LEVEL_ORDER)
+    beyond = morphometry.field_of_view_edge(ct.voxels, np.isin(seg.voxels, list(present)))
+    morph = morphometry.measure_spine(seg, present, numbering_module.LEVEL_ORDER, beyond)
     timing["morphometry"] = 1000 * (time.perf_counter() - started)
     check_cancel(should_cancel)
     screened = [lv for lv in morph if lv in numbering_module.SCREENED_LEVELS]

@@ -500,6 +500,36 @@ def test_a_vertebra_whose_body_the_field_of_view_cut_in_front_is_partial_not_unm
     assert all(r["trabecular_hu"] is None and r["genant_grade"] is None for r in rows.values())
 
 
+def test_a_body_cut_by_the_ct_s_padding_is_partial_like_a_cropped_one(tmp_path, sample_screen):
+    """A scanner writes -2000 to -3024 HU outside its reconstruction circle (a resampling fills in the same):
+    the sample with its front rows from image row 40 on turned into padding (and unlabelled, as a segmenter
+    leaves them) read "measured" with bodies sliced in half, L2 and L5 grade 3, where the same anatomy cropped
+    there reads "partial". Padding away from the spine changes nothing."""
+    import SimpleITK as sitk
+
+    from mvcf.screen import screen_files
+
+    def padded(row: int) -> dict:
+        ct, seg = sitk.ReadImage(str(CT)), sitk.ReadImage(str(SEG))
+        hu, labels = sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(seg)
+        hu[:, row:, :], labels[:, row:, :] = -3024, 0
+        for array, like, name in ((hu, ct, "ct.nii.gz"), (labels, seg, "seg.nii.gz")):
+            image = sitk.GetImageFromArray(array)
+            image.CopyInformation(like)
+            sitk.WriteImage(image, str(tmp_path / name))
+        return _rows(screen_files(tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz", device="cpu"))
+
+    cut = padded(40)
+    assert {r["status"] for r in cut.values()} == {"partial"}, {k: r["status"] for k, r in cut.items()}
+    assert all(r["genant_grade"] is None and r["trabecular_hu"] is None for r in cut.values())
+    far = padded(60)
+    for level, row in _rows(sample_screen).items():
+        assert far[level]["status"] == row["status"], level
+        for key in ("height_anterior_mm", "height_middle_mm", "height_posterior_mm", "genant_grade",
+                    "trabecular_hu"):
+            assert far[level][key] == pytest.approx(row[key]), (level, key)
+
+
 def test_an_interrupted_report_leaves_no_table_either(tmp_path, small_case, monkeypatch, capsys):
     """Ctrl-C (or a failure) while the case report or DICOM objects are written: the run exits 130 and --out
     gets no screen.tsv/screen.json (the table was written first before, and stayed)."""
