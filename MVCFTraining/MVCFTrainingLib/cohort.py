@@ -329,16 +329,20 @@ def save_manifest_from_table(scene, table_node, manifest_path: Union[str, os.Pat
 
 
 def manifest_summary(records: Sequence[CaseRecord]) -> str:
-    """'24 cases, 12 patients; MVCF 10, OVCF 14; A 16, B 8' for the status line."""
+    """'24 cases, 12 patients; MVCF 10, OVCF 14; A 16, B 8' for the status line; a cohort of one class says
+    that it can be evaluated on but not trained on (Train and Study refuse it only once their run starts)."""
     classes = defaultdict(int)
     sites = defaultdict(int)
     for record in records:
         classes[CLASS_NAMES[record.label]] += 1
         sites[record.institution] += 1
     patients = len({r.patient_id for r in records})
+    present = [k for k in ("MVCF", "OVCF") if classes[k]]
+    alone = (f" (only {present[0]} cases: enough to evaluate a model on, not to train one or run a study)"
+             if len(present) == 1 else "")
     return (f"{len(records)} cases, {patients} patients; "
             + ", ".join(f"{k} {classes[k]}" for k in ("MVCF", "OVCF"))
-            + "; " + ", ".join(f"{k} {v}" for k, v in sorted(sites.items())))
+            + "; " + ", ".join(f"{k} {v}" for k, v in sorted(sites.items())) + alone)
 
 
 MANIFEST_TABLE_COLUMNS = (

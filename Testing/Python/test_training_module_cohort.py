@@ -133,6 +133,10 @@ def test_manifest_from_scene_round_trips_through_the_core(scene, tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written), expected.voxels)
     assert records[1].ct.parent == tmp_path / "cohort" / "images"
     assert manifest_summary(records) == "4 cases, 3 patients; MVCF 2, OVCF 2; A 3, B 1"
+    # a one-class cohort was "Valid" with no word that Train and Study would refuse it once started
+    only_ovcf = [r for r in records if r.label == 0]
+    assert manifest_summary(only_ovcf).endswith("(only OVCF cases: enough to evaluate a model on, not to train "
+                                                "one or run a study)")
     shown = manifest_table(scene, records)
     assert shown.GetNumberOfRows() == 4 and shown.GetCellText(1, shown.GetColumnIndex("label")) == "OVCF"
 
