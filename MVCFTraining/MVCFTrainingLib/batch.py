@@ -61,8 +61,8 @@ def _arguments(kind: str, args: argparse.Namespace) -> list[str]:
                            size_px=args.size, n_slices=args.n_slices or 0, slice_gap_mm=args.slice_gap or 0.0,
                            training=training, extra_args=tuple(extra))
     resume = bool(args.resume)
-    if resume and not resumable(args.out):
-        print(f"error: nothing to resume in {args.out} (no checkpoint)", file=sys.stderr)
+    if resume and not resumable(args.out, kind == "study"):
+        print(f"error: nothing to resume in {args.out} (no {kind} of mvcf there)", file=sys.stderr)
         raise SystemExit(2)
     return (train_arguments if kind == "train" else study_arguments)(args.manifest, args.out, settings, resume=resume)
 

@@ -132,10 +132,11 @@ class TrainingLogic:
     def outputFolder(parameters, study: bool, now: Callable[[], str] = lambda: time.strftime("%Y%m%d-%H%M%S")
                      ) -> tuple[Path, bool]:
         """(folder, resume): the chosen folder when it is new or empty, or when Resume is checked and it holds
-        a checkpoint; otherwise a new time-stamped folder beside the manifest, so nothing is overwritten."""
+        a run of that kind to continue; otherwise a new time-stamped folder beside the manifest, so nothing is
+        overwritten."""
         manifest = path_text(parameters.manifestPath)
         out = path_text(parameters.outputFolder)
-        resume = bool(parameters.resume) and bool(out) and resumable(out)
+        resume = bool(parameters.resume) and bool(out) and resumable(out, study)
         if not out or (not resume and _in_use(Path(out))):
             out = str(Path(manifest).resolve().parent / "mvcf_runs" / f"{'study' if study else 'train'}-{now()}")
         return Path(out), resume

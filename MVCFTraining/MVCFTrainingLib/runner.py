@@ -135,12 +135,15 @@ def mrmc_arguments(reader_csv: os.PathLike) -> list[str]:
     return ["stats", "mrmc", "--csv", str(reader_csv), "--json"]
 
 
-def resumable(out_dir: os.PathLike) -> bool:
-    """True when `out_dir` holds a checkpoint of an interrupted run (so `--resume` has something to use)."""
-    folder = Path(out_dir)
-    if not folder.is_dir():
-        return False
-    return any(p.is_file() for pattern in ("**/*checkpoint*", "**/*.ckpt") for p in folder.glob(pattern))
+def resumable(out_dir: os.PathLike, study: bool = False) -> bool:
+    """True when `out_dir` holds a training run (or, with `study`, a study) of mvcf that `--resume` continues:
+    the record such a run writes first, as the core checks it (a folder of the user's with a file named like
+    a checkpoint was taken for one, and a run stopped before its first checkpoint was not)."""
+    from mvcf import study as study_module
+    from mvcf import train as train_module
+
+    record = (study_module if study else train_module).RUN_RECORD
+    return (Path(out_dir) / record).is_file()
 
 
 class EtaEstimator:

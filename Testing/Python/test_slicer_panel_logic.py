@@ -63,7 +63,13 @@ def test_training_settings_output_folder_and_resume(tmp_path):
     (chosen / "log.txt").write_text("earlier run")
     moved, resume = TrainingLogic.outputFolder(parameters(tmp_path, outputFolder=chosen, resume=True), True, lambda: "U")
     assert moved.name == "study-U" and not resume, "a used folder without a checkpoint is never overwritten"
-    (chosen / "fold0_checkpoint.pt").write_bytes(b"x")
+    (chosen / "notes-checkpoint.ipynb").write_text("{}")   # a user's file named like a checkpoint: not a run
+    moved, resume = TrainingLogic.outputFolder(parameters(tmp_path, outputFolder=chosen, resume=True), True, lambda: "W")
+    assert moved.name == "study-W" and not resume
+    (chosen / "cohort.json").write_text("{}")   # a training run's record: no study to continue
+    assert not TrainingLogic.outputFolder(parameters(tmp_path, outputFolder=chosen, resume=True), True)[1]
+    assert TrainingLogic.outputFolder(parameters(tmp_path, outputFolder=chosen, resume=True), False) == (chosen, True)
+    (chosen / "study_config.json").write_text("{}")
     assert TrainingLogic.outputFolder(parameters(tmp_path, outputFolder=chosen, resume=True), True) == (chosen, True)
     (tmp_path / "afile").write_text("not a folder")
     moved, _ = TrainingLogic.outputFolder(parameters(tmp_path, outputFolder=tmp_path / "afile"), False, lambda: "V")

@@ -179,7 +179,9 @@ def test_batch_script_resume_with_nothing_to_resume(tmp_path, script):
     proc = subprocess.run([sys.executable, str(path), "--manifest", str(tmp_path / "m.csv"), "--out",
                            str(tmp_path / "out"), "--resume"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"error: nothing to resume in {tmp_path / 'out'} (no checkpoint)"]
+    kind = "study" if script == "slicer_study.py" else "train"
+    assert proc.stderr.strip().splitlines() == [f"error: nothing to resume in {tmp_path / 'out'} (no {kind} of mvcf "
+                                                "there)"]
 
 
 def test_reader_study_through_the_child_process(shared_data):
