@@ -102,6 +102,7 @@ def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> Vertebr
         shown = ", ".join(str(v) for v in present[:20]) + (" ..." if present.size > 20 else "")
         raise MVCFError(f"label {label} is absent from the mask {mask.source or ''}".rstrip()
                         + f" (labels present: {shown or 'none'})")
+    kji, warnings = _main_piece(kji, mask.spacing, label)
     ijk = kji[:, ::-1].astype(float)
     center = mask.index_to_lps(ijk.mean(axis=0))
     corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
@@ -109,7 +110,51 @@ def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> Vertebr
     box = np.array([mask.index_to_lps(lo + c * (hi - lo)) for c in corners])
     _require_inside(ct, center, f"centroid of label {label}")
     return VertebraLocation(center_lps=center, extent_mm=box.max(axis=0) - box.min(axis=0),
-                            name=name or f"label {label}", source=f"mask label {label}")
+                            name=name or f"label {label}", source=f"mask label {label}", warnings=warnings)
+
+
+#: Pieces of one label farther apart than this (mm, between their boxes) are not one vertebra: a vertebra's
+#: body and arch, split by a thin pedicle at coarse voxels, lie within a few millimetres of each other.
+PIECE_GAP_MM = 10.0
+#: The share of a label's voxels lying apart from its main piece above which the label is refused (two
+#: vertebrae under one label); below it those voxels are left out, with a warning (strays of a segmenter).
+APART_MAX_SHARE = 0.10
+
+
+def _main_piece(kji: np.ndarray, spacing: np.ndarray, label: int) -> tuple[np.ndarray, list[str]]:
+    """The voxels (k, j, i rows) of the label's main piece: its largest 26-connected component and every
+    piece within PIECE_GAP_MM of it, and the warnings. A label whose voxels lie far apart was located at their
+    centroid, between the pieces: two vertebrae under one label were classified at the one between them."""
+    from scipy import ndimage
+
+    lo = kji.min(axis=0)
+    grid = np.zeros(tuple(kji.max(axis=0) - lo + 1), bool)
+    grid[tuple((kji - lo).T)] = True
+    pieces, count = ndimage.label(grid, structure=np.ones((3, 3, 3), bool))
+    if count == 1:
+        return kji, []
+    sizes = np.bincount(pieces.ravel())[1:]
+    boxes = ndimage.find_objects(pieces)
+    main = int(np.argmax(sizes))
+    step = np.asarray(spacing, float)[::-1]   # mm per k, j, i
+
+    def gap_mm(box) -> float:
+        apart = [max(b.start - m.stop + 1, m.start - b.stop + 1, 0) * d for b, m, d in zip(box, boxes[main], step)]
+        return float(np.linalg.norm(apart))
+
+    near = [n for n in range(count) if n == main or gap_mm(boxes[n]) <= PIECE_GAP_MM]
+    apart = int(sizes.sum() - sizes[near].sum())
+    if apart == 0:
+        return kji, []
+    share = apart / float(sizes.sum())
+    far = max(gap_mm(boxes[n]) for n in range(count) if n not in near)
+    if share > APART_MAX_SHARE:
+        raise MVCFError(f"label {label} of the mask lies in pieces {far:.0f} mm apart ({100 * share:.0f} % of its "
+                        f"voxels away from the largest piece): one label must hold one vertebra (two under one "
+                        "label would be classified at a point between them)")
+    keep = np.isin(pieces[tuple((kji - lo).T)], np.asarray(near) + 1)
+    return kji[keep], [f"label {label}: left out {apart} voxels ({100 * share:.1f} %) lying up to {far:.0f} mm "
+                       "apart from its main piece (stray voxels of the segmentation)"]
 
 
 def refine_on_body(ct: CTImage, location: VertebraLocation, search_mm: float = 80.0,

@@ -71,6 +71,40 @@ def test_mask_label_outside_the_ct(totalseg):
         locate.from_mask(ct, far, 31)
 
 
+def test_a_label_in_pieces_far_apart_is_refused_and_strays_are_left_out(totalseg):
+    """A label holding two vertebrae (L1 and L3 both 31) was located at their centroid, on L2, and L2 was
+    classified under L1's name without a word; a few stray voxels far off pulled the centroid off the
+    vertebra. A vertebra whose arch is cut off from its body by one voxel stays one vertebra."""
+    from scipy import ndimage
+
+    from mvcf.ctimage import CTImage
+
+    ct, mask = totalseg
+
+    def relabelled(voxels: np.ndarray) -> CTImage:
+        return CTImage(voxels, mask.spacing, mask.origin, mask.direction, source=mask.source)
+
+    whole = locate.from_mask(ct, mask, 31)
+    assert whole.warnings == []
+    two = mask.voxels.copy()
+    two[two == 29] = 31
+    with pytest.raises(MVCFError, match=r"^label 31 of the mask lies in pieces \d+ mm apart \(\d+ % of its voxels "
+                                        r"away from the largest piece\): one label must hold one vertebra"):
+        locate.from_mask(ct, relabelled(two), 31)
+    stray = mask.voxels.copy()
+    stray[:3, :3, :3] = 31   # 27 voxels in the CT's corner
+    located = locate.from_mask(ct, relabelled(stray), 31)
+    np.testing.assert_allclose(located.center_lps, whole.center_lps, atol=1e-6)
+    np.testing.assert_allclose(located.extent_mm, whole.extent_mm, atol=1e-6)
+    assert len(located.warnings) == 1 and located.warnings[0].startswith("label 31: left out 27 voxels")
+    split = mask.voxels.copy()
+    j = np.argwhere(split == 31)[:, 1]
+    plane = split[:, int(np.median(j)), :]
+    plane[plane == 31] = 0
+    assert ndimage.label(split == 31, structure=np.ones((3, 3, 3)))[1] >= 2
+    assert locate.from_mask(ct, relabelled(split), 31).warnings == []
+
+
 def test_point_units_agree(totalseg):
     ct, _ = totalseg
     ijk = np.array([60.3, 40.7, 55.2])
