@@ -30,11 +30,26 @@ def record_query(record) -> "Any":
     return VertebraQuery(point=record.center_lps, unit="lps")
 
 
+#: How far (mm) a manifest row's centre may lie from the centroid of its mask label when it gives both: the
+#: body's centre lies 10-20 mm in front of the whole vertebra's centroid, the next vertebra's 30 mm and more.
+CENTRE_AGREES_MM = 25.0
+
+
 def locate_record(ct, record) -> "Any":
-    """The VertebraLocation of a manifest record (mvcf.locate.resolve of its query)."""
+    """The VertebraLocation of a manifest record (mvcf.locate.resolve of its query). A row with a mask label
+    and a centre is located by the label; a centre that names another place refuses the row (the label won in
+    silence)."""
     from mvcf.locate import resolve
 
-    return resolve(ct, record_query(record))
+    location = resolve(ct, record_query(record))
+    given = getattr(record, "center_lps", None)
+    if getattr(record, "mask", None) is not None and given is not None:
+        apart = float(np.linalg.norm(np.asarray(given, float) - location.center_lps))
+        if apart > CENTRE_AGREES_MM:
+            raise MVCFError(f"its centre lies {apart:.0f} mm from the centroid of label {record.vertebra_label} "
+                            f"of its mask (at most {CENTRE_AGREES_MM:g} mm): the two name different places; "
+                            "give one of them")
+    return location
 
 
 def spec_key(spec: ViewSpec) -> str:

@@ -12,6 +12,9 @@ Columns (header names are case-insensitive; extra columns are kept in `CaseRecor
       (e.g. TotalSegmentator 31 = L1); its centroid is the centre.
     * `center_lps`: `"x,y,z"` in LPS millimetres (ITK/DICOM convention).
     * `point_ras`: `"x,y,z"` in RAS millimetres (Slicer's convention); converted to LPS on reading.
+  A row with a mask label and a centre is located by the label; its centre must then lie within 25 mm of the
+  label's centroid (else the row is refused: the two name different places), and `center_lps` and
+  `point_ras` given together must name the same point.
 
 Relative paths are relative to the manifest's folder. Row numbers in messages are the CSV's line numbers
 (the header is row 1, the first case row 2), as a spreadsheet shows them.
@@ -111,8 +114,12 @@ def _parse_row(row: dict[str, str], number: int, base: Path, allow_outside_root:
         record.mask = mask
     if values["center_lps"]:
         record.center_lps = parse_point(values["center_lps"], "center_lps")
-    elif values["point_ras"]:
-        record.center_lps = ras_to_lps(parse_point(values["point_ras"], "point_ras"))
+    if values["point_ras"]:
+        ras = ras_to_lps(parse_point(values["point_ras"], "point_ras"))
+        if record.center_lps is not None and not np.allclose(ras, record.center_lps, atol=0.01):
+            raise MVCFError(f"center_lps and point_ras name points {np.linalg.norm(ras - record.center_lps):.1f} "
+                            "mm apart (point_ras is RAS: its x and y have the other sign); give one of them")
+        record.center_lps = ras
     if record.mask is None and record.center_lps is None:
         raise MVCFError("no location: give mask + vertebra_label, center_lps or point_ras")
     record.extra = {k: v for k, v in row.items() if k and k not in REQUIRED_COLUMNS + LOCATION_COLUMNS}
@@ -160,6 +167,7 @@ def read_manifest(path: Union[str, os.PathLike], allow_outside_root: bool = Fals
             problems[number].append(str(exc))
     check_consistency(records, problems)
     check_one_patient_per_scan(records, problems)
+    check_one_case_per_vertebra(records, problems)
     if problems:
         raise MVCFError(summarise_rows(path, problems))
     if not records:
@@ -221,6 +229,26 @@ def check_one_patient_per_scan(records: Iterable[CaseRecord], problems: dict[int
             problems[record.row].append(f"ct is row {earlier.row}'s scan, of patient {earlier.patient_id!r}, not "
                                         f"{record.patient_id!r} (one scan is one patient's; split by patient, its "
                                         "cases would fall on both sides)")
+
+
+def check_one_case_per_vertebra(records: Iterable[CaseRecord], problems: dict[int, list[str]],
+                                scan_of: Callable[[CaseRecord], object] = scan_identity) -> None:
+    """Refuse two rows naming one vertebra (the same scan and mask label, or the same centre): it was counted
+    twice, in every metric and its confidence interval, and could fall on both sides of a split."""
+    from mvcf.outputs_guard import file_identity_key
+
+    first: dict[object, CaseRecord] = {}
+    for record in records:
+        if record.mask is not None:
+            where = ("label", file_identity_key(record.mask) or os.path.realpath(record.mask), record.vertebra_label)
+        elif record.center_lps is not None:
+            where = ("centre", tuple(np.round(np.asarray(record.center_lps, float), 1)))
+        else:
+            continue
+        earlier = first.setdefault((scan_of(record), where), record)
+        if earlier is not record:
+            problems[record.row].append(f"names the vertebra of row {earlier.row} (case {earlier.case_id!r}: the "
+                                        "same scan and location); one vertebra is one case")
 
 
 def _relative(path: Optional[Path], base: Path) -> str:

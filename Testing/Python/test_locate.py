@@ -105,6 +105,24 @@ def test_a_label_in_pieces_far_apart_is_refused_and_strays_are_left_out(totalseg
     assert locate.from_mask(ct, relabelled(split), 31).warnings == []
 
 
+def test_a_manifest_row_whose_centre_and_mask_label_disagree_is_refused(totalseg, tmp_path):
+    """A row with mask + label 31 (L1) and a center_lps on L3 was located by the label in silence."""
+    from types import SimpleNamespace
+
+    from mvcf.dataset import locate_record
+
+    ct, mask = totalseg
+    path = shared(FIXTURES["totalseg_L1"][1])
+    l1, l3 = (locate.from_mask(ct, mask, label).center_lps for label in (31, 29))
+    row = SimpleNamespace(mask=path, vertebra_label=31, center_lps=l3)
+    with pytest.raises(MVCFError, match=r"^its centre lies \d+ mm from the centroid of label 31 of its mask \(at "
+                                        r"most 25 mm\): the two name different places"):
+        locate_record(ct, row)
+    body = l1 + np.array([0.0, -15.0, 0.0])   # the body's centre, in front of the whole vertebra's centroid
+    np.testing.assert_allclose(locate_record(ct, SimpleNamespace(mask=path, vertebra_label=31, center_lps=body))
+                               .center_lps, l1)
+
+
 def test_point_units_agree(totalseg):
     ct, _ = totalseg
     ijk = np.array([60.3, 40.7, 55.2])

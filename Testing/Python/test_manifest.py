@@ -123,11 +123,37 @@ def test_one_scan_given_to_two_patients_is_refused(folder):
     (folder / "imgs" / "link.nii.gz").symlink_to(folder / "imgs" / "a.nii.gz")
     rows = ("c1,p1,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",\n"
             "c2,p1,A,MVCF,imgs/a.nii.gz,,,\"4,5,6\",\n"
-            "c3,p2,A,OVCF,imgs/link.nii.gz,,,\"1,2,3\",\n")
+            "c3,p2,A,OVCF,imgs/link.nii.gz,,,\"7,8,9\",\n")
     with pytest.raises(MVCFError, match=r"1 bad row \(4\): row 4: ct is row 2's scan, of patient 'p1', not 'p2' "
                                         r"\(one scan is one patient's"):
         read_manifest(_write(folder, rows))
     assert len(read_manifest(_write(folder, rows.replace("c3,p2", "c3,p1")))) == 3
+
+
+def test_one_vertebra_under_two_case_ids_is_refused(folder):
+    """The same scan and mask label (or the same centre) under two case ids was counted twice in every metric
+    and its confidence interval; another label or centre of that scan is another case."""
+    (folder / "imgs" / "link.nii.gz").symlink_to(folder / "imgs" / "a.nii.gz")
+    rows = ("c1,p1,A,MVCF,imgs/a.nii.gz,imgs/m.nii.gz,31,,\n"
+            "c2,p1,A,MVCF,imgs/link.nii.gz,imgs/m.nii.gz,31,,\n"
+            "c3,p1,A,OVCF,imgs/a.nii.gz,imgs/m.nii.gz,30,,\n"
+            "c4,p1,A,OVCF,imgs/a.nii.gz,,,\"1,2,3\",\n"
+            "c5,p1,A,OVCF,imgs/a.nii.gz,,,,\"-1,-2,3\"\n")
+    with pytest.raises(MVCFError, match=r"2 bad rows \(3, 6\): row 3: names the vertebra of row 2 \(case 'c1': the "
+                                        r"same scan and location\); one vertebra is one case.*row 6: names the "
+                                        r"vertebra of row 5"):
+        read_manifest(_write(folder, rows))
+    assert len(read_manifest(_write(folder, rows.replace(",31,,\n\"c2", ",31,,\nc2").replace(
+        "c2,p1,A,MVCF,imgs/link.nii.gz,imgs/m.nii.gz,31", "c2,p1,A,MVCF,imgs/b.nii.gz,imgs/m.nii.gz,31").replace(
+        "\"-1,-2,3\"", "\"-1,-2,4\"")))) == 5
+
+
+def test_conflicting_locations_in_one_row_are_refused(folder):
+    """center_lps and point_ras naming two places: center_lps was taken in silence."""
+    with pytest.raises(MVCFError, match=r"row 2: center_lps and point_ras name points 4.5 mm apart"):
+        read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",\"-1,-2,7.5\"\n"))
+    record, = read_manifest(_write(folder, "c1,p1,A,MVCF,imgs/a.nii.gz,,,\"1,2,3\",\"-1,-2,3\"\n"))
+    np.testing.assert_allclose(record.center_lps, [1, 2, 3])
 
 
 def test_mask_file_must_exist(folder):
