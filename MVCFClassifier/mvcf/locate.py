@@ -78,13 +78,32 @@ def from_point(ct: CTImage, point: Sequence[float], unit: str, name: str = "") -
     return VertebraLocation(center_lps=lps, name=name, source=f"point ({unit})")
 
 
+#: A box around one vertebra (a Slicer ROI, say) is at most this large along L, P, S (mm): a lumbar vertebra
+#: with its processes is under 100 mm across, its body under 40 mm tall; a larger box holds several.
+BOX_MAX_MM = (160.0, 160.0, 80.0)
+#: A box thinner than this along any axis (mm) encloses nothing.
+BOX_MIN_MM = 1.0
+
+
 def from_box(ct: CTImage, min_lps: Sequence[float], max_lps: Sequence[float], name: str = "") -> VertebraLocation:
-    """A location from an axis-aligned LPS box given by two opposite corners (mm)."""
+    """A location from an axis-aligned LPS box given by two opposite corners (mm). A flat box is refused; one
+    larger than one vertebra is classified at its centre with a warning (its centre may lie on a disc or
+    between vertebrae, and its height spreads the heatmap)."""
     a, b = parse_point(min_lps, "box corner"), parse_point(max_lps, "box corner")
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     center = (lo + hi) / 2
+    size = hi - lo
+    shown = " x ".join(f"{v:.0f}" for v in size)
+    if np.any(size < BOX_MIN_MM):
+        raise MVCFError(f"the box is flat ({' x '.join(f'{v:.1f}' for v in size)} mm along L, P, S): a box must "
+                        "enclose the vertebra (give two opposite corners, or a point)")
     _require_inside(ct, center, "box centre")
-    return VertebraLocation(center_lps=center, extent_mm=hi - lo, name=name, source="box")
+    warnings = []
+    if np.any(size > np.asarray(BOX_MAX_MM)):
+        warnings.append(f"the box is {shown} mm (L, P, S), larger than one vertebra (at most "
+                        f"{' x '.join(f'{v:.0f}' for v in BOX_MAX_MM)} mm): it is classified at its centre, LPS "
+                        f"({center[0]:.1f}, {center[1]:.1f}, {center[2]:.1f}) mm, which may lie between vertebrae")
+    return VertebraLocation(center_lps=center, extent_mm=size, name=name, source="box", warnings=warnings)
 
 
 def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> VertebraLocation:

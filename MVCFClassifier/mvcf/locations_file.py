@@ -134,9 +134,10 @@ def parse_entry(entry: Any, base: Path, where: str) -> VertebraQuery:
 
 def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations",
                   inputs: Sequence[Any] = ()) -> list[VertebraQuery]:
-    """Every entry checked; an empty list, two entries writing the same heatmap file or views folder, an
-    output that is (or holds) any entry's mask or one of the run's other `inputs` (the CT, the model), or an
-    existing file or folder mvcf did not write are refused (mvcf.outputs_guard)."""
+    """Every entry checked; an empty list, two entries of one name (also in another letter case), two entries
+    writing the same heatmap file or views folder, an output that is (or holds) any entry's mask or one of the
+    run's other `inputs` (the CT, the model), or an existing file or folder mvcf did not write are refused
+    (mvcf.outputs_guard)."""
     from mvcf.limits import check_count
     from mvcf.outputs_guard import check_output, check_outputs_distinct, check_outside_folders
 
@@ -144,6 +145,14 @@ def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations",
         raise MVCFError(f"{source} names no vertebra")
     check_count(f"{source} lists {len(entries):,} vertebrae; that", len(entries), "MAX_LOCATIONS")
     queries = [parse_entry(entry, base, f"{source} entry {i + 1}") for i, entry in enumerate(entries)]
+    first: dict[str, int] = {}
+    for i, query in enumerate(queries):   # the results, the report and the SR tell vertebrae apart by name
+        earlier = first.setdefault(" ".join(query.name.split()).casefold(), i)
+        if earlier != i:
+            names = {queries[earlier].name: None, query.name: None}
+            raise MVCFError(f"{source} entries {earlier + 1} and {i + 1} are both named "
+                            f"{' / '.join(map(repr, names))}: their results could not be told apart; give each "
+                            "vertebra its own name")
     outputs = [(f"{source} entry {i + 1} ({q.name}) {field}", path, kind)
                for i, q in enumerate(queries)
                for field, path, kind in (("heatmap", q.heatmap, "file"), ("views", q.views, "folder"))

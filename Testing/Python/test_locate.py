@@ -172,6 +172,20 @@ def test_boxes(totalseg):
     np.testing.assert_allclose(b.extent_mm, [40, 30, 24])
     with pytest.raises(MVCFError, match="outside"):
         locate.from_box(ct, centre + [0, 0, 900], centre + [10, 10, 910])
+    assert a.warnings == []
+
+
+def test_a_flat_box_is_refused_and_one_larger_than_a_vertebra_is_said(totalseg):
+    """A box from T12 to L5 (200 mm tall) was classified at its centre, the L2/L3 disc, and a flat box was
+    taken, both without a word."""
+    ct, mask = totalseg
+    centre = locate.from_mask(ct, mask, 31).center_lps
+    with pytest.raises(MVCFError, match=r"^the box is flat \(40.0 x 0.0 x 24.0 mm along L, P, S\)"):
+        locate.from_box(ct, centre - [20, 0, 12], centre + [20, 0, 12])
+    tall = locate.from_box(ct, centre - [35, 40, 100], centre + [35, 40, 100])
+    np.testing.assert_allclose(tall.center_lps, centre)
+    assert len(tall.warnings) == 1 and tall.warnings[0].startswith(
+        "the box is 70 x 80 x 200 mm (L, P, S), larger than one vertebra (at most 160 x 160 x 80 mm)")
 
 
 @pytest.mark.parametrize("key", sorted(FIXTURES))

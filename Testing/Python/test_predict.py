@@ -236,6 +236,9 @@ def test_all_vertebrae_failing_is_exit_2_with_their_errors(sample, capsys):
     ("[{\"name\": \"L1\", \"box_lps\": [[1, 2, 3]]}]", "box_lps must be two corners"),
     ("[{\"name\": \"L1\", \"box_lps\": [[1, 2, 3], [4, 5]]}]", "box_lps corner must be three finite"),
     ("[{\"name\": \"L1\", \"box_lps\": [[1, 2, 3], [4, 5, 6]], \"point_lps\": [1, 2, 3]}]", "exactly one"),
+    # two results named L1, one MVCF and one OVCF, could not be told apart
+    ("[{\"name\": \"L1\", \"point_lps\": [1, 2, 3]}, {\"name\": \"l1 \", \"point_lps\": [4, 5, 6]}]",
+     "entries 1 and 2 are both named 'L1' / 'l1': their results could not be told apart"),
 ])
 def test_a_bad_locations_file_is_one_error_line_and_writes_nothing(sample, tmp_path, capsys, content, message):
     locations = tmp_path / "vertebrae.txt"
