@@ -295,7 +295,8 @@ def moved_grid(ct: CTImage, mask: CTImage) -> Optional[str]:
     if same_voxel_centres(mask, ct):   # listed in another axis order (RAS vs LPS), not moved
         return None
     shift = float(np.linalg.norm(mask.origin - ct.origin))
-    differences = [f"an origin {shift:.1f} mm away"] if shift > 0.5 * float(min(ct.spacing)) else []
+    half = 0.5 * float(min(ct.spacing))   # half a voxel moves every label by half a voxel: said (it was not)
+    differences = [f"an origin {shift:.1f} mm away"] if shift >= half * (1 - 1e-6) else []
     if not np.allclose(mask.direction, ct.direction, atol=1e-4):
         differences.append("another direction")
     if not differences:

@@ -186,7 +186,7 @@ def _check_geometry(image, path: Path, what: str) -> None:
                         f"(for DICOM, give the folder of the whole series)")
     spacing = np.asarray(image.GetSpacing(), dtype=float)
     if not np.all(np.isfinite(spacing)) or np.any(spacing < MIN_SPACING_MM) or np.any(spacing > MAX_SPACING_MM):
-        raise MVCFError(f"{path} has voxel spacing {tuple(round(s, 4) for s in spacing)} mm; "
+        raise MVCFError(f"{path} has voxel spacing {shown_numbers(spacing)} mm; "
                         f"each must lie in [{MIN_SPACING_MM}, {MAX_SPACING_MM}] mm")
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
     if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:

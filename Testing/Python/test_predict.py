@@ -294,6 +294,13 @@ def test_a_mask_with_the_cts_grid_but_a_moved_header_is_said(sample, tmp_path, c
     assert code == 0, err
     assert any("moved.nii.gz has the CT's size and spacing but an origin 30.0 mm away" in w
                for w in json.loads(out)["warnings"])
+    half = sitk.ReadImage(str(sample["mask"]))   # half a 3 mm voxel: the docs promise it is said; it was not
+    half.SetOrigin(tuple(np.asarray(half.GetOrigin()) + [0.0, 0.0, 1.5]))
+    sitk.WriteImage(half, str(tmp_path / "half.nii.gz"))
+    code, out, err = run_cli(capsys, "--ct", sample["ct"], "--mask", tmp_path / "half.nii.gz", "--label", 31,
+                             "--json")
+    assert code == 0 and any("half.nii.gz has the CT's size and spacing but an origin 1.5 mm away" in w
+                             for w in json.loads(out)["warnings"]), err
     mask.SetOrigin(tuple(np.asarray(mask.GetOrigin()) + [0.0, 0.0, 3000.0]))
     sitk.WriteImage(mask, str(tmp_path / "far.nii.gz"))
     code, out, err = run_cli(capsys, "--ct", sample["ct"], "--mask", tmp_path / "far.nii.gz", "--label", 31)

@@ -138,9 +138,12 @@ def test_nan_in_a_ctimage_is_rejected():
         validate_ct(CTImage(array, spacing=(1, 1, 1), origin=(0, 0, 0)))
 
 
-def test_a_ctimage_with_a_bad_spacing_names_it_in_plain_numbers():
+def test_a_ctimage_with_a_bad_spacing_names_it_in_plain_numbers(tmp_path):
     with pytest.raises(MVCFError, match=r"^the CT has voxel spacing \(1, 0\.001, 1\) mm; each must lie in") as info:
         validate_ct(CTImage(_ct_array(), spacing=(1, 0.001, 1), origin=(0, 0, 0)))
+    assert "np.float64" not in str(info.value)
+    with pytest.raises(MVCFError, match=r"has voxel spacing \(3, 3, 1e\+06\) mm; each must lie in") as info:
+        read_ct(_write(tmp_path, "huge.mha", _ct_array(), spacing=(3.0, 3.0, 1e6)))   # a file's header too
     assert "np.float64" not in str(info.value)
 
 

@@ -282,3 +282,26 @@ def test_mrmc_errors_name_the_missing_rating_the_near_column_and_one_modality_tw
              "score column 's' not in the CSV (columns: y, ' s'); ' s' differs from 's' only by blanks")):
         code, _, err = _run(["--progress", "none", "stats", *map(str, args)], capsys)
         assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_a_reader_that_closes_the_output_early_ends_the_command_quietly(roc_csv, capsys, monkeypatch):
+    """`mvcf stats mrmc ... | head -3`: a write after the reader left read `error: cannot access: Broken pipe`,
+    exit 2, as if the input were bad; now the command ends as a program killed by SIGPIPE does (141), with
+    nothing on stderr."""
+    import io
+    import sys
+
+    from mvcf.cli.main import SIGPIPE_EXIT
+
+    class Closed(io.TextIOBase):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    path, _ = roc_csv
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "stdout", Closed())
+    code = main(["--progress", "none", "stats", "roc", "--csv", str(path), "--truth", "y", "--score", "m2d"])
+    assert code == SIGPIPE_EXIT and capsys.readouterr().err == ""

@@ -135,6 +135,10 @@ def _main(argv: list[str]) -> int:
     except MVCFError as exc:
         return _fail(reporter, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                      130 if isinstance(exc, Cancelled) else 2)
+    except BrokenPipeError as exc:
+        if _reader_gone():   # `mvcf ... | head`: the results went out as far as they were read; say nothing
+            return SIGPIPE_EXIT
+        return _fail(reporter, f"cannot access{f' {exc.filename}' if exc.filename else ''}: {exc.strerror or exc}", 2)
     except OSError as exc:  # the disk, the permissions, a path: the user's to fix, never a traceback
         where = f" {exc.filename}" if exc.filename else ""
         return _fail(reporter, f"cannot access{where}: {exc.strerror or exc}", 2)
@@ -160,9 +164,35 @@ def console() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):   # a closed pipe or stream: nothing more can reach its reader anyway
+        except BrokenPipeError:   # the reader left before the last of the output (`| head`), as above
+            code = code or SIGPIPE_EXIT
+        except (OSError, ValueError):   # a closed stream: nothing more can reach its reader anyway
             pass
     os._exit(code)
+
+
+#: The exit status of a command whose standard output was closed by its reader, as a shell reports a program
+#: ended by SIGPIPE (128 + 13).
+SIGPIPE_EXIT = 141
+
+
+def _reader_gone() -> bool:
+    """True when the standard output's reader has closed it; the stream is then pointed at /dev/null, so that
+    nothing more (the final flush) raises."""
+    try:
+        sys.stdout.flush()
+        return False
+    except (BrokenPipeError, ValueError):
+        pass
+    except OSError:
+        return False
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):   # a stream with no file behind it (tests, embedding)
+        pass
+    return True
 
 
 def _fail(reporter, message: str, code: int) -> int:
