@@ -125,7 +125,11 @@ def test_roc_one_class_exit_2(tmp_path, capsys):
     path = tmp_path / "one.csv"
     pd.DataFrame({"y": [1, 1, 1], "s": [0.1, 0.2, 0.3]}).to_csv(path, index=False)
     code, _, err = _run(["stats", "roc", "--csv", str(path), "--truth", "y", "--score", "s"], capsys)
-    assert code == 2 and "one class" in err and err.count("\n") == 1
+    assert code == 2 and err.count("\n") == 1
+    assert "truth column 'y' holds one class only (3 positive of 3 rows)" in err   # it named 'y_true'
+    path.write_text("y,s\n")
+    code, _, err = _run(["stats", "roc", "--csv", str(path), "--truth", "y", "--score", "s"], capsys)
+    assert code == 2 and err == f"error: {path} has a header but no rows\n"   # it said "0 positive of 0"
 
 
 def test_mrmc_bad_input_exit_2(tmp_path, capsys):

@@ -193,6 +193,20 @@ def test_a_case_the_model_scores_twice_is_refused_not_its_last_score_used(vandyk
         stats.model_vs_readers(vandyke, {**dict(zip(model.case, model.score)), "1": 0.5}, modality=1)
 
 
+def test_a_reader_written_two_ways_and_model_scores_of_unread_cases_are_refused(vandyke):
+    """Readers `R1` and `r1` were analysed as two readers without a word (a manifest or `reader-study plan`
+    refuses the same), and a model table holding a case no reader rated was compared on the rest in silence
+    (the reader-study report refuses it)."""
+    readers = vandyke.reader.astype(str).radd("R")
+    spelled = vandyke.assign(reader=readers.where(readers != "R2", "r1"))
+    with pytest.raises(MVCFError, match=r"reader 'r1' is written 'R1' elsewhere: one reader needs one spelling"):
+        stats.mrmc(spelled)
+    cases = vandyke.drop_duplicates("case")
+    model = pd.DataFrame({"case": list(cases.case) + [999], "score": list(cases.truth.astype(float)) + [0.5]})
+    with pytest.raises(MVCFError, match=r"model scores name case '999', which no reader rated \(1 such case\)"):
+        stats.model_vs_readers(vandyke, model, modality=1)
+
+
 def test_the_positive_value_is_matched_as_the_roc_command_matches_it(vandyke):
     """`--positive 1` on a truth column written 1.0/0.0 matched no case ('needs at least 2 positive ... got 0');
     ' MVCF' with a blank was not 'MVCF'. The same rule as `stats roc --positive`: numbers as numbers, text

@@ -49,6 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _truth(frame: Any, column: str, positive: Any):
+    """The truth column as booleans; refused when missing, not 0/1 (or `positive`), or of one class only, in
+    the user's words (the column's name; the checks below named it `y_true`)."""
+    truth = _truth_values(frame, column, positive)
+    n_pos = int(truth.sum())
+    if n_pos in (0, truth.size):
+        raise MVCFError(f"truth column '{column}' holds one class only ({n_pos} positive of {truth.size} rows); "
+                        "an AUC needs both")
+    return truth
+
+
+def _truth_values(frame: Any, column: str, positive: Any):
     import pandas as pd
 
     from mvcf.stats._validate import column_missing
@@ -95,6 +106,8 @@ def run_roc(args: argparse.Namespace) -> dict:
 
         check_output(args.plot, [args.csv], kind="file", overwrite=True, what="--plot")
     frame = read_table(args.csv)
+    if len(frame) == 0:
+        raise MVCFError(f"{args.csv} has a header but no rows")
     truth = _truth(frame, args.truth, args.positive)
     scores = _scores(frame, args.score)
     entries = []

@@ -97,6 +97,13 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
         modalities = [by_label[str(m)] for m in modality_order]
     readers = sorted(frame[reader].unique(), key=str)
     cases = sorted(frame[case].unique(), key=str)
+    for what, values in (("reader", readers), ("modality", modalities)):   # R1 and r1: one person, two readers
+        spelled: dict[str, Any] = {}
+        for value in values:
+            first = spelled.setdefault(" ".join(str(value).split()).casefold(), value)
+            if first != value:
+                raise MVCFError(f"{what} {shown(value)} is written {shown(first)} elsewhere: one {what} needs one "
+                                "spelling (letter case and blanks aside they are the same)")
     expected = len(modalities) * len(readers) * len(cases)
     index = pd.MultiIndex.from_product([modalities, readers, cases], names=[modality, reader, case])
     if len(frame) != expected:
@@ -389,6 +396,11 @@ def model_vs_readers(data: Any, model_scores: Any, modality: Any = None, cov_met
     missing = [c for c in design["cases"] if str(c) not in by_str]
     if missing:
         raise MVCFError(f"no model score for case {missing[0]!r} ({len(missing)} cases missing)")
+    rated = {str(c) for c in design["cases"]}
+    extra = [c for c in by_str if c not in rated]
+    if extra:   # another study's scores, or case ids written differently: compared on the rest in silence
+        raise MVCFError(f"model scores name case {extra[0]!r}, which no reader rated ({len(extra)} such case{'s' * (len(extra) > 1)}): "
+                        "give the scores of this study's cases")
     try:
         model = np.array([float(by_str[str(c)]) for c in design["cases"]])
     except (TypeError, ValueError):
