@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from mvcf.ctimage import CTImage, ras_to_lps, same_voxel_centres
-from mvcf.errors import MVCFError
+from mvcf.errors import MVCFError, shown_numbers
 
 POINT_UNITS = ("ras", "lps", "ijk")
 
@@ -62,8 +62,10 @@ def parse_point(value: Any, what: str = "point") -> np.ndarray:
 def _require_inside(ct: CTImage, lps: np.ndarray, what: str) -> None:
     if not ct.contains(lps):
         ijk = ct.lps_to_index(lps)
-        raise MVCFError(f"{what} LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm = voxel "
-                        f"({ijk[0]:.1f}, {ijk[1]:.1f}, {ijk[2]:.1f}) is outside the CT (size "
+
+        def shown(v: np.ndarray) -> str:   # 1e308 mm is no 300-digit number in an error line
+            return ", ".join(f"{x:.1f}" if abs(x) < 1e6 else f"{x:.3g}" for x in v)
+        raise MVCFError(f"{what} LPS ({shown(lps)}) mm = voxel ({shown(ijk)}) is outside the CT (size "
                         f"{ct.size_ijk})")
 
 
@@ -73,7 +75,11 @@ def from_point(ct: CTImage, point: Sequence[float], unit: str, name: str = "") -
     if unit not in POINT_UNITS:
         raise MVCFError(f"point unit must be one of {', '.join(POINT_UNITS)}, got {unit!r}")
     p = parse_point(point, f"{unit.upper()} point")
-    lps = {"ras": lambda: ras_to_lps(p), "lps": lambda: p, "ijk": lambda: ct.index_to_lps(p)}[unit]()
+    with np.errstate(over="ignore", invalid="ignore"):   # 1e308 voxels: no LPS point, and no numpy warning
+        lps = {"ras": lambda: ras_to_lps(p), "lps": lambda: p, "ijk": lambda: ct.index_to_lps(p)}[unit]()
+        far = not np.all(np.isfinite(lps)) or not np.all(np.isfinite(ct.lps_to_index(lps)))
+    if far:
+        raise MVCFError(f"{unit.upper()} point {shown_numbers(p)} is outside the CT (size {ct.size_ijk})")
     _require_inside(ct, lps, f"{unit.upper()} point")
     return VertebraLocation(center_lps=lps, name=name, source=f"point ({unit})")
 

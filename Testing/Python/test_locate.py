@@ -149,7 +149,11 @@ def test_point_units_agree(totalseg):
     ((True, 1, 2), "ras", "three finite numbers"),
     ("1;2", "lps", "three finite numbers"),
     ((1, 2, 3), "mm", "unit must be one of"),
+    # a numpy overflow warning, then "voxel (nan, nan, nan)" for a point given as 1e308 voxels
+    ((1e308, 1e308, 1e308), "ijk", r"^IJK point \(1e\+308, 1e\+308, 1e\+308\) is outside the CT"),
+    ((1e308, 0, 0), "lps", r"^LPS point LPS \(1e\+308, 0.0, 0.0\) mm = voxel \(-3.33e\+307, "),
 ])
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_bad_points(totalseg, point, unit, pattern):
     ct, _ = totalseg
     with pytest.raises(MVCFError, match=pattern):
