@@ -6,10 +6,11 @@ spacing, not CT-like values) with a one-line MVCFError; soft doubts come back as
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
@@ -46,16 +47,47 @@ def _read_sitk(path: Path, notes: Optional[list[str]] = None, series_uid: Option
                     return _read_dicom_series(folder, series_uid, notes)
                 except MVCFError as exc:
                     raise MVCFError(str(exc).replace(str(folder), str(path))) from None
-        check_image_header(path)
-        plausibility.check_header_numbers(path)
-        if path.name.lower().endswith((".nii", ".nii.gz")):
-            _check_nifti(path)
-        return sitk.ReadImage(str(path))
+        from mvcf.dicom.series import itk_warnings_off
+
+        with itk_warnings_off(), _c_stderr_off():   # what is wrong is said in one line below, or is harmless
+            check_image_header(path)
+            plausibility.check_header_numbers(path)
+            if path.name.lower().endswith((".nii", ".nii.gz")):
+                _check_nifti(path)
+            return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         reason = str(exc).split("ITK ERROR:")[-1].split("):", 1)[-1].strip().splitlines()
         reason = reason[0] if reason and "Exception thrown" not in reason[0] else ""
         raise MVCFError(f"cannot read {path}: corrupt or unsupported image file"
                         + (f" ({reason[:120]})" if reason else "")) from None
+
+
+@contextlib.contextmanager
+def _c_stderr_off() -> Iterator[None]:
+    """The process's stderr kept from the C libraries below ITK (the NIfTI library prints "pixdim[1,2,3]
+    should be non-zero; setting 0 dims to 1" itself), which broke the promise of one error line; what they
+    said goes to the debug log. A stderr without a file descriptor (tests, embedding) is left as it is."""
+    import sys
+    import tempfile
+
+    try:
+        fd = sys.stderr.fileno()
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            said = sink.read(2000).decode("utf-8", "replace").strip()
+            if said:
+                log.debug("the image libraries said: %s", said)
 
 
 def _gzip_data_size(path: Path) -> int:
@@ -90,6 +122,10 @@ def _check_nifti(path: Path) -> None:
     if len(shape) >= 3 and (np.any(zooms == 0) or not np.all(np.isfinite(zooms))):
         raise MVCFError(f"{path} has voxel spacing {tuple(zooms.tolist())} mm in its header; zero or "
                         f"undefined spacing is not a usable CT")
+    if len(shape) >= 3 and np.any(zooms < 0):   # ITK then turns the axis around against the file's sform
+        raise MVCFError(f"{path} has a negative voxel spacing {shown_numbers(zooms)} mm in its header, which "
+                        "NIfTI does not allow and readers place differently: resave it with a tool that writes "
+                        "a standard header (Slicer, nibabel, SimpleITK)")
     offset = max(int(header.get_data_offset()), int(header["sizeof_hdr"]) + 4)
     needed = offset + int(np.prod(shape)) * header.get_data_dtype().itemsize
     if path.name.lower().endswith(".gz"):
@@ -224,7 +260,10 @@ def validate_ct(ct: CTImage) -> list[str]:
         raise MVCFError(f"{name} has a non-finite origin")
     lo, hi = _voxel_range(ct)
     if hi - lo < 100:
-        raise MVCFError(f"{name} is nearly constant (values {lo:g}..{hi:g}); not a CT")
+        scaled = hi - lo > 0.5 and -5.0 < lo and hi < 50.0   # air -1, bone 1-3: HU divided by 1000?
+        raise MVCFError(f"{name} is nearly constant (values {lo:g}..{hi:g}); not a CT"
+                        + (" in Hounsfield units (a CT stored as HU / 1000, or a normalised one? mvcf reads HU "
+                           "as the scanner writes them)" if scaled else ""))
     if lo < MIN_HU or hi > MAX_HU:
         raise MVCFError(f"{name} has values {lo:g}..{hi:g}, outside the Hounsfield range of a CT "
                         f"[{MIN_HU:g}, {MAX_HU:g}]")

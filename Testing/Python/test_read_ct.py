@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import shared
+from conftest import REPO, shared
 from mvcf.ctimage import CTImage
 from mvcf.errors import MVCFError
 from mvcf.read_ct import read_ct, read_mask, validate_ct
@@ -157,6 +157,31 @@ def test_zero_spacing_in_nifti_header_is_rejected(tmp_path):
     gz = tmp_path / "zero.nii.gz"
     gz.write_bytes(gzip.compress(bytes(data)))
     _expect(gz, "spacing")
+
+
+@pytest.mark.parametrize("pixdim, message", [(0.0, "zero or undefined spacing"), (-1.0, "a negative voxel spacing")])
+def test_a_bad_nifti_spacing_is_one_line_on_stderr(tmp_path, pixdim, message):
+    """A NIfTI with pixdim 0 or negative printed ITK's WARNING blocks and the NIfTI library's own "pixdim[1,2,3]
+    should be non-zero" (4-11 lines in all) before the one error line; a negative pixdim was read, with the
+    axis turned around against the file's sform."""
+    import subprocess
+    import sys
+
+    sample = REPO / "MVCFClassifier" / "mvcf" / "resources" / "sample_ct" / "example_ct.nii.gz"  # sform only
+    data = bytearray(gzip.decompress(sample.read_bytes()))
+    data[88:92] = struct.pack("<f", pixdim)  # pixdim[3]
+    path = tmp_path / "bad.nii"
+    path.write_bytes(bytes(data))
+    script = "import sys; from mvcf.read_ct import read_ct; from mvcf.errors import MVCFError\n" \
+             "try:\n    read_ct(sys.argv[1])\nexcept MVCFError as exc:\n    print('error:', exc, file=sys.stderr)"
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+def test_a_ct_stored_in_thousands_of_hu_is_named_as_such(tmp_path):
+    """HU / 1000 (air -1, bone 1-3) read only "nearly constant; not a CT", where the units are the problem."""
+    _expect(_write(tmp_path, "scaled.nii.gz", _ct_array().astype(np.float32) / 1000.0),
+            r"nearly constant \(values .*\); not a CT in Hounsfield units \(a CT stored as HU / 1000")
 
 
 def test_zero_spacing_in_metaimage_is_rejected(tmp_path):
