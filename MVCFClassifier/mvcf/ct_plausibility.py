@@ -14,11 +14,11 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from mvcf.errors import MVCFError
+from mvcf.errors import MVCFError, shown_numbers
 
 #: Direction columns must be orthonormal to this tolerance (ITK's own NIfTI reader uses about 1e-4).
 ORTHONORMAL_TOL = 1e-3
@@ -48,6 +48,7 @@ def check_orthonormal(direction: np.ndarray, name: str) -> None:
 
 
 _HEADER_ORIGIN = re.compile(r"^\s*(Offset|Position|Origin|space origin)\s*[:=](.*)$", re.IGNORECASE | re.MULTILINE)
+_HEADER_SPACING = re.compile(r"^\s*(ElementSpacing|spacings|space directions)\s*[:=](.*)$", re.IGNORECASE | re.MULTILINE)
 
 
 def check_header_numbers(path: Path) -> None:
@@ -62,6 +63,10 @@ def check_header_numbers(path: Path) -> None:
             if re.search(r"nan|inf", value, re.IGNORECASE):
                 raise MVCFError(f"{path} has a non-finite origin in its header ({field.strip()} ={value.strip()[:60]}); "
                                 "the image's position is unknown; fix the header")
+        for field, value in _HEADER_SPACING.findall(head):   # ITK calls a NaN spacing "zero-valued"
+            if re.search(r"nan|inf", value, re.IGNORECASE):
+                raise MVCFError(f"{path} has a non-finite voxel spacing in its header ({field.strip()} ="
+                                f"{value.strip()[:60]}); the voxels' size is unknown; fix the header")
     elif name.endswith((".nii", ".nii.gz")):
         header = _nifti_header(path)
         if header is None:
@@ -109,6 +114,21 @@ def _check_qform_sform(path: Path, header) -> None:
         raise MVCFError(f"{path}: its NIfTI qform and sform disagree by up to {gap:.1f} mm, so the file holds two "
                         "different positions of the image; fix the header (e.g. with nibabel, set_qform to the "
                         "correct sform, or set one of the codes to 0)")
+
+
+#: Voxels coarser than this (mm) along an axis: a vertebral body (25-30 mm tall) spans a handful of them, and
+#: the views interpolate across gaps the models (demo: 0.8-1.5 mm voxels) never saw.
+COARSE_SPACING_MM = 5.0
+
+
+def spacing_warnings(name: str, spacing: Sequence[float]) -> list[str]:
+    """A soft doubt about the geometry: slices (or pixels) coarser than COARSE_SPACING_MM."""
+    coarse = max(float(v) for v in spacing)
+    if coarse <= COARSE_SPACING_MM:
+        return []
+    return [f"{name}: voxels {coarse:g} mm apart along one axis (spacing {shown_numbers(spacing)} mm): a "
+            f"vertebral body spans only about {max(1, int(27 // coarse))} of them, so the views interpolate "
+            "across gaps a model trained on thin slices never saw; treat its probability with caution"]
 
 
 def value_warnings(name: str, voxels: np.ndarray, lo: float) -> list[str]:

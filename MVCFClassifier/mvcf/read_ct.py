@@ -267,7 +267,7 @@ def validate_ct(ct: CTImage) -> list[str]:
     if lo < MIN_HU or hi > MAX_HU:
         raise MVCFError(f"{name} has values {lo:g}..{hi:g}, outside the Hounsfield range of a CT "
                         f"[{MIN_HU:g}, {MAX_HU:g}]")
-    warnings = plausibility.value_warnings(name, ct.voxels, lo)
+    warnings = plausibility.value_warnings(name, ct.voxels, lo) + plausibility.spacing_warnings(name, ct.spacing)
     return warnings
 
 

@@ -184,10 +184,23 @@ def test_a_ct_stored_in_thousands_of_hu_is_named_as_such(tmp_path):
             r"nearly constant \(values .*\); not a CT in Hounsfield units \(a CT stored as HU / 1000")
 
 
+def test_slices_coarser_than_5_mm_are_said(tmp_path):
+    """A CT resampled to 10 mm slices was classified without a note (20 mm: only 'the view extends beyond the
+    CT'); 5 mm, a common routine reconstruction, is not doubted."""
+    said: list[str] = []
+    read_ct(_write(tmp_path, "thick.nii.gz", _ct_array(), spacing=(0.8, 0.8, 10.0)), warnings=said)
+    assert len(said) == 1 and "voxels 10 mm apart along one axis (spacing (0.8, 0.8, 10) mm)" in said[0]
+    said.clear()
+    read_ct(_write(tmp_path, "routine.nii.gz", _ct_array(), spacing=(0.8, 0.8, 5.0)), warnings=said)
+    assert said == []
+
+
 def test_zero_spacing_in_metaimage_is_rejected(tmp_path):
     path = _write(tmp_path, "ok.mha", _ct_array())
     path.write_bytes(path.read_bytes().replace(b"ElementSpacing = 1 1 1", b"ElementSpacing = 0 1 1"))
     _expect(path, "[Zz]ero")
+    path.write_bytes(path.read_bytes().replace(b"ElementSpacing = 0 1 1", b"ElementSpacing = 1 1 nan"))
+    _expect(path, r"has a non-finite voxel spacing in its header \(ElementSpacing =1 1 nan\)")   # ITK: "Zero-valued"
 
 
 def test_absurd_spacing_is_rejected(tmp_path):
