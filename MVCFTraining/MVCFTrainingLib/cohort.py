@@ -23,8 +23,8 @@ from MVCFClassifierLib.tables import table_rows, write_table
 from MVCFClassifierLib.volumes import input_ct_from_volume_node
 from mvcf.errors import MVCFError
 from mvcf.fileio import atomic_path, write_errors
-from mvcf.manifest import (CLASS_NAMES, CaseRecord, check_consistency, check_one_patient_per_scan, parse_label,
-                           read_manifest, write_manifest)
+from mvcf.manifest import (CLASS_NAMES, CaseRecord, check_consistency, check_one_case_per_vertebra,
+                           check_one_patient_per_scan, parse_label, read_manifest, write_manifest)
 from mvcf.progress import CancelCheck, ProgressCallback, check_cancel
 
 COHORT_COLUMNS = (
@@ -249,6 +249,7 @@ def _check_rows(scene, rows: list[dict]) -> tuple[list[_Row], dict[int, list[str
     records = [_record(r, Path(r.volume.GetID())) for r in checked if r.number not in problems]
     check_consistency(records, problems)
     check_one_patient_per_scan(records, problems, scan_of=lambda record: str(record.ct))
+    check_one_case_per_vertebra(records, problems, scan_of=lambda record: str(record.ct))
     return checked, problems
 
 

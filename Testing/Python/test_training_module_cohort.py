@@ -271,6 +271,21 @@ def test_one_volume_given_to_two_patients_is_refused(scene):
                         "one patient's; split by patient, its cases would fall on both sides)"]
 
 
+def test_one_vertebra_in_two_rows_is_refused(scene):
+    """caseB's L1 segment in two rows: saved, each row got its own mask file, so the manifest check could not
+    see that one vertebra was counted twice."""
+    table = cohort_table_from_scene(scene)
+    for row in (1, 2, 3, 4):
+        _set(table, row, "label", "OVCF")
+        _set(table, row, "institution", "A")
+    for column, value in (("patient_id", "caseB"), ("volume", "caseB"), ("location", "caseB segmentation"),
+                          ("vertebra", "L1")):
+        _set(table, 4, column, value)
+    problems = check_cohort_table(scene, table)
+    assert problems == ["row 4 (caseC): names the vertebra of row 3 (case 'caseB_L1': the same scan and location); "
+                        "one vertebra is one case"]
+
+
 def test_a_second_cohort_saved_beside_the_first_never_replaces_its_files(tmp_path):
     """Two scenes, each with a volume named "CT 1", saved as two manifests in one folder: the second export
     replaced images/CT_1.nii.gz, which the first manifest still named, so the first cohort trained on the
