@@ -236,20 +236,24 @@ class BodyPose:
     axes_lps: np.ndarray
     at_edge: bool = False        # the body reaches the edge of the image (its centroid is biased)
     depth_mm: Optional[float] = None   # antero-posterior depth of the body found on the 1 mm grid
+    volume_mm3: float = 0.0      # of the body found on the mid-sagittal search grid (1 mm voxels)
 
 
 def locate_body(mask: CTImage, label: int, si_axis: Optional[Sequence[float]] = None,
                 points: Optional[np.ndarray] = None, start: Optional[BodyPose] = None,
-                beyond: Optional[np.ndarray] = None) -> Optional[BodyPose]:
+                beyond: Optional[np.ndarray] = None,
+                posterior_hint: Sequence[float] = (0.0, 1.0, 0.0)) -> Optional[BodyPose]:
     """The body's centroid and frame, on a 1 mm grid: the body is the mask in front of the canal on the
     mid-sagittal slab; the antero-posterior axis points from its centroid to that of the posterior
     elements. None when no body is found. `start` (a pose found with a nearby axis) is where the
-    iteration begins, so it usually converges in one step; `beyond` as in `field_of_view_edge`."""
+    iteration begins, so it usually converges in one step; without it the search starts from
+    `posterior_hint` (LPS; the patient's posterior: +P unless the patient lies prone or on the side, see
+    `posterior_direction`); `beyond` as in `field_of_view_edge`."""
     points = _voxel_points(mask, label) if points is None else points
     if len(points) < 20:
         return None
     si = np.asarray(si_axis, float) if si_axis is not None else principal_si_axis(points)
-    axes = _frame(si, start.axes_lps[:, 1] if start is not None else np.array([0.0, 1.0, 0.0]))
+    axes = _frame(si, start.axes_lps[:, 1] if start is not None else np.asarray(posterior_hint, float))
     center = start.center_lps if start is not None else points.mean(axis=0)
     found = None
     for _ in range(3):
@@ -273,7 +277,8 @@ def locate_body(mask: CTImage, label: int, si_axis: Optional[Sequence[float]] = 
         done = np.allclose(new_axes, axes, atol=2e-3) and np.allclose(center, body_center, atol=0.5)
         region = BodyRegion(origin=origin, spacing=spacing, direction=axes, body=body)
         axes, center = new_axes, body_center
-        found = BodyPose(center, axes, _body_at_edge(mask, region, beyond), float((j1 - j0) * spacing[1]))
+        found = BodyPose(center, axes, _body_at_edge(mask, region, beyond), float((j1 - j0) * spacing[1]),
+                         float(body.sum() * np.prod(spacing)))
         if done:
             break
     return found
@@ -437,12 +442,53 @@ def measure_spine(mask: CTImage, levels: dict[int, str], order: Sequence[str],
     points = {level: _voxel_points(mask, value, boxes[value - 1]) if boxes[value - 1] is not None
               else np.zeros((0, 3)) for value, level in levels.items()}
     rough = spine_axes({lv: p.mean(axis=0) for lv, p in points.items() if len(p)}, order)
-    poses = {level: locate_body(mask, value, rough.get(level), points[level], beyond=beyond)
+    hint = posterior_direction(points, rough)
+    poses = {level: locate_body(mask, value, rough.get(level), points[level], beyond=beyond, posterior_hint=hint)
              if len(points[level]) >= 20 else None for value, level in levels.items()}
     bodies = {level: pose.center_lps for level, pose in poses.items() if pose is not None and not pose.at_edge}
     axes = spine_axes(bodies, order)
     return {level: measure_vertebra(mask, value, level, axes.get(level, rough.get(level)), points[level],
                                     poses[level], beyond) for value, level in levels.items()}
+
+
+#: The spine's posterior direction from the vertebrae's shape replaces the scanner's +P as the start of the
+#: body search only when the two lie farther apart than this (degrees): a supine or upright patient keeps +P.
+TURNED_DEG = 45.0
+
+
+def posterior_direction(points: dict[str, np.ndarray], axes: dict[str, np.ndarray]) -> np.ndarray:
+    """The patient's posterior in scanner terms (a unit LPS axis), for the whole spine. A
+    vertebra's voxels are skewed towards its spinous process (the heavy body in front, a thin process
+    behind), so the direction of largest skewness across the cranio-caudal axis points posterior whatever the
+    patient's position. From +P alone, a prone patient's (or one on the side) search found the spinous
+    process behind the canal and read it as a body 6-13 mm tall: grade 3 at every level."""
+    angles = np.radians(np.arange(0.0, 360.0, 5.0))
+    total = np.zeros(2)
+    for level, p in points.items():
+        if len(p) < 500 or level not in axes:
+            continue
+        si = np.asarray(axes[level], float)
+        si = si / np.linalg.norm(si)
+        a = np.cross(si, [0.0, 0.0, 1.0]) if abs(si[2]) < 0.9 else np.cross(si, [1.0, 0.0, 0.0])
+        a = a / np.linalg.norm(a)
+        b = np.cross(si, a)
+        x = p - p.mean(axis=0)
+        projected = np.outer(np.cos(angles), x @ a) + np.outer(np.sin(angles), x @ b)
+        skew = (projected ** 3).mean(axis=1) / np.maximum((projected ** 2).mean(axis=1), 1e-9) ** 1.5
+        best = int(np.argmax(skew))
+        direction = np.cos(angles[best]) * a + np.sin(angles[best]) * b
+        total += float(skew[best]) * direction[:2]
+    default = np.array([0.0, 1.0, 0.0])
+    if np.linalg.norm(total) < 1e-9:
+        return default
+    found = np.array([total[0], total[1], 0.0]) / np.linalg.norm(total)
+    if np.degrees(np.arccos(np.clip(found @ default, -1.0, 1.0))) <= TURNED_DEG:
+        return default
+    # the scanner axis nearest to it: a patient prone or on the side is measured as the same patient supine
+    cardinal = np.zeros(3)
+    axis = int(np.argmax(np.abs(found[:2])))
+    cardinal[axis] = np.sign(found[axis])
+    return cardinal
 
 
 def grade_vertebra(target: Morphometry, references: Sequence[Morphometry]) -> Grade:

@@ -221,6 +221,23 @@ def test_heights_do_not_depend_on_the_scanner_orientation():
     assert np.allclose(upright, tilted, atol=1.5), (upright, tilted)
 
 
+@pytest.mark.parametrize("quarter_turns", [1, 2])
+def test_a_patient_prone_or_on_the_side_measures_like_one_supine(quarter_turns):
+    """The sample's spine turned 180 degrees about its cranio-caudal axis (a prone patient, as for a CT-guided
+    biopsy) or 90 degrees (on the side): the body search started from the scanner's posterior, found the
+    spinous process behind the canal and read L1-L5 as grade 3 (posterior heights 6.5-13 mm), all flagged."""
+    import SimpleITK as sitk
+
+    mask = CTImage.from_sitk(sitk.ReadImage(str(SEG)))
+    levels = {31: "L1", 30: "L2", 29: "L3", 28: "L4", 27: "L5", 26: "S1", 32: "T12"}
+    turned = CTImage(np.ascontiguousarray(np.rot90(mask.voxels, quarter_turns, axes=(1, 2))), mask.spacing,
+                     mask.origin, mask.direction)
+    supine = morphometry.measure_spine(mask, levels, numbering.LEVEL_ORDER)
+    other = morphometry.measure_spine(turned, levels, numbering.LEVEL_ORDER)
+    for level in ("L1", "L2", "L3", "L4", "L5"):
+        np.testing.assert_allclose(other[level].heights_mm, supine[level].heights_mm, atol=0.05, err_msg=level)
+
+
 def test_genant_limits():
     assert [morphometry.genant_grade(v) for v in (0.0, 0.19, 0.2, 0.24, 0.25, 0.39, 0.4, 0.7)] == \
         [0, 0, 1, 1, 2, 2, 3, 3]
