@@ -32,6 +32,8 @@ REFERENCE_MAX_OWN_LOSS = 0.25
 GRID_MM = 0.5
 SLAB_HALF_MM = 1.5
 MIN_BODY_HEIGHT_MM = 3.0
+#: No vertebral body is taller (mm; lumbar bodies 25-35 mm): a taller one is two vertebrae under one label.
+MAX_BODY_HEIGHT_MM = 45.0
 #: HU below which a CT voxel holds no data (padding: scanners write -2000 to -3024 outside the reconstruction
 #: circle; air reads about -1000 and its noise never reaches this beside a vertebra)
 PADDING_HU = -1500.0
@@ -447,8 +449,15 @@ def measure_spine(mask: CTImage, levels: dict[int, str], order: Sequence[str],
              if len(points[level]) >= 20 else None for value, level in levels.items()}
     bodies = {level: pose.center_lps for level, pose in poses.items() if pose is not None and not pose.at_edge}
     axes = spine_axes(bodies, order)
-    return {level: measure_vertebra(mask, value, level, axes.get(level, rough.get(level)), points[level],
-                                    poses[level], beyond) for value, level in levels.items()}
+    measured = {level: measure_vertebra(mask, value, level, axes.get(level, rough.get(level)), points[level],
+                                        poses[level], beyond) for value, level in levels.items()}
+    for level, m in measured.items():
+        tallest = max(m.heights_mm) if m.heights_mm is not None else 0.0
+        if level != "S1" and tallest > MAX_BODY_HEIGHT_MM:   # S1 may stand for the whole sacrum
+            m.notes.append(f"the body measures {tallest:.0f} mm tall, more than any vertebral body (at most "
+                           f"{MAX_BODY_HEIGHT_MM:g} mm): the label seems to hold more than one vertebra")
+            m.heights_mm, m.region = None, None
+    return measured
 
 
 #: The spine's posterior direction from the vertebrae's shape replaces the scanner's +P as the start of the

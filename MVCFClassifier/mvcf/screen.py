@@ -142,6 +142,31 @@ def _round(value: Optional[float], digits: int = 2) -> Optional[float]:
     return None if value is None else round(float(value), digits)
 
 
+#: How far (mm) a level's centroid may lie below the next caudal one's before the order is refused: adjacent
+#: vertebrae lie 20-40 mm apart head to foot, a sharp kyphosis brings them closer, never below each other.
+ORDER_SLACK_MM = 10.0
+
+
+def check_level_order(seg: CTImage, levels: dict[int, str], numbering: str) -> None:
+    """Refuse levels out of head-to-foot order (LPS +z is the head): a swapped pair of labels, a numbering
+    read backwards, or a header that does not say where the head is were measured and classified as named,
+    the real L1 flagged as "L3"."""
+    from scipy import ndimage
+
+    from mvcf.numbering import LEVEL_ORDER
+
+    values = sorted(levels, key=lambda v: LEVEL_ORDER.index(levels[v]))   # cranial first
+    centres = ndimage.center_of_mass(np.ones(seg.voxels.shape, np.uint8), seg.voxels, values)
+    z = {levels[v]: float(seg.index_to_lps(np.asarray(c, float)[::-1])[2]) for v, c in zip(values, centres)}
+    ordered = [levels[v] for v in values]
+    for upper, lower in zip(ordered, ordered[1:]):
+        if z[upper] < z[lower] - ORDER_SLACK_MM:
+            raise MVCFError(f"the segmentation's levels are out of head-to-foot order: {upper} lies "
+                            f"{z[lower] - z[upper]:.0f} mm below {lower} (LPS z {z[upper]:.0f} vs {z[lower]:.0f} mm): "
+                            f"labels swapped, the wrong numbering ({numbering}; give --numbering), or a CT header "
+                            "that does not say where the head is")
+
+
 def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optional[dict[int, str]] = None,
               model: Union[str, Path, None, Any] = None, device: str = "auto", contrast: Optional[str] = None,
               on_progress: Optional[Callable[[int, int, str], None]] = None,
@@ -176,6 +201,7 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
     empty = {v: lv for v, lv in scheme.levels.items() if v not in present}
     if not present:
         raise MVCFError("the label map has no vertebra labels with voxels in it")
+    check_level_order(seg, present, scheme.name)
     bundle = inference.load_model(model, device, backend)
     device = bundle.device
     steps = 4
@@ -203,6 +229,9 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
         if m.measured and level not in ("T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2",
                                         "L3", "L4"):
             notes.append("Genant's method was defined for T4-L4")
+        if level == "L5" and m.measured and "S1" not in morph:   # the sample without S1: a normal L5 read grade 2
+            notes.append("no S1 label below L5: its cranio-caudal axis runs through L4 alone, which the lordosis "
+                         "tilts against L5, so its heights and grade may be off (segment the sacrum or S1 too)")
         heights = m.heights_mm or (None, None, None)
         rows[level] = {
             "level": level, "label": label_of[level], "status": status,

@@ -547,6 +547,48 @@ def test_a_body_cut_by_the_ct_s_padding_is_partial_like_a_cropped_one(tmp_path, 
             assert far[level][key] == pytest.approx(row[key]), (level, key)
 
 
+def test_levels_out_of_order_are_refused_and_two_vertebrae_under_one_label_are_not_measured(tmp_path, sample_screen):
+    """Swapped L1 and L3 labels were screened as named (the real L1 flagged as "L3"); L1 and L2 under one label
+    read as one normal L1, 46-51 mm tall; a mask without S1 read the normal L5 as a grade 2 wedge, without a word
+    in any of them."""
+    import SimpleITK as sitk
+
+    from mvcf.screen import screen_files
+
+    def relabelled(change) -> tuple:
+        seg = sitk.ReadImage(str(SEG))
+        labels = sitk.GetArrayFromImage(seg)
+        change(labels)
+        image = sitk.GetImageFromArray(labels)
+        image.CopyInformation(seg)
+        path = tmp_path / "seg.nii.gz"
+        sitk.WriteImage(image, str(path))
+        return CT, path
+
+    def swap(labels):
+        l1, l3 = labels == 31, labels == 29
+        labels[l1], labels[l3] = 29, 31
+
+    with pytest.raises(MVCFError, match=r"^the segmentation's levels are out of head-to-foot order: L1 lies 34 mm "
+                                        r"below L2 \(LPS z 315 vs 349 mm\): labels swapped, the wrong numbering"):
+        screen_files(*relabelled(swap), device="cpu")
+
+    def merge(labels):
+        labels[labels == 30] = 31
+
+    rows = _rows(screen_files(*relabelled(merge), device="cpu"))
+    assert rows["L1"]["status"] == "not measured" and rows["L1"]["genant_grade"] is None
+    assert any(n.startswith("the body measures 51 mm tall, more than any vertebral body") for n in rows["L1"]["notes"])
+    assert rows["L2"]["status"] == "missing"
+
+    def no_sacrum(labels):
+        labels[labels == 26] = 0
+
+    l5 = _rows(screen_files(*relabelled(no_sacrum), device="cpu"))["L5"]
+    assert any(n.startswith("no S1 label below L5") for n in l5["notes"])
+    assert not any(n.startswith("no S1 label") for n in _rows(sample_screen)["L5"]["notes"])
+
+
 def test_an_interrupted_report_leaves_no_table_either(tmp_path, small_case, monkeypatch, capsys):
     """Ctrl-C (or a failure) while the case report or DICOM objects are written: the run exits 130 and --out
     gets no screen.tsv/screen.json (the table was written first before, and stayed)."""
