@@ -4,6 +4,7 @@ synthetic vertebrae, and the `mvcf screen` command (one batched forward pass, ba
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -727,8 +728,9 @@ def test_a_case_another_run_finished_meanwhile_is_not_screened_again(tmp_path, s
     from mvcf.cli.main import main
 
     ct, seg = small_case
+    shutil.copy(seg, tmp_path / "seg_b.nii.gz")   # one exam under two case ids is refused
     manifest = tmp_path / "cases.csv"
-    manifest.write_text(f"case_id,ct,seg\na,{ct},{seg}\nb,{ct},{seg}\n")
+    manifest.write_text(f"case_id,ct,seg\na,{ct},{seg}\nb,{ct},{tmp_path / 'seg_b.nii.gz'}\n")
     out = tmp_path / "out"
     screened, real = [], mvcf.screen.screen_files
 
@@ -747,6 +749,22 @@ def test_a_case_another_run_finished_meanwhile_is_not_screened_again(tmp_path, s
     assert code == 0 and len(screened) == 1
     assert summary["screened"] == 1 and summary["finished_by_another_run"] == 1 and summary["skipped_finished"] == 1
     assert summary["index_counts"]["screened"] == 2 and summary["failed"] == []
+
+
+def test_one_exam_under_two_case_ids_is_refused(tmp_path, small_case, capsys):
+    """The same CT and segmentation (also through a link) under two case ids were screened and counted twice
+    in the index, without a word (a training manifest refuses the like)."""
+    from mvcf.cli.main import main
+
+    ct, seg = small_case
+    (tmp_path / "link.nii.gz").symlink_to(seg)
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case_id,ct,seg\na,{ct},{seg}\nb,{ct},{tmp_path / 'link.nii.gz'}\n")
+    code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+                 "--allow-outside-root"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "line 3: case 'b' names the CT and segmentation of case 'a'" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_manifest_rows_get_the_cohort_row_checks_before_anything_is_written(tmp_path, capsys):
@@ -1005,7 +1023,10 @@ def test_an_interrupted_manifest_run_still_writes_the_index(tmp_path, small_case
     monkeypatch.setattr(mvcf.screen, "screen_files", second_is_interrupted)
     ct, seg = small_case
     manifest = tmp_path / "cases.csv"
-    manifest.write_text(f"case_id,ct,seg\nfirst,{ct},{seg}\nsecond,{ct},{seg}\nthird,{ct},{seg}\n")
+    for name in ("second", "third"):   # one exam under two case ids is refused
+        shutil.copy(seg, tmp_path / f"{name}.nii.gz")
+    manifest.write_text(f"case_id,ct,seg\nfirst,{ct},{seg}\nsecond,{ct},{tmp_path / 'second.nii.gz'}\n"
+                        f"third,{ct},{tmp_path / 'third.nii.gz'}\n")
     out = tmp_path / "out"
     code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(out),
                  "--allow-outside-root"])

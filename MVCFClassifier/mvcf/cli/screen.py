@@ -301,7 +301,10 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
     missing = [c for c in ("case_id", "ct", seg_column) if c not in header]
     if missing:
         raise MVCFError(f"{path}: the manifest needs the column(s) {', '.join(missing)} (has {', '.join(header)})")
+    from mvcf.outputs_guard import file_identity_key
+
     problems, seen, cases = [], set(), []
+    exams: dict[tuple, str] = {}
     for n, surplus, row in rows:
         if surplus:
             problems.append(f"line {n}: {surplus}")
@@ -335,8 +338,14 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
         except MVCFError as exc:
             problems.append(f"line {n}: {exc}")
             continue
-        cases.append({"case_id": case_id, "ct": str(path.parent / row["ct"]),
-                      "seg": str(path.parent / row[seg_column]), "numbering": numbering.lower()})
+        case = {"case_id": case_id, "ct": str(path.parent / row["ct"]), "seg": str(path.parent / row[seg_column]),
+                "numbering": numbering.lower()}
+        exam = tuple(file_identity_key(case[k]) for k in ("ct", "seg"))
+        if None not in exam and exam in exams:   # one exam screened and counted twice in the index
+            problems.append(f"line {n}: case {case_id!r} names the CT and segmentation of case {exams[exam]!r}")
+            continue
+        exams[exam] = case_id
+        cases.append(case)
     if problems:
         raise MVCFError(f"{path}: {len(problems)} bad row(s): {'; '.join(problems[:5])}"
                         + (" ..." if len(problems) > 5 else ""))
