@@ -880,6 +880,9 @@ def test_shard_environment(monkeypatch):
     for name in ("RANK", "WORLD_SIZE"):   # an empty RANK beside an array: the array alone, not the whole manifest
         monkeypatch.setenv(name, "")
     assert shard() == (2, 3)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "")   # a count alone ran as the whole job (WORLD_SIZE alone is refused)
+    with pytest.raises(MVCFError, match="SLURM_ARRAY_TASK_COUNT is set but SLURM_ARRAY_TASK_ID is not"):
+        shard()
     for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
                  "SLURM_ARRAY_TASK_STEP"):
         monkeypatch.delenv(name)

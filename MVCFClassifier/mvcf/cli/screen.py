@@ -165,6 +165,9 @@ def shard() -> tuple[int, int]:
     WORLD_SIZE), or both: a launcher run inside each array task splits that task's share again, so no case
     is screened by two processes."""
     in_array = bool(os.environ.get("SLURM_ARRAY_TASK_ID", "").strip())
+    if not in_array and os.environ.get("SLURM_ARRAY_TASK_COUNT", "").strip():   # as WORLD_SIZE without RANK
+        raise MVCFError("environment variable SLURM_ARRAY_TASK_COUNT is set but SLURM_ARRAY_TASK_ID is not (or "
+                        "empty); Slurm sets both in every array task")
     launched = any(os.environ.get(name, "").strip() for name in ("RANK", "WORLD_SIZE"))
     task, tasks = _slurm_shard() if in_array else (0, 1)
     rank, size = _launcher_shard() if launched or not in_array else (0, 1)
