@@ -195,6 +195,15 @@ def test_collect_refuses_a_missing_case_a_foreign_key_and_bad_ratings(unaided_st
     assert json.loads(report.stdout)["modalities"] == ["unaided"]
     bad = mvcf_cli("reader-study", "report", str(plan), "--group", "senior:r1,zed", "--out", str(tmp_path / "rep2"))
     assert bad.returncode == 2 and "not one of the readers" in bad.stderr and not (tmp_path / "rep2").exists()
+    # readings that contradict the plan folder were reported, the AUC moved, without a word
+    for change, message in ((lambda f: f.assign(reader=f.reader.replace("r2", "R2")), "reader 'R2', which the plan"),
+                            (lambda f: f.assign(truth=1 - f.truth), "the truth 1, the plan's key 0"),
+                            (lambda f: f.assign(rating=f.rating.astype(float) + 0.5), "off the plan's scale")):
+        edited = tmp_path / "edited.csv"
+        change(frame).to_csv(edited, index=False)
+        bad = mvcf_cli("reader-study", "report", str(plan), "--readings", str(edited), "--out", str(tmp_path / "rep3"))
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and message in bad.stderr, bad.stderr
+        assert not (tmp_path / "rep3").exists()
 
 
 @pytest.mark.parametrize("damage, message", [

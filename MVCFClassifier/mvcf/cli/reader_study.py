@@ -156,7 +156,7 @@ def run_report(args: argparse.Namespace, reporter: Any) -> int:
 
     from mvcf.reader_study.collect import MODEL_SCORES_FILE, READINGS_FILE
     from mvcf.reader_study.packages import read_json
-    from mvcf.reader_study.plan import PLAN_FILE, parse_groups
+    from mvcf.reader_study.plan import KEY_FILE, PLAN_FILE, parse_groups
     from mvcf.reader_study.report import build_report
 
     if args.dir is None and args.readings is None:
@@ -175,6 +175,10 @@ def run_report(args: argparse.Namespace, reporter: Any) -> int:
     if missing:
         raise MVCFError(f"readings CSV is missing column(s): {', '.join(missing)}")
     plan = read_json(folder / PLAN_FILE, "study plan") if folder and (folder / PLAN_FILE).exists() else None
+    if plan is not None and (folder / KEY_FILE).exists():
+        from mvcf.reader_study.collect import check_readings_against_plan, load_plan_and_key
+
+        check_readings_against_plan(readings, *load_plan_and_key(folder))
     if args.group:
         plan = dict(plan or {}, groups=parse_groups(args.group, sorted(map(str, readings["reader"].unique()))))
     scores_path = Path(args.model_scores) if args.model_scores else (folder / MODEL_SCORES_FILE if folder else None)

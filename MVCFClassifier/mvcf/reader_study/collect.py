@@ -47,6 +47,48 @@ def load_plan_and_key(plan_dir: Path, key_path: Optional[Path] = None) -> tuple[
     return plan, key
 
 
+def check_readings_against_plan(readings, plan: dict, key: dict) -> None:
+    """Refuse readings that contradict the plan folder they are reported with: a reader or round the plan does
+    not have (`zed`, or `Cy` for `cy`), a truth other than the key's, a rating off the plan's scale. `report`
+    took them and moved the AUC (0.562 to 0.438 with the truth inverted) without a word."""
+    from mvcf.reader_study.scale import Scale
+
+    def refuse(what: str, found: str, allowed) -> None:
+        raise MVCFError(f"the readings name {what} {found!r}, which the plan does not have (it has "
+                        f"{', '.join(map(str, allowed))}): are they this study's readings?")
+
+    readers = [str(r) for r in plan.get("readers", [])]
+    for reader in sorted(set(readings["reader"].astype(str)) - set(readers)):
+        refuse("reader", reader, readers)
+    rounds = [str(r.get("name")) for r in plan.get("rounds", [])]
+    for modality in sorted(set(readings["modality"].astype(str)) - set(rounds)):
+        refuse("round", modality, rounds)
+    labels = {str(entry.get("case_id")): entry.get("label") for entry in key.get("cases", {}).values()}
+    for case, truth in readings[["case", "truth"]].itertuples(index=False):
+        expected = labels.get(str(case))
+        if expected is None:
+            raise MVCFError(f"the readings name case {str(case)!r}, which is not in the plan's key")
+        try:
+            same = float(truth) == float(expected)
+        except (TypeError, ValueError):
+            continue   # a truth in words: the analysis reads it with its own rule
+        if not same:
+            raise MVCFError(f"the readings give case {str(case)!r} the truth {truth!r}, the plan's key "
+                            f"{expected!r}: the readings' truth column was edited or belongs to another study")
+    scale = Scale.from_dict(plan["scale"]) if isinstance(plan.get("scale"), dict) else None
+    if scale is not None:
+        low, high = scale.bounds
+        whole = scale.primary == "confidence"
+        for reader, case, rating in readings[["reader", "case", "rating"]].itertuples(index=False):
+            try:
+                value = float(rating)
+            except (TypeError, ValueError):
+                continue   # the analysis names a rating that is no number
+            if not low <= value <= high or (whole and not value.is_integer()):
+                raise MVCFError(f"reader {str(reader)!r} rated case {str(case)!r} {rating!r}, off the plan's scale "
+                                f"({'a whole number ' if whole else ''}{low:g}-{high:g})")
+
+
 def _check_plan(plan: dict) -> None:
     """The fields collect reads, of the types the plan writes them in (an edited plan was a traceback)."""
     problems = []
