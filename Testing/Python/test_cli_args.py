@@ -200,3 +200,20 @@ def test_a_path_that_is_not_utf8_is_one_line_before_anything_runs(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "bad\\xff/h.nii.gz' is not UTF-8 text" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["synth", "--out", "", "--cases", "2"], "--out"),
+    (["train", "--manifest", "m.csv", "--out="], "--out"),
+    (["screen", "--ct", " ", "--seg", "s.nii.gz"], "--ct"),
+    (["predict", "--ct", "c.nii.gz", "--point-ijk", "1,2,3", "--report", ""], "--report"),
+])
+def test_an_empty_path_is_named_as_such(argv, option, capsys, tmp_path, monkeypatch):
+    """`--out ""` (a shell variable that was not set) became "." and was refused as ". exists and was not written
+    by mvcf", or as a folder holding the manifest."""
+    from mvcf.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--progress", "none", *argv]) == 2
+    assert capsys.readouterr().err == f"error: {option} is empty: give a path\n"
+    assert list(tmp_path.iterdir()) == []

@@ -107,6 +107,9 @@ def _main(argv: list[str]) -> int:
     if odd is not None:
         return _fail(early, f"the argument '{odd}' is not UTF-8 text (a name in another encoding); the CT and "
                             "image libraries cannot use such a path: rename it", 2)
+    empty = empty_path_option(argv)
+    if empty is not None:   # Path("") is ".": `--out ""` was refused as ". exists and was not written by mvcf"
+        return _fail(early, f"{empty} is empty: give a path", 2)
     try:
         with signals.cancel_wins():
             parser = build_parser()
@@ -169,6 +172,24 @@ def console() -> None:
         except (OSError, ValueError):   # a closed stream: nothing more can reach its reader anyway
             pass
     os._exit(code)
+
+
+#: The options that name a file or folder: an empty one is a shell variable that was not set, never ".".
+PATH_OPTIONS = ("--out", "--report", "--dicom-out", "--dicom-source", "--heatmap", "--views", "--ct", "--seg",
+                "--mask", "--manifest", "--model", "--csv", "--model-csv", "--locations", "--readings",
+                "--model-scores", "--plot", "--key")
+
+
+def empty_path_option(argv: Sequence[str]) -> Optional[str]:
+    """The first path option given an empty or blank value (`--out ""`, `--out=`), or None."""
+    for i, token in enumerate(argv):
+        name, equals, value = token.partition("=")
+        if name not in PATH_OPTIONS:
+            continue
+        given = value if equals else (argv[i + 1] if i + 1 < len(argv) else None)
+        if given is not None and not given.strip():
+            return name
+    return None
 
 
 #: The exit status of a command whose standard output was closed by its reader, as a shell reports a program
