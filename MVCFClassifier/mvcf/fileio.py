@@ -108,8 +108,31 @@ def _verify_tree(folder: Path, shown: PathLike) -> None:
 #: What the NIfTI library prints straight to the process's stderr when a write comes out short (a full disk):
 #: the read-back of every written file says it in one line instead (verify_written).
 _SHORT_WRITE_NOTES = ("** ERROR: NWAD", "** ERROR: nifti_image_write", "** ERROR: nifti_write")
-#: One image write at a time swaps the process's stderr (two threads swapping it would leave it swapped).
+#: One image read or write at a time swaps the process's stderr (two threads swapping it would leave it swapped).
 _STDERR_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def c_stderr_held() -> Iterator[list[str]]:
+    """The process's stderr (descriptor 2) held in a temporary file while the block runs, since the C libraries
+    below ITK print there themselves, past Python; its lines are in the yielded list once the block has ended.
+    A process without a stderr descriptor (a GUI) keeps its stderr and gets no lines."""
+    lines: list[str] = []
+    with _STDERR_SWAP, tempfile.TemporaryFile() as held:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            yield lines
+            return
+        os.dup2(held.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines.extend(held.read().decode("utf-8", "replace").splitlines(keepends=True))
 
 
 def write_image_file(image, path: PathLike) -> None:
@@ -117,25 +140,15 @@ def write_image_file(image, path: PathLike) -> None:
     The C library's notes on a short write are held back; anything else it prints goes on to stderr."""
     import SimpleITK as sitk
 
-    with _STDERR_SWAP, tempfile.TemporaryFile() as held:
-        try:
+    notes: list[str] = []
+    try:
+        with c_stderr_held() as notes:
+            sitk.WriteImage(image, str(path), True)
+    finally:
+        rest = "".join(line for line in notes if not line.startswith(_SHORT_WRITE_NOTES))
+        if rest:
+            sys.stderr.write(rest)
             sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError, AttributeError):   # no stderr (a GUI process): nothing to hold back
-            sitk.WriteImage(image, str(path), True)
-            return
-        os.dup2(held.fileno(), 2)
-        try:
-            sitk.WriteImage(image, str(path), True)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            notes = held.read().decode("utf-8", "replace").splitlines(keepends=True)
-            rest = "".join(line for line in notes if not line.startswith(_SHORT_WRITE_NOTES))
-            if rest:
-                sys.stderr.write(rest)
-                sys.stderr.flush()
 
 
 @contextlib.contextmanager

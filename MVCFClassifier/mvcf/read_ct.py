@@ -6,11 +6,10 @@ spacing, not CT-like values) with a one-line MVCFError; soft doubts come back as
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -48,46 +47,24 @@ def _read_sitk(path: Path, notes: Optional[list[str]] = None, series_uid: Option
                 except MVCFError as exc:
                     raise MVCFError(str(exc).replace(str(folder), str(path))) from None
         from mvcf.dicom.series import itk_warnings_off
+        from mvcf.fileio import c_stderr_held
 
-        with itk_warnings_off(), _c_stderr_off():   # what is wrong is said in one line below, or is harmless
-            check_image_header(path)
-            plausibility.check_header_numbers(path)
-            if path.name.lower().endswith((".nii", ".nii.gz")):
-                _check_nifti(path)
-            return sitk.ReadImage(str(path))
+        said: list[str] = []
+        try:   # the libraries' own lines ("pixdim[1,2,3] should be non-zero") broke the one error line
+            with itk_warnings_off(), c_stderr_held() as said:
+                check_image_header(path)
+                plausibility.check_header_numbers(path)
+                if path.name.lower().endswith((".nii", ".nii.gz")):
+                    _check_nifti(path)
+                return sitk.ReadImage(str(path))
+        finally:
+            if said:
+                log.debug("the image libraries said: %s", "".join(said).strip()[:2000])
     except RuntimeError as exc:
         reason = str(exc).split("ITK ERROR:")[-1].split("):", 1)[-1].strip().splitlines()
         reason = reason[0] if reason and "Exception thrown" not in reason[0] else ""
         raise MVCFError(f"cannot read {path}: corrupt or unsupported image file"
                         + (f" ({reason[:120]})" if reason else "")) from None
-
-
-@contextlib.contextmanager
-def _c_stderr_off() -> Iterator[None]:
-    """The process's stderr kept from the C libraries below ITK (the NIfTI library prints "pixdim[1,2,3]
-    should be non-zero; setting 0 dims to 1" itself), which broke the promise of one error line; what they
-    said goes to the debug log. A stderr without a file descriptor (tests, embedding) is left as it is."""
-    import sys
-    import tempfile
-
-    try:
-        fd = sys.stderr.fileno()
-        sys.stderr.flush()
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), fd)
-        try:
-            yield
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
-            sink.seek(0)
-            said = sink.read(2000).decode("utf-8", "replace").strip()
-            if said:
-                log.debug("the image libraries said: %s", said)
 
 
 def _gzip_data_size(path: Path) -> int:
