@@ -28,3 +28,9 @@ def shown(value: object) -> str:
 def shown_numbers(values: object, digits: int = 4) -> str:
     """A vector for an error line: `(1.5, 1.5, 3)`, each rounded to `digits` decimals."""
     return "(" + ", ".join(f"{round(float(v), digits):g}" for v in values) + ")"  # type: ignore[union-attr]
+
+
+def spelling(name: object) -> str:
+    """What two spellings of one name share (blanks collapsed, letter case folded: `Ann `, `ann`): to a reader
+    one name, to a program two, so a name given both ways is refused where it is read."""
+    return " ".join(str(name).split()).casefold()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
 from mvcf.cohort_checks import holds_control_character, surplus_cells
-from mvcf.errors import MVCFError
+from mvcf.errors import MVCFError, spelling
 from mvcf.locate import VertebraQuery, parse_point
 
 __all__ = ["FIELDS", "HEATMAP_SUFFIXES", "POINT_FIELDS", "VertebraQuery", "parse_entries", "parse_entry",
@@ -147,7 +147,7 @@ def parse_entries(entries: Sequence[Any], base: Path, source: str = "locations",
     queries = [parse_entry(entry, base, f"{source} entry {i + 1}") for i, entry in enumerate(entries)]
     first: dict[str, int] = {}
     for i, query in enumerate(queries):   # the results, the report and the SR tell vertebrae apart by name
-        earlier = first.setdefault(" ".join(query.name.split()).casefold(), i)
+        earlier = first.setdefault(spelling(query.name), i)
         if earlier != i:
             names = {queries[earlier].name: None, query.name: None}
             raise MVCFError(f"{source} entries {earlier + 1} and {i + 1} are both named "

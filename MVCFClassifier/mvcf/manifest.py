@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from mvcf.ctimage import ras_to_lps
-from mvcf.errors import MVCFError
+from mvcf.errors import MVCFError, spelling
 from mvcf.cohort_checks import check_cells, check_header, csv_read_errors, summarise_rows, surplus_cells
 from mvcf.fileio import atomic_open
 from mvcf.limits import check_file_size
@@ -205,7 +205,7 @@ def _one_spelling(records: Sequence[CaseRecord], field: str, why: str, problems:
     spelled: dict[str, CaseRecord] = {}
     for record in records:
         value = getattr(record, field)
-        first = spelled.setdefault(" ".join(value.split()).casefold(), record)
+        first = spelled.setdefault(spelling(value), record)
         if getattr(first, field) != value:
             problems[record.row].append(f"{field} {value!r} is written {getattr(first, field)!r} in row {first.row}: "
                                         f"{why}")

@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from scipy import stats as _st
 
-from mvcf.errors import MVCFError, shown
+from mvcf.errors import MVCFError, shown, spelling
 from mvcf.stats._validate import check_alpha, column_missing, is_positive, numeric_column
 from mvcf.stats.roc import _delong_cov, _structural_components
 
@@ -100,7 +100,7 @@ def ratings_array(data: Any, reader: str = "reader", modality: str = "modality",
     for what, values in (("reader", readers), ("modality", modalities)):   # R1 and r1: one person, two readers
         spelled: dict[str, Any] = {}
         for value in values:
-            first = spelled.setdefault(" ".join(str(value).split()).casefold(), value)
+            first = spelled.setdefault(spelling(value), value)
             if first != value:
                 raise MVCFError(f"{what} {shown(value)} is written {shown(first)} elsewhere: one {what} needs one "
                                 "spelling (letter case and blanks aside they are the same)")
@@ -399,8 +399,8 @@ def model_vs_readers(data: Any, model_scores: Any, modality: Any = None, cov_met
     rated = {str(c) for c in design["cases"]}
     extra = [c for c in by_str if c not in rated]
     if extra:   # another study's scores, or case ids written differently: compared on the rest in silence
-        raise MVCFError(f"model scores name case {extra[0]!r}, which no reader rated ({len(extra)} such case{'s' * (len(extra) > 1)}): "
-                        "give the scores of this study's cases")
+        raise MVCFError(f"model scores name case {extra[0]!r}, which no reader rated ({len(extra)} such "
+                        f"case{'s' * (len(extra) > 1)}): give the scores of this study's cases")
     try:
         model = np.array([float(by_str[str(c)]) for c in design["cases"]])
     except (TypeError, ValueError):
