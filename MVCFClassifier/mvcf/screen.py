@@ -156,7 +156,7 @@ def check_level_order(seg: CTImage, levels: dict[int, str], numbering: str) -> N
     from mvcf.numbering import LEVEL_ORDER
 
     values = sorted(levels, key=lambda v: LEVEL_ORDER.index(levels[v]))   # cranial first
-    centres = ndimage.center_of_mass(np.ones(seg.voxels.shape, np.uint8), seg.voxels, values)
+    centres = ndimage.center_of_mass(seg.voxels, seg.voxels, values)   # one label, one weight: its centroid
     z = {levels[v]: float(seg.index_to_lps(np.asarray(c, float)[::-1])[2]) for v, c in zip(values, centres)}
     ordered = [levels[v] for v in values]
     for upper, lower in zip(ordered, ordered[1:]):

@@ -138,11 +138,9 @@ def _main(argv: list[str]) -> int:
     except MVCFError as exc:
         return _fail(reporter, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                      130 if isinstance(exc, Cancelled) else 2)
-    except BrokenPipeError as exc:
-        if _reader_gone():   # `mvcf ... | head`: the results went out as far as they were read; say nothing
-            return SIGPIPE_EXIT
-        return _fail(reporter, f"cannot access{f' {exc.filename}' if exc.filename else ''}: {exc.strerror or exc}", 2)
     except OSError as exc:  # the disk, the permissions, a path: the user's to fix, never a traceback
+        if isinstance(exc, BrokenPipeError) and _reader_gone():   # `mvcf ... | head`: nothing more to say
+            return SIGPIPE_EXIT
         where = f" {exc.filename}" if exc.filename else ""
         return _fail(reporter, f"cannot access{where}: {exc.strerror or exc}", 2)
     except KeyboardInterrupt as exc:
