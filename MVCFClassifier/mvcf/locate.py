@@ -115,7 +115,8 @@ def from_box(ct: CTImage, min_lps: Sequence[float], max_lps: Sequence[float], na
 def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> VertebraLocation:
     """A location at the centroid (LPS mm) of `label` in `mask`; the extent is the label's LPS bounding box.
 
-    The mask's own geometry is used, so it need not share the CT's grid, only its physical space."""
+    The mask's own geometry is used, so it need not share the CT's grid, only its physical space. Messages
+    name the label by `name` first where there is one (a Slicer segment is label 1 of its own mask)."""
     from mvcf.ct_plausibility import check_vertebra_label
 
     label = int(label)
@@ -127,13 +128,14 @@ def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> Vertebr
         shown = ", ".join(str(v) for v in present[:20]) + (" ..." if present.size > 20 else "")
         raise MVCFError(f"label {label} is absent from the mask {mask.source or ''}".rstrip()
                         + f" (labels present: {shown or 'none'})")
-    kji, warnings = _main_piece(kji, mask.spacing, label)
+    called = f"'{name}' (label {label})" if name else f"label {label}"
+    kji, warnings = _main_piece(kji, mask.spacing, called)
     ijk = kji[:, ::-1].astype(float)
     center = mask.index_to_lps(ijk.mean(axis=0))
     corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
     lo, hi = ijk.min(axis=0) - 0.5, ijk.max(axis=0) + 0.5
     box = np.array([mask.index_to_lps(lo + c * (hi - lo)) for c in corners])
-    _require_inside(ct, center, f"centroid of label {label}")
+    _require_inside(ct, center, f"centroid of {called}")
     return VertebraLocation(center_lps=center, extent_mm=box.max(axis=0) - box.min(axis=0),
                             name=name or f"label {label}", source=f"mask label {label}", warnings=warnings)
 
@@ -146,7 +148,7 @@ PIECE_GAP_MM = 10.0
 APART_MAX_SHARE = 0.10
 
 
-def _main_piece(kji: np.ndarray, spacing: np.ndarray, label: int) -> tuple[np.ndarray, list[str]]:
+def _main_piece(kji: np.ndarray, spacing: np.ndarray, called: str) -> tuple[np.ndarray, list[str]]:
     """The voxels (k, j, i rows) of the label's main piece: its largest 26-connected component and every
     piece within PIECE_GAP_MM of it, and the warnings. A label whose voxels lie far apart was located at their
     centroid, between the pieces: two vertebrae under one label were classified at the one between them."""
@@ -174,11 +176,11 @@ def _main_piece(kji: np.ndarray, spacing: np.ndarray, label: int) -> tuple[np.nd
     share = apart / float(sizes.sum())
     far = max(gap_mm(boxes[n]) for n in range(count) if n not in near)
     if share > APART_MAX_SHARE:
-        raise MVCFError(f"label {label} of the mask lies in pieces {far:.0f} mm apart ({100 * share:.0f} % of its "
+        raise MVCFError(f"{called} of the mask lies in pieces {far:.0f} mm apart ({100 * share:.0f} % of its "
                         f"voxels away from the largest piece): one label must hold one vertebra (two under one "
                         "label would be classified at a point between them)")
     keep = np.isin(pieces[tuple((kji - lo).T)], np.asarray(near) + 1)
-    return kji[keep], [f"label {label}: left out {apart} voxels ({100 * share:.1f} %) lying up to {far:.0f} mm "
+    return kji[keep], [f"{called}: left out {apart} voxels ({100 * share:.1f} %) lying up to {far:.0f} mm "
                        "apart from its main piece (stray voxels of the segmentation)"]
 
 

@@ -75,13 +75,16 @@ def test_roi_gives_centre_and_lps_extent_of_the_rotated_box(scene):
         markups.location_from_roi(roi)
 
 
-def labelled_ct(scene):
-    """A small oblique CT with two box 'vertebrae' (labels 1 and 2) and a segmentation made from the labels."""
+def labelled_ct(scene, far_piece: bool = False):
+    """A small oblique CT with two box 'vertebrae' (labels 1 and 2) and a segmentation made from the labels;
+    `far_piece`: label 1 also holds a second box 16 mm away (two vertebrae under one segment)."""
     register_segmentation_converters()
     direction = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # i -> P, j -> -L
     labels = np.zeros((20, 24, 28), np.int16)
     labels[2:8, 5:12, 6:14] = 1
     labels[11:17, 10:20, 15:25] = 2
+    if far_piece:
+        labels[14:18, 18:23, 0:4] = 1
     ct = CTImage(voxels=(labels * 400 - 100).astype(np.int16), spacing=(0.8, 0.9, 2.0),
                  origin=(30.0, -20.0, 100.0), direction=direction)
     ct_node = volumes.volume_node_from_ct_image(scene, ct, "CT")
@@ -121,3 +124,10 @@ def test_segmentation_errors_are_user_errors(scene):
     empty_id = segmentation.GetSegmentation().AddEmptySegment("empty")
     with pytest.raises(MVCFError, match="empty"):
         markups.locations_from_segmentation(segmentation, [empty_id], ct_node)
+
+
+def test_a_segment_in_pieces_is_named_by_its_segment(scene):
+    """The segment is label 1 of its temporary mask: the message leads with the name the user picked."""
+    _, _, ct_node, segmentation, ids = labelled_ct(scene, far_piece=True)
+    with pytest.raises(MVCFError, match=r"^'vertebrae_L1' \(label 1\) of the mask lies in pieces \d+ mm apart"):
+        markups.locations_from_segmentation(segmentation, ids[:1], ct_node)
