@@ -207,6 +207,8 @@ def test_a_path_that_is_not_utf8_is_one_line_before_anything_runs(tmp_path, caps
     (["train", "--manifest", "m.csv", "--out="], "--out"),
     (["screen", "--ct", " ", "--seg", "s.nii.gz"], "--ct"),
     (["predict", "--ct", "c.nii.gz", "--point-ijk", "1,2,3", "--report", ""], "--report"),
+    (["train", "--manifest", "m.csv", "--out", "o", "--cache", ""], "--cache"),
+    (["reader-study", "collect", "plan", "--answers", ""], "--answers"),
 ])
 def test_an_empty_path_is_named_as_such(argv, option, capsys, tmp_path, monkeypatch):
     """`--out ""` (a shell variable that was not set) became "." and was refused as ". exists and was not written
@@ -217,3 +219,24 @@ def test_an_empty_path_is_named_as_such(argv, option, capsys, tmp_path, monkeypa
     assert main(["--progress", "none", *argv]) == 2
     assert capsys.readouterr().err == f"error: {option} is empty: give a path\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_path_option_is_checked_for_an_empty_value():
+    """PATH_OPTIONS is kept by hand: an option added later that names a file or folder (typed Path, or shown as
+    DIR / FILE / PATH / OUT.*) must be in it, or `--it ""` becomes "." again."""
+    import argparse
+    from pathlib import Path
+
+    from mvcf.cli.main import PATH_OPTIONS, build_parser
+
+    def options(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from options(sub)
+            elif action.option_strings and action.nargs != 0:
+                yield action
+
+    named = {a.option_strings[-1] for a in options(build_parser())
+             if a.type is Path or str(a.metavar).split(".")[0] in ("DIR", "FILE", "PATH", "OUT")}
+    assert named and named <= set(PATH_OPTIONS), sorted(named - set(PATH_OPTIONS))
