@@ -173,7 +173,7 @@ def console() -> None:
 
 
 #: The options that name a file or folder: an empty one is a shell variable that was not set, never ".".
-#: Kept by hand; test_cli_args checks that every option typed Path or shown as DIR/FILE/PATH is listed.
+#: Kept by hand; test_cli_args checks that every option typed Path or shown as DIR/FILE/PATH/OUT is listed.
 PATH_OPTIONS = ("--out", "--report", "--dicom-out", "--dicom-source", "--heatmap", "--views", "--ct", "--seg",
                 "--mask", "--manifest", "--model", "--csv", "--model-csv", "--locations", "--readings",
                 "--model-scores", "--plot", "--key", "--cache", "--answers")
