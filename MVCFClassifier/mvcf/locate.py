@@ -128,7 +128,7 @@ def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> Vertebr
         shown = ", ".join(str(v) for v in present[:20]) + (" ..." if present.size > 20 else "")
         raise MVCFError(f"label {label} is absent from the mask {mask.source or ''}".rstrip()
                         + f" (labels present: {shown or 'none'})")
-    called = f"'{name}' (label {label})" if name else f"label {label}"
+    called = f"'{name}' (label {label})" if name and name != f"label {label}" else f"label {label}"
     kji, warnings = _main_piece(kji, mask.spacing, called)
     ijk = kji[:, ::-1].astype(float)
     center = mask.index_to_lps(ijk.mean(axis=0))

@@ -91,6 +91,10 @@ def test_a_label_in_pieces_far_apart_is_refused_and_strays_are_left_out(totalseg
     with pytest.raises(MVCFError, match=r"^label 31 of the mask lies in pieces \d+ mm apart \(\d+ % of its voxels "
                                         r"away from the largest piece\): one label must hold one vertebra"):
         locate.from_mask(ct, relabelled(two), 31)
+    with pytest.raises(MVCFError, match=r"^label 31 of the mask lies"):   # predict's default name, not twice
+        locate.from_mask(ct, relabelled(two), 31, name="label 31")
+    with pytest.raises(MVCFError, match=r"^'L1' \(label 31\) of the mask lies"):
+        locate.from_mask(ct, relabelled(two), 31, name="L1")
     stray = mask.voxels.copy()
     stray[:3, :3, :3] = 31   # 27 voxels in the CT's corner
     located = locate.from_mask(ct, relabelled(stray), 31)
