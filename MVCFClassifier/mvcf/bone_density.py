@@ -29,6 +29,12 @@ EROSION_MM = 3.0
 MIN_VOXELS = 20
 OSTEOPOROSIS_HU = 110.0     # Pickhardt 2013: > 90 % specific at L1
 LOW_DENSITY_HU = 160.0      # Pickhardt 2013: 90 % sensitive at L1
+#: Cancellous bone holds no voxel this low (fat reads about -100 HU, its noise stays far above): more than
+#: AIR_MAX_SHARE of the sample below it is gas or air inside the body's outline (a vacuum cleft, a cut of the
+#: field of view filled with air, a mask shifted off the bone), which pulled the mean down to 2 or even
+#: -370 HU, read as "osteoporosis likely".
+AIR_HU = -400.0
+AIR_MAX_SHARE = 0.01
 CATEGORIES = ("osteoporosis likely", "low density", "normal density")
 NATIVE_PHASES = ("native", "non-contrast", "noncontrast", "none", "unenhanced")
 #: Phase names --contrast-phase accepts (after lower-casing, '_' and ' ' read as '-'): the native ones, the
@@ -72,6 +78,12 @@ def trabecular_density(ct: CTImage, region, level: str = "", erosion_mm: float =
                                               sitk.sitkLinear, -1024.0, sitk.sitkFloat32))
     values = hu[core]
     mean = float(values.mean())
+    air = float(np.mean(values < AIR_HU))
+    if air > AIR_MAX_SHARE:
+        return Density(None, None, None, int(values.size), "", False, notes + [
+            f"no trabecular HU: {100 * air:.0f} % of the body's interior reads below {AIR_HU:g} HU, which no bone "
+            "does: gas or air inside its outline (an intravertebral vacuum cleft, a cut of the field of view "
+            "filled with air, or a mask shifted off the bone)"])
     if level and level != "L1":
         notes.append("osteoporosis thresholds were derived at L1 (Pickhardt 2013); at "
                      f"{level} the category is an approximation")

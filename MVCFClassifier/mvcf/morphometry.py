@@ -34,10 +34,13 @@ SLAB_HALF_MM = 1.5
 MIN_BODY_HEIGHT_MM = 3.0
 #: No vertebral body is taller (mm; lumbar bodies 25-35 mm): a taller one is two vertebrae under one label.
 MAX_BODY_HEIGHT_MM = 45.0
-#: HU below which a CT voxel holds no data (padding: scanners write -2000 to -3024 outside the reconstruction
-#: circle; air reads about -1000 and its noise never reaches this beside a vertebra)
+#: HU at or below which a CT voxel holds no data (padding: scanners write -2000 to -3024 outside the
+#: reconstruction circle; air reads about -1000 and its noise never reaches this beside a vertebra)
 PADDING_HU = -1500.0
 MIN_BODY_DEPTH_MM = 10.0
+#: No vertebral body is deeper (mm, front to back; lumbar bodies 30-50 mm): a deeper one is a body search that
+#: ran along a wrong axis into the posterior elements (a patient lying turned about 45 degrees).
+MAX_BODY_DEPTH_MM = 60.0
 SPIKE_MM = 2.5
 CANAL_MARGIN_MM = 12.0
 #: A posterior step (see _posterior_step) marks a fragment or bulge behind the wall, not the wall itself.
@@ -83,6 +86,7 @@ class Morphometry:
     partial: bool = False
     region: Optional[BodyRegion] = None
     notes: list[str] = field(default_factory=list)
+    several: bool = False                                     # the label seems to hold more than one vertebra
 
     @property
     def measured(self) -> bool:
@@ -368,7 +372,7 @@ def _cropped(region: BodyRegion, margin: int = 2) -> BodyRegion:
 
 def field_of_view_edge(ct_voxels: np.ndarray, near: Optional[np.ndarray] = None,
                        margin: int = 2) -> Optional[np.ndarray]:
-    """Where the CT holds no data, widened by `margin` voxels: padding below PADDING_HU (a scanner's value
+    """Where the CT holds no data, widened by `margin` voxels: padding at or below PADDING_HU (a scanner's value
     outside its reconstruction circle, or what a resampling filled in), True on the CT's voxel array; None when
     there is none. `near` (a label map on that array) limits the work to the box of its labels. A body
     reaching it is cut by the field of view as surely as one reaching the image's outermost voxels."""
@@ -381,7 +385,7 @@ def field_of_view_edge(ct_voxels: np.ndarray, near: Optional[np.ndarray] = None,
             return None
         box = tuple(slice(max(s.start - margin - 1, 0), min(s.stop + margin + 1, n))
                     for s, n in zip(found[0], ct_voxels.shape))
-    padding = ct_voxels[box] < PADDING_HU
+    padding = ct_voxels[box] <= PADDING_HU
     if not padding.any():
         return None
     edge = np.zeros(ct_voxels.shape, bool)
@@ -454,6 +458,10 @@ def measure_spine(mask: CTImage, levels: dict[int, str], order: Sequence[str],
         if level != "S1" and tallest > MAX_BODY_HEIGHT_MM:   # S1 may stand for the whole sacrum
             m.notes.append(f"the body measures {tallest:.0f} mm tall, more than any vertebral body (at most "
                            f"{MAX_BODY_HEIGHT_MM:g} mm): the label seems to hold more than one vertebra")
+            m.heights_mm, m.region, m.several = None, None, True
+        elif m.heights_mm is not None and (m.depth_mm or 0.0) > MAX_BODY_DEPTH_MM:
+            m.notes.append(f"the body measures {m.depth_mm:.0f} mm front to back, deeper than any vertebral body "
+                           f"(at most {MAX_BODY_DEPTH_MM:g} mm): the search left the body (heights not reported)")
             m.heights_mm, m.region = None, None
     return measured
 
@@ -497,6 +505,19 @@ def posterior_direction(points: dict[str, np.ndarray], axes: dict[str, np.ndarra
     axis = int(np.argmax(np.abs(found[:2])))
     cardinal[axis] = np.sign(found[axis])
     return cardinal
+
+
+def turned_degrees(measured: dict[str, Morphometry]) -> Optional[float]:
+    """How far (degrees, 0-180) the patient lies turned about the long axis from supine: the circular median
+    of the measured bodies' posterior axes in the axial plane, against the scanner's +P; None when no body was
+    measured."""
+    angles = np.array([np.arctan2(m.axes_lps[0, 1], m.axes_lps[1, 1]) for m in measured.values()
+                       if m.measured and m.axes_lps is not None])
+    if not angles.size:
+        return None
+    centre = np.arctan2(np.sin(angles).mean(), np.cos(angles).mean())   # a median around it: one body off
+    offsets = np.angle(np.exp(1j * (angles - centre)))                  # (a wrong frame) does not move it
+    return float(abs(np.degrees(np.angle(np.exp(1j * (centre + np.median(offsets)))))))
 
 
 def grade_vertebra(target: Morphometry, references: Sequence[Morphometry]) -> Grade:

@@ -4,6 +4,7 @@ synthetic vertebrae, and the `mvcf screen` command (one batched forward pass, ba
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -237,6 +238,36 @@ def test_a_patient_prone_or_on_the_side_measures_like_one_supine(quarter_turns):
     other = morphometry.measure_spine(turned, levels, numbering.LEVEL_ORDER)
     for level in ("L1", "L2", "L3", "L4", "L5"):
         np.testing.assert_allclose(other[level].heights_mm, supine[level].heights_mm, atol=0.05, err_msg=level)
+
+
+def test_a_patient_turned_is_said_and_a_body_search_gone_astray_is_not_measured(tmp_path):
+    """The sample's patient turned 90 degrees about the long axis (header rotated): heights as supine, but the
+    classifier's views stay in scanner axes (L4's P(MVCF) 0.59 -> 0.99, flagged) without a word. Turned 45
+    degrees, L3's body search ran along a wrong axis, 72 mm deep, and read a grade 3 crush, flagged."""
+    import SimpleITK as sitk
+
+    from mvcf.screen import screen_files
+
+    def turned(degrees: float) -> dict:
+        t = np.radians(degrees)
+        rotation = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
+        paths = []
+        for source in (CT, SEG):
+            image = sitk.ReadImage(str(source))
+            image.SetDirection(tuple((rotation @ np.reshape(image.GetDirection(), (3, 3))).ravel()))
+            image.SetOrigin(tuple(rotation @ np.asarray(image.GetOrigin())))
+            paths.append(tmp_path / f"{degrees:g}_{source.name}")
+            sitk.WriteImage(image, str(paths[-1]))
+        return screen_files(*paths, device="cpu")
+
+    supine = turned(0.0)
+    assert not any("lies turned" in w for w in supine.warnings)
+    side = turned(90.0)
+    said = [w for w in side.warnings if "lies turned" in w]
+    assert len(said) == 1 and re.search(r"turned about (8[0-9]|9[0-9]|10[0-9]) degrees from supine", said[0]), said
+    rows = _rows(turned(45.0))
+    assert rows["L3"]["status"] == "not measured" and rows["L3"]["genant_grade"] is None
+    assert any("front to back, deeper than any vertebral body" in n for n in rows["L3"]["notes"])
 
 
 def test_genant_limits():
@@ -527,10 +558,10 @@ def test_a_body_cut_by_the_ct_s_padding_is_partial_like_a_cropped_one(tmp_path, 
 
     from mvcf.screen import screen_files
 
-    def padded(row: int) -> dict:
+    def padded(row: int, value: int = -3024) -> dict:
         ct, seg = sitk.ReadImage(str(CT)), sitk.ReadImage(str(SEG))
         hu, labels = sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(seg)
-        hu[:, row:, :], labels[:, row:, :] = -3024, 0
+        hu[:, row:, :], labels[:, row:, :] = value, 0
         for array, like, name in ((hu, ct, "ct.nii.gz"), (labels, seg, "seg.nii.gz")):
             image = sitk.GetImageFromArray(array)
             image.CopyInformation(like)
@@ -540,12 +571,39 @@ def test_a_body_cut_by_the_ct_s_padding_is_partial_like_a_cropped_one(tmp_path, 
     cut = padded(40)
     assert {r["status"] for r in cut.values()} == {"partial"}, {k: r["status"] for k, r in cut.items()}
     assert all(r["genant_grade"] is None and r["trabecular_hu"] is None for r in cut.values())
+    edge = padded(40, int(morphometry.PADDING_HU))   # exactly the limit is padding too (read -492 HU as bone)
+    assert {r["status"] for r in edge.values()} == {"partial"}, {k: r["status"] for k, r in edge.items()}
     far = padded(60)
     for level, row in _rows(sample_screen).items():
         assert far[level]["status"] == row["status"], level
         for key in ("height_anterior_mm", "height_middle_mm", "height_posterior_mm", "genant_grade",
                     "trabecular_hu"):
             assert far[level][key] == pytest.approx(row[key]), (level, key)
+
+
+def test_air_inside_a_body_gives_no_trabecular_hu(tmp_path, sample_screen):
+    """Air over the front of the bodies (a cut of the field of view filled with -1024, or a mask shifted off
+    the bone) read as bone: L3 -310 HU, L4 -373 HU, L2 2 HU, all "osteoporosis likely", without a word."""
+    import SimpleITK as sitk
+
+    from mvcf.screen import screen_files
+
+    ct, seg = sitk.ReadImage(str(CT)), sitk.ReadImage(str(SEG))
+    hu, labels = sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(seg)
+    front = int(np.argwhere(labels == 30)[:, 1].max())   # image row of L2's front (the sample's rows run anterior)
+    hu[:, front - 3:, :] = -1024
+    image = sitk.GetImageFromArray(hu)
+    image.CopyInformation(ct)
+    sitk.WriteImage(image, str(tmp_path / "ct.nii.gz"))
+    rows = _rows(screen_files(tmp_path / "ct.nii.gz", SEG, device="cpu"))
+    hit = [level for level, row in rows.items() if any("reads below -400 HU, which no bone does" in n
+                                                        for n in row["notes"])]
+    assert {"L2", "L3", "L4"} <= set(hit), hit
+    for level in hit:
+        assert rows[level]["trabecular_hu"] is None and rows[level]["density"] == "", level
+        assert not rows[level]["osteoporosis_flag"], level
+    for level, row in _rows(sample_screen).items():   # the sample itself: no body holds air
+        assert not any("no bone does" in n for n in row["notes"]), level
 
 
 def test_levels_out_of_order_are_refused_and_two_vertebrae_under_one_label_are_not_measured(tmp_path, sample_screen):
@@ -581,6 +639,9 @@ def test_levels_out_of_order_are_refused_and_two_vertebrae_under_one_label_are_n
     assert rows["L1"]["status"] == "not measured" and rows["L1"]["genant_grade"] is None
     assert any(n.startswith("the body measures 51 mm tall, more than any vertebral body") for n in rows["L1"]["notes"])
     assert rows["L2"]["status"] == "missing"
+    # nor classified: its centroid lies between the two (a P of neither was shown, 0.325 for L2+L3)
+    assert rows["L1"]["probability_malignant"] is None and rows["L1"]["prediction"] is None
+    assert "not classified: the label seems to hold more than one vertebra" in rows["L1"]["notes"]
 
     def no_sacrum(labels):
         labels[labels == 26] = 0
