@@ -129,7 +129,7 @@ def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> Vertebr
         raise MVCFError(f"label {label} is absent from the mask {mask.source or ''}".rstrip()
                         + f" (labels present: {shown or 'none'})")
     called = f"'{name}' (label {label})" if name and name != f"label {label}" else f"label {label}"
-    kji, warnings = _main_piece(kji, mask.spacing, called)
+    kji, warnings = main_piece(kji, mask.spacing, called)
     ijk = kji[:, ::-1].astype(float)
     center = mask.index_to_lps(ijk.mean(axis=0))
     gap = _front_gap_mm(mask, ijk, center)
@@ -155,7 +155,7 @@ APART_MAX_SHARE = 0.10
 
 #: A gap head to foot in the front of a label (its body) wider than this many voxel steps, and than
 #: FRONT_GAP_MIN_MM, is a disc between two bodies: one label holding two touching vertebrae (its pieces touch
-#: through the facet joints, so _main_piece sees one) was classified at the disc between them.
+#: through the facet joints, so main_piece sees one) was classified at the disc between them.
 FRONT_GAP_STEPS = 1.5
 FRONT_GAP_MIN_MM = 4.0
 
@@ -174,7 +174,7 @@ def _front_gap_mm(mask: CTImage, ijk: np.ndarray, center: np.ndarray) -> Optiona
     return widest if widest > limit else None
 
 
-def _main_piece(kji: np.ndarray, spacing: np.ndarray, called: str) -> tuple[np.ndarray, list[str]]:
+def main_piece(kji: np.ndarray, spacing: np.ndarray, called: str) -> tuple[np.ndarray, list[str]]:
     """The voxels (k, j, i rows) of the label's main piece: its largest 26-connected component and every
     piece within PIECE_GAP_MM of it, and the warnings. A label whose voxels lie far apart was located at their
     centroid, between the pieces: two vertebrae under one label were classified at the one between them."""

@@ -122,6 +122,23 @@ def _voxel_points(mask: CTImage, label: int, box: Optional[tuple] = None) -> np.
     return mask.origin + kji[:, ::-1].astype(float) @ (mask.direction @ np.diag(mask.spacing)).T
 
 
+def _main_points(mask: CTImage, label: int, level: str, box: tuple) -> np.ndarray:
+    """LPS positions of the label's main piece (locate.main_piece): a segmenter's stray voxels far off, which
+    the classifier's location leaves out, moved the centroids and axes, and so every neighbour's heights. A
+    label in pieces far apart keeps them all: its classification says why it is refused."""
+    from mvcf.errors import MVCFError
+    from mvcf.locate import main_piece
+
+    kji = np.argwhere(mask.voxels[box] == label) + np.array([b.start for b in box])
+    if kji.size == 0:
+        return np.zeros((0, 3))
+    try:
+        kji, _ = main_piece(kji, mask.spacing, level)
+    except MVCFError:
+        pass
+    return mask.origin + kji[:, ::-1].astype(float) @ (mask.direction @ np.diag(mask.spacing)).T
+
+
 def principal_si_axis(points: np.ndarray) -> np.ndarray:
     """The smallest principal axis of a point cloud, pointing superior (+S in LPS)."""
     centred = points - points.mean(axis=0)
@@ -443,7 +460,7 @@ def measure_spine(mask: CTImage, levels: dict[int, str], order: Sequence[str],
     from scipy import ndimage
 
     boxes = ndimage.find_objects(mask.voxels.astype(np.int32, copy=False), max_label=max(levels))
-    points = {level: _voxel_points(mask, value, boxes[value - 1]) if boxes[value - 1] is not None
+    points = {level: _main_points(mask, value, level, boxes[value - 1]) if boxes[value - 1] is not None
               else np.zeros((0, 3)) for value, level in levels.items()}
     rough = spine_axes({lv: p.mean(axis=0) for lv, p in points.items() if len(p)}, order)
     hint = posterior_direction(points, rough)

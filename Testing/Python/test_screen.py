@@ -606,6 +606,26 @@ def test_air_inside_a_body_gives_no_trabecular_hu(tmp_path, sample_screen):
         assert not any("no bone does" in n for n in row["notes"]), level
 
 
+def test_stray_voxels_of_a_label_do_not_move_any_height(tmp_path, sample_screen):
+    """One voxel of L1's label 129 mm away: the classifier's location left it out (with a note), but the
+    morphometry took it into L1's centroid and axis, so L1 and L2 read other heights (L2 25.8 -> 26.6 mm)."""
+    import SimpleITK as sitk
+
+    from mvcf.screen import screen_files
+
+    seg = sitk.ReadImage(str(SEG))
+    labels = sitk.GetArrayFromImage(seg)
+    labels[100, 5, 5] = 31
+    image = sitk.GetImageFromArray(labels)
+    image.CopyInformation(seg)
+    sitk.WriteImage(image, str(tmp_path / "seg.nii.gz"))
+    rows, before = _rows(screen_files(CT, tmp_path / "seg.nii.gz", device="cpu")), _rows(sample_screen)
+    for level, row in before.items():
+        for key in ("height_anterior_mm", "height_middle_mm", "height_posterior_mm", "genant_grade"):
+            assert rows[level][key] == pytest.approx(row[key]), (level, key)
+    assert any("left out 1 voxels" in n for n in rows["L1"]["notes"]), rows["L1"]["notes"]
+
+
 def test_levels_out_of_order_are_refused_and_two_vertebrae_under_one_label_are_not_measured(tmp_path, sample_screen):
     """Swapped L1 and L3 labels were screened as named (the real L1 flagged as "L3"); L1 and L2 under one label
     read as one normal L1, 46-51 mm tall; a mask without S1 read the normal L5 as a grade 2 wedge, without a word
