@@ -229,6 +229,8 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
         if m.measured and level not in ("T4", "T5", "T6", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2",
                                         "L3", "L4"):
             notes.append("Genant's method was defined for T4-L4")
+        if m.measured:   # L3 left out: L4's axis ran through L2, and its loss read 7 % instead of 22 %
+            notes.extend(_gap_notes(level, above, below, morph))
         if level == "L5" and m.measured and "S1" not in morph:   # the sample without S1: a normal L5 read grade 2
             notes.append("no S1 label below L5: its cranio-caudal axis runs through L4 alone, which the lordosis "
                          "tilts against L5, so its heights and grade may be off (segment the sacrum or S1 too)")
@@ -310,6 +312,25 @@ def screen_ct(ct: CTImage, seg: CTImage, numbering: str = "auto", names: Optiona
                         threshold=float(threshold), device=device, contrast_phase=contrast,
                         backend=bundle.backend, warnings=warnings,
                         timing_ms={k: round(v, 1) for k, v in timing.items()}, images=(ct, seg))
+
+
+def _gap_notes(level: str, above: Optional[str], below: Optional[str], present: Sequence[str]) -> list[str]:
+    """A note for each side where the next level is absent but a farther one is there: the cranio-caudal axis
+    runs through that one, across the gap, and the missing level is no reference for the grade."""
+    from mvcf import numbering as numbering_module
+
+    index = numbering_module.level_index(level)
+    notes = []
+    for side, adjacent, farther in (
+            ("above", above, [x for x in present if numbering_module.level_index(x) < index]),
+            ("below", below, [x for x in present if numbering_module.level_index(x) > index])):
+        if adjacent is None and farther:
+            through = max(farther, key=numbering_module.level_index) if side == "above" else \
+                min(farther, key=numbering_module.level_index)
+            notes.append(f"the level {side} is missing from the segmentation: the cranio-caudal axis runs through "
+                         f"{through}, across the gap, and the grade has one neighbour fewer, so heights and grade "
+                         "may be off")
+    return notes
 
 
 #: A patient turned farther than this from supine (degrees about the long axis) is warned of: the classifier's

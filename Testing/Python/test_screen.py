@@ -670,6 +670,17 @@ def test_levels_out_of_order_are_refused_and_two_vertebrae_under_one_label_are_n
     assert any(n.startswith("no S1 label below L5") for n in l5["notes"])
     assert not any(n.startswith("no S1 label") for n in _rows(sample_screen)["L5"]["notes"])
 
+    def no_l3(labels):
+        labels[labels == 29] = 0
+
+    gap = _rows(screen_files(*relabelled(no_l3), device="cpu"))
+    assert any(n.startswith("the level above is missing from the segmentation: the cranio-caudal axis runs "
+                            "through L2, across the gap") for n in gap["L4"]["notes"]), gap["L4"]["notes"]
+    assert any(n.startswith("the level below is missing from the segmentation: the cranio-caudal axis runs "
+                            "through L4") for n in gap["L2"]["notes"]), gap["L2"]["notes"]
+    assert gap["L3"]["status"] == "missing"
+    assert not any("is missing from the segmentation" in n for r in _rows(sample_screen).values() for n in r["notes"])
+
 
 def test_an_interrupted_report_leaves_no_table_either(tmp_path, small_case, monkeypatch, capsys):
     """Ctrl-C (or a failure) while the case report or DICOM objects are written: the run exits 130 and --out
