@@ -89,6 +89,12 @@ def from_point(ct: CTImage, point: Sequence[float], unit: str, name: str = "") -
 BOX_MAX_MM = (160.0, 160.0, 80.0)
 #: A box thinner than this along any axis (mm) encloses nothing.
 BOX_MIN_MM = 1.0
+#: A box thinner than this along any axis (mm) does not enclose a vertebral body (15-50 mm each way; even a
+#: vertebra plana spans its width and depth): most often a Slicer ROI left at its default depth.
+BOX_SMALL_MM = 10.0
+#: A label smaller than this (cm3) is no whole vertebra (a lumbar one holds 40-90 cm3, a cervical one 5-10):
+#: a fragment, a stray label value or a vertebra mostly outside the mask.
+LABEL_MIN_CM3 = 2.0
 
 
 def from_box(ct: CTImage, min_lps: Sequence[float], max_lps: Sequence[float], name: str = "") -> VertebraLocation:
@@ -105,6 +111,10 @@ def from_box(ct: CTImage, min_lps: Sequence[float], max_lps: Sequence[float], na
                         "enclose the vertebra (give two opposite corners, or a point)")
     _require_inside(ct, center, "box centre")
     warnings = []
+    if np.any(size < BOX_SMALL_MM):
+        warnings.append(f"the box is {' x '.join(f'{v:.1f}' for v in size)} mm (L, P, S), thinner than a vertebral "
+                        f"body (under {BOX_SMALL_MM:g} mm along an axis): it is classified at its centre, which lies "
+                        "on the body only if the box was drawn around it")
     if np.any(size > np.asarray(BOX_MAX_MM)):
         warnings.append(f"the box is {shown} mm (L, P, S), larger than one vertebra (at most "
                         f"{' x '.join(f'{v:.0f}' for v in BOX_MAX_MM)} mm): it is classified at its centre, LPS "
@@ -132,6 +142,11 @@ def from_mask(ct: CTImage, mask: CTImage, label: int, name: str = "") -> Vertebr
     kji, warnings = main_piece(kji, mask.spacing, called)
     ijk = kji[:, ::-1].astype(float)
     center = mask.index_to_lps(ijk.mean(axis=0))
+    volume = len(ijk) * float(np.prod(mask.spacing)) / 1000.0
+    if volume < LABEL_MIN_CM3:
+        warnings.append(f"{called} holds {volume:.2g} cm3, less than any whole vertebra (at least "
+                        f"{LABEL_MIN_CM3:g} cm3): a fragment or a stray label value, or a vertebra mostly outside "
+                        "the mask; the location is its centroid")
     gap = _front_gap_mm(mask, ijk, center)
     if gap is not None:
         warnings.append(f"{called}: its front (the body) is split by a gap of {gap:.0f} mm head to foot, as by a "

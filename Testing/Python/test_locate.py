@@ -7,7 +7,7 @@ import pytest
 
 from conftest import shared
 from mvcf import locate
-from mvcf.ctimage import lps_to_ras
+from mvcf.ctimage import CTImage, lps_to_ras
 from mvcf.errors import MVCFError
 from mvcf.read_ct import read_ct, read_mask
 
@@ -76,8 +76,6 @@ def test_a_label_in_pieces_far_apart_is_refused_and_strays_are_left_out(totalseg
     classified under L1's name without a word; a few stray voxels far off pulled the centroid off the
     vertebra. A vertebra whose arch is cut off from its body by one voxel stays one vertebra."""
     from scipy import ndimage
-
-    from mvcf.ctimage import CTImage
 
     ct, mask = totalseg
 
@@ -201,6 +199,21 @@ def test_a_flat_box_is_refused_and_one_larger_than_a_vertebra_is_said(totalseg):
     np.testing.assert_allclose(tall.center_lps, centre)
     assert len(tall.warnings) == 1 and tall.warnings[0].startswith(
         "the box is 70 x 80 x 200 mm (L, P, S), larger than one vertebra (at most 160 x 160 x 80 mm)")
+    # 1 mm thick (a Slicer ROI left at its depth): its centre need not lie on the body (P 0.956 against 0.801)
+    thin = locate.from_box(ct, centre - [20, 15, 0.5], centre + [20, 15, 0.5])
+    assert len(thin.warnings) == 1 and thin.warnings[0].startswith(
+        "the box is 40.0 x 30.0 x 1.0 mm (L, P, S), thinner than a vertebral body (under 10 mm along an axis)")
+
+
+def test_a_label_too_small_for_a_vertebra_is_said(totalseg):
+    """A label of one voxel was classified at it without a word (P 0.329)."""
+    ct, mask = totalseg
+    voxels = np.zeros_like(mask.voxels)
+    voxels[50, 50, 60] = 31
+    tiny = locate.from_mask(ct, CTImage(voxels, mask.spacing, mask.origin, mask.direction), 31)
+    assert len(tiny.warnings) == 1 and tiny.warnings[0].startswith(
+        "label 31 holds 0.027 cm3, less than any whole vertebra (at least 2 cm3)"), tiny.warnings
+    assert locate.from_mask(ct, mask, 31).warnings == []
 
 
 @pytest.mark.parametrize("key", sorted(FIXTURES))

@@ -270,6 +270,26 @@ def test_a_patient_turned_is_said_and_a_body_search_gone_astray_is_not_measured(
     assert any("front to back, deeper than any vertebral body" in n for n in rows["L3"]["notes"])
 
 
+def test_a_tilted_spine_is_not_refused_for_a_fragment_out_of_order():
+    """The sample's spine tilted 40 degrees forward (header rotated about L-R): T11, cut by the field of view to
+    its arch (76 voxels), had its centroid 12 mm below T12's and the exam was refused as "labels swapped"."""
+    import SimpleITK as sitk
+
+    from mvcf.screen import check_level_order
+
+    mask = CTImage.from_sitk(sitk.ReadImage(str(SEG)))
+    t = np.radians(-40.0)   # in LPS; +40 degrees in the RAS of the NIfTI header
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(t), -np.sin(t)], [0.0, np.sin(t), np.cos(t)]])
+    tilted = CTImage(mask.voxels, mask.spacing, tilt @ mask.origin, tilt @ mask.direction)
+    levels = {33: "T11", 32: "T12", 31: "L1", 30: "L2", 29: "L3", 28: "L4", 27: "L5", 26: "S1"}
+    check_level_order(tilted, levels, "totalsegmentator")
+    swapped = mask.voxels.copy()   # a real swap is still refused
+    swapped[mask.voxels == 31], swapped[mask.voxels == 29] = 29, 31
+    with pytest.raises(MVCFError, match="out of head-to-foot order"):
+        check_level_order(CTImage(swapped, mask.spacing, tilt @ mask.origin, tilt @ mask.direction), levels,
+                          "totalsegmentator")
+
+
 def test_genant_limits():
     assert [morphometry.genant_grade(v) for v in (0.0, 0.19, 0.2, 0.24, 0.25, 0.39, 0.4, 0.7)] == \
         [0, 0, 1, 1, 2, 2, 3, 3]
