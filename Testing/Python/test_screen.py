@@ -929,6 +929,22 @@ def test_a_screen_manifest_row_with_more_cells_than_the_header_is_refused(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("header, said", [
+    ("case_id,ct,seg,mask", "has both a 'seg' and a 'mask' column; keep one"),   # mask was ignored in silence
+    ("case_id,ct", "needs the column(s) seg (or mask) (has case_id, ct; names are lower case)"),   # said "mask"
+    ("Case_ID,CT,SEG", "needs the column(s) case_id, ct, seg (or mask)"),
+])
+def test_a_screen_manifest_header_is_named_as_the_help_names_it(header, said, tmp_path, capsys):
+    from mvcf.cli.main import main
+
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(header + "\n" + ",".join(["a"] + ["x.nii.gz"] * header.count(",")) + "\n", encoding="utf-8")
+    code = main(["--progress", "none", "screen", "--manifest", str(manifest), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and said in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_out_is_never_an_input_or_a_folder_of_the_users(tmp_path, capsys):
     """screen's --out (one CT and --manifest), --report and --dicom-out go through outputs_guard."""
     from mvcf.cli.main import main

@@ -300,10 +300,13 @@ def read_cases(path: Path, allow_outside_root: bool = False) -> list[dict[str, s
         header = [h.strip() for h in (reader.fieldnames or [])]
         rows = [(reader.line_num, surplus_cells(row), {k.strip(): (v or "").strip() for k, v in row.items() if k})
                 for row in reader]
+    if "seg" in header and "mask" in header:   # one of them was read in silence
+        raise MVCFError(f"{path}: the manifest has both a 'seg' and a 'mask' column; keep one (the segmentation)")
     seg_column = "seg" if "seg" in header else "mask"
-    missing = [c for c in ("case_id", "ct", seg_column) if c not in header]
+    missing = [c if c != "mask" else "seg (or mask)" for c in ("case_id", "ct", seg_column) if c not in header]
     if missing:
-        raise MVCFError(f"{path}: the manifest needs the column(s) {', '.join(missing)} (has {', '.join(header)})")
+        raise MVCFError(f"{path}: the manifest needs the column(s) {', '.join(missing)} (has {', '.join(header)}; "
+                        "names are lower case)")
     from mvcf.outputs_guard import file_identity_key
 
     problems, seen, cases = [], set(), []
