@@ -311,3 +311,23 @@ def test_random_designs_are_symmetric_and_well_formed(seed, n_readers, n_modalit
     design = ratings_array(frame)
     _, cov = auc_covariance(design["ratings"], design["truth"], "jackknife")
     assert np.linalg.eigvalsh(cov).min() >= -1e-15
+
+
+def test_difference_intervals_stay_within_the_possible_range():
+    """Two readers and four cases leave the ORH test a degree of freedom or so: the RRRC interval of the AUC
+    difference reached -9.28 to 9.78, outside anything a difference of two AUCs can be."""
+    rng = np.random.default_rng(0)
+    widest = 0.0
+    for _ in range(100):
+        rows = [(reader, modality, case, truth, int(rng.integers(1, 6))) for reader in ("a", "b")
+                for modality in ("unaided", "aided") for case, truth in enumerate((0, 0, 1, 1))]
+        try:
+            result = stats.mrmc(pd.DataFrame(rows, columns=["reader", "modality", "case", "truth", "rating"]))
+        except MVCFError:
+            continue
+        for analysis in ("rrrc", "frrc", "rrfc"):
+            for pair in result[analysis]["pairs"]:
+                if pair["ci"] is not None:
+                    assert -1.0 <= pair["ci"][0] <= pair["diff"] <= pair["ci"][1] <= 1.0, (analysis, pair)
+                    widest = max(widest, pair["ci"][1] - pair["ci"][0])
+    assert widest == pytest.approx(2.0)   # some of them were wider than the whole range before
