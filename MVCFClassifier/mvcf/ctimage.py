@@ -54,8 +54,10 @@ class CTImage:
         return m
 
     def index_to_lps(self, ijk) -> np.ndarray:
+        """LPS mm of a continuous (i, j, k) index, or of each row of an (N, 3) array of them."""
         ijk = np.asarray(ijk, dtype=float)
-        return self.origin + (self.direction @ np.diag(self.spacing)) @ ijk
+        step = self.direction @ np.diag(self.spacing)
+        return self.origin + (step @ ijk if ijk.ndim == 1 else ijk @ step.T)
 
     def lps_to_index(self, lps) -> np.ndarray:
         """Continuous (i, j, k) index of an LPS point in mm."""

@@ -179,13 +179,13 @@ def _front_gap_mm(mask: CTImage, ijk: np.ndarray, center: np.ndarray) -> Optiona
     """The widest gap head to foot (mm) among the label's voxels more than 5 mm in front of its centroid,
     when it is wide enough to be a disc; else None. One vertebra's body has none: every real and synthetic
     vertebra label at hand leaves one voxel step at most; two under one label leave 6-9 mm on the sample."""
-    step = mask.direction @ np.diag(mask.spacing)
-    lps = ijk @ step.T + np.asarray(mask.origin, float)
+    lps = mask.index_to_lps(ijk)
     front = np.sort(lps[lps[:, 1] < center[1] - 5.0, 2])
     if front.size < 50:
         return None
     widest = float(np.diff(front).max())
-    limit = max(FRONT_GAP_STEPS * float(np.abs(step[2]).max()), FRONT_GAP_MIN_MM)
+    z_per_step = np.abs(mask.direction[2] * np.asarray(mask.spacing, float)).max()   # mm of z per index step
+    limit = max(FRONT_GAP_STEPS * float(z_per_step), FRONT_GAP_MIN_MM)
     return widest if widest > limit else None
 
 

@@ -119,7 +119,7 @@ def _voxel_points(mask: CTImage, label: int, box: Optional[tuple] = None) -> np.
         kji = np.argwhere(mask.voxels == label)
     if kji.size == 0:
         return np.zeros((0, 3))
-    return mask.origin + kji[:, ::-1].astype(float) @ (mask.direction @ np.diag(mask.spacing)).T
+    return mask.index_to_lps(kji[:, ::-1])
 
 
 def _main_points(mask: CTImage, label: int, level: str, box: tuple) -> np.ndarray:
@@ -136,7 +136,7 @@ def _main_points(mask: CTImage, label: int, level: str, box: tuple) -> np.ndarra
         kji, _ = main_piece(kji, mask.spacing, level)
     except MVCFError:
         pass
-    return mask.origin + kji[:, ::-1].astype(float) @ (mask.direction @ np.diag(mask.spacing)).T
+    return mask.index_to_lps(kji[:, ::-1])
 
 
 def principal_si_axis(points: np.ndarray) -> np.ndarray:
